@@ -1,0 +1,1 @@
+//! Golden images: manifests, the element-based builder and the content-addressed store.

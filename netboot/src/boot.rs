@@ -1,0 +1,36 @@
+//! What a node should boot: the one decision that DHCP, TFTP and HTTP all defer to.
+//!
+//! The policy is asked by MAC address. `None` means "unknown node": DHCP ignores it unless
+//! discovery is on, and the HTTP script server answers with a script that exits to the next
+//! boot device.
+
+use crate::MacAddr;
+use serde::{Deserialize, Serialize};
+
+/// The boot action for one node, rendered into its iPXE script.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "action", rename_all = "snake_case", deny_unknown_fields)]
+pub enum BootAction {
+    /// Boot a kernel and initrd fetched over HTTP, with a kernel command line. `kernel` and
+    /// `initrd` are paths under the HTTP root or absolute `http://` URLs.
+    Kernel {
+        kernel: String,
+        initrd: String,
+        cmdline: String,
+    },
+    /// Boot from the local disk (iPXE `sanboot --no-describe --drive 0x80`, falling back to exit).
+    LocalDisk,
+    /// Leave iPXE and let the firmware try its next boot device.
+    Exit,
+}
+
+/// Decides per node what it boots. Implemented by the static table of `seed netboot` and by the
+/// seed daemon from each node's lifecycle state. Must be cheap: it is called on every packet.
+pub trait BootPolicy: Send + Sync + 'static {
+    /// The action for this MAC, or `None` if the node is unknown.
+    fn boot_action(&self, mac: MacAddr) -> Option<BootAction>;
+
+    /// Called when discovery enrolls a MAC that the policy did not know (DHCP saw it). The
+    /// default does nothing; the daemon creates a node in `enroll` state.
+    fn discovered(&self, _mac: MacAddr) {}
+}

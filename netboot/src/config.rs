@@ -1,0 +1,137 @@
+//! The `seed netboot` configuration file (TOML).
+//!
+//! One file describes the provisioning network (`interface`, `server_ip`), the services to run
+//! (`[dhcp]`, `[tftp]`, `[http]`; a missing section turns that service off) and the static node
+//! table (`[[nodes]]`: MAC, reserved address, hostname, boot action). Raw serde types reject
+//! unknown fields; [`NetbootConfig::from_toml`] validates across sections.
+
+use crate::{dhcp, http, tftp, BootAction, BootPolicy, MacAddr};
+use serde::Deserialize;
+use std::collections::HashMap;
+use std::net::Ipv4Addr;
+use std::path::Path;
+
+/// A validated netboot configuration.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NetbootConfig {
+    /// The provisioning interface. Sockets are bound to it (`SO_BINDTODEVICE`) so nothing is
+    /// served on any other interface of the machine.
+    #[serde(default)]
+    pub interface: Option<String>,
+    /// The seed's own address on the provisioning network: DHCP server identifier, next-server,
+    /// and the host of the HTTP URLs handed to iPXE.
+    pub server_ip: Ipv4Addr,
+    /// Directory for state that survives a restart (the DHCP lease file).
+    #[serde(default = "default_state_dir")]
+    pub state_dir: std::path::PathBuf,
+    #[serde(default)]
+    pub dhcp: Option<dhcp::DhcpConfig>,
+    #[serde(default)]
+    pub tftp: Option<tftp::TftpConfig>,
+    #[serde(default)]
+    pub http: Option<http::HttpConfig>,
+    /// Known nodes. A node listed here gets its reservation (if `ip` is set) and its boot action.
+    #[serde(default)]
+    pub nodes: Vec<NodeEntry>,
+}
+
+fn default_state_dir() -> std::path::PathBuf {
+    "/var/lib/seed/netboot".into()
+}
+
+/// One known node in the static table.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeEntry {
+    pub mac: MacAddr,
+    #[serde(default)]
+    pub ip: Option<Ipv4Addr>,
+    #[serde(default)]
+    pub hostname: Option<String>,
+    /// What the node boots; defaults to `exit` (known, but nothing to do).
+    #[serde(default = "default_boot")]
+    pub boot: BootAction,
+}
+
+fn default_boot() -> BootAction {
+    BootAction::Exit
+}
+
+/// Why a configuration file was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}")]
+    Read {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Parse(#[from] toml::de::Error),
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+impl NetbootConfig {
+    /// Parse and validate a configuration from TOML text.
+    pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
+        let cfg: NetbootConfig = toml::from_str(text)?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Read, parse and validate a configuration file.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Self::from_toml(&text)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let mut seen_mac = HashMap::new();
+        let mut seen_ip = HashMap::new();
+        for (i, n) in self.nodes.iter().enumerate() {
+            if let Some(prev) = seen_mac.insert(n.mac, i) {
+                return Err(ConfigError::Invalid(format!(
+                    "nodes[{i}] repeats MAC {} of nodes[{prev}]",
+                    n.mac
+                )));
+            }
+            if let Some(ip) = n.ip {
+                if let Some(prev) = seen_ip.insert(ip, i) {
+                    return Err(ConfigError::Invalid(format!(
+                        "nodes[{i}] reserves {ip}, already reserved by nodes[{prev}]"
+                    )));
+                }
+            }
+        }
+        if self.dhcp.is_none() && self.tftp.is_none() && self.http.is_none() {
+            return Err(ConfigError::Invalid(
+                "no service enabled: add a [dhcp], [tftp] or [http] section".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The static boot policy described by `[[nodes]]`.
+    pub fn static_policy(&self) -> StaticPolicy {
+        StaticPolicy {
+            table: self.nodes.iter().map(|n| (n.mac, n.boot.clone())).collect(),
+        }
+    }
+}
+
+/// The boot policy of the standalone netboot server: a fixed table from the config file.
+#[derive(Debug, Clone, Default)]
+pub struct StaticPolicy {
+    table: HashMap<MacAddr, BootAction>,
+}
+
+impl BootPolicy for StaticPolicy {
+    fn boot_action(&self, mac: MacAddr) -> Option<BootAction> {
+        self.table.get(&mac).cloned()
+    }
+}

@@ -1,0 +1,97 @@
+//! Runs the enabled netboot services on kernel sockets (tokio) until shutdown.
+//!
+//! This is the I/O edge for the standalone `seed netboot` and for the seed daemon: it builds the
+//! shared [`ServiceContext`] and spawns one task per enabled service. The userspace wire (smoltcp)
+//! will provide a second edge that drives the same sans-IO cores.
+
+use crate::config::NetbootConfig;
+use crate::metrics::Metrics;
+use crate::BootPolicy;
+use std::net::Ipv4Addr;
+use std::sync::Arc;
+use tokio_util::sync::CancellationToken;
+
+/// What every service needs besides its own section of the config.
+pub struct ServiceContext {
+    /// The seed's address on the provisioning network.
+    pub server_ip: Ipv4Addr,
+    /// The interface sockets are bound to, if any.
+    pub interface: Option<String>,
+    /// Where state that survives a restart lives.
+    pub state_dir: std::path::PathBuf,
+    /// Which node boots what.
+    pub policy: Arc<dyn BootPolicy>,
+    /// Counters, rendered at the HTTP server's `/metrics`.
+    pub metrics: Arc<Metrics>,
+    /// The base URL of the HTTP boot server (`http://server_ip:port`), if it runs.
+    pub http_base: Option<String>,
+}
+
+/// A service failed to start or died.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("DHCP service")]
+    Dhcp(#[source] std::io::Error),
+    #[error("TFTP service")]
+    Tftp(#[source] std::io::Error),
+    #[error("HTTP service")]
+    Http(#[source] std::io::Error),
+}
+
+/// Run every service enabled in `cfg` until `shutdown` is cancelled or one of them fails.
+pub async fn run(
+    cfg: NetbootConfig,
+    policy: Arc<dyn BootPolicy>,
+    metrics: Arc<Metrics>,
+    shutdown: CancellationToken,
+) -> Result<(), ServeError> {
+    let http_base = cfg
+        .http
+        .as_ref()
+        .map(|h| format!("http://{}:{}", cfg.server_ip, h.port));
+    let ctx = Arc::new(ServiceContext {
+        server_ip: cfg.server_ip,
+        interface: cfg.interface.clone(),
+        state_dir: cfg.state_dir.clone(),
+        policy,
+        metrics,
+        http_base,
+    });
+    let mut tasks = tokio::task::JoinSet::new();
+    if let Some(dhcp) = cfg.dhcp.clone() {
+        let (ctx, sd) = (ctx.clone(), shutdown.clone());
+        let nodes = cfg.nodes.clone();
+        tasks.spawn(async move {
+            crate::dhcp::serve(ctx, dhcp, nodes, sd)
+                .await
+                .map_err(ServeError::Dhcp)
+        });
+    }
+    if let Some(tftp) = cfg.tftp.clone() {
+        let (ctx, sd) = (ctx.clone(), shutdown.clone());
+        tasks.spawn(async move {
+            crate::tftp::serve(ctx, tftp, sd)
+                .await
+                .map_err(ServeError::Tftp)
+        });
+    }
+    if let Some(http) = cfg.http.clone() {
+        let (ctx, sd) = (ctx.clone(), shutdown.clone());
+        tasks.spawn(async move {
+            crate::http::serve(ctx, http, sd)
+                .await
+                .map_err(ServeError::Http)
+        });
+    }
+    while let Some(res) = tasks.join_next().await {
+        match res {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                shutdown.cancel();
+                return Err(e);
+            }
+            Err(join) => std::panic::resume_unwind(join.into_panic()),
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,41 @@
+//! Command-line front end: one module per top-level subcommand, each with its clap `Args` and a
+//! `run` that returns `anyhow::Result` (context on every error, printed once by `main`).
+
+pub mod netboot;
+
+use clap::{Parser, Subcommand};
+
+/// seed — a bare-metal bootstrap appliance.
+///
+/// Netboot (DHCP, TFTP, HTTP/iPXE), power machines through their BMCs, deploy golden images
+/// and configure nodes. Logs go to stderr; set RUST_LOG (e.g. RUST_LOG=debug) for more.
+#[derive(Debug, Parser)]
+#[command(name = "seed", version, about, long_about)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve DHCP / ProxyDHCP, TFTP and HTTP boot from a config file (a standalone PXE server).
+    Netboot(netboot::Args),
+}
+
+/// Run the parsed command line.
+pub fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Netboot(args) => netboot::run(args),
+    }
+}
+
+/// Log to stderr, one line per event, filtered by `RUST_LOG` (default `info`).
+pub fn init_tracing() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .try_init();
+}

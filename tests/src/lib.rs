@@ -1,0 +1,55 @@
+//! Shared fixtures for the end-to-end tests in `tests/tests/`: network namespaces joined by veth
+//! pairs, the `seed` binary, and child processes that are killed when a test ends, pass or fail.
+//!
+//! Network rule: every address used here lives on a veth inside a namespace the fixture created;
+//! nothing is bound to or sent from an interface of the host.
+
+pub mod netns;
+pub mod proc;
+
+use std::path::PathBuf;
+use std::sync::OnceLock;
+
+/// The workspace root.
+pub fn workspace_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace root")
+        .to_path_buf()
+}
+
+/// Path of the `seed` binary, built once per test process (`cargo build -p seed`).
+pub fn seed_bin() -> PathBuf {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        let root = workspace_root();
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let status = std::process::Command::new(cargo)
+            .args(["build", "--quiet", "-p", "seed", "--bin", "seed"])
+            .current_dir(&root)
+            .status()
+            .expect("running cargo build -p seed");
+        assert!(status.success(), "cargo build -p seed failed");
+        let target = std::env::var_os("CARGO_TARGET_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| root.join("target"));
+        target.join("debug").join("seed")
+    })
+    .clone()
+}
+
+/// Fail (not skip) with a clear message when a peer program is missing: `cargo xtask deps`
+/// installs every one of them.
+pub fn require(program: &str) -> PathBuf {
+    for dir in std::env::var("PATH")
+        .unwrap_or_default()
+        .split(':')
+        .chain(["/usr/sbin", "/sbin"])
+    {
+        let p = PathBuf::from(dir).join(program);
+        if p.is_file() {
+            return p;
+        }
+    }
+    panic!("{program} is not installed: run `cargo xtask deps` (this test needs it)");
+}

@@ -1,0 +1,110 @@
+//! The Debian packages that tests, benchmarks and the lab need, installed with apt-get.
+//!
+//! Services in these packages (tftpd-hpa, nginx, kea) must never start on the host: they would
+//! bind real interfaces. The install runs under a `policy-rc.d` that forbids service starts;
+//! tests start their own instances inside network namespaces.
+
+use anyhow::{bail, Context, Result};
+use std::process::Command;
+
+/// (package, why). Versions come from the machine's Debian release (bookworm).
+pub const PACKAGES: &[(&str, &str)] = &[
+    (
+        "iproute2",
+        "network namespaces and veth pairs for the tests",
+    ),
+    ("curl", "HTTP and TFTP client in tests"),
+    (
+        "isc-dhcp-client",
+        "dhclient: a DHCP client nobody here wrote",
+    ),
+    ("udhcpc", "busybox's DHCP client"),
+    ("kea-admin", "perfdhcp, the DHCP load generator"),
+    (
+        "kea-dhcp4-server",
+        "the DHCP peer in benchmarks and ProxyDHCP tests",
+    ),
+    ("dnsmasq-base", "a second DHCP server beside our ProxyDHCP"),
+    ("atftp", "TFTP client with windowsize"),
+    ("tftpd-hpa", "the TFTP peer in benchmarks"),
+    ("nginx-light", "the HTTP peer in benchmarks"),
+    ("wrk", "HTTP load generator for benchmarks"),
+    ("qemu-system-x86", "the lab's nodes"),
+    ("ipxe-qemu", "iPXE option ROMs for QEMU's NICs"),
+    ("ovmf", "UEFI firmware for nodes"),
+    ("seabios", "BIOS firmware for nodes"),
+    ("qemu-utils", "qemu-img for node disks"),
+    ("ipmitool", "the IPMI client nobody here wrote"),
+    ("openipmi", "ipmi_sim, a BMC simulator nobody here wrote"),
+    ("protobuf-compiler", "protoc for etcd-client"),
+    ("cpio", "initramfs inspection"),
+    ("zstd", "image stream inspection and benchmarks"),
+];
+
+fn installed(pkg: &str) -> bool {
+    Command::new("dpkg-query")
+        .args(["-W", "-f=${Status}", pkg])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).contains("install ok installed"))
+        .unwrap_or(false)
+}
+
+/// Install whatever of [`PACKAGES`] is missing. A no-op when all are present.
+pub fn install() -> Result<()> {
+    let missing: Vec<&str> = PACKAGES
+        .iter()
+        .map(|(p, _)| *p)
+        .filter(|p| !installed(p))
+        .collect();
+    if missing.is_empty() {
+        eprintln!(
+            "xtask: deps: all {} Debian packages present",
+            PACKAGES.len()
+        );
+        return Ok(());
+    }
+    eprintln!("xtask: deps: installing {}", missing.join(" "));
+    if !nix_is_root() {
+        bail!(
+            "these Debian packages are missing and installing them needs root:\n  sudo apt-get install {}",
+            missing.join(" ")
+        );
+    }
+    let policy = std::path::Path::new("/usr/sbin/policy-rc.d");
+    let own_policy = !policy.exists();
+    if own_policy {
+        std::fs::write(
+            policy,
+            "#!/bin/sh\n# written by cargo xtask deps: no service starts\nexit 101\n",
+        )
+        .context("writing /usr/sbin/policy-rc.d")?;
+        set_mode(policy, 0o755)?;
+    }
+    let result = (|| {
+        crate::run(Command::new("apt-get").args(["update", "-qq"]))?;
+        crate::run(
+            Command::new("apt-get")
+                .env("DEBIAN_FRONTEND", "noninteractive")
+                .args(["install", "-y", "-qq", "--no-install-recommends"])
+                .args(&missing),
+        )
+    })();
+    if own_policy {
+        let _ = std::fs::remove_file(policy);
+    }
+    result
+}
+
+fn nix_is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+        .unwrap_or(false)
+}
+
+fn set_mode(path: &std::path::Path, mode: u32) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+        .with_context(|| format!("chmod {}", path.display()))
+}

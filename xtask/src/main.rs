@@ -1,0 +1,112 @@
+//! `cargo xtask …`: every workflow of the project, the same commands for people and for CI.
+//!
+//! - `deps`: install the Debian packages the tests and the lab use (apt-get, as root).
+//! - `test`: deps, then fmt check, clippy, and the whole test suite (nextest, grouped so QEMU tests
+//!   do not starve two cores). This is what `.ci/run` runs.
+
+mod deps;
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "cargo xtask",
+    about = "seed's workflows: deps, test, lab, bench"
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// Install the Debian packages the tests, benchmarks and lab need (apt-get; root).
+    Deps,
+    /// Install deps, then run fmt check, clippy and every test. What CI runs.
+    Test {
+        /// Only run tests whose name matches (passed to nextest as a filter).
+        filter: Vec<String>,
+        /// Skip fmt and clippy.
+        #[arg(long)]
+        no_lint: bool,
+    },
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    match cli.cmd {
+        Cmd::Deps => deps::install(),
+        Cmd::Test { filter, no_lint } => test(&filter, no_lint),
+    }
+}
+
+/// The workspace root (xtask lives one level below it).
+pub fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace root")
+        .to_path_buf()
+}
+
+/// Run a command in the workspace root, echoing it, timing it, failing on a non-zero exit.
+pub fn run(cmd: &mut Command) -> Result<()> {
+    let shown = format!("{cmd:?}").replace('"', "");
+    eprintln!("xtask: $ {shown}");
+    let start = Instant::now();
+    let status = cmd
+        .current_dir(root())
+        .status()
+        .with_context(|| format!("starting {shown}"))?;
+    eprintln!("xtask: ({:.1}s) {shown}", start.elapsed().as_secs_f64());
+    if !status.success() {
+        bail!("{shown} failed ({status})");
+    }
+    Ok(())
+}
+
+fn cargo() -> Command {
+    Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+}
+
+fn test(filter: &[String], no_lint: bool) -> Result<()> {
+    let start = Instant::now();
+    deps::install()?;
+    if !no_lint {
+        run(cargo().args(["fmt", "--all", "--check"]))?;
+        run(cargo().args([
+            "clippy",
+            "--workspace",
+            "--all-targets",
+            "--",
+            "-D",
+            "warnings",
+        ]))?;
+    }
+    let nextest = Command::new("cargo-nextest")
+        .arg("--version")
+        .output()
+        .is_ok();
+    if nextest {
+        let mut c = cargo();
+        c.args(["nextest", "run", "--workspace", "--no-fail-fast"]);
+        if std::env::var_os("CI").is_some() {
+            c.args(["--profile", "ci"]);
+        }
+        c.args(filter);
+        run(&mut c)?;
+    } else {
+        let mut c = cargo();
+        c.args(["test", "--workspace", "--no-fail-fast"]);
+        c.args(filter);
+        run(&mut c)?;
+    }
+    eprintln!(
+        "xtask: test finished in {:.0}s",
+        start.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
