@@ -2,3 +2,8 @@
 //! The `seed` binary (`main.rs`) is a thin clap front end over these modules.
 
 pub mod cli;
+pub mod inventory;
+pub mod lifecycle;
+pub mod power;
+pub mod store;
+pub mod template;

@@ -4,7 +4,9 @@
 //! - `test`: deps, then fmt check, clippy, and the whole test suite (nextest, grouped so QEMU tests
 //!   do not starve two cores). This is what `.ci/run` runs.
 
+mod bench;
 mod deps;
+mod lab;
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
@@ -34,6 +36,10 @@ enum Cmd {
         #[arg(long)]
         no_lint: bool,
     },
+    /// Benchmarks: print the seed's figures beside a peer's, measured in the same run.
+    Bench(bench::Args),
+    /// The QEMU lab (`cargo xtask lab up --nodes 3`): builds seed, then runs `seed lab …`.
+    Lab(lab::Args),
 }
 
 fn main() -> Result<()> {
@@ -41,6 +47,8 @@ fn main() -> Result<()> {
     match cli.cmd {
         Cmd::Deps => deps::install(),
         Cmd::Test { filter, no_lint } => test(&filter, no_lint),
+        Cmd::Bench(args) => bench::run(args),
+        Cmd::Lab(args) => lab::run(args),
     }
 }
 
@@ -68,7 +76,7 @@ pub fn run(cmd: &mut Command) -> Result<()> {
     Ok(())
 }
 
-fn cargo() -> Command {
+pub fn cargo() -> Command {
     Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
 }
 

@@ -1,7 +1,9 @@
 //! Command-line front end: one module per top-level subcommand, each with its clap `Args` and a
 //! `run` that returns `anyhow::Result` (context on every error, printed once by `main`).
 
+pub mod lab;
 pub mod netboot;
+pub mod power;
 
 use clap::{Parser, Subcommand};
 
@@ -20,12 +22,21 @@ pub struct Cli {
 pub enum Command {
     /// Serve DHCP / ProxyDHCP, TFTP and HTTP boot from a config file (a standalone PXE server).
     Netboot(netboot::Args),
+    /// Power a machine on, off, cycle it, or read its power state, through its BMC.
+    Power(power::PowerArgs),
+    /// Choose the device a machine boots from next (pxe, disk, cdrom), through its BMC.
+    Bootdev(power::BootdevArgs),
+    /// A virtual datacenter of QEMU nodes with virtual BMCs on this machine.
+    Lab(lab::Args),
 }
 
 /// Run the parsed command line.
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Netboot(args) => netboot::run(args),
+        Command::Power(args) => power::run_power(args),
+        Command::Bootdev(args) => power::run_bootdev(args),
+        Command::Lab(args) => lab::run(args),
     }
 }
 

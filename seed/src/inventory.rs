@@ -1,0 +1,1 @@
+//! The inventory: nodes, their MACs, BMCs, properties and capabilities; instackenv import.

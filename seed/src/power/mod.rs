@@ -1,0 +1,1 @@
+//! Power drivers: how the seed turns machines on and off and picks their boot device.

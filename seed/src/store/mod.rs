@@ -1,0 +1,1 @@
+//! The state store: one trait, an embedded implementation (one file) and, later, etcd.

@@ -1,0 +1,1 @@
+//! Heat (HOT) templates: parsing with line numbers, intrinsic functions, resource types.
