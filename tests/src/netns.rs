@@ -95,8 +95,8 @@ impl Lan {
         let second = 200 + (n % 8) as u8;
         let net = Ipv4Addr::new(10, second, third, 0);
         let (server_if, client_if) = ("veth-s".to_string(), "veth-c".to_string());
-        // Create the pair inside the server namespace, then move one end: nothing touches the
-        // host's own namespace except for the instant before the move, with the link down.
+        // Create the pair inside the server namespace, then move one end to the client: the
+        // host's own namespace never sees either end.
         server.ip(&[
             "link", "add", &server_if, "type", "veth", "peer", "name", &client_if,
         ]);

@@ -1,11 +1,13 @@
 //! `cargo xtask …`: every workflow of the project, the same commands for people and for CI.
 //!
 //! - `deps`: install the Debian packages the tests and the lab use (apt-get, as root).
+//! - `fetch`: the pinned Debian packages into the offline cache (see `fetch.rs`).
 //! - `test`: deps, then fmt check, clippy, and the whole test suite (nextest, grouped so QEMU tests
 //!   do not starve two cores). This is what `.ci/run` runs.
 
 mod bench;
 mod deps;
+mod fetch;
 mod lab;
 
 use anyhow::{bail, Context, Result};
@@ -36,6 +38,8 @@ enum Cmd {
         #[arg(long)]
         no_lint: bool,
     },
+    /// Download the pinned Debian packages into the offline cache and verify them.
+    Fetch(fetch::Args),
     /// Benchmarks: print the seed's figures beside a peer's, measured in the same run.
     Bench(bench::Args),
     /// The QEMU lab (`cargo xtask lab up --nodes 3`): builds seed, then runs `seed lab …`.
@@ -47,6 +51,7 @@ fn main() -> Result<()> {
     match cli.cmd {
         Cmd::Deps => deps::install(),
         Cmd::Test { filter, no_lint } => test(&filter, no_lint),
+        Cmd::Fetch(args) => fetch::run(args),
         Cmd::Bench(args) => bench::run(args),
         Cmd::Lab(args) => lab::run(args),
     }
