@@ -576,7 +576,7 @@ fn dhcp_perfdhcp_completes_four_way_exchanges() {
     let count = |key: &str| -> Vec<u64> {
         text.lines()
             .filter_map(|l| l.trim().strip_prefix(key))
-            .filter_map(|rest| rest.trim().split_whitespace().next()?.parse().ok())
+            .filter_map(|rest| rest.split_whitespace().next()?.parse().ok())
             .collect()
     };
     let sent = count("sent packets:");
