@@ -572,6 +572,7 @@ fn dhcp_perfdhcp_completes_four_way_exchanges() {
         .expect("running perfdhcp");
     let text =
         String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    eprintln!("perfdhcp:\n{text}");
     // Two summaries: DISCOVER-OFFER, then REQUEST-ACK.
     let count = |key: &str| -> Vec<u64> {
         text.lines()
@@ -584,6 +585,8 @@ fn dhcp_perfdhcp_completes_four_way_exchanges() {
     assert_eq!(sent.len(), 2, "no exchange summaries in:\n{text}");
     assert_eq!(received.len(), 2, "{text}");
     assert!(sent[0] >= 500, "{text}");
+    assert_eq!(count("non unique addresses:"), vec![0, 0], "{text}");
+    assert_eq!(count("rejected leases:"), vec![0, 0], "{text}");
     for (s, r) in sent.iter().zip(&received) {
         assert!(
             *r * 100 >= *s * 95,

@@ -262,4 +262,22 @@ mod tests {
         }
         assert_eq!(parse("mode = \"proxy\"").unwrap().mode, DhcpMode::Proxy);
     }
+
+    #[test]
+    fn the_example_config_loads_and_builds_an_engine() {
+        let text = include_str!("../../examples/dhcp.toml");
+        let cfg = crate::config::NetbootConfig::from_toml(text).unwrap();
+        let dhcp = cfg.dhcp.clone().expect("[dhcp] section");
+        assert_eq!(dhcp.pool.unwrap().iter().count(), 100);
+        engine::Engine::new(
+            dhcp,
+            cfg.server_ip,
+            None,
+            &cfg.nodes,
+            Arc::new(cfg.static_policy()),
+            &crate::metrics::Metrics::default(),
+            leases::LeaseTable::default(),
+        )
+        .unwrap();
+    }
 }
