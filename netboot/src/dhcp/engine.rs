@@ -204,25 +204,7 @@ impl Engine {
         metrics: &Metrics,
         leases: LeaseTable,
     ) -> Result<Self, DhcpConfigError> {
-        let mut reserved = HashSet::new();
-        if cfg.mode == DhcpMode::Authoritative {
-            let subnet = cfg.subnet.ok_or(DhcpConfigError::MissingSubnet)?;
-            for n in nodes {
-                if let Some(ip) = n.ip {
-                    if !subnet.contains(&ip) {
-                        return Err(DhcpConfigError::ReservationOutsideSubnet {
-                            mac: n.mac,
-                            ip,
-                            subnet,
-                        });
-                    }
-                    if ip == subnet.network() || ip == subnet.broadcast() {
-                        return Err(DhcpConfigError::ReservationUnusable { mac: n.mac, ip });
-                    }
-                    reserved.insert(ip);
-                }
-            }
-        }
+        let reserved = cfg.check_nodes(nodes)?;
         let nodes = nodes
             .iter()
             .map(|n| {
@@ -585,10 +567,6 @@ impl Engine {
                 lease,
                 why,
             } => {
-                bump(match kind {
-                    MessageType::Offer => &self.counters.tx_offer,
-                    _ => &self.counters.tx_ack,
-                });
                 let mut m = self.base_reply(req, kind, yiaddr);
                 if self.cfg.mode == DhcpMode::Authoritative {
                     self.add_network_options(&mut m, mac, lease);
@@ -618,6 +596,10 @@ impl Engine {
                 } else {
                     format!(" {yiaddr}")
                 };
+                bump(match kind {
+                    MessageType::Offer => &self.counters.tx_offer,
+                    _ => &self.counters.tx_ack,
+                });
                 info!("{line} → {}{addr}{file_note} ({why})", type_name(kind));
                 Some(self.emit(m, req, rx, kind))
             }

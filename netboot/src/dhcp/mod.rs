@@ -205,6 +205,37 @@ impl TryFrom<RawDhcpConfig> for DhcpConfig {
     }
 }
 
+impl DhcpConfig {
+    /// Cross-section check: every reservation lies in the subnet and is a usable host address.
+    /// Returns the reserved addresses.
+    pub fn check_nodes(
+        &self,
+        nodes: &[NodeEntry],
+    ) -> Result<std::collections::HashSet<Ipv4Addr>, DhcpConfigError> {
+        let mut reserved = std::collections::HashSet::new();
+        if self.mode == DhcpMode::Proxy {
+            return Ok(reserved);
+        }
+        let subnet = self.subnet.ok_or(DhcpConfigError::MissingSubnet)?;
+        for n in nodes {
+            if let Some(ip) = n.ip {
+                if !subnet.contains(&ip) {
+                    return Err(DhcpConfigError::ReservationOutsideSubnet {
+                        mac: n.mac,
+                        ip,
+                        subnet,
+                    });
+                }
+                if ip == subnet.network() || ip == subnet.broadcast() {
+                    return Err(DhcpConfigError::ReservationUnusable { mac: n.mac, ip });
+                }
+                reserved.insert(ip);
+            }
+        }
+        Ok(reserved)
+    }
+}
+
 /// Serve DHCP until shutdown.
 pub async fn serve(
     ctx: Arc<ServiceContext>,
