@@ -1,0 +1,137 @@
+//! The tokio transport for the DHCP engine: kernel UDP sockets on port 67 (and 4011 in proxy
+//! mode), bound to the provisioning interface when one is configured.
+//!
+//! One task owns the engine and both sockets, so requests are handled one at a time in arrival
+//! order; the lease file is rewritten (atomically) before any reply that depends on it is sent,
+//! and a reply whose lease could not be saved is withheld rather than promised.
+
+use super::engine::{Engine, RxInfo, PROXY_PORT, SERVER_PORT};
+use super::{leases, DhcpConfig, DhcpMode};
+use crate::config::NodeEntry;
+use crate::server::ServiceContext;
+use socket2::{Domain, Protocol, Socket, Type};
+use std::io;
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::sync::Arc;
+use std::time::SystemTime;
+use tokio::net::UdpSocket;
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info, warn};
+
+/// Largest datagram we read; DHCP messages are at most a few hundred bytes in practice.
+const RECV_BUF: usize = 4096;
+
+/// A UDP socket on `0.0.0.0:port` that can broadcast, bound to `interface` if given.
+pub fn bind(port: u16, interface: Option<&str>) -> io::Result<UdpSocket> {
+    let s = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))?;
+    s.set_reuse_address(true)?;
+    s.set_broadcast(true)?;
+    if let Some(dev) = interface {
+        s.bind_device(Some(dev.as_bytes())).map_err(|e| {
+            io::Error::new(e.kind(), format!("binding the DHCP socket to {dev}: {e}"))
+        })?;
+    }
+    s.set_nonblocking(true)?;
+    let addr = SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, port);
+    s.bind(&addr.into())
+        .map_err(|e| io::Error::new(e.kind(), format!("binding UDP {addr}: {e}")))?;
+    UdpSocket::from_std(s.into())
+}
+
+async fn recv_opt(sock: Option<&UdpSocket>, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)> {
+    match sock {
+        Some(s) => s.recv_from(buf).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Serve DHCP on kernel sockets until `shutdown`.
+pub async fn serve(
+    ctx: Arc<ServiceContext>,
+    cfg: DhcpConfig,
+    nodes: Vec<NodeEntry>,
+    shutdown: CancellationToken,
+) -> io::Result<()> {
+    let path = leases::lease_path(&ctx.state_dir);
+    let table = leases::load(&path)?;
+    let loaded = table.len();
+    let mode = cfg.mode;
+    let mut engine = Engine::new(
+        cfg,
+        ctx.server_ip,
+        ctx.http_base.clone(),
+        &nodes,
+        ctx.policy.clone(),
+        &ctx.metrics,
+        table,
+    )
+    .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+    let iface = ctx.interface.as_deref();
+    let main = bind(SERVER_PORT, iface)?;
+    let proxy = match mode {
+        DhcpMode::Proxy => Some(bind(PROXY_PORT, iface)?),
+        DhcpMode::Authoritative => None,
+    };
+    info!(
+        "dhcp: serving ({}) on {} port 67{}; {} known node(s), {loaded} lease(s) from {}",
+        match mode {
+            DhcpMode::Authoritative => "authoritative",
+            DhcpMode::Proxy => "proxy",
+        },
+        iface.unwrap_or("all interfaces"),
+        if proxy.is_some() { " and 4011" } else { "" },
+        nodes.len(),
+        path.display()
+    );
+    let mut buf = vec![0u8; RECV_BUF];
+    let mut buf_proxy = vec![0u8; RECV_BUF];
+    loop {
+        let (res, local_port) = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            r = main.recv_from(&mut buf) => (r.map(|(n, a)| (n, a, false)), SERVER_PORT),
+            r = recv_opt(proxy.as_ref(), &mut buf_proxy) => (r.map(|(n, a)| (n, a, true)), PROXY_PORT),
+        };
+        let (n, src, on_proxy) = match res {
+            Ok(r) => r,
+            Err(e) => {
+                // UDP surfaces ICMP errors of earlier sends here; they concern no one now.
+                warn!("dhcp: receive on port {local_port}: {e}");
+                continue;
+            }
+        };
+        let SocketAddr::V4(src) = src else { continue };
+        let pkt = if on_proxy { &buf_proxy[..n] } else { &buf[..n] };
+        let reply = engine.handle(pkt, RxInfo { src, local_port }, SystemTime::now());
+        if engine.take_dirty() {
+            if let Err(e) = leases::save(&path, engine.leases()) {
+                error!(
+                    "dhcp: {}; reply withheld",
+                    error_chain(&e as &dyn std::error::Error)
+                );
+                continue;
+            }
+        }
+        let Some(reply) = reply else { continue };
+        let sock = match (reply.from_port, proxy.as_ref()) {
+            (PROXY_PORT, Some(p)) => p,
+            _ => &main,
+        };
+        if let Err(e) = sock.send_to(&reply.payload, reply.to).await {
+            warn!("dhcp: sending to {}: {e}", reply.to);
+        }
+    }
+    info!("dhcp: stopped");
+    Ok(())
+}
+
+/// An error with its chain of sources on one line (`a: b: c`).
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}
