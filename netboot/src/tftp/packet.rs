@@ -185,7 +185,7 @@ mod tests {
 
     #[test]
     fn parses_rrq_with_options() {
-        let pkt = b"\x00\x01dir/file.bin\0OCTET\0BlkSize\01428\0tsize\00\0";
+        let pkt = b"\x00\x01dir/file.bin\x00OCTET\x00BlkSize\x001428\x00tsize\x000\x00";
         let req = parse_request(pkt).unwrap().unwrap();
         assert!(!req.write);
         assert_eq!(req.filename, "dir/file.bin");
