@@ -34,7 +34,8 @@ pub struct TftpConfig {
     /// Largest `windowsize` agreed to.
     #[serde(default = "default_max_windowsize")]
     pub max_windowsize: u16,
-    /// Concurrent transfers; requests beyond are refused with an error.
+    /// Concurrent transfers; requests beyond are refused with an error (each holds a socket
+    /// and a file descriptor).
     #[serde(default = "default_max_transfers")]
     pub max_transfers: usize,
 }
@@ -55,7 +56,8 @@ fn default_max_windowsize() -> u16 {
     256
 }
 fn default_max_transfers() -> usize {
-    1024
+    // Two descriptors per transfer (socket, file): stays well inside the usual 1024 soft limit.
+    400
 }
 
 impl TftpConfig {

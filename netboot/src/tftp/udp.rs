@@ -275,6 +275,9 @@ impl Job {
         let now = || tokio::time::Instant::now().into_std();
         let mut t = engine::Transfer::new(neg, len, &self.limits, now());
         let mut inbuf = vec![0u8; 2048];
+        // One timer, moved when the deadline moves: cheaper than a new one per packet.
+        let sleep = tokio::time::sleep_until(t.deadline().unwrap_or_else(now).into());
+        tokio::pin!(sleep);
         let result = 'transfer: loop {
             while let Some(tx) = t.poll_transmit(&mut file, &mut out) {
                 if let Transmit::Data {
@@ -297,9 +300,11 @@ impl Job {
             let Some(deadline) = t.deadline() else {
                 break Ok(());
             };
+            if sleep.deadline() != deadline.into() {
+                sleep.as_mut().reset(deadline.into());
+            }
             tokio::select! {
-                _ = self.shutdown.cancelled() => break Ok(()),
-                _ = tokio::time::sleep_until(deadline.into()) => t.handle_timeout(now()),
+                biased;
                 r = sock.recv(&mut inbuf) => match r {
                     Ok(n) => match t.handle_packet(&inbuf[..n], now()) {
                         Input::Malformed => {
@@ -313,6 +318,8 @@ impl Job {
                     },
                     Err(e) => break Err(e),
                 },
+                _ = &mut sleep => t.handle_timeout(now()),
+                _ = self.shutdown.cancelled() => break Ok(()),
             }
         };
         match t.state() {
