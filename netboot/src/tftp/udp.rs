@@ -12,7 +12,7 @@ use super::packet::{self, ErrorCode};
 use super::root::{ResolveError, Root};
 use super::TftpConfig;
 use crate::server::ServiceContext;
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -112,7 +112,8 @@ pub async fn serve(
     let local_ip = sock.local_addr()?.ip();
     info!(addr = %sock.local_addr()?, root = %root.path().display(), "TFTP listening");
 
-    let active: Arc<Mutex<HashSet<SocketAddr>>> = Arc::default();
+    let active: Arc<Mutex<Active>> = Arc::default();
+    let mut generation = 0u64;
     let mut buf = vec![0u8; 65536];
     let mut out = Vec::with_capacity(1024);
     loop {
@@ -169,14 +170,35 @@ pub async fn serve(
             let _ = sock.send_to(&out, peer).await;
             continue;
         }
+        generation += 1;
+        let cancel = shutdown.child_token();
         let admitted = {
-            let mut set = active.lock().expect("tftp active set");
-            if set.contains(&peer) {
-                // A retransmitted RRQ while its transfer runs: the transfer answers it.
-                debug!(%peer, "TFTP: duplicate request ignored");
-                continue;
+            let mut map = active.lock().expect("tftp active map");
+            let admit = match map.get(&peer) {
+                Some(running) if running.request == req => {
+                    // A retransmitted RRQ while its transfer runs: the transfer answers it.
+                    debug!(%peer, "TFTP: duplicate request ignored");
+                    continue;
+                }
+                Some(running) => {
+                    // A different request from the same port: the client gave up on the
+                    // previous one (PXE ROMs probe `tsize`, abort, and ask again from the same
+                    // port). The new request replaces it.
+                    debug!(%peer, "TFTP: new request from the same port replaces its transfer");
+                    running.cancel.cancel();
+                    true
+                }
+                None => map.len() < cfg.max_transfers,
+            };
+            if admit {
+                let running = Running {
+                    request: req.clone(),
+                    cancel: cancel.clone(),
+                    generation,
+                };
+                map.insert(peer, running);
             }
-            set.len() < cfg.max_transfers && set.insert(peer)
+            admit
         };
         if !admitted {
             inc(&counters.refused);
@@ -194,7 +216,8 @@ pub async fn serve(
             limits,
             counters: counters.clone(),
             active: active.clone(),
-            shutdown: shutdown.clone(),
+            generation,
+            shutdown: cancel,
         };
         tokio::spawn(job.run());
     }
@@ -210,8 +233,20 @@ struct Job {
     root: Root,
     limits: Limits,
     counters: Counters,
-    active: Arc<Mutex<HashSet<SocketAddr>>>,
+    active: Arc<Mutex<Active>>,
+    generation: u64,
+    /// Cancelled on shutdown or when the client sends a different request from the same port.
     shutdown: CancellationToken,
+}
+
+/// Transfers in progress, by client address.
+type Active = HashMap<SocketAddr, Running>;
+
+struct Running {
+    request: packet::Request,
+    cancel: CancellationToken,
+    /// Which job owns the entry, so a replaced job does not remove its successor.
+    generation: u64,
 }
 
 impl Job {
@@ -220,7 +255,13 @@ impl Job {
         if let Err(e) = self.transfer().await {
             debug!(%peer, error = %e, "TFTP transfer socket error");
         }
-        self.active.lock().expect("tftp active set").remove(&peer);
+        let mut map = self.active.lock().expect("tftp active map");
+        if map
+            .get(&peer)
+            .is_some_and(|r| r.generation == self.generation)
+        {
+            map.remove(&peer);
+        }
     }
 
     async fn transfer(&self) -> std::io::Result<()> {
@@ -346,5 +387,136 @@ impl Job {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::StaticPolicy;
+    use crate::metrics::Metrics;
+    use std::time::Duration;
+
+    fn rrq(opts: &[(&str, &str)]) -> Vec<u8> {
+        let mut v = b"\x00\x01f\x00octet\x00".to_vec();
+        for (k, val) in opts {
+            v.extend_from_slice(k.as_bytes());
+            v.push(0);
+            v.extend_from_slice(val.as_bytes());
+            v.push(0);
+        }
+        v
+    }
+
+    /// Receive the next packet from `from` (other sources skipped), bounded in time.
+    async fn recv_from(sock: &UdpSocket, from: Option<SocketAddr>) -> (Vec<u8>, SocketAddr) {
+        let mut buf = vec![0u8; 2048];
+        loop {
+            let (n, src) = tokio::time::timeout(Duration::from_secs(5), sock.recv_from(&mut buf))
+                .await
+                .expect("no answer from the server")
+                .unwrap();
+            if from.is_none_or(|f| f == src) {
+                return (buf[..n].to_vec(), src);
+            }
+        }
+    }
+
+    /// On loopback only: a retransmitted RRQ does not start a second transfer, and a different
+    /// request from the same port replaces the running one (PXE ROM tsize probe).
+    #[tokio::test]
+    async fn duplicate_and_replacing_requests_on_loopback() {
+        let dir = tempfile::tempdir().unwrap();
+        let data: Vec<u8> = (0..3000u32).map(|i| (i % 251) as u8).collect();
+        std::fs::write(dir.path().join("f"), &data).unwrap();
+        let port = std::net::UdpSocket::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let metrics = Arc::new(Metrics::default());
+        let ctx = Arc::new(ServiceContext {
+            server_ip: Ipv4Addr::LOCALHOST,
+            interface: None,
+            state_dir: dir.path().into(),
+            policy: Arc::new(StaticPolicy::default()),
+            metrics: metrics.clone(),
+            http_base: None,
+        });
+        let cfg: TftpConfig = toml::from_str(&format!(
+            "root = {:?}\nport = {port}\ntimeout = 2",
+            dir.path()
+        ))
+        .unwrap();
+        let shutdown = CancellationToken::new();
+        let server = tokio::spawn(serve(ctx, cfg, shutdown.clone()));
+        let server_addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+        let client = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+
+        // Ask until the server is up; every repeat is a duplicate of the first request.
+        let probe = rrq(&[("tsize", "0")]);
+        let mut first = None;
+        for _ in 0..50 {
+            client.send_to(&probe, server_addr).await.unwrap();
+            let mut buf = [0u8; 512];
+            if let Ok(Ok((n, src))) =
+                tokio::time::timeout(Duration::from_millis(100), client.recv_from(&mut buf)).await
+            {
+                assert_eq!(&buf[..n], b"\x00\x06tsize\x003000\x00");
+                first = Some(src);
+                break;
+            }
+        }
+        let first = first.expect("server never answered");
+        assert_ne!(first.port(), port, "a transfer answers from its own port");
+        client.send_to(&probe, server_addr).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert_eq!(metrics.get("tftp_transfers_started_total"), 1);
+
+        // The real request from the same port: replaces the probe.
+        client
+            .send_to(&rrq(&[("blksize", "1000")]), server_addr)
+            .await
+            .unwrap();
+        let (oack, second) = loop {
+            let (p, src) = recv_from(&client, None).await;
+            if src != first {
+                break (p, src);
+            }
+        };
+        assert_ne!(second, first);
+        assert_eq!(oack, b"\x00\x06blksize\x001000\x00");
+        client.send_to(b"\x00\x04\x00\x00", second).await.unwrap();
+        let mut got = Vec::new();
+        for block in 1..=4u16 {
+            let (p, _) = recv_from(&client, Some(second)).await;
+            assert_eq!(&p[..4], &[0, 3, 0, block as u8]);
+            got.extend_from_slice(&p[4..]);
+            client
+                .send_to(&[0, 4, 0, block as u8], second)
+                .await
+                .unwrap();
+        }
+        assert_eq!(
+            got, data,
+            "3000 bytes in 1000-byte blocks, then an empty one"
+        );
+        for _ in 0..50 {
+            if metrics.get("tftp_transfers_completed_total") == 1
+                && metrics.get("tftp_transfers_failed_total") == 1
+            {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert_eq!(metrics.get("tftp_transfers_started_total"), 2);
+        assert_eq!(metrics.get("tftp_transfers_completed_total"), 1);
+        assert_eq!(
+            metrics.get("tftp_transfers_failed_total"),
+            1,
+            "the replaced probe"
+        );
+        shutdown.cancel();
+        server.await.unwrap().unwrap();
     }
 }
