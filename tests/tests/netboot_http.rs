@@ -185,6 +185,18 @@ fn http_files_ranges_head_and_keepalive() {
     // full + range + suffix + open + 416 + headers + HEAD + 2 keep-alive + this one.
     assert_eq!(value("http_requests_total"), 10);
     assert!(value("http_bytes_sent_total") >= 3 * len as u64 - 1000);
+
+    // Conditional GET against Last-Modified.
+    let (code, body) = srv.get(
+        "/small.txt",
+        &["-H", "If-Modified-Since: Fri, 01 Jan 2100 00:00:00 GMT"],
+    );
+    assert_eq!((code, body.len()), (304, 0));
+    let (code, body) = srv.get(
+        "/small.txt",
+        &["-H", "If-Modified-Since: Thu, 01 Jan 1970 00:00:00 GMT"],
+    );
+    assert_eq!((code, body.as_slice()), (200, &b"hello\n"[..]));
 }
 
 #[test]
