@@ -1,0 +1,342 @@
+//! The hyper edge of the HTTP boot server and its router.
+//!
+//! Connections are HTTP/1.1 with keep-alive. Files are streamed in 256 KiB reads
+//! (`ReaderStream` over a `tokio::fs::File` limited to the requested range), never read whole.
+//! Request paths are percent-decoded and then resolved by [`crate::tftp::root::Root`], which
+//! refuses `..` and symlinks out of the root (403), so `%2e%2e` cannot escape either.
+
+use super::range::{self, ByteRange};
+use super::HttpConfig;
+use crate::server::ServiceContext;
+use crate::tftp::root::{ResolveError, Root};
+use crate::MacAddr;
+use bytes::Bytes;
+use futures::TryStreamExt;
+use http::{header, HeaderValue, Method, Request, Response, StatusCode};
+use http_body_util::{combinators::BoxBody, BodyExt, Empty, Full, StreamBody};
+use hyper::body::Frame;
+use hyper_util::rt::TokioIo;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::SystemTime;
+use tokio::io::{AsyncReadExt, AsyncSeekExt};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+/// Bytes per file read: large reads keep syscalls and wakeups per MiB low.
+const READ_CHUNK: usize = 256 * 1024;
+
+type Body = BoxBody<Bytes, std::io::Error>;
+
+/// Shared by every connection.
+struct App {
+    ctx: Arc<ServiceContext>,
+    root: Root,
+    http_base: String,
+    requests: Arc<AtomicU64>,
+    bytes: Arc<AtomicU64>,
+}
+
+fn bind_tcp(addr: SocketAddr, interface: Option<&str>) -> std::io::Result<tokio::net::TcpListener> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let s = Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP))?;
+    if let Some(ifname) = interface {
+        s.bind_device(Some(ifname.as_bytes())).map_err(|e| {
+            std::io::Error::new(e.kind(), format!("binding to device {ifname}: {e}"))
+        })?;
+    }
+    s.set_reuse_address(true)?;
+    s.set_nonblocking(true)?;
+    s.bind(&addr.into())
+        .map_err(|e| std::io::Error::new(e.kind(), format!("binding TCP {addr}: {e}")))?;
+    s.listen(1024)?;
+    tokio::net::TcpListener::from_std(s.into())
+}
+
+/// Serve HTTP until `shutdown`: on `ctx.server_ip` (or 0.0.0.0 if that address is not
+/// configured here), bound to `ctx.interface` if set.
+pub async fn serve(
+    ctx: Arc<ServiceContext>,
+    cfg: HttpConfig,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    let root = Root::new(&cfg.root)?;
+    let iface = ctx.interface.as_deref();
+    let listener = match bind_tcp(SocketAddr::new(ctx.server_ip.into(), cfg.port), iface) {
+        Ok(l) => l,
+        Err(e) if e.kind() == std::io::ErrorKind::AddrNotAvailable => {
+            warn!(server_ip = %ctx.server_ip, "server_ip not configured here; HTTP listens on 0.0.0.0");
+            bind_tcp(
+                SocketAddr::new(Ipv4Addr::UNSPECIFIED.into(), cfg.port),
+                iface,
+            )?
+        }
+        Err(e) => return Err(e),
+    };
+    let http_base = ctx
+        .http_base
+        .clone()
+        .unwrap_or_else(|| format!("http://{}:{}", ctx.server_ip, cfg.port));
+    info!(addr = %listener.local_addr()?, root = %root.path().display(), "HTTP listening");
+    let app = Arc::new(App {
+        requests: ctx
+            .metrics
+            .counter("http_requests_total", "HTTP requests received"),
+        bytes: ctx
+            .metrics
+            .counter("http_bytes_sent_total", "HTTP response body bytes sent"),
+        ctx,
+        root,
+        http_base,
+    });
+    loop {
+        let (stream, peer) = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    // EMFILE and friends: keep serving the connections we have.
+                    warn!(error = %e, "HTTP accept");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let _ = stream.set_nodelay(true);
+        let (app, sd) = (app.clone(), shutdown.clone());
+        tokio::spawn(async move {
+            let svc = hyper::service::service_fn(move |req| {
+                let app = app.clone();
+                async move { Ok::<_, std::convert::Infallible>(app.handle(req, peer).await) }
+            });
+            let conn = hyper::server::conn::http1::Builder::new()
+                .keep_alive(true)
+                .serve_connection(TokioIo::new(stream), svc);
+            tokio::pin!(conn);
+            let res = tokio::select! {
+                r = conn.as_mut() => r,
+                _ = sd.cancelled() => {
+                    conn.as_mut().graceful_shutdown();
+                    conn.await
+                }
+            };
+            if let Err(e) = res {
+                debug!(%peer, error = %e, "HTTP connection ended with an error");
+            }
+        });
+    }
+    Ok(())
+}
+
+fn text(status: StatusCode, content_type: &'static str, body: String) -> Response<Body> {
+    let len = body.len();
+    let mut r = Response::new(Full::new(Bytes::from(body)).map_err(|n| match n {}).boxed());
+    *r.status_mut() = status;
+    let h = r.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    h.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+    r
+}
+
+fn status(status: StatusCode) -> Response<Body> {
+    let reason = status.canonical_reason().unwrap_or("error");
+    text(status, "text/plain; charset=utf-8", format!("{reason}\n"))
+}
+
+fn empty() -> Body {
+    Empty::new().map_err(|n| match n {}).boxed()
+}
+
+impl App {
+    async fn handle<B>(&self, req: Request<B>, peer: SocketAddr) -> Response<Body> {
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        let method = req.method().clone();
+        let raw_path = req.uri().path().to_string();
+        let mut resp = match method {
+            Method::GET | Method::HEAD => self.route(&req, &raw_path).await,
+            _ => {
+                let mut r = status(StatusCode::METHOD_NOT_ALLOWED);
+                r.headers_mut()
+                    .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
+                r
+            }
+        };
+        let st = resp.status();
+        if st.is_server_error() {
+            warn!(%peer, %method, path = %raw_path, status = st.as_u16(), "HTTP request failed");
+        } else {
+            debug!(%peer, %method, path = %raw_path, status = st.as_u16(), "HTTP request");
+        }
+        if method == Method::HEAD {
+            *resp.body_mut() = empty();
+        } else {
+            // Count body bytes as they are actually produced for the connection.
+            let bytes = self.bytes.clone();
+            let body = std::mem::replace(resp.body_mut(), empty());
+            *resp.body_mut() = body
+                .map_frame(move |f| {
+                    if let Some(d) = f.data_ref() {
+                        bytes.fetch_add(d.len() as u64, Ordering::Relaxed);
+                    }
+                    f
+                })
+                .boxed();
+        }
+        resp
+    }
+
+    async fn route<B>(&self, req: &Request<B>, raw_path: &str) -> Response<Body> {
+        let decoded = match percent_encoding::percent_decode_str(raw_path).decode_utf8() {
+            Ok(p) => p.into_owned(),
+            Err(_) => return status(StatusCode::BAD_REQUEST),
+        };
+        match decoded.as_str() {
+            "/metrics" => {
+                return text(
+                    StatusCode::OK,
+                    "text/plain; version=0.0.4; charset=utf-8",
+                    self.ctx.metrics.render(),
+                )
+            }
+            "/boot.ipxe" => {
+                return text(
+                    StatusCode::OK,
+                    "text/plain; charset=utf-8",
+                    crate::ipxe::chain_script(&self.http_base),
+                )
+            }
+            _ => {}
+        }
+        if let Some(m) = decoded.strip_prefix("/ipxe/") {
+            let m = m.strip_suffix(".ipxe").unwrap_or(m);
+            return match m.parse::<MacAddr>() {
+                Ok(mac) => {
+                    let action = self.ctx.policy.boot_action(mac);
+                    debug!(%mac, ?action, "iPXE script");
+                    text(
+                        StatusCode::OK,
+                        "text/plain; charset=utf-8",
+                        crate::ipxe::render(action.as_ref(), &self.http_base),
+                    )
+                }
+                Err(_) => status(StatusCode::NOT_FOUND),
+            };
+        }
+        match self.root.resolve(&decoded) {
+            Ok(path) => match self.file(req, &path).await {
+                Ok(r) => r,
+                Err(e) => {
+                    warn!(path = %path.display(), error = %e, "HTTP: cannot serve file");
+                    status(StatusCode::INTERNAL_SERVER_ERROR)
+                }
+            },
+            Err(ResolveError::Escapes) => {
+                warn!(path = %raw_path, "HTTP: path escapes the root, refused");
+                status(StatusCode::FORBIDDEN)
+            }
+            Err(ResolveError::NotFound | ResolveError::NotAFile) => status(StatusCode::NOT_FOUND),
+            Err(ResolveError::Io(e)) => {
+                warn!(path = %raw_path, error = %e, "HTTP: cannot access file");
+                status(StatusCode::FORBIDDEN)
+            }
+        }
+    }
+
+    async fn file<B>(
+        &self,
+        req: &Request<B>,
+        path: &std::path::Path,
+    ) -> std::io::Result<Response<Body>> {
+        let mut file = tokio::fs::File::open(path).await?;
+        let meta = file.metadata().await?;
+        let len = meta.len();
+        let modified = meta.modified().ok();
+        let headers = req.headers();
+
+        if let (Some(m), Some(ims)) = (
+            modified,
+            headers
+                .get(header::IF_MODIFIED_SINCE)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| httpdate::parse_http_date(v).ok()),
+        ) {
+            if truncate_secs(m) <= ims {
+                let mut r = Response::new(empty());
+                *r.status_mut() = StatusCode::NOT_MODIFIED;
+                set_file_headers(&mut r, modified);
+                return Ok(r);
+            }
+        }
+
+        let range_header = headers.get(header::RANGE).and_then(|v| v.to_str().ok());
+        let (code, start, count) = match range::parse(range_header, len) {
+            ByteRange::Full => (StatusCode::OK, 0, len),
+            ByteRange::Partial { start, end } => {
+                (StatusCode::PARTIAL_CONTENT, start, end - start + 1)
+            }
+            ByteRange::Unsatisfiable => {
+                let mut r = status(StatusCode::RANGE_NOT_SATISFIABLE);
+                r.headers_mut().insert(
+                    header::CONTENT_RANGE,
+                    HeaderValue::try_from(format!("bytes */{len}")).expect("ascii"),
+                );
+                return Ok(r);
+            }
+        };
+        let body = if req.method() == Method::HEAD || count == 0 {
+            empty()
+        } else {
+            if start > 0 {
+                file.seek(std::io::SeekFrom::Start(start)).await?;
+            }
+            let reader = file.take(count);
+            let stream = tokio_util::io::ReaderStream::with_capacity(reader, READ_CHUNK);
+            StreamBody::new(stream.map_ok(Frame::data)).boxed()
+        };
+        let mut r = Response::new(body);
+        *r.status_mut() = code;
+        set_file_headers(&mut r, modified);
+        let h = r.headers_mut();
+        h.insert(header::CONTENT_LENGTH, HeaderValue::from(count));
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static(content_type(path)),
+        );
+        if code == StatusCode::PARTIAL_CONTENT {
+            h.insert(
+                header::CONTENT_RANGE,
+                HeaderValue::try_from(format!("bytes {start}-{}/{len}", start + count - 1))
+                    .expect("ascii"),
+            );
+        }
+        Ok(r)
+    }
+}
+
+fn set_file_headers(r: &mut Response<Body>, modified: Option<SystemTime>) {
+    let h = r.headers_mut();
+    h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    if let Some(m) = modified {
+        if let Ok(v) = HeaderValue::try_from(httpdate::fmt_http_date(m)) {
+            h.insert(header::LAST_MODIFIED, v);
+        }
+    }
+}
+
+/// HTTP dates have whole seconds.
+fn truncate_secs(t: SystemTime) -> SystemTime {
+    match t.duration_since(SystemTime::UNIX_EPOCH) {
+        Ok(d) => SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(d.as_secs()),
+        Err(_) => t,
+    }
+}
+
+fn content_type(path: &std::path::Path) -> &'static str {
+    match path.extension().and_then(|e| e.to_str()) {
+        Some("ipxe" | "txt" | "cfg" | "conf") => "text/plain; charset=utf-8",
+        Some("json") => "application/json",
+        Some("html" | "htm") => "text/html; charset=utf-8",
+        _ => "application/octet-stream",
+    }
+}

@@ -1,0 +1,281 @@
+//! End-to-end HTTP boot tests: the real `seed netboot` in a server namespace, curl in a client
+//! namespace: streamed files, ranges, HEAD, keep-alive, per-node iPXE scripts, traversal.
+
+use std::io::Read;
+use std::path::PathBuf;
+use std::process::Output;
+use std::time::Duration;
+use tests::netns::Lan;
+use tests::proc::Child;
+
+const PORT: u16 = 8080;
+const NODE_MAC: &str = "52:54:00:00:00:01";
+
+/// A running `seed netboot` with only `[http]` (and one known node) on a fresh LAN.
+struct Server {
+    lan: Lan,
+    _seed: Child,
+    dir: tempfile::TempDir,
+}
+
+impl Server {
+    fn start() -> Self {
+        let lan = Lan::new(None);
+        lan.address_client(2);
+        let dir = tempfile::tempdir().unwrap();
+        let http_root = dir.path().join("http");
+        std::fs::create_dir_all(&http_root).unwrap();
+        let config = format!(
+            "interface = {if:?}\nserver_ip = \"{ip}\"\nstate_dir = {state:?}\n\n\
+             [http]\nroot = {http:?}\nport = {PORT}\n\n\
+             [[nodes]]\nmac = \"{NODE_MAC}\"\nhostname = \"node1\"\n\
+             boot = {{ action = \"kernel\", kernel = \"boot/vmlinuz\", initrd = \"boot/initrd.img\", \
+             cmdline = \"console=ttyS0\" }}\n\n\
+             [[nodes]]\nmac = \"52:54:00:00:00:02\"\nboot = {{ action = \"local_disk\" }}\n",
+            if = lan.server_if,
+            ip = lan.server_ip(),
+            state = dir.path().join("state"),
+            http = http_root,
+        );
+        let cfg_path = dir.path().join("netboot.toml");
+        std::fs::write(&cfg_path, config).unwrap();
+        let mut cmd = lan.server.cmd(tests::seed_bin());
+        cmd.arg("netboot")
+            .arg("--config")
+            .arg(&cfg_path)
+            .env("RUST_LOG", "info");
+        let mut seed = Child::spawn("seed-netboot", cmd);
+        seed.wait_for_log("HTTP listening", Duration::from_secs(120));
+        Self {
+            lan,
+            _seed: seed,
+            dir,
+        }
+    }
+
+    fn root(&self) -> PathBuf {
+        self.dir.path().join("http")
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://{}:{PORT}{path}", self.lan.server_ip())
+    }
+
+    /// curl in the client namespace.
+    fn curl(&self, args: &[&str]) -> Output {
+        let bin = tests::require("curl");
+        self.lan
+            .client
+            .cmd(bin)
+            .args(["-sS", "--max-time", "60"])
+            .args(args)
+            .output()
+            .expect("running curl")
+    }
+
+    /// GET with `--path-as-is`: (status, body).
+    fn get(&self, path: &str, extra: &[&str]) -> (u16, Vec<u8>) {
+        let out_dir = tempfile::tempdir().unwrap();
+        let body = out_dir.path().join("body");
+        let url = self.url(path);
+        let mut args = vec![
+            "--path-as-is",
+            "-o",
+            body.to_str().unwrap(),
+            "-w",
+            "%{http_code}",
+        ];
+        args.extend_from_slice(extra);
+        args.push(&url);
+        let o = self.curl(&args);
+        assert!(o.status.success(), "curl {path}: {o:?}");
+        let code = String::from_utf8_lossy(&o.stdout).trim().parse().unwrap();
+        (code, std::fs::read(&body).unwrap_or_default())
+    }
+}
+
+fn random(len: usize) -> Vec<u8> {
+    let mut data = Vec::with_capacity(len);
+    std::fs::File::open("/dev/urandom")
+        .unwrap()
+        .take(len as u64)
+        .read_to_end(&mut data)
+        .unwrap();
+    data
+}
+
+#[test]
+fn http_files_ranges_head_and_keepalive() {
+    let srv = Server::start();
+    let len = 24 << 20;
+    let data = random(len);
+    std::fs::create_dir_all(srv.root().join("images")).unwrap();
+    std::fs::write(srv.root().join("images/disk.img"), &data).unwrap();
+    std::fs::write(srv.root().join("small.txt"), "hello\n").unwrap();
+
+    // The whole file, streamed.
+    let (code, body) = srv.get("/images/disk.img", &[]);
+    assert_eq!(code, 200);
+    assert!(body == data, "full body differs (got {} bytes)", body.len());
+
+    // Ranges: closed, suffix, open-ended.
+    let (code, body) = srv.get("/images/disk.img", &["-r", "100-199"]);
+    assert_eq!((code, body.as_slice()), (206, &data[100..200]));
+    let (code, body) = srv.get("/images/disk.img", &["-H", "Range: bytes=-100"]);
+    assert_eq!((code, body.as_slice()), (206, &data[len - 100..]));
+    let (code, body) = srv.get("/images/disk.img", &["-r", "1000-"]);
+    assert_eq!(code, 206);
+    assert!(body == data[1000..], "open-ended range differs");
+    let (code, _) = srv.get("/images/disk.img", &["-r", &format!("{len}-")]);
+    assert_eq!(code, 416);
+
+    // Content-Range on a partial response.
+    let o = srv.curl(&[
+        "-D",
+        "-",
+        "-o",
+        "/dev/null",
+        "-r",
+        "100-199",
+        &srv.url("/images/disk.img"),
+    ]);
+    let headers = String::from_utf8_lossy(&o.stdout).to_ascii_lowercase();
+    assert!(
+        headers.contains(&format!("content-range: bytes 100-199/{len}")),
+        "{headers}"
+    );
+    assert!(headers.contains("content-length: 100\r\n"), "{headers}");
+
+    // HEAD: the full length, a Last-Modified, no body.
+    let o = srv.curl(&["-I", &srv.url("/images/disk.img")]);
+    let headers = String::from_utf8_lossy(&o.stdout).to_ascii_lowercase();
+    assert!(headers.starts_with("http/1.1 200"), "{headers}");
+    assert!(
+        headers.contains(&format!("content-length: {len}\r\n")),
+        "{headers}"
+    );
+    assert!(headers.contains("last-modified: "), "{headers}");
+    assert!(headers.contains("accept-ranges: bytes"), "{headers}");
+
+    // Keep-alive: two URLs in one invocation share the connection.
+    let o = srv.curl(&[
+        "-v",
+        "-o",
+        "/dev/null",
+        "-o",
+        "/dev/null",
+        &srv.url("/small.txt"),
+        &srv.url("/images/disk.img"),
+    ]);
+    assert!(o.status.success(), "{o:?}");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("Re-using existing connection"), "{err}");
+
+    // Counters.
+    let (_, metrics) = srv.get("/metrics", &[]);
+    let metrics = String::from_utf8(metrics).unwrap();
+    let value = |name: &str| -> u64 {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{name} ")))
+            .unwrap_or_else(|| panic!("{name} missing:\n{metrics}"))
+            .parse()
+            .unwrap()
+    };
+    // full + range + suffix + open + 416 + headers + HEAD + 2 keep-alive + this one.
+    assert_eq!(value("http_requests_total"), 10);
+    assert!(value("http_bytes_sent_total") >= 3 * len as u64 - 1000);
+
+    // Conditional GET against Last-Modified.
+    let (code, body) = srv.get(
+        "/small.txt",
+        &["-H", "If-Modified-Since: Fri, 01 Jan 2100 00:00:00 GMT"],
+    );
+    assert_eq!((code, body.len()), (304, 0));
+    let (code, body) = srv.get(
+        "/small.txt",
+        &["-H", "If-Modified-Since: Thu, 01 Jan 1970 00:00:00 GMT"],
+    );
+    assert_eq!((code, body.as_slice()), (200, &b"hello\n"[..]));
+}
+
+#[test]
+fn http_ipxe_scripts_metrics_and_traversal() {
+    let srv = Server::start();
+    let ip = srv.lan.server_ip();
+    let secret = srv.dir.path().join("secret.txt");
+    std::fs::write(&secret, "TOP SECRET\n").unwrap();
+    std::os::unix::fs::symlink(&secret, srv.root().join("link-out")).unwrap();
+    std::fs::create_dir_all(srv.root().join("sub")).unwrap();
+
+    // The known node's script: absolute URLs against the server.
+    let (code, body) = srv.get("/ipxe/52-54-00-00-00-01", &[]);
+    let script = String::from_utf8(body).unwrap();
+    assert_eq!(code, 200);
+    assert!(script.starts_with("#!ipxe\n"), "{script}");
+    assert!(
+        script.contains(&format!(
+            "\nkernel http://{ip}:{PORT}/boot/vmlinuz initrd=initrd.img console=ttyS0\n"
+        )),
+        "{script}"
+    );
+    assert!(
+        script.contains(&format!("http://{ip}:{PORT}/boot/initrd.img\n")),
+        "{script}"
+    );
+    assert!(script.ends_with("\nboot\n"), "{script}");
+
+    let (_, body) = srv.get("/ipxe/52-54-00-00-00-02", &[]);
+    assert_eq!(
+        String::from_utf8(body).unwrap(),
+        "#!ipxe\nsanboot --no-describe --drive 0x80 || exit\n"
+    );
+    // Unknown MAC: a script that exits.
+    let (code, body) = srv.get("/ipxe/52-54-00-99-99-99", &[]);
+    let script = String::from_utf8(body).unwrap();
+    assert_eq!(code, 200);
+    assert!(
+        script.ends_with("\nexit\n") && !script.contains("kernel"),
+        "{script}"
+    );
+    // The generic chain script.
+    let (_, body) = srv.get("/boot.ipxe", &[]);
+    assert_eq!(
+        String::from_utf8(body).unwrap(),
+        format!("#!ipxe\nchain http://{ip}:{PORT}/ipxe/${{net0/mac:hexhyp}} || exit\n")
+    );
+
+    // Traversal in every spelling is refused, never served.
+    for path in [
+        "/../secret.txt",
+        "/sub/../../secret.txt",
+        "/%2e%2e/secret.txt",
+        "/%2E%2E%2Fsecret.txt",
+        "/sub/..%2f..%2fsecret.txt",
+        "/link-out",
+    ] {
+        let (code, body) = srv.get(path, &[]);
+        assert!(code == 403 || code == 404, "{path}: {code}");
+        assert!(
+            !String::from_utf8_lossy(&body).contains("SECRET"),
+            "{path} served the secret"
+        );
+    }
+    // The absolute path of the secret, relative to the root: not there.
+    let (code, _) = srv.get(&format!("/{}", secret.display()), &[]);
+    assert_eq!(code, 404);
+    let (code, _) = srv.get("/missing", &[]);
+    assert_eq!(code, 404);
+    let (code, _) = srv.get("/sub", &[]);
+    assert_eq!(code, 404);
+    let (code, _) = srv.get("/small.txt", &["-X", "POST"]);
+    assert_eq!(code, 405);
+
+    let (code, body) = srv.get("/metrics", &[]);
+    assert_eq!(code, 200);
+    let metrics = String::from_utf8(body).unwrap();
+    assert!(
+        metrics.contains("# TYPE http_requests_total counter\nhttp_requests_total 15\n"),
+        "{metrics}"
+    );
+}
