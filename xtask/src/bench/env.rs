@@ -308,7 +308,7 @@ impl Child {
                 bail!(
                     "{} exited during startup ({status}) instead of {what}; its output:\n{}",
                     self.name,
-                    indent(&self.log_tail(8))
+                    indent(&self.log_tail(12))
                 );
             }
             if ready() {
@@ -318,7 +318,7 @@ impl Child {
                 bail!(
                     "{} did not start {what} within {timeout:?}; its output:\n{}",
                     self.name,
-                    indent(&self.log_tail(8))
+                    indent(&self.log_tail(12))
                 );
             }
             std::thread::sleep(Duration::from_millis(100));
