@@ -32,12 +32,20 @@ static NEXT: AtomicU32 = AtomicU32::new(0);
 struct Live {
     netns: Vec<String>,
     pids: Vec<u32>,
+    /// Temporary directories (payload, configs, logs).
+    dirs: Vec<PathBuf>,
 }
 
 static LIVE: Mutex<Live> = Mutex::new(Live {
     netns: Vec::new(),
     pids: Vec::new(),
+    dirs: Vec::new(),
 });
+
+/// Have the signal handler remove `dir` too (its `TempDir` guard does not run on a signal).
+pub fn register_dir(dir: &Path) {
+    live().dirs.push(dir.to_path_buf());
+}
 
 fn live() -> std::sync::MutexGuard<'static, Live> {
     LIVE.lock().unwrap_or_else(|p| p.into_inner())
@@ -47,15 +55,18 @@ fn live() -> std::sync::MutexGuard<'static, Live> {
 pub fn install_interrupt_handler() -> Result<()> {
     ctrlc::set_handler(|| {
         eprintln!("bench: interrupted: killing children and removing namespaces");
-        let (pids, names) = {
+        let (pids, names, dirs) = {
             let l = live();
-            (l.pids.clone(), l.netns.clone())
+            (l.pids.clone(), l.netns.clone(), l.dirs.clone())
         };
         for pid in pids {
             kill9(pid);
         }
         for name in names {
             remove_netns(&name);
+        }
+        for dir in dirs {
+            let _ = std::fs::remove_dir_all(dir);
         }
         std::process::exit(130);
     })

@@ -99,6 +99,7 @@ pub fn run(args: Args) -> Result<()> {
         .prefix("seed-bench-")
         .tempdir()
         .context("creating the bench's temp dir")?;
+    env::register_dir(dir.path());
     let files = dir.path().join("files");
     std::fs::create_dir(&files)?;
     // tftpd-hpa chroots into the root and drops to user `tftp`: it must be able to read.
