@@ -430,3 +430,92 @@ pub fn indent(text: &str) -> String {
         .collect::<Vec<_>>()
         .join("\n")
 }
+
+#[cfg(test)]
+mod tests {
+    //! These need root, iproute2, /dev/net/tun, tftpd-hpa and atftp (`cargo xtask deps`), like
+    //! the rest of the end-to-end suite; they fail, never skip, when something is missing.
+
+    use super::*;
+
+    fn netns_exists(name: &str) -> bool {
+        let out = Command::new("ip")
+            .args(["netns", "list"])
+            .output()
+            .expect("ip netns list");
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .any(|l| l.split_whitespace().next() == Some(name))
+    }
+
+    /// A file crosses the delay link intact, every frame is held at least the delay, and the
+    /// namespaces (with the server inside) are gone after the drop.
+    #[test]
+    fn delay_link_carries_a_tftp_transfer_and_cleans_up() {
+        let delay = Duration::from_micros(250);
+        let dir = tempfile::tempdir().expect("tempdir");
+        let root = dir.path().join("root");
+        std::fs::create_dir(&root).expect("root");
+        let data: Vec<u8> = (0..200_000u32).map(|i| (i * 7 % 251) as u8).collect();
+        std::fs::write(root.join("f.bin"), &data).expect("write");
+        use std::os::unix::fs::PermissionsExt;
+        for p in [dir.path(), root.as_path()] {
+            std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        }
+        std::fs::set_permissions(root.join("f.bin"), std::fs::Permissions::from_mode(0o644))
+            .expect("chmod");
+
+        let lan = Lan::new(LinkKind::Delayed(delay)).expect("lan with a delay link");
+        let names = (lan.server.name.clone(), lan.client.name.clone());
+        let mut cmd = lan.server.cmd("in.tftpd");
+        cmd.args(["-L", "-s"])
+            .arg(&root)
+            .args(["-a", &format!("{SERVER_IP}:69")]);
+        let mut server = Child::spawn("tftpd-hpa", cmd, dir.path()).expect("spawn in.tftpd");
+        server
+            .wait_ready("listening", Duration::from_secs(10), || {
+                lan.server.listening("u", 69)
+            })
+            .expect("in.tftpd listening");
+        let got = dir.path().join("got.bin");
+        let ran = run_bounded(
+            lan.client
+                .cmd("atftp")
+                .args(["-g", "-r", "f.bin", "-l"])
+                .arg(&got)
+                .args([&SERVER_IP.to_string(), "69"]),
+            Duration::from_secs(60),
+        )
+        .expect("atftp");
+        assert!(ran.status.success(), "atftp failed: {}", ran.all());
+        assert_eq!(std::fs::read(&got).expect("read"), data);
+        let (frames, dropped, mean) = lan.link.as_ref().expect("a delay link").stats();
+        // 200000/512 DATA blocks and as many ACKs, plus ARP.
+        assert!(frames > 2 * 390, "only {frames} frames forwarded");
+        assert_eq!(dropped, 0);
+        assert!(
+            mean >= delay,
+            "frames held {mean:?} on average, less than {delay:?}"
+        );
+        drop(server);
+        drop(lan);
+        assert!(!netns_exists(&names.0) && !netns_exists(&names.1));
+    }
+
+    #[test]
+    fn veth_lan_is_removed_on_drop() {
+        let lan = Lan::new(LinkKind::Veth).expect("lan");
+        let name = lan.server.name.clone();
+        assert!(netns_exists(&name));
+        drop(lan);
+        assert!(!netns_exists(&name));
+    }
+
+    #[test]
+    fn a_command_over_its_time_is_killed_and_reported() {
+        let err = run_bounded(Command::new("sleep").arg("30"), Duration::from_millis(200))
+            .err()
+            .expect("timed out");
+        assert!(err.to_string().contains("did not finish"), "{err}");
+    }
+}

@@ -131,6 +131,9 @@ pub fn run(args: Args) -> Result<()> {
         p,
     };
     let mut report = Report::default();
+    if b.args.debug {
+        report.note("--debug: the seed is a debug build; its figures are not representative");
+    }
     if protos.contains(&Proto::Dhcp) {
         b.dhcp(&mut report)?;
     }
@@ -490,6 +493,9 @@ discovery = true
                             .say(format!("TFTP {name} ({link}): FAILED: {}", first_line(&e)));
                         for f in figs.iter_mut() {
                             f[wi] = Err(e.clone());
+                        }
+                        if link == LinkKind::Veth {
+                            rss[wi] = Some(Err(e));
                         }
                         continue;
                     }
@@ -956,8 +962,15 @@ fn exit_hint(server: &mut Child) -> String {
     }
 }
 
-fn first_line(s: &str) -> &str {
-    s.lines().next().unwrap_or("")
+/// A failure in one progress line: its first line and, when there is more, its last (for a
+/// server that died, the last line of its log is usually the cause).
+fn first_line(s: &str) -> String {
+    let mut lines = s.lines().map(str::trim).filter(|l| !l.is_empty());
+    let first = lines.next().unwrap_or("").trim_end_matches("; its output:");
+    match lines.next_back() {
+        Some(last) => format!("{first} … {last}"),
+        None => first.to_string(),
+    }
 }
 
 /// Build the seed binary (release unless `debug`) and return its path.
@@ -1120,6 +1133,16 @@ drops ratio: 0.842 %
         assert_eq!(parse_wrk_rate("Transfer/sec:      1.50GB"), Some(1536.0));
         assert_eq!(parse_wrk_rate("Transfer/sec:    512.00KB"), Some(0.5));
         assert_eq!(parse_wrk_rate("Requests/sec: 0.00"), None);
+    }
+
+    #[test]
+    fn a_failure_summary_keeps_the_cause() {
+        let e = "seed dhcp exited during startup (exit status: 1) instead of listening on UDP 67; its output:\n    6 | mode = \"authoritative\"\n    unknown field `mode`, there are no fields\n";
+        assert_eq!(
+            first_line(e),
+            "seed dhcp exited during startup (exit status: 1) instead of listening on UDP 67 … unknown field `mode`, there are no fields"
+        );
+        assert_eq!(first_line("no answer"), "no answer");
     }
 
     #[test]
