@@ -239,7 +239,7 @@ impl Bench {
                     .wait_ready("listening on UDP 67", STARTUP, || {
                         lan.server.listening("u", 67)
                     })
-                    .map_err(|e| format!("{e:#}"))?;
+                    .map_err(|e| startup_error(who, &e))?;
                 let fig = self.dhcp_search(&lan, name, &mut server)?;
                 Ok((fig, server.vm_hwm_kib()))
             })();
@@ -463,7 +463,7 @@ discovery = true
                         .wait_ready("listening on UDP 69", STARTUP, || {
                             lan.server.listening("u", TFTP_PORT)
                         })
-                        .map_err(|e| format!("{e:#}"))?;
+                        .map_err(|e| startup_error(who, &e))?;
                     let trace = self
                         .tftp_get(
                             &lan,
@@ -701,7 +701,7 @@ discovery = true
                     .wait_ready("listening on TCP 8080", STARTUP, || {
                         lan.server.listening("t", HTTP_PORT)
                     })
-                    .map_err(|e| format!("{e:#}"))?;
+                    .map_err(|e| startup_error(who, &e))?;
                 self.curl_check(&lan)
                     .map_err(|e| format!("{name}: {e:#}{}", exit_hint(&mut server)))?;
                 let rate = self
@@ -948,6 +948,19 @@ fn parse_wrk_rate(out: &str) -> Option<f64> {
         _ => return None,
     };
     Some(n * scale)
+}
+
+/// A server that did not come up; for the seed, say what that most likely means.
+fn startup_error(who: Who, e: &anyhow::Error) -> String {
+    let text = format!("{e:#}");
+    if who == Who::Seed && text.contains("did not start") {
+        format!(
+            "{text}\n(seed ran but never opened the port: is this service still a stub in this \
+             build? Merge the service's branch, then re-run.)"
+        )
+    } else {
+        text
+    }
 }
 
 /// ", and it has exited (status): <log>" when the server died, so a failure says why.
