@@ -9,6 +9,25 @@
 //!
 //! Every server runs in the server namespace under a [`Child`] guard; every client command is
 //! bounded in time; namespaces go away on return, on error and on Ctrl-C.
+//!
+//! The seed gets one config file per service: the contract's top level plus that section only,
+//! so a service that is missing or broken costs only its own rows. For DHCP, e.g.:
+//!
+//! ```toml
+//! interface = "veth-s"
+//! server_ip = "10.208.0.1"
+//! state_dir = "/tmp/seed-bench-XXXX/seed-state-dhcp"
+//!
+//! [dhcp]
+//! mode = "authoritative"
+//! subnet = "10.208.0.0/16"
+//! lease_time = 3600
+//! pool = { start = "10.208.1.1", end = "10.208.254.254" }
+//! discovery = true
+//! ```
+//!
+//! TFTP: `[tftp] root = "<payload dir>"`, `port = 69`; HTTP: `[http] root = "<payload dir>"`,
+//! `port = 8080`, fetched as `http://10.208.0.1:8080/big.bin`.
 
 use super::env::{
     self, indent, run_bounded, tail, Child, Lan, LinkKind, CLIENT_IP, POOL, SERVER_IP, SUBNET,
@@ -220,6 +239,12 @@ impl Bench {
     // ---------------------------------------------------------------- DHCP
 
     fn dhcp(&self, report: &mut Report) -> Result<()> {
+        report.note(&format!(
+            "DHCP: perfdhcp -4 -B -R {DHCP_CLIENTS} in {}-second runs at rising -r ({LADDER:?}, \
+             then 2 bisection steps); drops = DISCOVERs sent without a final ACK; pool {} - {}. \
+             Kea: memfile lease file (persist), raw sockets, its default threading",
+            self.args.dhcp_secs, POOL.0, POOL.1
+        ));
         self.p.say("DHCP: creating namespaces (veth)");
         let lan = Lan::new(LinkKind::Veth)?;
         let mut figs = Vec::new();
@@ -417,6 +442,11 @@ discovery = true
     // ---------------------------------------------------------------- TFTP
 
     fn tftp(&self, report: &mut Report) -> Result<()> {
+        report.note(
+            "TFTP: wall time of one atftp fetch of the 32 MiB file (process start included), each \
+             verified byte for byte; median of 3 on veth, 1 run on the delay link. On a veth pair \
+             the client itself may be the ceiling for windowed transfers",
+        );
         let mut links = vec![LinkKind::Veth];
         if self.args.delay_us > 0 {
             links.push(LinkKind::Delayed(Duration::from_micros(self.args.delay_us)));
@@ -675,6 +705,11 @@ discovery = true
     // ---------------------------------------------------------------- HTTP
 
     fn http(&self, report: &mut Report) -> Result<()> {
+        report.note(&format!(
+            "HTTP: wrk -c 50 -t 2 -d {}s --timeout 30s after one curl GET verified byte for byte; \
+             MiB/s = wrk's Transfer/sec. nginx: one process (master_process off), sendfile on",
+            self.args.http_secs
+        ));
         self.p.say("HTTP: creating namespaces (veth)");
         let lan = Lan::new(LinkKind::Veth)?;
         let mut figs: Vec<Fig> = Vec::new();
@@ -963,7 +998,7 @@ fn startup_error(who: Who, e: &anyhow::Error) -> String {
     }
 }
 
-/// ", and it has exited (status): <log>" when the server died, so a failure says why.
+/// The server's exit status and log tail when it has died, so a failure says why.
 fn exit_hint(server: &mut Child) -> String {
     match server.exited() {
         Some(st) => format!(
