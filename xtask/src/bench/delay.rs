@@ -118,11 +118,7 @@ impl DelayLink {
                         loop {
                             match rx.recv_timeout(TICK) {
                                 Ok((read_at, frame)) => {
-                                    let due = read_at + delay;
-                                    let now = Instant::now();
-                                    if due > now {
-                                        std::thread::sleep(due - now);
-                                    }
+                                    hold_until(read_at + delay);
                                     let _ = (&*to).write(&frame);
                                     sx.frames.fetch_add(1, Ordering::Relaxed);
                                     sx.held_ns.fetch_add(
@@ -163,6 +159,19 @@ impl Drop for DelayLink {
         for t in self.threads.drain(..) {
             let _ = t.join();
         }
+    }
+}
+
+/// Sleep until `due`, then yield until it has passed: a plain sleep wakes up tens of µs late,
+/// which is a large error on a 250 µs hold. The yielding tail is short and gives the CPU away.
+fn hold_until(due: Instant) {
+    const SPIN: Duration = Duration::from_micros(60);
+    let now = Instant::now();
+    if due > now + SPIN {
+        std::thread::sleep(due - now - SPIN);
+    }
+    while Instant::now() < due {
+        std::thread::yield_now();
     }
 }
 
