@@ -629,6 +629,15 @@ nodes:
     }
 
     #[test]
+    fn unquoted_macs_stay_strings() {
+        // YAML 1.1 would read 00:11:22:33:44:55 as a base-60 number; the parser must not.
+        let y = "nodes:\n  - mac: [00:11:22:33:44:55, 52:54:00:aa:bb:cc]\n    pm_type: ipmi\n    pm_addr: h\n    pm_user: u\n    pm_password: p\n";
+        let n = parse_instackenv(y, Format::Yaml, &[], 0).unwrap();
+        assert_eq!(n[0].macs[0].to_string(), "00:11:22:33:44:55");
+        assert_eq!(n[0].macs[1].to_string(), "52:54:00:aa:bb:cc");
+    }
+
+    #[test]
     fn imports_json() {
         let json = r#"{"nodes": [{"name": "n1", "mac": ["52:54:00:00:00:09"], "pm_type": "pxe_ipmitool",
             "pm_addr": "192.0.2.1", "pm_user": "u", "pm_password": "p", "memory": 4096, "pm_port": 6231}]}"#;

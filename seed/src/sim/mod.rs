@@ -120,7 +120,7 @@ enum Item {
         node: usize,
         op: u64,
         epoch: u64,
-        event: Box<EventKey>,
+        event: EventKey,
     },
     /// The machine finished booting from the network; its agent asks what to do.
     AgentBoot { node: usize, epoch: u64 },
@@ -301,7 +301,7 @@ impl Sim<'_> {
                 event,
             } => {
                 let stale_boot = matches!(
-                    *event,
+                    event,
                     EventKey::Inspected | EventKey::Deployed | EventKey::Cleaned
                 ) && self.machines[node].epoch != epoch;
                 // Late (abandoned attempt, dead boot) or a second report for a step that has
@@ -312,7 +312,7 @@ impl Sim<'_> {
                     self.stale += 1;
                     return Ok(());
                 }
-                let ev = match *event {
+                let ev = match event {
                     EventKey::Verified => Event::Verified,
                     EventKey::Inspected => Event::Inspected(self.machines[node].hardware.clone()),
                     EventKey::Deployed => Event::Deployed,
@@ -396,7 +396,7 @@ impl Sim<'_> {
                 node: i,
                 op,
                 epoch,
-                event: Box::new(event),
+                event,
             },
         );
     }
