@@ -717,6 +717,18 @@ mod tests {
 
     /// Drive a fresh node to `state` through the happy path.
     fn at(state: &str) -> Node {
+        if let Some(step) = state.strip_suffix(" failed") {
+            let mut n = at(&format!("{}ing", step.trim_end_matches('e')));
+            ok(
+                &mut n,
+                Event::Failed {
+                    reason: "broken".into(),
+                },
+                2,
+            );
+            assert_eq!(n.lifecycle.state.name(), state);
+            return n;
+        }
         let mut n = node();
         let path: Vec<(Event, &str)> = vec![
             (Event::Manage, "verifying"),
@@ -1050,6 +1062,9 @@ mod tests {
             ("active", &["delete"]),
             ("deleting", &["torn down", "failed"]),
             ("cleaning", &["cleaned", "failed"]),
+            ("inspect failed", &["inspect", "manage"]),
+            ("deploy failed", &["deploy", "delete"]),
+            ("clean failed", &["clean", "manage"]),
         ];
         let mut rejected = 0;
         for (state, accepted) in table {
@@ -1081,7 +1096,7 @@ mod tests {
                 }
             }
         }
-        assert!(rejected > 80);
+        assert!(rejected > 110, "{rejected}");
         let err = step(&mut at("active"), Event::Provide, 0, &T).unwrap_err();
         assert_eq!(err.to_string(), "cannot handle `provide` in state `active`");
     }
