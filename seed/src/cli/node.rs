@@ -30,12 +30,20 @@ pub enum NodeCommand {
     /// One line per node: name, state, MACs, BMC, profile, RAM, disk, last error.
     List,
     /// Everything known about one node (never its BMC password).
-    Show { name: String },
+    Show {
+        /// The node's name.
+        name: String,
+    },
     /// Forget a node. Refused while it is deployed or busy, unless it is in maintenance.
-    Delete { name: String },
+    Delete {
+        /// The node's name.
+        name: String,
+    },
     /// Put a node in maintenance (no action touches it) or take it out.
     Maintenance {
+        /// The node's name.
         name: String,
+        /// on: hold the node; off: release it.
         #[arg(value_enum)]
         mode: OnOff,
         /// Why (shown by `list` and `show`).
