@@ -1,1 +1,744 @@
 //! The inventory: nodes, their MACs, BMCs, properties and capabilities; instackenv import.
+//!
+//! A [`Node`] is the record the store keeps and the lifecycle ([`crate::lifecycle`]) moves
+//! between states. Enrollment reads the TripleO `instackenv` list (YAML or JSON) with
+//! [`parse_instackenv`]: every entry is checked, and refused with an error naming the entry and
+//! the field, before anything is written. Credentials live in [`Secret`], which never prints.
+
+use crate::lifecycle::Lifecycle;
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::str::FromStr;
+
+/// A credential. `Debug` and `Display` print `***`; only serde (the store) sees the value.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(s: impl Into<String>) -> Self {
+        Secret(s.into())
+    }
+    /// The credential itself, for the power driver that has to send it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
+/// An Ethernet address, printed `52:54:00:12:34:56`.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Mac(pub [u8; 6]);
+
+/// A MAC address that is not six hex octets.
+#[derive(Debug, thiserror::Error)]
+#[error("{0:?} is not a MAC address (want six hex octets like 52:54:00:12:34:56)")]
+pub struct BadMac(pub String);
+
+impl FromStr for Mac {
+    type Err = BadMac;
+    fn from_str(s: &str) -> Result<Self, BadMac> {
+        let t = s.trim();
+        let parts: Vec<&str> = t.split([':', '-']).collect();
+        if parts.len() != 6 {
+            return Err(BadMac(s.into()));
+        }
+        let mut m = [0u8; 6];
+        for (i, p) in parts.iter().enumerate() {
+            if p.is_empty() || p.len() > 2 {
+                return Err(BadMac(s.into()));
+            }
+            m[i] = u8::from_str_radix(p, 16).map_err(|_| BadMac(s.into()))?;
+        }
+        Ok(Mac(m))
+    }
+}
+
+impl fmt::Display for Mac {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let m = self.0;
+        write!(
+            f,
+            "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
+            m[0], m[1], m[2], m[3], m[4], m[5]
+        )
+    }
+}
+
+impl fmt::Debug for Mac {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+impl Serialize for Mac {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Mac {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// How the seed talks to a node's BMC.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PowerDriver {
+    /// IPMI over LAN (RMCP+).
+    Ipmi,
+}
+
+impl fmt::Display for PowerDriver {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PowerDriver::Ipmi => f.write_str("ipmi"),
+        }
+    }
+}
+
+/// A node's baseboard management controller.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Bmc {
+    pub driver: PowerDriver,
+    pub address: String,
+    pub port: u16,
+    pub username: String,
+    pub password: Secret,
+}
+
+/// The firmware a node boots with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BootMode {
+    Bios,
+    Uefi,
+}
+
+impl FromStr for BootMode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.to_ascii_lowercase().as_str() {
+            "bios" => Ok(BootMode::Bios),
+            "uefi" => Ok(BootMode::Uefi),
+            _ => Err(format!("{s:?} is not a boot mode (bios or uefi)")),
+        }
+    }
+}
+
+impl fmt::Display for BootMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            BootMode::Bios => "bios",
+            BootMode::Uefi => "uefi",
+        })
+    }
+}
+
+/// A partition found by inspection: where it lies on its disk.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Partition {
+    pub start_bytes: u64,
+    pub size_bytes: u64,
+}
+
+/// A disk found by inspection (or declared at enrollment: size only).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Disk {
+    /// Kernel name, e.g. `sda` or `vda`; empty when only declared.
+    #[serde(default)]
+    pub name: String,
+    pub size_bytes: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub serial: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub partitions: Vec<Partition>,
+}
+
+/// What a node is made of: declared at enrollment, then filled in by inspection.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Properties {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpus: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_mib: Option<u64>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub disks: Vec<Disk>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub boot_mode: Option<BootMode>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub arch: Option<String>,
+}
+
+/// `key:value` pairs such as `profile:control,boot_mode:uefi`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Capabilities(pub BTreeMap<String, String>);
+
+impl Capabilities {
+    /// The role this node is meant for (`profile:control`).
+    pub fn profile(&self) -> Option<&str> {
+        self.0.get("profile").map(String::as_str)
+    }
+}
+
+impl FromStr for Capabilities {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let mut map = BTreeMap::new();
+        for item in s.split(',').map(str::trim).filter(|i| !i.is_empty()) {
+            let (k, v) = item
+                .split_once(':')
+                .ok_or_else(|| format!("{item:?} is not key:value"))?;
+            let (k, v) = (k.trim(), v.trim());
+            if k.is_empty() {
+                return Err(format!("{item:?} has an empty key"));
+            }
+            if map.insert(k.to_string(), v.to_string()).is_some() {
+                return Err(format!("{k:?} is given twice"));
+            }
+        }
+        Ok(Capabilities(map))
+    }
+}
+
+impl fmt::Display for Capabilities {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut first = true;
+        for (k, v) in &self.0 {
+            if !first {
+                f.write_str(",")?;
+            }
+            first = false;
+            write!(f, "{k}:{v}")?;
+        }
+        Ok(())
+    }
+}
+
+/// One machine the seed manages.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Node {
+    /// Unique; the store key.
+    pub name: String,
+    /// Unique across all nodes; how netboot recognises the machine.
+    pub macs: Vec<Mac>,
+    pub bmc: Bmc,
+    #[serde(default)]
+    pub properties: Properties,
+    #[serde(default)]
+    pub capabilities: Capabilities,
+    /// State, maintenance, last error: what [`crate::lifecycle`] moves.
+    pub lifecycle: Lifecycle,
+    /// Milliseconds since the Unix epoch (virtual in the simulator).
+    pub created_ms: u64,
+    pub updated_ms: u64,
+}
+
+impl Node {
+    /// A node freshly enrolled at `now_ms`, in state `enroll`.
+    pub fn new(name: impl Into<String>, macs: Vec<Mac>, bmc: Bmc, now_ms: u64) -> Node {
+        Node {
+            name: name.into(),
+            macs,
+            bmc,
+            properties: Properties::default(),
+            capabilities: Capabilities::default(),
+            lifecycle: Lifecycle::default(),
+            created_ms: now_ms,
+            updated_ms: now_ms,
+        }
+    }
+}
+
+/// Why an instackenv file was refused. Nothing is enrolled when any entry is bad.
+#[derive(Debug, thiserror::Error)]
+pub enum ImportError {
+    #[error("not valid JSON")]
+    Json(#[source] serde_json::Error),
+    #[error("not valid YAML")]
+    Yaml(#[source] serde_norway::Error),
+    #[error("the file has no top-level `nodes:` list")]
+    NoNodes,
+    #[error("{entry}: {message}")]
+    Entry { entry: String, message: String },
+    #[error("{entry}, field `{field}`: {message}")]
+    Field {
+        entry: String,
+        field: &'static str,
+        message: String,
+    },
+    #[error("{entry}: name {name:?} is already used by {other}")]
+    DuplicateName {
+        entry: String,
+        name: String,
+        other: String,
+    },
+    #[error("{entry}: MAC {mac} is already used by {other}")]
+    DuplicateMac {
+        entry: String,
+        mac: Mac,
+        other: String,
+    },
+}
+
+/// The file format of an instackenv list.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    Json,
+    Yaml,
+}
+
+impl Format {
+    /// `.json` files are JSON; anything else is read as YAML.
+    pub fn from_path(p: &std::path::Path) -> Format {
+        match p.extension().and_then(|e| e.to_str()) {
+            Some(e) if e.eq_ignore_ascii_case("json") => Format::Json,
+            _ => Format::Yaml,
+        }
+    }
+}
+
+/// One raw instackenv entry, as written by people. Numbers may be given as strings
+/// (`memory: "8192"`), as TripleO's own examples do.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawNode {
+    name: Option<String>,
+    #[serde(default)]
+    mac: Vec<String>,
+    pm_type: Option<String>,
+    pm_addr: Option<String>,
+    pm_port: Option<NumOrString>,
+    pm_user: Option<String>,
+    pm_password: Option<String>,
+    capabilities: Option<String>,
+    cpu: Option<NumOrString>,
+    /// MiB.
+    memory: Option<NumOrString>,
+    /// GiB.
+    disk: Option<NumOrString>,
+    arch: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum NumOrString {
+    Num(u64),
+    Str(String),
+}
+
+impl NumOrString {
+    fn get(&self) -> Result<u64, String> {
+        match self {
+            NumOrString::Num(n) => Ok(*n),
+            NumOrString::Str(s) => s
+                .trim()
+                .parse()
+                .map_err(|_| format!("{s:?} is not a whole number")),
+        }
+    }
+}
+
+/// Parse an instackenv list (YAML or JSON) into nodes in state `enroll`, checking every entry:
+/// required fields, MACs, numbers, capabilities, and that no two entries share a name or a MAC.
+/// `taken` lists the names and MACs already enrolled (they are refused too). Entries without a
+/// name are called `node-<first MAC without colons>`.
+pub fn parse_instackenv(
+    text: &str,
+    format: Format,
+    taken: &[(String, Vec<Mac>)],
+    now_ms: u64,
+) -> Result<Vec<Node>, ImportError> {
+    // Read into a generic tree first so each entry is decoded on its own: errors then name the
+    // entry (index and name) instead of a byte offset somewhere in the file.
+    let doc: serde_json::Value = match format {
+        Format::Json => serde_json::from_str(text).map_err(ImportError::Json)?,
+        Format::Yaml => serde_norway::from_str(text).map_err(ImportError::Yaml)?,
+    };
+    let entries = doc
+        .get("nodes")
+        .and_then(|n| n.as_array())
+        .ok_or(ImportError::NoNodes)?;
+
+    let mut names: BTreeMap<String, String> = BTreeMap::new();
+    let mut macs: BTreeMap<Mac, String> = BTreeMap::new();
+    for (name, ms) in taken {
+        names.insert(name.clone(), format!("enrolled node {name:?}"));
+        for m in ms {
+            macs.insert(*m, format!("enrolled node {name:?}"));
+        }
+    }
+
+    let mut out = Vec::with_capacity(entries.len());
+    for (i, value) in entries.iter().enumerate() {
+        let label = match value.get("name").and_then(|n| n.as_str()) {
+            Some(n) => format!("nodes[{i}] ({n})"),
+            None => format!("nodes[{i}]"),
+        };
+        let raw: RawNode =
+            serde_json::from_value(value.clone()).map_err(|e| ImportError::Entry {
+                entry: label.clone(),
+                message: e.to_string(),
+            })?;
+        let node = entry_to_node(&label, raw, now_ms)?;
+
+        if let Some(other) = names.get(&node.name) {
+            return Err(ImportError::DuplicateName {
+                entry: label,
+                name: node.name,
+                other: other.clone(),
+            });
+        }
+        let mut own = BTreeSet::new();
+        for m in &node.macs {
+            if let Some(other) = macs.get(m) {
+                return Err(ImportError::DuplicateMac {
+                    entry: label,
+                    mac: *m,
+                    other: other.clone(),
+                });
+            }
+            if !own.insert(*m) {
+                return Err(ImportError::Field {
+                    entry: label,
+                    field: "mac",
+                    message: format!("{m} is listed twice"),
+                });
+            }
+        }
+        names.insert(node.name.clone(), label.clone());
+        for m in &node.macs {
+            macs.insert(*m, label.clone());
+        }
+        out.push(node);
+    }
+    Ok(out)
+}
+
+fn entry_to_node(label: &str, raw: RawNode, now_ms: u64) -> Result<Node, ImportError> {
+    let field = |field: &'static str, message: String| ImportError::Field {
+        entry: label.to_string(),
+        field,
+        message,
+    };
+    let missing = |f: &'static str| field(f, "is required".into());
+
+    if raw.mac.is_empty() {
+        return Err(field("mac", "needs at least one MAC address".into()));
+    }
+    let macs = raw
+        .mac
+        .iter()
+        .map(|m| m.parse::<Mac>())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| field("mac", e.to_string()))?;
+
+    let driver = match raw.pm_type.as_deref().map(str::trim) {
+        None => return Err(missing("pm_type")),
+        // TripleO spells it `ipmi` (older files: `pxe_ipmitool`).
+        Some("ipmi") | Some("pxe_ipmitool") | Some("ipmitool") => PowerDriver::Ipmi,
+        Some(other) => {
+            return Err(field(
+                "pm_type",
+                format!("{other:?} is not supported (only ipmi)"),
+            ))
+        }
+    };
+    let address = raw
+        .pm_addr
+        .filter(|a| !a.trim().is_empty())
+        .ok_or_else(|| missing("pm_addr"))?
+        .trim()
+        .to_string();
+    let port = match raw.pm_port {
+        None => 623,
+        Some(p) => {
+            let p = p.get().map_err(|e| field("pm_port", e))?;
+            u16::try_from(p)
+                .ok()
+                .filter(|p| *p != 0)
+                .ok_or_else(|| field("pm_port", format!("{p} is not a port number")))?
+        }
+    };
+    let username = raw.pm_user.ok_or_else(|| missing("pm_user"))?;
+    let password = Secret(raw.pm_password.ok_or_else(|| missing("pm_password"))?);
+
+    let capabilities: Capabilities = match raw.capabilities {
+        None => Capabilities::default(),
+        Some(c) => c.parse().map_err(|e| field("capabilities", e))?,
+    };
+    let mut properties = Properties::default();
+    if let Some(c) = raw.cpu {
+        let c = c.get().map_err(|e| field("cpu", e))?;
+        properties.cpus =
+            Some(u32::try_from(c).map_err(|_| field("cpu", format!("{c} is too many")))?);
+    }
+    if let Some(m) = raw.memory {
+        properties.memory_mib = Some(m.get().map_err(|e| field("memory", e))?);
+    }
+    if let Some(d) = raw.disk {
+        let gib = d.get().map_err(|e| field("disk", e))?;
+        let size_bytes = gib
+            .checked_mul(1 << 30)
+            .ok_or_else(|| field("disk", format!("{gib} GiB is too large")))?;
+        properties.disks.push(Disk {
+            size_bytes,
+            ..Disk::default()
+        });
+    }
+    properties.arch = raw.arch;
+    if let Some(mode) = capabilities.0.get("boot_mode") {
+        properties.boot_mode = Some(mode.parse().map_err(|e| field("capabilities", e))?);
+    }
+
+    let name = match raw.name {
+        Some(n) => {
+            let n = n.trim().to_string();
+            if !valid_name(&n) {
+                return Err(field(
+                    "name",
+                    format!("{n:?} is not a node name (letters, digits, '-', '_', '.'; 1-63)"),
+                ));
+            }
+            n
+        }
+        None => format!("node-{}", macs[0].to_string().replace(':', "")),
+    };
+    let mut node = Node::new(
+        name,
+        macs,
+        Bmc {
+            driver,
+            address,
+            port,
+            username,
+            password,
+        },
+        now_ms,
+    );
+    node.properties = properties;
+    node.capabilities = capabilities;
+    Ok(node)
+}
+
+/// Node names are also store keys, host names and path components: keep them plain.
+pub fn valid_name(n: &str) -> bool {
+    !n.is_empty()
+        && n.len() <= 63
+        && n.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        && !n.starts_with('.')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const YAML: &str = r#"
+nodes:
+  - name: ctrl-0
+    mac: ["52:54:00:00:00:01"]
+    pm_type: ipmi
+    pm_addr: 127.0.0.1
+    pm_port: "6230"
+    pm_user: admin
+    pm_password: s3cret
+    capabilities: "profile:control,boot_mode:uefi"
+    cpu: 4
+    memory: "8192"
+    disk: 40
+    arch: x86_64
+  - mac: ["00:11:22:33:44:55", "00-11-22-33-44-56"]
+    pm_type: ipmi
+    pm_addr: 10.0.0.5
+    pm_user: root
+    pm_password: calvin
+"#;
+
+    #[test]
+    fn secret_never_prints() {
+        let s = Secret::new("hunter2");
+        assert_eq!(format!("{s}"), "***");
+        assert_eq!(format!("{s:?}"), "***");
+        let node = &parse_instackenv(YAML, Format::Yaml, &[], 0).unwrap()[0];
+        assert!(!format!("{node:?}").contains("s3cret"));
+        // The store does see it.
+        assert!(serde_json::to_string(node).unwrap().contains("s3cret"));
+    }
+
+    #[test]
+    fn mac_parse_and_print() {
+        let m: Mac = "52-54-00-AB-cd-0f".parse().unwrap();
+        assert_eq!(m.to_string(), "52:54:00:ab:cd:0f");
+        for bad in [
+            "",
+            "52:54:00:ab:cd",
+            "52:54:00:ab:cd:0f:11",
+            "zz:54:00:ab:cd:0f",
+            "525:4:00:ab:cd:0f",
+        ] {
+            assert!(bad.parse::<Mac>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn capabilities_parse() {
+        let c: Capabilities = "profile:control, boot_mode:uefi".parse().unwrap();
+        assert_eq!(c.profile(), Some("control"));
+        assert_eq!(c.to_string(), "boot_mode:uefi,profile:control");
+        assert!("profile".parse::<Capabilities>().is_err());
+        assert!("a:1,a:2".parse::<Capabilities>().is_err());
+    }
+
+    #[test]
+    fn imports_yaml() {
+        let nodes = parse_instackenv(YAML, Format::Yaml, &[], 7).unwrap();
+        assert_eq!(nodes.len(), 2);
+        let a = &nodes[0];
+        assert_eq!(a.name, "ctrl-0");
+        assert_eq!(a.bmc.port, 6230);
+        assert_eq!(a.bmc.password.expose(), "s3cret");
+        assert_eq!(a.properties.cpus, Some(4));
+        assert_eq!(a.properties.memory_mib, Some(8192));
+        assert_eq!(a.properties.disks[0].size_bytes, 40 << 30);
+        assert_eq!(a.properties.boot_mode, Some(BootMode::Uefi));
+        assert_eq!(a.capabilities.profile(), Some("control"));
+        assert_eq!(a.created_ms, 7);
+        let b = &nodes[1];
+        assert_eq!(b.name, "node-001122334455");
+        assert_eq!(b.bmc.port, 623);
+        assert_eq!(b.macs.len(), 2);
+    }
+
+    #[test]
+    fn unquoted_macs_stay_strings() {
+        // YAML 1.1 would read 00:11:22:33:44:55 as a base-60 number; the parser must not.
+        let y = "nodes:\n  - mac: [00:11:22:33:44:55, 52:54:00:aa:bb:cc]\n    pm_type: ipmi\n    pm_addr: h\n    pm_user: u\n    pm_password: p\n";
+        let n = parse_instackenv(y, Format::Yaml, &[], 0).unwrap();
+        assert_eq!(n[0].macs[0].to_string(), "00:11:22:33:44:55");
+        assert_eq!(n[0].macs[1].to_string(), "52:54:00:aa:bb:cc");
+    }
+
+    #[test]
+    fn imports_json() {
+        let json = r#"{"nodes": [{"name": "n1", "mac": ["52:54:00:00:00:09"], "pm_type": "pxe_ipmitool",
+            "pm_addr": "192.0.2.1", "pm_user": "u", "pm_password": "p", "memory": 4096, "pm_port": 6231}]}"#;
+        let nodes = parse_instackenv(json, Format::Json, &[], 0).unwrap();
+        assert_eq!(nodes[0].bmc.port, 6231);
+        assert_eq!(nodes[0].properties.memory_mib, Some(4096));
+    }
+
+    fn err(text: &str) -> String {
+        parse_instackenv(text, Format::Yaml, &[], 0)
+            .unwrap_err()
+            .to_string()
+    }
+
+    #[test]
+    fn import_errors_name_entry_and_field() {
+        let base = "  - name: a\n    mac: [\"52:54:00:00:00:01\"]\n    pm_type: ipmi\n    pm_addr: h\n    pm_user: u\n    pm_password: p\n";
+        assert!(parse_instackenv(&format!("nodes:\n{base}"), Format::Yaml, &[], 0).is_ok());
+
+        let e = err(&format!("nodes:\n{base}  - name: b\n    mac: [\"nope\"]\n"));
+        assert!(
+            e.contains("nodes[1] (b)") && e.contains("`mac`") && e.contains("nope"),
+            "{e}"
+        );
+
+        let e = err(&format!("nodes:\n{}", base.replace("    pm_addr: h\n", "")));
+        assert!(
+            e.contains("nodes[0] (a)") && e.contains("`pm_addr`") && e.contains("required"),
+            "{e}"
+        );
+
+        let e = err(&format!("nodes:\n{base}    pm_prot: 1\n"));
+        assert!(e.contains("nodes[0] (a)") && e.contains("pm_prot"), "{e}");
+
+        let e = err(&format!("nodes:\n{}", base.replace("ipmi", "redfish")));
+        assert!(e.contains("`pm_type`") && e.contains("redfish"), "{e}");
+
+        let e = err(&format!("nodes:\n{base}    memory: lots\n"));
+        assert!(e.contains("`memory`") && e.contains("lots"), "{e}");
+
+        let e = err(&format!("nodes:\n{base}    pm_port: 70000\n"));
+        assert!(e.contains("`pm_port`"), "{e}");
+
+        let e = err(&format!("nodes:\n{base}    capabilities: \"profile\"\n"));
+        assert!(e.contains("`capabilities`"), "{e}");
+
+        let e = err(&format!(
+            "nodes:\n{}",
+            base.replace("name: a", "name: \"a/../b\"")
+        ));
+        assert!(e.contains("`name`"), "{e}");
+
+        assert!(err("machines: []").contains("nodes"));
+        assert!(err("nodes: [").contains("YAML"));
+    }
+
+    #[test]
+    fn duplicates_refused() {
+        let one = |name: &str, mac: &str| {
+            format!("  - name: {name}\n    mac: [\"{mac}\"]\n    pm_type: ipmi\n    pm_addr: h\n    pm_user: u\n    pm_password: p\n")
+        };
+        let e = err(&format!(
+            "nodes:\n{}{}",
+            one("a", "52:54:00:00:00:01"),
+            one("a", "52:54:00:00:00:02")
+        ));
+        assert!(
+            e.contains("nodes[1] (a)") && e.contains("name \"a\" is already used by nodes[0]"),
+            "{e}"
+        );
+        let e = err(&format!(
+            "nodes:\n{}{}",
+            one("a", "52:54:00:00:00:01"),
+            one("b", "52:54:00:00:00:01")
+        ));
+        assert!(
+            e.contains("nodes[1] (b)") && e.contains("52:54:00:00:00:01"),
+            "{e}"
+        );
+
+        let taken = vec![(
+            "old".to_string(),
+            vec!["52:54:00:00:00:07".parse().unwrap()],
+        )];
+        let e = parse_instackenv(
+            &format!("nodes:\n{}", one("new", "52:54:00:00:00:07")),
+            Format::Yaml,
+            &taken,
+            0,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("enrolled node \"old\""), "{e}");
+        let e = parse_instackenv(
+            &format!("nodes:\n{}", one("old", "52:54:00:00:00:08")),
+            Format::Yaml,
+            &taken,
+            0,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("name \"old\""), "{e}");
+    }
+}

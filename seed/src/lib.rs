@@ -5,5 +5,6 @@ pub mod cli;
 pub mod inventory;
 pub mod lifecycle;
 pub mod power;
+pub mod sim;
 pub mod store;
 pub mod template;

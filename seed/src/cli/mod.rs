@@ -3,6 +3,7 @@
 
 pub mod lab;
 pub mod netboot;
+pub mod node;
 pub mod power;
 
 use clap::{Parser, Subcommand};
@@ -28,6 +29,8 @@ pub enum Command {
     Bootdev(power::BootdevArgs),
     /// A virtual datacenter of QEMU nodes with virtual BMCs on this machine.
     Lab(lab::Args),
+    /// Enroll machines (instackenv file), list and show them, delete, set maintenance.
+    Node(node::Args),
 }
 
 /// Run the parsed command line.
@@ -37,6 +40,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Power(args) => power::run_power(args),
         Command::Bootdev(args) => power::run_bootdev(args),
         Command::Lab(args) => lab::run(args),
+        Command::Node(args) => node::run(args),
     }
 }
 

@@ -1,1 +1,285 @@
 //! The state store: one trait, an embedded implementation (one file) and, later, etcd.
+//!
+//! [`Store`] is a set of named tables of keyed byte records. Every write gets a new revision
+//! from one store-wide counter (like etcd's `mod_revision`, so a deleted and re-created key never
+//! reuses a revision), and every write states what it expects to find ([`Expect`]): a writer
+//! that read revision 7 and writes with `Expect::Revision(7)` gets [`StoreError::Conflict`]
+//! instead of silently losing someone else's update. [`Store::commit`] applies several writes
+//! all-or-nothing. Implementations: [`redb::RedbStore`] (one file; a write is durable before the
+//! call returns) and [`memory::MemStore`] (the simulator). [`nodes`] is the typed layer for the
+//! inventory.
+
+pub mod memory;
+pub mod nodes;
+pub mod redb;
+
+use std::fmt;
+
+/// A store-wide, strictly increasing write number.
+pub type Revision = u64;
+
+/// A stored value and the revision of its last write.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Record {
+    pub revision: Revision,
+    pub value: Vec<u8>,
+}
+
+/// What a write expects to find at its key.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Expect {
+    /// Whatever is there (last writer wins; for records nobody else edits).
+    Any,
+    /// Nothing: create only.
+    Absent,
+    /// Exactly this revision: compare-and-swap.
+    Revision(Revision),
+}
+
+impl fmt::Display for Expect {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Expect::Any => f.write_str("anything"),
+            Expect::Absent => f.write_str("no record"),
+            Expect::Revision(r) => write!(f, "revision {r}"),
+        }
+    }
+}
+
+impl Expect {
+    fn holds(self, actual: Option<Revision>) -> bool {
+        match self {
+            Expect::Any => true,
+            Expect::Absent => actual.is_none(),
+            Expect::Revision(r) => actual == Some(r),
+        }
+    }
+}
+
+/// One write of a [`Store::commit`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Op {
+    Put {
+        table: String,
+        key: String,
+        value: Vec<u8>,
+        expect: Expect,
+    },
+    Delete {
+        table: String,
+        key: String,
+        expect: Expect,
+    },
+}
+
+impl Op {
+    pub fn put(table: &str, key: &str, value: Vec<u8>, expect: Expect) -> Op {
+        Op::Put {
+            table: table.into(),
+            key: key.into(),
+            value,
+            expect,
+        }
+    }
+    pub fn delete(table: &str, key: &str, expect: Expect) -> Op {
+        Op::Delete {
+            table: table.into(),
+            key: key.into(),
+            expect,
+        }
+    }
+    fn target(&self) -> (&str, &str, Expect) {
+        match self {
+            Op::Put {
+                table, key, expect, ..
+            }
+            | Op::Delete { table, key, expect } => (table, key, *expect),
+        }
+    }
+}
+
+/// Why a store call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("{table}/{key} changed: expected {expected}, found {}", .actual.map_or("no record".to_string(), |r| format!("revision {r}")))]
+    Conflict {
+        table: String,
+        key: String,
+        expected: Expect,
+        actual: Option<Revision>,
+    },
+    #[error("table name {0:?} is reserved or empty")]
+    BadTable(String),
+    #[error("embedded store")]
+    Redb(#[source] Box<::redb::Error>),
+    #[error("record {table}/{key} does not decode")]
+    Decode {
+        table: String,
+        key: String,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("record {table}/{key} does not encode")]
+    Encode {
+        table: String,
+        key: String,
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
+impl StoreError {
+    pub fn is_conflict(&self) -> bool {
+        matches!(self, StoreError::Conflict { .. })
+    }
+}
+
+/// Tables whose names start with `_` belong to the implementation.
+fn check_table(t: &str) -> Result<(), StoreError> {
+    if t.is_empty() || t.starts_with('_') {
+        return Err(StoreError::BadTable(t.into()));
+    }
+    Ok(())
+}
+
+/// The state store.
+pub trait Store: Send + Sync {
+    /// The record at `table/key`.
+    fn get(&self, table: &str, key: &str) -> Result<Option<Record>, StoreError>;
+    /// Every record of `table` whose key starts with `prefix`, in key order.
+    fn list(&self, table: &str, prefix: &str) -> Result<Vec<(String, Record)>, StoreError>;
+    /// Apply `ops` all-or-nothing: if any expectation fails nothing is written and the first
+    /// failing op is reported as a conflict. Returns the revision of each op (for a delete, the
+    /// revision of the commit). Durable when it returns.
+    fn commit(&self, ops: Vec<Op>) -> Result<Vec<Revision>, StoreError>;
+
+    fn put(
+        &self,
+        table: &str,
+        key: &str,
+        value: Vec<u8>,
+        expect: Expect,
+    ) -> Result<Revision, StoreError> {
+        Ok(self.commit(vec![Op::put(table, key, value, expect)])?[0])
+    }
+
+    fn delete(&self, table: &str, key: &str, expect: Expect) -> Result<(), StoreError> {
+        self.commit(vec![Op::delete(table, key, expect)]).map(drop)
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod suite {
+    //! The behaviour every [`Store`] implementation must have; run against each of them.
+    use super::*;
+
+    pub fn run(s: &dyn Store) {
+        basic(s);
+        cas(s);
+        atomic_commit(s);
+        tables_and_prefixes(s);
+        nodes::tests::suite(s);
+    }
+
+    fn basic(s: &dyn Store) {
+        assert_eq!(s.get("t", "a").unwrap(), None);
+        let r1 = s.put("t", "a", b"one".to_vec(), Expect::Absent).unwrap();
+        assert_eq!(
+            s.get("t", "a").unwrap(),
+            Some(Record {
+                revision: r1,
+                value: b"one".to_vec()
+            })
+        );
+        let r2 = s.put("t", "a", b"two".to_vec(), Expect::Any).unwrap();
+        assert!(r2 > r1);
+        s.delete("t", "a", Expect::Revision(r2)).unwrap();
+        assert_eq!(s.get("t", "a").unwrap(), None);
+        // Re-created: a fresh, larger revision (no ABA).
+        let r3 = s.put("t", "a", b"three".to_vec(), Expect::Absent).unwrap();
+        assert!(r3 > r2);
+        assert!(s.put("_meta", "x", vec![], Expect::Any).is_err());
+        assert!(s.get("", "x").is_err());
+    }
+
+    fn cas(s: &dyn Store) {
+        let r = s.put("cas", "k", b"v0".to_vec(), Expect::Absent).unwrap();
+        // Two writers read revision r; the first wins, the second must not lose its update
+        // silently.
+        let w1 = s
+            .put("cas", "k", b"w1".to_vec(), Expect::Revision(r))
+            .unwrap();
+        let err = s
+            .put("cas", "k", b"w2".to_vec(), Expect::Revision(r))
+            .unwrap_err();
+        match &err {
+            StoreError::Conflict {
+                table,
+                key,
+                expected,
+                actual,
+            } => {
+                assert_eq!((table.as_str(), key.as_str()), ("cas", "k"));
+                assert_eq!(*expected, Expect::Revision(r));
+                assert_eq!(*actual, Some(w1));
+            }
+            e => panic!("{e}"),
+        }
+        assert!(err.to_string().contains("cas/k changed"), "{err}");
+        assert_eq!(s.get("cas", "k").unwrap().unwrap().value, b"w1");
+        // Create-only refuses an existing key; CAS on a missing key is a conflict.
+        assert!(s
+            .put("cas", "k", vec![], Expect::Absent)
+            .unwrap_err()
+            .is_conflict());
+        assert!(s
+            .put("cas", "missing", vec![], Expect::Revision(1))
+            .unwrap_err()
+            .is_conflict());
+        assert!(s
+            .delete("cas", "k", Expect::Revision(r))
+            .unwrap_err()
+            .is_conflict());
+        assert!(s.get("cas", "k").unwrap().is_some());
+    }
+
+    fn atomic_commit(s: &dyn Store) {
+        s.put("atom", "taken", b"x".to_vec(), Expect::Absent)
+            .unwrap();
+        let err = s
+            .commit(vec![
+                Op::put("atom", "a", b"1".to_vec(), Expect::Absent),
+                Op::put("atom2", "b", b"2".to_vec(), Expect::Absent),
+                Op::put("atom", "taken", b"3".to_vec(), Expect::Absent),
+            ])
+            .unwrap_err();
+        assert!(err.is_conflict());
+        assert_eq!(s.get("atom", "a").unwrap(), None, "nothing written");
+        assert_eq!(s.get("atom2", "b").unwrap(), None, "nothing written");
+        let revs = s
+            .commit(vec![
+                Op::put("atom", "a", b"1".to_vec(), Expect::Absent),
+                Op::delete("atom", "taken", Expect::Any),
+            ])
+            .unwrap();
+        assert_eq!(revs.len(), 2);
+        assert_eq!(s.get("atom", "a").unwrap().unwrap().revision, revs[0]);
+        assert_eq!(s.get("atom", "taken").unwrap(), None);
+    }
+
+    fn tables_and_prefixes(s: &dyn Store) {
+        for k in ["stack/b", "stack/a", "event/1", "stacky"] {
+            s.put("kv", k, k.as_bytes().to_vec(), Expect::Any).unwrap();
+        }
+        s.put("kv2", "stack/z", vec![], Expect::Any).unwrap();
+        let keys: Vec<String> = s
+            .list("kv", "stack/")
+            .unwrap()
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect();
+        assert_eq!(keys, ["stack/a", "stack/b"]);
+        assert_eq!(s.list("kv", "").unwrap().len(), 4);
+        assert!(s.list("never-written", "").unwrap().is_empty());
+    }
+}

@@ -1,0 +1,459 @@
+//! `seed node`: enroll machines from an instackenv file, list and show them, delete them, and
+//! put them in or out of maintenance. For now it opens the embedded store directly.
+
+use crate::inventory::{self, Format, Node};
+use crate::lifecycle::{self, Event, Timeouts};
+use crate::store::{nodes, redb::RedbStore, Store};
+use anyhow::{bail, Context};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// Enroll, list, show, delete machines and set maintenance.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The store file [default: ${XDG_STATE_HOME:-$HOME/.local/state}/seed/seed.redb].
+    #[arg(long, env = "SEED_STORE", global = true, value_name = "PATH")]
+    pub store: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: NodeCommand,
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum NodeCommand {
+    /// Enroll the nodes of an instackenv file (YAML, or JSON if it ends in .json). All of them
+    /// or, if any entry is wrong or a name or MAC is taken, none.
+    Import {
+        /// The file: `nodes: [{name, mac: [..], pm_type: ipmi, pm_addr, pm_port, pm_user,
+        /// pm_password, capabilities: "profile:control", cpu, memory, disk, arch}]`.
+        file: PathBuf,
+    },
+    /// One line per node: name, state, MACs, BMC, profile, RAM, disk, last error.
+    List,
+    /// Everything known about one node (never its BMC password).
+    Show {
+        /// The node's name.
+        name: String,
+    },
+    /// Forget a node. Refused while it is deployed or busy, unless it is in maintenance.
+    Delete {
+        /// The node's name.
+        name: String,
+    },
+    /// Put a node in maintenance (no action touches it) or take it out.
+    Maintenance {
+        /// The node's name.
+        name: String,
+        /// on: hold the node; off: release it.
+        #[arg(value_enum)]
+        mode: OnOff,
+        /// Why (shown by `list` and `show`).
+        #[arg(long)]
+        reason: Option<String>,
+    },
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum OnOff {
+    On,
+    Off,
+}
+
+/// Where the store lives when `--store` and `SEED_STORE` are not given.
+pub fn default_store_path() -> anyhow::Result<PathBuf> {
+    let base = match std::env::var_os("XDG_STATE_HOME").filter(|v| !v.is_empty()) {
+        Some(d) => PathBuf::from(d),
+        None => PathBuf::from(
+            std::env::var_os("HOME").context("neither XDG_STATE_HOME nor HOME is set")?,
+        )
+        .join(".local/state"),
+    };
+    Ok(base.join("seed").join("seed.redb"))
+}
+
+fn open_store(path: Option<PathBuf>) -> anyhow::Result<RedbStore> {
+    let path = match path {
+        Some(p) => p,
+        None => default_store_path()?,
+    };
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    RedbStore::open(&path).with_context(|| format!("opening the store {}", path.display()))
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+pub fn run(args: Args) -> anyhow::Result<()> {
+    let store = open_store(args.store)?;
+    let out = &mut std::io::stdout().lock();
+    match args.command {
+        NodeCommand::Import { file } => import(&store, &file, out),
+        NodeCommand::List => list(&store, out),
+        NodeCommand::Show { name } => show(&store, &name, out),
+        NodeCommand::Delete { name } => delete(&store, &name, out),
+        NodeCommand::Maintenance { name, mode, reason } => {
+            maintenance(&store, &name, matches!(mode, OnOff::On), reason, out)
+        }
+    }
+}
+
+use std::io::Write;
+
+fn import(store: &dyn Store, file: &Path, out: &mut dyn Write) -> anyhow::Result<()> {
+    let text =
+        std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
+    let taken: Vec<_> = nodes::list(store)
+        .context("reading enrolled nodes")?
+        .into_iter()
+        .map(|(n, _)| (n.name, n.macs))
+        .collect();
+    let new = inventory::parse_instackenv(&text, Format::from_path(file), &taken, now_ms())
+        .with_context(|| format!("{}: nothing enrolled", file.display()))?;
+    nodes::create(store, &new).context("enrolling (nothing enrolled)")?;
+    let names: Vec<&str> = new.iter().map(|n| n.name.as_str()).collect();
+    writeln!(out, "enrolled {} node(s): {}", new.len(), names.join(", "))?;
+    Ok(())
+}
+
+fn get(store: &dyn Store, name: &str) -> anyhow::Result<(Node, u64)> {
+    nodes::get(store, name)
+        .with_context(|| format!("reading node {name}"))?
+        .with_context(|| format!("no node called {name:?}"))
+}
+
+fn list(store: &dyn Store, out: &mut dyn Write) -> anyhow::Result<()> {
+    let all = nodes::list(store).context("reading nodes")?;
+    if all.is_empty() {
+        writeln!(out, "no nodes enrolled (seed node import FILE)")?;
+        return Ok(());
+    }
+    let mut rows = vec![[
+        "NAME",
+        "STATE",
+        "MAINT",
+        "MACS",
+        "BMC",
+        "PROFILE",
+        "CPU",
+        "RAM",
+        "DISK",
+        "LAST ERROR",
+    ]
+    .map(String::from)
+    .to_vec()];
+    for (n, _) in &all {
+        let p = &n.properties;
+        rows.push(vec![
+            n.name.clone(),
+            n.lifecycle.state.name().to_string(),
+            match &n.lifecycle.maintenance {
+                Some(r) if !r.is_empty() => format!("yes: {r}"),
+                Some(_) => "yes".into(),
+                None => String::new(),
+            },
+            n.macs
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(","),
+            format!("{}:{}", n.bmc.address, n.bmc.port),
+            n.capabilities.profile().unwrap_or("-").to_string(),
+            p.cpus.map_or("-".into(), |c| c.to_string()),
+            p.memory_mib.map_or("-".into(), mib),
+            disk_total(n),
+            n.lifecycle.last_error.clone().unwrap_or_default(),
+        ]);
+    }
+    write!(out, "{}", table(&rows))?;
+    Ok(())
+}
+
+/// Columns padded to their widest cell. Hand-written: a table crate would buy nothing for
+/// plain left-aligned ASCII columns.
+fn table(rows: &[Vec<String>]) -> String {
+    let cols = rows.iter().map(Vec::len).max().unwrap_or(0);
+    let widths: Vec<usize> = (0..cols)
+        .map(|c| {
+            rows.iter()
+                .map(|r| r.get(c).map_or(0, |s| s.chars().count()))
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    let mut s = String::new();
+    for r in rows {
+        let mut line = String::new();
+        for (c, cell) in r.iter().enumerate() {
+            if c + 1 == r.len() {
+                line.push_str(cell);
+            } else {
+                line.push_str(&format!("{cell:<w$}  ", w = widths[c]));
+            }
+        }
+        s.push_str(line.trim_end());
+        s.push('\n');
+    }
+    s
+}
+
+fn mib(m: u64) -> String {
+    if m >= 1024 && m % 1024 == 0 {
+        format!("{} GiB", m / 1024)
+    } else {
+        format!("{m} MiB")
+    }
+}
+
+fn bytes(b: u64) -> String {
+    const GIB: u64 = 1 << 30;
+    if b >= GIB {
+        let g = b as f64 / GIB as f64;
+        if b % GIB == 0 {
+            format!("{} GiB", b / GIB)
+        } else {
+            format!("{g:.1} GiB")
+        }
+    } else {
+        format!("{} MiB", b >> 20)
+    }
+}
+
+fn disk_total(n: &Node) -> String {
+    if n.properties.disks.is_empty() {
+        return "-".into();
+    }
+    bytes(n.properties.disks.iter().map(|d| d.size_bytes).sum())
+}
+
+fn when(ms: u64) -> String {
+    httpdate::fmt_http_date(UNIX_EPOCH + Duration::from_millis(ms))
+}
+
+fn show(store: &dyn Store, name: &str, out: &mut dyn Write) -> anyhow::Result<()> {
+    let (n, rev) = get(store, name)?;
+    let lc = &n.lifecycle;
+    let p = &n.properties;
+    let mut rows: Vec<(&str, String)> =
+        vec![("name", n.name.clone()), ("state", lc.state.name().into())];
+    if let Some(r) = lc.state.reason() {
+        rows.push(("reason", r.into()));
+    }
+    rows.push((
+        "maintenance",
+        match &lc.maintenance {
+            None => "off".into(),
+            Some(r) if r.is_empty() => "on".into(),
+            Some(r) => format!("on ({r})"),
+        },
+    ));
+    rows.push(("last error", lc.last_error.clone().unwrap_or("-".into())));
+    rows.push((
+        "macs",
+        n.macs
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(", "),
+    ));
+    // The password is deliberately absent: it is a Secret and prints as ***.
+    rows.push((
+        "bmc",
+        format!(
+            "{} {}:{} user {} password {}",
+            n.bmc.driver, n.bmc.address, n.bmc.port, n.bmc.username, n.bmc.password
+        ),
+    ));
+    rows.push(("capabilities", n.capabilities.to_string()));
+    rows.push(("profile", n.capabilities.profile().unwrap_or("-").into()));
+    rows.push(("cpus", p.cpus.map_or("-".into(), |c| c.to_string())));
+    rows.push(("memory", p.memory_mib.map_or("-".into(), mib)));
+    rows.push((
+        "boot mode",
+        p.boot_mode.map_or("-".into(), |m| m.to_string()),
+    ));
+    rows.push(("arch", p.arch.clone().unwrap_or("-".into())));
+    if p.disks.is_empty() {
+        rows.push(("disks", "-".into()));
+    }
+    for (i, d) in p.disks.iter().enumerate() {
+        let mut s = format!(
+            "{} {}",
+            if d.name.is_empty() {
+                format!("#{i}")
+            } else {
+                d.name.clone()
+            },
+            bytes(d.size_bytes)
+        );
+        if let Some(m) = &d.model {
+            s.push_str(&format!(" model {m}"));
+        }
+        if let Some(sn) = &d.serial {
+            s.push_str(&format!(" serial {sn}"));
+        }
+        rows.push(("disk", s));
+    }
+    if let Some(t) = &lc.target {
+        rows.push(("image", t.image.clone()));
+    }
+    rows.push(("created", when(n.created_ms)));
+    rows.push(("updated", when(n.updated_ms)));
+    rows.push(("revision", rev.to_string()));
+    let w = rows.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
+    for (k, v) in rows {
+        writeln!(out, "{:<w$}  {v}", format!("{k}:"), w = w + 1)?;
+    }
+    Ok(())
+}
+
+fn delete(store: &dyn Store, name: &str, out: &mut dyn Write) -> anyhow::Result<()> {
+    let (n, rev) = get(store, name)?;
+    let s = &n.lifecycle.state;
+    if (s.is_busy() || *s == lifecycle::State::Active) && n.lifecycle.maintenance.is_none() {
+        bail!(
+            "node {name} is {}: undeploy it first, or put it in maintenance to force",
+            s.name()
+        );
+    }
+    nodes::delete(store, &n, rev).with_context(|| format!("deleting node {name}"))?;
+    writeln!(out, "deleted node {name}")?;
+    Ok(())
+}
+
+fn maintenance(
+    store: &dyn Store,
+    name: &str,
+    on: bool,
+    reason: Option<String>,
+    out: &mut dyn Write,
+) -> anyhow::Result<()> {
+    // Read-modify-write with compare-and-swap; retry a few times if another writer got there
+    // first.
+    for _ in 0..5 {
+        let (mut n, rev) = get(store, name)?;
+        let event = Event::Maintenance {
+            on,
+            reason: reason.clone(),
+        };
+        lifecycle::step(&mut n, event, now_ms(), &Timeouts::default())
+            .with_context(|| format!("node {name}"))?;
+        match nodes::update(store, &n, rev) {
+            Ok(_) => {
+                writeln!(
+                    out,
+                    "node {name}: maintenance {}",
+                    if on { "on" } else { "off" }
+                )?;
+                return Ok(());
+            }
+            Err(e) if e.is_conflict() => continue,
+            Err(e) => return Err(e).with_context(|| format!("saving node {name}")),
+        }
+    }
+    bail!("node {name} kept changing under us; try again")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::memory::MemStore;
+
+    const FILE: &str = r#"
+nodes:
+  - name: ctrl-0
+    mac: ["52:54:00:00:00:01"]
+    pm_type: ipmi
+    pm_addr: 127.0.0.1
+    pm_port: 6230
+    pm_user: admin
+    pm_password: topsecret
+    capabilities: "profile:control,boot_mode:uefi"
+    memory: 8192
+    disk: 40
+  - name: cmp-0
+    mac: ["52:54:00:00:00:02"]
+    pm_type: ipmi
+    pm_addr: 127.0.0.1
+    pm_port: 6231
+    pm_user: admin
+    pm_password: topsecret
+"#;
+
+    fn run_to_string(f: impl FnOnce(&mut dyn Write) -> anyhow::Result<()>) -> String {
+        let mut v = Vec::new();
+        f(&mut v).unwrap();
+        String::from_utf8(v).unwrap()
+    }
+
+    #[test]
+    fn import_list_show_delete_maintenance() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("nodes.yaml");
+        std::fs::write(&file, FILE).unwrap();
+        let s = MemStore::new();
+        let o = run_to_string(|o| import(&s, &file, o));
+        assert_eq!(o, "enrolled 2 node(s): ctrl-0, cmp-0\n");
+        // Importing again: refused, nothing changes.
+        let e = import(&s, &file, &mut Vec::new()).unwrap_err();
+        assert!(format!("{e:#}").contains("already used"), "{e:#}");
+
+        let o = run_to_string(|o| list(&s, o));
+        assert!(!o.contains("topsecret"));
+        let lines: Vec<&str> = o.lines().collect();
+        assert_eq!(lines.len(), 3, "{o}");
+        assert!(lines[0].starts_with("NAME"));
+        assert!(lines[2].starts_with("ctrl-0"), "{o}");
+        assert!(lines[2].contains("enroll") && lines[2].contains("127.0.0.1:6230"));
+        assert!(
+            lines[2].contains("control")
+                && lines[2].contains("8 GiB")
+                && lines[2].contains("40 GiB")
+        );
+
+        let o = run_to_string(|o| show(&s, "ctrl-0", o));
+        assert!(!o.contains("topsecret"), "{o}");
+        assert!(o.contains("password ***"), "{o}");
+        assert!(o.contains("boot mode:") && o.contains("uefi"), "{o}");
+
+        run_to_string(|o| maintenance(&s, "cmp-0", true, Some("bad fan".into()), o));
+        let o = run_to_string(|o| list(&s, o));
+        assert!(o.contains("yes: bad fan"), "{o}");
+        run_to_string(|o| maintenance(&s, "cmp-0", false, None, o));
+        assert!(!run_to_string(|o| list(&s, o)).contains("bad fan"));
+
+        run_to_string(|o| delete(&s, "cmp-0", o));
+        assert!(show(&s, "cmp-0", &mut Vec::new()).is_err());
+        assert!(delete(&s, "nope", &mut Vec::new()).is_err());
+    }
+
+    #[test]
+    fn delete_refuses_active_unless_maintenance() {
+        let s = MemStore::new();
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("n.json");
+        std::fs::write(
+            &file,
+            r#"{"nodes":[{"name":"a","mac":["52:54:00:00:00:01"],"pm_type":"ipmi","pm_addr":"h","pm_user":"u","pm_password":"p"}]}"#,
+        )
+        .unwrap();
+        import(&s, &file, &mut Vec::new()).unwrap();
+        let (mut n, rev) = nodes::get(&s, "a").unwrap().unwrap();
+        n.lifecycle.state = lifecycle::State::Active;
+        nodes::update(&s, &n, rev).unwrap();
+        let e = delete(&s, "a", &mut Vec::new()).unwrap_err();
+        assert!(e.to_string().contains("is active"), "{e}");
+        maintenance(&s, "a", true, None, &mut Vec::new()).unwrap();
+        delete(&s, "a", &mut Vec::new()).unwrap();
+    }
+
+    #[test]
+    fn default_store_path_follows_xdg() {
+        // Only checks the shape; the environment is shared across tests so it is not changed.
+        let p = default_store_path().unwrap();
+        assert!(p.ends_with("seed/seed.redb"), "{}", p.display());
+    }
+}
