@@ -1,0 +1,1 @@
+//! Template tests: the sample overcloud, the error table, scaling and planning.
