@@ -23,6 +23,17 @@ pub enum ParamType {
 }
 
 impl ParamType {
+    /// The name used in templates.
+    pub fn name(self) -> &'static str {
+        match self {
+            ParamType::String => "string",
+            ParamType::Number => "number",
+            ParamType::Boolean => "boolean",
+            ParamType::CommaDelimitedList => "comma_delimited_list",
+            ParamType::Json => "json",
+        }
+    }
+
     fn from_name(s: &str) -> Option<Self> {
         Some(match s {
             "string" => ParamType::String,
@@ -197,7 +208,7 @@ impl Parameter {
                 &node.at,
                 Problem::ParameterType {
                     name: self.name.clone(),
-                    why: format!("the default is {}, not a {:?}", node.kind(), self.ty),
+                    why: format!("the default is {}, not a {}", node.kind(), self.ty.name()),
                 },
             )),
         }

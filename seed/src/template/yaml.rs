@@ -176,7 +176,7 @@ pub fn parse(file: &str, text: &str) -> Result<Node, Error> {
             Problem::Yaml("a template is one YAML document, found another".into()),
         ));
     }
-    convert(&file, doc)
+    convert(&file, doc, &start)
 }
 
 fn convert_location(file: &Arc<str>, node: &MarkedYamlOwned) -> Location {
@@ -189,8 +189,15 @@ fn convert_location(file: &Arc<str>, node: &MarkedYamlOwned) -> Location {
     }
 }
 
-fn convert(file: &Arc<str>, node: MarkedYamlOwned) -> Result<Node, Error> {
-    let at = convert_location(file, &node);
+/// Convert a node; `fallback` is where the node is if the parser did not record it (saphyr
+/// leaves some block collections without a start marker: then the first child's location,
+/// or failing that the key's, is used).
+fn convert(file: &Arc<str>, node: MarkedYamlOwned, fallback: &Location) -> Result<Node, Error> {
+    let mut at = convert_location(file, &node);
+    let unmarked = node.span.start.line() == 0;
+    if unmarked {
+        at = fallback.clone();
+    }
     let value = match node.data {
         YamlDataOwned::Value(s) => match s {
             ScalarOwned::Null => Value::Null,
@@ -200,23 +207,31 @@ fn convert(file: &Arc<str>, node: MarkedYamlOwned) -> Result<Node, Error> {
             ScalarOwned::String(s) => Value::Str(s),
         },
         YamlDataOwned::Representation(s, _, _) => Value::Str(s),
-        YamlDataOwned::Sequence(items) => Value::List(
-            items
-                .into_iter()
-                .map(|n| convert(file, n))
-                .collect::<Result<_, _>>()?,
-        ),
+        YamlDataOwned::Sequence(items) => {
+            let mut out = Vec::with_capacity(items.len());
+            for item in items {
+                let item = convert(file, item, &at)?;
+                if unmarked && out.is_empty() {
+                    at = item.at.clone();
+                }
+                out.push(item);
+            }
+            Value::List(out)
+        }
         YamlDataOwned::Mapping(map) => {
             let mut out: Vec<(Key, Node)> = Vec::with_capacity(map.len());
             for (k, v) in map {
-                let kat = convert_location(file, &k);
-                let key = convert(file, k)?;
+                let key = convert(file, k, &at)?;
                 let name = key.scalar_text("a mapping key")?;
-                out.push((Key { at: kat, name }, convert(file, v)?));
+                if unmarked && out.is_empty() {
+                    at = key.at.clone();
+                }
+                let value = convert(file, v, &key.at)?;
+                out.push((Key { at: key.at, name }, value));
             }
             Value::Map(out)
         }
-        YamlDataOwned::Tagged(_, inner) => return convert(file, *inner),
+        YamlDataOwned::Tagged(_, inner) => return convert(file, *inner, &at),
         YamlDataOwned::Alias(_) | YamlDataOwned::BadValue => {
             return Err(Error::at(
                 &at,
@@ -242,6 +257,9 @@ mod tests {
         assert_eq!((l[1].at.line, l[1].at.col), (4, 5));
         assert!(matches!(l[1].value, Value::Str(ref s) if s == "2"));
         assert_eq!(l[1].at.to_string(), "t.yaml:4:5");
+        // Block collections are located at their first entry.
+        assert_eq!((m[1].1.at.line, m[1].1.at.col), (3, 5));
+        assert_eq!((n.at.line, n.at.col), (1, 1));
     }
 
     #[test]
