@@ -371,8 +371,7 @@ fn template_errors_name_file_line_column() {
             name: "bad default type",
             text: "heat_template_version: 2013-05-23\nparameters:\n  on:\n    type: boolean\n    default: [1]\n".into(),
             params: &[],
-            // Flow collections are located at their first item.
-            at: ("1]", 0),
+            at: ("[1]", 0),
             check: |p| matches!(p, Problem::ParameterType { name, .. } if name == "on"),
         },
         Case {

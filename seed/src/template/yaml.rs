@@ -7,7 +7,11 @@
 use std::fmt;
 use std::sync::Arc;
 
-use saphyr::{LoadableYamlNode, MarkedYamlOwned, ScalarOwned, YamlDataOwned};
+use std::borrow::Cow;
+use std::collections::HashMap;
+
+use saphyr::{Marker, ScalarOwned, ScalarStyle, Tag};
+use saphyr_parser::{Event, Parser};
 
 use super::{Error, Problem};
 
@@ -146,100 +150,163 @@ impl Node {
     }
 }
 
+/// A collection being built.
+enum Frame {
+    List {
+        at: Location,
+        anchor: usize,
+        items: Vec<Node>,
+    },
+    Map {
+        at: Location,
+        anchor: usize,
+        entries: Vec<(Key, Node)>,
+        key: Option<Key>,
+    },
+}
+
+/// Builds the tree from parser events. Hand-written over `saphyr_parser` events rather than
+/// saphyr's own loader because that loader keeps no start position for collections and
+/// silently keeps the last of duplicate keys (a duplicated resource name would vanish).
+struct Builder {
+    file: Arc<str>,
+    stack: Vec<Frame>,
+    anchors: HashMap<usize, Node>,
+    root: Option<Node>,
+}
+
+impl Builder {
+    fn location(&self, m: &Marker) -> Location {
+        // saphyr's lines are 1-based and its columns 0-based; editors count columns from 1.
+        Location {
+            file: self.file.clone(),
+            line: m.line(),
+            col: m.col() + 1,
+        }
+    }
+
+    fn insert(&mut self, node: Node, anchor: usize) -> Result<(), Error> {
+        if anchor > 0 {
+            self.anchors.insert(anchor, node.clone());
+        }
+        match self.stack.last_mut() {
+            None => self.root = Some(node),
+            Some(Frame::List { items, .. }) => items.push(node),
+            Some(Frame::Map { entries, key, .. }) => match key.take() {
+                Some(k) => entries.push((k, node)),
+                None => {
+                    let name = node.scalar_text("a mapping key")?;
+                    if let Some((first, _)) = entries.iter().find(|(k, _)| k.name == name) {
+                        return Err(Error::at(
+                            &node.at,
+                            Problem::Yaml(format!(
+                                "duplicate key `{name}` (first at line {}, column {})",
+                                first.at.line, first.at.col
+                            )),
+                        ));
+                    }
+                    *key = Some(Key { at: node.at, name });
+                }
+            },
+        }
+        Ok(())
+    }
+}
+
+fn scalar(text: Cow<'_, str>, style: ScalarStyle, tag: Option<&Cow<'_, Tag>>) -> Value {
+    match ScalarOwned::parse_from_cow_and_metadata(text.clone(), style, tag) {
+        Some(ScalarOwned::Null) => Value::Null,
+        Some(ScalarOwned::Boolean(b)) => Value::Bool(b),
+        Some(ScalarOwned::Integer(i)) => Value::Int(i),
+        Some(ScalarOwned::FloatingPoint(f)) => Value::Float(f.into_inner()),
+        Some(ScalarOwned::String(s)) => Value::Str(s),
+        // A tag saphyr cannot apply (e.g. `!!int abc`): keep the text.
+        None => Value::Str(text.into_owned()),
+    }
+}
+
 /// Parse one YAML document into a [`Node`]; `file` is the name used in locations.
 pub fn parse(file: &str, text: &str) -> Result<Node, Error> {
-    let file: Arc<str> = file.into();
-    let docs = MarkedYamlOwned::load_from_str(text).map_err(|e| {
-        let m = e.marker();
+    let mut b = Builder {
+        file: file.into(),
+        stack: vec![],
+        anchors: HashMap::new(),
+        root: None,
+    };
+    let mut documents = 0;
+    for event in Parser::new_from_str(text) {
+        let (event, span) = event
+            .map_err(|e| Error::at(&b.location(e.marker()), Problem::Yaml(e.info().to_string())))?;
+        let at = b.location(&span.start);
+        match event {
+            Event::DocumentStart(_) => {
+                documents += 1;
+                if documents > 1 {
+                    return Err(Error::at(
+                        &at,
+                        Problem::Yaml("a template is one YAML document, found another".into()),
+                    ));
+                }
+            }
+            Event::Scalar(text, style, anchor, tag) => {
+                let value = scalar(text, style, tag.as_ref());
+                b.insert(Node { at, value }, anchor)?;
+            }
+            Event::SequenceStart(anchor, _) => b.stack.push(Frame::List {
+                at,
+                anchor,
+                items: vec![],
+            }),
+            Event::MappingStart(anchor, _) => b.stack.push(Frame::Map {
+                at,
+                anchor,
+                entries: vec![],
+                key: None,
+            }),
+            Event::SequenceEnd | Event::MappingEnd => {
+                let (node, anchor) = match b.stack.pop() {
+                    Some(Frame::List { at, anchor, items }) => (
+                        Node {
+                            at,
+                            value: Value::List(items),
+                        },
+                        anchor,
+                    ),
+                    Some(Frame::Map {
+                        at,
+                        anchor,
+                        entries,
+                        ..
+                    }) => (
+                        Node {
+                            at,
+                            value: Value::Map(entries),
+                        },
+                        anchor,
+                    ),
+                    None => return Err(Error::at(&at, Problem::Yaml("unbalanced YAML".into()))),
+                };
+                b.insert(node, anchor)?;
+            }
+            Event::Alias(id) => {
+                let node = b.anchors.get(&id).cloned().ok_or_else(|| {
+                    Error::at(&at, Problem::Yaml("alias of an unknown anchor".into()))
+                })?;
+                b.insert(node, 0)?;
+            }
+            Event::StreamStart | Event::StreamEnd | Event::DocumentEnd | Event::Nothing => {}
+        }
+    }
+    b.root.ok_or_else(|| {
         Error::at(
             &Location {
-                file: file.clone(),
-                line: m.line(),
-                col: m.col() + 1,
+                file: b.file.clone(),
+                line: 1,
+                col: 1,
             },
-            Problem::Yaml(e.info().to_string()),
+            Problem::Yaml("the file is empty".into()),
         )
-    })?;
-    let start = Location {
-        file: file.clone(),
-        line: 1,
-        col: 1,
-    };
-    let mut docs = docs.into_iter();
-    let Some(doc) = docs.next() else {
-        return Err(Error::at(&start, Problem::Yaml("the file is empty".into())));
-    };
-    if let Some(extra) = docs.next() {
-        let at = convert_location(&file, &extra);
-        return Err(Error::at(
-            &at,
-            Problem::Yaml("a template is one YAML document, found another".into()),
-        ));
-    }
-    convert(&file, doc, &start)
-}
-
-fn convert_location(file: &Arc<str>, node: &MarkedYamlOwned) -> Location {
-    let m = node.span.start;
-    // saphyr's lines are 1-based and its columns 0-based; editors count columns from 1.
-    Location {
-        file: file.clone(),
-        line: m.line(),
-        col: m.col() + 1,
-    }
-}
-
-/// Convert a node; `fallback` is where the node is if the parser did not record it (saphyr
-/// leaves some block collections without a start marker: then the first child's location,
-/// or failing that the key's, is used).
-fn convert(file: &Arc<str>, node: MarkedYamlOwned, fallback: &Location) -> Result<Node, Error> {
-    let mut at = convert_location(file, &node);
-    let unmarked = node.span.start.line() == 0;
-    if unmarked {
-        at = fallback.clone();
-    }
-    let value = match node.data {
-        YamlDataOwned::Value(s) => match s {
-            ScalarOwned::Null => Value::Null,
-            ScalarOwned::Boolean(b) => Value::Bool(b),
-            ScalarOwned::Integer(i) => Value::Int(i),
-            ScalarOwned::FloatingPoint(f) => Value::Float(f.into_inner()),
-            ScalarOwned::String(s) => Value::Str(s),
-        },
-        YamlDataOwned::Representation(s, _, _) => Value::Str(s),
-        YamlDataOwned::Sequence(items) => {
-            let mut out = Vec::with_capacity(items.len());
-            for item in items {
-                let item = convert(file, item, &at)?;
-                if unmarked && out.is_empty() {
-                    at = item.at.clone();
-                }
-                out.push(item);
-            }
-            Value::List(out)
-        }
-        YamlDataOwned::Mapping(map) => {
-            let mut out: Vec<(Key, Node)> = Vec::with_capacity(map.len());
-            for (k, v) in map {
-                let key = convert(file, k, &at)?;
-                let name = key.scalar_text("a mapping key")?;
-                if unmarked && out.is_empty() {
-                    at = key.at.clone();
-                }
-                let value = convert(file, v, &key.at)?;
-                out.push((Key { at: key.at, name }, value));
-            }
-            Value::Map(out)
-        }
-        YamlDataOwned::Tagged(_, inner) => return convert(file, *inner, &at),
-        YamlDataOwned::Alias(_) | YamlDataOwned::BadValue => {
-            return Err(Error::at(
-                &at,
-                Problem::Yaml("unresolvable YAML node (bad alias?)".into()),
-            ))
-        }
-    };
-    Ok(Node { at, value })
+    })
 }
 
 #[cfg(test)]
@@ -258,8 +325,29 @@ mod tests {
         assert!(matches!(l[1].value, Value::Str(ref s) if s == "2"));
         assert_eq!(l[1].at.to_string(), "t.yaml:4:5");
         // Block collections are located at their first entry.
-        assert_eq!((m[1].1.at.line, m[1].1.at.col), (3, 5));
+        assert_eq!((m[1].1.at.line, m[1].1.at.col), (3, 3));
         assert_eq!((n.at.line, n.at.col), (1, 1));
+    }
+
+    #[test]
+    fn template_yaml_duplicate_keys_are_an_error() {
+        let e = parse("d.yaml", "resources:\n  a: 1\n  b: 2\n  a: 3\n").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "d.yaml:4:3: YAML: duplicate key `a` (first at line 2, column 3)"
+        );
+    }
+
+    #[test]
+    fn template_yaml_anchors_and_flow_collections() {
+        let n = parse("a.yaml", "x: &v {k: [1, 2.5, ~, true]}\ny: *v\n").unwrap();
+        let m = n.as_map("top").unwrap();
+        assert_eq!(
+            m[1].1.to_json(),
+            serde_json::json!({"k": [1, 2.5, null, true]})
+        );
+        // A flow collection starts at its bracket (after any anchor).
+        assert_eq!((m[0].1.at.line, m[0].1.at.col), (1, 7));
     }
 
     #[test]
