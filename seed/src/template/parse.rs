@@ -549,14 +549,7 @@ fn check_value(
             }
         }
         (kind, _) => {
-            let expected = match kind {
-                Kind::Str => "a string",
-                Kind::Int => "an integer",
-                Kind::Bool => "a boolean",
-                Kind::Map | Kind::Record(_) => "a mapping",
-                Kind::List | Kind::ListOf(_) => "a list",
-                Kind::Any => unreachable!("Any accepts everything"),
-            };
+            let expected = kind.describe();
             return Err(v.expected(&what, expected));
         }
     }

@@ -44,8 +44,15 @@ impl Plan {
 pub fn plan(old: &Stack, new: &Stack) -> Plan {
     let mut plan = Plan::default();
     // Members whose id changes, and members whose attributes may change.
-    let mut replaced: BTreeSet<&str> = BTreeSet::new();
-    let mut changed: BTreeSet<&str> = BTreeSet::new();
+    // A deleted member counts as both: references to its group see a different set.
+    let deleted: BTreeSet<&str> = old
+        .members
+        .iter()
+        .filter(|o| new.member(&o.name).is_none())
+        .map(|o| o.name.as_str())
+        .collect();
+    let mut replaced: BTreeSet<&str> = deleted.clone();
+    let mut changed: BTreeSet<&str> = deleted;
     for m in &new.members {
         let Some(o) = old.member(&m.name) else {
             plan.create.push(m.name.clone());

@@ -8,7 +8,7 @@ use serde_json::Value as Json;
 
 use super::expr::{self, Expr, ExprKind};
 use super::parse::{Resource, Template};
-use super::types::ResourceType;
+use super::types::{Kind, ResourceType};
 use super::yaml::Location;
 use super::{Error, Problem};
 
@@ -87,7 +87,15 @@ impl Stack {
             })?;
             let value = p.convert(text, &p.at)?;
             p.check(&value, &p.at)?;
-            params.insert(name.clone(), value);
+            if params.insert(name.clone(), value).is_some() {
+                return Err(Error::at(
+                    &p.at,
+                    Problem::ParameterType {
+                        name: name.clone(),
+                        why: "given more than once".into(),
+                    },
+                ));
+            }
         }
         for p in &template.parameters {
             if !params.contains_key(&p.name) {
@@ -325,7 +333,7 @@ fn expand(
                     resource: r.name.clone(),
                     index: None,
                     rtype: r.rtype,
-                    properties: resolve_params(params, &r.properties)?,
+                    properties: checked(r.rtype, resolve_params(params, &r.properties)?)?,
                     metadata: r
                         .metadata
                         .as_ref()
@@ -345,7 +353,10 @@ fn expand(
                         resource: r.name.clone(),
                         index: Some(index),
                         rtype: def.rtype,
-                        properties: resolve_params(params, &def.properties.substitute(&var, &idx))?,
+                        properties: checked(
+                            def.rtype,
+                            resolve_params(params, &def.properties.substitute(&var, &idx))?,
+                        )?,
                         metadata: def
                             .metadata
                             .as_ref()
@@ -436,6 +447,62 @@ fn group_indices(
         }
     }
     Ok((0..).filter(|i| !removed.contains(i)).take(count).collect())
+}
+
+/// Check properties whose values became known from parameters (the parser could only check
+/// literals): shape and allowed values, reported where the value comes from.
+fn checked(rtype: ResourceType, props: Expr) -> Result<Expr, Error> {
+    for spec in rtype.properties() {
+        let Some(e) = props.get(spec.name) else {
+            continue;
+        };
+        let Some(v) = e.as_literal() else {
+            continue;
+        };
+        let ok = match spec.kind {
+            Kind::Any => true,
+            Kind::Str => !matches!(v, Json::Array(_) | Json::Object(_) | Json::Null),
+            Kind::Int => v.is_i64() || v.as_str().is_some_and(|s| s.trim().parse::<i64>().is_ok()),
+            Kind::Bool => v.is_boolean(),
+            Kind::Map | Kind::Record(_) => v.is_object(),
+            Kind::List | Kind::ListOf(_) => v.is_array(),
+        };
+        let what = || format!("property `{}` ({})", spec.name, rtype.name());
+        if !ok {
+            return Err(Error::at(
+                &e.at,
+                Problem::WrongKind {
+                    what: what(),
+                    expected: spec.kind.describe().into(),
+                    found: json_kind(&v),
+                },
+            ));
+        }
+        if let (false, Json::String(s)) = (spec.allowed.is_empty(), &v) {
+            if !spec.allowed.contains(&s.as_str()) {
+                return Err(Error::at(
+                    &e.at,
+                    Problem::NotAllowed {
+                        what: what(),
+                        allowed: spec.allowed.join(", "),
+                        found: s.clone(),
+                    },
+                ));
+            }
+        }
+    }
+    Ok(props)
+}
+
+fn json_kind(v: &Json) -> &'static str {
+    match v {
+        Json::Null => "null",
+        Json::Bool(_) => "a boolean",
+        Json::Number(_) => "a number",
+        Json::String(_) => "a string",
+        Json::Array(_) => "a list",
+        Json::Object(_) => "a mapping",
+    }
 }
 
 /// Replace `get_param` by values and fold `str_replace`/`list_join` whose inputs are known.

@@ -180,6 +180,8 @@ fn template_removal_policies_remove_the_named_member_for_good() {
     let p = plan(&old, &new);
     assert_eq!(p.delete, ["compute-1"]);
     assert!(p.create.is_empty() && p.replace.is_empty(), "{p:?}");
+    // The deployment group loses that server.
+    assert_eq!(p.update, ["compute_deployments"]);
     assert_eq!(
         new.members_of("compute")
             .map(|m| m.name.as_str())
@@ -612,6 +614,47 @@ resources:
         stack.member("h").unwrap().depends_on,
         ["w".to_string()].into()
     );
+}
+
+#[test]
+fn template_values_from_parameters_are_checked_at_bind_time() {
+    let t = Template::parse(
+        "b.yaml",
+        "heat_template_version: 2021-04-16
+parameters:
+  transport: {type: string, default: PIGEON}
+  ram: {type: string, default: lots}
+resources:
+  h:
+    type: OS::Heat::WaitConditionHandle
+  s:
+    type: OS::Seed::Server
+    properties:
+      image: x
+      min_ram_mib: {get_param: ram}
+  d:
+    type: OS::Heat::SoftwareDeployment
+    properties:
+      server: {get_resource: s}
+      signal_transport: {get_param: transport}
+",
+    )
+    .unwrap();
+    let e = Stack::new(t.clone(), &params(&["transport=NO_SIGNAL"])).unwrap_err();
+    assert!(
+        e.to_string()
+            .starts_with("b.yaml:12:21: property `min_ram_mib`"),
+        "{e}"
+    );
+    let e = Stack::new(t.clone(), &params(&["ram=4096"])).unwrap_err();
+    assert!(
+        matches!(e.problem(), Some(Problem::NotAllowed { found, .. }) if found == "PIGEON"),
+        "{e}"
+    );
+    assert!(e.to_string().starts_with("b.yaml:17:26:"), "{e}");
+    Stack::new(t.clone(), &params(&["ram=4096", "transport=NO_SIGNAL"])).unwrap();
+    let e = Stack::new(t, &params(&["ram=1", "ram=2"])).unwrap_err();
+    assert!(e.to_string().contains("given more than once"), "{e}");
 }
 
 #[test]

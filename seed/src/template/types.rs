@@ -22,6 +22,20 @@ pub enum Kind {
     ListOf(&'static [PropSpec]),
 }
 
+impl Kind {
+    /// "a string", "an integer", … for error messages.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Kind::Str => "a string",
+            Kind::Int => "an integer",
+            Kind::Bool => "a boolean",
+            Kind::Map | Kind::Record(_) => "a mapping",
+            Kind::List | Kind::ListOf(_) => "a list",
+            Kind::Any => "anything",
+        }
+    }
+}
+
 /// How a changed property is applied on `stack update`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Update {
