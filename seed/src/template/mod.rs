@@ -14,6 +14,20 @@
 //!    [`Resolver`].
 //! 4. [`Stack::update`] + [`plan`]: what a `stack update` adds, deletes, replaces or updates
 //!    in place.
+//!
+//! How `seed stack create|update NAME -f FILE -P k=v` uses it:
+//!
+//! ```no_run
+//! # use seed::template::*;
+//! # fn demo(old: &Stack) -> Result<(), Error> {
+//! let template = Template::load("overcloud.yaml".as_ref())?;
+//! let params = vec![("compute_count".to_string(), "3".to_string())]; // from split_assignment
+//! let new = old.update(template, &params)?; // or Stack::new for create
+//! let todo = plan(old, &new);
+//! for name in &todo.create { /* provision new.member(name) in order */ }
+//! // Store the template text, the parameters and `new.removed`; Stack::restore rebuilds it.
+//! # Ok(()) }
+//! ```
 
 mod expr;
 mod params;

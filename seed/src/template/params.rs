@@ -181,7 +181,7 @@ impl Parameter {
         };
         if let Some(d) = default {
             let value = p.convert_default(d)?;
-            p.check(&value, &d.at)?;
+            p.check(&value)?;
             p.default = Some(value);
         }
         Ok(p)
@@ -263,7 +263,7 @@ impl Parameter {
     }
 
     /// Check the constraints on a converted value; errors are reported at the constraint.
-    pub fn check(&self, value: &Json, _given_at: &Location) -> Result<(), Error> {
+    pub fn check(&self, value: &Json) -> Result<(), Error> {
         for c in &self.constraints {
             if let Some(why) = c.violation(value) {
                 let why = match &c.description {

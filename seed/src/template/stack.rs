@@ -63,19 +63,32 @@ pub fn split_assignment(arg: &str) -> Option<(&str, &str)> {
 impl Stack {
     /// Bind `params` (`(name, value-as-text)`) to a template for `stack create`.
     pub fn new(template: Template, params: &[(String, String)]) -> Result<Stack, Error> {
-        Stack::bind(template, params, None)
+        Stack::bind(template, params, None, BTreeMap::new())
     }
 
     /// Bind a (possibly changed) template and parameters for `stack update` of `self`:
     /// group members keep their indices and `removal_policies` apply to `self`'s members.
     pub fn update(&self, template: Template, params: &[(String, String)]) -> Result<Stack, Error> {
-        Stack::bind(template, params, Some(self))
+        Stack::bind(template, params, Some(self), BTreeMap::new())
+    }
+
+    /// Rebuild a stored stack exactly: the same template text, parameters and
+    /// [`Stack::removed`] indices that were stored give the same members.
+    pub fn restore(
+        template: Template,
+        params: &[(String, String)],
+        removed: BTreeMap<String, BTreeSet<usize>>,
+    ) -> Result<Stack, Error> {
+        let mut stack = Stack::bind(template, params, None, removed)?;
+        stack.removed.retain(|_, r| !r.is_empty());
+        Ok(stack)
     }
 
     fn bind(
         template: Template,
         given: &[(String, String)],
         old: Option<&Stack>,
+        mut removed: BTreeMap<String, BTreeSet<usize>>,
     ) -> Result<Stack, Error> {
         let mut params = BTreeMap::new();
         for (name, text) in given {
@@ -86,7 +99,7 @@ impl Stack {
                 )
             })?;
             let value = p.convert(text, &p.at)?;
-            p.check(&value, &p.at)?;
+            p.check(&value)?;
             if params.insert(name.clone(), value).is_some() {
                 return Err(Error::at(
                     &p.at,
@@ -106,7 +119,9 @@ impl Stack {
                 params.insert(p.name.clone(), d);
             }
         }
-        let mut removed = old.map(|o| o.removed.clone()).unwrap_or_default();
+        if let Some(old) = old {
+            removed.clone_from(&old.removed);
+        }
         let members = expand(&template, &params, &mut removed, old)?;
         Ok(Stack {
             template,

@@ -193,6 +193,15 @@ fn template_removal_policies_remove_the_named_member_for_good() {
         .update(t.clone(), &params(&["compute_count=3"]))
         .unwrap();
     assert_eq!(plan(&new, &later).create, ["compute-3"]);
+    // A stack stored as (template, parameters, removed) comes back identical.
+    let restored = Stack::restore(
+        t.clone(),
+        &params(&["compute_count=3"]),
+        later.removed.clone(),
+    )
+    .unwrap();
+    assert_eq!(names(&restored), names(&later));
+    assert!(plan(&later, &restored).is_empty());
     // Without a policy, scale-in removes the newest member.
     let plain = old.update(t, &params(&["compute_count=2"])).unwrap();
     assert_eq!(plan(&old, &plain).delete, ["compute-2"]);
