@@ -142,7 +142,9 @@ impl<'a> Parser<'a> {
         }
         let children = self.children();
         if let Some(Node::Text(t)) = children.last_mut() {
-            t.truncate(t.len() - n);
+            let keep = t.len().saturating_sub(n);
+            debug_assert!(t[keep..].bytes().all(|b| b == b' ' || b == b'\t'));
+            t.truncate(keep);
             if t.is_empty() {
                 children.pop();
             }
@@ -249,6 +251,8 @@ impl<'a> Parser<'a> {
                 return Ok(());
             }
             Some('/') => {
+                // The indentation belongs to the section being closed.
+                self.trim_indent(indent);
                 let Some(frame) = self.stack.pop() else {
                     return Err(
                         self.err(start, format!("closing tag `{name}` has no open section"))
@@ -263,7 +267,6 @@ impl<'a> Parser<'a> {
                         ),
                     ));
                 }
-                self.trim_indent(indent);
                 let node = Node::Section {
                     name: frame.parsed,
                     inverted: frame.inverted,
