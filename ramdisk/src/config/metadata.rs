@@ -230,7 +230,7 @@ mod tests {
 
         let bad = dir.path().join("bad.json");
         std::fs::write(&bad, "{").unwrap();
-        let err = collect(&[bad.clone()]).unwrap_err();
+        let err = collect(std::slice::from_ref(&bad)).unwrap_err();
         assert!(
             matches!(&err, MetadataError::Parse { path, .. } if *path == bad),
             "{err}"

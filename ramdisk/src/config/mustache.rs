@@ -334,7 +334,7 @@ pub fn truthy(v: &Value) -> bool {
     }
 }
 
-fn render_nodes<'v>(nodes: &[Node], stack: &mut Vec<&'v Value>, out: &mut String) {
+fn render_nodes(nodes: &[Node], stack: &mut Vec<&Value>, out: &mut String) {
     for node in nodes {
         match node {
             Node::Text(t) => out.push_str(t),
