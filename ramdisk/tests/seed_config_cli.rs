@@ -13,6 +13,7 @@ fn seed_config(args: &[&str]) -> Output {
         .env_remove("OS_CONFIG_FILES")
         .env_remove("OS_CONFIG_APPLIER_TEMPLATES")
         .env_remove("OS_REFRESH_CONFIG_BASE_DIR")
+        .env_remove("OS_CONFIG_FILES_PATH")
         .output()
         .expect("running seed-config")
 }
