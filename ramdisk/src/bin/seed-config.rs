@@ -1,0 +1,260 @@
+//! `seed-config`: the node configuration agent.
+//!
+//! `seed-config apply` has os-apply-config's command line (templates, metadata, output root,
+//! `--key` look-ups with the same exit codes); `seed-config refresh` runs os-refresh-config's
+//! phases with apply between pre-configure and configure. Logs go to stderr.
+
+use anyhow::Context as _;
+use clap::{Args, Parser, Subcommand};
+use ramdisk::config::{apply, error_chain, metadata, refresh, value_types};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+/// Node configuration agent: render templates from metadata, run configuration phases.
+#[derive(Parser)]
+#[command(name = "seed-config", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Render the template tree into files (os-apply-config).
+    Apply(ApplyArgs),
+    /// Run pre-configure.d, apply, configure.d, post-configure.d, migration.d
+    /// (os-refresh-config).
+    Refresh(RefreshArgs),
+}
+
+/// Where templates and metadata come from (shared by apply and refresh).
+#[derive(Args, Clone)]
+struct Sources {
+    /// Template root directory [default: $OS_CONFIG_APPLIER_TEMPLATES or
+    /// /usr/libexec/os-apply-config/templates].
+    #[arg(short = 't', long = "templates", value_name = "TEMPLATE_ROOT")]
+    templates: Option<PathBuf>,
+    /// Root directory for output.
+    #[arg(
+        short = 'o',
+        long = "output",
+        value_name = "OUT_DIR",
+        default_value = "/"
+    )]
+    output: PathBuf,
+    /// Metadata files, merged in order (later wins). Overrides $OS_CONFIG_FILES
+    /// (colon-separated) and --os-config-files.
+    #[arg(short = 'm', long = "metadata", value_name = "METADATA_FILE", num_args = 1.., action = clap::ArgAction::Append)]
+    metadata: Vec<PathBuf>,
+    /// Files read before the metadata files (missing ones are skipped).
+    #[arg(long = "fallback-metadata", value_name = "FALLBACK_METADATA", num_args = 0.., default_values = metadata::FALLBACK_METADATA)]
+    fallback_metadata: Vec<PathBuf>,
+    /// The JSON list of metadata files used when neither -m nor $OS_CONFIG_FILES is given.
+    #[arg(long = "os-config-files", value_name = "PATH", env = "OS_CONFIG_FILES_PATH", default_value = metadata::OS_CONFIG_FILES_PATH)]
+    os_config_files: PathBuf,
+}
+
+#[derive(Args)]
+struct ApplyArgs {
+    #[command(flatten)]
+    sources: Sources,
+    /// Validate only: render everything, write nothing.
+    #[arg(short = 'v', long)]
+    validate: bool,
+    /// Print the templates root and exit.
+    #[arg(long)]
+    print_templates: bool,
+    /// Use the sub-hash named by this dotted key instead of the whole metadata.
+    #[arg(short = 's', long)]
+    subhash: Option<String>,
+    /// Print this dotted key's value and exit (see --type, --key-default).
+    #[arg(long, value_name = "KEY")]
+    key: Option<String>,
+    /// Fail unless the --key value matches this type:
+    /// int|default|netaddress|netdevice|dsn|swiftdevices|username|raw.
+    #[arg(long = "type", default_value = "default")]
+    type_name: String,
+    /// With --key: print this if the key is missing (not type-checked).
+    #[arg(long)]
+    key_default: Option<String>,
+    /// Exit 0 if this key is boolean true, 1 if false, 255 (-1) otherwise.
+    #[arg(long, value_name = "KEY")]
+    boolean_key: Option<String>,
+}
+
+#[derive(Args)]
+struct RefreshArgs {
+    /// Directory holding the *.d phase directories [default: $OS_REFRESH_CONFIG_BASE_DIR or
+    /// /usr/libexec/os-refresh-config].
+    #[arg(long)]
+    base_dir: Option<PathBuf>,
+    /// Lock file that keeps two runs apart.
+    #[arg(long, default_value = refresh::DEFAULT_LOCKFILE)]
+    lockfile: PathBuf,
+    /// Print the base directory and exit.
+    #[arg(long)]
+    print_base: bool,
+    /// Print the phases (tab separated) and exit.
+    #[arg(long)]
+    print_phases: bool,
+    /// Do not render templates between pre-configure and configure.
+    #[arg(long)]
+    no_apply: bool,
+    #[command(flatten)]
+    sources: Sources,
+}
+
+fn templates_dir(arg: &Option<PathBuf>) -> PathBuf {
+    const DEFAULT: &str = "/usr/libexec/os-apply-config/templates";
+    if let Some(t) = arg {
+        return t.clone();
+    }
+    if let Some(t) = std::env::var_os("OS_CONFIG_APPLIER_TEMPLATES") {
+        return t.into();
+    }
+    for old in [
+        "/opt/stack/os-apply-config/templates",
+        "/opt/stack/os-config-applier/templates",
+    ] {
+        if Path::new(old).is_dir() && !Path::new(DEFAULT).is_dir() {
+            tracing::warn!("template directory {old} is deprecated; use {DEFAULT}");
+            return old.into();
+        }
+    }
+    DEFAULT.into()
+}
+
+/// The metadata files, in merge order: fallbacks, then -m / $OS_CONFIG_FILES /
+/// os_config_files.json.
+fn metadata_files(s: &Sources) -> anyhow::Result<Vec<PathBuf>> {
+    let mut listed = s.metadata.clone();
+    if listed.is_empty() {
+        if let Some(v) = std::env::var_os("OS_CONFIG_FILES") {
+            listed = std::env::split_paths(&v).collect();
+        } else {
+            listed = metadata::load_list_from_json(&s.os_config_files)
+                .with_context(|| format!("reading {}", s.os_config_files.display()))?;
+            if listed.is_empty() && s.os_config_files == Path::new(metadata::OS_CONFIG_FILES_PATH) {
+                let old = Path::new(metadata::OS_CONFIG_FILES_PATH_OLD);
+                listed = metadata::load_list_from_json(old)
+                    .with_context(|| format!("reading {}", old.display()))?;
+            }
+        }
+    }
+    let mut files = s.fallback_metadata.clone();
+    files.extend(listed);
+    Ok(files)
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_target(false)
+        .init();
+    let cli = Cli::parse();
+    let code = match cli.command {
+        Command::Apply(a) => run_apply(a),
+        Command::Refresh(r) => run_refresh(r),
+    };
+    match code {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            tracing::error!("{e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn run_apply(a: ApplyArgs) -> anyhow::Result<u8> {
+    let templates = templates_dir(&a.sources.templates);
+    if a.print_templates {
+        println!("{}", templates.display());
+        return Ok(0);
+    }
+    let files = metadata_files(&a.sources)?;
+    let config = metadata::collect(&files).map_err(|e| anyhow::anyhow!(error_chain(&e)))?;
+
+    if a.key.is_some() && a.boolean_key.is_some() {
+        tracing::warn!("--key is not compatible with --boolean-key. --boolean-key ignored.");
+    }
+    if let Some(key) = &a.key {
+        return match metadata::extract_key(&config, key) {
+            None => match &a.key_default {
+                Some(d) => {
+                    println!("{d}");
+                    Ok(0)
+                }
+                None => {
+                    let shown: Vec<String> =
+                        files.iter().map(|p| p.display().to_string()).collect();
+                    anyhow::bail!("key {key} does not exist in [{}]", shown.join(", "))
+                }
+            },
+            Some(v) => {
+                let text = metadata::format_value(v);
+                value_types::ensure_type(&text, &a.type_name)?;
+                println!("{text}");
+                Ok(0)
+            }
+        };
+    }
+    if let Some(key) = &a.boolean_key {
+        return Ok(match metadata::extract_key(&config, key) {
+            Some(serde_json::Value::Bool(true)) => 0,
+            Some(serde_json::Value::Bool(false)) => 1,
+            _ => 255,
+        });
+    }
+    let config = metadata::strip_hash(config, a.subhash.as_deref())?;
+    let report = apply::install(&config, &templates, &a.sources.output, a.validate)
+        .map_err(|e| anyhow::anyhow!(error_chain(&e)))?;
+    let written = report
+        .iter()
+        .filter(|(_, o)| *o != apply::Outcome::Unchanged)
+        .count();
+    tracing::info!(files = report.len(), changed = written, "success");
+    Ok(0)
+}
+
+fn run_refresh(r: RefreshArgs) -> anyhow::Result<u8> {
+    let base_dir = r.base_dir.clone().unwrap_or_else(refresh::default_base_dir);
+    if r.print_base {
+        println!("{}", base_dir.display());
+        return Ok(0);
+    }
+    if r.print_phases {
+        println!("{}", refresh::PHASES.join("\t"));
+        return Ok(0);
+    }
+    let apply = if r.no_apply {
+        None
+    } else {
+        Some(refresh::ApplyStep {
+            templates: templates_dir(&r.sources.templates),
+            output: r.sources.output.clone(),
+            metadata: metadata_files(&r.sources)?,
+        })
+    };
+    let opts = refresh::RefreshOptions {
+        base_dir,
+        lockfile: r.lockfile,
+        apply,
+    };
+    match refresh::refresh(&opts) {
+        Ok(_) => Ok(0),
+        // os-refresh-config exits with the errno of the failed flock (EWOULDBLOCK).
+        Err(e @ refresh::RefreshError::Locked { .. }) => {
+            tracing::error!("{}", error_chain(&e));
+            Ok(nix::errno::Errno::EWOULDBLOCK as u8)
+        }
+        Err(e) => {
+            // Already logged with its output by refresh(); say that we stopped.
+            tracing::error!("aborting: {e}");
+            Ok(1)
+        }
+    }
+}

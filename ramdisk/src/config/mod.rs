@@ -1,0 +1,35 @@
+//! The node configuration agent, in the spirit of os-collect-config / os-refresh-config /
+//! os-apply-config.
+//!
+//! - [`metadata`]: read the metadata files (the `os_config_files.json` list or `-m` files)
+//!   and deep-merge them in order, later wins; look one key up (`--key`).
+//! - [`mustache`]: the template engine, with os-apply-config's (pystache) semantics.
+//! - [`control`]: `.oac` control files beside templates (`mode`, `owner`, `group`,
+//!   `allow_empty`).
+//! - [`apply`]: render a template tree that mirrors `/` into real files, atomically, leaving
+//!   unchanged files untouched.
+//! - [`runparts`] and [`refresh`]: the phases `pre-configure.d`, (apply), `configure.d`,
+//!   `post-configure.d`, `migration.d`, run-parts style, under a lock.
+//! - [`collect`]: merge locally cached metadata (the network fetch comes with the metadata
+//!   service).
+
+pub mod apply;
+pub mod collect;
+pub mod control;
+pub mod metadata;
+pub mod mustache;
+pub mod refresh;
+pub mod runparts;
+pub mod value_types;
+
+/// An error and its sources, joined with `": "` (for logs).
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(inner) = cur {
+        s.push_str(": ");
+        s.push_str(&inner.to_string());
+        cur = inner.source();
+    }
+    s
+}
