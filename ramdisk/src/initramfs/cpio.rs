@@ -79,9 +79,8 @@ impl Archive {
 
     /// Write the archive in newc format, ending with the `TRAILER!!!` entry.
     pub fn write_newc<W: Write>(&self, mut w: W) -> io::Result<()> {
-        let mut ino = 1u32;
         let mut written = 0usize;
-        for (path, entry) in &self.entries {
+        for (ino, (path, entry)) in (1u32..).zip(&self.entries) {
             let (mode, data): (u32, &[u8]) = match entry {
                 Entry::Dir { mode } => (0o040000 | mode, &[]),
                 Entry::File { mode, data } => (0o100000 | mode, data),
@@ -93,7 +92,6 @@ impl Archive {
                 1
             };
             written += write_entry(&mut w, ino, mode, nlink, path, data)?;
-            ino += 1;
         }
         written += write_entry(&mut w, 0, 0, 1, "TRAILER!!!", &[])?;
         // Pad the archive to a 512-byte boundary, as GNU cpio does.
