@@ -2,6 +2,7 @@
 //!
 //! - `deps`: install the Debian packages the tests and the lab use (apt-get, as root).
 //! - `fetch`: the pinned Debian packages into the offline cache (see `fetch.rs`).
+//! - `ramdisk`: the deploy ramdisk, from the cache (see `ramdisk.rs`).
 //! - `test`: deps, then fmt check, clippy, and the whole test suite (nextest, grouped so QEMU tests
 //!   do not starve two cores). This is what `.ci/run` runs.
 
@@ -9,6 +10,7 @@ mod bench;
 mod deps;
 mod fetch;
 mod lab;
+mod ramdisk;
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
@@ -40,6 +42,8 @@ enum Cmd {
     },
     /// Download the pinned Debian packages into the offline cache and verify them.
     Fetch(fetch::Args),
+    /// Build the deploy ramdisk (kernel + initramfs with busybox, modules, agent) from the cache.
+    Ramdisk(ramdisk::Args),
     /// Benchmarks: print the seed's figures beside a peer's, measured in the same run.
     Bench(bench::Args),
     /// The QEMU lab (`cargo xtask lab up --nodes 3`): builds seed, then runs `seed lab …`.
@@ -52,6 +56,7 @@ fn main() -> Result<()> {
         Cmd::Deps => deps::install(),
         Cmd::Test { filter, no_lint } => test(&filter, no_lint),
         Cmd::Fetch(args) => fetch::run(args),
+        Cmd::Ramdisk(args) => ramdisk::run(args),
         Cmd::Bench(args) => bench::run(args),
         Cmd::Lab(args) => lab::run(args),
     }
