@@ -188,6 +188,22 @@ pub fn qemu_pid(dir: &Path, name: &str) -> Option<u32> {
     live_pid(&dir.join(name).join("qemu.pid"), "qemu")
 }
 
+/// Send `signal` to `pid` (for stopping a lab served by another process).
+pub fn signal(pid: u32, signal: i32) -> std::io::Result<()> {
+    // SAFETY: kill(2) has no memory-safety preconditions.
+    let r = unsafe { libc::kill(pid as libc::pid_t, signal) };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+/// SIGTERM.
+pub const SIGTERM: i32 = libc::SIGTERM;
+/// SIGKILL.
+pub const SIGKILL: i32 = libc::SIGKILL;
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -236,19 +252,3 @@ mod tests {
         assert_eq!(server_pid(tmp.path()), None);
     }
 }
-
-/// Send `signal` to `pid` (for stopping a lab served by another process).
-pub fn signal(pid: u32, signal: i32) -> std::io::Result<()> {
-    // SAFETY: kill(2) has no memory-safety preconditions.
-    let r = unsafe { libc::kill(pid as libc::pid_t, signal) };
-    if r == 0 {
-        Ok(())
-    } else {
-        Err(std::io::Error::last_os_error())
-    }
-}
-
-/// SIGTERM.
-pub const SIGTERM: i32 = libc::SIGTERM;
-/// SIGKILL.
-pub const SIGKILL: i32 = libc::SIGKILL;
