@@ -164,7 +164,6 @@ impl Node {
             "unix:{},server=on,wait=off",
             self.qmp_path().display()
         ));
-        c.arg("-pidfile").arg(self.dir.join("qemu.pid"));
         let (nic_first, disk_first) = match boot {
             BootDevice::Pxe => (1, 1 + self.spec.macs.len()),
             _ => (1 + self.spec.disks_gib.len(), 1),
@@ -260,6 +259,12 @@ impl Node {
             program: "qemu-system-x86_64",
             source,
         })?;
+        // Written here rather than with QEMU's -pidfile so it exists as soon as power-on
+        // returns (other processes read it: `seed lab status|down`).
+        let pid_file = self.dir.join("qemu.pid");
+        if let Err(e) = std::fs::write(&pid_file, child.id().to_string()) {
+            tracing::warn!(path = %pid_file.display(), error = %e, "writing the pid file");
+        }
         self.child = Some(child);
         self.booted_from = Some(boot);
         Ok(())
@@ -314,6 +319,7 @@ impl Drop for Node {
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();
             let _ = c.wait();
+            let _ = std::fs::remove_file(self.dir.join("qemu.pid"));
         }
     }
 }
