@@ -245,3 +245,68 @@ fn act(s: &Shared, action: PowerAction, faults: &Faults) {
         tracing::error!(node = %node.spec().name, ?action, error = %crate::ErrorChain(&e), "power action failed");
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::node::RunOptions;
+    use crate::spec::Plan;
+
+    const PING: [u8; 12] = [0x06, 0, 0xff, 0x06, 0, 0, 0x11, 0xbe, 0x80, 7, 0, 0];
+
+    fn ping(client: &UdpSocket, to: SocketAddr) -> bool {
+        client.send_to(&PING, to).unwrap();
+        let mut buf = [0u8; 64];
+        match client.recv_from(&mut buf) {
+            Ok((n, _)) => n >= 10 && buf[8] == 0x40 && buf[9] == 7,
+            Err(_) => false,
+        }
+    }
+
+    #[test]
+    fn udp_edge_answers_and_obeys_drop_faults() {
+        let tmp = tempfile::tempdir().unwrap();
+        let lab = Plan::new("bmc-edge", 1).lab_file();
+        let node = Node::new(
+            lab.nodes[0].clone(),
+            tmp.path().join("node1"),
+            lab.wire,
+            RunOptions::default(),
+        );
+        let config = BmcConfig {
+            username: "admin".into(),
+            password: "password".into(),
+            guid: [0; 16],
+        };
+        let bmc = VirtualBmc::start(
+            "127.0.0.1:0".parse().unwrap(),
+            config,
+            Arc::new(Mutex::new(node)),
+        )
+        .unwrap();
+        let client = UdpSocket::bind("127.0.0.1:0").unwrap();
+        client
+            .set_read_timeout(Some(Duration::from_millis(500)))
+            .unwrap();
+        assert!(ping(&client, bmc.addr()));
+
+        bmc.set_fault(Faults {
+            drop_fraction: 1.0,
+            ..Faults::default()
+        });
+        assert!(!ping(&client, bmc.addr()));
+        bmc.set_fault(Faults {
+            unresponsive: true,
+            ..Faults::default()
+        });
+        assert!(!ping(&client, bmc.addr()));
+        assert_eq!(bmc.stats().fault_dropped.load(Ordering::Relaxed), 2);
+
+        bmc.set_fault(Faults::default());
+        client.send_to(b"garbage", bmc.addr()).unwrap();
+        assert!(ping(&client, bmc.addr()), "garbage does not stop the BMC");
+        assert_eq!(bmc.stats().dropped.load(Ordering::Relaxed), 1);
+        // (`replied` is counted after the send, so it may lag what the client saw.)
+        assert_eq!(bmc.stats().received.load(Ordering::Relaxed), 5);
+    }
+}

@@ -296,6 +296,7 @@ impl Node {
         let _ = child.kill();
         let _ = child.wait();
         let _ = std::fs::remove_file(self.dir.join("qemu.pid"));
+        let _ = std::fs::remove_file(self.qmp_path());
         Ok(())
     }
 

@@ -172,6 +172,46 @@ fn qemu_ipmitool_powers_a_node_and_pxe_boots_it() {
 }
 
 #[test]
+fn qemu_uefi_node_pxe_boots_after_bootdev_pxe_efiboot() {
+    tests::require("qemu-system-x86_64");
+    let tmp = tempfile::tempdir().unwrap();
+    static N: AtomicU32 = AtomicU32::new(0);
+    let mut plan = Plan::new(
+        &format!(
+            "u{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ),
+        1,
+    );
+    plan.memory_mib = 256;
+    plan.disks_gib = vec![];
+    plan.bmc_base_port = 0;
+    plan.firmware = qemu::Firmware::Uefi;
+    let lab = Lab::create(tmp.path(), &plan, RunOptions::default()).unwrap();
+    let spec = lab.file().nodes[0].clone();
+    let port = spec.bmc.port;
+    assert!(
+        tmp.path().join("node1/OVMF_VARS.fd").is_file(),
+        "per-node UEFI variables"
+    );
+
+    ok(port, &["chassis", "bootdev", "pxe", "options=efiboot"]);
+    let wire = Wire::join(lab.file().wire).unwrap();
+    ok(port, &["power", "on"]);
+    let node = lab.node("node1").unwrap().clone();
+    assert_eq!(node.lock().unwrap().booted_from(), Some(BootDevice::Pxe));
+    let mac = parse_mac(&spec.macs[0]).unwrap();
+    assert!(
+        wait_for_discover(&wire, mac, Duration::from_secs(120)),
+        "no DHCPDISCOVER from the UEFI node within 120 s"
+    );
+    let pid = node.lock().unwrap().pid().unwrap();
+    drop(lab);
+    assert!(!pid_alive(pid), "dropping the lab kills its QEMU");
+}
+
+#[test]
 fn ipmitool_with_wrong_credentials_is_refused() {
     let tmp = tempfile::tempdir().unwrap();
     let lab = small_lab(tmp.path(), 1);
