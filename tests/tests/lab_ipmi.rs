@@ -139,7 +139,6 @@ fn qemu_ipmitool_powers_a_node_and_pxe_boots_it() {
 
     // bootdev pxe + power cycle: a new QEMU booting from the network, seen on the wire.
     assert!(ok(port, &["chassis", "bootdev", "pxe"]).contains("Set Boot Device to pxe"));
-    let wire = Wire::join(lab.file().wire).unwrap();
     ok(port, &["power", "cycle"]);
     let pid2 = node
         .lock()
@@ -148,6 +147,9 @@ fn qemu_ipmitool_powers_a_node_and_pxe_boots_it() {
         .expect("QEMU running after power cycle");
     assert_ne!(pid1, pid2, "power cycle restarts the machine");
     assert!(!pid_alive(pid1), "the old QEMU is gone");
+    // Joined only now, so every frame heard comes from the new QEMU (the old one, diskless,
+    // was PXE-booting too). iPXE repeats its DISCOVER for seconds; we cannot miss them all.
+    let wire = Wire::join(lab.file().wire).unwrap();
     assert_eq!(node.lock().unwrap().booted_from(), Some(BootDevice::Pxe));
     let mac = parse_mac(&spec.macs[0]).unwrap();
     assert!(

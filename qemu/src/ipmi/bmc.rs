@@ -67,12 +67,12 @@ pub struct Output {
     /// What the machine should do (Chassis Control), to be done before replying.
     pub action: Option<PowerAction>,
     /// Why the datagram was dropped, when it was.
-    pub dropped: Option<Drop>,
+    pub dropped: Option<DropReason>,
 }
 
 /// Why a datagram got no reply.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Drop {
+pub enum DropReason {
     /// Unparseable.
     Malformed(Malformed),
     /// Unknown or not yet active session ID.
@@ -175,17 +175,17 @@ impl BmcCore {
             .retain(|_, s| now.duration_since(s.last_seen) < SESSION_TIMEOUT);
         let frame = match message::parse(datagram) {
             Ok(f) => f,
-            Err(e) => return dropped(Drop::Malformed(e)),
+            Err(e) => return dropped(DropReason::Malformed(e)),
         };
         match frame {
             Frame::Ping { tag } => reply(message::pong(tag)),
             Frame::V15 { session_id, msg } => {
                 if session_id != 0 {
-                    return dropped(Drop::UnknownSession);
+                    return dropped(DropReason::UnknownSession);
                 }
                 let rq = match message::parse_request(msg) {
                     Ok(r) => r,
-                    Err(e) => return dropped(Drop::Malformed(e)),
+                    Err(e) => return dropped(DropReason::Malformed(e)),
                 };
                 let (rsp, action) = self.command(&rq, None, powered);
                 Output {
@@ -222,13 +222,13 @@ impl BmcCore {
 
     fn presession(&mut self, ptype: u8, p: &[u8], now: Instant, powered: bool) -> Output {
         if ptype & (payload::ENCRYPTED | payload::AUTHENTICATED) != 0 {
-            return dropped(Drop::Protocol);
+            return dropped(DropReason::Protocol);
         }
         match ptype & 0x3f {
             payload::IPMI => {
                 let rq = match message::parse_request(p) {
                     Ok(r) => r,
-                    Err(e) => return dropped(Drop::Malformed(e)),
+                    Err(e) => return dropped(DropReason::Malformed(e)),
                 };
                 let (rsp, action) = self.command(&rq, None, powered);
                 Output {
@@ -240,13 +240,13 @@ impl BmcCore {
             payload::OPEN_REQ => self.open_session(p, now),
             payload::RAKP1 => self.rakp1(p, now),
             payload::RAKP3 => self.rakp3(p, now),
-            _ => dropped(Drop::Protocol),
+            _ => dropped(DropReason::Protocol),
         }
     }
 
     fn open_session(&mut self, p: &[u8], now: Instant) -> Output {
         if p.len() < 32 {
-            return dropped(Drop::Malformed(Malformed::Truncated));
+            return dropped(DropReason::Malformed(Malformed::Truncated));
         }
         let tag = p[0];
         let console_id = u32::from_le_bytes(p[4..8].try_into().expect("4"));
@@ -302,12 +302,12 @@ impl BmcCore {
 
     fn rakp1(&mut self, p: &[u8], now: Instant) -> Output {
         if p.len() < 28 {
-            return dropped(Drop::Malformed(Malformed::Truncated));
+            return dropped(DropReason::Malformed(Malformed::Truncated));
         }
         let tag = p[0];
         let bmc_id = u32::from_le_bytes(p[4..8].try_into().expect("4"));
         let Some(s) = self.sessions.get_mut(&bmc_id) else {
-            return dropped(Drop::UnknownSession);
+            return dropped(DropReason::UnknownSession);
         };
         let console_id = s.console_id;
         let fail = |status: u8| {
@@ -316,7 +316,7 @@ impl BmcCore {
             reply(message::build_v20(payload::RAKP2, 0, 0, &r, None))
         };
         if !matches!(s.state, State::Opened) {
-            return dropped(Drop::Protocol);
+            return dropped(DropReason::Protocol);
         }
         let console_rand: [u8; 16] = p[8..24].try_into().expect("16");
         let role = p[24];
@@ -362,12 +362,12 @@ impl BmcCore {
 
     fn rakp3(&mut self, p: &[u8], now: Instant) -> Output {
         if p.len() < 8 {
-            return dropped(Drop::Malformed(Malformed::Truncated));
+            return dropped(DropReason::Malformed(Malformed::Truncated));
         }
         let tag = p[0];
         let bmc_id = u32::from_le_bytes(p[4..8].try_into().expect("4"));
         let Some(s) = self.sessions.get_mut(&bmc_id) else {
-            return dropped(Drop::UnknownSession);
+            return dropped(DropReason::UnknownSession);
         };
         let State::Rakp2Sent {
             console_rand,
@@ -375,13 +375,13 @@ impl BmcCore {
             role,
         } = s.state
         else {
-            return dropped(Drop::Protocol);
+            return dropped(DropReason::Protocol);
         };
         let console_id = s.console_id;
         if p[1] != ST_OK {
             // The console gave up (e.g. our RAKP 2 did not verify against its password).
             self.sessions.remove(&bmc_id);
-            return dropped(Drop::Protocol);
+            return dropped(DropReason::Protocol);
         }
         let inputs = RakpInputs {
             console_sid: console_id,
@@ -426,17 +426,17 @@ impl BmcCore {
         now: Instant,
     ) -> Output {
         let Some(s) = self.sessions.get_mut(&bmc_id) else {
-            return dropped(Drop::UnknownSession);
+            return dropped(DropReason::UnknownSession);
         };
         let State::Active { k1, k2 } = s.state else {
-            return dropped(Drop::UnknownSession);
+            return dropped(DropReason::UnknownSession);
         };
         if ptype & 0x3f != payload::IPMI {
-            return dropped(Drop::Protocol);
+            return dropped(DropReason::Protocol);
         }
         if s.integrity {
             if ptype & payload::AUTHENTICATED == 0 || trailer.len() < 14 {
-                return dropped(Drop::Integrity);
+                return dropped(DropReason::Integrity);
             }
             let pad = trailer[trailer.len() - 14] as usize;
             let signed = &session_part[..session_part.len() - 12];
@@ -444,20 +444,20 @@ impl BmcCore {
                 || trailer[trailer.len() - 13] != 0x07
                 || crypto::integrity_sha1_96(&k1, signed) != trailer[trailer.len() - 12..]
             {
-                return dropped(Drop::Integrity);
+                return dropped(DropReason::Integrity);
             }
         }
         let plain;
         let msg = if s.confidential {
             if ptype & payload::ENCRYPTED == 0 {
-                return dropped(Drop::Integrity);
+                return dropped(DropReason::Integrity);
             }
             match crypto::aes_decrypt(&k2, p) {
                 Some(m) => {
                     plain = m;
                     &plain[..]
                 }
-                None => return dropped(Drop::Integrity),
+                None => return dropped(DropReason::Integrity),
             }
         } else {
             p
@@ -466,19 +466,19 @@ impl BmcCore {
             || seq.saturating_add(SEQ_WINDOW) <= s.in_seq
             || seq > s.in_seq.saturating_add(SEQ_WINDOW)
         {
-            return dropped(Drop::Sequence);
+            return dropped(DropReason::Sequence);
         }
         s.in_seq = s.in_seq.max(seq);
         s.last_seen = now;
         let rq = match message::parse_request(msg) {
             Ok(r) => r,
-            Err(e) => return dropped(Drop::Malformed(e)),
+            Err(e) => return dropped(DropReason::Malformed(e)),
         };
         let (rsp, action) = self.command(&rq, Some(bmc_id), powered);
         // Close Session removes the session; its reply still goes out under its keys.
         let s = match self.sessions.get_mut(&bmc_id) {
             Some(s) => s,
-            None => return dropped(Drop::UnknownSession),
+            None => return dropped(DropReason::UnknownSession),
         };
         s.out_seq = s.out_seq.wrapping_add(1).max(1);
         let (out_seq, console_id) = (s.out_seq, s.console_id);
@@ -658,7 +658,7 @@ fn reply(d: Vec<u8>) -> Output {
     }
 }
 
-fn dropped(why: Drop) -> Output {
+fn dropped(why: DropReason) -> Output {
     Output {
         dropped: Some(why),
         ..Output::default()
@@ -888,7 +888,7 @@ mod tests {
         let p = c.packet(NETFN_CHASSIS, 0x01, &[]);
         assert_eq!(
             bmc.handle(&p, Instant::now(), false).dropped,
-            Some(Drop::UnknownSession)
+            Some(DropReason::UnknownSession)
         );
     }
 
@@ -934,7 +934,7 @@ mod tests {
         assert_eq!(seqs, [1, 2, 3, 4], "the BMC numbers its replies 1, 2, 3 …");
         for seq in [0, 5 + SEQ_WINDOW + 1] {
             let out = bmc.handle(&c.packet_seq(seq, NETFN_CHASSIS, 0x01, &[]), now, false);
-            assert_eq!(out.dropped, Some(Drop::Sequence), "seq {seq}");
+            assert_eq!(out.dropped, Some(DropReason::Sequence), "seq {seq}");
         }
         let out = bmc.handle(&c.packet_seq(30, NETFN_CHASSIS, 0x01, &[]), now, false);
         assert!(out.reply.is_none());
@@ -942,7 +942,7 @@ mod tests {
         assert!(out.reply.is_some());
         // Now 1 is far behind.
         let out = bmc.handle(&c.packet_seq(1, NETFN_CHASSIS, 0x01, &[]), now, false);
-        assert_eq!(out.dropped, Some(Drop::Sequence));
+        assert_eq!(out.dropped, Some(DropReason::Sequence));
     }
 
     #[test]
@@ -952,13 +952,16 @@ mod tests {
         let mut p = c.packet(NETFN_CHASSIS, 0x02, &[0]);
         p[20] ^= 1;
         let out = bmc.handle(&p, Instant::now(), true);
-        assert_eq!((out.dropped, out.action), (Some(Drop::Integrity), None));
+        assert_eq!(
+            (out.dropped, out.action),
+            (Some(DropReason::Integrity), None)
+        );
         // Unauthenticated packets into an integrity-protected session are refused too.
         let msg = message::build_request(NETFN_CHASSIS, 0x02, 1, &[0]);
         let p = message::build_v20(0, c.bmc_id, 9, &msg, None);
         assert_eq!(
             bmc.handle(&p, Instant::now(), true).dropped,
-            Some(Drop::Integrity)
+            Some(DropReason::Integrity)
         );
         // Session-less, only discovery commands work.
         let p = message::build_v20(0, 0, 0, &msg, None);
@@ -1084,7 +1087,7 @@ mod tests {
         let later = Instant::now() + SESSION_TIMEOUT + Duration::from_secs(1);
         assert_eq!(
             bmc.handle(&p, later, false).dropped,
-            Some(Drop::UnknownSession)
+            Some(DropReason::UnknownSession)
         );
     }
 }
