@@ -1,9 +1,33 @@
-//! `cargo xtask lab …`. (Filled in by the lab work.)
+//! `cargo xtask lab …`: build the `seed` binary, then run `seed lab …` with the same
+//! arguments (`cargo xtask lab up --nodes 3`, `cargo xtask lab status`, …).
+
+use anyhow::{Context, Result};
+use std::ffi::OsString;
 
 /// Arguments passed through to `seed lab`.
 #[derive(Debug, clap::Args)]
-pub struct Args {}
+pub struct Args {
+    /// What to pass to `seed lab` (up, status, down, destroy, fault; see `seed lab --help`).
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true, num_args = 0..)]
+    args: Vec<OsString>,
+}
 
-pub fn run(_args: Args) -> anyhow::Result<()> {
-    anyhow::bail!("the lab is not built yet")
+pub fn run(args: Args) -> Result<()> {
+    crate::run(crate::cargo().args(["build", "--quiet", "-p", "seed", "--bin", "seed"]))?;
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| crate::root().join("target"));
+    let seed = target.join("debug").join("seed");
+    // Not crate::run: a lab in the foreground runs until Ctrl-C, and its exit code is the
+    // answer (no "failed" wrapper for a clean Ctrl-C).
+    let status = std::process::Command::new(&seed)
+        .arg("lab")
+        .args(&args.args)
+        .status()
+        .with_context(|| format!("starting {}", seed.display()))?;
+    if !status.success() {
+        // seed already printed its error; pass its exit code on without another one.
+        std::process::exit(status.code().unwrap_or(1));
+    }
+    Ok(())
 }

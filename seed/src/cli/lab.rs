@@ -1,9 +1,397 @@
-//! `seed lab`: the QEMU virtual datacenter. (Filled in by the lab work.)
+//! `seed lab`: the QEMU virtual datacenter — nodes with virtual BMCs on this machine.
+//!
+//! `up` creates (or re-opens) a lab and serves its BMCs in the foreground until Ctrl-C /
+//! SIGTERM, or in the background with `--detach`; `status`, `down`, `destroy` and `fault`
+//! work on a lab by its directory (see `qemu::lab` for the files they use).
+
+use anyhow::{bail, Context, Result};
+use qemu::node::{NicModel, RunOptions};
+use qemu::spec::{self, Firmware, LabFile, Plan};
+use qemu::{lab, Faults, Lab};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 /// Arguments of `seed lab`.
 #[derive(Debug, clap::Args)]
-pub struct Args {}
+pub struct Args {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
 
-pub fn run(_args: Args) -> anyhow::Result<()> {
-    anyhow::bail!("seed lab is not built yet")
+/// Which lab.
+#[derive(Debug, Clone, clap::Args)]
+struct Which {
+    /// Lab name.
+    #[arg(long, default_value = "default")]
+    name: String,
+    /// Lab directory (default: $SEED_LAB_DIR/NAME, else $XDG_STATE_HOME/seed/labs/NAME).
+    #[arg(long)]
+    dir: Option<PathBuf>,
+}
+
+impl Which {
+    fn dir(&self) -> PathBuf {
+        self.dir
+            .clone()
+            .unwrap_or_else(|| spec::default_dir(&self.name))
+    }
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum Cmd {
+    /// Create the lab (nodes powered off) and serve its virtual BMCs until Ctrl-C / SIGTERM.
+    Up(UpArgs),
+    /// Show the lab's nodes, BMCs and power states.
+    Status(Which),
+    /// Power every node off and stop the BMCs; keep the disks.
+    Down(Which),
+    /// Like down, then remove the lab directory.
+    Destroy(Which),
+    /// Make a node's BMC misbehave (applied by the running lab within a second).
+    Fault(FaultArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct UpArgs {
+    #[command(flatten)]
+    which: Which,
+    /// Number of nodes (ignored when the lab already exists).
+    #[arg(long, default_value_t = 1)]
+    nodes: usize,
+    /// RAM per node, MiB.
+    #[arg(long, default_value_t = 512)]
+    memory: u32,
+    /// vCPUs per node.
+    #[arg(long, default_value_t = 1)]
+    cpus: u32,
+    /// NICs per node.
+    #[arg(long, default_value_t = 1)]
+    nics: usize,
+    /// Disk sizes in GiB, comma separated ("" or "none": no disk).
+    #[arg(long, default_value = "4")]
+    disks: String,
+    /// UEFI firmware (OVMF) instead of SeaBIOS.
+    #[arg(long)]
+    uefi: bool,
+    /// Use KVM acceleration (default: TCG, works everywhere).
+    #[arg(long)]
+    kvm: bool,
+    /// Emulate Intel e1000 NICs instead of virtio-net.
+    #[arg(long)]
+    e1000: bool,
+    /// BMC port of node1; node N gets PORT + N − 1. 0: any free ports.
+    #[arg(long, default_value_t = spec::DEFAULT_BMC_PORT)]
+    bmc_port: u16,
+    /// Run the lab in the background and return once it serves.
+    #[arg(long)]
+    detach: bool,
+}
+
+#[derive(Debug, clap::Args)]
+struct FaultArgs {
+    #[command(flatten)]
+    which: Which,
+    /// Node name (node1 …).
+    node: String,
+    /// Delay every BMC reply by this many milliseconds.
+    #[arg(long, default_value_t = 0)]
+    delay_ms: u64,
+    /// Drop every packet.
+    #[arg(long)]
+    unresponsive: bool,
+    /// Drop this fraction of packets (0.0–1.0).
+    #[arg(long, default_value_t = 0.0)]
+    drop_fraction: f64,
+    /// Accept power-on but leave the node off.
+    #[arg(long)]
+    fail_power_on: bool,
+    /// Clear this node's faults (the default when no fault is given).
+    #[arg(long)]
+    clear: bool,
+}
+
+pub fn run(args: Args) -> Result<()> {
+    match args.cmd {
+        Cmd::Up(a) => up(a),
+        Cmd::Status(w) => status(&w.dir()),
+        Cmd::Down(w) => down(&w.dir()),
+        Cmd::Destroy(w) => {
+            let dir = w.dir();
+            down(&dir)?;
+            std::fs::remove_dir_all(&dir).with_context(|| format!("removing {}", dir.display()))?;
+            println!("lab destroyed: {}", dir.display());
+            Ok(())
+        }
+        Cmd::Fault(a) => fault(a),
+    }
+}
+
+fn up(a: UpArgs) -> Result<()> {
+    let dir = a.which.dir();
+    if let Some(pid) = lab::server_pid(&dir) {
+        bail!(
+            "the lab in {} is already up (pid {pid}); `seed lab down` first",
+            dir.display()
+        );
+    }
+    if a.detach {
+        return detach(&dir);
+    }
+    let file: LabFile = if dir.join(spec::LAB_FILE).exists() {
+        spec::load(&dir)?
+    } else {
+        let mut plan = Plan::new(&a.which.name, a.nodes);
+        plan.memory_mib = a.memory;
+        plan.cpus = a.cpus;
+        plan.nics = a.nics;
+        plan.disks_gib = parse_disks(&a.disks)?;
+        plan.firmware = if a.uefi {
+            Firmware::Uefi
+        } else {
+            Firmware::Bios
+        };
+        plan.bmc_base_port = a.bmc_port;
+        plan.lab_file()
+    };
+    let run = RunOptions {
+        kvm: a.kvm,
+        nic: if a.e1000 {
+            NicModel::E1000
+        } else {
+            NicModel::Virtio
+        },
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the runtime")?;
+    let mut lab = Lab::start(&dir, file, run).context("starting the lab")?;
+    let pid_file = dir.join(lab::SERVER_PID);
+    std::fs::write(&pid_file, std::process::id().to_string())
+        .with_context(|| format!("writing {}", pid_file.display()))?;
+    print_table(&dir, lab.file(), false);
+    println!("serving; Ctrl-C powers every node off and stops");
+    let result = rt.block_on(async {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .context("installing the SIGTERM handler")?;
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => break,
+                _ = term.recv() => break,
+                _ = tick.tick() => {
+                    if let Err(e) = lab.apply_faults_file() {
+                        tracing::warn!("faults file ignored: {:#}", anyhow::Error::from(e));
+                    }
+                }
+            }
+        }
+        anyhow::Ok(())
+    });
+    tracing::info!("stopping the lab");
+    lab.shutdown();
+    let _ = std::fs::remove_file(&pid_file);
+    result
+}
+
+/// Re-run this command without `--detach` in its own process group, output to
+/// `server.log`, and wait until it serves.
+fn detach(dir: &Path) -> Result<()> {
+    use std::os::unix::process::CommandExt;
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let log_path = dir.join("server.log");
+    let log = std::fs::File::create(&log_path)
+        .with_context(|| format!("creating {}", log_path.display()))?;
+    let exe = std::env::current_exe().context("finding the seed binary")?;
+    let args: Vec<_> = std::env::args_os()
+        .skip(1)
+        .filter(|a| a != "--detach")
+        .collect();
+    let mut child = std::process::Command::new(exe)
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .process_group(0)
+        .spawn()
+        .context("starting the lab server")?;
+    let start = Instant::now();
+    loop {
+        if lab::server_pid(dir) == Some(child.id()) {
+            break;
+        }
+        if let Some(status) = child.try_wait()? {
+            let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+            bail!("the lab server exited ({status}):\n{log}");
+        }
+        if start.elapsed() > Duration::from_secs(60) {
+            let _ = child.kill();
+            bail!(
+                "the lab server did not come up within 60 s; see {}",
+                log_path.display()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let file = spec::load(dir)?;
+    print_table(dir, &file, false);
+    println!(
+        "running in the background (pid {}, log {}); `seed lab down --dir {}` stops it",
+        child.id(),
+        log_path.display(),
+        dir.display()
+    );
+    Ok(())
+}
+
+fn parse_disks(s: &str) -> Result<Vec<u32>> {
+    if s.trim().is_empty() || s.trim() == "none" {
+        return Ok(vec![]);
+    }
+    s.split(',')
+        .map(|d| {
+            d.trim()
+                .trim_end_matches(['G', 'g'])
+                .parse()
+                .with_context(|| format!("--disks: {d:?} is not a size in GiB"))
+        })
+        .collect()
+}
+
+fn print_table(dir: &Path, file: &LabFile, with_power: bool) {
+    println!(
+        "lab {}  dir {}  wire {}:{}",
+        file.name,
+        dir.display(),
+        file.wire.group,
+        file.wire.port
+    );
+    let mut rows = vec![vec![
+        "NODE".to_string(),
+        "MACS".into(),
+        "BMC".into(),
+        "FIRMWARE".into(),
+        "RAM".into(),
+        "CPUS".into(),
+        "DISKS".into(),
+    ]];
+    if with_power {
+        rows[0].push("POWER".into());
+    }
+    for n in &file.nodes {
+        let mut row = vec![
+            n.name.clone(),
+            n.macs.join(","),
+            format!("{}:{}", n.bmc.address, n.bmc.port),
+            format!("{:?}", n.firmware).to_lowercase(),
+            format!("{}M", n.memory_mib),
+            n.cpus.to_string(),
+            if n.disks_gib.is_empty() {
+                "-".into()
+            } else {
+                n.disks_gib
+                    .iter()
+                    .map(|g| format!("{g}G"))
+                    .collect::<Vec<_>>()
+                    .join(",")
+            },
+        ];
+        if with_power {
+            row.push(match lab::qemu_pid(dir, &n.name) {
+                Some(pid) => format!("on (pid {pid})"),
+                None => "off".into(),
+            });
+        }
+        rows.push(row);
+    }
+    let widths: Vec<usize> = (0..rows[0].len())
+        .map(|c| rows.iter().map(|r| r[c].len()).max().unwrap_or(0))
+        .collect();
+    for r in &rows {
+        let line: Vec<String> = r
+            .iter()
+            .zip(&widths)
+            .map(|(cell, w)| format!("{cell:<w$}"))
+            .collect();
+        println!("{}", line.join("  ").trim_end());
+    }
+    if let Some(n) = file.nodes.first() {
+        println!(
+            "BMC credentials: {} / {}   e.g.\n  ipmitool -I lanplus -H {} -p {} -U {} -P {} power status",
+            n.bmc.username,
+            n.bmc.password,
+            n.bmc.address,
+            n.bmc.port,
+            n.bmc.username,
+            n.bmc.password
+        );
+    }
+}
+
+fn status(dir: &Path) -> Result<()> {
+    let file = spec::load(dir).with_context(|| format!("no lab in {}", dir.display()))?;
+    print_table(dir, &file, true);
+    match lab::server_pid(dir) {
+        Some(pid) => println!("BMCs: serving (pid {pid})"),
+        None => println!("BMCs: not serving (`seed lab up --dir {}`)", dir.display()),
+    }
+    let faults = lab::read_faults(dir)?;
+    for (node, f) in faults.iter().filter(|(_, f)| **f != Faults::default()) {
+        println!("fault on {node}: {f:?}");
+    }
+    Ok(())
+}
+
+fn down(dir: &Path) -> Result<()> {
+    let file = spec::load(dir).with_context(|| format!("no lab in {}", dir.display()))?;
+    if let Some(pid) = lab::server_pid(dir) {
+        lab::signal(pid, lab::SIGTERM).with_context(|| format!("stopping pid {pid}"))?;
+        let start = Instant::now();
+        while lab::server_pid(dir) == Some(pid) && start.elapsed() < Duration::from_secs(20) {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        if lab::server_pid(dir) == Some(pid) {
+            let _ = lab::signal(pid, lab::SIGKILL);
+        }
+    }
+    // Whatever survived (a killed server), by pid file.
+    for n in &file.nodes {
+        if let Some(pid) = lab::qemu_pid(dir, &n.name) {
+            let _ = lab::signal(pid, lab::SIGKILL);
+        }
+    }
+    let _ = std::fs::remove_file(dir.join(lab::SERVER_PID));
+    println!(
+        "lab {} is down (disks kept in {})",
+        file.name,
+        dir.display()
+    );
+    Ok(())
+}
+
+fn fault(a: FaultArgs) -> Result<()> {
+    let dir = a.which.dir();
+    let file = spec::load(&dir).with_context(|| format!("no lab in {}", dir.display()))?;
+    if !file.nodes.iter().any(|n| n.name == a.node) {
+        bail!("no node {} in lab {}", a.node, file.name);
+    }
+    if !(0.0..=1.0).contains(&a.drop_fraction) {
+        bail!("--drop-fraction must be between 0 and 1");
+    }
+    let f = Faults {
+        delay_ms: a.delay_ms,
+        unresponsive: a.unresponsive,
+        drop_fraction: a.drop_fraction,
+        fail_power_on: a.fail_power_on,
+    };
+    let mut all = lab::read_faults(&dir)?;
+    if a.clear || f == Faults::default() {
+        all.remove(&a.node);
+        println!("{}: faults cleared", a.node);
+    } else {
+        println!("{}: {f:?}", a.node);
+        all.insert(a.node.clone(), f);
+    }
+    lab::write_faults(&dir, &all)?;
+    Ok(())
 }

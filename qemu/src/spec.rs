@@ -1,0 +1,240 @@
+//! `lab.json`: what a lab is made of (the contract shared with the power work), where labs
+//! live on disk, and how a new lab's nodes, MACs, wire and BMC ports are chosen.
+
+use crate::wire::{fnv1a, WireAddr};
+use serde::{Deserialize, Serialize};
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+
+/// File name of the lab description inside the lab directory.
+pub const LAB_FILE: &str = "lab.json";
+/// Default virtual BMC user name (an operators' lab, not production).
+pub const DEFAULT_USER: &str = "admin";
+/// Default virtual BMC password.
+pub const DEFAULT_PASSWORD: &str = "password";
+/// First BMC port of the default lab (ipmitool's examples use 623; that needs root).
+pub const DEFAULT_BMC_PORT: u16 = 6231;
+
+/// A lab: its name, its wire and its nodes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LabFile {
+    /// Lab name.
+    pub name: String,
+    /// The wire every NIC attaches to.
+    pub wire: WireAddr,
+    /// The nodes.
+    pub nodes: Vec<NodeSpec>,
+}
+
+/// One node: a QEMU machine and its BMC.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeSpec {
+    /// Node name (`node1` …).
+    pub name: String,
+    /// MAC of each NIC, `52:54:00:…`.
+    pub macs: Vec<String>,
+    /// Its virtual BMC.
+    pub bmc: BmcSpec,
+    /// Firmware.
+    pub firmware: Firmware,
+    /// RAM.
+    pub memory_mib: u32,
+    /// vCPUs.
+    pub cpus: u32,
+    /// Size of each qcow2 disk.
+    pub disks_gib: Vec<u32>,
+}
+
+/// Where and how to reach a node's BMC.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BmcSpec {
+    /// Always 127.0.0.1.
+    pub address: Ipv4Addr,
+    /// UDP port (0 in a plan: any free port, fixed when the lab starts).
+    pub port: u16,
+    /// User name.
+    pub username: String,
+    /// Password.
+    pub password: String,
+}
+
+/// Firmware of a node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Firmware {
+    /// SeaBIOS.
+    Bios,
+    /// OVMF (UEFI).
+    Uefi,
+}
+
+/// What to build a new lab from.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    /// Lab name.
+    pub name: String,
+    /// How many nodes.
+    pub nodes: usize,
+    /// NICs per node.
+    pub nics: usize,
+    /// RAM per node.
+    pub memory_mib: u32,
+    /// vCPUs per node.
+    pub cpus: u32,
+    /// Disks per node.
+    pub disks_gib: Vec<u32>,
+    /// Firmware.
+    pub firmware: Firmware,
+    /// First BMC port (node N gets base + N − 1); 0 = any free ports.
+    pub bmc_base_port: u16,
+}
+
+impl Plan {
+    /// A plan with the defaults: 512 MiB, 1 CPU, one NIC, one 4 GiB disk, SeaBIOS, ports from
+    /// 6231.
+    pub fn new(name: &str, nodes: usize) -> Self {
+        Self {
+            name: name.into(),
+            nodes,
+            nics: 1,
+            memory_mib: 512,
+            cpus: 1,
+            disks_gib: vec![4],
+            firmware: Firmware::Bios,
+            bmc_base_port: DEFAULT_BMC_PORT,
+        }
+    }
+
+    /// The lab this plan describes.
+    pub fn lab_file(&self) -> LabFile {
+        LabFile {
+            name: self.name.clone(),
+            wire: WireAddr::for_lab(&self.name),
+            nodes: (0..self.nodes)
+                .map(|i| NodeSpec {
+                    name: format!("node{}", i + 1),
+                    macs: (0..self.nics).map(|n| mac(&self.name, i, n)).collect(),
+                    bmc: BmcSpec {
+                        address: Ipv4Addr::LOCALHOST,
+                        port: if self.bmc_base_port == 0 {
+                            0
+                        } else {
+                            self.bmc_base_port.saturating_add(i as u16)
+                        },
+                        username: DEFAULT_USER.into(),
+                        password: DEFAULT_PASSWORD.into(),
+                    },
+                    firmware: self.firmware,
+                    memory_mib: self.memory_mib,
+                    cpus: self.cpus,
+                    disks_gib: self.disks_gib.clone(),
+                })
+                .collect(),
+        }
+    }
+}
+
+/// The stable MAC of NIC `nic` of node index `node` in lab `lab`: QEMU's OUI 52:54:00, a byte
+/// from the lab name, then node number and NIC index.
+pub fn mac(lab: &str, node: usize, nic: usize) -> String {
+    let h = fnv1a(lab.as_bytes());
+    format!(
+        "52:54:00:{:02x}:{:02x}:{:02x}",
+        h as u8,
+        (node + 1) as u8,
+        nic as u8
+    )
+}
+
+/// Parse `aa:bb:cc:dd:ee:ff`.
+pub fn parse_mac(s: &str) -> Option<[u8; 6]> {
+    let mut out = [0u8; 6];
+    let mut parts = s.split(':');
+    for b in &mut out {
+        *b = u8::from_str_radix(parts.next()?, 16).ok()?;
+    }
+    parts.next().is_none().then_some(out)
+}
+
+/// Where lab `name` lives: `$SEED_LAB_DIR/<name>`, else
+/// `${XDG_STATE_HOME:-$HOME/.local/state}/seed/labs/<name>`.
+pub fn default_dir(name: &str) -> PathBuf {
+    if let Some(d) = std::env::var_os("SEED_LAB_DIR") {
+        return PathBuf::from(d).join(name);
+    }
+    let state = std::env::var_os("XDG_STATE_HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var_os("HOME").unwrap_or_else(|| "/root".into()))
+                .join(".local/state")
+        });
+    state.join("seed/labs").join(name)
+}
+
+/// Read `dir/lab.json`.
+pub fn load(dir: &Path) -> Result<LabFile, crate::LabError> {
+    let p = dir.join(LAB_FILE);
+    let text = std::fs::read_to_string(&p).map_err(|source| crate::LabError::Io {
+        what: "reading",
+        path: p.clone(),
+        source,
+    })?;
+    serde_json::from_str(&text).map_err(|source| crate::LabError::LabFile { path: p, source })
+}
+
+/// Write `dir/lab.json` (atomically: temp file, then rename).
+pub fn save(dir: &Path, lab: &LabFile) -> Result<(), crate::LabError> {
+    let p = dir.join(LAB_FILE);
+    let tmp = dir.join(".lab.json.tmp");
+    let text = serde_json::to_string_pretty(lab).expect("serializable");
+    std::fs::write(&tmp, text + "\n")
+        .and_then(|()| std::fs::rename(&tmp, &p))
+        .map_err(|source| crate::LabError::Io {
+            what: "writing",
+            path: p,
+            source,
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn contract_example_parses() {
+        let j = r#"{"name":"default","wire":{"group":"230.0.71.5","port":47123},"nodes":[{"name":"node1",
+          "macs":["52:54:00:5e:00:01"],"bmc":{"address":"127.0.0.1","port":6231,"username":"admin",
+          "password":"password"},"firmware":"bios","memory_mib":512,"cpus":1,"disks_gib":[4]}]}"#;
+        let lab: LabFile = serde_json::from_str(j).unwrap();
+        assert_eq!(lab.nodes[0].bmc.port, 6231);
+        assert_eq!(lab.nodes[0].firmware, Firmware::Bios);
+        let back: LabFile = serde_json::from_str(&serde_json::to_string(&lab).unwrap()).unwrap();
+        assert_eq!(back, lab);
+    }
+
+    #[test]
+    fn plan_gives_stable_distinct_macs_and_ports() {
+        let a = Plan::new("a", 3).lab_file();
+        assert_eq!(a, Plan::new("a", 3).lab_file());
+        let macs: std::collections::HashSet<_> =
+            a.nodes.iter().flat_map(|n| n.macs.clone()).collect();
+        assert_eq!(macs.len(), 3);
+        assert!(a.nodes.iter().all(|n| parse_mac(&n.macs[0]).is_some()));
+        assert_eq!(
+            a.nodes.iter().map(|n| n.bmc.port).collect::<Vec<_>>(),
+            [6231, 6232, 6233]
+        );
+        assert_eq!(
+            parse_mac("52:54:00:01:02:0a"),
+            Some([0x52, 0x54, 0, 1, 2, 10])
+        );
+        assert_eq!(parse_mac("52:54:00:01:02"), None);
+    }
+
+    #[test]
+    fn lab_dir_follows_env() {
+        // Only reads env; the variables are whatever the test process has.
+        let d = default_dir("x");
+        assert!(d.ends_with("x"));
+    }
+}
