@@ -67,7 +67,7 @@ pub enum ConfigError {
         #[source]
         source: std::io::Error,
     },
-    #[error("{0}")]
+    #[error("invalid TOML")]
     Parse(#[from] toml::de::Error),
     #[error("invalid configuration: {0}")]
     Invalid(String),
@@ -107,6 +107,10 @@ impl NetbootConfig {
                     )));
                 }
             }
+        }
+        if let Some(dhcp) = &self.dhcp {
+            dhcp.check_nodes(&self.nodes)
+                .map_err(|e| ConfigError::Invalid(format!("[dhcp] and [[nodes]] disagree: {e}")))?;
         }
         if self.dhcp.is_none() && self.tftp.is_none() && self.http.is_none() {
             return Err(ConfigError::Invalid(

@@ -48,6 +48,7 @@ lease_time = 3600
 {dhcp_extra}
 
 [http]
+root = "{httproot}"
 port = 8080
 
 [[nodes]]
@@ -62,6 +63,7 @@ hostname = "node2"
 "#,
         iface = lan.server_if,
         state = dir.join("state").display(),
+        httproot = dir.display(),
         ip10 = lan.addr(10),
     );
     let path = dir.join("netboot.toml");
