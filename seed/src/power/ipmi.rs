@@ -600,6 +600,54 @@ mod tests {
     }
 
     #[test]
+    fn completion_codes_map_to_operator_errors() {
+        let d = driver_for(6231, 100, 0);
+        let req = chassis::chassis_control(PowerAction::Cycle);
+        let e = d.inner.chassis_error(
+            &req,
+            ChassisError::Completion {
+                cmd: req.cmd,
+                code: 0xd5,
+            },
+        );
+        assert_eq!(
+            e.to_string(),
+            "BMC 127.0.0.1:6231 refused Chassis Control: completion code 0xd5 \
+             (not supported in the present state)"
+        );
+        let e = d.inner.chassis_error(
+            &req,
+            ChassisError::Completion {
+                cmd: req.cmd,
+                code: 0xc1,
+            },
+        );
+        assert!(matches!(e, PowerError::Unsupported { .. }), "{e:?}");
+        assert!(e.to_string().contains("Chassis Control"), "{e}");
+        let req = chassis::set_boot_flags(BootDevice::Pxe, false, false);
+        let e = d.inner.chassis_error(
+            &req,
+            ChassisError::Completion {
+                cmd: req.cmd,
+                code: 0x80,
+            },
+        );
+        assert!(
+            e.to_string()
+                .contains("boot option parameter not supported"),
+            "{e}"
+        );
+        let e = d.inner.chassis_error(
+            &chassis::get_chassis_status(),
+            ChassisError::Short {
+                expected: 3,
+                got: 1,
+            },
+        );
+        assert_eq!(e.kind(), "malformed");
+    }
+
+    #[test]
     fn labels_name_host_and_port() {
         let c = IpmiConfig::new("10.0.0.5", 623, "u", Password::default());
         assert_eq!(c.label(), "10.0.0.5:623");
