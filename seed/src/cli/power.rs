@@ -112,43 +112,42 @@ pub struct BootdevArgs {
 pub fn run_power(args: PowerArgs) -> anyhow::Result<()> {
     let (who, driver) = resolve(&args.bmc)?;
     let line = runtime()?.block_on(async {
-        match args.verb {
-            PowerVerb::Status => {
-                let state = driver.status().await?;
-                Ok::<_, anyhow::Error>(match &who {
-                    Who::Node(n) => format!("{n}: power {state}"),
-                    Who::Bmc(_) => format!("chassis power is {state}"),
-                })
-            }
-            verb => {
-                let action = match verb {
-                    PowerVerb::On => PowerAction::On,
-                    PowerVerb::Off => PowerAction::Off,
-                    PowerVerb::Soft => PowerAction::SoftOff,
-                    PowerVerb::Cycle => PowerAction::Cycle,
-                    PowerVerb::Reset => PowerAction::Reset,
-                    PowerVerb::Status => unreachable!("handled above"),
-                };
-                driver.power(action).await?;
-                let what = match action {
-                    PowerAction::On => "power on",
-                    PowerAction::Off => "power off",
-                    PowerAction::SoftOff => "soft power off",
-                    PowerAction::Cycle => "power cycle",
-                    PowerAction::Reset => "reset",
-                };
-                Ok(format!("{}: {what} requested", who.name()))
-            }
-        }
+        let result = power_line(&who, &driver, args.verb).await;
+        // Free the BMC's session slot whatever happened (ipmi-rs never closes sessions).
+        driver.close().await;
+        result
     })?;
     println!("{line}");
     Ok(())
 }
 
+async fn power_line(who: &Who, driver: &IpmiDriver, verb: PowerVerb) -> anyhow::Result<String> {
+    let (action, what) = match verb {
+        PowerVerb::Status => {
+            let state = driver.status().await?;
+            return Ok(match who {
+                Who::Node(n) => format!("{n}: power {state}"),
+                Who::Bmc(_) => format!("chassis power is {state}"),
+            });
+        }
+        PowerVerb::On => (PowerAction::On, "power on"),
+        PowerVerb::Off => (PowerAction::Off, "power off"),
+        PowerVerb::Soft => (PowerAction::SoftOff, "soft power off"),
+        PowerVerb::Cycle => (PowerAction::Cycle, "power cycle"),
+        PowerVerb::Reset => (PowerAction::Reset, "reset"),
+    };
+    driver.power(action).await?;
+    Ok(format!("{}: {what} requested", who.name()))
+}
+
 pub fn run_bootdev(args: BootdevArgs) -> anyhow::Result<()> {
     let (who, driver) = resolve(&args.bmc)?;
     let device = BootDevice::from(args.device);
-    runtime()?.block_on(driver.set_boot_device(device, args.persistent))?;
+    runtime()?.block_on(async {
+        let result = driver.set_boot_device(device, args.persistent).await;
+        driver.close().await;
+        result
+    })?;
     let when = if args.persistent {
         "every boot"
     } else {

@@ -33,6 +33,9 @@ pub const PRIV_OPERATOR: u8 = 0x03;
 /// Privilege level: administrator.
 pub const PRIV_ADMINISTRATOR: u8 = 0x04;
 
+/// Close Session (application netfn).
+pub const CMD_CLOSE_SESSION: u8 = 0x3c;
+
 /// A request as it goes on the wire inside an IPMI message: netfn, command, data.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RawRequest {
@@ -86,6 +89,17 @@ pub fn set_session_privilege(level: u8) -> RawRequest {
         cmd: CMD_SET_SESSION_PRIVILEGE,
         data: vec![level],
         name: "Set Session Privilege Level",
+    }
+}
+
+/// Close Session (netfn 0x06, cmd 0x3c) for the session with this id (the BMC's, i.e. the
+/// managed system session id for RMCP+), least significant byte first.
+pub fn close_session(session_id: u32) -> RawRequest {
+    RawRequest {
+        netfn: NETFN_APP,
+        cmd: CMD_CLOSE_SESSION,
+        data: session_id.to_le_bytes().to_vec(),
+        name: "Close Session",
     }
 }
 
@@ -271,6 +285,8 @@ pub fn completion_meaning(cmd: u8, code: u8) -> &'static str {
             "another client is setting boot options (set in progress)"
         }
         (CMD_SET_SYSTEM_BOOT_OPTIONS, 0x82) => "boot option parameter is read-only",
+        (CMD_CLOSE_SESSION, 0x87) => "invalid session id",
+        (CMD_CLOSE_SESSION, 0x88) => "invalid session handle",
         (CMD_SET_SESSION_PRIVILEGE, 0x80) => "requested privilege level not available to this user",
         (CMD_SET_SESSION_PRIVILEGE, 0x81) => "requested privilege level exceeds the user's limit",
         (_, 0xc0) => "node busy",
@@ -335,6 +351,11 @@ mod tests {
     fn set_session_privilege_encodes_level() {
         let r = set_session_privilege(PRIV_ADMINISTRATOR);
         assert_eq!((r.netfn, r.cmd, r.data), (0x06, 0x3b, vec![0x04]));
+        let r = close_session(0x1234_5678);
+        assert_eq!(
+            (r.netfn, r.cmd, r.data),
+            (0x06, 0x3c, vec![0x78, 0x56, 0x34, 0x12])
+        );
     }
 
     #[test]

@@ -8,9 +8,11 @@
 //! * It has no retries and does not check response sequence numbers, so a late answer could be
 //!   read as the next one: after any transport failure this driver drops the session (and its
 //!   socket) and opens a fresh one, for a bounded number of attempts.
-//! * It never sends Close Session and does not expose its session id: sessions are left to
-//!   the BMC's idle timeout. The driver keeps one session and reuses it, re-opening it after
-//!   `session_idle` without use (before the BMC forgets it).
+//! * It never sends Close Session and keeps the session id private, so BMCs run out of session
+//!   slots (ipmi_sim refuses new ones after a few dozen). The driver keeps one session and
+//!   reuses it, re-opening it after `session_idle` without use (before the BMC forgets it), and
+//!   [`IpmiDriver::close`] sends Close Session with the id read from `ipmi-rs`'s `Debug`
+//!   output — the only place 0.6 shows it.
 //! * A few of its paths `unwrap()` on I/O errors (sending inside a session, parsing RAKP 4);
 //!   those panics are caught here and treated as a broken session.
 //! * The chassis commands go as raw requests encoded by [`super::chassis`].
@@ -143,9 +145,21 @@ impl IpmiDriver {
         })
     }
 
-    /// Drop the current session (the next operation opens a new one).
+    /// Drop the current session without closing it (the next operation opens a new one).
     pub fn reset_session(&self) {
         *self.inner.lock() = None;
+    }
+
+    /// Close the session on the BMC (best effort: one attempt, failures only logged). Call it
+    /// when done with a BMC, so its session slot is free for others at once.
+    pub fn close(&self) -> BoxFuture<'_, ()> {
+        let fut = self.blocking(|inner, slot| {
+            inner.close(slot);
+            Ok(())
+        });
+        Box::pin(async move {
+            let _ = fut.await;
+        })
     }
 
     fn blocking<T, F>(&self, f: F) -> BoxFuture<'_, Result<T, PowerError>>
@@ -204,6 +218,29 @@ impl Inner {
             *g = None;
             g
         })
+    }
+
+    fn close(&self, slot: &mut Option<Session>) {
+        let Some(mut session) = slot.take() else {
+            return;
+        };
+        let Some(id) = session_id(&session.rmcp) else {
+            tracing::debug!(bmc = %self.label, "session id unknown: session left to time out");
+            return;
+        };
+        let req = chassis::close_session(id);
+        match self.raw(&mut session, &req) {
+            Ok((0, _)) => tracing::debug!(bmc = %self.label, "session {id:#010x} closed"),
+            Ok((cc, _)) => tracing::debug!(
+                bmc = %self.label,
+                "Close Session: {}",
+                chassis::completion_meaning(req.cmd, cc)
+            ),
+            Err(Failure::Transient(why)) => {
+                tracing::debug!(bmc = %self.label, "Close Session: {why}")
+            }
+            Err(Failure::Fatal(e)) => tracing::debug!(bmc = %self.label, "Close Session: {e}"),
+        }
     }
 
     fn chassis_status(&self, slot: &mut Option<Session>) -> Result<ChassisStatus, PowerError> {
@@ -477,6 +514,11 @@ impl Inner {
                         self.credentials(format!(
                             "administrator privilege not allowed (Open Session status: {name})"
                         ))
+                    } else if name.contains("InsufficientResources") {
+                        session(format!(
+                            "the BMC has no free session slot: too many open sessions, which \
+                             expire after its idle timeout (Open Session status: {name})"
+                        ))
                     } else {
                         session(format!("Open Session refused: {name}"))
                     }
@@ -522,6 +564,25 @@ impl Inner {
             other => Failure::Transient(format!("session error: {other:?}")),
         }
     }
+}
+
+/// The BMC's session id of an active `ipmi-rs` connection.
+///
+/// `ipmi-rs` 0.6 keeps it in a private field; its derived `Debug` output (`session_id: N` for
+/// RMCP+, `session_id: Some(N)` for IPMI 1.5) is the only place it shows. The string stays in
+/// memory (it also holds key material) and is never logged.
+fn session_id(rmcp: &Rmcp) -> Option<u32> {
+    parse_session_id(&format!("{rmcp:?}"))
+}
+
+fn parse_session_id(debug: &str) -> Option<u32> {
+    const KEY: &str = "session_id: ";
+    let rest = &debug[debug.find(KEY)? + KEY.len()..];
+    let rest = rest.strip_prefix("Some(").unwrap_or(rest);
+    let end = rest
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(rest.len());
+    rest[..end].parse().ok().filter(|&id| id != 0)
 }
 
 /// Timeouts and ICMP port-unreachable (refused) are worth a retry; other I/O errors too, on a
@@ -645,6 +706,20 @@ mod tests {
             },
         );
         assert_eq!(e.kind(), "malformed");
+    }
+
+    #[test]
+    fn session_id_is_read_from_both_debug_shapes() {
+        assert_eq!(
+            parse_session_id("Active(V2_0(State { socket: .., session_id: 305419896, x: 1 }))"),
+            Some(305_419_896)
+        );
+        assert_eq!(
+            parse_session_id("V1_5(State { session_id: Some(42), auth_type: Md5 })"),
+            Some(42)
+        );
+        assert_eq!(parse_session_id("State { session_id: None }"), None);
+        assert_eq!(parse_session_id("Rmcp { active_state: None }"), None);
     }
 
     #[test]
