@@ -13,6 +13,8 @@
 //!   reuses it, re-opening it after `session_idle` without use (before the BMC forgets it), and
 //!   [`IpmiDriver::close`] sends Close Session with the id read from `ipmi-rs`'s `Debug`
 //!   output — the only place 0.6 shows it.
+//! * It reads the RAKP 2 status code from the wrong byte, so a RAKP 2 error (unknown user)
+//!   arrives as "not enough data"; that case is mapped to a credentials error here.
 //! * A few of its paths `unwrap()` on I/O errors (sending inside a session, parsing RAKP 4);
 //!   those panics are caught here and treated as a broken session.
 //! * The chassis commands go as raw requests encoded by [`super::chassis`].
@@ -534,6 +536,13 @@ impl Inner {
                     }
                 }
                 // ipmi_sim answers an unknown user the same way as a wrong password.
+                // ipmi-rs 0.6 reads the RAKP 2 status from the reserved byte (data[2], not
+                // data[1]), so an error RAKP 2 (8 bytes: tag, status, reserved, console id)
+                // shows as too short. Per spec only error answers are that short; the usual
+                // one is 0x0d, unauthorized name (the lab's vBMC sends it).
+                V2::RakpMessage2Parse(RakpMessage2ParseError::NotEnoughData) => self.credentials(
+                    "the BMC refused the user at RAKP 1 (unknown user name, or role not allowed)",
+                ),
                 V2::ServerAuthenticationFailed => self.credentials(
                     "wrong user name or password (the BMC's RAKP 2 key exchange code does not \
                      match)",
