@@ -115,6 +115,9 @@ pub trait PowerDriver: Send + Sync {
     fn target(&self) -> String;
 
     /// Apply a power action. Returns when the BMC accepted it (not when the OS is down).
+    ///
+    /// After a timeout the request is sent again (bounded retries), as ipmitool does: a cycle
+    /// or reset whose answer was lost may be applied twice.
     fn power(&self, action: PowerAction) -> BoxFuture<'_, Result<(), PowerError>>;
 
     /// Read the chassis power state.
