@@ -3,12 +3,14 @@
 //!
 //! - `netboot`: DHCP (perfdhcp vs Kea), TFTP (atftp vs tftpd-hpa, on a veth pair and on a
 //!   userspace link with a LAN's round trip), HTTP (wrk vs nginx). See [`netboot`].
+//! - `ipmi`: the power driver's round trips vs ipmitool, and 1,000 fake BMCs. See [`ipmi`].
 //!
 //! Figures are reported against targets, never asserted: the bench fails only when it cannot
 //! set up (no root, a tool missing), not when the seed is slow or a service is missing.
 
 mod delay;
 mod env;
+mod ipmi;
 mod netboot;
 
 use anyhow::Result;
@@ -25,11 +27,14 @@ pub struct Args {
 enum Which {
     /// DHCP, TFTP and HTTP boot of `seed netboot` vs Kea, tftpd-hpa and nginx.
     Netboot(netboot::Args),
+    /// IPMI power-status round trips of the seed's driver vs ipmitool, and 1,000 fake BMCs.
+    Ipmi,
 }
 
 pub fn run(args: Args) -> Result<()> {
     match args.which {
         Which::Netboot(a) => netboot::run(a),
+        Which::Ipmi => ipmi::run(),
     }
 }
 

@@ -8,8 +8,6 @@
 //!   Open Session, RAKP 1–4, privilege, then Close Session);
 //! * `ipmitool one-shot`: `ipmitool -I lanplus -C 3 … chassis power status`, a process each;
 //! * `fake BMCs`: power on + status on 1,000 `FakeBmc`s (1 ms answer delay), 64 at a time.
-//!
-//! Needs in xtask/Cargo.toml: `seed`, `tokio` and `tempfile` (workspace dependencies).
 
 use std::net::UdpSocket;
 use std::process::{Child, Command, Stdio};
