@@ -25,6 +25,8 @@ pub struct ServiceContext {
     pub metrics: Arc<Metrics>,
     /// The base URL of the HTTP boot server (`http://server_ip:port`), if it runs.
     pub http_base: Option<String>,
+    /// Handler for `/v1/…` on the HTTP server (the seed daemon's agent and REST APIs).
+    pub api: Option<Arc<dyn crate::http::ApiHandler>>,
 }
 
 /// A service failed to start or died.
@@ -45,6 +47,17 @@ pub async fn run(
     metrics: Arc<Metrics>,
     shutdown: CancellationToken,
 ) -> Result<(), ServeError> {
+    run_with_api(cfg, policy, metrics, None, shutdown).await
+}
+
+/// [`run`], with an API handler for `/v1/…` on the HTTP server.
+pub async fn run_with_api(
+    cfg: NetbootConfig,
+    policy: Arc<dyn BootPolicy>,
+    metrics: Arc<Metrics>,
+    api: Option<Arc<dyn crate::http::ApiHandler>>,
+    shutdown: CancellationToken,
+) -> Result<(), ServeError> {
     let http_base = cfg
         .http
         .as_ref()
@@ -56,6 +69,7 @@ pub async fn run(
         policy,
         metrics,
         http_base,
+        api,
     });
     let mut tasks = tokio::task::JoinSet::new();
     if let Some(dhcp) = cfg.dhcp.clone() {

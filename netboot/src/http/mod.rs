@@ -34,3 +34,48 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     server::serve(ctx, cfg, shutdown).await
 }
+
+/// A request under `/v1/`, handed whole (body collected, at most [`API_BODY_LIMIT`]) to the
+/// daemon's [`ApiHandler`]. The netboot server itself has no API; the seed daemon plugs its agent
+/// and REST APIs in here so they ride the same HTTP server on either transport (kernel sockets or
+/// the userspace wire), which is the only server a node in the ramdisk can reach.
+#[derive(Debug, Clone)]
+pub struct ApiRequest {
+    pub method: http::Method,
+    /// The path, not decoded, without the query.
+    pub path: String,
+    pub query: Option<String>,
+    pub headers: http::HeaderMap,
+    pub body: bytes::Bytes,
+    pub peer: std::net::SocketAddr,
+}
+
+/// The handler's answer: a status and a JSON (or text) body.
+#[derive(Debug, Clone)]
+pub struct ApiResponse {
+    pub status: http::StatusCode,
+    pub content_type: &'static str,
+    pub body: String,
+}
+
+impl ApiResponse {
+    /// A JSON answer.
+    pub fn json(status: http::StatusCode, value: &impl serde::Serialize) -> Self {
+        Self {
+            status,
+            content_type: "application/json",
+            body: serde_json::to_string(value).unwrap_or_else(|_| "null".into()),
+        }
+    }
+}
+
+/// Largest request body accepted under `/v1/` (413 beyond).
+pub const API_BODY_LIMIT: usize = 1 << 20;
+
+/// Handles every request under `/v1/`.
+pub trait ApiHandler: Send + Sync + 'static {
+    fn handle(
+        &self,
+        req: ApiRequest,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = ApiResponse> + Send + 'static>>;
+}

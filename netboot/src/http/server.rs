@@ -149,12 +149,19 @@ fn empty() -> Body {
 }
 
 impl App {
-    async fn handle<B>(&self, req: Request<B>, peer: SocketAddr) -> Response<Body> {
+    async fn handle<B>(&self, req: Request<B>, peer: SocketAddr) -> Response<Body>
+    where
+        B: hyper::body::Body<Data = Bytes> + Send,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
         self.requests.fetch_add(1, Ordering::Relaxed);
         let method = req.method().clone();
         let raw_path = req.uri().path().to_string();
-        let mut resp = match method {
-            Method::GET | Method::HEAD => self.route(&req, &raw_path).await,
+        let mut resp = match (&self.ctx.api, method.clone()) {
+            (Some(api), _) if raw_path.starts_with("/v1/") => {
+                Self::api(api.clone(), req, peer).await
+            }
+            (_, Method::GET | Method::HEAD) => self.route(&req, &raw_path).await,
             _ => {
                 let mut r = status(StatusCode::METHOD_NOT_ALLOWED);
                 r.headers_mut()
@@ -184,6 +191,38 @@ impl App {
                 .boxed();
         }
         resp
+    }
+
+    /// Collect the body (bounded) and hand the request to the daemon's API handler.
+    async fn api<B>(
+        api: Arc<dyn super::ApiHandler>,
+        req: Request<B>,
+        peer: SocketAddr,
+    ) -> Response<Body>
+    where
+        B: hyper::body::Body<Data = Bytes> + Send,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let (parts, body) = req.into_parts();
+        let limited = http_body_util::Limited::new(body, super::API_BODY_LIMIT);
+        let body = match limited.collect().await {
+            Ok(c) => c.to_bytes(),
+            Err(e) => {
+                warn!(%peer, error = %e, "HTTP API: request body refused");
+                return status(StatusCode::PAYLOAD_TOO_LARGE);
+            }
+        };
+        let r = api
+            .handle(super::ApiRequest {
+                method: parts.method,
+                path: parts.uri.path().to_string(),
+                query: parts.uri.query().map(str::to_string),
+                headers: parts.headers,
+                body,
+                peer,
+            })
+            .await;
+        text(r.status, r.content_type, r.body)
     }
 
     async fn route<B>(&self, req: &Request<B>, raw_path: &str) -> Response<Body> {

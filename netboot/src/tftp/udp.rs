@@ -442,6 +442,7 @@ mod tests {
             policy: Arc::new(StaticPolicy::default()),
             metrics: metrics.clone(),
             http_base: None,
+            api: None,
         });
         let cfg: TftpConfig = toml::from_str(&format!(
             "root = {:?}\nport = {port}\ntimeout = 2",
