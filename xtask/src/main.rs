@@ -3,7 +3,7 @@
 //! - `deps`: install the Debian packages the tests and the lab use (apt-get, as root).
 //! - `fetch`: the pinned Debian packages into the offline cache (see `fetch.rs`).
 //! - `ramdisk`: the deploy ramdisk, from the cache (see `ramdisk.rs`).
-//! - `test`: deps, then fmt check, clippy, and the whole test suite (nextest, grouped so QEMU tests
+//! - `test`: deps, the ramdisk (fetching the offline cache), then fmt check, clippy, and the whole test suite (nextest, grouped so QEMU tests
 //!   do not starve two cores). This is what `.ci/run` runs.
 
 mod bench;
@@ -93,6 +93,10 @@ pub fn cargo() -> Command {
 fn test(filter: &[String], no_lint: bool) -> Result<()> {
     let start = Instant::now();
     deps::install()?;
+    // The QEMU tests boot the real ramdisk: fetch the pinned packages and build it first.
+    ramdisk::run(ramdisk::Args {
+        out: "target/ramdisk".into(),
+    })?;
     if !no_lint {
         run(cargo().args(["fmt", "--all", "--check"]))?;
         run(cargo().args([
