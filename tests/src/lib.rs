@@ -53,3 +53,23 @@ pub fn require(program: &str) -> PathBuf {
     }
     panic!("{program} is not installed: run `cargo xtask deps` (this test needs it)");
 }
+
+/// Start `seed netboot --config CONFIG` inside `ns` (logs at info) and wait until every line in
+/// `ready` has been logged (each bounded by `timeout`; the first wait includes building seed).
+pub fn spawn_netboot(
+    ns: &netns::Netns,
+    config: &std::path::Path,
+    ready: &[&str],
+    timeout: std::time::Duration,
+) -> proc::Child {
+    let mut cmd = ns.cmd(seed_bin());
+    cmd.arg("netboot")
+        .arg("--config")
+        .arg(config)
+        .env("RUST_LOG", "info");
+    let mut child = proc::Child::spawn("seed-netboot", cmd);
+    for line in ready {
+        child.wait_for_log(line, timeout);
+    }
+    child
+}

@@ -80,14 +80,7 @@ fn pool(lan: &Lan) -> String {
 }
 
 fn start_seed(lan: &Lan, config: &Path) -> Child {
-    let mut cmd = lan.server.cmd(tests::seed_bin());
-    cmd.arg("netboot")
-        .arg("--config")
-        .arg(config)
-        .env("RUST_LOG", "info");
-    let mut child = Child::spawn("seed", cmd);
-    child.wait_for_log("dhcp: serving", SEED_START);
-    child
+    tests::spawn_netboot(&lan.server, config, &["dhcp: serving"], SEED_START)
 }
 
 /// Run busybox udhcpc once in the client namespace; the variables its script saw on `bound`, or

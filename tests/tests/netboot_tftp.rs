@@ -37,14 +37,12 @@ impl Server {
         );
         let cfg_path = dir.path().join("netboot.toml");
         std::fs::write(&cfg_path, config).unwrap();
-        let mut cmd = lan.server.cmd(tests::seed_bin());
-        cmd.arg("netboot")
-            .arg("--config")
-            .arg(&cfg_path)
-            .env("RUST_LOG", "info");
-        let mut seed = Child::spawn("seed-netboot", cmd);
-        seed.wait_for_log("TFTP listening", Duration::from_secs(120));
-        seed.wait_for_log("HTTP listening", Duration::from_secs(30));
+        let seed = tests::spawn_netboot(
+            &lan.server,
+            &cfg_path,
+            &["TFTP listening", "HTTP listening"],
+            Duration::from_secs(120),
+        );
         Self {
             lan,
             _seed: seed,
