@@ -200,6 +200,13 @@ port = 8080
     }
 
     #[test]
+    fn sample_config_is_valid() {
+        let c = DaemonConfig::from_toml(include_str!("../../examples/seed.toml")).unwrap();
+        assert_eq!(c.api.token, "change-me");
+        assert!(c.netboot.dhcp.is_some());
+    }
+
+    #[test]
     fn refuses_bad_configs() {
         let no_http = OK.replace(
             "[netboot.http]\nroot = \"/tmp/http\"\nport = 8080\n",
