@@ -224,3 +224,82 @@ fn discovery_enrolls_a_node() {
     d.discovered(mac); // again: no error, no second node
     assert_eq!(nodes::list(d.store()).unwrap().len(), 2);
 }
+
+#[tokio::test]
+async fn a_silent_inspection_times_out_and_a_restart_rearms_deadlines() {
+    let store: Arc<dyn crate::store::Store> = Arc::new(MemStore::new());
+    let mut node = Node::new(
+        "n1",
+        vec![MAC.parse().unwrap()],
+        Bmc {
+            driver: DriverKind::Fake,
+            address: "fake".into(),
+            port: 623,
+            username: "admin".into(),
+            password: Secret::new("pw"),
+        },
+        0,
+    );
+    node.lifecycle.state = State::Manageable;
+    nodes::create(&*store, &[node]).unwrap();
+    // A first daemon starts the inspection and "crashes": its runtime, and the timer it armed,
+    // are dropped.
+    let rt_store = store.clone();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let d = Daemon::new(rt_store, short_inspect()).unwrap();
+            d.request_inspect("n1").unwrap();
+        });
+        // Dropping the runtime cancels the armed timer.
+    })
+    .join()
+    .unwrap();
+    assert_eq!(
+        nodes::get(&*store, "n1")
+            .unwrap()
+            .unwrap()
+            .0
+            .lifecycle
+            .state,
+        State::Inspecting
+    );
+    // The restarted daemon re-arms the deadline from the store; the step fails when it passes.
+    let d = Daemon::new(store.clone(), short_inspect()).unwrap();
+    assert_eq!(d.resume().unwrap(), 1);
+    let mut state = State::Inspecting;
+    for _ in 0..300 {
+        state = nodes::get(&*store, "n1")
+            .unwrap()
+            .unwrap()
+            .0
+            .lifecycle
+            .state;
+        if state != State::Inspecting {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(
+        matches!(&state, State::InspectFailed { reason } if reason.contains("timed out")),
+        "{state:?}"
+    );
+    assert_eq!(d.pending_command("n1"), Command::PowerOff);
+}
+
+/// Settings whose inspection times out after 50 ms.
+fn short_inspect() -> Settings {
+    Settings {
+        server_ip: "10.0.0.1".parse().unwrap(),
+        http_port: 8080,
+        timeouts: Timeouts {
+            inspect_ms: 50,
+            ..Timeouts::default()
+        },
+        heartbeat_secs: 7,
+        provide_after_inspect: true,
+    }
+}
