@@ -22,8 +22,10 @@ struct Daemon {
 }
 
 impl Daemon {
-    fn start() -> Self {
-        let lan = Lan::new(Some(MAC));
+    /// The daemon with `node1` (MAC) enrolled; the client namespace's NIC has `client_mac`;
+    /// `dhcp_extra` lines go into `[netboot.dhcp]`.
+    fn start(client_mac: &str, dhcp_extra: &str) -> Self {
+        let lan = Lan::new(Some(client_mac));
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
         let http = d.join("http");
@@ -53,6 +55,9 @@ impl Daemon {
             .unwrap();
         assert!(out.status.success(), "import: {out:?}");
 
+        let dhcp_extra = dhcp_extra
+            .replace("POOL_START", &lan.addr(100).to_string())
+            .replace("POOL_END", &lan.addr(199).to_string());
         let config = format!(
             r#"store = {store:?}
 
@@ -75,6 +80,7 @@ state_dir = {state:?}
 subnet = "{net}/24"
 router = "{srv}"
 lease_time = 600
+{dhcp_extra}
 
 [netboot.http]
 root = {http:?}
@@ -133,6 +139,30 @@ hostname = "node1"
         }
         let out = cmd.arg(&url).output().expect("running curl");
         assert!(out.status.success(), "curl {method} {path}: {out:?}");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let (body, code) = text.rsplit_once('\n').unwrap();
+        (code.trim().parse().unwrap(), body.to_string())
+    }
+
+    /// A `[netboot.dhcp]` pool of .100–.199 with discovery on.
+    fn pool_line() -> String {
+        "discovery = true\npool = { start = \"POOL_START\", end = \"POOL_END\" }".into()
+    }
+
+    /// GET with the token, from the server namespace (the client may have no address).
+    fn curl_from_server(&self, path: &str) -> (u16, String) {
+        let curl = tests::require("curl");
+        let url = format!("http://{}:{PORT}{path}", self.lan.server_ip());
+        let out = self
+            .lan
+            .server
+            .cmd(curl)
+            .args(["-sS", "--max-time", "30", "-w", "\n%{http_code}"])
+            .args(["-H", &format!("Authorization: Bearer {TOKEN}")])
+            .arg(&url)
+            .output()
+            .expect("running curl");
+        assert!(out.status.success(), "curl {path}: {out:?}");
         let text = String::from_utf8_lossy(&out.stdout).into_owned();
         let (body, code) = text.rsplit_once('\n').unwrap();
         (code.trim().parse().unwrap(), body.to_string())
@@ -206,7 +236,7 @@ fn report(boot_mac: &str) -> String {
 
 #[test]
 fn daemon_inspect_over_the_agent_api() {
-    let srv = Daemon::start();
+    let srv = Daemon::start(MAC, "");
 
     // DHCP: the daemon serves the node its reservation.
     let lease = udhcpc(&srv.lan, srv.dir.path()).expect("the node got no lease");
@@ -301,4 +331,18 @@ fn daemon_inspect_over_the_agent_api() {
     // A second report is out of step: refused.
     let (code, _) = srv.curl("POST", "/v1/agent/facts", None, Some(&report(MAC)));
     assert_eq!(code, 409);
+}
+
+#[test]
+fn daemon_discovery_enrolls_an_unknown_machine() {
+    let other = "52:54:00:00:d0:99";
+    let pool = Daemon::pool_line();
+    let srv = Daemon::start(other, &pool);
+    let lease = udhcpc(&srv.lan, srv.dir.path()).expect("the unknown machine got no lease");
+    assert!(lease.contains_key("ip"), "{lease:?}");
+    let (code, body) = srv.curl_from_server("/v1/nodes/node-52-54-00-00-d0-99");
+    assert_eq!(code, 200, "{body}");
+    let n: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(n["state"], "enroll");
+    assert_eq!(n["macs"][0], other);
 }
