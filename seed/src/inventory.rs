@@ -102,12 +102,16 @@ impl<'de> Deserialize<'de> for Mac {
 pub enum PowerDriver {
     /// IPMI over LAN (RMCP+).
     Ipmi,
+    /// An in-process fake BMC (`seed daemon` tests and demos): power and boot device are
+    /// remembered, no machine is touched.
+    Fake,
 }
 
 impl fmt::Display for PowerDriver {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             PowerDriver::Ipmi => f.write_str("ipmi"),
+            PowerDriver::Fake => f.write_str("fake"),
         }
     }
 }
@@ -455,10 +459,11 @@ fn entry_to_node(label: &str, raw: RawNode, now_ms: u64) -> Result<Node, ImportE
         None => return Err(missing("pm_type")),
         // TripleO spells it `ipmi` (older files: `pxe_ipmitool`).
         Some("ipmi") | Some("pxe_ipmitool") | Some("ipmitool") => PowerDriver::Ipmi,
+        Some("fake") => PowerDriver::Fake,
         Some(other) => {
             return Err(field(
                 "pm_type",
-                format!("{other:?} is not supported (only ipmi)"),
+                format!("{other:?} is not supported (only ipmi, or fake for tests)"),
             ))
         }
     };

@@ -2,6 +2,7 @@
 //! The `seed` binary (`main.rs`) is a thin clap front end over these modules.
 
 pub mod cli;
+pub mod daemon;
 pub mod inventory;
 pub mod lifecycle;
 pub mod power;

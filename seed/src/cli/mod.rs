@@ -1,6 +1,7 @@
 //! Command-line front end: one module per top-level subcommand, each with its clap `Args` and a
 //! `run` that returns `anyhow::Result` (context on every error, printed once by `main`).
 
+pub mod daemon;
 pub mod lab;
 pub mod netboot;
 pub mod node;
@@ -31,6 +32,8 @@ pub enum Command {
     Lab(lab::Args),
     /// Enroll machines (instackenv file), list and show them, delete, set maintenance.
     Node(node::Args),
+    /// Run the seed: store, lifecycle, netboot with a node-state boot policy, agent and REST API.
+    Daemon(daemon::Args),
 }
 
 /// Run the parsed command line.
@@ -41,6 +44,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Bootdev(args) => power::run_bootdev(args),
         Command::Lab(args) => lab::run(args),
         Command::Node(args) => node::run(args),
+        Command::Daemon(args) => daemon::run(args),
     }
 }
 

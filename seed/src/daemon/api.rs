@@ -1,0 +1,325 @@
+//! The daemon's HTTP API under `/v1/`, served by the netboot HTTP server:
+//!
+//! - agent (unauthenticated for now: anything on the provisioning network can post):
+//!   `POST /v1/agent/facts` ([`Report`] → [`Ack`]), `POST /v1/agent/heartbeat`
+//!   ([`Heartbeat`] → [`Command`]);
+//! - REST, with `Authorization: Bearer <token>` (401 without): `GET /v1/nodes`,
+//!   `GET /v1/nodes/NAME`, `POST /v1/nodes/NAME/{inspect,manage,provide}`.
+//!
+//! Passwords never leave: node views carry the BMC address and user only.
+
+use super::{Daemon, DaemonError, FACTS};
+use crate::inventory::{BootMode, Disk, Mac, Node, Properties};
+use crate::lifecycle::{Event, State};
+use crate::store::{nodes, Expect, Op};
+use http::{Method, StatusCode};
+use netboot::http::{ApiHandler, ApiRequest, ApiResponse};
+use ramdisk::agent::{facts::Facts, Ack, Heartbeat, Report};
+use serde::Serialize;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use tracing::info;
+
+/// The [`ApiHandler`] of the daemon.
+#[derive(Debug)]
+pub struct Api {
+    daemon: Arc<Daemon>,
+    token: String,
+}
+
+impl Api {
+    pub fn new(daemon: Arc<Daemon>, token: impl Into<String>) -> Self {
+        Api {
+            daemon,
+            token: token.into(),
+        }
+    }
+
+    /// Answer one request (synchronous: store writes are short; power runs in node workers).
+    pub fn respond(&self, req: &ApiRequest) -> ApiResponse {
+        let path = req.path.trim_end_matches('/');
+        match (req.method.clone(), path) {
+            (Method::POST, "/v1/agent/facts") => return self.facts(req),
+            (Method::POST, "/v1/agent/heartbeat") => return self.heartbeat(req),
+            (_, "/v1/agent/facts" | "/v1/agent/heartbeat") => {
+                return error(StatusCode::METHOD_NOT_ALLOWED, "use POST")
+            }
+            _ => {}
+        }
+        if !self.authorized(req) {
+            return error(
+                StatusCode::UNAUTHORIZED,
+                "missing or wrong `Authorization: Bearer <token>`",
+            );
+        }
+        let Some(rest) = path.strip_prefix("/v1/nodes") else {
+            return error(StatusCode::NOT_FOUND, "no such endpoint");
+        };
+        let parts: Vec<&str> = rest.split('/').filter(|p| !p.is_empty()).collect();
+        match (req.method.clone(), parts.as_slice()) {
+            (Method::GET, []) => self.list(),
+            (Method::GET, [name]) => self.show(name),
+            (Method::POST, [name, verb]) => self.request(name, verb),
+            (_, [] | [_] | [_, _]) => error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed"),
+            _ => error(StatusCode::NOT_FOUND, "no such endpoint"),
+        }
+    }
+
+    fn authorized(&self, req: &ApiRequest) -> bool {
+        let Some(v) = req
+            .headers
+            .get(http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+        else {
+            return false;
+        };
+        let Some(given) = v.strip_prefix("Bearer ") else {
+            return false;
+        };
+        constant_time_eq(given.trim().as_bytes(), self.token.as_bytes())
+    }
+
+    fn list(&self) -> ApiResponse {
+        match nodes::list(self.daemon.store()) {
+            Ok(all) => {
+                let views: Vec<NodeView> = all
+                    .iter()
+                    .map(|(n, _)| NodeView::new(n, self.facts_of(&n.name)))
+                    .collect();
+                ApiResponse::json(StatusCode::OK, &views)
+            }
+            Err(e) => internal(&e),
+        }
+    }
+
+    fn show(&self, name: &str) -> ApiResponse {
+        match nodes::get(self.daemon.store(), name) {
+            Ok(Some((n, _))) => {
+                ApiResponse::json(StatusCode::OK, &NodeView::new(&n, self.facts_of(name)))
+            }
+            Ok(None) => error(StatusCode::NOT_FOUND, &format!("no node named {name:?}")),
+            Err(e) => internal(&e),
+        }
+    }
+
+    fn facts_of(&self, name: &str) -> Option<serde_json::Value> {
+        let rec = self.daemon.store().get(FACTS, name).ok()??;
+        serde_json::from_slice(&rec.value).ok()
+    }
+
+    fn request(&self, name: &str, verb: &str) -> ApiResponse {
+        let d = &self.daemon;
+        let res = match verb {
+            "inspect" => d.request_inspect(name),
+            "manage" => d.apply(name, Event::Manage, vec![]),
+            "provide" => d.apply(name, Event::Provide, vec![]),
+            _ => return error(StatusCode::NOT_FOUND, &format!("unknown request {verb:?}")),
+        };
+        match res {
+            Ok(n) => ApiResponse::json(
+                StatusCode::ACCEPTED,
+                &NodeView::new(&n, self.facts_of(name)),
+            ),
+            Err(e) => daemon_error(&e),
+        }
+    }
+
+    fn facts(&self, req: &ApiRequest) -> ApiResponse {
+        let report: Report = match serde_json::from_slice(&req.body) {
+            Ok(r) => r,
+            Err(e) => return error(StatusCode::BAD_REQUEST, &format!("not a facts report: {e}")),
+        };
+        let name = match self.find(&report.boot_mac, &report.facts) {
+            Ok(Some(n)) => n,
+            Ok(None) => {
+                info!(boot_mac = %report.boot_mac, peer = %req.peer, "facts from an unknown machine refused");
+                return error(
+                    StatusCode::NOT_FOUND,
+                    &format!("no node has MAC {} or any reported NIC", report.boot_mac),
+                );
+            }
+            Err(e) => return e,
+        };
+        let stored = serde_json::to_vec(&report.facts).unwrap_or_default();
+        let props = properties(&report.facts);
+        let d = &self.daemon;
+        match d.apply(
+            &name,
+            Event::Inspected(props),
+            vec![Op::put(FACTS, &name, stored, Expect::Any)],
+        ) {
+            Ok(n) => {
+                if d.settings().provide_after_inspect && n.lifecycle.state == State::Manageable {
+                    if let Err(e) = d.apply(&name, Event::Provide, vec![]) {
+                        tracing::warn!(node = %name, error = %e, "provide after inspection");
+                    }
+                }
+                ApiResponse::json(
+                    StatusCode::OK,
+                    &Ack {
+                        node: name,
+                        heartbeat_secs: d.settings().heartbeat_secs,
+                    },
+                )
+            }
+            Err(e) => daemon_error(&e),
+        }
+    }
+
+    fn heartbeat(&self, req: &ApiRequest) -> ApiResponse {
+        let hb: Heartbeat = match serde_json::from_slice(&req.body) {
+            Ok(h) => h,
+            Err(e) => return error(StatusCode::BAD_REQUEST, &format!("not a heartbeat: {e}")),
+        };
+        let mac: Mac = match hb.boot_mac.parse() {
+            Ok(m) => m,
+            Err(e) => return error(StatusCode::BAD_REQUEST, &e.to_string()),
+        };
+        match nodes::by_mac(self.daemon.store(), mac) {
+            Ok(Some(name)) => {
+                ApiResponse::json(StatusCode::OK, &self.daemon.pending_command(&name))
+            }
+            Ok(None) => error(StatusCode::NOT_FOUND, &format!("no node has MAC {mac}")),
+            Err(e) => internal(&e),
+        }
+    }
+
+    /// The node owning the boot MAC, else any of the reported NICs' MACs.
+    fn find(&self, boot_mac: &str, facts: &Facts) -> Result<Option<String>, ApiResponse> {
+        let boot: Mac = boot_mac.parse().map_err(|e: crate::inventory::BadMac| {
+            error(StatusCode::BAD_REQUEST, &e.to_string())
+        })?;
+        let others = facts.nics.iter().filter_map(|n| n.mac.parse::<Mac>().ok());
+        for mac in std::iter::once(boot).chain(others) {
+            match nodes::by_mac(self.daemon.store(), mac) {
+                Ok(Some(name)) => return Ok(Some(name)),
+                Ok(None) => {}
+                Err(e) => return Err(internal(&e)),
+            }
+        }
+        Ok(None)
+    }
+}
+
+impl ApiHandler for Api {
+    fn handle(
+        &self,
+        req: ApiRequest,
+    ) -> Pin<Box<dyn Future<Output = ApiResponse> + Send + 'static>> {
+        let resp = self.respond(&req);
+        Box::pin(async move { resp })
+    }
+}
+
+/// What inspection found, in inventory terms.
+pub fn properties(f: &Facts) -> Properties {
+    let opt = |s: &str| (!s.is_empty()).then(|| s.to_string());
+    Properties {
+        cpus: Some(f.cpus),
+        memory_mib: Some(f.memory_mib),
+        disks: f
+            .disks
+            .iter()
+            .map(|d| Disk {
+                name: d.name.clone(),
+                size_bytes: d.size_bytes,
+                model: opt(&d.model),
+                serial: opt(&d.serial),
+                partitions: vec![],
+            })
+            .collect(),
+        boot_mode: Some(match f.boot_mode {
+            ramdisk::agent::facts::BootMode::Bios => BootMode::Bios,
+            ramdisk::agent::facts::BootMode::Uefi => BootMode::Uefi,
+        }),
+        arch: None,
+    }
+}
+
+/// A node as the API shows it: no password.
+#[derive(Serialize)]
+struct NodeView<'a> {
+    name: &'a str,
+    macs: &'a [Mac],
+    state: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    maintenance: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    last_error: Option<&'a str>,
+    bmc: BmcView<'a>,
+    properties: &'a Properties,
+    capabilities: &'a crate::inventory::Capabilities,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    facts: Option<serde_json::Value>,
+    updated_ms: u64,
+}
+
+#[derive(Serialize)]
+struct BmcView<'a> {
+    driver: String,
+    address: &'a str,
+    port: u16,
+    username: &'a str,
+}
+
+impl<'a> NodeView<'a> {
+    fn new(n: &'a Node, facts: Option<serde_json::Value>) -> Self {
+        let lc = &n.lifecycle;
+        NodeView {
+            name: &n.name,
+            macs: &n.macs,
+            state: lc.state.name(),
+            reason: lc.state.reason(),
+            maintenance: lc.maintenance.as_deref(),
+            last_error: lc.last_error.as_deref(),
+            bmc: BmcView {
+                driver: n.bmc.driver.to_string(),
+                address: &n.bmc.address,
+                port: n.bmc.port,
+                username: &n.bmc.username,
+            },
+            properties: &n.properties,
+            capabilities: &n.capabilities,
+            facts,
+            updated_ms: n.updated_ms,
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct ErrorBody<'a> {
+    error: &'a str,
+}
+
+fn error(status: StatusCode, msg: &str) -> ApiResponse {
+    ApiResponse::json(status, &ErrorBody { error: msg })
+}
+
+fn internal(e: &dyn std::error::Error) -> ApiResponse {
+    tracing::error!(error = %e, "API");
+    error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string())
+}
+
+fn daemon_error(e: &DaemonError) -> ApiResponse {
+    match e {
+        DaemonError::NotFound(_) => error(StatusCode::NOT_FOUND, &e.to_string()),
+        DaemonError::Refused(inner) => error(StatusCode::CONFLICT, &inner.to_string()),
+        DaemonError::Store(s) if s.is_conflict() => error(StatusCode::CONFLICT, &s.to_string()),
+        DaemonError::Store(s) => internal(s),
+    }
+}
+
+/// Token comparison whose time does not depend on where the first difference is (hand-written:
+/// five lines do not justify a crate).
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+#[cfg(test)]
+mod tests;

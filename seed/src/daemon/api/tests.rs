@@ -1,0 +1,305 @@
+//! The API handler against an in-memory store and fake BMCs.
+
+use super::*;
+use crate::daemon::Settings;
+use crate::inventory::{Bmc, PowerDriver as DriverKind, Secret};
+use crate::lifecycle::Timeouts;
+use crate::store::memory::MemStore;
+use netboot::BootPolicy;
+use ramdisk::agent::Command;
+use std::time::Duration;
+
+const MAC: &str = "52:54:00:00:00:01";
+const TOKEN: &str = "s3cret";
+
+fn setup() -> (Arc<Daemon>, Api) {
+    let store = Arc::new(MemStore::new());
+    let mut node = Node::new(
+        "n1",
+        vec![MAC.parse().unwrap()],
+        Bmc {
+            driver: DriverKind::Fake,
+            address: "fake".into(),
+            port: 623,
+            username: "admin".into(),
+            password: Secret::new("hunter2"),
+        },
+        0,
+    );
+    node.lifecycle.state = State::Manageable;
+    nodes::create(&*store, &[node]).unwrap();
+    let d = Daemon::new(
+        store,
+        Settings {
+            server_ip: "10.0.0.1".parse().unwrap(),
+            http_port: 8080,
+            timeouts: Timeouts::default(),
+            heartbeat_secs: 7,
+            provide_after_inspect: true,
+        },
+    )
+    .unwrap();
+    let api = Api::new(d.clone(), TOKEN);
+    (d, api)
+}
+
+fn req(method: Method, path: &str, token: Option<&str>, body: &str) -> ApiRequest {
+    let mut headers = http::HeaderMap::new();
+    if let Some(t) = token {
+        headers.insert(
+            http::header::AUTHORIZATION,
+            format!("Bearer {t}").parse().unwrap(),
+        );
+    }
+    ApiRequest {
+        method,
+        path: path.into(),
+        query: None,
+        headers,
+        body: bytes::Bytes::from(body.to_string()),
+        peer: "10.0.0.2:1234".parse().unwrap(),
+    }
+}
+
+fn json(r: &ApiResponse) -> serde_json::Value {
+    serde_json::from_str(&r.body).unwrap()
+}
+
+fn report(boot_mac: &str, nic_mac: &str) -> String {
+    serde_json::json!({
+        "boot_mac": boot_mac,
+        "facts": {
+            "cpus": 4, "cpu_model": "QEMU", "memory_mib": 2048,
+            "disks": [{"name": "vda", "size_bytes": 10737418240u64, "model": "", "serial": "S1", "rotational": false}],
+            "nics": [{"name": "eth0", "mac": nic_mac, "link": true, "driver": "virtio_net"}],
+            "dmi": {"vendor": "QEMU", "product": "Standard PC", "serial": "", "uuid": "u"},
+            "boot_mode": "bios"
+        }
+    })
+    .to_string()
+}
+
+#[test]
+fn rest_needs_the_token_and_hides_passwords() {
+    let (_d, api) = setup();
+    assert_eq!(
+        api.respond(&req(Method::GET, "/v1/nodes", None, "")).status,
+        401
+    );
+    assert_eq!(
+        api.respond(&req(Method::GET, "/v1/nodes", Some("wrong"), ""))
+            .status,
+        401
+    );
+    let r = api.respond(&req(Method::GET, "/v1/nodes", Some(TOKEN), ""));
+    assert_eq!(r.status, 200);
+    assert!(!r.body.contains("hunter2"), "{}", r.body);
+    let v = json(&r);
+    assert_eq!(v[0]["name"], "n1");
+    assert_eq!(v[0]["state"], "manageable");
+    let r = api.respond(&req(Method::GET, "/v1/nodes/nope", Some(TOKEN), ""));
+    assert_eq!(r.status, 404);
+}
+
+#[tokio::test]
+async fn inspect_boot_facts_heartbeat() {
+    let (d, api) = setup();
+    let mac = netboot::MacAddr([0x52, 0x54, 0, 0, 0, 1]);
+    assert_eq!(d.boot_action(mac), Some(netboot::BootAction::Exit));
+    assert_eq!(d.boot_action(netboot::MacAddr([2; 6])), None);
+
+    let r = api.respond(&req(Method::POST, "/v1/nodes/n1/inspect", Some(TOKEN), ""));
+    assert_eq!(r.status, 202, "{}", r.body);
+    assert_eq!(json(&r)["state"], "inspecting");
+    match d.boot_action(mac) {
+        Some(netboot::BootAction::Kernel { cmdline, .. }) => {
+            assert!(
+                cmdline.contains("seed.url=http://10.0.0.1:8080"),
+                "{cmdline}"
+            )
+        }
+        other => panic!("{other:?}"),
+    }
+    // The worker powers the fake machine on, booting from PXE.
+    let drv = d.driver("n1", &nodes::get(d.store(), "n1").unwrap().unwrap().0.bmc);
+    for _ in 0..200 {
+        if drv.status().await.unwrap() == crate::power::PowerState::On {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(drv.status().await.unwrap(), crate::power::PowerState::On);
+
+    // Unknown machine: refused, nothing written.
+    let r = api.respond(&req(
+        Method::POST,
+        "/v1/agent/facts",
+        None,
+        &report("02:00:00:00:00:09", "02:00:00:00:00:0a"),
+    ));
+    assert_eq!(r.status, 404);
+    assert!(d.store().get(FACTS, "n1").unwrap().is_none());
+    assert_eq!(
+        api.respond(&req(Method::POST, "/v1/agent/facts", None, "{"))
+            .status,
+        400
+    );
+
+    // Found by a NIC MAC even when the boot MAC is unknown.
+    let r = api.respond(&req(
+        Method::POST,
+        "/v1/agent/facts",
+        None,
+        &report("02:00:00:00:00:09", MAC),
+    ));
+    assert_eq!(r.status, 200, "{}", r.body);
+    let ack = json(&r);
+    assert_eq!(ack["node"], "n1");
+    assert_eq!(ack["heartbeat_secs"], 7);
+
+    let v = json(&api.respond(&req(Method::GET, "/v1/nodes/n1", Some(TOKEN), "")));
+    assert_eq!(v["state"], "available");
+    assert_eq!(v["properties"]["memory_mib"], 2048);
+    assert_eq!(v["properties"]["disks"][0]["name"], "vda");
+    assert_eq!(v["facts"]["nics"][0]["mac"], MAC);
+    assert_eq!(d.boot_action(mac), Some(netboot::BootAction::Exit));
+
+    let r = api.respond(&req(
+        Method::POST,
+        "/v1/agent/heartbeat",
+        None,
+        &format!("{{\"boot_mac\":\"{MAC}\"}}"),
+    ));
+    assert_eq!(r.status, 200);
+    let cmd: Command = serde_json::from_str(&r.body).unwrap();
+    assert_eq!(cmd, Command::PowerOff);
+
+    // A second report is out of step now: refused, facts unchanged.
+    let r = api.respond(&req(
+        Method::POST,
+        "/v1/agent/facts",
+        None,
+        &report(MAC, MAC),
+    ));
+    assert_eq!(r.status, 409, "{}", r.body);
+}
+
+#[tokio::test]
+async fn inspect_from_enroll_verifies_first() {
+    let (d, api) = setup();
+    let (mut n, rev) = nodes::get(d.store(), "n1").unwrap().unwrap();
+    n.lifecycle.state = State::Enroll;
+    nodes::update(d.store(), &n, rev).unwrap();
+    let r = api.respond(&req(Method::POST, "/v1/nodes/n1/inspect", Some(TOKEN), ""));
+    assert_eq!(r.status, 202, "{}", r.body);
+    assert_eq!(json(&r)["state"], "verifying");
+    let mut state = String::new();
+    for _ in 0..200 {
+        state = nodes::get(d.store(), "n1")
+            .unwrap()
+            .unwrap()
+            .0
+            .lifecycle
+            .state
+            .name()
+            .into();
+        if state == "inspecting" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(state, "inspecting");
+}
+
+#[test]
+fn discovery_enrolls_a_node() {
+    let (d, _api) = setup();
+    let mac = netboot::MacAddr([0x52, 0x54, 0, 0, 0, 0x42]);
+    d.discovered(mac);
+    let (n, _) = nodes::get(d.store(), "node-52-54-00-00-00-42")
+        .unwrap()
+        .unwrap();
+    assert_eq!(n.lifecycle.state, State::Enroll);
+    assert_eq!(d.boot_action(mac), Some(netboot::BootAction::Exit));
+    d.discovered(mac); // again: no error, no second node
+    assert_eq!(nodes::list(d.store()).unwrap().len(), 2);
+}
+
+#[tokio::test]
+async fn a_silent_inspection_times_out_and_a_restart_rearms_deadlines() {
+    let store: Arc<dyn crate::store::Store> = Arc::new(MemStore::new());
+    let mut node = Node::new(
+        "n1",
+        vec![MAC.parse().unwrap()],
+        Bmc {
+            driver: DriverKind::Fake,
+            address: "fake".into(),
+            port: 623,
+            username: "admin".into(),
+            password: Secret::new("pw"),
+        },
+        0,
+    );
+    node.lifecycle.state = State::Manageable;
+    nodes::create(&*store, &[node]).unwrap();
+    // A first daemon starts the inspection and "crashes": its runtime, and the timer it armed,
+    // are dropped.
+    let rt_store = store.clone();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let d = Daemon::new(rt_store, short_inspect()).unwrap();
+            d.request_inspect("n1").unwrap();
+        });
+        // Dropping the runtime cancels the armed timer.
+    })
+    .join()
+    .unwrap();
+    assert_eq!(
+        nodes::get(&*store, "n1")
+            .unwrap()
+            .unwrap()
+            .0
+            .lifecycle
+            .state,
+        State::Inspecting
+    );
+    // The restarted daemon re-arms the deadline from the store; the step fails when it passes.
+    let d = Daemon::new(store.clone(), short_inspect()).unwrap();
+    assert_eq!(d.resume().unwrap(), 1);
+    let mut state = State::Inspecting;
+    for _ in 0..300 {
+        state = nodes::get(&*store, "n1")
+            .unwrap()
+            .unwrap()
+            .0
+            .lifecycle
+            .state;
+        if state != State::Inspecting {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(
+        matches!(&state, State::InspectFailed { reason } if reason.contains("timed out")),
+        "{state:?}"
+    );
+    assert_eq!(d.pending_command("n1"), Command::PowerOff);
+}
+
+/// Settings whose inspection times out after 50 ms.
+fn short_inspect() -> Settings {
+    Settings {
+        server_ip: "10.0.0.1".parse().unwrap(),
+        http_port: 8080,
+        timeouts: Timeouts {
+            inspect_ms: 50,
+            ..Timeouts::default()
+        },
+        heartbeat_secs: 7,
+        provide_after_inspect: true,
+    }
+}

@@ -1,0 +1,222 @@
+//! The `seed daemon` configuration file (TOML): the store, the API token, the ramdisk files,
+//! lifecycle options and a nested `[netboot]` section of the same shape as `seed netboot`'s file.
+
+use netboot::config::NetbootConfig;
+use serde::Deserialize;
+use std::path::{Path, PathBuf};
+
+/// A validated daemon configuration.
+#[derive(Debug, Clone)]
+pub struct DaemonConfig {
+    /// The redb store file.
+    pub store: PathBuf,
+    pub api: ApiConfig,
+    pub agent: AgentConfig,
+    pub ramdisk: RamdiskConfig,
+    pub lifecycle: LifecycleConfig,
+    pub netboot: NetbootConfig,
+}
+
+/// The REST API (`/v1/nodes…`). The agent endpoints (`/v1/agent/…`) are not authenticated yet.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiConfig {
+    /// Requests must carry `Authorization: Bearer <token>`.
+    pub token: String,
+}
+
+/// What the agent is told.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentConfig {
+    #[serde(default = "default_heartbeat")]
+    pub heartbeat_secs: u64,
+}
+
+fn default_heartbeat() -> u64 {
+    10
+}
+
+impl Default for AgentConfig {
+    fn default() -> Self {
+        AgentConfig {
+            heartbeat_secs: default_heartbeat(),
+        }
+    }
+}
+
+/// The deploy ramdisk, installed under `<http root>/ramdisk/` at start.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RamdiskConfig {
+    #[serde(default = "default_kernel")]
+    pub kernel: PathBuf,
+    #[serde(default = "default_initrd")]
+    pub initrd: PathBuf,
+}
+
+fn default_kernel() -> PathBuf {
+    "target/ramdisk/vmlinuz".into()
+}
+
+fn default_initrd() -> PathBuf {
+    "target/ramdisk/initramfs.zst".into()
+}
+
+impl Default for RamdiskConfig {
+    fn default() -> Self {
+        RamdiskConfig {
+            kernel: default_kernel(),
+            initrd: default_initrd(),
+        }
+    }
+}
+
+/// Lifecycle options.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LifecycleConfig {
+    /// After a successful inspection, move the node on to `available` (`provide`).
+    #[serde(default = "yes")]
+    pub provide_after_inspect: bool,
+    /// Seconds an inspection may take before it fails.
+    #[serde(default = "default_inspect_timeout")]
+    pub inspect_timeout_secs: u64,
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn default_inspect_timeout() -> u64 {
+    15 * 60
+}
+
+impl Default for LifecycleConfig {
+    fn default() -> Self {
+        LifecycleConfig {
+            provide_after_inspect: true,
+            inspect_timeout_secs: default_inspect_timeout(),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Raw {
+    store: PathBuf,
+    api: ApiConfig,
+    #[serde(default)]
+    agent: AgentConfig,
+    #[serde(default)]
+    ramdisk: RamdiskConfig,
+    #[serde(default)]
+    lifecycle: LifecycleConfig,
+    netboot: toml::Table,
+}
+
+/// Why a configuration was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonConfigError {
+    #[error("cannot read {path}")]
+    Read {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("invalid TOML")]
+    Parse(#[from] toml::de::Error),
+    #[error("[netboot] section")]
+    Netboot(#[source] netboot::config::ConfigError),
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+impl DaemonConfig {
+    /// Parse and validate from TOML text.
+    pub fn from_toml(text: &str) -> Result<Self, DaemonConfigError> {
+        let raw: Raw = toml::from_str(text)?;
+        // Re-serialised so the netboot crate's own validation (reservations, services) runs.
+        let nb_text = toml::to_string(&raw.netboot)
+            .map_err(|e| DaemonConfigError::Invalid(format!("[netboot]: {e}")))?;
+        let netboot = NetbootConfig::from_toml(&nb_text).map_err(DaemonConfigError::Netboot)?;
+        if netboot.http.is_none() {
+            return Err(DaemonConfigError::Invalid(
+                "[netboot.http] is required: the agent API and the ramdisk are served over HTTP"
+                    .into(),
+            ));
+        }
+        if raw.api.token.trim().is_empty() {
+            return Err(DaemonConfigError::Invalid("[api] token is empty".into()));
+        }
+        if raw.agent.heartbeat_secs == 0 {
+            return Err(DaemonConfigError::Invalid(
+                "[agent] heartbeat_secs must be at least 1".into(),
+            ));
+        }
+        Ok(DaemonConfig {
+            store: raw.store,
+            api: raw.api,
+            agent: raw.agent,
+            ramdisk: raw.ramdisk,
+            lifecycle: raw.lifecycle,
+            netboot,
+        })
+    }
+
+    /// Read, parse and validate a file.
+    pub fn load(path: &Path) -> Result<Self, DaemonConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| DaemonConfigError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Self::from_toml(&text)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const OK: &str = r#"
+store = "/tmp/x.redb"
+[api]
+token = "t0k"
+[netboot]
+server_ip = "10.0.0.1"
+[netboot.http]
+root = "/tmp/http"
+port = 8080
+"#;
+
+    #[test]
+    fn parses_with_defaults() {
+        let c = DaemonConfig::from_toml(OK).unwrap();
+        assert_eq!(c.api.token, "t0k");
+        assert_eq!(c.agent.heartbeat_secs, 10);
+        assert!(c.lifecycle.provide_after_inspect);
+        assert_eq!(c.ramdisk.kernel, PathBuf::from("target/ramdisk/vmlinuz"));
+        assert_eq!(c.netboot.http.unwrap().port, 8080);
+    }
+
+    #[test]
+    fn sample_config_is_valid() {
+        let c = DaemonConfig::from_toml(include_str!("../../examples/seed.toml")).unwrap();
+        assert_eq!(c.api.token, "change-me");
+        assert!(c.netboot.dhcp.is_some());
+    }
+
+    #[test]
+    fn refuses_bad_configs() {
+        let no_http = OK.replace(
+            "[netboot.http]\nroot = \"/tmp/http\"\nport = 8080\n",
+            "[netboot.tftp]\nroot = \"/tmp\"\n",
+        );
+        let e = DaemonConfig::from_toml(&no_http).unwrap_err();
+        assert!(e.to_string().contains("[netboot.http]"), "{e}");
+        let empty_token = OK.replace("t0k", " ");
+        assert!(DaemonConfig::from_toml(&empty_token).is_err());
+        let unknown = OK.replace("[api]", "bogus = 1\n[api]");
+        assert!(DaemonConfig::from_toml(&unknown).is_err());
+    }
+}

@@ -1,0 +1,398 @@
+//! The seed daemon: the store, the lifecycle driver, the boot policy answered from node state
+//! and the agent/REST API, wired to the netboot services.
+//!
+//! [`Daemon::apply`] is the one place events reach the lifecycle: under one lock it reads the
+//! node, calls [`lifecycle::step`], persists the result with compare-and-swap (the lifecycle
+//! orders `Persist` first, so the state is durable before any hardware is touched), refreshes the
+//! in-memory boot table, and then hands the hardware actions to the node's worker task (one per
+//! node, so a node's actions run in order and a slow BMC never blocks another node) and arms the
+//! deadlines as tokio timers that feed [`Event::Timeout`] back.
+//!
+//! Power goes through an [`IpmiDriver`] built from the node's BMC fields, or a [`FakePower`]
+//! when the node's driver is `fake`. A `power off` the lifecycle asks for is also offered to the
+//! agent as its next heartbeat [`Command`], so a node still running the ramdisk can shut down
+//! by itself.
+
+pub mod api;
+pub mod config;
+pub mod policy;
+
+use crate::inventory::{Bmc, Mac, Node, PowerDriver as DriverKind, Secret};
+use crate::lifecycle::{self, Action, BootDevice, Event, LifecycleError, State, Timeouts};
+use crate::power::{
+    self, FakeBmc, FakePower, IpmiConfig, IpmiDriver, Password, PowerAction, PowerDriver,
+    PowerState,
+};
+use crate::store::{nodes, Expect, Op, Store, StoreError};
+use netboot::{BootAction, BootPolicy, MacAddr};
+use ramdisk::agent::Command;
+use std::collections::{HashMap, HashSet};
+use std::net::Ipv4Addr;
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use tokio::sync::mpsc;
+use tracing::{debug, info, warn};
+
+/// The store table holding the last facts report of each node (JSON, keyed by node name).
+pub const FACTS: &str = "facts";
+
+/// Why an event was not applied.
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error("no node named {0:?}")]
+    NotFound(String),
+    #[error("store")]
+    Store(#[from] StoreError),
+    #[error("refused by the lifecycle")]
+    Refused(#[from] LifecycleError),
+}
+
+/// What the daemon needs besides its store.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// The seed's address on the provisioning network (in `seed.url=`).
+    pub server_ip: Ipv4Addr,
+    /// The HTTP boot server's port (in `seed.url=`).
+    pub http_port: u16,
+    pub timeouts: Timeouts,
+    pub heartbeat_secs: u64,
+    pub provide_after_inspect: bool,
+}
+
+/// The daemon's shared state.
+pub struct Daemon {
+    store: Arc<dyn Store>,
+    settings: Settings,
+    /// MAC → boot action, rebuilt for a node on every write of that node.
+    boot: RwLock<HashMap<MacAddr, BootAction>>,
+    /// Serialises read-step-persist of every node (store writes are short and synchronous).
+    lifecycle_lock: Mutex<()>,
+    /// What each node's agent gets on its next heartbeat.
+    commands: Mutex<HashMap<String, Command>>,
+    /// One power driver per node, kept so IPMI sessions (and fake BMC state) live on.
+    drivers: Mutex<HashMap<String, Arc<dyn PowerDriver>>>,
+    /// One worker per node executing its hardware actions in order.
+    workers: Mutex<HashMap<String, mpsc::UnboundedSender<Vec<Action>>>>,
+    /// Nodes asked to inspect while still in `enroll`: inspect once verification succeeds.
+    inspect_after_verify: Mutex<HashSet<String>>,
+}
+
+impl std::fmt::Debug for Daemon {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Daemon")
+            .field("settings", &self.settings)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A std mutex whose data stays valid after a panic elsewhere (plain maps).
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Milliseconds since the Unix epoch: the lifecycle's clock (`created_ms`, deadlines).
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+fn to_netboot(mac: Mac) -> MacAddr {
+    MacAddr(mac.0)
+}
+
+impl Daemon {
+    /// A daemon over `store`; the boot table is filled from the stored nodes.
+    pub fn new(store: Arc<dyn Store>, settings: Settings) -> Result<Arc<Daemon>, DaemonError> {
+        let d = Arc::new(Daemon {
+            store,
+            settings,
+            boot: RwLock::new(HashMap::new()),
+            lifecycle_lock: Mutex::new(()),
+            commands: Mutex::new(HashMap::new()),
+            drivers: Mutex::new(HashMap::new()),
+            workers: Mutex::new(HashMap::new()),
+            inspect_after_verify: Mutex::new(HashSet::new()),
+        });
+        for (n, _) in nodes::list(&*d.store)? {
+            d.refresh(&n);
+        }
+        Ok(d)
+    }
+
+    pub fn store(&self) -> &dyn Store {
+        &*self.store
+    }
+
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    /// Re-arm the deadlines of nodes that were busy when the daemon last stopped (needs a tokio
+    /// runtime). A deadline already past fires at once and the lifecycle fails the step.
+    pub fn resume(self: &Arc<Self>) -> Result<usize, DaemonError> {
+        let mut armed = 0;
+        for (n, _) in nodes::list(&*self.store)? {
+            if let (true, Some(at), None) = (
+                n.lifecycle.state.is_busy(),
+                n.lifecycle.deadline_ms,
+                &n.lifecycle.maintenance,
+            ) {
+                self.arm(&n.name, at);
+                armed += 1;
+            }
+        }
+        Ok(armed)
+    }
+
+    /// Feed `event` to node `name` now. `extra` writes go into the same commit as the node, so
+    /// they happen only if the lifecycle accepts the event. Returns the node as stored.
+    pub fn apply(
+        self: &Arc<Self>,
+        name: &str,
+        event: Event,
+        extra: Vec<Op>,
+    ) -> Result<Node, DaemonError> {
+        let event_name = event.name();
+        let (node, actions) = {
+            let _g = lock(&self.lifecycle_lock);
+            let (mut node, rev) = nodes::get(&*self.store, name)?
+                .ok_or_else(|| DaemonError::NotFound(name.into()))?;
+            let actions = lifecycle::step(&mut node, event, now_ms(), &self.settings.timeouts)?;
+            if actions.is_empty() {
+                return Ok(node);
+            }
+            debug_assert_eq!(actions.first(), Some(&Action::Persist));
+            let value = serde_json::to_vec(&node).map_err(|source| StoreError::Encode {
+                table: nodes::NODES.into(),
+                key: name.into(),
+                source,
+            })?;
+            let mut ops = vec![Op::put(nodes::NODES, name, value, Expect::Revision(rev))];
+            ops.extend(extra);
+            self.store.commit(ops)?;
+            self.refresh(&node);
+            (node, actions)
+        };
+        info!(node = name, event = event_name, state = %node.lifecycle.state, "lifecycle");
+        let mut hardware = Vec::new();
+        for a in actions {
+            match a {
+                Action::Persist => {}
+                Action::Deadline { at_ms } => self.arm(name, at_ms),
+                other => {
+                    // The agent's next command follows the power the lifecycle wants, set now
+                    // (not when the BMC answers) so a heartbeat right after sees it.
+                    match other {
+                        Action::PowerOff => {
+                            lock(&self.commands).insert(name.into(), Command::PowerOff);
+                        }
+                        Action::PowerOn | Action::Reboot => {
+                            lock(&self.commands).remove(name);
+                        }
+                        _ => {}
+                    }
+                    hardware.push(other);
+                }
+            }
+        }
+        if !hardware.is_empty() {
+            self.enqueue(name, hardware);
+        }
+        Ok(node)
+    }
+
+    /// The command waiting for node `name`'s agent.
+    pub fn pending_command(&self, name: &str) -> Command {
+        lock(&self.commands)
+            .get(name)
+            .cloned()
+            .unwrap_or(Command::None)
+    }
+
+    /// Operator request `inspect`: from `enroll` the BMC is verified first (`manage`), and the
+    /// inspection starts when it answers.
+    pub fn request_inspect(self: &Arc<Self>, name: &str) -> Result<Node, DaemonError> {
+        let (node, _) =
+            nodes::get(&*self.store, name)?.ok_or_else(|| DaemonError::NotFound(name.into()))?;
+        if node.lifecycle.state == State::Enroll && node.lifecycle.maintenance.is_none() {
+            lock(&self.inspect_after_verify).insert(name.into());
+            return self.apply(name, Event::Manage, vec![]).inspect_err(|_| {
+                lock(&self.inspect_after_verify).remove(name);
+            });
+        }
+        self.apply(name, Event::Inspect, vec![])
+    }
+
+    /// Rebuild the boot table entries of `node`.
+    fn refresh(&self, node: &Node) {
+        let mut table = self.boot.write().unwrap_or_else(|p| p.into_inner());
+        for &mac in &node.macs {
+            let mac = to_netboot(mac);
+            table.insert(
+                mac,
+                policy::boot_action(&node.lifecycle.state, mac, &self.settings),
+            );
+        }
+    }
+
+    fn arm(self: &Arc<Self>, name: &str, at_ms: u64) {
+        let me = self.clone();
+        let name = name.to_string();
+        let wait = std::time::Duration::from_millis(at_ms.saturating_sub(now_ms()));
+        tokio::spawn(async move {
+            tokio::time::sleep(wait).await;
+            match me.apply(&name, Event::Timeout, vec![]) {
+                Ok(_) => {}
+                Err(e) => debug!(node = %name, error = %e, "timeout not applied"),
+            }
+        });
+    }
+
+    fn enqueue(self: &Arc<Self>, name: &str, actions: Vec<Action>) {
+        let mut workers = lock(&self.workers);
+        let tx = workers.entry(name.to_string()).or_insert_with(|| {
+            let (tx, rx) = mpsc::unbounded_channel();
+            tokio::spawn(self.clone().worker(name.to_string(), rx));
+            tx
+        });
+        if tx.send(actions).is_err() {
+            warn!(node = name, "node worker is gone; actions dropped");
+        }
+    }
+
+    async fn worker(self: Arc<Self>, name: String, mut rx: mpsc::UnboundedReceiver<Vec<Action>>) {
+        while let Some(batch) = rx.recv().await {
+            self.execute(&name, batch).await;
+        }
+    }
+
+    fn driver(&self, name: &str, bmc: &Bmc) -> Arc<dyn PowerDriver> {
+        lock(&self.drivers)
+            .entry(name.to_string())
+            .or_insert_with(|| build_driver(name, bmc))
+            .clone()
+    }
+
+    /// Run one transition's hardware actions in order; the first failure fails the step.
+    async fn execute(self: &Arc<Self>, name: &str, batch: Vec<Action>) {
+        let node = match nodes::get(&*self.store, name) {
+            Ok(Some((n, _))) => n,
+            Ok(None) => return,
+            Err(e) => {
+                warn!(node = name, error = %e, "reading node for its actions");
+                return;
+            }
+        };
+        let drv = self.driver(name, &node.bmc);
+        let mut follow = None;
+        for action in batch {
+            let res = match &action {
+                Action::VerifyPower => drv.status().await.map(|_| {
+                    follow = Some(Event::Verified);
+                }),
+                Action::SetBootDevice(d) => {
+                    let dev = match d {
+                        BootDevice::Pxe => power::BootDevice::Pxe,
+                        BootDevice::Disk => power::BootDevice::Disk,
+                    };
+                    drv.set_boot_device(dev, false).await
+                }
+                Action::PowerOn => drv.power(PowerAction::On).await,
+                Action::PowerOff => drv.power(PowerAction::Off).await,
+                Action::Reboot => match drv.status().await {
+                    Ok(PowerState::On) => drv.power(PowerAction::Cycle).await,
+                    Ok(PowerState::Off) => drv.power(PowerAction::On).await,
+                    Err(e) => Err(e),
+                },
+                Action::Deploy { .. } | Action::WipeDisks(_) => {
+                    // Handed to the agent once deploy/clean land; the step's deadline fails it
+                    // meanwhile.
+                    warn!(node = name, ?action, "not carried out by this daemon yet");
+                    Ok(())
+                }
+                Action::Persist | Action::Deadline { .. } => Ok(()),
+            };
+            match res {
+                Ok(()) => debug!(node = name, ?action, bmc = %drv.target(), "done"),
+                Err(e) => {
+                    warn!(node = name, ?action, error = %e, "power action failed");
+                    let reason = format!("{action:?}: {e}");
+                    if let Err(e) = self.apply(name, Event::Failed { reason }, vec![]) {
+                        debug!(node = name, error = %e, "failure not recorded as a step failure");
+                    }
+                    return;
+                }
+            }
+        }
+        if let Some(ev) = follow {
+            match self.apply(name, ev, vec![]) {
+                Ok(n) if n.lifecycle.state == State::Manageable => {
+                    if lock(&self.inspect_after_verify).remove(name) {
+                        if let Err(e) = self.apply(name, Event::Inspect, vec![]) {
+                            warn!(node = name, error = %e, "inspect after verification");
+                        }
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => warn!(node = name, error = %e, "verification result"),
+            }
+        }
+    }
+
+    /// Enroll a node for a MAC that DHCP discovery saw: `node-<mac-hyphens>`, no BMC yet.
+    fn enroll_discovered(&self, mac: MacAddr) -> Result<(), DaemonError> {
+        let name = format!("node-{}", mac.hyphenated());
+        let node = Node::new(
+            name.clone(),
+            vec![Mac(mac.0)],
+            Bmc {
+                // Unknown until an operator fills it in: verification fails clearly meanwhile.
+                driver: DriverKind::Ipmi,
+                address: String::new(),
+                port: 623,
+                username: String::new(),
+                password: Secret::new(""),
+            },
+            now_ms(),
+        );
+        let _g = lock(&self.lifecycle_lock);
+        nodes::create(&*self.store, std::slice::from_ref(&node))?;
+        self.refresh(&node);
+        info!(node = %name, %mac, "discovered and enrolled");
+        Ok(())
+    }
+}
+
+fn build_driver(name: &str, bmc: &Bmc) -> Arc<dyn PowerDriver> {
+    let password = Password::new(bmc.password.expose());
+    match bmc.driver {
+        DriverKind::Ipmi => Arc::new(IpmiDriver::new(IpmiConfig::new(
+            bmc.address.clone(),
+            bmc.port,
+            bmc.username.clone(),
+            password,
+        ))),
+        DriverKind::Fake => {
+            let fake = FakeBmc::new(name, bmc.username.clone(), password.clone());
+            Arc::new(FakePower::new(fake, bmc.username.clone(), password))
+        }
+    }
+}
+
+impl BootPolicy for Daemon {
+    fn boot_action(&self, mac: MacAddr) -> Option<BootAction> {
+        self.boot
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&mac)
+            .cloned()
+    }
+
+    fn discovered(&self, mac: MacAddr) {
+        if let Err(e) = self.enroll_discovered(mac) {
+            // A conflict means someone enrolled it meanwhile: fine.
+            debug!(%mac, error = %e, "discovered MAC not enrolled");
+        }
+    }
+}

@@ -1,0 +1,76 @@
+//! What a node boots, from its lifecycle state: the ramdisk while a step needs the agent
+//! (inspecting, deploying, cleaning), its disk when active, and nothing (iPXE exits) otherwise.
+
+use super::Settings;
+use crate::lifecycle::State;
+use netboot::{BootAction, MacAddr};
+
+/// The ramdisk kernel and initrd, relative to the HTTP root (installed there at start).
+pub const RAMDISK_KERNEL: &str = "ramdisk/vmlinuz";
+pub const RAMDISK_INITRD: &str = "ramdisk/initramfs.zst";
+
+/// The boot action of a node in `state` that PXE-boots from `mac`.
+pub fn boot_action(state: &State, mac: MacAddr, s: &Settings) -> BootAction {
+    match state {
+        State::Inspecting | State::Deploying | State::Cleaning => BootAction::Kernel {
+            kernel: RAMDISK_KERNEL.into(),
+            initrd: RAMDISK_INITRD.into(),
+            cmdline: format!(
+                "console=ttyS0 seed.url=http://{}:{} BOOTIF=01-{}",
+                s.server_ip,
+                s.http_port,
+                mac.hyphenated()
+            ),
+        },
+        State::Active => BootAction::LocalDisk,
+        _ => BootAction::Exit,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::lifecycle::Timeouts;
+
+    fn settings() -> Settings {
+        Settings {
+            server_ip: "10.0.0.1".parse().unwrap(),
+            http_port: 8080,
+            timeouts: Timeouts::default(),
+            heartbeat_secs: 10,
+            provide_after_inspect: true,
+        }
+    }
+
+    #[test]
+    fn states_map_to_boot_actions() {
+        let mac = MacAddr([0x52, 0x54, 0, 0xaa, 0xbb, 0x01]);
+        let s = settings();
+        for st in [State::Inspecting, State::Deploying, State::Cleaning] {
+            match boot_action(&st, mac, &s) {
+                BootAction::Kernel {
+                    kernel,
+                    initrd,
+                    cmdline,
+                } => {
+                    assert_eq!(kernel, "ramdisk/vmlinuz");
+                    assert_eq!(initrd, "ramdisk/initramfs.zst");
+                    assert_eq!(
+                        cmdline,
+                        "console=ttyS0 seed.url=http://10.0.0.1:8080 BOOTIF=01-52-54-00-aa-bb-01"
+                    );
+                }
+                other => panic!("{st}: {other:?}"),
+            }
+        }
+        assert_eq!(boot_action(&State::Active, mac, &s), BootAction::LocalDisk);
+        for st in [
+            State::Enroll,
+            State::Manageable,
+            State::Available,
+            State::InspectFailed { reason: "x".into() },
+        ] {
+            assert_eq!(boot_action(&st, mac, &s), BootAction::Exit, "{st}");
+        }
+    }
+}

@@ -1,0 +1,348 @@
+//! `seed daemon` end to end, without QEMU: the real binary in a server namespace with DHCP (a
+//! reservation) and HTTP, a node enrolled with `seed node import` (fake BMC), and the client
+//! namespace playing the node: udhcpc for its lease, curl for its iPXE script and, as the
+//! ramdisk agent would, its facts report and heartbeat. The REST API is driven with curl too.
+
+use std::collections::HashMap;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::time::Duration;
+use tests::netns::Lan;
+use tests::proc::Child;
+
+const MAC: &str = "52:54:00:00:d0:01";
+const MAC_HYP: &str = "52-54-00-00-d0-01";
+const TOKEN: &str = "t0ken-for-tests";
+const PORT: u16 = 8080;
+
+struct Daemon {
+    lan: Lan,
+    seed: Child,
+    dir: tempfile::TempDir,
+}
+
+impl Daemon {
+    /// The daemon with `node1` (MAC) enrolled; the client namespace's NIC has `client_mac`;
+    /// `dhcp_extra` lines go into `[netboot.dhcp]`.
+    fn start(client_mac: &str, dhcp_extra: &str) -> Self {
+        let lan = Lan::new(Some(client_mac));
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let http = d.join("http");
+        std::fs::create_dir_all(&http).unwrap();
+        // A fake ramdisk: two small files the daemon installs under <http root>/ramdisk/.
+        let rd = d.join("ramdisk");
+        std::fs::create_dir_all(&rd).unwrap();
+        std::fs::write(rd.join("vmlinuz"), "fake kernel\n").unwrap();
+        std::fs::write(rd.join("initramfs.zst"), "fake initrd\n").unwrap();
+
+        // Enroll the node into the store file before the daemon opens it.
+        let store = d.join("seed.redb");
+        let inv = d.join("instackenv.yaml");
+        std::fs::write(
+            &inv,
+            format!(
+                "nodes:\n  - name: node1\n    mac: [\"{MAC}\"]\n    pm_type: fake\n    \
+                 pm_addr: fake\n    pm_user: admin\n    pm_password: hunter2\n"
+            ),
+        )
+        .unwrap();
+        let out = std::process::Command::new(tests::seed_bin())
+            .args(["node", "import"])
+            .arg(&inv)
+            .env("SEED_STORE", &store)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "import: {out:?}");
+
+        let dhcp_extra = dhcp_extra
+            .replace("POOL_START", &lan.addr(100).to_string())
+            .replace("POOL_END", &lan.addr(199).to_string());
+        let config = format!(
+            r#"store = {store:?}
+
+[api]
+token = "{TOKEN}"
+
+[agent]
+heartbeat_secs = 5
+
+[ramdisk]
+kernel = {kernel:?}
+initrd = {initrd:?}
+
+[netboot]
+interface = "{iface}"
+server_ip = "{srv}"
+state_dir = {state:?}
+
+[netboot.dhcp]
+subnet = "{net}/24"
+router = "{srv}"
+lease_time = 600
+{dhcp_extra}
+
+[netboot.http]
+root = {http:?}
+port = {PORT}
+
+[[netboot.nodes]]
+mac = "{MAC}"
+ip = "{ip10}"
+hostname = "node1"
+"#,
+            kernel = rd.join("vmlinuz"),
+            initrd = rd.join("initramfs.zst"),
+            iface = lan.server_if,
+            srv = lan.server_ip(),
+            net = lan.net,
+            state = d.join("state"),
+            ip10 = lan.addr(10),
+        );
+        let cfg = d.join("seed.toml");
+        std::fs::write(&cfg, config).unwrap();
+        let mut cmd = lan.server.cmd(tests::seed_bin());
+        cmd.arg("daemon")
+            .arg("--config")
+            .arg(&cfg)
+            .env("RUST_LOG", "info");
+        let mut seed = Child::spawn("seed-daemon", cmd);
+        seed.wait_for_log("HTTP listening", Duration::from_secs(120));
+        Daemon { lan, seed, dir }
+    }
+
+    /// curl in the client namespace: (status, body).
+    fn curl(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: Option<&str>,
+    ) -> (u16, String) {
+        let curl = tests::require("curl");
+        let url = format!("http://{}:{PORT}{path}", self.lan.server_ip());
+        let mut cmd = self.lan.client.cmd(curl);
+        cmd.args([
+            "-sS",
+            "--max-time",
+            "30",
+            "-X",
+            method,
+            "-w",
+            "\n%{http_code}",
+        ]);
+        if let Some(t) = token {
+            cmd.args(["-H", &format!("Authorization: Bearer {t}")]);
+        }
+        if let Some(b) = body {
+            cmd.args(["-H", "Content-Type: application/json", "--data-binary", b]);
+        }
+        let out = cmd.arg(&url).output().expect("running curl");
+        assert!(out.status.success(), "curl {method} {path}: {out:?}");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let (body, code) = text.rsplit_once('\n').unwrap();
+        (code.trim().parse().unwrap(), body.to_string())
+    }
+
+    /// A `[netboot.dhcp]` pool of .100–.199 with discovery on.
+    fn pool_line() -> String {
+        "discovery = true\npool = { start = \"POOL_START\", end = \"POOL_END\" }".into()
+    }
+
+    /// GET with the token, from the server namespace (the client may have no address).
+    fn curl_from_server(&self, path: &str) -> (u16, String) {
+        let curl = tests::require("curl");
+        let url = format!("http://{}:{PORT}{path}", self.lan.server_ip());
+        let out = self
+            .lan
+            .server
+            .cmd(curl)
+            .args(["-sS", "--max-time", "30", "-w", "\n%{http_code}"])
+            .args(["-H", &format!("Authorization: Bearer {TOKEN}")])
+            .arg(&url)
+            .output()
+            .expect("running curl");
+        assert!(out.status.success(), "curl {path}: {out:?}");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let (body, code) = text.rsplit_once('\n').unwrap();
+        (code.trim().parse().unwrap(), body.to_string())
+    }
+
+    fn node(&self) -> serde_json::Value {
+        let (code, body) = self.curl("GET", "/v1/nodes/node1", Some(TOKEN), None);
+        assert_eq!(code, 200, "{body}");
+        serde_json::from_str(&body).unwrap()
+    }
+}
+
+/// busybox udhcpc once in the client namespace: what its script saw on `bound`.
+fn udhcpc(lan: &Lan, dir: &Path) -> Option<HashMap<String, String>> {
+    let udhcpc = tests::require("udhcpc");
+    tests::require("timeout");
+    let script = dir.join("udhcpc.sh");
+    let env_file = dir.join("bound.env");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\nif [ \"$1\" = bound ]; then env > '{}'; fi\nexit 0\n",
+            env_file.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let _ = lan
+        .client
+        .cmd("timeout")
+        .arg("30")
+        .arg(udhcpc)
+        .args([
+            "-f",
+            "-q",
+            "-n",
+            "-t",
+            "3",
+            "-T",
+            "1",
+            "-i",
+            &lan.client_if,
+            "-s",
+        ])
+        .arg(&script)
+        .output()
+        .expect("running udhcpc");
+    let text = std::fs::read_to_string(&env_file).ok()?;
+    Some(
+        text.lines()
+            .filter_map(|l| l.split_once('='))
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+    )
+}
+
+fn report(boot_mac: &str) -> String {
+    serde_json::json!({
+        "boot_mac": boot_mac,
+        "facts": {
+            "cpus": 2, "cpu_model": "QEMU Virtual CPU", "memory_mib": 3072,
+            "disks": [{"name": "vda", "size_bytes": 21474836480u64, "model": "QEMU HARDDISK",
+                       "serial": "D0001", "rotational": false}],
+            "nics": [{"name": "eth0", "mac": boot_mac, "link": true, "driver": "virtio_net"}],
+            "dmi": {"vendor": "QEMU", "product": "Standard PC", "serial": "", "uuid": "u-1"},
+            "boot_mode": "bios"
+        }
+    })
+    .to_string()
+}
+
+#[test]
+fn daemon_inspect_over_the_agent_api() {
+    let srv = Daemon::start(MAC, "");
+
+    // DHCP: the daemon serves the node its reservation.
+    let lease = udhcpc(&srv.lan, srv.dir.path()).expect("the node got no lease");
+    assert_eq!(
+        lease.get("ip").map(String::as_str),
+        Some(srv.lan.addr(10).to_string().as_str())
+    );
+    srv.lan.address_client(10);
+
+    // REST needs the token; passwords never show.
+    let (code, _) = srv.curl("GET", "/v1/nodes", None, None);
+    assert_eq!(code, 401);
+    let (code, _) = srv.curl("GET", "/v1/nodes", Some("wrong"), None);
+    assert_eq!(code, 401);
+    let (code, body) = srv.curl("GET", "/v1/nodes", Some(TOKEN), None);
+    assert_eq!(code, 200);
+    assert!(
+        body.contains("\"node1\"") && !body.contains("hunter2"),
+        "{body}"
+    );
+    assert_eq!(srv.node()["state"], "enroll");
+
+    // Before inspection the node is told to exit iPXE.
+    let (code, script) = srv.curl("GET", &format!("/ipxe/{MAC_HYP}"), None, None);
+    assert_eq!(code, 200);
+    assert!(!script.contains("seed.url="), "{script}");
+
+    // Inspect: from enroll the fake BMC is verified first, then inspection starts.
+    let (code, body) = srv.curl("POST", "/v1/nodes/node1/inspect", Some(TOKEN), None);
+    assert_eq!(code, 202, "{body}");
+    let mut state = String::new();
+    for _ in 0..100 {
+        state = srv.node()["state"].as_str().unwrap().to_string();
+        if state == "inspecting" {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(state, "inspecting", "{}", srv.seed.output());
+
+    // Now the node boots the ramdisk, told where the agent API is.
+    let (code, script) = srv.curl("GET", &format!("/ipxe/{MAC_HYP}"), None, None);
+    assert_eq!(code, 200);
+    let url = format!("seed.url=http://{}:{PORT}", srv.lan.server_ip());
+    assert!(script.contains("ramdisk/vmlinuz"), "{script}");
+    assert!(script.contains("ramdisk/initramfs.zst"), "{script}");
+    assert!(script.contains(&url), "{script}");
+    assert!(script.contains(&format!("BOOTIF=01-{MAC_HYP}")), "{script}");
+    let (code, kernel) = srv.curl("GET", "/ramdisk/vmlinuz", None, None);
+    assert_eq!((code, kernel.as_str()), (200, "fake kernel\n"));
+
+    // A report from an unknown machine is refused and writes nothing.
+    let (code, _) = srv.curl(
+        "POST",
+        "/v1/agent/facts",
+        None,
+        Some(&report("52:54:00:00:ee:ee")),
+    );
+    assert_eq!(code, 404);
+    let n = srv.node();
+    assert!(n.get("facts").is_none(), "{n}");
+    assert_eq!(n["state"], "inspecting");
+
+    // The agent's report: acknowledged with the node's name.
+    let (code, body) = srv.curl("POST", "/v1/agent/facts", None, Some(&report(MAC)));
+    assert_eq!(code, 200, "{body}");
+    let ack: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(ack["node"], "node1");
+    assert_eq!(ack["heartbeat_secs"], 5);
+
+    // The facts are stored, the properties filled in, and the node moved on.
+    let n = srv.node();
+    assert_eq!(n["state"], "available", "{n}");
+    assert_eq!(n["properties"]["cpus"], 2);
+    assert_eq!(n["properties"]["memory_mib"], 3072);
+    assert_eq!(n["properties"]["disks"][0]["serial"], "D0001");
+    assert_eq!(n["properties"]["boot_mode"], "bios");
+    assert_eq!(n["facts"]["nics"][0]["mac"], MAC);
+    assert_eq!(n["facts"]["dmi"]["uuid"], "u-1");
+
+    // The lifecycle powers the node off after inspection: the agent hears it on heartbeat.
+    let hb = format!("{{\"boot_mac\":\"{MAC}\"}}");
+    let (code, body) = srv.curl("POST", "/v1/agent/heartbeat", None, Some(&hb));
+    assert_eq!(code, 200);
+    let cmd: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(cmd["command"], "power_off", "{body}");
+
+    // And it no longer boots the ramdisk.
+    let (_, script) = srv.curl("GET", &format!("/ipxe/{MAC_HYP}"), None, None);
+    assert!(!script.contains("seed.url="), "{script}");
+
+    // A second report is out of step: refused.
+    let (code, _) = srv.curl("POST", "/v1/agent/facts", None, Some(&report(MAC)));
+    assert_eq!(code, 409);
+}
+
+#[test]
+fn daemon_discovery_enrolls_an_unknown_machine() {
+    let other = "52:54:00:00:d0:99";
+    let pool = Daemon::pool_line();
+    let srv = Daemon::start(other, &pool);
+    let lease = udhcpc(&srv.lan, srv.dir.path()).expect("the unknown machine got no lease");
+    assert!(lease.contains_key("ip"), "{lease:?}");
+    let (code, body) = srv.curl_from_server("/v1/nodes/node-52-54-00-00-d0-99");
+    assert_eq!(code, 200, "{body}");
+    let n: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(n["state"], "enroll");
+    assert_eq!(n["macs"][0], other);
+}
