@@ -63,6 +63,7 @@ impl Daemon {
 
 [api]
 token = "{TOKEN}"
+listen = "127.0.0.1:6385"
 
 [agent]
 heartbeat_secs = 5
@@ -168,6 +169,23 @@ hostname = "node1"
         (code.trim().parse().unwrap(), body.to_string())
     }
 
+    /// GET on the operators' listener (`[api] listen`, the server namespace's own loopback).
+    fn curl_admin(&self, path: &str, token: Option<&str>) -> (u16, String) {
+        let mut cmd = self.lan.server.cmd(tests::require("curl"));
+        cmd.args(["-sS", "--max-time", "30", "-w", "\n%{http_code}"]);
+        if let Some(t) = token {
+            cmd.args(["-H", &format!("Authorization: Bearer {t}")]);
+        }
+        let out = cmd
+            .arg(format!("http://127.0.0.1:6385{path}"))
+            .output()
+            .expect("curl");
+        assert!(out.status.success(), "curl {path}: {out:?}");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let (body, code) = text.rsplit_once('\n').unwrap();
+        (code.trim().parse().unwrap(), body.to_string())
+    }
+
     fn node(&self) -> serde_json::Value {
         let (code, body) = self.curl("GET", "/v1/nodes/node1", Some(TOKEN), None);
         assert_eq!(code, 200, "{body}");
@@ -258,6 +276,14 @@ fn daemon_inspect_over_the_agent_api() {
         "{body}"
     );
     assert_eq!(srv.node()["state"], "enroll");
+    // The same API on the operators' listener, token still required.
+    assert_eq!(srv.curl_admin("/v1/nodes", None).0, 401);
+    let (code, body) = srv.curl_admin("/v1/nodes/node1", Some(TOKEN));
+    assert_eq!(code, 200, "{body}");
+    assert!(
+        body.contains("\"node1\"") && !body.contains("hunter2"),
+        "{body}"
+    );
 
     // Before inspection the node is told to exit iPXE.
     let (code, script) = srv.curl("GET", &format!("/ipxe/{MAC_HYP}"), None, None);

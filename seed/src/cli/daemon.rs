@@ -64,6 +64,16 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             tracing::info!("shutting down");
             sd.cancel();
         });
+        if let Some(addr) = cfg.api.listen {
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("binding the API on {addr}"))?;
+            tokio::spawn(crate::daemon::admin::serve(
+                listener,
+                api.clone(),
+                shutdown.clone(),
+            ));
+        }
         netboot::server::run_with_api(cfg.netboot, daemon, metrics, Some(api), shutdown)
             .await
             .context("netboot")

@@ -23,6 +23,10 @@ pub struct DaemonConfig {
 pub struct ApiConfig {
     /// Requests must carry `Authorization: Bearer <token>`.
     pub token: String,
+    /// Also serve the API on this address with kernel sockets (e.g. `127.0.0.1:6385`), for
+    /// operators and the CLI off the provisioning network.
+    #[serde(default)]
+    pub listen: Option<std::net::SocketAddr>,
 }
 
 /// What the agent is told.

@@ -13,6 +13,7 @@
 //! agent as its next heartbeat [`Command`], so a node still running the ramdisk can shut down
 //! by itself.
 
+pub mod admin;
 pub mod api;
 pub mod config;
 pub mod policy;
