@@ -191,3 +191,63 @@ where
         ),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::config::NetbootConfig;
+
+    const BASE: &str = "server_ip = \"10.9.0.1\"\n[http]\nroot = \"/tmp\"\n";
+
+    #[test]
+    fn a_qemu_mcast_wire_parses_with_defaults() {
+        let cfg = NetbootConfig::from_toml(&format!(
+            "{BASE}[wire]\nkind = \"qemu-mcast\"\ngroup = \"230.0.71.5\"\nport = 47123\n"
+        ))
+        .unwrap();
+        let w = cfg.wire.unwrap();
+        assert_eq!(w.kind, super::WireKind::QemuMcast);
+        assert_eq!(w.prefix_len, 24);
+        assert!(!w.pcap);
+        assert_eq!(
+            w.mac_for(cfg.server_ip).to_string(),
+            "02:5e:0a:09:00:01",
+            "derived, locally administered"
+        );
+        assert_eq!(
+            w.describe(cfg.server_ip),
+            "userspace wire qemu-mcast 230.0.71.5:47123 as 10.9.0.1/24 (02:5e:0a:09:00:01)"
+        );
+    }
+
+    #[test]
+    fn incomplete_or_contradictory_wires_are_refused() {
+        for (wire, why) in [
+            (
+                "kind = \"qemu-mcast\"\ngroup = \"230.0.71.5\"",
+                "group and port",
+            ),
+            (
+                "kind = \"qemu-mcast\"\ngroup = \"10.0.0.1\"\nport = 1",
+                "not a multicast",
+            ),
+            ("kind = \"tap\"", "ifname"),
+            (
+                "kind = \"af-packet\"\nifname = \"eth9\"\nprefix_len = 31",
+                "prefix_len",
+            ),
+            ("kind = \"token-ring\"", "unknown variant"),
+        ] {
+            let e = NetbootConfig::from_toml(&format!("{BASE}[wire]\n{wire}\n")).unwrap_err();
+            let msg = format!(
+                "{e} {:?}",
+                std::error::Error::source(&e).map(|s| s.to_string())
+            );
+            assert!(msg.contains(why), "{wire}: {msg}");
+        }
+        let e = NetbootConfig::from_toml(&format!(
+            "interface = \"eth0\"\n{BASE}[wire]\nkind = \"tap\"\nifname = \"tap0\"\n"
+        ))
+        .unwrap_err();
+        assert!(e.to_string().contains("wire.ifname"), "{e}");
+    }
+}
