@@ -144,6 +144,12 @@ boot = {{ action = "kernel", kernel = "vmlinuz", initrd = "initrd.img", cmdline 
         t0.elapsed().as_secs_f64()
     );
     let pcap = std::fs::metadata(tmp.path().join("state/wire.pcap")).unwrap();
+    if let Some(keep) = std::env::var_os("WIRE_TEST_PCAP") {
+        std::fs::copy(tmp.path().join("state/wire.pcap"), keep).unwrap();
+    }
     assert!(pcap.len() > 1000, "the boot was captured");
+    if std::env::var_os("WIRE_TEST_LOG").is_some() {
+        eprintln!("{}", seed.output());
+    }
     drop(lab);
 }
