@@ -1,7 +1,8 @@
 //! The userspace wire without QEMU: the seed's smoltcp stack joined to a lab-style multicast
 //! wire on loopback, probed with hand-made Ethernet frames through `qemu::wire::Wire`: ARP is
 //! answered, ICMP echo is answered, and a broadcast DHCPDISCOVER from 0.0.0.0 gets a broadcast
-//! OFFER of the node's reservation from the DHCP engine running on the wire.
+//! OFFER of the node's reservation from the DHCP engine running on the wire, and a TFTP read
+//! is served from an ephemeral port of the wire.
 
 use dhcproto::v4::{self, Decodable, Encodable};
 use netboot::config::NetbootConfig;
@@ -53,6 +54,9 @@ lease_time = 600
 [http]
 root = "{http}"
 port = 80
+
+[tftp]
+root = "{http}"
 
 [[nodes]]
 mac = "52:54:00:ab:cd:01"
@@ -274,5 +278,78 @@ fn wire_serves_dhcp_to_a_broadcasting_client() {
         Some(v4::MessageType::Offer),
         "an OFFER"
     );
+    shutdown.cancel();
+}
+
+/// A UDP datagram from the test's peer to the seed (no UDP checksum, allowed over IPv4).
+fn udp_to_seed(seed_mac: [u8; 6], sport: u16, dport: u16, payload: &[u8]) -> Vec<u8> {
+    let mut udp = sport.to_be_bytes().to_vec();
+    udp.extend_from_slice(&dport.to_be_bytes());
+    udp.extend_from_slice(&((8 + payload.len()) as u16).to_be_bytes());
+    udp.extend_from_slice(&[0, 0]);
+    udp.extend_from_slice(payload);
+    ipv4_frame(seed_mac, PEER_MAC, PEER_IP, SEED_IP, 17, &udp)
+}
+
+#[test]
+fn wire_serves_a_tftp_read_from_an_ephemeral_port() {
+    let tmp = tempfile::tempdir().unwrap();
+    let addr = unique_wire();
+    let wire = Wire::join(addr).unwrap();
+    let rt = runtime();
+    let shutdown = CancellationToken::new();
+    let seed_mac = start_seed(&rt, addr, tmp.path(), shutdown.clone());
+    let data: Vec<u8> = (0..1300u32).map(|i| (i % 251) as u8).collect();
+    std::fs::write(tmp.path().join("http/boot.bin"), &data).unwrap();
+
+    // Introduce ourselves (ARP) so the seed can answer us, once its stack is up.
+    let is_arp_reply = |f: &[u8]| f.len() >= 42 && f[12..14] == [0x08, 0x06] && f[20..22] == [0, 2];
+    let mut up = false;
+    for _ in 0..50 {
+        wire.send_frame(&arp_request(SEED_IP)).unwrap();
+        if wait_frame(&wire, Duration::from_millis(200), is_arp_reply).is_some() {
+            up = true;
+            break;
+        }
+    }
+    assert!(up, "the seed never answered ARP");
+
+    let is_tftp_to_us = |f: &[u8]| {
+        f.len() >= 46
+            && f[12..14] == [0x08, 0x00]
+            && f[23] == 17
+            && f[26..30] == SEED_IP.octets()
+            && f[36..38] == 2000u16.to_be_bytes()
+    };
+    let rrq = b"\x00\x01boot.bin\x00octet\x00";
+    let mut got = Vec::new();
+    let mut tid = None;
+    let mut frame = None;
+    for _ in 0..20 {
+        wire.send_frame(&udp_to_seed(seed_mac, 2000, 69, rrq))
+            .unwrap();
+        frame = wait_frame(&wire, Duration::from_millis(500), is_tftp_to_us);
+        if frame.is_some() {
+            break;
+        }
+    }
+    for block in 1..=3u16 {
+        let f = frame
+            .take()
+            .unwrap_or_else(|| panic!("no DATA block {block}"));
+        let sport = u16::from_be_bytes([f[34], f[35]]);
+        assert_ne!(sport, 69, "a transfer answers from its own port");
+        assert_eq!(*tid.get_or_insert(sport), sport, "one TID per transfer");
+        assert_eq!(&f[42..46], &[0, 3, 0, block as u8], "DATA block {block}");
+        got.extend_from_slice(&f[46..]);
+        wire.send_frame(&udp_to_seed(seed_mac, 2000, sport, &[0, 4, 0, block as u8]))
+            .unwrap();
+        if block < 3 {
+            frame = wait_frame(&wire, Duration::from_secs(5), |f| {
+                is_tftp_to_us(f) && f[44..46] == (block + 1).to_be_bytes()
+            });
+        }
+    }
+    assert_eq!(got, data, "1300 bytes in blocks of 512, 512, 276");
     shutdown.cancel();
 }

@@ -2,17 +2,18 @@
 //! kernel sockets, fed by wire sockets instead.
 
 use super::stack::Stack;
+use super::WireUdp;
 use crate::config::NodeEntry;
 use crate::dhcp::engine::{Engine, RxInfo, PROXY_PORT, SERVER_PORT};
 use crate::dhcp::{leases, DhcpConfig, DhcpMode};
 use crate::server::ServiceContext;
 use crate::tftp::root::Root;
 use std::io;
-use std::net::SocketAddr;
+use std::net::{SocketAddr, SocketAddrV4};
 use std::sync::Arc;
 use std::time::SystemTime;
 use tokio_util::sync::CancellationToken;
-use tracing::{error, info, warn};
+use tracing::{debug, error, info, warn};
 
 /// Listening TCP sockets kept per HTTP port, i.e. handshakes accepted at once.
 const HTTP_BACKLOG: usize = 16;
@@ -133,14 +134,68 @@ pub async fn serve_http(
     Ok(())
 }
 
-/// TFTP on the wire is not implemented yet: the section is reported and ignored (iPXE ROMs
-/// fetch everything over HTTP, which the wire serves).
+/// Serve TFTP on the wire until `shutdown`: the kernel transport's request loop and
+/// transfers ([`crate::tftp::udp::serve_on`]) on wire sockets, one ephemeral port per transfer.
 pub async fn serve_tftp(
-    _stack: Stack,
-    _ctx: Arc<ServiceContext>,
-    _cfg: crate::tftp::TftpConfig,
-    _shutdown: CancellationToken,
+    stack: Stack,
+    ctx: Arc<ServiceContext>,
+    cfg: crate::tftp::TftpConfig,
+    shutdown: CancellationToken,
 ) -> io::Result<()> {
-    warn!("tftp: not served on the userspace wire yet; [tftp] ignored");
-    Ok(())
+    let sock = stack.udp_bind(cfg.port)?;
+    info!(addr = %SocketAddr::new(stack.ip().into(), cfg.port), root = %cfg.root.display(), "TFTP listening on the wire");
+    crate::tftp::udp::serve_on(Arc::new(WireNet { stack }), sock, ctx, cfg, shutdown).await
+}
+
+struct WireNet {
+    stack: Stack,
+}
+
+fn v4(a: SocketAddr) -> io::Result<SocketAddrV4> {
+    match a {
+        SocketAddr::V4(a) => Ok(a),
+        SocketAddr::V6(_) => Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "the wire is IPv4 only",
+        )),
+    }
+}
+
+impl crate::tftp::udp::Net for WireNet {
+    type RequestSock = WireUdp;
+    type TransferSock = WireTransfer;
+    async fn recv_from(sock: &WireUdp, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)> {
+        sock.recv_from(buf).await.map(|(n, a)| (n, a.into()))
+    }
+    async fn send_to(sock: &WireUdp, data: &[u8], to: SocketAddr) -> io::Result<()> {
+        sock.send_to(data, v4(to)?).await
+    }
+    async fn transfer_socket(&self, peer: SocketAddr) -> io::Result<WireTransfer> {
+        Ok(WireTransfer {
+            sock: self.stack.udp_bind_ephemeral()?,
+            peer: v4(peer)?,
+        })
+    }
+}
+
+/// A transfer's wire socket; datagrams from anyone but the peer are dropped (RFC 1350's
+/// unknown TID), as the kernel does for a connected socket.
+struct WireTransfer {
+    sock: WireUdp,
+    peer: SocketAddrV4,
+}
+
+impl crate::tftp::udp::TransferSock for WireTransfer {
+    async fn send(&self, data: &[u8]) -> io::Result<()> {
+        self.sock.send_to(data, self.peer).await
+    }
+    async fn recv(&self, buf: &mut [u8]) -> io::Result<usize> {
+        loop {
+            let (n, from) = self.sock.recv_from(buf).await?;
+            if from == self.peer {
+                return Ok(n);
+            }
+            debug!(%from, peer = %self.peer, "tftp: datagram from an unknown TID dropped");
+        }
+    }
 }

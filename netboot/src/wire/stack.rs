@@ -30,6 +30,10 @@ const UDP_BYTES: usize = 256 * 1024;
 /// TCP buffers per connection: small receive (requests), large send (files).
 const TCP_RX: usize = 16 * 1024;
 const TCP_TX: usize = 256 * 1024;
+/// Ephemeral UDP ports (IANA dynamic range).
+const EPHEMERAL: std::ops::Range<u16> = 49152..65535;
+/// How long a dropped UDP socket may keep unsent datagrams.
+const UDP_LINGER: SDuration = SDuration::from_secs(3);
 /// A connection silent this long is aborted (smoltcp retransmits until then).
 const TCP_TIMEOUT: SDuration = SDuration::from_secs(120);
 
@@ -46,6 +50,11 @@ struct Inner {
     sockets: SocketSet<'static>,
     /// TCP sockets closed by their handle, removed once the connection is over.
     closing: Vec<SocketHandle>,
+    /// UDP sockets dropped with datagrams still queued, removed once sent or at the deadline
+    /// (a peer that never answers ARP).
+    lingering: Vec<(SocketHandle, Instant)>,
+    /// The next ephemeral UDP port to try.
+    next_ephemeral: u16,
 }
 
 impl Shared {
@@ -99,6 +108,8 @@ impl Stack {
                         iface,
                         sockets: SocketSet::new(Vec::new()),
                         closing: Vec::new(),
+                        lingering: Vec::new(),
+                        next_ephemeral: EPHEMERAL.start + rand::random::<u16>() % 1000,
                     }),
                     poke: Notify::new(),
                     ip: addr.ip,
@@ -150,6 +161,32 @@ impl Stack {
             handle,
             port,
         })
+    }
+
+    /// A UDP socket on a free ephemeral port (smoltcp does not refuse a port in use, so the
+    /// set is searched).
+    pub fn udp_bind_ephemeral(&self) -> io::Result<WireUdp> {
+        let port = {
+            let mut inner = self.shared.lock();
+            let mut found = None;
+            for _ in 0..EPHEMERAL.len() {
+                let p = inner.next_ephemeral;
+                inner.next_ephemeral = p
+                    .checked_add(1)
+                    .filter(|n| EPHEMERAL.contains(n))
+                    .unwrap_or(EPHEMERAL.start);
+                let used = inner.sockets.iter().any(|(_, s)| match s {
+                    smoltcp::socket::Socket::Udp(u) => u.endpoint().port == p,
+                    _ => false,
+                });
+                if !used {
+                    found = Some(p);
+                    break;
+                }
+            }
+            found.ok_or_else(|| io::Error::new(io::ErrorKind::AddrInUse, "no free UDP port"))?
+        };
+        self.udp_bind(port)
     }
 
     /// A TCP listener on `port` keeping `backlog` sockets listening, so that many handshakes
@@ -209,6 +246,13 @@ async fn drive<D: Device>(
             inner.closing.retain(|&h| {
                 let state = sockets.get::<tcp::Socket>(h).state();
                 let done = matches!(state, tcp::State::Closed | tcp::State::TimeWait);
+                if done {
+                    sockets.remove(h);
+                }
+                !done
+            });
+            inner.lingering.retain(|&(h, deadline)| {
+                let done = sockets.get::<udp::Socket>(h).send_queue() == 0 || now >= deadline;
                 if done {
                     sockets.remove(h);
                 }
@@ -315,7 +359,17 @@ impl WireUdp {
 
 impl Drop for WireUdp {
     fn drop(&mut self) {
-        self.shared.lock().sockets.remove(self.handle);
+        let mut inner = self.shared.lock();
+        let s = inner.sockets.get_mut::<udp::Socket>(self.handle);
+        if s.send_queue() == 0 {
+            inner.sockets.remove(self.handle);
+        } else {
+            // Let the last datagrams (a TFTP error, say) leave first.
+            inner
+                .lingering
+                .push((self.handle, Instant::now() + UDP_LINGER));
+            self.shared.poke.notify_one();
+        }
     }
 }
 
