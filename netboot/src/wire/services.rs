@@ -15,8 +15,9 @@ use std::time::SystemTime;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
-/// Listening TCP sockets kept per HTTP port, i.e. handshakes accepted at once.
-const HTTP_BACKLOG: usize = 16;
+/// Listening TCP sockets kept per HTTP port, i.e. handshakes accepted at once: a SYN finding
+/// none free is reset (smoltcp has no SYN queue). Each costs its buffers (~272 KiB) up front.
+const HTTP_BACKLOG: usize = 64;
 
 async fn recv_opt(
     sock: Option<&super::WireUdp>,

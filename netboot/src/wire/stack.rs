@@ -189,6 +189,55 @@ impl Stack {
         self.udp_bind(port)
     }
 
+    /// Open a TCP connection to `to` from an ephemeral port (a client on the wire: tests, and
+    /// the agent side of the API later).
+    pub async fn tcp_connect(&self, to: SocketAddrV4) -> io::Result<WireTcpStream> {
+        let handle = {
+            let mut guard = self.shared.lock();
+            let inner = &mut *guard;
+            let port = inner.next_ephemeral;
+            inner.next_ephemeral = port
+                .checked_add(1)
+                .filter(|n| EPHEMERAL.contains(n))
+                .unwrap_or(EPHEMERAL.start);
+            let mut s = tcp::Socket::new(
+                tcp::SocketBuffer::new(vec![0; TCP_TX]),
+                tcp::SocketBuffer::new(vec![0; TCP_RX]),
+            );
+            s.set_timeout(Some(TCP_TIMEOUT));
+            s.set_nagle_enabled(false);
+            s.connect(
+                inner.iface.context(),
+                (IpAddress::Ipv4(*to.ip()), to.port()),
+                port,
+            )
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, format!("{to}: {e}")))?;
+            inner.sockets.add(s)
+        };
+        self.shared.poke.notify_one();
+        let stream = WireTcpStream {
+            shared: self.shared.clone(),
+            handle,
+        };
+        poll_fn(|cx| {
+            let mut inner = self.shared.lock();
+            let s = inner.sockets.get_mut::<tcp::Socket>(handle);
+            match s.state() {
+                tcp::State::SynSent | tcp::State::SynReceived => {
+                    s.register_send_waker(cx.waker());
+                    Poll::Pending
+                }
+                tcp::State::Closed => Poll::Ready(Err(io::Error::new(
+                    io::ErrorKind::ConnectionRefused,
+                    format!("connecting to {to}"),
+                ))),
+                _ => Poll::Ready(Ok(())),
+            }
+        })
+        .await?;
+        Ok(stream)
+    }
+
     /// A TCP listener on `port` keeping `backlog` sockets listening, so that many handshakes
     /// can be in progress at once.
     pub fn tcp_listen(&self, port: u16, backlog: usize) -> io::Result<WireTcpListener> {
