@@ -1,9 +1,10 @@
 //! End to end on the userspace wire: `seed netboot` with `[wire] kind = "qemu-mcast"` joins a
 //! QEMU lab's wire as its own host (smoltcp; no root, bridge or TAP). A lab node powered on to
 //! PXE gets its reserved lease from the seed's DHCP engine, fetches its iPXE script over HTTP
-//! (TCP on smoltcp, served by the same hyper service), then fetches its kernel and initrd.
-//! Asserted on the seed's log (RUST_LOG=debug): the ACK for the node's MAC and the HTTP
-//! request lines. The "kernel" is a few bytes, enough to prove the fetch.
+//! (TCP on smoltcp, served by the same hyper service), then its kernel over HTTP and its initrd
+//! over TFTP (a `tftp://` URL in the script; one ephemeral wire port per transfer). Asserted
+//! on the seed's log (RUST_LOG=debug): the ACK for the node's MAC, the HTTP request lines and
+//! the TFTP transfer. The "kernel" is a few bytes, enough to prove the fetch.
 
 use qemu::ipmi::BootDevice;
 use qemu::node::RunOptions;
@@ -70,11 +71,14 @@ lease_time = 600
 root = "{http}"
 port = 8080
 
+[tftp]
+root = "{http}"
+
 [[nodes]]
 mac = "{mac}"
 ip = "10.78.0.10"
 hostname = "node1"
-boot = {{ action = "kernel", kernel = "vmlinuz", initrd = "initrd.img", cmdline = "console=ttyS0" }}
+boot = {{ action = "kernel", kernel = "vmlinuz", initrd = "tftp://10.78.0.1/initrd.img", cmdline = "console=ttyS0" }}
 "#,
             state = tmp.path().join("state").display(),
             group = wire.group,
@@ -134,6 +138,17 @@ boot = {{ action = "kernel", kernel = "vmlinuz", initrd = "initrd.img", cmdline 
     assert!(
         kernel.is_some(),
         "no kernel fetched over the wire\nseed:\n{}\nconsole:\n{}",
+        seed.output(),
+        console()
+    );
+    let tftp = wait_line(
+        &mut seed,
+        &["TFTP transfer complete", "initrd.img"],
+        Duration::from_secs(60),
+    );
+    assert!(
+        tftp.is_some(),
+        "no initrd fetched over TFTP on the wire\nseed:\n{}\nconsole:\n{}",
         seed.output(),
         console()
     );
