@@ -184,11 +184,28 @@ where
             addr,
             move || {
                 let (d, fd) = open()?;
-                let w = smoltcp::phy::PcapWriter::new(d, file, smoltcp::phy::PcapMode::Both);
+                let sink = PcapFile(Some(file));
+                let w = smoltcp::phy::PcapWriter::new(d, sink, smoltcp::phy::PcapMode::Both);
                 Ok((w, fd))
             },
             shutdown,
         ),
+    }
+}
+
+/// The pcap file. smoltcp's sink for `Write` types panics on a write error (disk full), which
+/// would stop the stack; this one logs once and stops capturing instead.
+struct PcapFile(Option<std::fs::File>);
+
+impl smoltcp::phy::PcapSink for PcapFile {
+    fn write(&mut self, data: &[u8]) {
+        use std::io::Write;
+        if let Some(f) = &mut self.0 {
+            if let Err(e) = f.write_all(data) {
+                tracing::warn!(error = %e, "wire: pcap capture stopped");
+                self.0 = None;
+            }
+        }
     }
 }
 

@@ -22,7 +22,7 @@ use std::task::{Context, Poll};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, warn};
+use tracing::{debug, error};
 
 /// UDP socket buffers: datagrams and bytes.
 const UDP_PACKETS: usize = 64;
@@ -127,8 +127,10 @@ impl Stack {
                 let _ = tx.send(Ok(Stack {
                     shared: shared.clone(),
                 }));
-                if let Err(e) = rt.block_on(drive(shared, dev, fd, shutdown)) {
-                    warn!(error = %e, "wire: driver stopped");
+                if let Err(e) = rt.block_on(drive(shared, dev, fd, shutdown.clone())) {
+                    // Without its driver the stack is deaf: stop the services rather than hang.
+                    error!(error = %e, "wire: driver failed; shutting down");
+                    shutdown.cancel();
                 }
             })?;
         rx.recv()
