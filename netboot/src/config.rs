@@ -31,6 +31,9 @@ pub struct NetbootConfig {
     pub tftp: Option<tftp::TftpConfig>,
     #[serde(default)]
     pub http: Option<http::HttpConfig>,
+    /// Run the services on the userspace wire (smoltcp) instead of kernel sockets.
+    #[serde(default)]
+    pub wire: Option<crate::wire::WireConfig>,
     /// Known nodes. A node listed here gets its reservation (if `ip` is set) and its boot action.
     #[serde(default)]
     pub nodes: Vec<NodeEntry>,
@@ -111,6 +114,15 @@ impl NetbootConfig {
         if let Some(dhcp) = &self.dhcp {
             dhcp.check_nodes(&self.nodes)
                 .map_err(|e| ConfigError::Invalid(format!("[dhcp] and [[nodes]] disagree: {e}")))?;
+        }
+        if let Some(wire) = &self.wire {
+            wire.validate().map_err(ConfigError::Invalid)?;
+            if self.interface.is_some() {
+                return Err(ConfigError::Invalid(
+                    "interface binds kernel sockets; with [wire] name the NIC in wire.ifname"
+                        .into(),
+                ));
+            }
         }
         if self.dhcp.is_none() && self.tftp.is_none() && self.http.is_none() {
             return Err(ConfigError::Invalid(

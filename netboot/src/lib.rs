@@ -19,6 +19,7 @@ pub mod mac;
 pub mod metrics;
 pub mod server;
 pub mod tftp;
+pub mod wire;
 
 pub use boot::{BootAction, BootPolicy};
 pub use mac::MacAddr;

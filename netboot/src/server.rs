@@ -1,8 +1,8 @@
 //! Runs the enabled netboot services on kernel sockets (tokio) until shutdown.
 //!
 //! This is the I/O edge for the standalone `seed netboot` and for the seed daemon: it builds the
-//! shared [`ServiceContext`] and spawns one task per enabled service. The userspace wire (smoltcp)
-//! will provide a second edge that drives the same sans-IO cores.
+//! shared [`ServiceContext`] and spawns one task per enabled service. With a `[wire]` section the
+//! same services run on the userspace wire instead ([`crate::wire`], smoltcp).
 
 use crate::config::NetbootConfig;
 use crate::metrics::Metrics;
@@ -32,6 +32,8 @@ pub struct ServiceContext {
 /// A service failed to start or died.
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
+    #[error("userspace wire")]
+    Wire(#[source] std::io::Error),
     #[error("DHCP service")]
     Dhcp(#[source] std::io::Error),
     #[error("TFTP service")]
@@ -72,6 +74,9 @@ pub async fn run_with_api(
         api,
     });
     let mut tasks = tokio::task::JoinSet::new();
+    if let Some(wire) = cfg.wire.clone() {
+        return run_on_wire(&cfg, &wire, ctx, shutdown).await;
+    }
     if let Some(dhcp) = cfg.dhcp.clone() {
         let (ctx, sd) = (ctx.clone(), shutdown.clone());
         let nodes = cfg.nodes.clone();
@@ -97,6 +102,52 @@ pub async fn run_with_api(
                 .map_err(ServeError::Http)
         });
     }
+    join_all(tasks, shutdown).await
+}
+
+/// The services on the userspace wire (`[wire]`): DHCP and HTTP on smoltcp sockets.
+async fn run_on_wire(
+    cfg: &NetbootConfig,
+    wire: &crate::wire::WireConfig,
+    ctx: Arc<ServiceContext>,
+    shutdown: CancellationToken,
+) -> Result<(), ServeError> {
+    use crate::wire::services;
+    let stack = crate::wire::start(wire, cfg.server_ip, &cfg.state_dir, shutdown.clone())
+        .map_err(ServeError::Wire)?;
+    let mut tasks = tokio::task::JoinSet::new();
+    if let Some(dhcp) = cfg.dhcp.clone() {
+        let (ctx, sd, st) = (ctx.clone(), shutdown.clone(), stack.clone());
+        let nodes = cfg.nodes.clone();
+        tasks.spawn(async move {
+            services::serve_dhcp(st, ctx, dhcp, nodes, sd)
+                .await
+                .map_err(ServeError::Dhcp)
+        });
+    }
+    if let Some(tftp) = cfg.tftp.clone() {
+        let (ctx, sd, st) = (ctx.clone(), shutdown.clone(), stack.clone());
+        tasks.spawn(async move {
+            services::serve_tftp(st, ctx, tftp, sd)
+                .await
+                .map_err(ServeError::Tftp)
+        });
+    }
+    if let Some(http) = cfg.http.clone() {
+        let (ctx, sd, st) = (ctx.clone(), shutdown.clone(), stack.clone());
+        tasks.spawn(async move {
+            services::serve_http(st, ctx, http, sd)
+                .await
+                .map_err(ServeError::Http)
+        });
+    }
+    join_all(tasks, shutdown).await
+}
+
+async fn join_all(
+    mut tasks: tokio::task::JoinSet<Result<(), ServeError>>,
+    shutdown: CancellationToken,
+) -> Result<(), ServeError> {
     while let Some(res) = tasks.join_next().await {
         match res {
             Ok(Ok(())) => {}

@@ -125,7 +125,7 @@ pub async fn serve(
 }
 
 /// An error with its chain of sources on one line (`a: b: c`).
-fn error_chain(e: &dyn std::error::Error) -> String {
+pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
     let mut cur = e.source();
     while let Some(c) = cur {

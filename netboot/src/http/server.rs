@@ -30,7 +30,7 @@ const READ_CHUNK: usize = 256 * 1024;
 type Body = BoxBody<Bytes, std::io::Error>;
 
 /// Shared by every connection.
-struct App {
+pub(crate) struct App {
     ctx: Arc<ServiceContext>,
     root: Root,
     http_base: String,
@@ -74,22 +74,8 @@ pub async fn serve(
         }
         Err(e) => return Err(e),
     };
-    let http_base = ctx
-        .http_base
-        .clone()
-        .unwrap_or_else(|| format!("http://{}:{}", ctx.server_ip, cfg.port));
     info!(addr = %listener.local_addr()?, root = %root.path().display(), "HTTP listening");
-    let app = Arc::new(App {
-        requests: ctx
-            .metrics
-            .counter("http_requests_total", "HTTP requests received"),
-        bytes: ctx
-            .metrics
-            .counter("http_bytes_sent_total", "HTTP response body bytes sent"),
-        ctx,
-        root,
-        http_base,
-    });
+    let app = App::new(ctx, cfg.port, root);
     loop {
         let (stream, peer) = tokio::select! {
             _ = shutdown.cancelled() => break,
@@ -104,29 +90,62 @@ pub async fn serve(
             },
         };
         let _ = stream.set_nodelay(true);
-        let (app, sd) = (app.clone(), shutdown.clone());
-        tokio::spawn(async move {
-            let svc = hyper::service::service_fn(move |req| {
-                let app = app.clone();
-                async move { Ok::<_, std::convert::Infallible>(app.handle(req, peer).await) }
-            });
-            let conn = hyper::server::conn::http1::Builder::new()
-                .keep_alive(true)
-                .serve_connection(TokioIo::new(stream), svc);
-            tokio::pin!(conn);
-            let res = tokio::select! {
-                r = conn.as_mut() => r,
-                _ = sd.cancelled() => {
-                    conn.as_mut().graceful_shutdown();
-                    conn.await
-                }
-            };
-            if let Err(e) = res {
-                debug!(%peer, error = %e, "HTTP connection ended with an error");
-            }
-        });
+        spawn_connection(app.clone(), stream, peer, shutdown.clone());
     }
     Ok(())
+}
+
+impl App {
+    /// The shared state of one HTTP server on `port`, serving files from `root`.
+    pub(crate) fn new(ctx: Arc<ServiceContext>, port: u16, root: Root) -> Arc<Self> {
+        let http_base = ctx
+            .http_base
+            .clone()
+            .unwrap_or_else(|| format!("http://{}:{}", ctx.server_ip, port));
+        Arc::new(App {
+            requests: ctx
+                .metrics
+                .counter("http_requests_total", "HTTP requests received"),
+            bytes: ctx
+                .metrics
+                .counter("http_bytes_sent_total", "HTTP response body bytes sent"),
+            ctx,
+            root,
+            http_base,
+        })
+    }
+}
+
+/// Serve one accepted connection (a kernel `TcpStream` or a userspace wire stream) with hyper
+/// in its own task, until the peer closes it or `shutdown` (then gracefully).
+pub(crate) fn spawn_connection<S>(
+    app: Arc<App>,
+    stream: S,
+    peer: SocketAddr,
+    shutdown: CancellationToken,
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
+{
+    tokio::spawn(async move {
+        let svc = hyper::service::service_fn(move |req| {
+            let app = app.clone();
+            async move { Ok::<_, std::convert::Infallible>(app.handle(req, peer).await) }
+        });
+        let conn = hyper::server::conn::http1::Builder::new()
+            .keep_alive(true)
+            .serve_connection(TokioIo::new(stream), svc);
+        tokio::pin!(conn);
+        let res = tokio::select! {
+            r = conn.as_mut() => r,
+            _ = shutdown.cancelled() => {
+                conn.as_mut().graceful_shutdown();
+                conn.await
+            }
+        };
+        if let Err(e) = res {
+            debug!(%peer, error = %e, "HTTP connection ended with an error");
+        }
+    });
 }
 
 fn text(status: StatusCode, content_type: &'static str, body: String) -> Response<Body> {

@@ -94,9 +94,6 @@ pub async fn serve(
     cfg: TftpConfig,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
-    let root = Root::new(&cfg.root)?;
-    let limits = cfg.limits();
-    let counters = Counters::new(&ctx.metrics);
     let iface = ctx.interface.as_deref();
     let sock = match bind_udp(SocketAddr::new(ctx.server_ip.into(), cfg.port), iface) {
         Ok(s) => s,
@@ -110,7 +107,92 @@ pub async fn serve(
         Err(e) => return Err(e),
     };
     let local_ip = sock.local_addr()?.ip();
-    info!(addr = %sock.local_addr()?, root = %root.path().display(), "TFTP listening");
+    info!(addr = %sock.local_addr()?, root = %cfg.root.display(), "TFTP listening");
+    let net = Arc::new(KernelNet {
+        local_ip,
+        interface: ctx.interface.clone(),
+    });
+    serve_on(net, sock, ctx, cfg, shutdown).await
+}
+
+/// How the TFTP edge reaches the network: kernel sockets here, or the userspace wire
+/// ([`crate::wire`]). The request socket is `Net::RequestSock`; each transfer gets its own
+/// socket on a new port (a new TID), talking to one peer only.
+pub(crate) trait Net: Send + Sync + 'static {
+    type RequestSock: Send + Sync + 'static;
+    type TransferSock: TransferSock;
+    fn recv_from<'a>(
+        sock: &'a Self::RequestSock,
+        buf: &'a mut [u8],
+    ) -> impl std::future::Future<Output = std::io::Result<(usize, SocketAddr)>> + Send + 'a;
+    fn send_to<'a>(
+        sock: &'a Self::RequestSock,
+        data: &'a [u8],
+        to: SocketAddr,
+    ) -> impl std::future::Future<Output = std::io::Result<()>> + Send + 'a;
+    /// A new socket on an ephemeral port for a transfer with `peer`.
+    fn transfer_socket(
+        &self,
+        peer: SocketAddr,
+    ) -> impl std::future::Future<Output = std::io::Result<Self::TransferSock>> + Send + '_;
+}
+
+/// A transfer's socket: sends to, and receives only from, its peer.
+pub(crate) trait TransferSock: Send + Sync + 'static {
+    fn send<'a>(
+        &'a self,
+        data: &'a [u8],
+    ) -> impl std::future::Future<Output = std::io::Result<()>> + Send + 'a;
+    fn recv<'a>(
+        &'a self,
+        buf: &'a mut [u8],
+    ) -> impl std::future::Future<Output = std::io::Result<usize>> + Send + 'a;
+}
+
+/// Kernel sockets, bound to the provisioning interface if one is configured.
+struct KernelNet {
+    local_ip: IpAddr,
+    interface: Option<String>,
+}
+
+impl Net for KernelNet {
+    type RequestSock = UdpSocket;
+    type TransferSock = UdpSocket;
+    async fn recv_from(sock: &UdpSocket, buf: &mut [u8]) -> std::io::Result<(usize, SocketAddr)> {
+        sock.recv_from(buf).await
+    }
+    async fn send_to(sock: &UdpSocket, data: &[u8], to: SocketAddr) -> std::io::Result<()> {
+        sock.send_to(data, to).await.map(drop)
+    }
+    async fn transfer_socket(&self, peer: SocketAddr) -> std::io::Result<UdpSocket> {
+        let sock = bind_udp(SocketAddr::new(self.local_ip, 0), self.interface.as_deref())?;
+        // Connected: the kernel drops datagrams from any other address or port (RFC 1350's
+        // "unknown TID") and an ICMP port-unreachable ends the transfer at once.
+        sock.connect(peer).await?;
+        Ok(sock)
+    }
+}
+
+impl TransferSock for UdpSocket {
+    async fn send(&self, data: &[u8]) -> std::io::Result<()> {
+        UdpSocket::send(self, data).await.map(drop)
+    }
+    async fn recv(&self, buf: &mut [u8]) -> std::io::Result<usize> {
+        UdpSocket::recv(self, buf).await
+    }
+}
+
+/// The request loop on `sock`, transfers on sockets from `net`.
+pub(crate) async fn serve_on<N: Net>(
+    net: Arc<N>,
+    sock: N::RequestSock,
+    ctx: Arc<ServiceContext>,
+    cfg: TftpConfig,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    let root = Root::new(&cfg.root)?;
+    let limits = cfg.limits();
+    let counters = Counters::new(&ctx.metrics);
 
     let active: Arc<Mutex<Active>> = Arc::default();
     let mut generation = 0u64;
@@ -119,7 +201,7 @@ pub async fn serve(
     loop {
         let (n, peer) = tokio::select! {
             _ = shutdown.cancelled() => break,
-            r = sock.recv_from(&mut buf) => match r {
+            r = N::recv_from(&sock, &mut buf) => match r {
                 Ok(x) => x,
                 Err(e) => {
                     // ICMP errors from earlier replies surface here; they are not fatal.
@@ -144,7 +226,7 @@ pub async fn serve(
                     packet::ParseError::OptionWithoutValue(_) | packet::ParseError::EmptyFilename
                 ) {
                     packet::encode_error(&mut out, ErrorCode::IllegalOperation, &e.to_string());
-                    let _ = sock.send_to(&out, peer).await;
+                    let _ = N::send_to(&sock, &out, peer).await;
                 }
                 debug!(%peer, error = %e, "TFTP: malformed request dropped");
                 continue;
@@ -167,7 +249,7 @@ pub async fn serve(
             inc(&counters.refused);
             info!(%peer, file = %req.filename, reason = %r.message, "TFTP request refused");
             r.encode(&mut out);
-            let _ = sock.send_to(&out, peer).await;
+            let _ = N::send_to(&sock, &out, peer).await;
             continue;
         }
         generation += 1;
@@ -204,14 +286,13 @@ pub async fn serve(
             inc(&counters.refused);
             warn!(%peer, "TFTP: too many concurrent transfers, request refused");
             packet::encode_error(&mut out, ErrorCode::NotDefined, "server busy");
-            let _ = sock.send_to(&out, peer).await;
+            let _ = N::send_to(&sock, &out, peer).await;
             continue;
         }
         let job = Job {
             req,
             peer,
-            local_ip,
-            interface: ctx.interface.clone(),
+            net: net.clone(),
             root: root.clone(),
             limits,
             counters: counters.clone(),
@@ -225,11 +306,10 @@ pub async fn serve(
 }
 
 /// One accepted read request.
-struct Job {
+struct Job<N: Net> {
     req: packet::Request,
     peer: SocketAddr,
-    local_ip: IpAddr,
-    interface: Option<String>,
+    net: Arc<N>,
     root: Root,
     limits: Limits,
     counters: Counters,
@@ -249,7 +329,7 @@ struct Running {
     generation: u64,
 }
 
-impl Job {
+impl<N: Net> Job<N> {
     async fn run(self) {
         let peer = self.peer;
         if let Err(e) = self.transfer().await {
@@ -267,8 +347,7 @@ impl Job {
     async fn transfer(&self) -> std::io::Result<()> {
         let (peer, c) = (self.peer, &self.counters);
         let file_name = self.req.filename.as_str();
-        let sock = bind_udp(SocketAddr::new(self.local_ip, 0), self.interface.as_deref())?;
-        sock.connect(peer).await?;
+        let sock = self.net.transfer_socket(peer).await?;
         let mut out = Vec::with_capacity(usize::from(self.limits.max_blksize) + 4);
 
         let opened = self.root.resolve(file_name).and_then(|path| {

@@ -1,0 +1,270 @@
+//! The userspace wire: the seed as its own host on a link, with smoltcp as its IP stack.
+//!
+//! With a `[wire]` section in the netboot config the services run on [`stack::Stack`] instead
+//! of kernel sockets: no root, bridge or TAP is needed to join a QEMU lab's socket-multicast
+//! wire, and the same sans-IO DHCP engine and the same hyper HTTP service answer. The link is
+//! one of [`device::McastDevice`] (QEMU `-netdev socket,mcast=`), a TAP interface, or an
+//! AF_PACKET socket on a NIC; optionally every frame is also written to a pcap file under
+//! `state_dir` so a PXE failure opens in Wireshark. ARP and ICMP echo are answered by smoltcp.
+
+pub mod device;
+pub mod services;
+pub mod stack;
+
+use crate::mac::MacAddr;
+use serde::Deserialize;
+use std::io;
+use std::net::Ipv4Addr;
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+use tokio_util::sync::CancellationToken;
+
+pub use stack::{HostAddr, Stack, WireTcpListener, WireTcpStream, WireUdp};
+
+/// Which link the stack sits on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum WireKind {
+    /// QEMU's socket netdev: Ethernet frames as UDP datagrams to a multicast group on loopback.
+    QemuMcast,
+    /// A TAP interface (`ifname`).
+    Tap,
+    /// AF_PACKET on the NIC `ifname` (needs CAP_NET_RAW).
+    AfPacket,
+}
+
+/// The `[wire]` section.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WireConfig {
+    pub kind: WireKind,
+    /// Multicast group (qemu-mcast).
+    #[serde(default)]
+    pub group: Option<Ipv4Addr>,
+    /// UDP port (qemu-mcast).
+    #[serde(default)]
+    pub port: Option<u16>,
+    /// Interface name (tap, af-packet).
+    #[serde(default)]
+    pub ifname: Option<String>,
+    /// The seed's Ethernet address; derived from `server_ip` if absent.
+    #[serde(default)]
+    pub mac: Option<MacAddr>,
+    /// Prefix length of `server_ip`'s network.
+    #[serde(default = "default_prefix_len")]
+    pub prefix_len: u8,
+    /// Write every frame to `state_dir/wire.pcap`.
+    #[serde(default)]
+    pub pcap: bool,
+}
+
+fn default_prefix_len() -> u8 {
+    24
+}
+
+impl WireConfig {
+    /// Check the fields the kind needs.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.prefix_len == 0 || self.prefix_len > 30 {
+            return Err(format!(
+                "wire.prefix_len {} is not in 1..=30",
+                self.prefix_len
+            ));
+        }
+        match self.kind {
+            WireKind::QemuMcast => match (self.group, self.port) {
+                (Some(g), Some(_)) if g.is_multicast() => Ok(()),
+                (Some(g), Some(_)) => Err(format!("wire.group {g} is not a multicast address")),
+                _ => Err("wire kind qemu-mcast needs group and port".into()),
+            },
+            WireKind::Tap | WireKind::AfPacket => match &self.ifname {
+                Some(n) if !n.is_empty() => Ok(()),
+                _ => Err("wire kinds tap and af-packet need ifname".into()),
+            },
+        }
+    }
+
+    /// The seed's Ethernet address on the wire: configured, or `02:5e:` + the IPv4 address
+    /// (locally administered, unicast, stable across restarts).
+    pub fn mac_for(&self, server_ip: Ipv4Addr) -> MacAddr {
+        self.mac.unwrap_or_else(|| {
+            let o = server_ip.octets();
+            MacAddr([0x02, 0x5e, o[0], o[1], o[2], o[3]])
+        })
+    }
+
+    /// One line for `seed netboot --check`.
+    pub fn describe(&self, server_ip: Ipv4Addr) -> String {
+        let link = match self.kind {
+            WireKind::QemuMcast => format!(
+                "qemu-mcast {}:{}",
+                self.group.unwrap_or(Ipv4Addr::UNSPECIFIED),
+                self.port.unwrap_or(0)
+            ),
+            WireKind::Tap => format!("tap {}", self.ifname.as_deref().unwrap_or("")),
+            WireKind::AfPacket => format!("af-packet {}", self.ifname.as_deref().unwrap_or("")),
+        };
+        format!(
+            "userspace wire {link} as {server_ip}/{} ({}){}",
+            self.prefix_len,
+            self.mac_for(server_ip),
+            if self.pcap { ", pcap on" } else { "" }
+        )
+    }
+}
+
+/// The pcap file of a wire.
+pub fn pcap_path(state_dir: &Path) -> PathBuf {
+    state_dir.join("wire.pcap")
+}
+
+/// Open the wire's device and start the stack on it.
+pub fn start(
+    cfg: &WireConfig,
+    server_ip: Ipv4Addr,
+    state_dir: &Path,
+    shutdown: CancellationToken,
+) -> io::Result<Stack> {
+    cfg.validate()
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+    let mac = cfg.mac_for(server_ip);
+    let addr = HostAddr {
+        mac: mac.0,
+        ip: server_ip,
+        prefix_len: cfg.prefix_len,
+    };
+    let pcap = if cfg.pcap {
+        std::fs::create_dir_all(state_dir)?;
+        let path = pcap_path(state_dir);
+        let f = std::fs::File::create(&path)
+            .map_err(|e| io::Error::new(e.kind(), format!("creating {}: {e}", path.display())))?;
+        tracing::info!(path = %path.display(), "wire: capturing frames");
+        Some(f)
+    } else {
+        None
+    };
+    tracing::info!("wire: {}", cfg.describe(server_ip));
+    let (kind, group, port, ifname) = (cfg.kind, cfg.group, cfg.port, cfg.ifname.clone());
+    let ifname = ifname.unwrap_or_default();
+    match kind {
+        WireKind::QemuMcast => {
+            let (g, p) = (group.unwrap_or(Ipv4Addr::UNSPECIFIED), port.unwrap_or(0));
+            with_pcap(addr, pcap, shutdown, move || {
+                let d = device::McastDevice::join(g, p, mac.0)?;
+                let fd = d.as_raw_fd();
+                Ok((d, fd))
+            })
+        }
+        WireKind::Tap => with_pcap(addr, pcap, shutdown, move || {
+            let d = device::tap(&ifname)?;
+            let fd = d.as_raw_fd();
+            Ok((d, fd))
+        }),
+        WireKind::AfPacket => with_pcap(addr, pcap, shutdown, move || {
+            let d = device::af_packet(&ifname)?;
+            let fd = d.as_raw_fd();
+            Ok((d, fd))
+        }),
+    }
+}
+
+fn with_pcap<D, F>(
+    addr: HostAddr,
+    pcap: Option<std::fs::File>,
+    shutdown: CancellationToken,
+    open: F,
+) -> io::Result<Stack>
+where
+    D: smoltcp::phy::Device + 'static,
+    F: FnOnce() -> io::Result<(D, std::os::fd::RawFd)> + Send + 'static,
+{
+    match pcap {
+        None => Stack::start(addr, open, shutdown),
+        Some(file) => Stack::start(
+            addr,
+            move || {
+                let (d, fd) = open()?;
+                let sink = PcapFile(Some(file));
+                let w = smoltcp::phy::PcapWriter::new(d, sink, smoltcp::phy::PcapMode::Both);
+                Ok((w, fd))
+            },
+            shutdown,
+        ),
+    }
+}
+
+/// The pcap file. smoltcp's sink for `Write` types panics on a write error (disk full), which
+/// would stop the stack; this one logs once and stops capturing instead.
+struct PcapFile(Option<std::fs::File>);
+
+impl smoltcp::phy::PcapSink for PcapFile {
+    fn write(&mut self, data: &[u8]) {
+        use std::io::Write;
+        if let Some(f) = &mut self.0 {
+            if let Err(e) = f.write_all(data) {
+                tracing::warn!(error = %e, "wire: pcap capture stopped");
+                self.0 = None;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::config::NetbootConfig;
+
+    const BASE: &str = "server_ip = \"10.9.0.1\"\n[http]\nroot = \"/tmp\"\n";
+
+    #[test]
+    fn a_qemu_mcast_wire_parses_with_defaults() {
+        let cfg = NetbootConfig::from_toml(&format!(
+            "{BASE}[wire]\nkind = \"qemu-mcast\"\ngroup = \"230.0.71.5\"\nport = 47123\n"
+        ))
+        .unwrap();
+        let w = cfg.wire.unwrap();
+        assert_eq!(w.kind, super::WireKind::QemuMcast);
+        assert_eq!(w.prefix_len, 24);
+        assert!(!w.pcap);
+        assert_eq!(
+            w.mac_for(cfg.server_ip).to_string(),
+            "02:5e:0a:09:00:01",
+            "derived, locally administered"
+        );
+        assert_eq!(
+            w.describe(cfg.server_ip),
+            "userspace wire qemu-mcast 230.0.71.5:47123 as 10.9.0.1/24 (02:5e:0a:09:00:01)"
+        );
+    }
+
+    #[test]
+    fn incomplete_or_contradictory_wires_are_refused() {
+        for (wire, why) in [
+            (
+                "kind = \"qemu-mcast\"\ngroup = \"230.0.71.5\"",
+                "group and port",
+            ),
+            (
+                "kind = \"qemu-mcast\"\ngroup = \"10.0.0.1\"\nport = 1",
+                "not a multicast",
+            ),
+            ("kind = \"tap\"", "ifname"),
+            (
+                "kind = \"af-packet\"\nifname = \"eth9\"\nprefix_len = 31",
+                "prefix_len",
+            ),
+            ("kind = \"token-ring\"", "unknown variant"),
+        ] {
+            let e = NetbootConfig::from_toml(&format!("{BASE}[wire]\n{wire}\n")).unwrap_err();
+            let msg = format!(
+                "{e} {:?}",
+                std::error::Error::source(&e).map(|s| s.to_string())
+            );
+            assert!(msg.contains(why), "{wire}: {msg}");
+        }
+        let e = NetbootConfig::from_toml(&format!(
+            "interface = \"eth0\"\n{BASE}[wire]\nkind = \"tap\"\nifname = \"tap0\"\n"
+        ))
+        .unwrap_err();
+        assert!(e.to_string().contains("wire.ifname"), "{e}");
+    }
+}

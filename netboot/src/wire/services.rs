@@ -1,0 +1,202 @@
+//! The netboot services on a [`Stack`]: the same DHCP engine and hyper HTTP service as on
+//! kernel sockets, fed by wire sockets instead.
+
+use super::stack::Stack;
+use super::WireUdp;
+use crate::config::NodeEntry;
+use crate::dhcp::engine::{Engine, RxInfo, PROXY_PORT, SERVER_PORT};
+use crate::dhcp::{leases, DhcpConfig, DhcpMode};
+use crate::server::ServiceContext;
+use crate::tftp::root::Root;
+use std::io;
+use std::net::{SocketAddr, SocketAddrV4};
+use std::sync::Arc;
+use std::time::SystemTime;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, error, info, warn};
+
+/// Listening TCP sockets kept per HTTP port, i.e. handshakes accepted at once: a SYN finding
+/// none free is reset (smoltcp has no SYN queue). Each costs its buffers (~272 KiB) up front.
+const HTTP_BACKLOG: usize = 64;
+
+async fn recv_opt(
+    sock: Option<&super::WireUdp>,
+    buf: &mut [u8],
+) -> io::Result<(usize, std::net::SocketAddrV4)> {
+    match sock {
+        Some(s) => s.recv_from(buf).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Serve DHCP on the wire until `shutdown` (as [`crate::dhcp::udp::serve`] does on kernel
+/// sockets: one task owns the engine, leases are saved before a reply depending on them).
+pub async fn serve_dhcp(
+    stack: Stack,
+    ctx: Arc<ServiceContext>,
+    cfg: DhcpConfig,
+    nodes: Vec<NodeEntry>,
+    shutdown: CancellationToken,
+) -> io::Result<()> {
+    let path = leases::lease_path(&ctx.state_dir);
+    let table = leases::load(&path)?;
+    let loaded = table.len();
+    let mode = cfg.mode;
+    let mut engine = Engine::new(
+        cfg,
+        ctx.server_ip,
+        ctx.http_base.clone(),
+        &nodes,
+        ctx.policy.clone(),
+        &ctx.metrics,
+        table,
+    )
+    .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+    let main = stack.udp_bind(SERVER_PORT)?;
+    let proxy = match mode {
+        DhcpMode::Proxy => Some(stack.udp_bind(PROXY_PORT)?),
+        DhcpMode::Authoritative => None,
+    };
+    info!(
+        "dhcp: serving ({}) on the wire port 67{}; {} known node(s), {loaded} lease(s) from {}",
+        match mode {
+            DhcpMode::Authoritative => "authoritative",
+            DhcpMode::Proxy => "proxy",
+        },
+        if proxy.is_some() { " and 4011" } else { "" },
+        nodes.len(),
+        path.display()
+    );
+    let mut buf = vec![0u8; 4096];
+    let mut buf_proxy = vec![0u8; 4096];
+    loop {
+        let (res, local_port) = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            r = main.recv_from(&mut buf) => (r.map(|(n, a)| (n, a, false)), SERVER_PORT),
+            r = recv_opt(proxy.as_ref(), &mut buf_proxy) => (r.map(|(n, a)| (n, a, true)), PROXY_PORT),
+        };
+        let (n, src, on_proxy) = match res {
+            Ok(r) => r,
+            Err(e) => {
+                warn!("dhcp: receive on port {local_port}: {e}");
+                continue;
+            }
+        };
+        let pkt = if on_proxy { &buf_proxy[..n] } else { &buf[..n] };
+        let reply = engine.handle(pkt, RxInfo { src, local_port }, SystemTime::now());
+        if engine.take_dirty() {
+            if let Err(e) = leases::save(&path, engine.leases()) {
+                error!(
+                    "dhcp: {}; reply withheld",
+                    crate::dhcp::udp::error_chain(&e as &dyn std::error::Error)
+                );
+                continue;
+            }
+        }
+        let Some(reply) = reply else { continue };
+        let sock = match (reply.from_port, proxy.as_ref()) {
+            (PROXY_PORT, Some(p)) => p,
+            _ => &main,
+        };
+        if let Err(e) = sock.send_to(&reply.payload, reply.to).await {
+            warn!("dhcp: sending to {}: {e}", reply.to);
+        }
+    }
+    info!("dhcp: stopped");
+    Ok(())
+}
+
+/// Serve HTTP on the wire until `shutdown`, each connection by the same hyper service (and
+/// `/v1/` API hook) as on kernel sockets.
+pub async fn serve_http(
+    stack: Stack,
+    ctx: Arc<ServiceContext>,
+    cfg: crate::http::HttpConfig,
+    shutdown: CancellationToken,
+) -> io::Result<()> {
+    let root = Root::new(&cfg.root)?;
+    let mut listener = stack.tcp_listen(cfg.port, HTTP_BACKLOG)?;
+    info!(addr = %SocketAddr::new(stack.ip().into(), cfg.port), root = %root.path().display(), "HTTP listening on the wire");
+    let app = crate::http::server::App::new(ctx, cfg.port, root);
+    loop {
+        let (stream, peer) = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    warn!(error = %e, "HTTP accept on the wire");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        crate::http::server::spawn_connection(app.clone(), stream, peer.into(), shutdown.clone());
+    }
+    Ok(())
+}
+
+/// Serve TFTP on the wire until `shutdown`: the kernel transport's request loop and
+/// transfers ([`crate::tftp::udp::serve_on`]) on wire sockets, one ephemeral port per transfer.
+pub async fn serve_tftp(
+    stack: Stack,
+    ctx: Arc<ServiceContext>,
+    cfg: crate::tftp::TftpConfig,
+    shutdown: CancellationToken,
+) -> io::Result<()> {
+    let sock = stack.udp_bind(cfg.port)?;
+    info!(addr = %SocketAddr::new(stack.ip().into(), cfg.port), root = %cfg.root.display(), "TFTP listening on the wire");
+    crate::tftp::udp::serve_on(Arc::new(WireNet { stack }), sock, ctx, cfg, shutdown).await
+}
+
+struct WireNet {
+    stack: Stack,
+}
+
+fn v4(a: SocketAddr) -> io::Result<SocketAddrV4> {
+    match a {
+        SocketAddr::V4(a) => Ok(a),
+        SocketAddr::V6(_) => Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "the wire is IPv4 only",
+        )),
+    }
+}
+
+impl crate::tftp::udp::Net for WireNet {
+    type RequestSock = WireUdp;
+    type TransferSock = WireTransfer;
+    async fn recv_from(sock: &WireUdp, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)> {
+        sock.recv_from(buf).await.map(|(n, a)| (n, a.into()))
+    }
+    async fn send_to(sock: &WireUdp, data: &[u8], to: SocketAddr) -> io::Result<()> {
+        sock.send_to(data, v4(to)?).await
+    }
+    async fn transfer_socket(&self, peer: SocketAddr) -> io::Result<WireTransfer> {
+        Ok(WireTransfer {
+            sock: self.stack.udp_bind_ephemeral()?,
+            peer: v4(peer)?,
+        })
+    }
+}
+
+/// A transfer's wire socket; datagrams from anyone but the peer are dropped (RFC 1350's
+/// unknown TID), as the kernel does for a connected socket.
+struct WireTransfer {
+    sock: WireUdp,
+    peer: SocketAddrV4,
+}
+
+impl crate::tftp::udp::TransferSock for WireTransfer {
+    async fn send(&self, data: &[u8]) -> io::Result<()> {
+        self.sock.send_to(data, self.peer).await
+    }
+    async fn recv(&self, buf: &mut [u8]) -> io::Result<usize> {
+        loop {
+            let (n, from) = self.sock.recv_from(buf).await?;
+            if from == self.peer {
+                return Ok(n);
+            }
+            debug!(%from, peer = %self.peer, "tftp: datagram from an unknown TID dropped");
+        }
+    }
+}

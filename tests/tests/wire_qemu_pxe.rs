@@ -1,0 +1,170 @@
+//! End to end on the userspace wire: `seed netboot` with `[wire] kind = "qemu-mcast"` joins a
+//! QEMU lab's wire as its own host (smoltcp; no root, bridge or TAP). A lab node powered on to
+//! PXE gets its reserved lease from the seed's DHCP engine, fetches its iPXE script over HTTP
+//! (TCP on smoltcp, served by the same hyper service), then its kernel over HTTP and its initrd
+//! over TFTP (a `tftp://` URL in the script; one ephemeral wire port per transfer). Asserted
+//! on the seed's log (RUST_LOG=debug): the ACK for the node's MAC, the HTTP request lines and
+//! the TFTP transfer. The "kernel" is a few bytes, enough to prove the fetch.
+
+use qemu::ipmi::BootDevice;
+use qemu::node::RunOptions;
+use qemu::spec::Plan;
+use qemu::Lab;
+use std::process::Command;
+use std::time::{Duration, Instant};
+use tests::proc::Child;
+
+/// Wait (bounded) until the log has a line containing every one of `needles`.
+fn wait_line(seed: &mut Child, needles: &[&str], timeout: Duration) -> Option<String> {
+    let start = Instant::now();
+    while start.elapsed() < timeout {
+        if let Some(l) = seed
+            .output()
+            .lines()
+            .find(|l| needles.iter().all(|n| l.contains(n)))
+        {
+            return Some(l.to_string());
+        }
+        assert!(seed.is_running(), "seed exited:\n{}", seed.output());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    None
+}
+
+#[test]
+fn qemu_node_pxe_boots_from_the_seed_over_the_userspace_wire() {
+    tests::require("qemu-system-x86_64");
+    let tmp = tempfile::tempdir().unwrap();
+    let mut plan = Plan::new(&format!("w{}", std::process::id()), 1);
+    plan.memory_mib = 256;
+    plan.disks_gib = vec![];
+    plan.bmc_base_port = 0;
+    let lab = Lab::create(&tmp.path().join("lab"), &plan, RunOptions::default()).expect("lab");
+    let spec = lab.file().nodes[0].clone();
+    let mac = spec.macs[0].to_lowercase();
+    let wire = lab.file().wire;
+
+    let http = tmp.path().join("http");
+    std::fs::create_dir_all(&http).unwrap();
+    std::fs::write(http.join("vmlinuz"), b"not really a kernel\n").unwrap();
+    std::fs::write(http.join("initrd.img"), b"not really an initrd\n").unwrap();
+    let config = tmp.path().join("netboot.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+server_ip = "10.78.0.1"
+state_dir = "{state}"
+
+[wire]
+kind = "qemu-mcast"
+group = "{group}"
+port = {port}
+pcap = true
+
+[dhcp]
+subnet = "10.78.0.0/24"
+router = "10.78.0.1"
+lease_time = 600
+
+[http]
+root = "{http}"
+port = 8080
+
+[tftp]
+root = "{http}"
+
+[[nodes]]
+mac = "{mac}"
+ip = "10.78.0.10"
+hostname = "node1"
+boot = {{ action = "kernel", kernel = "vmlinuz", initrd = "tftp://10.78.0.1/initrd.img", cmdline = "console=ttyS0" }}
+"#,
+            state = tmp.path().join("state").display(),
+            group = wire.group,
+            port = wire.port,
+            http = http.display(),
+        ),
+    )
+    .unwrap();
+
+    let check = Command::new(tests::seed_bin())
+        .args(["netboot", "--check", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(check.status.success(), "{check:?}");
+
+    let mut cmd = Command::new(tests::seed_bin());
+    cmd.args(["netboot", "--config"])
+        .arg(&config)
+        .env("RUST_LOG", "debug,smoltcp=info,hyper=info");
+    let mut seed = Child::spawn("seed-netboot", cmd);
+    seed.wait_for_log("HTTP listening on the wire", Duration::from_secs(30));
+
+    let node = lab.node("node1").unwrap().clone();
+    let t0 = Instant::now();
+    node.lock().unwrap().power_on(BootDevice::Pxe).unwrap();
+    let console =
+        || std::fs::read_to_string(node.lock().unwrap().console_path()).unwrap_or_default();
+
+    let ack = wait_line(&mut seed, &[&mac, "ACK"], Duration::from_secs(90));
+    assert!(
+        ack.is_some(),
+        "no DHCP ACK for {mac} within 90 s\nseed:\n{}\nconsole:\n{}",
+        seed.output(),
+        console()
+    );
+    let t_ack = t0.elapsed();
+    assert!(ack.unwrap().contains("10.78.0.10"), "the reservation");
+
+    let script = wait_line(
+        &mut seed,
+        &["HTTP request", "path=/ipxe/", "status=200"],
+        Duration::from_secs(60),
+    );
+    assert!(
+        script.is_some(),
+        "no iPXE script fetched over the wire\nseed:\n{}\nconsole:\n{}",
+        seed.output(),
+        console()
+    );
+    let t_script = t0.elapsed();
+    let kernel = wait_line(
+        &mut seed,
+        &["HTTP request", "path=/vmlinuz", "status=200"],
+        Duration::from_secs(60),
+    );
+    assert!(
+        kernel.is_some(),
+        "no kernel fetched over the wire\nseed:\n{}\nconsole:\n{}",
+        seed.output(),
+        console()
+    );
+    let tftp = wait_line(
+        &mut seed,
+        &["TFTP transfer complete", "initrd.img"],
+        Duration::from_secs(60),
+    );
+    assert!(
+        tftp.is_some(),
+        "no initrd fetched over TFTP on the wire\nseed:\n{}\nconsole:\n{}",
+        seed.output(),
+        console()
+    );
+    eprintln!(
+        "power-on → DHCP ACK {:.1} s, → iPXE script {:.1} s, → kernel {:.1} s",
+        t_ack.as_secs_f64(),
+        t_script.as_secs_f64(),
+        t0.elapsed().as_secs_f64()
+    );
+    let pcap = std::fs::metadata(tmp.path().join("state/wire.pcap")).unwrap();
+    if let Some(keep) = std::env::var_os("WIRE_TEST_PCAP") {
+        std::fs::copy(tmp.path().join("state/wire.pcap"), keep).unwrap();
+    }
+    assert!(pcap.len() > 1000, "the boot was captured");
+    if std::env::var_os("WIRE_TEST_LOG").is_some() {
+        eprintln!("{}", seed.output());
+    }
+    drop(lab);
+}
