@@ -35,6 +35,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             on_off(cfg.http.is_some()),
             cfg.nodes.len()
         );
+        if let Some(w) = &cfg.wire {
+            println!("  {}", w.describe(cfg.server_ip));
+        }
         return Ok(());
     }
     let policy = Arc::new(cfg.static_policy());
