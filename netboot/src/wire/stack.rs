@@ -27,9 +27,13 @@ use tracing::{debug, error};
 /// UDP socket buffers: datagrams and bytes.
 const UDP_PACKETS: usize = 64;
 const UDP_BYTES: usize = 256 * 1024;
-/// TCP buffers per connection: small receive (requests), large send (files).
+/// TCP buffers per connection: small receive (requests) and a send buffer that bounds the data
+/// in flight. The QEMU wire is a hub: every QEMU process receives every frame into one UDP
+/// socket (about 200 KiB of kernel buffer) and drains it slowly under TCG; a larger window
+/// overflows it and a download to iPXE crawls through retransmissions (measured: ~100 KB/s at
+/// 256 KiB, see `qemu_inspect_over_wire`).
 const TCP_RX: usize = 16 * 1024;
-const TCP_TX: usize = 256 * 1024;
+const TCP_TX: usize = 32 * 1024;
 /// Ephemeral UDP ports (IANA dynamic range).
 const EPHEMERAL: std::ops::Range<u16> = 49152..65535;
 /// How long a dropped UDP socket may keep unsent datagrams.
@@ -208,6 +212,7 @@ impl Stack {
             );
             s.set_timeout(Some(TCP_TIMEOUT));
             s.set_nagle_enabled(false);
+            s.set_congestion_control(tcp::CongestionControl::Reno);
             s.connect(
                 inner.iface.context(),
                 (IpAddress::Ipv4(*to.ip()), to.port()),
@@ -265,6 +270,10 @@ fn listening_socket(inner: &mut Inner, port: u16) -> io::Result<SocketHandle> {
         .map_err(|e| io::Error::new(io::ErrorKind::AddrInUse, format!("TCP port {port}: {e}")))?;
     s.set_timeout(Some(TCP_TIMEOUT));
     s.set_nagle_enabled(false);
+    // The QEMU wire is a multicast hub whose receivers (QEMU processes under TCG) drop
+    // datagrams when their socket buffer fills: without congestion control smoltcp keeps a full
+    // window in flight and a transfer to iPXE crawls through retransmissions. Reno backs off.
+    s.set_congestion_control(tcp::CongestionControl::Reno);
     Ok(inner.sockets.add(s))
 }
 

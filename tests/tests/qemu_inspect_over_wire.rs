@@ -1,0 +1,271 @@
+//! Issue 4 end to end: the seed meets machines. `seed daemon` joins a QEMU lab's wire through
+//! its own userspace IP stack (smoltcp; no root, bridge or TAP). Two enrolled nodes are
+//! inspected: the daemon sets bootdev pxe and powers them on through their virtual BMCs (IPMI
+//! RMCP+), their iPXE ROMs DHCP from the seed, fetch their per-node script and the real deploy
+//! ramdisk (Debian kernel + our initramfs) over HTTP, the agent reports facts over the same
+//! wire, the nodes become `available` with facts that match the VMs, and the agent powers them
+//! off. A third, unknown machine is enrolled automatically by DHCP discovery.
+//! Needs `cargo xtask ramdisk` (run by `cargo xtask test`).
+
+use qemu::ipmi::BootDevice;
+use qemu::node::RunOptions;
+use qemu::spec::Plan;
+use qemu::Lab;
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::{Duration, Instant};
+use tests::proc::Child;
+
+const TOKEN: &str = "inspect-over-wire";
+
+fn ramdisk_dir() -> PathBuf {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| tests::workspace_root().join("target"));
+    let dir = target.join("ramdisk");
+    assert!(
+        dir.join("initramfs.zst").is_file(),
+        "no ramdisk in {}: run `cargo xtask ramdisk` (cargo xtask test does)",
+        dir.display()
+    );
+    dir
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// `curl` on the operators' API (127.0.0.1) with the token: (status, body).
+fn api(port: u16, method: &str, path: &str) -> (u16, String) {
+    let out = Command::new(tests::require("curl"))
+        .args([
+            "-sS",
+            "--max-time",
+            "20",
+            "-w",
+            "\n%{http_code}",
+            "-X",
+            method,
+        ])
+        .args(["-H", &format!("Authorization: Bearer {TOKEN}")])
+        .arg(format!("http://127.0.0.1:{port}{path}"))
+        .output()
+        .expect("curl");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
+    (code.trim().parse().unwrap_or(0), body.to_string())
+}
+
+#[test]
+fn qemu_two_nodes_inspected_over_the_wire_and_a_third_discovered() {
+    tests::require("qemu-system-x86_64");
+    let rd = ramdisk_dir();
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    let mut plan = Plan::new(&format!("iw{}", std::process::id()), 3);
+    plan.memory_mib = 512;
+    plan.disks_gib = vec![2];
+    plan.bmc_base_port = 0;
+    let lab = Lab::create(&d.join("lab"), &plan, RunOptions::default()).expect("lab");
+    let specs = lab.file().nodes.clone();
+    let wire = lab.file().wire;
+
+    // node1 and node2 are enrolled with their BMCs; node3 is a stranger.
+    let mut inv = String::from("nodes:\n");
+    for s in &specs[..2] {
+        inv += &format!(
+            "  - name: {}\n    mac: [\"{}\"]\n    pm_type: ipmi\n    pm_addr: {}\n    pm_port: {}\n    \
+             pm_user: {}\n    pm_password: {}\n",
+            s.name, s.macs[0], s.bmc.address, s.bmc.port, s.bmc.username, s.bmc.password
+        );
+    }
+    let store = d.join("seed.redb");
+    std::fs::write(d.join("nodes.yaml"), inv).unwrap();
+    let out = Command::new(tests::seed_bin())
+        .args(["node", "import"])
+        .arg(d.join("nodes.yaml"))
+        .env("SEED_STORE", &store)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "import: {out:?}");
+
+    let api_port = free_port();
+    let http = d.join("http");
+    std::fs::create_dir_all(&http).unwrap();
+    let mut config = format!(
+        r#"store = {store:?}
+
+[api]
+token = "{TOKEN}"
+listen = "127.0.0.1:{api_port}"
+
+[agent]
+heartbeat_secs = 2
+
+[ramdisk]
+kernel = {kernel:?}
+initrd = {initrd:?}
+
+[netboot]
+server_ip = "10.79.0.1"
+state_dir = {state:?}
+
+[netboot.wire]
+kind = "qemu-mcast"
+group = "{group}"
+port = {wport}
+pcap = true
+
+[netboot.dhcp]
+subnet = "10.79.0.0/24"
+router = "10.79.0.1"
+lease_time = 600
+pool = {{ start = "10.79.0.100", end = "10.79.0.199" }}
+discovery = true
+
+[netboot.http]
+root = {http:?}
+port = 8080
+"#,
+        kernel = rd.join("vmlinuz"),
+        initrd = rd.join("initramfs.zst"),
+        state = d.join("state"),
+        group = wire.group,
+        wport = wire.port,
+    );
+    for (i, s) in specs[..2].iter().enumerate() {
+        config += &format!(
+            "\n[[netboot.nodes]]\nmac = \"{}\"\nip = \"10.79.0.{}\"\nhostname = \"{}\"\n",
+            s.macs[0],
+            10 + i,
+            s.name
+        );
+    }
+    std::fs::write(d.join("seed.toml"), config).unwrap();
+    let mut cmd = Command::new(tests::seed_bin());
+    cmd.args(["daemon", "--config"])
+        .arg(d.join("seed.toml"))
+        .env("RUST_LOG", "info,netboot=debug,smoltcp=info");
+    let mut seed = Child::spawn("seed-daemon", cmd);
+    seed.wait_for_log("API listening", Duration::from_secs(60));
+    seed.wait_for_log("HTTP listening on the wire", Duration::from_secs(30));
+
+    let consoles = || {
+        specs
+            .iter()
+            .map(|s| {
+                let n = lab.node(&s.name).unwrap().lock().unwrap().console_path();
+                format!(
+                    "--- {} console:\n{}",
+                    s.name,
+                    std::fs::read_to_string(n).unwrap_or_default()
+                )
+            })
+            .collect::<String>()
+    };
+
+    let t0 = Instant::now();
+    for s in &specs[..2] {
+        let (code, body) = api(api_port, "POST", &format!("/v1/nodes/{}/inspect", s.name));
+        assert_eq!(code, 202, "inspect {}: {body}", s.name);
+    }
+    // The stranger is switched on by hand (no BMC enrolled): discovery must enroll it.
+    let stranger = &specs[2];
+    lab.node(&stranger.name)
+        .unwrap()
+        .lock()
+        .unwrap()
+        .power_on(BootDevice::Pxe)
+        .unwrap();
+
+    let mut done: Vec<(String, f64)> = Vec::new();
+    let deadline = t0 + Duration::from_secs(300);
+    while done.len() < 2 {
+        if Instant::now() >= deadline {
+            if let Some(keep) = std::env::var_os("WIRE_TEST_PCAP") {
+                let _ = std::fs::copy(d.join("state/wire.pcap"), keep);
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "inspection did not finish within 300 s; done: {done:?}\nseed:\n{}\n{}",
+            seed.output(),
+            consoles()
+        );
+        assert!(seed.is_running(), "the daemon died:\n{}", seed.output());
+        for s in &specs[..2] {
+            if done.iter().any(|(n, _)| n == &s.name) {
+                continue;
+            }
+            let (code, body) = api(api_port, "GET", &format!("/v1/nodes/{}", s.name));
+            assert_eq!(code, 200, "{body}");
+            let node: serde_json::Value = serde_json::from_str(&body).unwrap();
+            if node["state"] == "available" {
+                done.push((s.name.clone(), t0.elapsed().as_secs_f64()));
+                println!(
+                    "{}: power-on → inspected {:.1} s",
+                    s.name,
+                    t0.elapsed().as_secs_f64()
+                );
+                assert!(!body.contains(&s.bmc.password), "password leaked: {body}");
+                let facts = node.to_string();
+                assert!(
+                    facts.contains(&s.macs[0].to_lowercase()),
+                    "MAC in facts: {facts}"
+                );
+                assert!(
+                    facts.contains("\"memory_mib\":512"),
+                    "RAM in facts: {facts}"
+                );
+                assert!(
+                    facts.contains(&format!("{}", 2u64 << 30)),
+                    "2 GiB disk in facts: {facts}"
+                );
+            } else {
+                assert!(
+                    !node["state"].as_str().unwrap_or("").contains("failed"),
+                    "{} failed: {body}\nseed:\n{}\n{}",
+                    s.name,
+                    seed.output(),
+                    consoles()
+                );
+            }
+        }
+        std::thread::sleep(Duration::from_secs(2));
+    }
+    // After inspection the agent obeys power_off: the VMs stop by themselves.
+    let off_deadline = Instant::now() + Duration::from_secs(90);
+    for s in &specs[..2] {
+        let node = lab.node(&s.name).unwrap().clone();
+        while node.lock().unwrap().is_on() {
+            assert!(
+                Instant::now() < off_deadline,
+                "{} not powered off\n{}",
+                s.name,
+                consoles()
+            );
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    }
+    // Discovery enrolled the stranger.
+    let name = format!("node-{}", stranger.macs[0].to_lowercase().replace(':', "-"));
+    let disc_deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (code, body) = api(api_port, "GET", "/v1/nodes");
+        assert_eq!(code, 200, "{body}");
+        if body.contains(&name) {
+            break;
+        }
+        assert!(
+            Instant::now() < disc_deadline,
+            "{name} not enrolled: {body}\nseed:\n{}",
+            seed.output()
+        );
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    drop(lab);
+}
