@@ -1,5 +1,6 @@
 //! `cargo xtask lab …`: build the `seed` binary, then run `seed lab …` with the same
-//! arguments (`cargo xtask lab up --nodes 3`, `cargo xtask lab status`, …).
+//! arguments (`cargo xtask lab up --nodes 3`, `cargo xtask lab status`, …). `up` first installs
+//! the Debian packages the lab needs and, with `--seed`, builds the ramdisk the seed serves.
 
 use anyhow::{Context, Result};
 use std::ffi::OsString;
@@ -13,6 +14,16 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> Result<()> {
+    let up = args.args.first().is_some_and(|a| a == "up");
+    if up {
+        // A fresh machine: QEMU, firmware, ipmitool…; and for `--seed` the ramdisk it serves.
+        crate::deps::install()?;
+        if args.args.iter().any(|a| a == "--seed") {
+            crate::ramdisk::run(crate::ramdisk::Args {
+                out: "target/ramdisk".into(),
+            })?;
+        }
+    }
     crate::run(crate::cargo().args(["build", "--quiet", "-p", "seed", "--bin", "seed"]))?;
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map(std::path::PathBuf::from)

@@ -85,6 +85,8 @@ struct UpArgs {
     /// Run the lab in the background and return once it serves.
     #[arg(long)]
     detach: bool,
+    #[command(flatten)]
+    seed: super::lab_seed::SeedArgs,
 }
 
 #[derive(Debug, clap::Args)]
@@ -170,6 +172,11 @@ fn up(a: UpArgs) -> Result<()> {
     std::fs::write(&pid_file, std::process::id().to_string())
         .with_context(|| format!("writing {}", pid_file.display()))?;
     print_table(&dir, lab.file(), false);
+    let _seed = if a.seed.seed {
+        Some(super::lab_seed::start(&dir, lab.file(), &a.seed)?)
+    } else {
+        None
+    };
     println!("serving; Ctrl-C powers every node off and stops");
     let result = rt.block_on(async {
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())

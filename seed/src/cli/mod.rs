@@ -3,6 +3,7 @@
 
 pub mod daemon;
 pub mod lab;
+pub mod lab_seed;
 pub mod netboot;
 pub mod node;
 pub mod power;

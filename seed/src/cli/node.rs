@@ -27,6 +27,21 @@ pub enum NodeCommand {
         /// pm_password, capabilities: "profile:control", cpu, memory, disk, arch}]`.
         file: PathBuf,
     },
+    /// Ask the running daemon to inspect a node (PXE-boot the ramdisk, collect its facts),
+    /// through its API; `--wait` follows it to the end.
+    Inspect {
+        /// The node's name.
+        name: String,
+        /// The daemon's API.
+        #[arg(long, env = "SEED_API", default_value = "http://127.0.0.1:6385")]
+        api: String,
+        /// The API's bearer token.
+        #[arg(long, env = "SEED_TOKEN", hide_env_values = true)]
+        token: String,
+        /// Wait (at most this many seconds) until the node is inspected or failed.
+        #[arg(long, value_name = "SECS", num_args = 0..=1, default_missing_value = "600")]
+        wait: Option<u64>,
+    },
     /// One line per node: name, state, MACs, BMC, profile, RAM, disk, last error.
     List,
     /// Everything known about one node (never its BMC password).
@@ -88,10 +103,21 @@ fn now_ms() -> u64 {
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
+    if let NodeCommand::Inspect {
+        name,
+        api,
+        token,
+        wait,
+    } = &args.command
+    {
+        // The daemon holds the store: this one goes through its API.
+        return inspect(api, token, name, *wait);
+    }
     let store = open_store(args.store)?;
     let out = &mut std::io::stdout().lock();
     match args.command {
         NodeCommand::Import { file } => import(&store, &file, out),
+        NodeCommand::Inspect { .. } => unreachable!("handled above"),
         NodeCommand::List => list(&store, out),
         NodeCommand::Show { name } => show(&store, &name, out),
         NodeCommand::Delete { name } => delete(&store, &name, out),
@@ -355,6 +381,61 @@ fn maintenance(
         }
     }
     bail!("node {name} kept changing under us; try again")
+}
+
+/// `seed node inspect`: POST the request, then (with `--wait`) poll the node with a spinner.
+fn inspect(api: &str, token: &str, name: &str, wait: Option<u64>) -> anyhow::Result<()> {
+    let api = api.trim_end_matches('/');
+    let agent = ureq::AgentBuilder::new()
+        .timeout(std::time::Duration::from_secs(20))
+        .build();
+    let auth = format!("Bearer {token}");
+    let url = format!("{api}/v1/nodes/{name}/inspect");
+    match agent.post(&url).set("Authorization", &auth).call() {
+        Ok(_) => println!("{name}: inspection requested"),
+        Err(ureq::Error::Status(code, resp)) => {
+            let body = resp.into_string().unwrap_or_default();
+            anyhow::bail!(
+                "{name}: the seed refused the inspection ({code}): {}",
+                body.trim()
+            )
+        }
+        Err(e) => return Err(e).with_context(|| format!("reaching the seed at {api}")),
+    }
+    let Some(secs) = wait else { return Ok(()) };
+    let bar = indicatif::ProgressBar::new_spinner();
+    bar.enable_steady_tick(std::time::Duration::from_millis(120));
+    let start = std::time::Instant::now();
+    loop {
+        let node: serde_json::Value = agent
+            .get(&format!("{api}/v1/nodes/{name}"))
+            .set("Authorization", &auth)
+            .call()
+            .with_context(|| format!("reading {name} from the seed"))?
+            .into_json()
+            .context("the seed's answer")?;
+        let state = node["state"].as_str().unwrap_or("?").to_string();
+        bar.set_message(format!("{name}: {state} ({}s)", start.elapsed().as_secs()));
+        if state == "available" || state == "manageable" || state.contains("fail") {
+            bar.finish_and_clear();
+            println!(
+                "{name}: {state} after {:.0} s",
+                start.elapsed().as_secs_f64()
+            );
+            if state.contains("fail") {
+                anyhow::bail!(
+                    "{name}: {}",
+                    node["last_error"].as_str().unwrap_or("inspection failed")
+                );
+            }
+            return Ok(());
+        }
+        anyhow::ensure!(
+            start.elapsed().as_secs() < secs,
+            "{name} is still {state} after {secs} s"
+        );
+        std::thread::sleep(std::time::Duration::from_secs(1));
+    }
 }
 
 #[cfg(test)]

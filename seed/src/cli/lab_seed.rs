@@ -1,0 +1,164 @@
+//! `seed lab up --seed`: the lab with a seed daemon on its wire, its nodes enrolled.
+//!
+//! Writes `<lab>/seed/{nodes.yaml,seed.toml}`, imports the nodes into `<lab>/seed/seed.redb`
+//! (once), and runs `seed daemon` as a child of the lab process (stopped with it). The daemon
+//! joins the lab's multicast wire through its userspace stack as 10.80.0.1 and serves DHCP
+//! (reservations .10+, discovery on), HTTP boot with the ramdisk, and the API on 127.0.0.1.
+
+use anyhow::{Context, Result};
+use qemu::spec::LabFile;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+/// Options of the lab's seed.
+#[derive(Debug, Clone, clap::Args)]
+pub struct SeedArgs {
+    /// Also run a seed daemon on the lab's wire with the nodes enrolled.
+    #[arg(long)]
+    pub seed: bool,
+    /// Where the ramdisk is (`vmlinuz`, `initramfs.zst`, from `cargo xtask ramdisk`).
+    #[arg(long, default_value = "target/ramdisk")]
+    pub ramdisk: PathBuf,
+    /// Port of the seed's API on 127.0.0.1.
+    #[arg(long, default_value_t = 6385)]
+    pub api_port: u16,
+    /// The API's bearer token.
+    #[arg(long, default_value = "lab")]
+    pub token: String,
+}
+
+/// The lab's seed daemon; killed when dropped.
+pub struct LabSeed {
+    child: Child,
+}
+
+impl Drop for LabSeed {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn instackenv(file: &LabFile) -> String {
+    let mut s = String::from(
+        "# The lab's nodes, instackenv-style (written by seed lab up --seed)\nnodes:\n",
+    );
+    for n in &file.nodes {
+        s += &format!(
+            "  - name: {}\n    mac: [{}]\n    pm_type: ipmi\n    pm_addr: {}\n    pm_port: {}\n    pm_user: {}\n    pm_password: {}\n",
+            n.name,
+            n.macs.iter().map(|m| format!("\"{m}\"")).collect::<Vec<_>>().join(", "),
+            n.bmc.address,
+            n.bmc.port,
+            n.bmc.username,
+            n.bmc.password
+        );
+    }
+    s
+}
+
+fn config(file: &LabFile, dir: &Path, a: &SeedArgs) -> Result<String> {
+    let ramdisk = std::fs::canonicalize(&a.ramdisk).unwrap_or_else(|_| a.ramdisk.clone());
+    let mut c = format!(
+        r#"# The lab's seed (written by seed lab up --seed)
+store = {store:?}
+
+[api]
+token = "{token}"
+listen = "127.0.0.1:{api_port}"
+
+[ramdisk]
+kernel = {kernel:?}
+initrd = {initrd:?}
+
+[netboot]
+server_ip = "10.80.0.1"
+state_dir = {state:?}
+
+[netboot.wire]
+kind = "qemu-mcast"
+group = "{group}"
+port = {port}
+pcap = true
+
+[netboot.dhcp]
+subnet = "10.80.0.0/24"
+router = "10.80.0.1"
+pool = {{ start = "10.80.0.200", end = "10.80.0.250" }}
+discovery = true
+
+[netboot.http]
+root = {http:?}
+port = 8080
+"#,
+        store = dir.join("seed.redb"),
+        token = a.token,
+        api_port = a.api_port,
+        kernel = ramdisk.join("vmlinuz"),
+        initrd = ramdisk.join("initramfs.zst"),
+        state = dir.join("state"),
+        group = file.wire.group,
+        port = file.wire.port,
+        http = dir.join("http"),
+    );
+    for (i, n) in file.nodes.iter().enumerate() {
+        anyhow::ensure!(i < 150, "more than 150 lab nodes do not fit the lab's /24");
+        for (j, mac) in n.macs.iter().enumerate() {
+            c += &format!(
+                "\n[[netboot.nodes]]\nmac = \"{mac}\"\nip = \"10.80.0.{}\"\nhostname = \"{}\"\n",
+                10 + i * n.macs.len().max(1) + j,
+                n.name
+            );
+        }
+    }
+    Ok(c)
+}
+
+/// Write the seed's files, enroll the nodes (first time only) and start the daemon.
+pub fn start(lab_dir: &Path, file: &LabFile, a: &SeedArgs) -> Result<LabSeed> {
+    let dir = lab_dir.join("seed");
+    std::fs::create_dir_all(dir.join("http"))
+        .with_context(|| format!("creating {}", dir.display()))?;
+    let exe = std::env::current_exe().context("finding the seed binary")?;
+    let inv = dir.join("nodes.yaml");
+    std::fs::write(&inv, instackenv(file))?;
+    let store = dir.join("seed.redb");
+    if !store.exists() {
+        let out = Command::new(&exe)
+            .args(["node", "import"])
+            .arg(&inv)
+            .env("SEED_STORE", &store)
+            .output()
+            .context("running seed node import")?;
+        anyhow::ensure!(
+            out.status.success(),
+            "enrolling the lab's nodes: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    let cfg = dir.join("seed.toml");
+    std::fs::write(&cfg, config(file, &dir, a)?)?;
+    let log = std::fs::File::create(dir.join("daemon.log"))?;
+    let child = Command::new(&exe)
+        .args(["daemon", "--config"])
+        .arg(&cfg)
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .spawn()
+        .context("starting seed daemon")?;
+    println!(
+        "seed daemon on the lab wire as 10.80.0.1 (log {}, capture {})",
+        dir.join("daemon.log").display(),
+        dir.join("state/wire.pcap").display()
+    );
+    println!(
+        "  API: http://127.0.0.1:{} with token {:?}",
+        a.api_port, a.token
+    );
+    println!(
+        "  inspect: seed node inspect node1 --api http://127.0.0.1:{} --token {}",
+        a.api_port, a.token
+    );
+    Ok(LabSeed { child })
+}
