@@ -1,8 +1,9 @@
 //! `cargo xtask bench ipmi`: how fast the seed's IPMI power driver talks to a BMC, beside
-//! ipmitool measured in the same run, and how 1,000 in-process fake BMCs go with bounded
-//! concurrency.
+//! ipmitool measured in the same run, against the lab's virtual BMC and OpenIPMI's ipmi_sim,
+//! and how 1,000 in-process fake BMCs go with bounded concurrency.
 //!
-//! The BMC is OpenIPMI's `ipmi_sim` on 127.0.0.1 (a free port, a temporary directory). Figures:
+//! The BMCs are a one-node lab's virtual BMC and OpenIPMI's `ipmi_sim`, each on 127.0.0.1 (free
+//! ports, temporary directories). Figures, for each:
 //! * `seed, reused session`: Get Chassis Status round trips on one RMCP+ session;
 //! * `seed, new session each`: the same with a fresh session each (ping, channel auth caps,
 //!   Open Session, RAKP 1–4, privilege, then Close Session);
@@ -90,18 +91,15 @@ fn line(what: &str, n: u32, elapsed: Duration) {
     );
 }
 
-/// Run the IPMI benchmark and print its table.
-pub fn run() -> Result<()> {
-    let sim = start_ipmi_sim()?;
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
-    let mut cfg = IpmiConfig::new("127.0.0.1", sim.port, USER, Password::new(PASS));
+/// Round trips against one BMC on 127.0.0.1:`port`: the seed's driver with a reused session,
+/// with a new session each time, and ipmitool one-shot.
+fn measure(rt: &tokio::runtime::Runtime, what: &str, port: u16) -> Result<()> {
+    let mut cfg = IpmiConfig::new("127.0.0.1", port, USER, Password::new(PASS));
     cfg.timeout = Duration::from_millis(500);
     cfg.retries = 2;
     let driver = IpmiDriver::new(cfg);
 
-    // Wait for ipmi_sim (bounded), which also opens the session the first figure reuses.
+    // Wait for the BMC (bounded), which also opens the session the first figure reuses.
     let mut ready = false;
     for _ in 0..50 {
         if rt.block_on(driver.status()).is_ok() {
@@ -111,13 +109,10 @@ pub fn run() -> Result<()> {
         std::thread::sleep(Duration::from_millis(100));
     }
     if !ready {
-        bail!("ipmi_sim on 127.0.0.1:{} never answered", sim.port);
+        bail!("{what} on 127.0.0.1:{port} never answered");
     }
 
-    println!(
-        "IPMI against ipmi_sim on 127.0.0.1:{} (Get Chassis Status)",
-        sim.port
-    );
+    println!("IPMI against {what} on 127.0.0.1:{port} (Get Chassis Status)");
     let n = 500;
     let start = Instant::now();
     for _ in 0..n {
@@ -132,9 +127,10 @@ pub fn run() -> Result<()> {
         rt.block_on(driver.status())?;
     }
     line("seed, new session each", n, start.elapsed());
+    rt.block_on(driver.close());
 
     let n = 20;
-    let port = sim.port.to_string();
+    let port = port.to_string();
     let start = Instant::now();
     for _ in 0..n {
         let out = Command::new("ipmitool")
@@ -147,6 +143,27 @@ pub fn run() -> Result<()> {
         }
     }
     line("ipmitool one-shot", n, start.elapsed());
+    Ok(())
+}
+
+/// Run the IPMI benchmark and print its table.
+pub fn run() -> Result<()> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    // The lab's own virtual BMC (its node stays off: status never starts QEMU).
+    let tmp = tempfile::tempdir()?;
+    let mut plan = qemu::spec::Plan::new(&format!("bench{}", std::process::id()), 1);
+    plan.disks_gib = vec![];
+    plan.bmc_base_port = 0;
+    let lab = qemu::Lab::create(tmp.path(), &plan, qemu::node::RunOptions::default())
+        .context("creating a one-node lab")?;
+    let port = lab.file().nodes[0].bmc.port;
+    measure(&rt, "the lab's virtual BMC", port)?;
+    drop(lab);
+
+    let sim = start_ipmi_sim()?;
+    measure(&rt, "OpenIPMI's ipmi_sim", sim.port)?;
     drop(sim);
 
     // 1,000 fake BMCs, 64 in flight at a time.
