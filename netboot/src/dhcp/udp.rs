@@ -83,6 +83,8 @@ pub async fn serve(
         nodes.len(),
         path.display()
     );
+    /// Packets handled per lease-file commit, at most, per socket.
+    const BATCH: usize = 64;
     let mut buf = vec![0u8; RECV_BUF];
     let mut buf_proxy = vec![0u8; RECV_BUF];
     loop {
@@ -99,25 +101,56 @@ pub async fn serve(
                 continue;
             }
         };
-        let SocketAddr::V4(src) = src else { continue };
-        let pkt = if on_proxy { &buf_proxy[..n] } else { &buf[..n] };
-        let reply = engine.handle(pkt, RxInfo { src, local_port }, SystemTime::now());
+        // Group commit: handle this packet and whatever else is already queued (bounded),
+        // persist the lease table once, then send every reply. Each ACK still leaves only after
+        // its lease is on disk, but under load one fsync serves a whole batch.
+        let mut replies = Vec::new();
+        if let SocketAddr::V4(src) = src {
+            let pkt = if on_proxy { &buf_proxy[..n] } else { &buf[..n] };
+            replies.extend(engine.handle(pkt, RxInfo { src, local_port }, SystemTime::now()));
+        }
+        for (sock, port, b) in [
+            (Some(&main), SERVER_PORT, &mut buf),
+            (proxy.as_ref(), PROXY_PORT, &mut buf_proxy),
+        ] {
+            let Some(sock) = sock else { continue };
+            for _ in 0..BATCH {
+                match sock.try_recv_from(b) {
+                    Ok((n, SocketAddr::V4(src))) => replies.extend(engine.handle(
+                        &b[..n],
+                        RxInfo {
+                            src,
+                            local_port: port,
+                        },
+                        SystemTime::now(),
+                    )),
+                    Ok(_) => {}
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(e) => {
+                        warn!("dhcp: receive on port {port}: {e}");
+                        break;
+                    }
+                }
+            }
+        }
         if engine.take_dirty() {
             if let Err(e) = leases::save(&path, engine.leases()) {
                 error!(
-                    "dhcp: {}; reply withheld",
-                    error_chain(&e as &dyn std::error::Error)
+                    "dhcp: {}; {} repl(ies) withheld",
+                    error_chain(&e as &dyn std::error::Error),
+                    replies.len()
                 );
                 continue;
             }
         }
-        let Some(reply) = reply else { continue };
-        let sock = match (reply.from_port, proxy.as_ref()) {
-            (PROXY_PORT, Some(p)) => p,
-            _ => &main,
-        };
-        if let Err(e) = sock.send_to(&reply.payload, reply.to).await {
-            warn!("dhcp: sending to {}: {e}", reply.to);
+        for reply in replies {
+            let sock = match (reply.from_port, proxy.as_ref()) {
+                (PROXY_PORT, Some(p)) => p,
+                _ => &main,
+            };
+            if let Err(e) = sock.send_to(&reply.payload, reply.to).await {
+                warn!("dhcp: sending to {}: {e}", reply.to);
+            }
         }
     }
     info!("dhcp: stopped");
