@@ -45,6 +45,30 @@ async fn recv_opt(sock: Option<&UdpSocket>, buf: &mut [u8]) -> io::Result<(usize
     }
 }
 
+/// The engine with its lease table loaded from `state_dir`, shared by both transports: (engine,
+/// lease file, leases loaded, mode).
+pub(crate) fn open_engine(
+    ctx: &ServiceContext,
+    cfg: DhcpConfig,
+    nodes: &[NodeEntry],
+) -> io::Result<(Engine, std::path::PathBuf, usize, DhcpMode)> {
+    let path = leases::lease_path(&ctx.state_dir);
+    let table = leases::load(&path)?;
+    let loaded = table.len();
+    let mode = cfg.mode;
+    let engine = Engine::new(
+        cfg,
+        ctx.server_ip,
+        ctx.http_base.clone(),
+        nodes,
+        ctx.policy.clone(),
+        &ctx.metrics,
+        table,
+    )
+    .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+    Ok((engine, path, loaded, mode))
+}
+
 /// Serve DHCP on kernel sockets until `shutdown`.
 pub async fn serve(
     ctx: Arc<ServiceContext>,
@@ -52,20 +76,7 @@ pub async fn serve(
     nodes: Vec<NodeEntry>,
     shutdown: CancellationToken,
 ) -> io::Result<()> {
-    let path = leases::lease_path(&ctx.state_dir);
-    let table = leases::load(&path)?;
-    let loaded = table.len();
-    let mode = cfg.mode;
-    let mut engine = Engine::new(
-        cfg,
-        ctx.server_ip,
-        ctx.http_base.clone(),
-        &nodes,
-        ctx.policy.clone(),
-        &ctx.metrics,
-        table,
-    )
-    .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+    let (mut engine, path, loaded, mode) = open_engine(&ctx, cfg, &nodes)?;
     let iface = ctx.interface.as_deref();
     let main = bind(SERVER_PORT, iface)?;
     let proxy = match mode {

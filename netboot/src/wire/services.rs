@@ -4,7 +4,7 @@
 use super::stack::Stack;
 use super::WireUdp;
 use crate::config::NodeEntry;
-use crate::dhcp::engine::{Engine, RxInfo, PROXY_PORT, SERVER_PORT};
+use crate::dhcp::engine::{RxInfo, PROXY_PORT, SERVER_PORT};
 use crate::dhcp::{leases, DhcpConfig, DhcpMode};
 use crate::server::ServiceContext;
 use crate::tftp::root::Root;
@@ -38,20 +38,7 @@ pub async fn serve_dhcp(
     nodes: Vec<NodeEntry>,
     shutdown: CancellationToken,
 ) -> io::Result<()> {
-    let path = leases::lease_path(&ctx.state_dir);
-    let table = leases::load(&path)?;
-    let loaded = table.len();
-    let mode = cfg.mode;
-    let mut engine = Engine::new(
-        cfg,
-        ctx.server_ip,
-        ctx.http_base.clone(),
-        &nodes,
-        ctx.policy.clone(),
-        &ctx.metrics,
-        table,
-    )
-    .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+    let (mut engine, path, loaded, mode) = crate::dhcp::udp::open_engine(&ctx, cfg, &nodes)?;
     let main = stack.udp_bind(SERVER_PORT)?;
     let proxy = match mode {
         DhcpMode::Proxy => Some(stack.udp_bind(PROXY_PORT)?),
