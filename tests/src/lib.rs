@@ -73,3 +73,70 @@ pub fn spawn_netboot(
     }
     child
 }
+
+/// Run busybox udhcpc once in the client namespace; the variables its script saw on `bound`, or
+/// `None` if it got no lease (it gives up after three DISCOVERs one second apart).
+pub fn udhcpc(
+    lan: &netns::Lan,
+    dir: &std::path::Path,
+    extra: &[&str],
+) -> Option<std::collections::HashMap<String, String>> {
+    let udhcpc = require("udhcpc");
+    require("timeout");
+    let script = dir.join("udhcpc.sh");
+    let env_file = dir.join("bound.env");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\n# Records what udhcpc learned; configures nothing.\n\
+             if [ \"$1\" = bound ]; then env > '{}'; fi\nexit 0\n",
+            env_file.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(
+        &script,
+        <std::fs::Permissions as std::os::unix::fs::PermissionsExt>::from_mode(0o755),
+    )
+    .unwrap();
+    let _ = std::fs::remove_file(&env_file);
+    let out = lan
+        .client
+        .cmd("timeout")
+        .arg("30")
+        .arg(udhcpc)
+        .args([
+            "-f",
+            "-q",
+            "-n",
+            "-t",
+            "3",
+            "-T",
+            "1",
+            "-i",
+            &lan.client_if,
+            "-s",
+        ])
+        .arg(&script)
+        .args(extra)
+        .output()
+        .expect("running udhcpc");
+    let Ok(text) = std::fs::read_to_string(&env_file) else {
+        eprintln!(
+            "udhcpc got no lease:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        return None;
+    };
+    assert!(
+        out.status.success(),
+        "udhcpc bound but failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Some(
+        text.lines()
+            .filter_map(|l| l.split_once('='))
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+    )
+}

@@ -3,9 +3,6 @@
 //! namespace playing the node: udhcpc for its lease, curl for its iPXE script and, as the
 //! ramdisk agent would, its facts report and heartbeat. The REST API is driven with curl too.
 
-use std::collections::HashMap;
-use std::os::unix::fs::PermissionsExt;
-use std::path::Path;
 use std::time::Duration;
 use tests::netns::Lan;
 use tests::proc::Child;
@@ -193,50 +190,6 @@ hostname = "node1"
     }
 }
 
-/// busybox udhcpc once in the client namespace: what its script saw on `bound`.
-fn udhcpc(lan: &Lan, dir: &Path) -> Option<HashMap<String, String>> {
-    let udhcpc = tests::require("udhcpc");
-    tests::require("timeout");
-    let script = dir.join("udhcpc.sh");
-    let env_file = dir.join("bound.env");
-    std::fs::write(
-        &script,
-        format!(
-            "#!/bin/sh\nif [ \"$1\" = bound ]; then env > '{}'; fi\nexit 0\n",
-            env_file.display()
-        ),
-    )
-    .unwrap();
-    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
-    let _ = lan
-        .client
-        .cmd("timeout")
-        .arg("30")
-        .arg(udhcpc)
-        .args([
-            "-f",
-            "-q",
-            "-n",
-            "-t",
-            "3",
-            "-T",
-            "1",
-            "-i",
-            &lan.client_if,
-            "-s",
-        ])
-        .arg(&script)
-        .output()
-        .expect("running udhcpc");
-    let text = std::fs::read_to_string(&env_file).ok()?;
-    Some(
-        text.lines()
-            .filter_map(|l| l.split_once('='))
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect(),
-    )
-}
-
 fn report(boot_mac: &str) -> String {
     serde_json::json!({
         "boot_mac": boot_mac,
@@ -257,7 +210,7 @@ fn daemon_inspect_over_the_agent_api() {
     let srv = Daemon::start(MAC, "");
 
     // DHCP: the daemon serves the node its reservation.
-    let lease = udhcpc(&srv.lan, srv.dir.path()).expect("the node got no lease");
+    let lease = tests::udhcpc(&srv.lan, srv.dir.path(), &[]).expect("the node got no lease");
     assert_eq!(
         lease.get("ip").map(String::as_str),
         Some(srv.lan.addr(10).to_string().as_str())
@@ -364,7 +317,8 @@ fn daemon_discovery_enrolls_an_unknown_machine() {
     let other = "52:54:00:00:d0:99";
     let pool = Daemon::pool_line();
     let srv = Daemon::start(other, &pool);
-    let lease = udhcpc(&srv.lan, srv.dir.path()).expect("the unknown machine got no lease");
+    let lease =
+        tests::udhcpc(&srv.lan, srv.dir.path(), &[]).expect("the unknown machine got no lease");
     assert!(lease.contains_key("ip"), "{lease:?}");
     let (code, body) = srv.curl_from_server("/v1/nodes/node-52-54-00-00-d0-99");
     assert_eq!(code, 200, "{body}");

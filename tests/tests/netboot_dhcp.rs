@@ -7,10 +7,8 @@ use dhcproto::v4::{
     Architecture, Decodable, Decoder, DhcpOption, Encodable, Encoder, Flags, Message, MessageType,
     OptionCode,
 };
-use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::os::fd::AsRawFd;
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 use tests::netns::Lan;
@@ -81,65 +79,6 @@ fn pool(lan: &Lan) -> String {
 
 fn start_seed(lan: &Lan, config: &Path) -> Child {
     tests::spawn_netboot(&lan.server, config, &["dhcp: serving"], SEED_START)
-}
-
-/// Run busybox udhcpc once in the client namespace; the variables its script saw on `bound`, or
-/// `None` if it got no lease (it gives up after three DISCOVERs one second apart).
-fn udhcpc(lan: &Lan, dir: &Path, extra: &[&str]) -> Option<HashMap<String, String>> {
-    let udhcpc = tests::require("udhcpc");
-    tests::require("timeout");
-    let script = dir.join("udhcpc.sh");
-    let env_file = dir.join("bound.env");
-    std::fs::write(
-        &script,
-        format!(
-            "#!/bin/sh\n# Records what udhcpc learned; configures nothing.\n\
-             if [ \"$1\" = bound ]; then env > '{}'; fi\nexit 0\n",
-            env_file.display()
-        ),
-    )
-    .unwrap();
-    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
-    let _ = std::fs::remove_file(&env_file);
-    let out = lan
-        .client
-        .cmd("timeout")
-        .arg("30")
-        .arg(udhcpc)
-        .args([
-            "-f",
-            "-q",
-            "-n",
-            "-t",
-            "3",
-            "-T",
-            "1",
-            "-i",
-            &lan.client_if,
-            "-s",
-        ])
-        .arg(&script)
-        .args(extra)
-        .output()
-        .expect("running udhcpc");
-    let Ok(text) = std::fs::read_to_string(&env_file) else {
-        eprintln!(
-            "udhcpc got no lease:\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        return None;
-    };
-    assert!(
-        out.status.success(),
-        "udhcpc bound but failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Some(
-        text.lines()
-            .filter_map(|l| l.split_once('='))
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect(),
-    )
 }
 
 /// Run `f` on a thread that has entered network namespace `ns`.
@@ -240,7 +179,7 @@ fn dhcp_udhcpc_gets_its_reservation_and_pxe_bootfile() {
     let cfg = write_config(&lan, dir.path(), &pool(&lan));
     let seed = start_seed(&lan, &cfg);
 
-    let env = udhcpc(&lan, dir.path(), &["-V", PXE_BIOS, "-x", "0x5d:0000"])
+    let env = tests::udhcpc(&lan, dir.path(), &["-V", PXE_BIOS, "-x", "0x5d:0000"])
         .expect("udhcpc got no lease");
     assert_eq!(env["ip"], lan.addr(10).to_string());
     assert_eq!(env["siaddr"], lan.server_ip().to_string());
@@ -252,7 +191,7 @@ fn dhcp_udhcpc_gets_its_reservation_and_pxe_bootfile() {
     assert_eq!(env["router"], lan.server_ip().to_string());
 
     // The same node as x86-64 UEFI firmware gets the UEFI iPXE build.
-    let env = udhcpc(
+    let env = tests::udhcpc(
         &lan,
         dir.path(),
         &["-V", "PXEClient:Arch:00007", "-x", "0x5d:0007"],
@@ -282,7 +221,7 @@ fn dhcp_discovery_gives_an_unknown_mac_a_pool_address() {
         &format!("{}\ndiscovery = true", pool(&lan)),
     );
     let seed = start_seed(&lan, &cfg);
-    let env = udhcpc(&lan, dir.path(), &[]).expect("udhcpc got no lease");
+    let env = tests::udhcpc(&lan, dir.path(), &[]).expect("udhcpc got no lease");
     let ip: Ipv4Addr = env["ip"].parse().unwrap();
     let last = ip.octets()[3];
     assert!((100..=199).contains(&last), "{ip} is not from the pool");
@@ -303,7 +242,7 @@ fn dhcp_known_node_without_reservation_gets_a_pool_address() {
     let lan = Lan::new(Some(NODE2_MAC));
     let cfg = write_config(&lan, dir.path(), &pool(&lan));
     let _seed = start_seed(&lan, &cfg);
-    let env = udhcpc(&lan, dir.path(), &[]).expect("udhcpc got no lease");
+    let env = tests::udhcpc(&lan, dir.path(), &[]).expect("udhcpc got no lease");
     assert_eq!(env["ip"], lan.addr(100).to_string());
     assert_eq!(env["hostname"], "node2");
 }
@@ -314,7 +253,7 @@ fn dhcp_unknown_mac_gets_nothing_when_discovery_is_off() {
     let lan = Lan::new(Some(STRANGER_MAC));
     let cfg = write_config(&lan, dir.path(), &pool(&lan));
     let seed = start_seed(&lan, &cfg);
-    assert!(udhcpc(&lan, dir.path(), &["-V", PXE_BIOS]).is_none());
+    assert!(tests::udhcpc(&lan, dir.path(), &["-V", PXE_BIOS]).is_none());
     let log = seed.output();
     assert!(
         log.contains(&format!(
@@ -370,7 +309,7 @@ fn dhcp_malformed_packets_are_dropped_and_a_client_is_served_right_after() {
     }
     assert!(seed.is_running(), "malformed input killed the server");
 
-    let env = udhcpc(&lan, dir.path(), &["-V", PXE_BIOS]).expect("no lease after garbage");
+    let env = tests::udhcpc(&lan, dir.path(), &["-V", PXE_BIOS]).expect("no lease after garbage");
     assert_eq!(env["ip"], lan.addr(10).to_string());
 }
 
@@ -384,7 +323,7 @@ fn dhcp_pool_lease_survives_a_restart() {
         &format!("{}\ndiscovery = true", pool(&lan)),
     );
     let seed = start_seed(&lan, &cfg);
-    let env = udhcpc(&lan, dir.path(), &[]).expect("udhcpc got no lease");
+    let env = tests::udhcpc(&lan, dir.path(), &[]).expect("udhcpc got no lease");
     let held: Ipv4Addr = env["ip"].parse().unwrap();
     drop(seed); // SIGKILL: no chance to flush anything on the way out
     let leases = std::fs::read_to_string(dir.path().join("state/dhcp-leases.json")).unwrap();
@@ -464,7 +403,7 @@ fn dhcp_proxy_beside_dnsmasq() {
 
     // 1. An OS client (no PXE vendor class) gets its address from dnsmasq; we stay quiet.
     // -B: ask for broadcast replies (dnsmasq would otherwise unicast to the unconfigured client).
-    let env = udhcpc(&lan, dir.path(), &["-B"]).expect("no lease from dnsmasq");
+    let env = tests::udhcpc(&lan, dir.path(), &["-B"]).expect("no lease from dnsmasq");
     let ip: Ipv4Addr = env["ip"].parse().unwrap();
     assert!((50..=60).contains(&ip.octets()[3]), "{ip} is not dnsmasq's");
     assert!(!env.contains_key("boot_file"));
