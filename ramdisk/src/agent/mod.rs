@@ -3,7 +3,12 @@
 //!
 //! The wire protocol (JSON over HTTP, base URL from the kernel command line `seed.url=`):
 //! - `POST {url}/v1/agent/facts` with [`Report`] → [`Ack`];
-//! - `POST {url}/v1/agent/heartbeat` with [`Heartbeat`] → [`Command`].
+//! - `POST {url}/v1/agent/heartbeat` with [`Heartbeat`] → [`Command`];
+//! - `POST {url}/v1/agent/progress` with [`Progress`] → [`Command`] (during a deploy: phase,
+//!   bytes written; the last one says done or failed with the reason);
+//! - from the deployed image's first boot: `POST {url}/v1/node/booted` with
+//!   `Authorization: Bearer <credential>` (the credential is in the identity file the deploy
+//!   wrote on the state partition, see [`images::Identity`]).
 
 pub mod facts;
 
@@ -41,6 +46,60 @@ pub enum Command {
     None,
     PowerOff,
     Reboot,
+    /// Write an image to a disk, then report [`Phase::Done`] and wait (the seed sets the boot
+    /// device and power-cycles, or sends [`Command::Reboot`]).
+    Deploy(Box<DeployCommand>),
+}
+
+/// The work of a deploy.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeployCommand {
+    /// The lifecycle's operation number; echoed in every [`Progress`] so a late report from an
+    /// abandoned attempt is dropped.
+    pub op: u64,
+    /// The node's name at the seed (written to the identity file).
+    pub node: String,
+    pub manifest: images::Manifest,
+    /// Where to GET the image stream (`http://…/images/<sha256>/rootfs.tar.zst`).
+    pub stream_url: String,
+    /// Which disk: `size>=N` (GiB), `serial=…`, `model=…`, `name=vda`; `None` = the smallest
+    /// disk that fits the image.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub root_hint: Option<String>,
+    /// The node's credential, written to the state partition (secret: never logged).
+    pub credential: String,
+    /// The seed's base URL as the deployed node should reach it.
+    pub seed_url: String,
+}
+
+/// A deploy step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Phase {
+    /// Choosing the disk, writing the partition table and filesystems.
+    Partitioning,
+    /// Streaming the image onto the root filesystem.
+    Writing,
+    /// Bootloader, fstab, identity.
+    Finishing,
+    /// Everything written and synced.
+    Done,
+    /// The deploy failed (see `error`); what was written has been wiped.
+    Failed,
+}
+
+/// Progress of a deploy.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Progress {
+    pub boot_mac: String,
+    pub op: u64,
+    pub phase: Phase,
+    /// Bytes of the compressed stream read so far, and its size.
+    pub bytes: u64,
+    pub total: u64,
+    /// Set with [`Phase::Failed`]: a reason a person can act on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 /// Settings the agent takes from the kernel command line.

@@ -69,6 +69,12 @@ fn main() {
                 log("rebooting as the seed asked");
                 let _ = Proc::new("/bin/reboot").arg("-f").status();
             }
+            Ok(Command::Deploy(d)) => {
+                log(&format!(
+                    "deploy of {} asked: not implemented yet",
+                    d.manifest.name
+                ));
+            }
             Err(e) => log(&format!("heartbeat: {e}")),
         }
     }
