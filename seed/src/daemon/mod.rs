@@ -17,6 +17,7 @@ pub mod admin;
 pub mod api;
 pub mod config;
 pub mod credentials;
+pub mod metadata;
 pub mod policy;
 
 use crate::inventory::{Bmc, Mac, Node, PowerDriver as DriverKind, Secret};
