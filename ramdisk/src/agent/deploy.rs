@@ -33,6 +33,10 @@ pub struct Tools {
     pub gptmbr: PathBuf,
     /// `systemd-bootx64.efi`.
     pub systemd_boot: PathBuf,
+    /// util-linux `losetup`, for kernels without GPT support (a build host's): each partition is
+    /// then reached through a loop device over its byte range. `None` in the ramdisk, whose
+    /// kernel reads the table itself.
+    pub losetup: Option<PathBuf>,
 }
 
 impl Tools {
@@ -43,6 +47,7 @@ impl Tools {
             extlinux: "/usr/bin/extlinux".into(),
             gptmbr: "/usr/lib/syslinux/mbr/gptmbr.bin".into(),
             systemd_boot: "/usr/lib/systemd/boot/efi/systemd-bootx64.efi".into(),
+            losetup: None,
         }
     }
 }
@@ -182,9 +187,20 @@ pub fn deploy(
         source,
     })?;
     tracing::info!(disk = %disk.name, size, "deploying {}", cmd.manifest.name);
+    let mut loops = Loops::default();
     let mut mounts = Mounts::default();
-    let result = write_disk(cmd, disk, &dev, &parts, env, &mut mounts, progress);
+    let result = write_disk(
+        cmd,
+        disk,
+        &dev,
+        &parts,
+        env,
+        &mut loops,
+        &mut mounts,
+        progress,
+    );
     let unmounted = mounts.unmount_all();
+    drop(loops);
     let result = result.and_then(|d| unmounted.map(|()| d));
     match result {
         Ok(d) => Ok(d),
@@ -212,26 +228,23 @@ fn write_disk(
     dev: &Path,
     parts: &[choose::Part],
     env: &Env,
+    loops: &mut Loops,
     mounts: &mut Mounts,
     progress: &mut dyn FnMut(Phase, u64, u64),
 ) -> Result<Deployed, DeployError> {
     let total = cmd.manifest.stream.size;
     partition(dev, parts, &env.tools)?;
+    let devs = partition_devices(dev, parts, env.tools.losetup.as_deref(), loops)?;
     let part_dev = |role| {
         parts
             .iter()
-            .find(|p| p.role == role)
-            .map(|p| partition_path(dev, p.number))
+            .zip(&devs)
+            .find(|(p, _)| p.role == role)
+            .map(|(_, d)| d.clone())
     };
     let root_dev = part_dev(choose::Role::Root).expect("plan always has a root");
     let state_dev = part_dev(choose::Role::State).expect("plan always has a state partition");
     let esp_dev = part_dev(choose::Role::Esp);
-    for p in [Some(&root_dev), Some(&state_dev), esp_dev.as_ref()]
-        .into_iter()
-        .flatten()
-    {
-        wait_for(p)?;
-    }
     let uuids = boot::Uuids {
         root: uuid::Uuid::new_v4().to_string(),
         state: uuid::Uuid::new_v4().to_string(),
@@ -348,6 +361,8 @@ fn write_disk(
     std::fs::create_dir_all(&extdir).map_err(io_err("creating", &extdir))?;
     let conf = extdir.join("extlinux.conf");
     std::fs::write(&conf, boot::extlinux_conf(b, &uuids.root)).map_err(io_err("writing", &conf))?;
+    // extlinux records the partition offset it sees in sysfs (0 through a loop device), but
+    // its boot sector prefers the start LBA gptmbr.bin hands over ("!GPT" protocol).
     run(
         Command::new(&env.tools.extlinux)
             .arg("--install")
@@ -415,14 +430,69 @@ fn reread(dev: &Path) -> io::Result<()> {
     last
 }
 
-fn wait_for(p: &Path) -> Result<(), DeployError> {
-    for _ in 0..100 {
-        if p.exists() {
-            return Ok(());
+/// The block devices of the planned partitions, in plan order: the kernel's (`vda3`) once they
+/// appear, or, with `losetup` given and no kernel partitions after a few seconds, loop devices
+/// over the partitions' byte ranges (detached when `loops` drops).
+fn partition_devices(
+    dev: &Path,
+    parts: &[choose::Part],
+    losetup: Option<&Path>,
+    loops: &mut Loops,
+) -> Result<Vec<PathBuf>, DeployError> {
+    let kernel: Vec<PathBuf> = parts
+        .iter()
+        .map(|p| partition_path(dev, p.number))
+        .collect();
+    let tries = if losetup.is_some() { 30 } else { 100 };
+    for _ in 0..tries {
+        if kernel.iter().all(|p| p.exists()) {
+            return Ok(kernel);
         }
         std::thread::sleep(Duration::from_millis(100));
     }
-    Err(DeployError::NoPartition(p.into()))
+    let Some(losetup) = losetup else {
+        let missing = kernel.iter().find(|p| !p.exists()).expect("one is missing");
+        return Err(DeployError::NoPartition(missing.clone()));
+    };
+    tracing::info!(
+        "no kernel partitions on {}: using loop devices",
+        dev.display()
+    );
+    let mut out = Vec::new();
+    for p in parts {
+        let o = Command::new(losetup)
+            .args(["--find", "--show", "--offset"])
+            .arg(p.offset().to_string())
+            .arg("--sizelimit")
+            .arg(p.bytes().to_string())
+            .arg(dev)
+            .output()
+            .map_err(io_err("running", losetup))?;
+        if !o.status.success() {
+            return Err(DeployError::Tool {
+                tool: losetup.display().to_string(),
+                target: dev.into(),
+                status: o.status.code().unwrap_or(-1).to_string(),
+                stderr: String::from_utf8_lossy(&o.stderr).trim().to_string(),
+            });
+        }
+        let l = PathBuf::from(String::from_utf8_lossy(&o.stdout).trim());
+        loops.0.push((losetup.to_path_buf(), l.clone()));
+        out.push(l);
+    }
+    Ok(out)
+}
+
+/// Loop devices attached for partitions, detached on drop.
+#[derive(Default)]
+struct Loops(Vec<(PathBuf, PathBuf)>);
+
+impl Drop for Loops {
+    fn drop(&mut self) {
+        for (losetup, l) in self.0.drain(..) {
+            let _ = Command::new(losetup).arg("-d").arg(l).status();
+        }
+    }
 }
 
 fn zero(f: &mut std::fs::File, offset: u64, len: u64) -> io::Result<()> {
