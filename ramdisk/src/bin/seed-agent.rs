@@ -171,7 +171,9 @@ fn run_deploy(d: DeployCommand, boot_mac: String, tx: mpsc::Sender<Progress>) {
             let mut reason = deploy::reason(&e);
             if !matches!(
                 e,
-                deploy::DeployError::Choose(_) | deploy::DeployError::Layout { .. }
+                deploy::DeployError::Choose(_)
+                    | deploy::DeployError::Layout { .. }
+                    | deploy::DeployError::Wipe { .. }
             ) {
                 reason.push_str(" (what was written has been wiped)");
             }
