@@ -57,6 +57,8 @@ fn boot_image() -> Vec<u8> {
         let mut h = tar::Header::new_gnu();
         h.set_entry_type(tar::EntryType::Regular);
         h.set_mode(0o644);
+        h.set_uid(0);
+        h.set_gid(0);
         h.set_mtime(1_700_000_000);
         h.set_size(data.len() as u64);
         b.append_data(&mut h, path, data).unwrap();
