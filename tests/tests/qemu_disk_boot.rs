@@ -6,6 +6,11 @@
 //! runs) and an initrd whose `/init` prints `seed-image: tiny` and the command line, then powers
 //! off. It is written onto a loop disk with the deploy library, converted to qcow2 and booted as a
 //! lab node (`qemu::node::Node`, no NICs). Root, and TCG: minutes, so `qemu` is in the names.
+//!
+//! `qemu_ramdisk_deploys_then_disk_boots` is the same through the real ramdisk: its agent is told
+//! to deploy by a stand-in for the seed's agent API (on 127.0.0.1, reached from the guest through
+//! QEMU's user-mode network as 10.0.2.2), writes the VM's disk, reports progress and `done`, is
+//! powered off by the next heartbeat's answer, and the disk then boots.
 
 mod deploy_common;
 
@@ -13,8 +18,12 @@ use deploy_common::*;
 use qemu::ipmi::BootDevice;
 use qemu::node::{Node, RunOptions};
 use qemu::spec::{BmcSpec, Firmware, NodeSpec};
+use ramdisk::agent::{Phase, Progress};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::Command;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 const INIT: &str = "#!/bin/sh
@@ -143,4 +152,207 @@ fn qemu_disk_boot_bios_and_uefi() {
     // Each boot gets its own qcow2 copy of the written disk.
     boot(Firmware::Bios, &disk.file, &want);
     boot(Firmware::Uefi, &disk.file, &want);
+}
+
+/// What the stand-in seed saw.
+#[derive(Default)]
+struct Seen {
+    facts: bool,
+    heartbeats_after_done: u32,
+    progress: Vec<Progress>,
+    image_gets: u32,
+}
+
+/// The agent API and the image, one request per connection, until `stop`.
+fn api_server(
+    listener: TcpListener,
+    deploy: serde_json::Value,
+    image: Vec<u8>,
+    seen: Arc<Mutex<Seen>>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+) {
+    listener.set_nonblocking(true).unwrap();
+    let mut deploy_sent = false;
+    let until = Instant::now() + Duration::from_secs(900);
+    while !stop.load(std::sync::atomic::Ordering::Relaxed) && Instant::now() < until {
+        let Ok((s, _)) = listener.accept() else {
+            std::thread::sleep(Duration::from_millis(20));
+            continue;
+        };
+        s.set_nonblocking(false).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        let mut r = BufReader::new(s.try_clone().unwrap());
+        let mut line = String::new();
+        if r.read_line(&mut line).is_err() {
+            continue;
+        }
+        let mut parts = line.split_whitespace();
+        let (method, path) = (
+            parts.next().unwrap_or("").to_string(),
+            parts.next().unwrap_or("").to_string(),
+        );
+        let mut len = 0usize;
+        loop {
+            let mut h = String::new();
+            if r.read_line(&mut h).is_err() || h.trim().is_empty() {
+                break;
+            }
+            if let Some((k, v)) = h.split_once(':') {
+                if k.eq_ignore_ascii_case("content-length") {
+                    len = v.trim().parse().unwrap_or(0);
+                }
+            }
+        }
+        let mut body = vec![0; len];
+        let _ = r.read_exact(&mut body);
+        let mut seen = seen.lock().unwrap();
+        let reply: Vec<u8> = match (method.as_str(), path.as_str()) {
+            ("POST", "/v1/agent/facts") => {
+                seen.facts = true;
+                br#"{"node":"disk-boot","heartbeat_secs":1}"#.to_vec()
+            }
+            ("POST", "/v1/agent/heartbeat") => {
+                let done = seen.progress.iter().any(|p| p.phase == Phase::Done);
+                if done {
+                    seen.heartbeats_after_done += 1;
+                    br#"{"command":"power_off"}"#.to_vec()
+                } else if !deploy_sent {
+                    deploy_sent = true;
+                    serde_json::to_vec(&deploy).unwrap()
+                } else {
+                    br#"{"command":"none"}"#.to_vec()
+                }
+            }
+            ("POST", "/v1/agent/progress") => {
+                if let Ok(p) = serde_json::from_slice::<Progress>(&body) {
+                    seen.progress.push(p);
+                }
+                br#"{"command":"none"}"#.to_vec()
+            }
+            ("GET", p) if p.starts_with("/images/") => {
+                seen.image_gets += 1;
+                image.clone()
+            }
+            _ => b"{}".to_vec(),
+        };
+        drop(seen);
+        let mut s = s;
+        let _ = write!(
+            s,
+            "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            reply.len()
+        );
+        let _ = s.write_all(&reply);
+    }
+}
+
+#[test]
+fn qemu_ramdisk_deploys_then_disk_boots() {
+    let qemu = tests::require("qemu-system-x86_64");
+    let rd = kernel().parent().unwrap().to_path_buf();
+    let initramfs = rd.join("initramfs.zst");
+    assert!(initramfs.is_file(), "run `cargo xtask ramdisk`");
+    let image = boot_image();
+    let dir = tempfile::tempdir().unwrap();
+    let disk = dir.path().join("disk.qcow2");
+    let st = Command::new(tests::require("qemu-img"))
+        .args(["create", "-q", "-f", "qcow2"])
+        .arg(&disk)
+        .arg("1G")
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let mut m = manifest("tiny", &image, None);
+    m.boot.cmdline = "console=ttyS0 panic=-1".into();
+    let mut cmd = command(
+        m,
+        &format!("http://10.0.2.2:{port}/images/x/rootfs.tar.zst"),
+        "x",
+    );
+    cmd.root_hint = Some("serial=SEEDDISK01".into());
+    let deploy = serde_json::to_value(ramdisk::agent::Command::Deploy(Box::new(cmd))).unwrap();
+    let seen = Arc::new(Mutex::new(Seen::default()));
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let server = {
+        let (seen, stop) = (seen.clone(), stop.clone());
+        std::thread::spawn(move || api_server(listener, deploy, image, seen, stop))
+    };
+
+    let mac = "52:54:00:5e:0a:02";
+    let console = dir.path().join("console.log");
+    let mut c = Command::new(qemu);
+    c.args([
+        "-accel", "tcg", "-m", "512", "-smp", "2", "-display", "none",
+    ])
+    .arg("-no-reboot")
+    .arg("-kernel")
+    .arg(rd.join("vmlinuz"))
+    .arg("-initrd")
+    .arg(&initramfs)
+    .arg("-append")
+    .arg(format!(
+        "console=ttyS0 panic=-1 seed.url=http://10.0.2.2:{port} BOOTIF=01-{}",
+        mac.replace(':', "-")
+    ))
+    .args(["-netdev", "user,id=n0", "-device"])
+    .arg(format!("virtio-net-pci,netdev=n0,mac={mac}"))
+    .arg("-drive")
+    .arg(format!(
+        "file={},if=none,id=d0,format=qcow2",
+        disk.display()
+    ))
+    .args(["-device", "virtio-blk-pci,drive=d0,serial=SEEDDISK01"])
+    .arg("-serial")
+    .arg(format!("file:{}", console.display()));
+    let mut vm = tests::proc::Child::spawn("qemu", c);
+    let start = Instant::now();
+    let console_tail = || std::fs::read_to_string(&console).unwrap_or_default();
+    // The agent powers the VM off once the deploy is done: QEMU exits by itself.
+    while vm.is_running() {
+        assert!(
+            start.elapsed() < Duration::from_secs(400),
+            "the VM did not deploy and power off; console:\n{}",
+            console_tail()
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    server.join().unwrap();
+    let log = console_tail();
+    let seen = seen.lock().unwrap();
+    assert!(seen.facts, "{log}");
+    assert_eq!(seen.image_gets, 1, "{log}");
+    let phases: Vec<Phase> = seen.progress.iter().map(|p| p.phase).collect();
+    let last = seen
+        .progress
+        .last()
+        .unwrap_or_else(|| panic!("no progress; console:\n{log}"));
+    assert_eq!(
+        last.phase,
+        Phase::Done,
+        "{:?} {:?}\n{log}",
+        phases,
+        last.error
+    );
+    assert_eq!(last.op, 7);
+    assert_eq!(last.bytes, last.total);
+    assert!(phases.contains(&Phase::Partitioning) && phases.contains(&Phase::Writing));
+    assert!(
+        seen.heartbeats_after_done >= 1,
+        "kept heartbeating after done"
+    );
+    let line = log
+        .lines()
+        .find(|l| l.contains("seed-agent: deploy done"))
+        .unwrap_or_else(|| panic!("no deploy line; console:\n{log}"));
+    eprintln!(
+        "power-on → deployed and off: {:.1} s; {line}",
+        start.elapsed().as_secs_f64()
+    );
+    drop(seen);
+    let want = ["seed-image: tiny", "root=UUID="];
+    boot(Firmware::Bios, &disk, &want);
+    boot(Firmware::Uefi, &disk, &want);
 }
