@@ -18,6 +18,7 @@ pub mod api;
 pub mod config;
 pub mod credentials;
 pub mod metadata;
+pub mod metadata_api;
 pub mod policy;
 
 use crate::inventory::{Bmc, Mac, Node, PowerDriver as DriverKind, Secret};
@@ -77,6 +78,8 @@ pub struct Daemon {
     workers: Mutex<HashMap<String, mpsc::UnboundedSender<Vec<Action>>>>,
     /// Nodes asked to inspect while still in `enroll`: inspect once verification succeeds.
     inspect_after_verify: Mutex<HashSet<String>>,
+    /// Wakes metadata long-polls and whoever waits for signals.
+    metadata_notify: metadata::Notifier,
 }
 
 impl std::fmt::Debug for Daemon {
@@ -116,6 +119,7 @@ impl Daemon {
             drivers: Mutex::new(HashMap::new()),
             workers: Mutex::new(HashMap::new()),
             inspect_after_verify: Mutex::new(HashSet::new()),
+            metadata_notify: metadata::Notifier::default(),
         });
         for (n, _) in nodes::list(&*d.store)? {
             d.refresh(&n);
@@ -211,6 +215,34 @@ impl Daemon {
             .get(name)
             .cloned()
             .unwrap_or(Command::None)
+    }
+
+    /// Publish `data` as node `node`'s metadata (the stack engine's and the operator's way in)
+    /// and wake the node's long-polls. Returns the counter (unchanged data keeps it). Logs the
+    /// node and counter only: metadata carries secrets.
+    pub fn publish_metadata(
+        &self,
+        node: &str,
+        data: serde_json::Value,
+    ) -> Result<u64, DaemonError> {
+        let counter = metadata::set(&*self.store, node, data)?;
+        self.metadata_notify.changed(node, counter);
+        info!(node, counter, "metadata published");
+        Ok(counter)
+    }
+
+    /// Store a node's signal and wake whoever waits for signals
+    /// ([`metadata::Notifier::subscribe_signals`]).
+    pub fn store_signal(&self, node: &str, signal: &metadata::Signal) -> Result<(), DaemonError> {
+        metadata::put_signal(&*self.store, node, signal)?;
+        self.metadata_notify.signalled();
+        info!(node, deployment = %signal.deployment, status = ?signal.status, counter = signal.counter, "signal");
+        Ok(())
+    }
+
+    /// The metadata change notifier (long-polls subscribe here).
+    pub fn metadata_notifier(&self) -> &metadata::Notifier {
+        &self.metadata_notify
     }
 
     /// Operator request `inspect`: from `enroll` the BMC is verified first (`manage`), and the
