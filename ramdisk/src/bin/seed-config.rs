@@ -346,6 +346,9 @@ fn refresh_options(r: &RefreshArgs, files: &[PathBuf]) -> refresh::RefreshOption
 }
 
 fn run_collect(c: CollectArgs) -> anyhow::Result<u8> {
+    if c.refresh.print_base || c.refresh.print_phases {
+        return run_refresh(c.refresh);
+    }
     let identity =
         collect::read_identity(&c.identity).map_err(|e| anyhow::anyhow!(error_chain(&e)))?;
     tracing::info!(node = %identity.node, seed = %identity.seed_url, "collecting");
