@@ -251,6 +251,10 @@ impl std::fmt::Debug for Collector {
     }
 }
 
+/// What [`Collector::pass`] runs to refresh: given the metadata files, run the phases (the
+/// real [`refresh`](crate::config::refresh::refresh), or a stand-in in tests).
+pub type RefreshFn<'a> = dyn FnMut(&[PathBuf]) -> Result<Vec<Step>, RefreshError> + 'a;
+
 /// The longest pause between retries.
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
@@ -460,7 +464,7 @@ impl Collector {
         &self,
         wait_secs: u64,
         force: bool,
-        refresh: &mut dyn FnMut(&[PathBuf]) -> Result<Vec<Step>, RefreshError>,
+        refresh: &mut RefreshFn<'_>,
     ) -> Result<Pass, CollectError> {
         let got = self.collect(wait_secs)?;
         let mut st = self.state();
