@@ -417,14 +417,19 @@ impl Collector {
                     origin: Origin::Seed,
                 })
             }
-            Ok(None) => {
-                let doc = cached.expect("304 only answers a `since` from the cache");
-                Ok(Collected {
+            Ok(None) => match cached {
+                Some(doc) => Ok(Collected {
                     counter: doc.counter,
                     data: doc.data,
                     origin: Origin::Seed,
-                })
-            }
+                }),
+                // A 304 to a request without `since`: the seed is confused, nothing to use.
+                None => Err(CollectError::NoMetadata(Box::new(CollectError::Status {
+                    url: self.url("/v1/node/metadata"),
+                    status: 304,
+                    body: "not modified, but nothing is cached".into(),
+                }))),
+            },
             Err(e) => match cached {
                 Some(doc) => {
                     tracing::warn!(
