@@ -19,6 +19,7 @@ pub mod config;
 pub mod credentials;
 pub mod metadata;
 pub mod policy;
+pub mod stacks;
 
 use crate::inventory::{Bmc, Mac, Node, PowerDriver as DriverKind, Secret};
 use crate::lifecycle::{self, Action, BootDevice, Event, LifecycleError, State, Timeouts};
@@ -77,6 +78,8 @@ pub struct Daemon {
     workers: Mutex<HashMap<String, mpsc::UnboundedSender<Vec<Action>>>>,
     /// Nodes asked to inspect while still in `enroll`: inspect once verification succeeds.
     inspect_after_verify: Mutex<HashSet<String>>,
+    /// Wakes the stack reconcile loop (a node changed, a stack was asked for).
+    stacks_wake: tokio::sync::Notify,
 }
 
 impl std::fmt::Debug for Daemon {
@@ -116,6 +119,7 @@ impl Daemon {
             drivers: Mutex::new(HashMap::new()),
             workers: Mutex::new(HashMap::new()),
             inspect_after_verify: Mutex::new(HashSet::new()),
+            stacks_wake: tokio::sync::Notify::new(),
         });
         for (n, _) in nodes::list(&*d.store)? {
             d.refresh(&n);
@@ -175,6 +179,7 @@ impl Daemon {
             ops.extend(extra);
             self.store.commit(ops)?;
             self.refresh(&node);
+            self.stacks_wake.notify_one();
             (node, actions)
         };
         info!(node = name, event = event_name, state = %node.lifecycle.state, "lifecycle");
