@@ -371,6 +371,13 @@ pub fn update(
         m.status = MemberStatus::Init;
         m.reason = None;
     }
+    // An update after a failure tries again what did not complete (Heat does the same).
+    for m in rec.members.values_mut() {
+        if m.status != MemberStatus::Complete {
+            m.status = MemberStatus::Init;
+            m.reason = None;
+        }
+    }
     let name = rec.name.clone();
     event(
         &mut rec,

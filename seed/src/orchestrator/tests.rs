@@ -567,3 +567,19 @@ fn reconcile_is_idempotent_after_a_lost_pass() {
     assert_eq!(again, want);
     assert!(!w.last.iter().any(|a| matches!(a, Action::Allocate { .. })));
 }
+
+#[test]
+fn update_after_not_enough_nodes_retries_with_new_nodes() {
+    let mut nodes = pool();
+    nodes.retain(|n| n.name != "ctl-big");
+    let mut w = World::new(TEMPLATE, &[], nodes);
+    w.pass();
+    assert_eq!(w.rec.status, Status::CreateFailed);
+    w.nodes.push(node("ctl-new", "control", 32768));
+    let (rec, todo) = update(&w.rec, "t.yaml", TEMPLATE, vec![], w.now).unwrap();
+    assert!(todo.is_empty(), "same template, same members: {todo:?}");
+    w.rec = rec;
+    w.settle();
+    assert_eq!(w.rec.status, Status::UpdateComplete, "{}", w.rec.reason);
+    assert_eq!(w.node_of("control"), "ctl-new");
+}
