@@ -104,10 +104,11 @@ fn valid_name(n: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
 }
 
-/// The engine's pacing (deploys in flight, retries per node).
+/// The engine's pacing: deploys in flight, and retries on one node before moving the member
+/// (3: a daemon restart may fail a deploy that was under way, and that should not cost a node).
 pub const ENGINE: Config = Config {
     max_in_flight: 10,
-    retries: 1,
+    retries: 3,
 };
 
 impl Daemon {
