@@ -56,6 +56,9 @@ impl Api {
                 "missing or wrong `Authorization: Bearer <token>`",
             );
         }
+        if let Some(rest) = path.strip_prefix("/v1/stacks") {
+            return super::stacks::route(&self.daemon, req, rest);
+        }
         let Some(rest) = path.strip_prefix("/v1/nodes") else {
             return error(StatusCode::NOT_FOUND, "no such endpoint");
         };

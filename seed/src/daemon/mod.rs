@@ -20,6 +20,7 @@ pub mod credentials;
 pub mod metadata;
 pub mod metadata_api;
 pub mod policy;
+pub mod stacks;
 
 use crate::inventory::{Bmc, Mac, Node, PowerDriver as DriverKind, Secret};
 use crate::lifecycle::{self, Action, BootDevice, Event, LifecycleError, State, Timeouts};
@@ -80,6 +81,8 @@ pub struct Daemon {
     inspect_after_verify: Mutex<HashSet<String>>,
     /// Wakes metadata long-polls and whoever waits for signals.
     metadata_notify: metadata::Notifier,
+    /// Wakes the stack reconcile loop (a node changed, a stack was asked for).
+    stacks_wake: tokio::sync::Notify,
 }
 
 impl std::fmt::Debug for Daemon {
@@ -120,6 +123,7 @@ impl Daemon {
             workers: Mutex::new(HashMap::new()),
             inspect_after_verify: Mutex::new(HashSet::new()),
             metadata_notify: metadata::Notifier::default(),
+            stacks_wake: tokio::sync::Notify::new(),
         });
         for (n, _) in nodes::list(&*d.store)? {
             d.refresh(&n);
@@ -179,6 +183,7 @@ impl Daemon {
             ops.extend(extra);
             self.store.commit(ops)?;
             self.refresh(&node);
+            self.stacks_wake.notify_one();
             (node, actions)
         };
         info!(node = name, event = event_name, state = %node.lifecycle.state, "lifecycle");
