@@ -232,7 +232,8 @@ impl Daemon {
     ) -> Result<u64, DaemonError> {
         let counter = metadata::set(&*self.store, node, data)?;
         self.metadata_notify.changed(node, counter);
-        info!(node, counter, "metadata published");
+        // Every reconcile pass re-publishes (unchanged data keeps its counter): debug only.
+        debug!(node, counter, "metadata published");
         Ok(counter)
     }
 
@@ -241,6 +242,7 @@ impl Daemon {
     pub fn store_signal(&self, node: &str, signal: &metadata::Signal) -> Result<(), DaemonError> {
         metadata::put_signal(&*self.store, node, signal)?;
         self.metadata_notify.signalled();
+        self.stacks_wake.notify_one();
         info!(node, deployment = %signal.deployment, status = ?signal.status, counter = signal.counter, "signal");
         Ok(())
     }
