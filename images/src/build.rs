@@ -71,6 +71,7 @@ pub enum BuildError {
 /// Root-filesystem directories every image has (mount points and the read-only root's tmpfs).
 const ROOT_DIRS: &[(&str, u32)] = &[
     ("boot", 0o755),
+    ("boot/efi", 0o755),
     ("dev", 0o755),
     ("etc", 0o755),
     ("mnt", 0o755),
@@ -208,6 +209,17 @@ fn apply(cx: &mut Ctx, el: &Loaded, host: &mut dyn Host) -> Result<(), BuildErro
         cx.tree
             .add_host_dir(&dir, "", false)
             .map_err(tree_err(name))?;
+        // Debian packages ship no top-level dot files; the host's bookkeeping (an unpack
+        // marker, say) may live there and is not part of the package.
+        let dots: Vec<String> = cx
+            .tree
+            .paths()
+            .filter(|p| p.starts_with('.') && !p.contains('/'))
+            .map(str::to_string)
+            .collect();
+        for d in dots {
+            cx.tree.remove(&d);
+        }
     }
     for b in &def.binaries {
         let path = host
@@ -298,8 +310,7 @@ fn finish(cx: &mut Ctx, host: &mut dyn Host) -> Result<(), BuildError> {
     ) {
         return Err(BuildError::Image {
             image: image.name.clone(),
-            message: "no element provides a kernel (`[kernel] package = \"linux-image-*\"`)"
-                .into(),
+            message: "no element provides a kernel (`[kernel] package = \"linux-image-*\"`)".into(),
         });
     }
     let busybox = match cx.tree.get("bin/busybox").map(|n| &n.kind) {
@@ -324,9 +335,7 @@ fn finish(cx: &mut Ctx, host: &mut dyn Host) -> Result<(), BuildError> {
             })?;
             // An element's own file (or link) at an applet's path wins.
             if cx.tree.get(&a).is_none() && a != "bin/busybox" {
-                cx.tree
-                    .symlink(&a, "/bin/busybox")
-                    .map_err(tree_err(gen))?;
+                cx.tree.symlink(&a, "/bin/busybox").map_err(tree_err(gen))?;
             }
         }
         cx.tree
@@ -377,7 +386,11 @@ fn finish(cx: &mut Ctx, host: &mut dyn Host) -> Result<(), BuildError> {
         .map_err(tree_err(gen))?;
     if cx.tree.get("etc/hostname").is_none() {
         cx.tree
-            .file("etc/hostname", 0o644, format!("{}\n", image.hostname).into_bytes())
+            .file(
+                "etc/hostname",
+                0o644,
+                format!("{}\n", image.hostname).into_bytes(),
+            )
             .map_err(tree_err(gen))?;
     }
     let info = format!(
@@ -392,10 +405,13 @@ fn finish(cx: &mut Ctx, host: &mut dyn Host) -> Result<(), BuildError> {
         .map_err(tree_err(gen))?;
 
     if let Some((el, dir, i)) = cx.initrd.clone() {
-        let moddir = cx.kernel_moddir.clone().ok_or_else(|| BuildError::Invalid {
-            element: el.clone(),
-            message: "an initrd needs a kernel element".into(),
-        })?;
+        let moddir = cx
+            .kernel_moddir
+            .clone()
+            .ok_or_else(|| BuildError::Invalid {
+                element: el.clone(),
+                message: "an initrd needs a kernel element".into(),
+            })?;
         let busybox = busybox.ok_or_else(|| BuildError::Invalid {
             element: el.clone(),
             message: "an initrd needs bin/busybox in the image".into(),
@@ -469,6 +485,7 @@ mod tests {
             let b = root.join("busybox");
             std::fs::create_dir_all(b.join("bin")).unwrap();
             std::fs::write(b.join("bin/busybox"), b"busybox").unwrap();
+            std::fs::write(b.join(".unpacked"), b"").unwrap();
             FakeHost {
                 root: root.into(),
                 initrds: 0,
@@ -490,7 +507,11 @@ mod tests {
             Ok(p)
         }
         fn busybox_applets(&mut self, _: &Path) -> Result<Vec<String>, HostError> {
-            Ok(vec!["bin/sh".into(), "sbin/init".into(), "usr/bin/wget".into()])
+            Ok(vec![
+                "bin/sh".into(),
+                "sbin/init".into(),
+                "usr/bin/wget".into(),
+            ])
         }
         fn initrd(&mut self, spec: &InitrdSpec) -> Result<Vec<u8>, HostError> {
             self.initrds += 1;
@@ -552,17 +573,15 @@ mod tests {
         assert_eq!(m1.boot.cmdline, "console=ttyS0");
         assert_eq!(host.initrds, 2);
         assert!(m1.min_disk_mib > Layout::default().esp_mib + Layout::default().state_mib);
-        let on_disk: Manifest = serde_json::from_slice(
-            &std::fs::read(d.path().join("out1/manifest.json")).unwrap(),
-        )
-        .unwrap();
+        let on_disk: Manifest =
+            serde_json::from_slice(&std::fs::read(d.path().join("out1/manifest.json")).unwrap())
+                .unwrap();
         assert_eq!(on_disk, m1);
 
         // Read the stream back and look at what the elements put there.
-        let dec = zstd::Decoder::new(
-            std::fs::File::open(d.path().join("out1/rootfs.tar.zst")).unwrap(),
-        )
-        .unwrap();
+        let dec =
+            zstd::Decoder::new(std::fs::File::open(d.path().join("out1/rootfs.tar.zst")).unwrap())
+                .unwrap();
         let mut ar = tar::Archive::new(dec);
         let mut files = std::collections::BTreeMap::new();
         for e in ar.entries().unwrap() {
@@ -579,18 +598,29 @@ mod tests {
             files.insert(p, (mode, uid, s));
         }
         assert_eq!(files["etc/app.conf"].0, 0o600);
+        assert!(
+            !files.contains_key(".unpacked"),
+            "host bookkeeping stays out"
+        );
         assert_eq!(files["bin/sh"].2, "/bin/busybox");
         assert_eq!(files["boot/vmlinuz"].2, "kernel");
         assert_eq!(files["boot/initrd.img"].2, "initrd:#!/bin/sh\n");
         assert_eq!(files["usr/bin/seed-config"].0, 0o755);
         assert_eq!(files["home/app/"].1, 1000);
-        assert!(files["etc/passwd"].2.contains("app:x:1000:1000:app:/home/app:/bin/sh"));
+        assert!(files["etc/passwd"]
+            .2
+            .contains("app:x:1000:1000:app:/home/app:/bin/sh"));
         assert_eq!(files["etc/shadow"].0, 0o600);
-        assert!(files["etc/seed-image"].2.contains("SEED_IMAGE_VERSION='1.0'"));
+        assert!(files["etc/seed-image"]
+            .2
+            .contains("SEED_IMAGE_VERSION='1.0'"));
         let tab = &files["etc/inittab"].2;
         let first = tab.find("/usr/lib/first").unwrap();
         let hello = tab.find("::respawn:/usr/bin/hello").unwrap();
-        assert!(first < hello, "wait services come before respawn ones:\n{tab}");
+        assert!(
+            first < hello,
+            "wait services come before respawn ones:\n{tab}"
+        );
         assert!(files.contains_key("tmp/") && files["tmp/"].0 == 0o1777);
     }
 
@@ -603,7 +633,10 @@ mod tests {
         let mut img = image();
         img.elements = vec!["app".into()];
         let e = build(&img, &els, &mut host, &d.path().join("o")).unwrap_err();
-        assert!(e.to_string().contains("no element provides a kernel"), "{e}");
+        assert!(
+            e.to_string().contains("no element provides a kernel"),
+            "{e}"
+        );
 
         write(
             &els,
@@ -613,7 +646,10 @@ mod tests {
         img.elements = vec!["kernel".into(), "app".into(), "bad".into()];
         let e = build(&img, &els, &mut host, &d.path().join("o")).unwrap_err();
         let chain = format!("{e}: {}", std::error::Error::source(&e).unwrap());
-        assert!(chain.contains("element bad: package nonesuch: nonesuch is not in the cache"), "{chain}");
+        assert!(
+            chain.contains("element bad: package nonesuch: nonesuch is not in the cache"),
+            "{chain}"
+        );
     }
 
     #[test]

@@ -280,7 +280,10 @@ impl Element {
                 )));
             }
             if s.name.is_empty() || s.name.contains(['/', ':', ' ']) {
-                return Err(bad(format!("service name {:?} is not a plain name", s.name)));
+                return Err(bad(format!(
+                    "service name {:?} is not a plain name",
+                    s.name
+                )));
             }
         }
         for u in &self.users {

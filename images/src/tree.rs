@@ -91,6 +91,13 @@ impl Tree {
         self.entries.keys().map(String::as_str)
     }
 
+    /// Remove an entry and everything below it.
+    pub fn remove(&mut self, path: &str) {
+        let below = format!("{path}/");
+        self.entries
+            .retain(|p, _| p != path && !p.starts_with(&below));
+    }
+
     /// A directory and its missing parents (0755 root). An existing directory keeps its mode.
     pub fn dir(&mut self, path: &str, mode: u32) -> Result<(), TreeError> {
         let mut cur = String::new();
@@ -209,7 +216,12 @@ impl Tree {
     }
 
     /// Change the mode (and optionally owner) of an existing entry.
-    pub fn chmod(&mut self, path: &str, mode: u32, owner: Option<(u32, u32)>) -> Result<(), TreeError> {
+    pub fn chmod(
+        &mut self,
+        path: &str,
+        mode: u32,
+        owner: Option<(u32, u32)>,
+    ) -> Result<(), TreeError> {
         let n = self
             .entries
             .get_mut(path)
@@ -229,7 +241,12 @@ impl Tree {
     /// followed), owners become root. `normalize` maps file modes to 0755/0644 by the owner's
     /// executable bit (for git checkouts, whose umask varies); otherwise the permission bits are
     /// kept (for unpacked packages).
-    pub fn add_host_dir(&mut self, src: &Path, dest: &str, normalize: bool) -> Result<(), TreeError> {
+    pub fn add_host_dir(
+        &mut self,
+        src: &Path,
+        dest: &str,
+        normalize: bool,
+    ) -> Result<(), TreeError> {
         let mut names: Vec<_> = std::fs::read_dir(src)
             .map_err(io_err(src))?
             .map(|e| e.map(|e| e.file_name()))
@@ -399,10 +416,16 @@ mod tests {
         let mut t = Tree::default();
         for step in order {
             match *step {
-                "file" => t.file("etc/inittab", 0o644, b"::sysinit:/etc/rcS\n".to_vec()).unwrap(),
+                "file" => t
+                    .file("etc/inittab", 0o644, b"::sysinit:/etc/rcS\n".to_vec())
+                    .unwrap(),
                 "link" => t.symlink("bin/sh", "busybox").unwrap(),
                 "long" => t
-                    .file(&format!("usr/lib/{}/x", "d".repeat(150)), 0o600, b"long".to_vec())
+                    .file(
+                        &format!("usr/lib/{}/x", "d".repeat(150)),
+                        0o600,
+                        b"long".to_vec(),
+                    )
                     .unwrap(),
                 "dir" => t.dir("var/lib/seed", 0o700).unwrap(),
                 _ => unreachable!(),
@@ -439,7 +462,9 @@ mod tests {
     fn stream_reads_back_with_modes_owners_links_and_long_names() {
         let d = tempfile::tempdir().unwrap();
         let p = d.path().join("s.tar.zst");
-        sample(&["file", "link", "long", "dir"]).write_stream(&p).unwrap();
+        sample(&["file", "link", "long", "dir"])
+            .write_stream(&p)
+            .unwrap();
         let dec = zstd::Decoder::new(std::fs::File::open(&p).unwrap()).unwrap();
         let mut ar = tar::Archive::new(dec);
         let mut seen = Vec::new();
@@ -450,7 +475,10 @@ mod tests {
             assert_eq!(h.uid().unwrap(), 0);
             let path = e.path().unwrap().to_string_lossy().into_owned();
             let mode = h.mode().unwrap();
-            let link = e.link_name().unwrap().map(|l| l.to_string_lossy().into_owned());
+            let link = e
+                .link_name()
+                .unwrap()
+                .map(|l| l.to_string_lossy().into_owned());
             seen.push((path, mode, link));
         }
         let long = format!("usr/lib/{}/x", "d".repeat(150));

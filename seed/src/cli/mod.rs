@@ -2,6 +2,7 @@
 //! `run` that returns `anyhow::Result` (context on every error, printed once by `main`).
 
 pub mod daemon;
+pub mod image;
 pub mod lab;
 pub mod lab_seed;
 pub mod netboot;
@@ -35,6 +36,8 @@ pub enum Command {
     Node(node::Args),
     /// Run the seed: store, lifecycle, netboot with a node-state boot policy, agent and REST API.
     Daemon(daemon::Args),
+    /// Golden images in the seed's store: list, show, import (verified), delete.
+    Image(image::Args),
 }
 
 /// Run the parsed command line.
@@ -46,6 +49,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Lab(args) => lab::run(args),
         Command::Node(args) => node::run(args),
         Command::Daemon(args) => daemon::run(args),
+        Command::Image(args) => image::run(args),
     }
 }
 
