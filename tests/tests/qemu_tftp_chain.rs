@@ -11,7 +11,7 @@
 use qemu::node::RunOptions;
 use qemu::spec::Plan;
 use qemu::Lab;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 use tests::proc::Child;
@@ -29,48 +29,6 @@ fn ramdisk_dir() -> PathBuf {
         dir.display()
     );
     dir
-}
-
-/// `undionly.kpxe` from the offline cache's ipxe package, unpacked into `into`.
-fn undionly(into: &Path) -> PathBuf {
-    let cache = std::env::var_os("SEED_CACHE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            std::env::var_os("XDG_CACHE_HOME")
-                .map(PathBuf::from)
-                .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").unwrap()).join(".cache"))
-                .join("seed")
-        });
-    let deb = std::fs::read_dir(cache.join("debs"))
-        .ok()
-        .and_then(|rd| {
-            rd.flatten().map(|e| e.path()).find(|p| {
-                p.file_name()
-                    .unwrap()
-                    .to_string_lossy()
-                    .starts_with("ipxe_")
-            })
-        })
-        .unwrap_or_else(|| {
-            panic!(
-                "no ipxe package in {}/debs: run `cargo xtask fetch`",
-                cache.display()
-            )
-        });
-    let out = Command::new(tests::require("dpkg-deb"))
-        .arg("-x")
-        .arg(&deb)
-        .arg(into)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "dpkg-deb -x {}: {out:?}",
-        deb.display()
-    );
-    let file = into.join("usr/lib/ipxe/undionly.kpxe");
-    assert!(file.is_file(), "{} has no undionly.kpxe", deb.display());
-    file
 }
 
 fn free_port() -> u16 {
@@ -108,7 +66,11 @@ fn qemu_node_takes_the_tftp_chain_then_http_to_inspection() {
     let d = tmp.path();
     let tftp = d.join("tftp");
     std::fs::create_dir_all(&tftp).unwrap();
-    std::fs::copy(undionly(&d.join("ipxe")), tftp.join("undionly.kpxe")).unwrap();
+    std::fs::copy(
+        tests::ipxe_file("undionly.kpxe", &d.join("ipxe")),
+        tftp.join("undionly.kpxe"),
+    )
+    .unwrap();
 
     let mut plan = Plan::new(&format!("tc{}", std::process::id()), 1);
     plan.memory_mib = 512;
