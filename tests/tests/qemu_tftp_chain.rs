@@ -58,6 +58,27 @@ fn find_line(log: &[&str], from: usize, needles: &[&str]) -> Option<usize> {
     (from..log.len()).find(|&i| needles.iter().all(|n| log[i].contains(n)))
 }
 
+/// Advance `seen` (seconds since `t0` each milestone was first seen) over `log`, each milestone
+/// only after the previous one's line; `at_line` is where the next search starts.
+fn track(
+    log: &str,
+    milestones: &[(&str, Vec<&str>)],
+    seen: &mut Vec<f64>,
+    at_line: &mut usize,
+    t0: Instant,
+) {
+    let log: Vec<&str> = log.lines().collect();
+    while let Some((_, needles)) = milestones.get(seen.len()) {
+        match find_line(&log, *at_line, needles) {
+            Some(i) => {
+                *at_line = i + 1;
+                seen.push(t0.elapsed().as_secs_f64());
+            }
+            None => break,
+        }
+    }
+}
+
 #[test]
 fn qemu_node_takes_the_tftp_chain_then_http_to_inspection() {
     tests::require("qemu-system-x86_64");
@@ -204,17 +225,7 @@ hostname = "{name}"
             console()
         );
         assert!(seed.is_running(), "the daemon died:\n{}", seed.output());
-        let out = seed.output();
-        let log: Vec<&str> = out.lines().collect();
-        while let Some((_, needles)) = milestones.get(seen.len()) {
-            match find_line(&log, at_line, needles) {
-                Some(i) => {
-                    at_line = i + 1;
-                    seen.push(t0.elapsed().as_secs_f64());
-                }
-                None => break,
-            }
-        }
+        track(&seed.output(), &milestones, &mut seen, &mut at_line, t0);
         let (code, body) = api(api_port, "GET", &format!("/v1/nodes/{}", spec.name));
         assert_eq!(code, 200, "{body}");
         let node: serde_json::Value = serde_json::from_str(&body).unwrap();
@@ -261,5 +272,125 @@ hostname = "{name}"
     if let Some(keep) = std::env::var_os("WIRE_TEST_PCAP") {
         let _ = std::fs::copy(d.join("state/wire.pcap"), keep);
     }
+    drop(lab);
+}
+
+/// UEFI, with the standalone `seed netboot` and its static `[[nodes]] chain = "tftp"`: OVMF's
+/// iPXE ROM gets `snponly.efi` by TFTP, and the iPXE it loads fetches its script by HTTP.
+#[test]
+fn qemu_uefi_node_takes_the_tftp_chain_with_seed_netboot() {
+    tests::require("qemu-system-x86_64");
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    let root = d.join("root");
+    std::fs::create_dir_all(&root).unwrap();
+    std::fs::copy(
+        tests::ipxe_file("snponly.efi", &d.join("ipxe")),
+        root.join("snponly.efi"),
+    )
+    .unwrap();
+    let mut plan = Plan::new(&format!("tu{}", std::process::id()), 1);
+    plan.memory_mib = 512;
+    plan.disks_gib = vec![];
+    plan.bmc_base_port = 0;
+    plan.firmware = qemu::spec::Firmware::Uefi;
+    let lab = Lab::create(&d.join("lab"), &plan, RunOptions::default()).expect("lab");
+    let spec = lab.file().nodes[0].clone();
+    let wire = lab.file().wire;
+    let mac = spec.macs[0].to_lowercase();
+    let script_path = format!("path=/ipxe/{}", mac.replace(':', "-"));
+    let config = d.join("netboot.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"server_ip = "10.82.0.1"
+state_dir = {state:?}
+
+[wire]
+kind = "qemu-mcast"
+group = "{group}"
+port = {port}
+pcap = true
+
+[dhcp]
+subnet = "10.82.0.0/24"
+router = "10.82.0.1"
+lease_time = 600
+
+[tftp]
+root = {root:?}
+
+[http]
+root = {root:?}
+port = 8080
+
+[[nodes]]
+mac = "{mac}"
+ip = "10.82.0.10"
+hostname = "node1"
+chain = "tftp"
+"#,
+            state = d.join("state"),
+            group = wire.group,
+            port = wire.port,
+        ),
+    )
+    .unwrap();
+    let mut cmd = Command::new(tests::seed_bin());
+    cmd.args(["netboot", "--config"])
+        .arg(&config)
+        .env("RUST_LOG", "info,netboot=debug,smoltcp=info");
+    let mut seed = Child::spawn("seed-netboot", cmd);
+    seed.wait_for_log("HTTP listening on the wire", Duration::from_secs(60));
+
+    let node = lab.node(&spec.name).unwrap().clone();
+    let t0 = Instant::now();
+    node.lock()
+        .unwrap()
+        .power_on(qemu::ipmi::BootDevice::Pxe)
+        .unwrap();
+    let milestones: [(&str, Vec<&str>); 4] = [
+        (
+            "ACK snponly.efi",
+            vec![
+                &mac,
+                "ACK",
+                "arch=UEFI-x64",
+                "file=snponly.efi",
+                "chain=tftp:first",
+            ],
+        ),
+        (
+            "TFTP snponly.efi",
+            vec!["TFTP transfer complete", "snponly.efi"],
+        ),
+        (
+            "chained ACK",
+            vec![&mac, "ACK", "/ipxe/", "chain=tftp:chained"],
+        ),
+        (
+            "script by HTTP",
+            vec!["HTTP request", &script_path, "status=200"],
+        ),
+    ];
+    let (mut seen, mut at_line) = (Vec::new(), 0);
+    let deadline = t0 + Duration::from_secs(240);
+    while seen.len() < milestones.len() {
+        assert!(
+            Instant::now() < deadline,
+            "no chain within 240 s; milestones seen: {seen:?} of {:?}\nseed:\n{}\nconsole:\n{}",
+            milestones.iter().map(|m| m.0).collect::<Vec<_>>(),
+            seed.output(),
+            std::fs::read_to_string(node.lock().unwrap().console_path()).unwrap_or_default()
+        );
+        assert!(seed.is_running(), "seed netboot died:\n{}", seed.output());
+        track(&seed.output(), &milestones, &mut seen, &mut at_line, t0);
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    println!(
+        "{} (UEFI): power-on → ACK snponly.efi {:.1} s → TFTP done {:.1} s → chained ACK {:.1} s \
+         → script fetched {:.1} s",
+        spec.name, seen[0], seen[1], seen[2], seen[3]
+    );
     drop(lab);
 }
