@@ -115,6 +115,13 @@ impl NetbootConfig {
                 }
             }
         }
+        if let Some(i) = self.nodes.iter().position(|n| n.chain == Chain::Tftp) {
+            if self.tftp.is_none() {
+                return Err(ConfigError::Invalid(format!(
+                    "nodes[{i}] has chain = \"tftp\" but no [tftp] section serves the boot file"
+                )));
+            }
+        }
         if let Some(dhcp) = &self.dhcp {
             dhcp.check_nodes(&self.nodes)
                 .map_err(|e| ConfigError::Invalid(format!("[dhcp] and [[nodes]] disagree: {e}")))?;
@@ -189,5 +196,13 @@ mod tests {
             "{BASE}[[nodes]]\nmac = \"52:54:00:00:00:01\"\nchain = \"http\"\n"
         ));
         assert!(matches!(bad, Err(ConfigError::Parse(_))), "{bad:?}");
+        let e = NetbootConfig::from_toml(
+            "server_ip = \"10.0.0.1\"\n[http]\nroot = \"/tmp\"\n\
+             [[nodes]]\nmac = \"52:54:00:00:00:01\"\n[[nodes]]\nmac = \"52:54:00:00:00:02\"\n\
+             chain = \"tftp\"\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("nodes[1]") && e.contains("[tftp]"), "{e}");
     }
 }

@@ -796,6 +796,18 @@ fn chain_tftp_with_a_vendor_pxe_rom_and_uefi() {
     // ... and the iPXE it loads its script, not snponly.efi again (no loop).
     let (_, ack) = exchange(&mut rig, CHAINED, 2, ipxe_opts(7));
     assert_eq!(bootfile(&ack).as_deref(), Some(CHAINED_SCRIPT));
+    // A UEFI HTTP Boot client gets snponly.efi by HTTP, and its iPXE then the script.
+    let http_boot = vec![
+        DhcpOption::ClassIdentifier(b"HTTPClient:Arch:00016:UNDI:003001".to_vec()),
+        DhcpOption::ClientSystemArchitecture(Architecture(16)),
+    ];
+    let (_, ack) = exchange(&mut rig, CHAINED, 3, http_boot);
+    assert_eq!(
+        bootfile(&ack).as_deref(),
+        Some("http://10.200.1.1:8080/snponly.efi")
+    );
+    let (_, ack) = exchange(&mut rig, CHAINED, 4, ipxe_opts(7));
+    assert_eq!(bootfile(&ack).as_deref(), Some(CHAINED_SCRIPT));
     // An OS DHCP client on a chained node gets an address and no boot file.
     let (offer, _) = rig
         .send(&request(CHAINED, MessageType::Discover, vec![]))
