@@ -58,7 +58,7 @@ const MIN_REPLY_LEN: usize = 300;
 const DROP_LOGS_PER_WINDOW: u32 = 20;
 const DROP_LOG_WINDOW_SECS: u64 = 10;
 /// How long after an ACK handed the iPXE boot file to a `chain = "tftp"` node an iPXE request
-/// from it counts as the chainloaded iPXE (observed in the lab under TCG: 16 s from that ACK).
+/// from it counts as the chainloaded iPXE (observed in the lab under TCG: about 20 s after it).
 pub const CHAIN_WINDOW_SECS: u64 = 300;
 /// Bound on the memory kept to call `BootPolicy::discovered` once per MAC.
 const MAX_DISCOVERED_REMEMBERED: usize = 65_536;
