@@ -39,6 +39,10 @@ pub const PACKAGES: &[(&str, &str)] = &[
     ("protobuf-compiler", "protoc for etcd-client"),
     ("cpio", "initramfs inspection"),
     ("zstd", "image stream inspection and benchmarks"),
+    (
+        "tshark",
+        "an independent decoder of the wire's pcap (router advertisements, checksums)",
+    ),
 ];
 
 fn installed(pkg: &str) -> bool {
