@@ -42,6 +42,10 @@ pub const PACKAGES: &[(&str, &str)] = &[
     ("extlinux", "the deploy test installs the BIOS bootloader on a loop disk"),
     ("syslinux-common", "gptmbr.bin for the deploy test"),
     ("systemd-boot-efi", "systemd-bootx64.efi for the deploy test's ESP"),
+    (
+        "tshark",
+        "an independent decoder of the wire's pcap (router advertisements, checksums)",
+    ),
 ];
 
 fn installed(pkg: &str) -> bool {

@@ -18,7 +18,9 @@ pub mod api;
 pub mod config;
 pub mod credentials;
 pub mod metadata;
+pub mod metadata_api;
 pub mod policy;
+pub mod stacks;
 
 use crate::inventory::{Bmc, Mac, Node, PowerDriver as DriverKind, Secret};
 use crate::lifecycle::{self, Action, BootDevice, Event, LifecycleError, State, Timeouts};
@@ -27,6 +29,7 @@ use crate::power::{
     PowerState,
 };
 use crate::store::{nodes, Expect, Op, Store, StoreError};
+use netboot::boot::Chain;
 use netboot::{BootAction, BootPolicy, MacAddr};
 use ramdisk::agent::Command;
 use std::collections::{HashMap, HashSet};
@@ -65,8 +68,8 @@ pub struct Settings {
 pub struct Daemon {
     store: Arc<dyn Store>,
     settings: Settings,
-    /// MAC → boot action, rebuilt for a node on every write of that node.
-    boot: RwLock<HashMap<MacAddr, BootAction>>,
+    /// MAC → boot action and chain, rebuilt for a node on every write of that node.
+    boot: RwLock<HashMap<MacAddr, policy::BootEntry>>,
     /// Serialises read-step-persist of every node (store writes are short and synchronous).
     lifecycle_lock: Mutex<()>,
     /// What each node's agent gets on its next heartbeat.
@@ -77,6 +80,10 @@ pub struct Daemon {
     workers: Mutex<HashMap<String, mpsc::UnboundedSender<Vec<Action>>>>,
     /// Nodes asked to inspect while still in `enroll`: inspect once verification succeeds.
     inspect_after_verify: Mutex<HashSet<String>>,
+    /// Wakes metadata long-polls and whoever waits for signals.
+    metadata_notify: metadata::Notifier,
+    /// Wakes the stack reconcile loop (a node changed, a stack was asked for).
+    stacks_wake: tokio::sync::Notify,
 }
 
 impl std::fmt::Debug for Daemon {
@@ -116,6 +123,8 @@ impl Daemon {
             drivers: Mutex::new(HashMap::new()),
             workers: Mutex::new(HashMap::new()),
             inspect_after_verify: Mutex::new(HashSet::new()),
+            metadata_notify: metadata::Notifier::default(),
+            stacks_wake: tokio::sync::Notify::new(),
         });
         for (n, _) in nodes::list(&*d.store)? {
             d.refresh(&n);
@@ -175,6 +184,7 @@ impl Daemon {
             ops.extend(extra);
             self.store.commit(ops)?;
             self.refresh(&node);
+            self.stacks_wake.notify_one();
             (node, actions)
         };
         info!(node = name, event = event_name, state = %node.lifecycle.state, "lifecycle");
@@ -213,6 +223,36 @@ impl Daemon {
             .unwrap_or(Command::None)
     }
 
+    /// Publish `data` as node `node`'s metadata (the stack engine's and the operator's way in)
+    /// and wake the node's long-polls. Returns the counter (unchanged data keeps it). Logs the
+    /// node and counter only: metadata carries secrets.
+    pub fn publish_metadata(
+        &self,
+        node: &str,
+        data: serde_json::Value,
+    ) -> Result<u64, DaemonError> {
+        let counter = metadata::set(&*self.store, node, data)?;
+        self.metadata_notify.changed(node, counter);
+        // Every reconcile pass re-publishes (unchanged data keeps its counter): debug only.
+        debug!(node, counter, "metadata published");
+        Ok(counter)
+    }
+
+    /// Store a node's signal and wake whoever waits for signals
+    /// ([`metadata::Notifier::subscribe_signals`]).
+    pub fn store_signal(&self, node: &str, signal: &metadata::Signal) -> Result<(), DaemonError> {
+        metadata::put_signal(&*self.store, node, signal)?;
+        self.metadata_notify.signalled();
+        self.stacks_wake.notify_one();
+        info!(node, deployment = %signal.deployment, status = ?signal.status, counter = signal.counter, "signal");
+        Ok(())
+    }
+
+    /// The metadata change notifier (long-polls subscribe here).
+    pub fn metadata_notifier(&self) -> &metadata::Notifier {
+        &self.metadata_notify
+    }
+
     /// Operator request `inspect`: from `enroll` the BMC is verified first (`manage`), and the
     /// inspection starts when it answers.
     pub fn request_inspect(self: &Arc<Self>, name: &str) -> Result<Node, DaemonError> {
@@ -232,10 +272,7 @@ impl Daemon {
         let mut table = self.boot.write().unwrap_or_else(|p| p.into_inner());
         for &mac in &node.macs {
             let mac = to_netboot(mac);
-            table.insert(
-                mac,
-                policy::boot_action(&node.lifecycle.state, mac, &self.settings),
-            );
+            table.insert(mac, policy::entry(node, mac, &self.settings));
         }
     }
 
@@ -389,7 +426,15 @@ impl BootPolicy for Daemon {
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .get(&mac)
-            .cloned()
+            .map(|e| e.action.clone())
+    }
+
+    fn chain(&self, mac: MacAddr) -> Chain {
+        self.boot
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&mac)
+            .map_or(Chain::Direct, |e| e.chain)
     }
 
     fn discovered(&self, mac: MacAddr) {
