@@ -11,8 +11,8 @@
 //! tiny`): its init mounts the state partition by name and greets with the node name it read
 //! from the identity file.
 //!
-//! `qemu_ramdisk_deploys_then_disk_boots` is the same through the real ramdisk: its agent is told
-//! to deploy by a stand-in for the seed's agent API (on 127.0.0.1, reached from the guest through
+//! `qemu_ramdisk_deploys_then_disk_boots` deploys the tiny image through the real ramdisk: its
+//! agent is told to deploy by a stand-in for the seed's agent API (on 127.0.0.1, reached from the guest through
 //! QEMU's user-mode network as 10.0.2.2), writes the VM's disk, reports progress and `done`, is
 //! powered off by the next heartbeat's answer, and the disk then boots.
 
@@ -256,7 +256,8 @@ fn qemu_ramdisk_deploys_then_disk_boots() {
     let rd = kernel().parent().unwrap().to_path_buf();
     let initramfs = rd.join("initramfs.zst");
     assert!(initramfs.is_file(), "run `cargo xtask ramdisk`");
-    let image = boot_image();
+    let (m, image) = tiny();
+    let greeting = format!("seed-image: tiny {} booted node-1", m.version);
     let dir = tempfile::tempdir().unwrap();
     let disk = dir.path().join("disk.qcow2");
     let st = Command::new(tests::require("qemu-img"))
@@ -268,8 +269,6 @@ fn qemu_ramdisk_deploys_then_disk_boots() {
     assert!(st.success());
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
-    let mut m = manifest("tiny", &image, None);
-    m.boot.cmdline = "console=ttyS0 panic=-1".into();
     let mut cmd = command(
         m,
         &format!("http://10.0.2.2:{port}/images/x/rootfs.tar.zst"),
@@ -364,14 +363,13 @@ fn qemu_ramdisk_deploys_then_disk_boots() {
         eprintln!("  console: {l}");
     }
     drop(seen);
-    let want = ["seed-image: tiny", "root=UUID="];
+    let want = [greeting.as_str()];
     boot(Firmware::Bios, &disk, &want);
     boot(Firmware::Uefi, &disk, &want);
 }
 
-#[test]
-fn qemu_disk_boot_tiny_image() {
-    tests::require("qemu-system-x86_64");
+/// The tiny golden image: its manifest and stream.
+fn tiny() -> (images::Manifest, Vec<u8>) {
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| tests::workspace_root().join("target"));
@@ -384,6 +382,13 @@ fn qemu_disk_boot_tiny_image() {
     let m: images::Manifest =
         serde_json::from_slice(&std::fs::read(dir.join("manifest.json")).unwrap()).unwrap();
     let image = std::fs::read(dir.join(&m.stream.file)).unwrap();
+    (m, image)
+}
+
+#[test]
+fn qemu_disk_boot_tiny_image() {
+    tests::require("qemu-system-x86_64");
+    let (m, image) = tiny();
     let http = Http::serve(image);
     let disk = LoopDisk::new(m.min_disk_mib.max(300));
     let work = tempfile::tempdir().unwrap();
