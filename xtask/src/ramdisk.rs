@@ -128,7 +128,13 @@ fn deploy_tools(pins: &[fetch::Pin]) -> Result<Vec<ramdisk::initramfs::Extra>> {
         },
     ];
     let mut libdirs = Vec::new();
-    for pkg in ["libc6", "libext2fs2", "libcom-err2", "libblkid1", "libuuid1"] {
+    for pkg in [
+        "libc6",
+        "libext2fs2",
+        "libcom-err2",
+        "libblkid1",
+        "libuuid1",
+    ] {
         let d = dir(pkg)?;
         for sub in ["lib/x86_64-linux-gnu", "usr/lib/x86_64-linux-gnu"] {
             if d.join(sub).is_dir() {
@@ -138,7 +144,11 @@ fn deploy_tools(pins: &[fetch::Pin]) -> Result<Vec<ramdisk::initramfs::Extra>> {
     }
     let libs = ramdisk::initramfs::dynlib::closure(&[mke2fs, extlinux], &libdirs)?;
     for (soname, from) in libs {
-        out.push(file(&format!("lib/x86_64-linux-gnu/{soname}"), 0o755, from)?);
+        out.push(file(
+            &format!("lib/x86_64-linux-gnu/{soname}"),
+            0o755,
+            from,
+        )?);
     }
     // The ELF interpreter the binaries name (PT_INTERP), not a DT_NEEDED.
     out.push(file(
