@@ -47,8 +47,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         provide_after_inspect: cfg.lifecycle.provide_after_inspect,
     };
     let daemon = Daemon::new(Arc::new(store), settings).context("loading nodes")?;
-    let api = Arc::new(Api::new(daemon.clone(), cfg.api.token.clone()));
     let metrics = Arc::new(Metrics::default());
+    // The daemon's gauges and histograms follow the netboot counters at every `/metrics`.
+    crate::daemon::metrics::register(&daemon, &metrics);
+    let api =
+        Arc::new(Api::new(daemon.clone(), cfg.api.token.clone()).with_metrics(metrics.clone()));
     let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     rt.block_on(async move {
         let armed = daemon.resume().context("re-arming deadlines")?;

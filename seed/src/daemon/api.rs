@@ -4,9 +4,13 @@
 //!   `POST /v1/agent/facts` ([`Report`] → [`Ack`]), `POST /v1/agent/heartbeat`
 //!   ([`Heartbeat`] → [`Command`]);
 //! - REST, with `Authorization: Bearer <token>` (401 without): `GET /v1/nodes`,
-//!   `GET /v1/nodes/NAME`, `POST /v1/nodes/NAME/{inspect,manage,provide}`.
+//!   `POST /v1/nodes` (enroll an instackenv list, JSON or YAML), `GET /v1/nodes/NAME`,
+//!   `POST /v1/nodes/NAME/{inspect,manage,provide}`;
+//! - open: `GET /v1/openapi.json` (the API's description, `seed/openapi.yaml`), `GET /metrics`
+//!   (Prometheus text: netboot counters and [`super::metrics`]).
 //!
-//! Passwords never leave: node views carry the BMC address and user only.
+//! [`ROUTES`] lists every route the router knows; a test keeps it, the router and the OpenAPI
+//! document in step. Passwords never leave: node views carry the BMC address and user only.
 
 use super::{Daemon, DaemonError, FACTS};
 use crate::inventory::{BootMode, Disk, Mac, Node, Properties};
@@ -18,14 +22,50 @@ use ramdisk::agent::{facts::Facts, Ack, Heartbeat, Report};
 use serde::Serialize;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use tracing::info;
+
+/// Every route the router answers (method, OpenAPI path template). Keep in step with
+/// [`Api::respond`] and `seed/openapi.yaml`: the tests check both.
+pub const ROUTES: &[(&str, &str)] = &[
+    ("GET", "/metrics"),
+    ("GET", "/v1/openapi.json"),
+    ("POST", "/v1/agent/facts"),
+    ("POST", "/v1/agent/heartbeat"),
+    ("GET", "/v1/nodes"),
+    ("POST", "/v1/nodes"),
+    ("GET", "/v1/nodes/{name}"),
+    ("POST", "/v1/nodes/{name}/inspect"),
+    ("POST", "/v1/nodes/{name}/manage"),
+    ("POST", "/v1/nodes/{name}/provide"),
+];
+
+/// The OpenAPI document, written by hand in YAML.
+pub const OPENAPI_YAML: &str = include_str!("../../openapi.yaml");
+
+/// The OpenAPI document as JSON (converted once from [`OPENAPI_YAML`]).
+pub fn openapi_json() -> &'static str {
+    static JSON: OnceLock<String> = OnceLock::new();
+    JSON.get_or_init(|| {
+        let v: serde_json::Value = match serde_norway::from_str(OPENAPI_YAML) {
+            Ok(v) => v,
+            Err(e) => {
+                // The unit test parses it: this only happens with a broken build.
+                tracing::error!(error = %e, "seed/openapi.yaml does not parse");
+                serde_json::json!({"error": "the OpenAPI document does not parse"})
+            }
+        };
+        serde_json::to_string_pretty(&v).unwrap_or_default()
+    })
+}
 
 /// The [`ApiHandler`] of the daemon.
 #[derive(Debug)]
 pub struct Api {
     daemon: Arc<Daemon>,
     token: String,
+    /// Rendered at `GET /metrics` (the netboot counters and, once registered, the daemon's).
+    metrics: Option<Arc<netboot::metrics::Metrics>>,
 }
 
 impl Api {
@@ -33,13 +73,29 @@ impl Api {
         Api {
             daemon,
             token: token.into(),
+            metrics: None,
         }
+    }
+
+    /// Serve `metrics` at `GET /metrics` (register the daemon's collector on it with
+    /// [`super::metrics::register`]).
+    pub fn with_metrics(mut self, metrics: Arc<netboot::metrics::Metrics>) -> Self {
+        self.metrics = Some(metrics);
+        self
     }
 
     /// Answer one request (synchronous: store writes are short; power runs in node workers).
     pub fn respond(&self, req: &ApiRequest) -> ApiResponse {
         let path = req.path.trim_end_matches('/');
         match (req.method.clone(), path) {
+            (Method::GET, "/metrics") => return self.metrics(),
+            (Method::GET, "/v1/openapi.json") => {
+                return ApiResponse {
+                    status: StatusCode::OK,
+                    content_type: "application/json",
+                    body: openapi_json().to_string(),
+                }
+            }
             (Method::POST, "/v1/agent/facts") => return self.facts(req),
             (Method::POST, "/v1/agent/heartbeat") => return self.heartbeat(req),
             (_, "/v1/agent/facts" | "/v1/agent/heartbeat") => {
@@ -59,11 +115,67 @@ impl Api {
         let parts: Vec<&str> = rest.split('/').filter(|p| !p.is_empty()).collect();
         match (req.method.clone(), parts.as_slice()) {
             (Method::GET, []) => self.list(),
+            (Method::POST, []) => self.import(req),
             (Method::GET, [name]) => self.show(name),
             (Method::POST, [name, verb]) => self.request(name, verb),
             (_, [] | [_] | [_, _]) => error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed"),
             _ => error(StatusCode::NOT_FOUND, "no such endpoint"),
         }
+    }
+
+    /// `GET /metrics`: the netboot counters with the daemon's collector, or the daemon's
+    /// metrics alone when no registry was given.
+    fn metrics(&self) -> ApiResponse {
+        let body = match &self.metrics {
+            Some(m) => m.render(),
+            None => match self.daemon.metrics().render(self.daemon.store()) {
+                Ok(t) => t,
+                Err(e) => return internal(&e),
+            },
+        };
+        ApiResponse {
+            status: StatusCode::OK,
+            content_type: "text/plain; version=0.0.4; charset=utf-8",
+            body,
+        }
+    }
+
+    /// `POST /v1/nodes`: enroll an instackenv list (JSON, or YAML unless the content type
+    /// says JSON); all of it or nothing. 201 with the names enrolled.
+    fn import(&self, req: &ApiRequest) -> ApiResponse {
+        use crate::inventory::{parse_instackenv, Format};
+        let Ok(text) = std::str::from_utf8(&req.body) else {
+            return error(StatusCode::BAD_REQUEST, "the body is not UTF-8");
+        };
+        let json = req
+            .headers
+            .get(http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.contains("json"));
+        let format = if json { Format::Json } else { Format::Yaml };
+        let store = self.daemon.store();
+        let taken: Vec<_> = match nodes::list(store) {
+            Ok(all) => all.into_iter().map(|(n, _)| (n.name, n.macs)).collect(),
+            Err(e) => return internal(&e),
+        };
+        let new = match parse_instackenv(text, format, &taken, super::now_ms()) {
+            Ok(n) => n,
+            Err(e) => {
+                return error(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    &format!("nothing enrolled: {}", error_chain(&e)),
+                )
+            }
+        };
+        if let Err(e) = self.daemon.enroll(&new) {
+            return daemon_error(&e);
+        }
+        let names: Vec<&str> = new.iter().map(|n| n.name.as_str()).collect();
+        info!(count = names.len(), "nodes enrolled through the API");
+        ApiResponse::json(
+            StatusCode::CREATED,
+            &serde_json::json!({ "enrolled": names }),
+        )
     }
 
     fn authorized(&self, req: &ApiRequest) -> bool {
@@ -312,6 +424,18 @@ fn daemon_error(e: &DaemonError) -> ApiResponse {
     }
 }
 
+/// An error and its sources, `a: b: c`.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}
+
 /// Token comparison whose time does not depend on where the first difference is (hand-written:
 /// five lines do not justify a crate).
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
@@ -323,3 +447,6 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod routes_tests;
