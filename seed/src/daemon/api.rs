@@ -84,6 +84,28 @@ impl Api {
         self
     }
 
+    /// An in-process operator request (benches, tools): `method path` with a JSON `body`,
+    /// authenticated with this API's own token. Returns the status code and the body.
+    pub fn local(&self, method: &str, path: &str, body: &str) -> (u16, String) {
+        let mut headers = http::HeaderMap::new();
+        if let Ok(v) = http::HeaderValue::from_str(&format!("Bearer {}", self.token)) {
+            headers.insert(http::header::AUTHORIZATION, v);
+        }
+        headers.insert(
+            http::header::CONTENT_TYPE,
+            http::HeaderValue::from_static("application/json"),
+        );
+        let r = self.respond(&ApiRequest {
+            method: method.parse().unwrap_or(Method::GET),
+            path: path.into(),
+            query: None,
+            headers,
+            body: bytes::Bytes::copy_from_slice(body.as_bytes()),
+            peer: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
+        });
+        (r.status.as_u16(), r.body)
+    }
+
     /// Answer one request (synchronous: store writes are short; power runs in node workers).
     pub fn respond(&self, req: &ApiRequest) -> ApiResponse {
         let path = req.path.trim_end_matches('/');
