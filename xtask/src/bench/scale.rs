@@ -339,7 +339,8 @@ async fn drive(
                 }
             }
         }
-        tokio::time::sleep(Duration::from_millis(10)).await;
+        // Polling reads only the nodes in flight; 50 ms keeps it off the daemon's back.
+        tokio::time::sleep(Duration::from_millis(50)).await;
         let store: &dyn Store = daemon.store();
         inflight.retain(|n| match nodes::get(store, n) {
             Ok(Some((node, _))) => {
