@@ -472,17 +472,19 @@ impl FakeMachine {
                 std::future::pending::<()>().await;
             }
             let phase = p.phase;
+            if phase == Phase::Done {
+                // Written and synced before it is reported: the seed's power cycle that
+                // follows the report must find the image on the disk.
+                let mut s = self.lock();
+                s.disk = Some(d.credential.clone());
+                s.done_op = Some(d.op);
+            }
             match self.post::<Command>("/v1/agent/progress", &p).await {
                 Ok(c) => last = c,
                 Err(e) => {
                     warn!(node = %self.name, ?phase, error = %e, "fake agent: progress refused");
                     return Some(Command::None);
                 }
-            }
-            if phase == Phase::Done {
-                let mut s = self.lock();
-                s.disk = Some(d.credential.clone());
-                s.done_op = Some(d.op);
             }
         }
         Some(last)
