@@ -6,13 +6,16 @@
 //! - REST, with `Authorization: Bearer <token>` (401 without): `GET /v1/nodes`,
 //!   `POST /v1/nodes` (enroll an instackenv list, JSON or YAML), `GET /v1/nodes/NAME`,
 //!   `POST /v1/nodes/NAME/{inspect,manage,provide}`;
+//! - the metadata service ([`super::metadata_api`]): `GET /v1/node/metadata` (long-poll) and
+//!   `POST /v1/node/signal` with the node's own credential; `PUT/GET /v1/nodes/NAME/metadata`
+//!   and `POST /v1/nodes/NAME/credential` with the token;
 //! - open: `GET /v1/openapi.json` (the API's description, `seed/openapi.yaml`), `GET /metrics`
 //!   (Prometheus text: netboot counters and [`super::metrics`]).
 //!
 //! [`ROUTES`] lists every route the router knows; a test keeps it, the router and the OpenAPI
 //! document in step. Passwords never leave: node views carry the BMC address and user only.
 
-use super::{Daemon, DaemonError, FACTS};
+use super::{metadata_api, Daemon, DaemonError, FACTS};
 use crate::inventory::{BootMode, Disk, Mac, Node, Properties};
 use crate::lifecycle::{Event, State};
 use crate::store::{nodes, Expect, Op};
@@ -26,7 +29,7 @@ use std::sync::{Arc, OnceLock};
 use tracing::info;
 
 /// Every route the router answers (method, OpenAPI path template). Keep in step with
-/// [`Api::respond`] and `seed/openapi.yaml`: the tests check both.
+/// [`Api::handle`] (and so [`Api::respond`]) and `seed/openapi.yaml`: the tests check both.
 pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/metrics"),
     ("GET", "/v1/openapi.json"),
@@ -38,6 +41,17 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("POST", "/v1/nodes/{name}/inspect"),
     ("POST", "/v1/nodes/{name}/manage"),
     ("POST", "/v1/nodes/{name}/provide"),
+    ("GET", "/v1/nodes/{name}/metadata"),
+    ("PUT", "/v1/nodes/{name}/metadata"),
+    ("POST", "/v1/nodes/{name}/credential"),
+    ("GET", "/v1/node/metadata"),
+    ("POST", "/v1/node/signal"),
+    ("GET", "/v1/stacks"),
+    ("POST", "/v1/stacks"),
+    ("GET", "/v1/stacks/{name}"),
+    ("PUT", "/v1/stacks/{name}"),
+    ("DELETE", "/v1/stacks/{name}"),
+    ("GET", "/v1/stacks/{name}/events"),
 ];
 
 /// The OpenAPI document, written by hand in YAML.
@@ -130,6 +144,9 @@ impl Api {
                 StatusCode::UNAUTHORIZED,
                 "missing or wrong `Authorization: Bearer <token>`",
             );
+        }
+        if let Some(rest) = path.strip_prefix("/v1/stacks") {
+            return super::stacks::route(&self.daemon, req, rest);
         }
         let Some(rest) = path.strip_prefix("/v1/nodes") else {
             return error(StatusCode::NOT_FOUND, "no such endpoint");
@@ -336,11 +353,57 @@ impl Api {
     }
 }
 
+type ApiFuture = Pin<Box<dyn Future<Output = ApiResponse> + Send + 'static>>;
+
+impl Api {
+    /// The metadata service ([`metadata_api`]): `/v1/node/{metadata,signal}` with the node's
+    /// credential, `/v1/nodes/NAME/{metadata,credential}` with the admin token. `None` for any
+    /// other path. The node `GET` is async: it may long-poll.
+    fn metadata_routes(&self, req: &ApiRequest) -> Option<ApiFuture> {
+        let ready = |r: ApiResponse| -> Option<ApiFuture> { Some(Box::pin(async move { r })) };
+        let path = req.path.trim_end_matches('/');
+        match (req.method.clone(), path) {
+            (Method::GET, "/v1/node/metadata") => {
+                return Some(Box::pin(metadata_api::get(
+                    self.daemon.clone(),
+                    req.clone(),
+                )))
+            }
+            (Method::POST, "/v1/node/signal") => {
+                return ready(metadata_api::signal(&self.daemon, req))
+            }
+            (_, "/v1/node/metadata" | "/v1/node/signal") => {
+                return ready(error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed"))
+            }
+            _ => {}
+        }
+        let (name, what) = path.strip_prefix("/v1/nodes/")?.split_once('/')?;
+        if !matches!(what, "metadata" | "credential") {
+            return None;
+        }
+        if !self.authorized(req) {
+            return ready(error(
+                StatusCode::UNAUTHORIZED,
+                "missing or wrong `Authorization: Bearer <token>`",
+            ));
+        }
+        ready(match (req.method.clone(), what) {
+            (Method::GET, "metadata") => metadata_api::show(&self.daemon, name),
+            (Method::PUT, "metadata") => metadata_api::put(&self.daemon, name, req),
+            (Method::POST, "credential") => metadata_api::issue_credential(&self.daemon, name),
+            _ => error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed"),
+        })
+    }
+}
+
 impl ApiHandler for Api {
     fn handle(
         &self,
         req: ApiRequest,
     ) -> Pin<Box<dyn Future<Output = ApiResponse> + Send + 'static>> {
+        if let Some(f) = self.metadata_routes(&req) {
+            return f;
+        }
         let resp = self.respond(&req);
         Box::pin(async move { resp })
     }

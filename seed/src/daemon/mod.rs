@@ -19,8 +19,10 @@ pub mod config;
 pub mod credentials;
 pub mod fakeagent;
 pub mod metadata;
+pub mod metadata_api;
 pub mod metrics;
 pub mod policy;
+pub mod stacks;
 
 use crate::inventory::{Bmc, Mac, Node, PowerDriver as DriverKind, Secret};
 use crate::lifecycle::{self, Action, BootDevice, Event, LifecycleError, State, Timeouts};
@@ -85,6 +87,10 @@ pub struct Daemon {
     metrics: metrics::DaemonMetrics,
     /// How fast fake machines (`fake_agent` nodes) boot and report.
     fake_timing: Mutex<fakeagent::Timing>,
+    /// Wakes metadata long-polls and whoever waits for signals.
+    metadata_notify: metadata::Notifier,
+    /// Wakes the stack reconcile loop (a node changed, a stack was asked for).
+    stacks_wake: tokio::sync::Notify,
 }
 
 impl std::fmt::Debug for Daemon {
@@ -127,6 +133,8 @@ impl Daemon {
             inspect_after_verify: Mutex::new(HashSet::new()),
             metrics: metrics::DaemonMetrics::default(),
             fake_timing: Mutex::new(fakeagent::Timing::default()),
+            metadata_notify: metadata::Notifier::default(),
+            stacks_wake: tokio::sync::Notify::new(),
         });
         for (n, _) in nodes::list(&*d.store)? {
             d.refresh(&n);
@@ -200,6 +208,7 @@ impl Daemon {
             self.refresh(&node);
             self.metrics
                 .transition(name, &before, &node.lifecycle.state, now);
+            self.stacks_wake.notify_one();
             (node, actions)
         };
         info!(node = name, event = event_name, state = %node.lifecycle.state, "lifecycle");
@@ -236,6 +245,34 @@ impl Daemon {
             .get(name)
             .cloned()
             .unwrap_or(Command::None)
+    }
+
+    /// Publish `data` as node `node`'s metadata (the stack engine's and the operator's way in)
+    /// and wake the node's long-polls. Returns the counter (unchanged data keeps it). Logs the
+    /// node and counter only: metadata carries secrets.
+    pub fn publish_metadata(
+        &self,
+        node: &str,
+        data: serde_json::Value,
+    ) -> Result<u64, DaemonError> {
+        let counter = metadata::set(&*self.store, node, data)?;
+        self.metadata_notify.changed(node, counter);
+        info!(node, counter, "metadata published");
+        Ok(counter)
+    }
+
+    /// Store a node's signal and wake whoever waits for signals
+    /// ([`metadata::Notifier::subscribe_signals`]).
+    pub fn store_signal(&self, node: &str, signal: &metadata::Signal) -> Result<(), DaemonError> {
+        metadata::put_signal(&*self.store, node, signal)?;
+        self.metadata_notify.signalled();
+        info!(node, deployment = %signal.deployment, status = ?signal.status, counter = signal.counter, "signal");
+        Ok(())
+    }
+
+    /// The metadata change notifier (long-polls subscribe here).
+    pub fn metadata_notifier(&self) -> &metadata::Notifier {
+        &self.metadata_notify
     }
 
     /// Operator request `inspect`: from `enroll` the BMC is verified first (`manage`), and the

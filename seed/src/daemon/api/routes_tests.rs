@@ -74,12 +74,14 @@ fn openapi_parses_and_describes_every_route() {
     }
 }
 
-#[test]
-fn every_listed_route_is_routed() {
+#[tokio::test]
+async fn every_listed_route_is_routed() {
     let (_, api) = api();
     for (method, path) in ROUTES {
         let p = path.replace("{name}", "nope");
-        let r = api.respond(&req(method, &p, Some("application/json"), "{}"));
+        let r = api
+            .handle(req(method, &p, Some("application/json"), "{}"))
+            .await;
         assert!(
             !r.body.contains("no such endpoint") && r.status != StatusCode::METHOD_NOT_ALLOWED,
             "{method} {path}: {} {}",
@@ -87,7 +89,7 @@ fn every_listed_route_is_routed() {
             r.body
         );
     }
-    let r = api.respond(&req("GET", "/v1/bogus", None, ""));
+    let r = api.handle(req("GET", "/v1/bogus", None, "")).await;
     assert_eq!(r.status, StatusCode::NOT_FOUND);
 }
 
