@@ -38,6 +38,9 @@ pub struct Args {
     /// Skip the simulator run.
     #[arg(long)]
     no_sim: bool,
+    /// Deploy with one node request each instead of through a stack.
+    #[arg(long)]
+    no_stack: bool,
 }
 
 const TOKEN: &str = "bench-scale";
@@ -94,9 +97,13 @@ pub fn run(a: Args) -> Result<()> {
     };
 
     println!();
+    let how = phases
+        .iter()
+        .find(|p| p.name == "deploy")
+        .map_or("", |p| p.note.as_str());
     println!(
         "scale: {} fake nodes, {} in flight, fake BMC delay {} ms; daemon in process over redb; \
-         deploys by node requests (no stack)",
+         deploy: {how}",
         a.nodes, a.concurrency, a.bmc_delay_ms
     );
     let mut rows = Vec::new();
@@ -283,10 +290,21 @@ async fn daemon_phases(a: &Args, path: &std::path::Path, p: &Progress) -> Result
             left: a.nodes,
             note: "no deploy endpoint".into(),
         });
+    } else if !a.no_stack {
+        p.say(format!("deploy: one stack of {} servers", a.nodes));
+        let ph = deploy_by_stack(a, &daemon, &api).await;
+        p.say(format!(
+            "deploy: {} active, {} failed in {:.1}s ({})",
+            ph.ok,
+            ph.failed,
+            ph.wall.as_secs_f64(),
+            ph.note
+        ));
+        phases.push(ph);
     } else {
         p.say("deploy: every available node");
         let body = serde_json::json!({ "image": IMAGE }).to_string();
-        let ph = drive(
+        let mut ph = drive(
             "deploy",
             a,
             &daemon,
@@ -299,6 +317,9 @@ async fn daemon_phases(a: &Args, path: &std::path::Path, p: &Progress) -> Result
             },
         )
         .await;
+        if ph.note.is_empty() {
+            ph.note = format!("node requests, {} in flight", a.concurrency);
+        }
         p.say(format!(
             "deploy: {} ok, {} failed in {:.1}s",
             ph.ok,
@@ -308,6 +329,67 @@ async fn daemon_phases(a: &Args, path: &std::path::Path, p: &Progress) -> Result
         phases.push(ph);
     }
     Ok(phases)
+}
+
+/// Deploy every node through one stack (a resource group of `--nodes` servers), as an
+/// operator would; the stack engine bounds the deploys in flight. Polls the stack view.
+async fn deploy_by_stack(a: &Args, daemon: &Arc<Daemon>, api: &Api) -> Phase {
+    let t = Instant::now();
+    daemon.spawn_stacks();
+    let template = format!(
+        "heat_template_version: wallaby\nresources:\n  nodes:\n    type: OS::Heat::ResourceGroup\n    \
+         properties:\n      count: {}\n      resource_def: {{type: OS::Seed::Server, properties: \
+         {{image: {IMAGE}, profile: compute}}}}\n",
+        a.nodes
+    );
+    let body = serde_json::json!({"name": "bench", "file": "bench.yaml", "template": template});
+    let (code, resp) = api.local("POST", "/v1/stacks", &body.to_string());
+    if code != 201 {
+        return Phase {
+            name: "deploy",
+            wall: t.elapsed(),
+            ok: 0,
+            failed: 0,
+            left: a.nodes,
+            note: format!(
+                "stack refused: {code} {}",
+                resp.chars().take(160).collect::<String>()
+            ),
+        };
+    }
+    let limit = Duration::from_secs(a.phase_timeout);
+    let (mut active, mut failed, mut status) = (0, 0, String::new());
+    while t.elapsed() < limit {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let (code, v) = api.local("GET", "/v1/stacks/bench", "");
+        let Ok(v) = serde_json::from_str::<serde_json::Value>(&v) else {
+            continue;
+        };
+        if code != 200 {
+            continue;
+        }
+        status = v["status"].as_str().unwrap_or_default().to_string();
+        let members = v["members"].as_array().cloned().unwrap_or_default();
+        active = members
+            .iter()
+            .filter(|m| m["node_state"] == "active")
+            .count();
+        failed = members
+            .iter()
+            .filter(|m| m["status"].as_str().is_some_and(|s| s.contains("FAILED")))
+            .count();
+        if status.ends_with("COMPLETE") || status.ends_with("FAILED") {
+            break;
+        }
+    }
+    Phase {
+        name: "deploy",
+        wall: t.elapsed(),
+        ok: active,
+        failed,
+        left: a.nodes.saturating_sub(active + failed),
+        note: format!("through a stack, ended {status}"),
+    }
 }
 
 /// Ask each node for a step with at most `--concurrency` in flight; a node is finished when
