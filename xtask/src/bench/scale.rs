@@ -41,6 +41,24 @@ pub struct Args {
     /// Deploy with one node request each instead of through a stack.
     #[arg(long)]
     no_stack: bool,
+    /// Every K-th node's fake agent fails its deploys (0: none).
+    #[arg(long, default_value_t = 0, value_name = "K")]
+    fail_every: usize,
+    /// Every K-th node's fake agent is 10 times slower (0: none).
+    #[arg(long, default_value_t = 0, value_name = "K")]
+    slow_every: usize,
+}
+
+/// The fake agent behaviour of node `i`.
+fn behaviour(a: &Args, i: usize) -> &'static str {
+    let every = |k: usize| k > 0 && i % k == k - 1;
+    if every(a.fail_every) {
+        "fail"
+    } else if every(a.slow_every) {
+        "slow"
+    } else {
+        "ok"
+    }
 }
 
 const TOKEN: &str = "bench-scale";
@@ -102,9 +120,9 @@ pub fn run(a: Args) -> Result<()> {
         .find(|p| p.name == "deploy")
         .map_or("", |p| p.note.as_str());
     println!(
-        "scale: {} fake nodes, {} in flight, fake BMC delay {} ms; daemon in process over redb; \
-         deploy: {how}",
-        a.nodes, a.concurrency, a.bmc_delay_ms
+        "scale: {} fake nodes, {} in flight, fake BMC delay {} ms, failing agents every {}, slow \
+         every {} (0: none); daemon in process over redb; deploy: {how}",
+        a.nodes, a.concurrency, a.bmc_delay_ms, a.fail_every, a.slow_every
     );
     let mut rows = Vec::new();
     for ph in &phases {
@@ -227,8 +245,8 @@ async fn daemon_phases(a: &Args, path: &std::path::Path, p: &Progress) -> Result
                         (i >> 16) & 0xff, (i >> 8) & 0xff, i & 0xff)],
                     "pm_type": "fake", "pm_addr": "fake", "pm_user": "admin",
                     "pm_password": "bench",
-                    "capabilities": format!("profile:compute,fake_agent:ok,fake_bmc_delay_ms:{}",
-                        a.bmc_delay_ms),
+                    "capabilities": format!("profile:compute,fake_agent:{},fake_bmc_delay_ms:{}",
+                        behaviour(a, i), a.bmc_delay_ms),
                 })
             })
             .collect();
