@@ -581,7 +581,7 @@ fn transition(
         }
         (S::Deploying, Event::ImageRefused { reason }) if !lc.image_written => {
             // Nothing was powered for this deploy: no power-off either.
-            let mut a = fail(node, format!("image refused: {reason}"))?;
+            let mut a = fail(node, reason)?;
             a.retain(|a| !a.touches_hardware());
             return Ok(a);
         }
@@ -1298,7 +1298,10 @@ mod tests {
             assert!(step(&mut n, Event::ImageWritten, 1_000_001, &T).is_err());
             // Retry.
             let a = ok(&mut n, Event::Deploy(target()), 1_000_002);
-            assert!(matches!(a[1], Action::Deploy { op: o, .. } if o == op + 1), "{a:?}");
+            assert!(
+                matches!(a[1], Action::Deploy { op: o, .. } if o == op + 1),
+                "{a:?}"
+            );
             assert_eq!(n.lifecycle.state, State::Deploying);
             assert_eq!(n.lifecycle.attempts, 2);
         }
@@ -1315,20 +1318,11 @@ mod tests {
             ),
             vec![Action::Persist]
         );
-        assert_eq!(
-            n.lifecycle.state.reason(),
-            Some("image refused: sha256 mismatch")
-        );
+        assert_eq!(n.lifecycle.state.reason(), Some("sha256 mismatch"));
         // Once written, "image refused" makes no sense.
         let mut n = at("deploying");
         ok(&mut n, Event::ImageWritten, 5);
-        assert!(step(
-            &mut n,
-            Event::ImageRefused { reason: "x".into() },
-            6,
-            &T
-        )
-        .is_err());
+        assert!(step(&mut n, Event::ImageRefused { reason: "x".into() }, 6, &T).is_err());
     }
 
     #[test]

@@ -17,6 +17,7 @@ pub mod admin;
 pub mod api;
 pub mod config;
 pub mod credentials;
+pub mod deploy;
 pub mod metadata;
 pub mod policy;
 
@@ -77,6 +78,8 @@ pub struct Daemon {
     workers: Mutex<HashMap<String, mpsc::UnboundedSender<Vec<Action>>>>,
     /// Nodes asked to inspect while still in `enroll`: inspect once verification succeeds.
     inspect_after_verify: Mutex<HashSet<String>>,
+    /// The image store and the agents' last deploy progress ([`deploy`]).
+    deploy: deploy::DeployState,
 }
 
 impl std::fmt::Debug for Daemon {
@@ -116,6 +119,7 @@ impl Daemon {
             drivers: Mutex::new(HashMap::new()),
             workers: Mutex::new(HashMap::new()),
             inspect_after_verify: Mutex::new(HashSet::new()),
+            deploy: deploy::DeployState::default(),
         });
         for (n, _) in nodes::list(&*d.store)? {
             d.refresh(&n);
@@ -156,14 +160,30 @@ impl Daemon {
         event: Event,
         extra: Vec<Op>,
     ) -> Result<Node, DaemonError> {
+        self.apply_if(name, event, extra, &|_| true)
+            .map(|n| n.expect("an always-true condition holds"))
+    }
+
+    /// [`Daemon::apply`] only if `cond` holds for the stored node, checked under the same lock
+    /// (e.g. "still the operation this report belongs to"); `None` when it does not.
+    pub fn apply_if(
+        self: &Arc<Self>,
+        name: &str,
+        event: Event,
+        extra: Vec<Op>,
+        cond: &dyn Fn(&Node) -> bool,
+    ) -> Result<Option<Node>, DaemonError> {
         let event_name = event.name();
         let (node, actions) = {
             let _g = lock(&self.lifecycle_lock);
             let (mut node, rev) = nodes::get(&*self.store, name)?
                 .ok_or_else(|| DaemonError::NotFound(name.into()))?;
+            if !cond(&node) {
+                return Ok(None);
+            }
             let actions = lifecycle::step(&mut node, event, now_ms(), &self.settings.timeouts)?;
             if actions.is_empty() {
-                return Ok(node);
+                return Ok(Some(node));
             }
             debug_assert_eq!(actions.first(), Some(&Action::Persist));
             let value = serde_json::to_vec(&node).map_err(|source| StoreError::Encode {
@@ -202,7 +222,7 @@ impl Daemon {
         if !hardware.is_empty() {
             self.enqueue(name, hardware);
         }
-        Ok(node)
+        Ok(Some(node))
     }
 
     /// The command waiting for node `name`'s agent.
@@ -234,7 +254,7 @@ impl Daemon {
             let mac = to_netboot(mac);
             table.insert(
                 mac,
-                policy::boot_action(&node.lifecycle.state, mac, &self.settings),
+                policy::node_boot_action(&node.lifecycle, mac, &self.settings),
             );
         }
     }
@@ -308,8 +328,29 @@ impl Daemon {
                     Ok(PowerState::Off) => drv.power(PowerAction::On).await,
                     Err(e) => Err(e),
                 },
-                Action::Deploy { .. } | Action::WipeDisks(_) => {
-                    // Handed to the agent once deploy/clean land; the step's deadline fails it
+                Action::Deploy {
+                    op,
+                    image,
+                    root_hint,
+                } => {
+                    // Checked before anything else of the batch: a refused image fails the
+                    // step with nothing powered.
+                    match self.prepare_deploy(name, *op, image, root_hint).await {
+                        Ok(true) => Ok(()),
+                        // The step moved on meanwhile: this batch is stale.
+                        Ok(false) => return,
+                        Err(reason) => {
+                            warn!(node = name, %reason, "deploy refused");
+                            let ev = Event::ImageRefused { reason };
+                            if let Err(e) = self.apply(name, ev, vec![]) {
+                                debug!(node = name, error = %e, "refusal not recorded");
+                            }
+                            return;
+                        }
+                    }
+                }
+                Action::WipeDisks(_) => {
+                    // Handed to the agent once clean lands; the step's deadline fails it
                     // meanwhile.
                     warn!(node = name, ?action, "not carried out by this daemon yet");
                     Ok(())
