@@ -41,6 +41,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         http_port: http.port,
         timeouts: Timeouts {
             inspect_ms: cfg.lifecycle.inspect_timeout_secs.saturating_mul(1000),
+            deploy_ms: cfg.lifecycle.deploy_timeout_secs.saturating_mul(1000),
             ..Timeouts::default()
         },
         heartbeat_secs: cfg.agent.heartbeat_secs,

@@ -169,6 +169,9 @@ impl Api {
             if b.image.trim().is_empty() {
                 return error(StatusCode::BAD_REQUEST, "the image name is empty");
             }
+            if let Some(Err(e)) = b.root_hint.as_deref().map(super::deploy::check_root_hint) {
+                return error(StatusCode::BAD_REQUEST, &e);
+            }
             let target = crate::lifecycle::DeployTarget {
                 image: b.image,
                 root_hint: b.root_hint.filter(|h| !h.trim().is_empty()),

@@ -134,6 +134,14 @@ pub struct LifecycleConfig {
     /// Seconds an inspection may take before it fails.
     #[serde(default = "default_inspect_timeout")]
     pub inspect_timeout_secs: u64,
+    /// Seconds each half of a deploy may take (ramdisk boot + image write; then the reboot
+    /// until the image says "booted") before it fails.
+    #[serde(default = "default_deploy_timeout")]
+    pub deploy_timeout_secs: u64,
+}
+
+fn default_deploy_timeout() -> u64 {
+    30 * 60
 }
 
 fn yes() -> bool {
@@ -149,6 +157,7 @@ impl Default for LifecycleConfig {
         LifecycleConfig {
             provide_after_inspect: true,
             inspect_timeout_secs: default_inspect_timeout(),
+            deploy_timeout_secs: default_deploy_timeout(),
         }
     }
 }
@@ -252,6 +261,7 @@ port = 8080
         assert_eq!(c.api.token, "t0k");
         assert_eq!(c.agent.heartbeat_secs, 10);
         assert!(c.lifecycle.provide_after_inspect);
+        assert_eq!(c.lifecycle.deploy_timeout_secs, 1800);
         assert_eq!(c.ramdisk.kernel, PathBuf::from("target/ramdisk/vmlinuz"));
         assert_eq!(c.netboot.http.unwrap().port, 8080);
     }

@@ -44,6 +44,31 @@ struct Images {
     url_path: String,
 }
 
+/// Check a root-device hint's shape (`size>=N` GiB, `serial=…`, `model=…`, `name=…`); the agent
+/// matches it against the disks.
+pub fn check_root_hint(hint: &str) -> Result<(), String> {
+    let hint = hint.trim();
+    if let Some(n) = hint.strip_prefix("size>=") {
+        return match n.trim().parse::<u64>() {
+            Ok(g) if g > 0 => Ok(()),
+            _ => Err(format!(
+                "root hint {hint:?}: size>= takes a whole number of GiB"
+            )),
+        };
+    }
+    for key in ["serial=", "model=", "name="] {
+        if let Some(v) = hint.strip_prefix(key) {
+            if v.trim().is_empty() {
+                return Err(format!("root hint {hint:?}: {key} needs a value"));
+            }
+            return Ok(());
+        }
+    }
+    Err(format!(
+        "root hint {hint:?}: expected size>=GIB, serial=…, model=… or name=…"
+    ))
+}
+
 /// `e: its source: its source …` (the store's errors keep the detail in their sources).
 fn chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
@@ -109,6 +134,29 @@ impl Daemon {
         credentials::revoke(&*self.store, name)?;
         lock(&self.deploy.progress).remove(name);
         Ok(n)
+    }
+
+    /// At start: deploys whose image was not yet written lost their agent command (memory
+    /// only) and cannot get it back (the store keeps only the credential's hash, and a new one
+    /// would not match what an agent already writing has): fail them now, with a reason saying
+    /// to deploy again, rather than at their deadline. Written ones keep waiting for "booted".
+    pub(super) fn fail_interrupted_deploys(self: &Arc<Self>) -> Result<usize, DaemonError> {
+        let mut failed = 0;
+        for (n, _) in nodes::list(&*self.store)? {
+            let lc = &n.lifecycle;
+            if lc.state == State::Deploying && !lc.image_written && lc.maintenance.is_none() {
+                let reason = "the seed restarted before the image was written; deploy again";
+                self.apply(
+                    &n.name,
+                    Event::Failed {
+                        reason: reason.into(),
+                    },
+                    vec![],
+                )?;
+                failed += 1;
+            }
+        }
+        Ok(failed)
     }
 
     /// Carry out [`crate::lifecycle::Action::Deploy`]: verify the image, issue the credential,
@@ -211,5 +259,26 @@ impl Daemon {
             return Ok(Some(n));
         }
         self.apply(&name, Event::Deployed, vec![]).map(Some)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::check_root_hint;
+
+    #[test]
+    fn root_hints() {
+        for ok in [
+            "size>=4",
+            "serial=D1",
+            "model=QEMU HARDDISK",
+            "name=vda",
+            " size>= 20 ",
+        ] {
+            assert_eq!(check_root_hint(ok), Ok(()), "{ok}");
+        }
+        for bad in ["size>=0", "size>=4G", "serial=", "vda", "size<=4", ""] {
+            assert!(check_root_hint(bad).is_err(), "{bad}");
+        }
     }
 }

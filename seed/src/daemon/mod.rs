@@ -138,6 +138,7 @@ impl Daemon {
     /// Re-arm the deadlines of nodes that were busy when the daemon last stopped (needs a tokio
     /// runtime). A deadline already past fires at once and the lifecycle fails the step.
     pub fn resume(self: &Arc<Self>) -> Result<usize, DaemonError> {
+        self.fail_interrupted_deploys()?;
         let mut armed = 0;
         for (n, _) in nodes::list(&*self.store)? {
             if let (true, Some(at), None) = (

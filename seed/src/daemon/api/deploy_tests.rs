@@ -374,6 +374,7 @@ async fn agent_failure_fails_the_deploy_with_its_reason() {
     assert_eq!(bad("{}"), 400);
     assert_eq!(bad(r#"{"image": " "}"#), 400);
     assert_eq!(bad(r#"{"image": "tiny", "bogus": 1}"#), 400);
+    assert_eq!(bad(r#"{"image": "tiny", "root_hint": "biggest"}"#), 400);
     assert_eq!(
         e.api
             .respond(&req(Method::POST, "/v1/nodes/n1/deploy", None, "{}"))
@@ -411,4 +412,38 @@ async fn a_silent_boot_times_out_into_deploy_failed() {
         "{:?}",
         e.state()
     );
+}
+
+#[tokio::test]
+async fn a_restart_fails_unwritten_deploys_and_keeps_written_ones() {
+    let e = setup(Timeouts::default());
+    assert_eq!(e.deploy().status, 202);
+    e.wait("deploy command queued", |e| e.deploy_command().is_some())
+        .await;
+    // A second daemon over the same store: the agent command is gone with the first one.
+    let again = Daemon::new(e.d.store.clone(), e.d.settings.clone()).unwrap();
+    again.resume().unwrap();
+    assert!(
+        e.state().reason().is_some_and(|r| r.contains("restarted")),
+        "{:?}",
+        e.state()
+    );
+    // Written: it only waits for "booted", which the store can still check.
+    assert_eq!(e.deploy().status, 202);
+    e.wait("deploy command queued", |e| e.deploy_command().is_some())
+        .await;
+    let cmd = e.deploy_command().unwrap();
+    assert_eq!(e.progress(cmd.op, "done", 14, None).status, 200);
+    let again = Daemon::new(e.d.store.clone(), e.d.settings.clone()).unwrap();
+    assert_eq!(again.resume().unwrap(), 1, "its deadline is re-armed");
+    assert_eq!(e.state(), State::Deploying);
+    let api = Api::new(again, TOKEN);
+    let r = api.respond(&req(
+        Method::POST,
+        "/v1/node/booted",
+        Some(&cmd.credential),
+        "",
+    ));
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(e.state(), State::Active);
 }
