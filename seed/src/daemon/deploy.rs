@@ -44,29 +44,24 @@ struct Images {
     url_path: String,
 }
 
-/// Check a root-device hint's shape (`size>=N` GiB, `serial=…`, `model=…`, `name=…`); the agent
-/// matches it against the disks.
+/// Check a root-device hint's shape (`size>=N` GiB, optionally `G`/`GiB`, `serial=…`,
+/// `model=…`, `name=…`), the same grammar the agent parses, so a typo is a 400 now rather than
+/// a failed deploy later.
 pub fn check_root_hint(hint: &str) -> Result<(), String> {
     let hint = hint.trim();
+    let bad = || {
+        Err(format!(
+            "root hint {hint:?}: expected size>=GIB, serial=…, model=… or name=…"
+        ))
+    };
     if let Some(n) = hint.strip_prefix("size>=") {
-        return match n.trim().parse::<u64>() {
-            Ok(g) if g > 0 => Ok(()),
-            _ => Err(format!(
-                "root hint {hint:?}: size>= takes a whole number of GiB"
-            )),
-        };
+        let n = n.trim().trim_end_matches("GiB").trim_end_matches('G');
+        return n.parse::<u64>().map(|_| ()).or_else(|_| bad());
     }
-    for key in ["serial=", "model=", "name="] {
-        if let Some(v) = hint.strip_prefix(key) {
-            if v.trim().is_empty() {
-                return Err(format!("root hint {hint:?}: {key} needs a value"));
-            }
-            return Ok(());
-        }
+    match hint.split_once('=') {
+        Some((k, v)) if !v.is_empty() && matches!(k.trim(), "serial" | "model" | "name") => Ok(()),
+        _ => bad(),
     }
-    Err(format!(
-        "root hint {hint:?}: expected size>=GIB, serial=…, model=… or name=…"
-    ))
 }
 
 /// `e: its source: its source …` (the store's errors keep the detail in their sources).
@@ -277,7 +272,15 @@ mod tests {
         ] {
             assert_eq!(check_root_hint(ok), Ok(()), "{ok}");
         }
-        for bad in ["size>=0", "size>=4G", "serial=", "vda", "size<=4", ""] {
+        for bad in [
+            "size>=x",
+            "size>=4T",
+            "serial=",
+            "vda",
+            "size<=4",
+            "colour=red",
+            "",
+        ] {
             assert!(check_root_hint(bad).is_err(), "{bad}");
         }
     }
