@@ -20,7 +20,8 @@
 //! `deploy` arms `deploy_ms` for the write, `image written` re-arms `deploy_ms` for the boot.
 //! Progress reports do not move the deadline (a stalled agent still fails; the deadline is
 //! sized for the largest image). Any failure (agent, BMC, timeout, image refused) lands in
-//! `deploy failed` with the reason, never half-way in `active`; `deploy` again retries.
+//! `deploy failed` with the reason, never half-way in `active`; `deploy` again retries, and
+//! `delete` from `deploying` abandons the deploy (tear down and clean as from `active`).
 //! Each long-running step has a failed state that keeps its reason (`inspect failed`,
 //! `deploy failed`, `clean failed`; a failed verification goes back to `enroll` with
 //! `last_error`) and can be retried. [`step`] takes the node, one [`Event`] and the current
@@ -592,10 +593,12 @@ fn transition(
             vec![A::Persist]
         }
 
-        (S::Active | S::DeployFailed { .. }, Event::Delete { full_wipe }) => {
+        // From deploying: abandons the deploy (the new op makes its late reports stale).
+        (S::Active | S::DeployFailed { .. } | S::Deploying, Event::Delete { full_wipe }) => {
             let at = now + t.delete_ms;
             begin(lc, S::Deleting, false, at);
             lc.wipe_full = full_wipe;
+            lc.image_written = false;
             vec![A::Persist, A::PowerOff, A::Deadline { at_ms: at }]
         }
         (S::Deleting, Event::TornDown) => {
@@ -1132,7 +1135,13 @@ mod tests {
             ("available", &["deploy", "manage"]),
             (
                 "deploying",
-                &["image written", "image refused", "deployed", "failed"],
+                &[
+                    "image written",
+                    "image refused",
+                    "deployed",
+                    "failed",
+                    "delete",
+                ],
             ),
             ("active", &["delete"]),
             ("deleting", &["torn down", "failed"]),
@@ -1172,6 +1181,15 @@ mod tests {
             }
         }
         assert!(rejected > 130, "{rejected}");
+        // Abandoning a deploy: a new op, and the old deploy's reports no longer apply.
+        let mut n = at("deploying");
+        let op = n.lifecycle.op;
+        ok(&mut n, Event::ImageWritten, 3);
+        ok(&mut n, Event::Delete { full_wipe: false }, 4);
+        assert_eq!(n.lifecycle.state, State::Deleting);
+        assert_eq!(n.lifecycle.op, op + 1);
+        assert!(!n.lifecycle.image_written);
+        assert!(step(&mut n, Event::Deployed, 5, &T).is_err());
         let err = step(&mut at("active"), Event::Provide, 0, &T).unwrap_err();
         assert_eq!(err.to_string(), "cannot handle `provide` in state `active`");
     }

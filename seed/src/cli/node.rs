@@ -62,7 +62,7 @@ pub enum NodeCommand {
         wait: Option<u64>,
     },
     /// Ask the running daemon to undeploy a node (power off, wipe, back to available; the
-    /// node's credential is revoked), through its API.
+    /// node's credential is revoked), through its API. Also abandons a running deploy.
     Undeploy {
         /// The node's name.
         name: String,
