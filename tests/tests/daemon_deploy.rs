@@ -308,6 +308,11 @@ fn daemon_deploy_stream_progress_reboot_booted() {
     );
     assert_eq!(srv.node()["state"], "deploying");
 
+    // The ramdisk's agent reports its facts at boot: acknowledged, still deploying.
+    let (code, body) = srv.curl("POST", "/v1/agent/facts", None, Some(&report()));
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(srv.node()["state"], "deploying");
+
     // The agent's heartbeat gets its work (once the image is verified).
     let mut cmd = serde_json::Value::Null;
     for _ in 0..100 {

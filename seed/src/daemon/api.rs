@@ -271,6 +271,21 @@ impl Api {
             }
             Err(e) => return e,
         };
+        match self.daemon.facts_are_no_inspection(&name) {
+            // The ramdisk's agent reports facts at every boot: while deploying they only say
+            // "up", and the agent goes on to heartbeat for its deploy command.
+            Ok(true) => {
+                return ApiResponse::json(
+                    StatusCode::OK,
+                    &Ack {
+                        node: name,
+                        heartbeat_secs: self.daemon.settings().heartbeat_secs,
+                    },
+                )
+            }
+            Ok(false) => {}
+            Err(e) => return daemon_error(&e),
+        }
         let stored = serde_json::to_vec(&report.facts).unwrap_or_default();
         let props = properties(&report.facts);
         let d = &self.daemon;

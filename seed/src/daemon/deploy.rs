@@ -154,6 +154,18 @@ impl Daemon {
         Ok(failed)
     }
 
+    /// Whether a facts report from node `name`'s agent is just the ramdisk saying it is up for
+    /// another step (deploying, cleaning): acknowledged without touching the lifecycle, so the
+    /// agent moves on to heartbeats (a refusal would keep it re-reporting).
+    pub fn facts_are_no_inspection(&self, name: &str) -> Result<bool, DaemonError> {
+        let (n, _) =
+            nodes::get(&*self.store, name)?.ok_or_else(|| DaemonError::NotFound(name.into()))?;
+        Ok(matches!(
+            n.lifecycle.state,
+            State::Deploying | State::Cleaning
+        ))
+    }
+
     /// Carry out [`crate::lifecycle::Action::Deploy`]: verify the image, issue the credential,
     /// queue the agent's command. `Ok(false)`: the node is no longer on deploy `op` (stale
     /// batch); `Err(reason)`: refused, nothing was done.

@@ -215,6 +215,27 @@ async fn deploy_write_reboot_booted_active() {
         e.d.boot_action(mac),
         Some(netboot::BootAction::Kernel { .. })
     ));
+    // The ramdisk's agent reports its facts first: acknowledged, nothing changes.
+    let facts = serde_json::json!({
+        "boot_mac": MAC,
+        "facts": {
+            "cpus": 1, "cpu_model": "QEMU", "memory_mib": 512,
+            "disks": [{"name": "vda", "size_bytes": 4294967296u64, "model": "", "serial": "", "rotational": false}],
+            "nics": [{"name": "eth0", "mac": MAC, "link": true, "driver": "virtio_net"}],
+            "dmi": {"vendor": "QEMU", "product": "Standard PC", "serial": "", "uuid": "u"},
+            "boot_mode": "bios"
+        }
+    });
+    let r = e.api.respond(&req(
+        Method::POST,
+        "/v1/agent/facts",
+        None,
+        &facts.to_string(),
+    ));
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(json(&r)["node"], "n1");
+    assert_eq!(e.state(), State::Deploying);
+    assert!(e.deploy_command().is_some(), "the work is still there");
     // The heartbeat hands the agent its work; the credential shows nowhere else.
     let r = e.api.respond(&req(
         Method::POST,
