@@ -292,20 +292,27 @@ fn daemon_deploy_stream_progress_reboot_booted() {
     srv.inspect();
     let reboots = srv.count("action=Reboot");
 
-    // The operator's CLI asks for the deploy.
-    let out = srv.cli(&[
+    // The operator's CLI asks for the deploy and waits for it (in the background).
+    let mut cli = srv.lan.server.cmd(tests::seed_bin());
+    cli.args([
+        "node",
         "deploy",
         "node1",
         "--image",
         "tiny",
         "--root-hint",
         "size>=4",
+    ])
+    .args([
+        "--wait",
+        "120",
+        "--api",
+        "http://127.0.0.1:6385",
+        "--token",
+        TOKEN,
     ]);
-    assert!(out.status.success(), "{out:?}\n{}", srv.seed.output());
-    assert!(
-        String::from_utf8_lossy(&out.stdout).contains("deploy of tiny requested"),
-        "{out:?}"
-    );
+    let mut cli = Child::spawn("seed-node-deploy", cli);
+    cli.wait_for_log("deploy of tiny requested", Duration::from_secs(30));
     assert_eq!(srv.node()["state"], "deploying");
 
     // The ramdisk's agent reports its facts at boot: acknowledged, still deploying.
@@ -416,6 +423,8 @@ fn daemon_deploy_stream_progress_reboot_booted() {
     // No power action for "booted".
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(srv.count("action=Reboot"), reboots + 2);
+    // The waiting CLI saw it through.
+    cli.wait_for_log("node1: active after", Duration::from_secs(30));
 
     // Undeploy through the CLI: the old credential stops working.
     let out = srv.cli(&["undeploy", "node1"]);
