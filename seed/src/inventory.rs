@@ -254,6 +254,17 @@ pub struct Node {
     /// Milliseconds since the Unix epoch (virtual in the simulator).
     pub created_ms: u64,
     pub updated_ms: u64,
+    /// The stack member this node is given to (owned by the stack engine, written with
+    /// compare-and-swap in the same commit as the stack record, before any deploy).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allocation: Option<Allocation>,
+}
+
+/// Which stack member a node belongs to.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Allocation {
+    pub stack: String,
+    pub member: String,
 }
 
 impl Node {
@@ -268,6 +279,7 @@ impl Node {
             lifecycle: Lifecycle::default(),
             created_ms: now_ms,
             updated_ms: now_ms,
+            allocation: None,
         }
     }
 }

@@ -5,6 +5,7 @@ pub mod cli;
 pub mod daemon;
 pub mod inventory;
 pub mod lifecycle;
+pub mod orchestrator;
 pub mod power;
 pub mod sim;
 pub mod store;

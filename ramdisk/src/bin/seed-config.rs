@@ -2,11 +2,14 @@
 //!
 //! `seed-config apply` has os-apply-config's command line (templates, metadata, output root,
 //! `--key` look-ups with the same exit codes); `seed-config refresh` runs os-refresh-config's
-//! phases with apply between pre-configure and configure. Logs go to stderr.
+//! phases with apply between pre-configure and configure; `seed-config collect` fetches the
+//! node's metadata from the seed (long-poll, cached on the state partition), refreshes when it
+//! changed and signals each deployment; `seed-config signal` sends one signal by hand. Logs go
+//! to stderr and never carry the metadata or the credential.
 
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
-use ramdisk::config::{apply, error_chain, metadata, refresh, value_types};
+use ramdisk::config::{apply, collect, error_chain, metadata, refresh, value_types};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -25,6 +28,71 @@ enum Command {
     /// Run pre-configure.d, apply, configure.d, post-configure.d, migration.d
     /// (os-refresh-config).
     Refresh(RefreshArgs),
+    /// Fetch this node's metadata from the seed, refresh when it changed, signal deployments
+    /// (os-collect-config). Runs until stopped unless --once.
+    Collect(CollectArgs),
+    /// Tell the seed how a deployment ended.
+    Signal(SignalArgs),
+}
+
+#[derive(Args)]
+struct CollectArgs {
+    /// The identity the deploy wrote (node, seed URL, credential).
+    #[arg(long, default_value_os_t = collect::default_identity())]
+    identity: PathBuf,
+    /// The metadata cache (on the state partition, so it outlives the seed).
+    #[arg(long, default_value_os_t = collect::default_cache())]
+    cache: PathBuf,
+    /// One pass (fetch without waiting, refresh if changed, signal), then exit.
+    #[arg(long)]
+    once: bool,
+    /// Seconds each long-poll may wait for a change (the seed caps it at 60).
+    #[arg(long, default_value_t = 60)]
+    wait: u64,
+    /// Retries of a failed fetch or signal before falling back to the cache.
+    #[arg(long, default_value_t = 3)]
+    retries: u32,
+    /// Refresh on the first pass even if the cached counter was applied already.
+    #[arg(long)]
+    force: bool,
+    #[command(flatten)]
+    refresh: RefreshArgs,
+}
+
+#[derive(Args)]
+struct SignalArgs {
+    /// The identity the deploy wrote (node, seed URL, credential).
+    #[arg(long, default_value_os_t = collect::default_identity())]
+    identity: PathBuf,
+    /// The deployment (or wait condition) this signal is for.
+    #[arg(long)]
+    deployment: String,
+    #[arg(long, value_enum)]
+    status: collect::SignalStatus,
+    /// Why it failed.
+    #[arg(long)]
+    reason: Option<String>,
+    /// An output, KEY=VALUE (VALUE is read as JSON if it is a number or boolean, else a
+    /// string); repeatable.
+    #[arg(long = "output", value_name = "KEY=VALUE", value_parser = parse_output)]
+    outputs: Vec<(String, serde_json::Value)>,
+    /// The metadata counter this outcome is for [default: the cache's last applied].
+    #[arg(long)]
+    counter: Option<u64>,
+    /// The metadata cache (for the default counter).
+    #[arg(long, default_value_os_t = collect::default_cache())]
+    cache: PathBuf,
+}
+
+fn parse_output(s: &str) -> Result<(String, serde_json::Value), String> {
+    let (k, v) = s
+        .split_once('=')
+        .ok_or_else(|| format!("{s:?} is not KEY=VALUE"))?;
+    let value = match serde_json::from_str::<serde_json::Value>(v) {
+        Ok(j @ (serde_json::Value::Number(_) | serde_json::Value::Bool(_))) => j,
+        _ => serde_json::Value::String(v.to_string()),
+    };
+    Ok((k.to_string(), value))
 }
 
 /// Where templates and metadata come from (shared by apply and refresh).
@@ -159,6 +227,8 @@ fn main() -> ExitCode {
     let code = match cli.command {
         Command::Apply(a) => run_apply(a),
         Command::Refresh(r) => run_refresh(r),
+        Command::Collect(c) => run_collect(c),
+        Command::Signal(s) => run_signal(s),
     };
     match code {
         Ok(code) => ExitCode::from(code),
@@ -257,4 +327,87 @@ fn run_refresh(r: RefreshArgs) -> anyhow::Result<u8> {
             Ok(1)
         }
     }
+}
+
+fn refresh_options(r: &RefreshArgs, files: &[PathBuf]) -> refresh::RefreshOptions {
+    // Fallbacks, then any -m files, then the seed's document (which wins the merge).
+    let mut metadata = r.sources.fallback_metadata.clone();
+    metadata.extend(r.sources.metadata.iter().cloned());
+    metadata.extend(files.iter().cloned());
+    refresh::RefreshOptions {
+        base_dir: r.base_dir.clone().unwrap_or_else(refresh::default_base_dir),
+        lockfile: r.lockfile.clone(),
+        apply: (!r.no_apply).then(|| refresh::ApplyStep {
+            templates: templates_dir(&r.sources.templates),
+            output: r.sources.output.clone(),
+            metadata,
+        }),
+    }
+}
+
+fn run_collect(c: CollectArgs) -> anyhow::Result<u8> {
+    if c.refresh.print_base || c.refresh.print_phases {
+        return run_refresh(c.refresh);
+    }
+    let identity =
+        collect::read_identity(&c.identity).map_err(|e| anyhow::anyhow!(error_chain(&e)))?;
+    tracing::info!(node = %identity.node, seed = %identity.seed_url, "collecting");
+    let collector = collect::Collector::new(identity, &c.cache)
+        .with_retries(c.retries, std::time::Duration::from_secs(1));
+    let mut run = |files: &[PathBuf]| refresh::refresh(&refresh_options(&c.refresh, files));
+    let mut first = true;
+    let mut pause = std::time::Duration::from_secs(1);
+    loop {
+        // The first pass asks without waiting, so a booting node applies at once.
+        let wait = if first { 0 } else { c.wait };
+        let result = collector.pass(wait, first && c.force, &mut run);
+        first = false;
+        match result {
+            Ok(p) => {
+                tracing::info!(
+                    counter = p.counter,
+                    origin = ?p.origin,
+                    refreshed = p.refreshed,
+                    failed = p.failed,
+                    signals = p.signals.len(),
+                    "collect pass"
+                );
+                if c.once {
+                    return Ok(u8::from(p.failed));
+                }
+                if p.origin == collect::Origin::Seed {
+                    pause = std::time::Duration::from_secs(1);
+                    continue;
+                }
+            }
+            Err(e) => {
+                if c.once {
+                    return Err(anyhow::anyhow!(error_chain(&e)));
+                }
+                tracing::error!("{}", error_chain(&e));
+            }
+        }
+        // The seed did not answer: wait before trying again (bounded, doubling).
+        std::thread::sleep(pause);
+        pause = (pause * 2).min(std::time::Duration::from_secs(60));
+    }
+}
+
+fn run_signal(s: SignalArgs) -> anyhow::Result<u8> {
+    let identity =
+        collect::read_identity(&s.identity).map_err(|e| anyhow::anyhow!(error_chain(&e)))?;
+    let collector = collect::Collector::new(identity, &s.cache);
+    let counter = s.counter.or_else(|| collector.state().applied).unwrap_or(0);
+    let sig = collect::Signal {
+        deployment: s.deployment,
+        status: s.status,
+        reason: s.reason,
+        outputs: s.outputs.into_iter().collect(),
+        counter,
+    };
+    collector
+        .signal(&sig)
+        .map_err(|e| anyhow::anyhow!(error_chain(&e)))?;
+    tracing::info!(deployment = %sig.deployment, status = ?sig.status, counter, "signalled");
+    Ok(0)
 }

@@ -1,12 +1,31 @@
-//! Collect, narrowed to what a node can do without the network yet: keep the last metadata
-//! of each source in a cache directory, list them in `os_config_files.json` (the file
-//! os-apply-config reads), and merge them. The metadata service's long-poll fetch will feed
-//! [`store`] later.
+//! Collect: fetch this node's metadata from the seed's metadata service, keep it in a cache on
+//! the state partition, and run refresh when it changed; then tell the seed how each deployment
+//! went (os-collect-config's job, with the seed as the only source).
+//!
+//! - The node knows who it is from the [`Identity`] the deploy wrote
+//!   (`/var/lib/seed/identity.json`): its name, the seed's URL and its own credential.
+//! - [`Collector::collect`] long-polls `GET /v1/node/metadata?since=N&wait=S` with bounded
+//!   retries and backoff; a new document is written atomically to `<cache>/seed.json` (listed in
+//!   `<cache>/os_config_files.json`) and its counter to `<cache>/state.json`. If the seed cannot
+//!   be reached the cached document is used, so a node whose seed is gone still boots with its
+//!   last configuration.
+//! - [`Collector::pass`] runs refresh only when the counter differs from the last one applied,
+//!   and signals every deployment in the metadata's `deployments` list (each with a `name`):
+//!   complete with `deploy_stdout`/`deploy_stderr`/`deploy_status_code`, or failed with the
+//!   failing script's output as the reason.
+//!
+//! The metadata holds secrets: nothing here logs the data or the credential.
 
 use crate::config::metadata::{self, MetadataError};
+use crate::config::refresh::{RefreshError, Step};
+use crate::config::runparts::RunPartsError;
+pub use images::manifest::Identity;
+use images::manifest::{IDENTITY_FILE, STATE_MOUNT};
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 /// Name of the list of cached files in the cache directory.
 pub const OS_CONFIG_FILES: &str = "os_config_files.json";
@@ -61,6 +80,527 @@ pub fn collect(cache: &Path) -> Result<Value, MetadataError> {
     metadata::collect(&files)
 }
 
+/// The source name of the seed's document in the cache (`<cache>/seed.json`).
+pub const SEED_SOURCE: &str = "seed";
+/// The cache's bookkeeping file: the cached counter and the last one applied.
+pub const STATE_FILE: &str = "state.json";
+
+/// Where the deploy writes the identity.
+pub fn default_identity() -> PathBuf {
+    Path::new(STATE_MOUNT).join(IDENTITY_FILE)
+}
+
+/// The metadata cache on the state partition.
+pub fn default_cache() -> PathBuf {
+    Path::new(STATE_MOUNT).join("metadata")
+}
+
+/// Why collecting or signalling failed.
+#[derive(Debug, thiserror::Error)]
+pub enum CollectError {
+    #[error("reading the identity {}", path.display())]
+    Identity {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the identity {} is not valid", path.display())]
+    IdentityJson {
+        path: PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
+    /// The seed could not be reached (or timed out).
+    #[error("reaching {url}")]
+    Transport {
+        url: String,
+        #[source]
+        source: Box<ureq::Transport>,
+    },
+    /// The seed refused or failed the request.
+    #[error("{url} answered {status}: {body}")]
+    Status {
+        url: String,
+        status: u16,
+        body: String,
+    },
+    #[error("reading the answer of {url}")]
+    Body {
+        url: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the cache")]
+    Cache(#[from] CacheError),
+    #[error("reading the cached metadata")]
+    CacheRead(#[source] MetadataError),
+    /// Nothing fetched and nothing cached.
+    #[error("no metadata: the seed did not answer and nothing is cached")]
+    NoMetadata(#[source] Box<CollectError>),
+}
+
+impl CollectError {
+    /// Worth another try: the network or the seed's own failure (not a refusal).
+    fn transient(&self) -> bool {
+        match self {
+            CollectError::Transport { .. } | CollectError::Body { .. } => true,
+            CollectError::Status { status, .. } => *status >= 500,
+            _ => false,
+        }
+    }
+}
+
+/// Read the identity file the deploy wrote.
+pub fn read_identity(path: &Path) -> Result<Identity, CollectError> {
+    let text = std::fs::read(path).map_err(|source| CollectError::Identity {
+        path: path.into(),
+        source,
+    })?;
+    serde_json::from_slice(&text).map_err(|source| CollectError::IdentityJson {
+        path: path.into(),
+        source,
+    })
+}
+
+/// The document the seed serves.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Document {
+    pub counter: u64,
+    pub data: Value,
+}
+
+/// How a deployment ended (the seed's `SignalStatus`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum SignalStatus {
+    Complete,
+    Failed,
+}
+
+/// What `POST /v1/node/signal` takes (the same JSON as the seed's `Signal`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Signal {
+    pub deployment: String,
+    pub status: SignalStatus,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    #[serde(default)]
+    pub outputs: serde_json::Map<String, Value>,
+    /// The metadata counter applied when signalling.
+    #[serde(default)]
+    pub counter: u64,
+}
+
+/// The cache's bookkeeping.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CacheState {
+    /// The counter of `<cache>/seed.json`.
+    pub counter: u64,
+    /// The counter of the last successful refresh, if any.
+    #[serde(default)]
+    pub applied: Option<u64>,
+}
+
+/// Where a pass's metadata came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    /// The seed (a new document or a confirmation that the cache is current).
+    Seed,
+    /// The cache, because the seed did not answer.
+    Cache,
+}
+
+/// The metadata a collect found.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Collected {
+    pub counter: u64,
+    pub data: Value,
+    pub origin: Origin,
+}
+
+/// What one [`Collector::pass`] did.
+#[derive(Debug)]
+pub struct Pass {
+    pub counter: u64,
+    pub origin: Origin,
+    /// Refresh ran (the counter differed from the last applied one, or forced).
+    pub refreshed: bool,
+    /// Refresh ran and failed.
+    pub failed: bool,
+    /// The signals sent (or attempted: a failure to deliver is logged, not fatal).
+    pub signals: Vec<Signal>,
+}
+
+/// Fetches, caches and signals for one node.
+pub struct Collector {
+    identity: Identity,
+    cache: PathBuf,
+    agent: ureq::Agent,
+    retries: u32,
+    backoff: Duration,
+}
+
+impl std::fmt::Debug for Collector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // No credential here.
+        f.debug_struct("Collector")
+            .field("node", &self.identity.node)
+            .field("seed_url", &self.identity.seed_url)
+            .field("cache", &self.cache)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What [`Collector::pass`] runs to refresh: given the metadata files, run the phases (the
+/// real [`refresh`](crate::config::refresh::refresh), or a stand-in in tests).
+pub type RefreshFn<'a> = dyn FnMut(&[PathBuf]) -> Result<Vec<Step>, RefreshError> + 'a;
+
+/// The longest pause between retries.
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+
+impl Collector {
+    /// A collector for `identity` caching in `cache`; 3 retries, first after 1 s, doubling.
+    pub fn new(identity: Identity, cache: impl Into<PathBuf>) -> Self {
+        Collector {
+            identity,
+            cache: cache.into(),
+            agent: ureq::AgentBuilder::new()
+                .timeout_connect(Duration::from_secs(5))
+                .build(),
+            retries: 3,
+            backoff: Duration::from_secs(1),
+        }
+    }
+
+    /// Retry transient failures `retries` times, waiting `backoff`, then twice that … (≤ 30 s).
+    pub fn with_retries(mut self, retries: u32, backoff: Duration) -> Self {
+        self.retries = retries;
+        self.backoff = backoff;
+        self
+    }
+
+    pub fn identity(&self) -> &Identity {
+        &self.identity
+    }
+
+    pub fn cache(&self) -> &Path {
+        &self.cache
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.identity.seed_url.trim_end_matches('/'))
+    }
+
+    fn bearer(&self) -> String {
+        format!("Bearer {}", self.identity.credential.trim())
+    }
+
+    fn status_error(url: String, e: ureq::Error) -> CollectError {
+        match e {
+            ureq::Error::Status(status, resp) => CollectError::Status {
+                url,
+                status,
+                body: resp.into_string().unwrap_or_default(),
+            },
+            ureq::Error::Transport(t) => CollectError::Transport {
+                url,
+                source: Box::new(t),
+            },
+        }
+    }
+
+    /// One request: the document if it differs from `since`, `None` on 304 (unchanged after
+    /// waiting up to `wait_secs`).
+    pub fn fetch(
+        &self,
+        since: Option<u64>,
+        wait_secs: u64,
+    ) -> Result<Option<Document>, CollectError> {
+        let mut url = self.url("/v1/node/metadata");
+        if let Some(n) = since {
+            url.push_str(&format!("?since={n}&wait={wait_secs}"));
+        }
+        let resp = self
+            .agent
+            .get(&url)
+            .set("Authorization", &self.bearer())
+            // The seed holds the request for up to `wait`; give it room to answer.
+            .timeout(Duration::from_secs(wait_secs + 15))
+            .call()
+            .map_err(|e| Self::status_error(url.clone(), e))?;
+        if resp.status() == 304 {
+            return Ok(None);
+        }
+        let doc: Document = resp
+            .into_json()
+            .map_err(|source| CollectError::Body { url, source })?;
+        Ok(Some(doc))
+    }
+
+    fn with_retry<T>(
+        &self,
+        what: &str,
+        mut f: impl FnMut() -> Result<T, CollectError>,
+    ) -> Result<T, CollectError> {
+        let mut pause = self.backoff;
+        let mut attempt = 0;
+        loop {
+            match f() {
+                Ok(v) => return Ok(v),
+                Err(e) if e.transient() && attempt < self.retries => {
+                    attempt += 1;
+                    tracing::warn!(
+                        "{what}: {}; retry {attempt}/{} in {pause:?}",
+                        crate::config::error_chain(&e),
+                        self.retries
+                    );
+                    std::thread::sleep(pause);
+                    pause = (pause * 2).min(MAX_BACKOFF);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// The cache's bookkeeping (default if none).
+    pub fn state(&self) -> CacheState {
+        std::fs::read(self.cache.join(STATE_FILE))
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default()
+    }
+
+    fn write_state(&self, st: CacheState) -> Result<(), CacheError> {
+        write_atomic(
+            &self.cache.join(STATE_FILE),
+            &serde_json::to_vec(&st).expect("serialises"),
+        )
+    }
+
+    fn seed_file(&self) -> PathBuf {
+        self.cache.join(format!("{SEED_SOURCE}.json"))
+    }
+
+    /// The cached document, if any.
+    pub fn cached(&self) -> Result<Option<Document>, CollectError> {
+        let file = self.seed_file();
+        if !file.exists() {
+            return Ok(None);
+        }
+        let data = metadata::collect(&[file]).map_err(CollectError::CacheRead)?;
+        Ok(Some(Document {
+            counter: self.state().counter,
+            data,
+        }))
+    }
+
+    /// The metadata files refresh reads: the cached seed document.
+    pub fn metadata_files(&self) -> Vec<PathBuf> {
+        vec![self.seed_file()]
+    }
+
+    /// Fetch (long-polling up to `wait_secs` for a change from the cached counter), cache a new
+    /// document, and fall back to the cache when the seed does not answer.
+    pub fn collect(&self, wait_secs: u64) -> Result<Collected, CollectError> {
+        let cached = self.cached()?;
+        let since = cached.as_ref().map(|d| d.counter);
+        match self.with_retry("fetching metadata", || self.fetch(since, wait_secs)) {
+            Ok(Some(doc)) => {
+                store(&self.cache, &[(SEED_SOURCE, doc.data.clone())])?;
+                let mut st = self.state();
+                st.counter = doc.counter;
+                self.write_state(st)?;
+                tracing::info!(node = %self.identity.node, counter = doc.counter, "metadata fetched");
+                Ok(Collected {
+                    counter: doc.counter,
+                    data: doc.data,
+                    origin: Origin::Seed,
+                })
+            }
+            Ok(None) => match cached {
+                Some(doc) => Ok(Collected {
+                    counter: doc.counter,
+                    data: doc.data,
+                    origin: Origin::Seed,
+                }),
+                // A 304 to a request without `since`: the seed is confused, nothing to use.
+                None => Err(CollectError::NoMetadata(Box::new(CollectError::Status {
+                    url: self.url("/v1/node/metadata"),
+                    status: 304,
+                    body: "not modified, but nothing is cached".into(),
+                }))),
+            },
+            Err(e) => match cached {
+                Some(doc) => {
+                    tracing::warn!(
+                        node = %self.identity.node,
+                        counter = doc.counter,
+                        "{}; using the cached metadata",
+                        crate::config::error_chain(&e)
+                    );
+                    Ok(Collected {
+                        counter: doc.counter,
+                        data: doc.data,
+                        origin: Origin::Cache,
+                    })
+                }
+                None => Err(CollectError::NoMetadata(Box::new(e))),
+            },
+        }
+    }
+
+    /// Post one signal (with the retries).
+    pub fn signal(&self, sig: &Signal) -> Result<(), CollectError> {
+        let url = self.url("/v1/node/signal");
+        self.with_retry("signalling", || {
+            self.agent
+                .post(&url)
+                .set("Authorization", &self.bearer())
+                .timeout(Duration::from_secs(15))
+                .send_json(sig)
+                .map(|_| ())
+                .map_err(|e| Self::status_error(url.clone(), e))
+        })
+    }
+
+    /// One round: collect; refresh when the counter differs from the last applied (or `force`);
+    /// then signal each deployment. `refresh` gets the metadata files to apply.
+    pub fn pass(
+        &self,
+        wait_secs: u64,
+        force: bool,
+        refresh: &mut RefreshFn<'_>,
+    ) -> Result<Pass, CollectError> {
+        let got = self.collect(wait_secs)?;
+        let mut st = self.state();
+        let mut pass = Pass {
+            counter: got.counter,
+            origin: got.origin,
+            refreshed: false,
+            failed: false,
+            signals: Vec::new(),
+        };
+        if st.applied == Some(got.counter) && !force {
+            tracing::debug!(counter = got.counter, "metadata unchanged; no refresh");
+            return Ok(pass);
+        }
+        tracing::info!(node = %self.identity.node, counter = got.counter, "refreshing");
+        let result = refresh(&self.metadata_files());
+        pass.refreshed = true;
+        pass.failed = result.is_err();
+        if result.is_ok() {
+            st.applied = Some(got.counter);
+            self.write_state(st)?;
+        }
+        pass.signals = signals_for(&got.data, got.counter, &result);
+        for sig in &pass.signals {
+            match self.signal(sig) {
+                Ok(()) => {
+                    tracing::info!(deployment = %sig.deployment, status = ?sig.status, "signalled")
+                }
+                Err(e) => tracing::warn!(
+                    deployment = %sig.deployment,
+                    "signal not delivered: {}",
+                    crate::config::error_chain(&e)
+                ),
+            }
+        }
+        Ok(pass)
+    }
+}
+
+/// The names in the metadata's `deployments` list (os-collect-config's Heat shape).
+pub fn deployment_names(data: &Value) -> Vec<String> {
+    data.get("deployments")
+        .and_then(Value::as_array)
+        .map(|l| {
+            l.iter()
+                .filter_map(|d| d.get("name").and_then(Value::as_str))
+                .map(str::to_string)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The signal for each deployment after a refresh that ended with `result`.
+pub fn signals_for(
+    data: &Value,
+    counter: u64,
+    result: &Result<Vec<Step>, RefreshError>,
+) -> Vec<Signal> {
+    let (status, reason, outputs) = match result {
+        Ok(steps) => {
+            let mut ran = Vec::new();
+            let mut changed = 0;
+            for s in steps {
+                match s {
+                    Step::Phase { scripts, .. } => {
+                        ran.extend(scripts.iter().map(|p| p.display().to_string()))
+                    }
+                    Step::Apply(files) => {
+                        changed += files
+                            .iter()
+                            .filter(|(_, o)| *o != crate::config::apply::Outcome::Unchanged)
+                            .count()
+                    }
+                }
+            }
+            let stdout = format!("files changed: {changed}\nscripts run: {}\n", ran.join(" "));
+            (
+                SignalStatus::Complete,
+                None,
+                outputs(stdout, String::new(), 0),
+            )
+        }
+        Err(RefreshError::Phase {
+            phase,
+            source:
+                RunPartsError::Failed {
+                    script,
+                    status,
+                    output,
+                },
+        }) => {
+            let code = status.code().unwrap_or(-1);
+            let reason = format!(
+                "{} failed in {phase} ({status}):\n{output}",
+                script.display()
+            );
+            (
+                SignalStatus::Failed,
+                Some(reason),
+                outputs(String::new(), output.clone(), code),
+            )
+        }
+        Err(e) => {
+            let msg = crate::config::error_chain(e);
+            (
+                SignalStatus::Failed,
+                Some(msg.clone()),
+                outputs(String::new(), msg, 1),
+            )
+        }
+    };
+    deployment_names(data)
+        .into_iter()
+        .map(|deployment| Signal {
+            deployment,
+            status,
+            reason: reason.clone(),
+            outputs: outputs.clone(),
+            counter,
+        })
+        .collect()
+}
+
+fn outputs(stdout: String, stderr: String, code: i32) -> serde_json::Map<String, Value> {
+    let mut m = serde_json::Map::new();
+    m.insert("deploy_stdout".into(), stdout.into());
+    m.insert("deploy_stderr".into(), stderr.into());
+    m.insert("deploy_status_code".into(), code.into());
+    m
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -89,5 +629,219 @@ mod tests {
             json!({"local-ipv4": "198.51.100.50", "a": {"x": 3, "y": 2}})
         );
         assert_eq!(collect(&d.path().join("empty")).unwrap(), json!({}));
+    }
+
+    /// A seed stand-in on 127.0.0.1: answers `answers` connections in order (one request each,
+    /// `Connection: close`) and records each request's line, authorization and body.
+    struct FakeSeed {
+        url: String,
+        seen: std::sync::Arc<std::sync::Mutex<Vec<(String, String, String)>>>,
+    }
+
+    fn fake_seed(answers: Vec<(u16, String)>) -> FakeSeed {
+        use std::io::{BufRead, BufReader, Read};
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", l.local_addr().unwrap());
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let rec = seen.clone();
+        std::thread::spawn(move || {
+            for (status, body) in answers {
+                let Ok((mut s, _)) = l.accept() else { return };
+                let mut r = BufReader::new(s.try_clone().unwrap());
+                let mut line = String::new();
+                r.read_line(&mut line).unwrap();
+                let (mut auth, mut len) = (String::new(), 0usize);
+                loop {
+                    let mut h = String::new();
+                    r.read_line(&mut h).unwrap();
+                    let h = h.trim_end();
+                    if h.is_empty() {
+                        break;
+                    }
+                    let (k, v) = h.split_once(':').unwrap();
+                    match k.to_ascii_lowercase().as_str() {
+                        "authorization" => auth = v.trim().to_string(),
+                        "content-length" => len = v.trim().parse().unwrap(),
+                        _ => {}
+                    }
+                }
+                let mut b = vec![0; len];
+                r.read_exact(&mut b).unwrap();
+                rec.lock().unwrap().push((
+                    line.trim_end().to_string(),
+                    auth,
+                    String::from_utf8(b).unwrap(),
+                ));
+                let reply = format!(
+                    "HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                s.write_all(reply.as_bytes()).unwrap();
+            }
+        });
+        FakeSeed { url, seen }
+    }
+
+    fn identity(url: &str) -> Identity {
+        Identity {
+            node: "node1".into(),
+            seed_url: format!("{url}/"),
+            credential: "cred-1".into(),
+            image: "tiny@sha256:00".into(),
+        }
+    }
+
+    /// A refresh stand-in counting its runs and checking it is handed the cached document.
+    fn counting(
+        runs: &std::cell::Cell<u32>,
+    ) -> impl FnMut(&[PathBuf]) -> Result<Vec<Step>, RefreshError> + '_ {
+        move |files: &[PathBuf]| {
+            runs.set(runs.get() + 1);
+            assert!(files.iter().all(|f| f.exists()), "{files:?}");
+            Ok(vec![])
+        }
+    }
+
+    #[test]
+    fn refreshes_on_a_new_counter_only_and_signals() {
+        let doc = json!({"counter": 4, "data": {"pw": "s3", "deployments": [{"name": "d1"}, {"name": "d2"}]}});
+        let seed = fake_seed(vec![
+            (200, doc.to_string()),
+            (200, "{}".into()),
+            (200, "{}".into()),
+            (304, String::new()),
+        ]);
+        let cache = tempfile::tempdir().unwrap();
+        let c = Collector::new(identity(&seed.url), cache.path()).with_retries(0, Duration::ZERO);
+        let runs = std::cell::Cell::new(0);
+        let p = c.pass(0, false, &mut counting(&runs)).unwrap();
+        assert_eq!(
+            (p.counter, p.origin, p.refreshed, p.failed),
+            (4, Origin::Seed, true, false)
+        );
+        assert_eq!(runs.get(), 1);
+        assert_eq!(
+            c.state(),
+            CacheState {
+                counter: 4,
+                applied: Some(4)
+            }
+        );
+        assert_eq!(collect(cache.path()).unwrap(), doc["data"]);
+        // Counter unchanged (the seed answers 304 to since=4): no refresh, no signal.
+        let p = c.pass(30, false, &mut counting(&runs)).unwrap();
+        assert!(!p.refreshed);
+        assert!(p.signals.is_empty());
+        assert_eq!(runs.get(), 1);
+
+        let seen = seed.seen.lock().unwrap();
+        assert_eq!(seen.len(), 4);
+        assert_eq!(seen[0].0, "GET /v1/node/metadata HTTP/1.1");
+        assert_eq!(seen[0].1, "Bearer cred-1");
+        assert_eq!(seen[3].0, "GET /v1/node/metadata?since=4&wait=30 HTTP/1.1");
+        for (i, name) in [(1, "d1"), (2, "d2")] {
+            assert_eq!(seen[i].0, "POST /v1/node/signal HTTP/1.1");
+            let sig: Signal = serde_json::from_str(&seen[i].2).unwrap();
+            assert_eq!(sig.deployment, name);
+            assert_eq!(sig.status, SignalStatus::Complete);
+            assert_eq!(sig.counter, 4);
+            assert_eq!(sig.outputs["deploy_status_code"], 0);
+        }
+    }
+
+    #[test]
+    fn falls_back_to_the_cache_when_the_seed_is_gone() {
+        // A port nothing listens on (bound, then closed): connection refused.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let gone = format!("http://127.0.0.1:{port}");
+        let cache = tempfile::tempdir().unwrap();
+        let c =
+            Collector::new(identity(&gone), cache.path()).with_retries(2, Duration::from_millis(1));
+        // Nothing cached: a clear error naming both facts.
+        let e = c.collect(0).unwrap_err();
+        assert!(
+            matches!(e, CollectError::NoMetadata(ref inner) if matches!(**inner, CollectError::Transport { .. })),
+            "{e:?}"
+        );
+
+        // A cached document from an earlier boot, not yet applied: used and applied.
+        store(cache.path(), &[(SEED_SOURCE, json!({"pw": "old"}))]).unwrap();
+        c.write_state(CacheState {
+            counter: 2,
+            applied: None,
+        })
+        .unwrap();
+        let got = c.collect(0).unwrap();
+        assert_eq!(
+            got,
+            Collected {
+                counter: 2,
+                data: json!({"pw": "old"}),
+                origin: Origin::Cache
+            }
+        );
+        let runs = std::cell::Cell::new(0);
+        let p = c.pass(0, false, &mut counting(&runs)).unwrap();
+        assert!(p.refreshed && p.origin == Origin::Cache);
+        assert_eq!(c.state().applied, Some(2));
+        // Applied already: the next pass leaves it alone.
+        c.pass(0, false, &mut counting(&runs)).unwrap();
+        assert_eq!(runs.get(), 1);
+        // --force re-applies.
+        assert!(c.pass(0, true, &mut counting(&runs)).unwrap().refreshed);
+    }
+
+    #[test]
+    fn a_refusal_is_not_retried() {
+        let seed = fake_seed(vec![(
+            401,
+            r#"{"error": "unknown node credential"}"#.into(),
+        )]);
+        let cache = tempfile::tempdir().unwrap();
+        let c = Collector::new(identity(&seed.url), cache.path())
+            .with_retries(3, Duration::from_millis(1));
+        let e = c.collect(0).unwrap_err();
+        let CollectError::NoMetadata(inner) = e else {
+            panic!("{e:?}")
+        };
+        assert!(
+            matches!(*inner, CollectError::Status { status: 401, .. }),
+            "{inner:?}"
+        );
+        assert!(inner.to_string().contains("unknown node credential"));
+        assert_eq!(seed.seen.lock().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn failed_refresh_signals_the_scripts_output() {
+        use std::os::unix::process::ExitStatusExt;
+        let data = json!({"deployments": [{"name": "db"}, {"no-name": 1}]});
+        let err: Result<Vec<Step>, RefreshError> = Err(RefreshError::Phase {
+            phase: "configure".into(),
+            source: RunPartsError::Failed {
+                script: "/x/configure.d/20-db".into(),
+                status: std::process::ExitStatus::from_raw(3 << 8),
+                output: "db would not start\n".into(),
+            },
+        });
+        let sigs = signals_for(&data, 7, &err);
+        assert_eq!(sigs.len(), 1);
+        let s = &sigs[0];
+        assert_eq!(
+            (s.deployment.as_str(), s.status, s.counter),
+            ("db", SignalStatus::Failed, 7)
+        );
+        let reason = s.reason.as_deref().unwrap();
+        assert!(
+            reason.contains("20-db") && reason.contains("db would not start"),
+            "{reason}"
+        );
+        assert_eq!(s.outputs["deploy_status_code"], 3);
+        assert_eq!(s.outputs["deploy_stderr"], "db would not start\n");
+        assert!(signals_for(&json!({"a": 1}), 1, &Ok(vec![])).is_empty());
     }
 }

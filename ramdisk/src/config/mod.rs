@@ -10,8 +10,9 @@
 //!   unchanged files untouched.
 //! - [`runparts`] and [`refresh`]: the phases `pre-configure.d`, (apply), `configure.d`,
 //!   `post-configure.d`, `migration.d`, run-parts style, under a lock.
-//! - [`collect`]: merge locally cached metadata (the network fetch comes with the metadata
-//!   service).
+//! - [`collect`]: long-poll the seed's metadata service with the node's credential, cache the
+//!   document on the state partition (used when the seed is gone), refresh on a new counter and
+//!   signal each deployment's outcome.
 
 pub mod apply;
 pub mod collect;

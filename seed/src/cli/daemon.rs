@@ -57,6 +57,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     rt.block_on(async move {
         let armed = daemon.resume().context("re-arming deadlines")?;
+        daemon.spawn_stacks();
         tracing::info!(
             store = %cfg.store.display(),
             deadlines = armed,

@@ -7,6 +7,7 @@ pub mod lab_seed;
 pub mod netboot;
 pub mod node;
 pub mod power;
+pub mod stack;
 
 use clap::{Parser, Subcommand};
 
@@ -35,6 +36,8 @@ pub enum Command {
     Node(node::Args),
     /// Run the seed: store, lifecycle, netboot with a node-state boot policy, agent and REST API.
     Daemon(daemon::Args),
+    /// Create, update, delete and look at stacks (Heat-style templates) on a running seed.
+    Stack(stack::Args),
 }
 
 /// Run the parsed command line.
@@ -46,6 +49,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Lab(args) => lab::run(args),
         Command::Node(args) => node::run(args),
         Command::Daemon(args) => daemon::run(args),
+        Command::Stack(args) => stack::run(args),
     }
 }
 

@@ -13,10 +13,13 @@
 //!   `{"image": "tiny", "root_hint": "size>=4"}`, hint optional) and
 //!   `POST /v1/nodes/NAME/undeploy` (optional JSON `{"full_wipe": true}`: power off, tear down,
 //!   clean, revoke the node's credential).
+//! - the metadata service ([`super::metadata_api`]): `GET /v1/node/metadata` (long-poll) and
+//!   `POST /v1/node/signal` with the node's own credential; `PUT/GET /v1/nodes/NAME/metadata`
+//!   and `POST /v1/nodes/NAME/credential` with the token.
 //!
 //! Passwords and node credentials never leave: node views carry the BMC address and user only.
 
-use super::{Daemon, DaemonError, FACTS};
+use super::{metadata_api, Daemon, DaemonError, FACTS};
 use crate::inventory::{BootMode, Disk, Mac, Node, Properties};
 use crate::lifecycle::{Event, State};
 use crate::store::{nodes, Expect, Op};
@@ -66,6 +69,9 @@ impl Api {
                 StatusCode::UNAUTHORIZED,
                 "missing or wrong `Authorization: Bearer <token>`",
             );
+        }
+        if let Some(rest) = path.strip_prefix("/v1/stacks") {
+            return super::stacks::route(&self.daemon, req, rest);
         }
         let Some(rest) = path.strip_prefix("/v1/nodes") else {
             return error(StatusCode::NOT_FOUND, "no such endpoint");
@@ -347,11 +353,57 @@ impl Api {
     }
 }
 
+type ApiFuture = Pin<Box<dyn Future<Output = ApiResponse> + Send + 'static>>;
+
+impl Api {
+    /// The metadata service ([`metadata_api`]): `/v1/node/{metadata,signal}` with the node's
+    /// credential, `/v1/nodes/NAME/{metadata,credential}` with the admin token. `None` for any
+    /// other path. The node `GET` is async: it may long-poll.
+    fn metadata_routes(&self, req: &ApiRequest) -> Option<ApiFuture> {
+        let ready = |r: ApiResponse| -> Option<ApiFuture> { Some(Box::pin(async move { r })) };
+        let path = req.path.trim_end_matches('/');
+        match (req.method.clone(), path) {
+            (Method::GET, "/v1/node/metadata") => {
+                return Some(Box::pin(metadata_api::get(
+                    self.daemon.clone(),
+                    req.clone(),
+                )))
+            }
+            (Method::POST, "/v1/node/signal") => {
+                return ready(metadata_api::signal(&self.daemon, req))
+            }
+            (_, "/v1/node/metadata" | "/v1/node/signal") => {
+                return ready(error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed"))
+            }
+            _ => {}
+        }
+        let (name, what) = path.strip_prefix("/v1/nodes/")?.split_once('/')?;
+        if !matches!(what, "metadata" | "credential") {
+            return None;
+        }
+        if !self.authorized(req) {
+            return ready(error(
+                StatusCode::UNAUTHORIZED,
+                "missing or wrong `Authorization: Bearer <token>`",
+            ));
+        }
+        ready(match (req.method.clone(), what) {
+            (Method::GET, "metadata") => metadata_api::show(&self.daemon, name),
+            (Method::PUT, "metadata") => metadata_api::put(&self.daemon, name, req),
+            (Method::POST, "credential") => metadata_api::issue_credential(&self.daemon, name),
+            _ => error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed"),
+        })
+    }
+}
+
 impl ApiHandler for Api {
     fn handle(
         &self,
         req: ApiRequest,
     ) -> Pin<Box<dyn Future<Output = ApiResponse> + Send + 'static>> {
+        if let Some(f) = self.metadata_routes(&req) {
+            return f;
+        }
         let resp = self.respond(&req);
         Box::pin(async move { resp })
     }

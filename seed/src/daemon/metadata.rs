@@ -132,6 +132,60 @@ pub fn signals(store: &dyn Store, node: &str) -> Result<Vec<Signal>, StoreError>
         .collect()
 }
 
+// ---- below the contract: the daemon's change notification for long-polls ----
+
+/// Wakes long-polls when a node's metadata changes, and the stack engine when a signal arrives.
+///
+/// One [`watch`](tokio::sync::watch) channel per node carries the latest counter (a receiver
+/// taken before reading the store cannot miss a change made after the read); one more carries a
+/// sequence number bumped on every signal.
+#[derive(Debug)]
+pub struct Notifier {
+    nodes: std::sync::Mutex<std::collections::HashMap<String, tokio::sync::watch::Sender<u64>>>,
+    signals: tokio::sync::watch::Sender<u64>,
+}
+
+impl Default for Notifier {
+    fn default() -> Self {
+        Notifier {
+            nodes: Default::default(),
+            signals: tokio::sync::watch::channel(0).0,
+        }
+    }
+}
+
+impl Notifier {
+    fn sender(&self, node: &str) -> tokio::sync::watch::Sender<u64> {
+        self.nodes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(node.to_string())
+            .or_insert_with(|| tokio::sync::watch::channel(0).0)
+            .clone()
+    }
+
+    /// A receiver that sees every later [`Notifier::changed`] of `node`. Take it before reading
+    /// the store, then wait on it.
+    pub fn subscribe(&self, node: &str) -> tokio::sync::watch::Receiver<u64> {
+        self.sender(node).subscribe()
+    }
+
+    /// `node`'s metadata is now at `counter`: wake its long-polls.
+    pub fn changed(&self, node: &str, counter: u64) {
+        self.sender(node).send_replace(counter);
+    }
+
+    /// A receiver woken on every stored signal (its value is a sequence number).
+    pub fn subscribe_signals(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.signals.subscribe()
+    }
+
+    /// A signal was stored.
+    pub fn signalled(&self) {
+        self.signals.send_modify(|n| *n += 1);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

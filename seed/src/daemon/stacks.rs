@@ -1,0 +1,533 @@
+//! Stacks in the store and the daemon's reconcile loop around [`crate::orchestrator`].
+//!
+//! Tables: `stacks` (name → [`StackRecord`] JSON) and `stack-events` (`<stack>/<seq>` →
+//! [`StackEvent`]). A node's allocation lives on the node record ([`Node::allocation`]).
+//!
+//! One pass ([`Daemon::reconcile_stacks`]) per stack: read the record, the nodes, their
+//! metadata and signals; ask the engine; commit the new record, its events and the node
+//! allocations it asks for in ONE commit, compare-and-swap on the record and on every node
+//! allocated (so a node is never allocated twice, and never allocated without the stack
+//! knowing); only then apply the deploys to the nodes (`Daemon::apply(Event::Deploy)`),
+//! publish metadata and release nodes. A crash anywhere leaves the store in a state from which
+//! the next pass, level-triggered, asks for the same remaining work. The loop runs every
+//! second and whenever a node changes.
+//!
+//! The `/v1/stacks` routes are here too ([`route`]); `api.rs` only dispatches to them.
+
+use super::{lock, metadata, now_ms, Daemon, DaemonError};
+use crate::inventory::{Allocation, Node};
+use crate::lifecycle::{Event, State};
+use crate::orchestrator::{self, Action, Config, NodeInfo, StackError, StackEvent, StackRecord};
+use crate::store::{nodes, Expect, Op, Revision, Store, StoreError};
+use http::{Method, StatusCode};
+use netboot::http::{ApiRequest, ApiResponse};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+use tracing::{debug, info, warn};
+
+/// The stack records.
+pub const STACKS: &str = "stacks";
+/// The stack events, keyed `<stack>/<seq, 12 digits>`.
+pub const EVENTS: &str = "stack-events";
+
+/// Why a stack request was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum StacksError {
+    #[error("no stack named {0:?}")]
+    NotFound(String),
+    #[error("a stack named {0:?} exists already")]
+    Exists(String),
+    #[error("{0:?} is not a valid stack name (letters, digits, `-`, `_`, `.`; 1 to 64)")]
+    BadName(String),
+    #[error(transparent)]
+    Stack(#[from] StackError),
+    #[error("store")]
+    Store(#[from] StoreError),
+}
+
+fn decode<T: serde::de::DeserializeOwned>(
+    table: &str,
+    key: &str,
+    b: &[u8],
+) -> Result<T, StoreError> {
+    serde_json::from_slice(b).map_err(|source| StoreError::Decode {
+        table: table.into(),
+        key: key.into(),
+        source,
+    })
+}
+
+fn encode<T: Serialize>(table: &str, key: &str, v: &T) -> Result<Vec<u8>, StoreError> {
+    serde_json::to_vec(v).map_err(|source| StoreError::Encode {
+        table: table.into(),
+        key: key.into(),
+        source,
+    })
+}
+
+/// A stack record and its revision.
+pub fn get(store: &dyn Store, name: &str) -> Result<Option<(StackRecord, Revision)>, StoreError> {
+    match store.get(STACKS, name)? {
+        Some(r) => Ok(Some((decode(STACKS, name, &r.value)?, r.revision))),
+        None => Ok(None),
+    }
+}
+
+/// Every stack record.
+pub fn list(store: &dyn Store) -> Result<Vec<(StackRecord, Revision)>, StoreError> {
+    store
+        .list(STACKS, "")?
+        .into_iter()
+        .map(|(k, r)| Ok((decode(STACKS, &k, &r.value)?, r.revision)))
+        .collect()
+}
+
+/// A stack's events, oldest first.
+pub fn events(store: &dyn Store, name: &str) -> Result<Vec<StackEvent>, StoreError> {
+    store
+        .list(EVENTS, &format!("{name}/"))?
+        .into_iter()
+        .map(|(k, r)| decode(EVENTS, &k, &r.value))
+        .collect()
+}
+
+fn event_op(stack: &str, e: &StackEvent) -> Result<Op, StoreError> {
+    let key = format!("{stack}/{:012}", e.id);
+    Ok(Op::put(EVENTS, &key, encode(EVENTS, &key, e)?, Expect::Any))
+}
+
+fn valid_name(n: &str) -> bool {
+    (1..=64).contains(&n.len())
+        && n.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+}
+
+/// The engine's pacing: deploys in flight, and retries on one node before moving the member
+/// (3: a daemon restart may fail a deploy that was under way, and that should not cost a node).
+pub const ENGINE: Config = Config {
+    max_in_flight: 10,
+    retries: 3,
+};
+
+impl Daemon {
+    /// `stack create`: check the template, store the record (nothing is allocated yet).
+    pub fn stack_create(
+        &self,
+        name: &str,
+        file: &str,
+        text: &str,
+        params: Vec<(String, String)>,
+    ) -> Result<StackRecord, StacksError> {
+        if !valid_name(name) {
+            return Err(StacksError::BadName(name.into()));
+        }
+        let rec = orchestrator::create(name, file, text, params, now_ms())?;
+        let ops = vec![
+            Op::put(STACKS, name, encode(STACKS, name, &rec)?, Expect::Absent),
+            event_op(name, &orchestrator::last_event(&rec))?,
+        ];
+        match self.store.commit(ops) {
+            Err(e) if e.is_conflict() => return Err(StacksError::Exists(name.into())),
+            r => r?,
+        };
+        info!(stack = name, "stack create");
+        self.stacks_wake.notify_one();
+        Ok(rec)
+    }
+
+    /// `stack update`: a new template and/or parameters; only what changed is redone.
+    pub fn stack_update(
+        &self,
+        name: &str,
+        file: &str,
+        text: &str,
+        params: Vec<(String, String)>,
+    ) -> Result<StackRecord, StacksError> {
+        let (old, rev) =
+            get(&*self.store, name)?.ok_or_else(|| StacksError::NotFound(name.into()))?;
+        let (rec, todo) = orchestrator::update(&old, file, text, params, now_ms())?;
+        self.store.commit(vec![
+            Op::put(
+                STACKS,
+                name,
+                encode(STACKS, name, &rec)?,
+                Expect::Revision(rev),
+            ),
+            event_op(name, &orchestrator::last_event(&rec))?,
+        ])?;
+        info!(stack = name, create = ?todo.create, delete = ?todo.delete, replace = ?todo.replace, update = ?todo.update, "stack update");
+        self.stacks_wake.notify_one();
+        Ok(rec)
+    }
+
+    /// `stack delete`: every node of the stack is released, then the record goes.
+    pub fn stack_delete(&self, name: &str) -> Result<StackRecord, StacksError> {
+        let (old, rev) =
+            get(&*self.store, name)?.ok_or_else(|| StacksError::NotFound(name.into()))?;
+        let rec = orchestrator::delete(&old, now_ms());
+        self.store.commit(vec![
+            Op::put(
+                STACKS,
+                name,
+                encode(STACKS, name, &rec)?,
+                Expect::Revision(rev),
+            ),
+            event_op(name, &orchestrator::last_event(&rec))?,
+        ])?;
+        info!(stack = name, "stack delete");
+        self.stacks_wake.notify_one();
+        Ok(rec)
+    }
+
+    /// Run the reconcile loop: every second, and whenever a node or stack changes.
+    pub fn spawn_stacks(self: &Arc<Self>) {
+        let me = self.clone();
+        tokio::spawn(async move {
+            loop {
+                let d = me.clone();
+                match tokio::task::spawn_blocking(move || d.reconcile_stacks()).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => warn!(error = %e, "stack reconcile"),
+                    Err(e) => warn!(error = %e, "stack reconcile task"),
+                }
+                tokio::select! {
+                    _ = me.stacks_wake.notified() => {}
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                }
+            }
+        });
+    }
+
+    /// One pass over every stack.
+    pub fn reconcile_stacks(self: &Arc<Self>) -> Result<(), DaemonError> {
+        for (rec, rev) in list(&*self.store)? {
+            if let Err(e) = self.reconcile_stack(&rec, rev) {
+                if matches!(&e, DaemonError::Store(s) if s.is_conflict()) {
+                    debug!(stack = %rec.name, error = %e, "stack changed meanwhile; next pass");
+                } else {
+                    warn!(stack = %rec.name, error = %e, "stack reconcile");
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn snapshot(&self, stack: &str) -> Result<Vec<NodeInfo>, StoreError> {
+        let mut out = vec![];
+        for (n, _) in nodes::list(&*self.store)? {
+            let mut info = NodeInfo::from_node(&n);
+            if n.allocation.as_ref().is_some_and(|a| a.stack == stack) {
+                if let Some(m) = metadata::get(&*self.store, &n.name)? {
+                    info.metadata = Some(m.data);
+                    info.metadata_counter = m.counter;
+                }
+                info.signals = metadata::signals(&*self.store, &n.name)?;
+            }
+            out.push(info);
+        }
+        Ok(out)
+    }
+
+    fn reconcile_stack(
+        self: &Arc<Self>,
+        rec: &StackRecord,
+        rev: Revision,
+    ) -> Result<(), DaemonError> {
+        let snapshot = self.snapshot(&rec.name)?;
+        let out =
+            orchestrator::reconcile(rec, &snapshot, now_ms(), &ENGINE, &mut rand::thread_rng());
+        if out.record == *rec && out.actions.is_empty() {
+            return Ok(());
+        }
+        let name = &rec.name;
+        // The record, its events and the allocations: one commit, before anything acts.
+        {
+            let _g = lock(&self.lifecycle_lock);
+            let mut ops = vec![];
+            if out.record.status == orchestrator::Status::DeleteComplete {
+                ops.push(Op::delete(STACKS, name, Expect::Revision(rev)));
+                for (k, _) in self.store.list(EVENTS, &format!("{name}/"))? {
+                    ops.push(Op::delete(EVENTS, &k, Expect::Any));
+                }
+            } else {
+                ops.push(Op::put(
+                    STACKS,
+                    name,
+                    encode(STACKS, name, &out.record)?,
+                    Expect::Revision(rev),
+                ));
+                for a in &out.actions {
+                    if let Action::Event(e) = a {
+                        ops.push(event_op(name, e)?);
+                    }
+                }
+            }
+            for (member, node) in out.allocations() {
+                let (mut n, nrev) = nodes::get(&*self.store, node)?
+                    .ok_or_else(|| DaemonError::NotFound(node.into()))?;
+                if n.allocation.is_some() || n.lifecycle.state != State::Available {
+                    debug!(stack = %name, node, "node taken meanwhile; next pass");
+                    return Ok(());
+                }
+                n.allocation = Some(Allocation {
+                    stack: name.clone(),
+                    member: member.into(),
+                });
+                ops.push(Op::put(
+                    nodes::NODES,
+                    node,
+                    encode(nodes::NODES, node, &n)?,
+                    Expect::Revision(nrev),
+                ));
+            }
+            self.store.commit(ops)?;
+        }
+        if out.record.status != rec.status {
+            info!(stack = %name, status = %out.record.status, reason = %out.record.reason, "stack");
+        }
+        for a in out.actions {
+            match a {
+                Action::Allocate { member, node } => {
+                    info!(stack = %name, member, node, "allocated")
+                }
+                Action::Deploy {
+                    member,
+                    node,
+                    target,
+                } => match self.apply(&node, Event::Deploy(target), vec![]) {
+                    Ok(_) => info!(stack = %name, member, node, "deploy"),
+                    Err(e) => warn!(stack = %name, member, node, error = %e, "deploy not started"),
+                },
+                Action::Publish { node, metadata } => {
+                    self.publish_metadata(&node, metadata)?;
+                }
+                Action::Release { node } => self.release(name, &node)?,
+                Action::Event(_) => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// Take a node back from `stack`: forget its metadata, delete what is deployed, and clear
+    /// its allocation once nothing of the stack runs on it. Safe to repeat.
+    fn release(self: &Arc<Self>, stack: &str, node: &str) -> Result<(), DaemonError> {
+        let Some((n, _)) = nodes::get(&*self.store, node)? else {
+            return Ok(());
+        };
+        if n.allocation.as_ref().is_none_or(|a| a.stack != stack) {
+            return Ok(());
+        }
+        metadata::clear(&*self.store, node)?;
+        if matches!(
+            n.lifecycle.state,
+            State::Active | State::DeployFailed { .. }
+        ) {
+            if let Err(e) = self.apply(node, Event::Delete { full_wipe: false }, vec![]) {
+                warn!(stack, node, error = %e, "delete on release");
+                return Ok(());
+            }
+        }
+        let _g = lock(&self.lifecycle_lock);
+        let Some((mut n, rev)) = nodes::get(&*self.store, node)? else {
+            return Ok(());
+        };
+        // A deploy in flight finishes (or times out) first; the next pass deletes it then.
+        if matches!(
+            n.lifecycle.state,
+            State::Active | State::Deploying | State::DeployFailed { .. }
+        ) || n.allocation.as_ref().is_none_or(|a| a.stack != stack)
+        {
+            return Ok(());
+        }
+        n.allocation = None;
+        self.store.commit(vec![Op::put(
+            nodes::NODES,
+            node,
+            encode(nodes::NODES, node, &n)?,
+            Expect::Revision(rev),
+        )])?;
+        info!(stack, node, state = %n.lifecycle.state, "released");
+        Ok(())
+    }
+}
+
+/// A stack as the API shows it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StackView {
+    pub name: String,
+    pub status: String,
+    pub reason: String,
+    pub members: Vec<MemberView>,
+    #[serde(default)]
+    pub outputs: Option<serde_json::Map<String, serde_json::Value>>,
+    pub created_ms: u64,
+    pub updated_ms: u64,
+}
+
+/// One member: its status and, for servers, its node and the node's state.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MemberView {
+    pub name: String,
+    pub status: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_state: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+impl StackView {
+    fn new(rec: &StackRecord, nodes: &BTreeMap<String, Node>) -> StackView {
+        StackView {
+            name: rec.name.clone(),
+            status: rec.status.name(),
+            reason: rec.reason.clone(),
+            members: rec
+                .members
+                .iter()
+                .map(|(m, r)| MemberView {
+                    name: m.clone(),
+                    status: serde_json::to_value(r.status)
+                        .ok()
+                        .and_then(|v| v.as_str().map(str::to_string))
+                        .unwrap_or_default(),
+                    node: r.node.clone(),
+                    node_state: r
+                        .node
+                        .as_ref()
+                        .and_then(|n| nodes.get(n))
+                        .map(|n| n.lifecycle.state.name().to_string()),
+                    reason: r.reason.clone(),
+                })
+                .collect(),
+            outputs: rec.outputs.clone(),
+            created_ms: rec.created_ms,
+            updated_ms: rec.updated_ms,
+        }
+    }
+}
+
+/// The body of `POST /v1/stacks` and `PUT /v1/stacks/NAME`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StackRequest {
+    /// Ignored on PUT (the path names the stack).
+    #[serde(default)]
+    pub name: String,
+    /// The template's file name, for error messages.
+    #[serde(default = "default_file")]
+    pub file: String,
+    pub template: String,
+    #[serde(default)]
+    pub params: BTreeMap<String, String>,
+}
+
+fn default_file() -> String {
+    "template.yaml".into()
+}
+
+#[derive(Serialize)]
+struct ErrorBody<'a> {
+    error: &'a str,
+}
+
+fn error(status: StatusCode, msg: &str) -> ApiResponse {
+    ApiResponse::json(status, &ErrorBody { error: msg })
+}
+
+fn refused(e: &StacksError) -> ApiResponse {
+    let status = match e {
+        StacksError::NotFound(_) => StatusCode::NOT_FOUND,
+        StacksError::Exists(_) | StacksError::Stack(StackError::Busy { .. }) => {
+            StatusCode::CONFLICT
+        }
+        StacksError::BadName(_) | StacksError::Stack(StackError::Template(_)) => {
+            StatusCode::BAD_REQUEST
+        }
+        StacksError::Store(s) if s.is_conflict() => StatusCode::CONFLICT,
+        StacksError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
+    };
+    error(status, &e.to_string())
+}
+
+fn view(d: &Daemon, rec: &StackRecord) -> Result<StackView, StoreError> {
+    let nodes = nodes::list(d.store())?
+        .into_iter()
+        .map(|(n, _)| (n.name.clone(), n))
+        .collect();
+    Ok(StackView::new(rec, &nodes))
+}
+
+/// `/v1/stacks…` (authenticated by the caller): `rest` is the path after `/v1/stacks`.
+pub fn route(d: &Daemon, req: &ApiRequest, rest: &str) -> ApiResponse {
+    let parts: Vec<&str> = rest.split('/').filter(|p| !p.is_empty()).collect();
+    let body = || -> Result<StackRequest, ApiResponse> {
+        serde_json::from_slice(&req.body).map_err(|e| {
+            error(
+                StatusCode::BAD_REQUEST,
+                &format!("not a stack request: {e}"),
+            )
+        })
+    };
+    let shown = |r: Result<StackRecord, StacksError>, status| match r {
+        Ok(rec) => match view(d, &rec) {
+            Ok(v) => ApiResponse::json(status, &v),
+            Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
+        },
+        Err(e) => refused(&e),
+    };
+    let params = |b: &StackRequest| b.params.clone().into_iter().collect::<Vec<_>>();
+    match (req.method.clone(), parts.as_slice()) {
+        (Method::GET, []) => match list(d.store()) {
+            Ok(all) => {
+                let views: Result<Vec<_>, _> = all.iter().map(|(r, _)| view(d, r)).collect();
+                match views {
+                    Ok(v) => ApiResponse::json(StatusCode::OK, &v),
+                    Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
+                }
+            }
+            Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
+        },
+        (Method::POST, []) => match body() {
+            Ok(b) => shown(
+                d.stack_create(&b.name, &b.file, &b.template, params(&b)),
+                StatusCode::CREATED,
+            ),
+            Err(r) => r,
+        },
+        (Method::GET, [name]) => shown(
+            get(d.store(), name)
+                .map_err(StacksError::from)
+                .and_then(|r| {
+                    r.map(|(r, _)| r)
+                        .ok_or_else(|| StacksError::NotFound(name.to_string()))
+                }),
+            StatusCode::OK,
+        ),
+        (Method::PUT, [name]) => match body() {
+            Ok(b) => shown(
+                d.stack_update(name, &b.file, &b.template, params(&b)),
+                StatusCode::ACCEPTED,
+            ),
+            Err(r) => r,
+        },
+        (Method::DELETE, [name]) => shown(d.stack_delete(name), StatusCode::ACCEPTED),
+        (Method::GET, [name, "events"]) => match get(d.store(), name) {
+            Ok(Some(_)) => match events(d.store(), name) {
+                Ok(ev) => ApiResponse::json(StatusCode::OK, &ev),
+                Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
+            },
+            Ok(None) => refused(&StacksError::NotFound(name.to_string())),
+            Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
+        },
+        (_, [] | [_] | [_, "events"]) => {
+            error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed")
+        }
+        _ => error(StatusCode::NOT_FOUND, "no such endpoint"),
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,268 @@
+//! The stack engine inside the daemon: an in-memory store, fake-power nodes, the REST API for
+//! the operator's side and the daemon's own functions for the node's side (deployed, signals).
+
+use super::*;
+use crate::daemon::api::Api;
+use crate::daemon::metadata::{put_signal, Signal, SignalStatus};
+use crate::daemon::Settings;
+use crate::inventory::{Bmc, Capabilities, PowerDriver as DriverKind, Secret};
+use crate::lifecycle::Timeouts;
+use crate::store::memory::MemStore;
+use serde_json::{json, Value as Json};
+
+const TOKEN: &str = "t0k";
+
+const TEMPLATE: &str = "heat_template_version: wallaby
+parameters:
+  compute_count: {type: number, default: 2}
+resources:
+  control:
+    type: OS::Seed::Server
+    properties: {image: golden, profile: control}
+  compute:
+    type: OS::Heat::ResourceGroup
+    properties:
+      count: {get_param: compute_count}
+      resource_def: {type: OS::Seed::Server, properties: {image: golden, profile: compute}}
+  cfg:
+    type: OS::Heat::SoftwareConfig
+    properties: {group: script, config: 'echo hi'}
+  go:
+    type: OS::Heat::SoftwareDeployment
+    properties: {config: {get_resource: cfg}, server: {get_resource: control}}
+outputs:
+  control_node: {value: {get_attr: [control, node]}}
+";
+
+fn settings() -> Settings {
+    Settings {
+        server_ip: "10.0.0.1".parse().unwrap(),
+        http_port: 8080,
+        timeouts: Timeouts::default(),
+        heartbeat_secs: 7,
+        provide_after_inspect: true,
+    }
+}
+
+fn store_with(nodes_: &[(&str, &str)]) -> Arc<MemStore> {
+    let store = Arc::new(MemStore::new());
+    let all: Vec<Node> = nodes_
+        .iter()
+        .enumerate()
+        .map(|(i, (name, profile))| {
+            let mut n = Node::new(
+                *name,
+                vec![format!("52:54:00:00:01:{i:02x}").parse().unwrap()],
+                Bmc {
+                    driver: DriverKind::Fake,
+                    address: "fake".into(),
+                    port: 623,
+                    username: "admin".into(),
+                    password: Secret::new("pw"),
+                },
+                0,
+            );
+            n.lifecycle.state = State::Available;
+            n.capabilities = Capabilities(
+                [("profile".to_string(), profile.to_string())]
+                    .into_iter()
+                    .collect(),
+            );
+            n
+        })
+        .collect();
+    nodes::create(&*store, &all).unwrap();
+    store
+}
+
+fn request(method: Method, path: &str, body: Json) -> ApiRequest {
+    let mut headers = http::HeaderMap::new();
+    headers.insert(
+        http::header::AUTHORIZATION,
+        format!("Bearer {TOKEN}").parse().unwrap(),
+    );
+    ApiRequest {
+        method,
+        path: path.into(),
+        query: None,
+        headers,
+        body: bytes::Bytes::from(body.to_string()),
+        peer: "127.0.0.1:1".parse().unwrap(),
+    }
+}
+
+fn call(api: &Api, method: Method, path: &str, body: Json) -> (StatusCode, Json) {
+    let r = api.respond(&request(method, path, body));
+    (r.status, serde_json::from_str(&r.body).unwrap())
+}
+
+fn node(d: &Daemon, name: &str) -> Node {
+    nodes::get(d.store(), name).unwrap().unwrap().0
+}
+
+/// Play every node's side once: finish deploys, signal what is published.
+fn play_nodes(d: &Arc<Daemon>) {
+    for (n, _) in nodes::list(d.store()).unwrap() {
+        if n.lifecycle.state == State::Deploying {
+            d.apply(&n.name, Event::Deployed, vec![]).unwrap();
+        }
+        if let Some(m) = metadata::get(d.store(), &n.name).unwrap() {
+            for dep in m.data["deployments"].as_array().unwrap() {
+                let sig = Signal {
+                    deployment: dep["name"].as_str().unwrap().into(),
+                    status: SignalStatus::Complete,
+                    reason: None,
+                    outputs: Default::default(),
+                    counter: m.counter,
+                };
+                put_signal(d.store(), &n.name, &sig).unwrap();
+            }
+        }
+    }
+}
+
+fn allocations(d: &Daemon) -> BTreeMap<String, String> {
+    nodes::list(d.store())
+        .unwrap()
+        .into_iter()
+        .filter_map(|(n, _)| Some((n.allocation?.member, n.name)))
+        .collect()
+}
+
+#[tokio::test]
+async fn create_through_the_api_survives_a_restart_and_completes() {
+    let store = store_with(&[
+        ("ctl", "control"),
+        ("c1", "compute"),
+        ("c2", "compute"),
+        ("c3", "compute"),
+    ]);
+    let d = Daemon::new(store.clone(), settings()).unwrap();
+    let api = Api::new(d.clone(), TOKEN);
+    let (status, body) = call(
+        &api,
+        Method::POST,
+        "/v1/stacks",
+        json!({"name": "oc", "file": "oc.yaml", "template": TEMPLATE}),
+    );
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    assert_eq!(body["status"], "CREATE_IN_PROGRESS");
+    let (status, _) = call(
+        &api,
+        Method::POST,
+        "/v1/stacks",
+        json!({"name": "oc", "template": TEMPLATE}),
+    );
+    assert_eq!(status, StatusCode::CONFLICT);
+
+    d.reconcile_stacks().unwrap();
+    let alloc = allocations(&d);
+    assert_eq!(alloc.len(), 3, "{alloc:?}");
+    assert_eq!(alloc["control"], "ctl");
+    for (m, n) in &alloc {
+        assert_eq!(node(&d, n).lifecycle.state, State::Deploying, "{m} on {n}");
+    }
+
+    // "Restart": a new daemon over the same store continues from there.
+    drop(api);
+    let d = Daemon::new(store, settings()).unwrap();
+    let api = Api::new(d.clone(), TOKEN);
+    for _ in 0..6 {
+        play_nodes(&d);
+        d.reconcile_stacks().unwrap();
+    }
+    let (status, body) = call(&api, Method::GET, "/v1/stacks/oc", json!(null));
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body["status"], "CREATE_COMPLETE", "{body}");
+    assert_eq!(body["outputs"]["control_node"], "ctl");
+    assert_eq!(allocations(&d), alloc, "nothing moved across the restart");
+    let members = body["members"].as_array().unwrap();
+    let control = members.iter().find(|m| m["name"] == "control").unwrap();
+    assert_eq!(control["node_state"], "active");
+    let (_, events) = call(&api, Method::GET, "/v1/stacks/oc/events", json!(null));
+    let statuses: Vec<&str> = events
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["status"].as_str().unwrap())
+        .collect();
+    assert_eq!(statuses.first(), Some(&"CREATE_IN_PROGRESS"));
+    assert_eq!(statuses.last(), Some(&"CREATE_COMPLETE"));
+
+    // Scale out to 3 through PUT: one more node, the others untouched.
+    let (status, body) = call(
+        &api,
+        Method::PUT,
+        "/v1/stacks/oc",
+        json!({"template": TEMPLATE, "params": {"compute_count": "3"}}),
+    );
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    for _ in 0..6 {
+        d.reconcile_stacks().unwrap();
+        play_nodes(&d);
+    }
+    d.reconcile_stacks().unwrap();
+    let (_, body) = call(&api, Method::GET, "/v1/stacks/oc", json!(null));
+    assert_eq!(body["status"], "UPDATE_COMPLETE", "{body}");
+    let after = allocations(&d);
+    assert_eq!(after.len(), 4);
+    assert_eq!(after["compute-2"], "c3");
+
+    // Delete: every node is released (deleted by the lifecycle) and the record goes.
+    let (status, _) = call(&api, Method::DELETE, "/v1/stacks/oc", json!(null));
+    assert_eq!(status, StatusCode::ACCEPTED);
+    d.reconcile_stacks().unwrap();
+    d.reconcile_stacks().unwrap();
+    assert!(allocations(&d).is_empty());
+    for n in ["ctl", "c1", "c2", "c3"] {
+        assert_eq!(node(&d, n).lifecycle.state, State::Deleting, "{n}");
+        assert!(metadata::get(d.store(), n).unwrap().is_none());
+    }
+    let (status, _) = call(&api, Method::GET, "/v1/stacks/oc", json!(null));
+    assert_eq!(status, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn not_enough_nodes_allocates_nothing() {
+    let store = store_with(&[("ctl", "control"), ("c1", "compute")]);
+    let d = Daemon::new(store, settings()).unwrap();
+    let api = Api::new(d.clone(), TOKEN);
+    call(
+        &api,
+        Method::POST,
+        "/v1/stacks",
+        json!({"name": "oc", "template": TEMPLATE}),
+    );
+    d.reconcile_stacks().unwrap();
+    let (_, body) = call(&api, Method::GET, "/v1/stacks/oc", json!(null));
+    assert_eq!(body["status"], "CREATE_FAILED");
+    assert!(
+        body["reason"]
+            .as_str()
+            .unwrap()
+            .contains("not enough nodes"),
+        "{body}"
+    );
+    assert!(allocations(&d).is_empty());
+    assert_eq!(node(&d, "ctl").lifecycle.state, State::Available);
+}
+
+#[tokio::test]
+async fn template_errors_are_400_with_the_place() {
+    let d = Daemon::new(store_with(&[]), settings()).unwrap();
+    let api = Api::new(d, TOKEN);
+    let bad = "heat_template_version: wallaby\nresources:\n  x:\n    type: OS::Nova::Server\n    properties: {flavor: big}\n";
+    let (status, body) = call(
+        &api,
+        Method::POST,
+        "/v1/stacks",
+        json!({"name": "oc", "file": "bad.yaml", "template": bad}),
+    );
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    let msg = body["error"].as_str().unwrap();
+    assert!(msg.starts_with("bad.yaml:5:"), "{msg}");
+    let (status, _) = call(&api, Method::GET, "/v1/stacks", json!(null));
+    assert_eq!(status, StatusCode::OK);
+    let (status, _) = call(&api, Method::GET, "/v1/stacks/nope/events", json!(null));
+    assert_eq!(status, StatusCode::NOT_FOUND);
+}
