@@ -125,10 +125,19 @@ impl Daemon {
         name: &str,
         full_wipe: bool,
     ) -> Result<Node, DaemonError> {
-        let n = self.apply(name, Event::Delete { full_wipe }, vec![])?;
-        credentials::revoke(&*self.store, name)?;
-        lock(&self.deploy.progress).remove(name);
-        Ok(n)
+        self.apply(name, Event::Delete { full_wipe }, vec![])
+    }
+
+    /// After every committed transition (under the lifecycle lock): a node being torn down
+    /// (whoever asked: operator, stack) loses its credential, so the old image can no longer
+    /// act as the node, and its deploy progress.
+    pub(super) fn after_deploy_transition(&self, node: &Node) {
+        if node.lifecycle.state == State::Deleting {
+            if let Err(e) = credentials::revoke(&*self.store, &node.name) {
+                tracing::warn!(node = %node.name, error = %e, "revoking the node's credential");
+            }
+            lock(&self.deploy.progress).remove(&node.name);
+        }
     }
 
     /// At start: deploys whose image was not yet written lost their agent command (memory

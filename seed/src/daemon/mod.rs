@@ -205,6 +205,7 @@ impl Daemon {
             self.store.commit(ops)?;
             self.refresh(&node);
             self.stacks_wake.notify_one();
+            self.after_deploy_transition(&node);
             (node, actions)
         };
         info!(node = name, event = event_name, state = %node.lifecycle.state, "lifecycle");
