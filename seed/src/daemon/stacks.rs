@@ -301,7 +301,7 @@ impl Daemon {
                     Err(e) => warn!(stack = %name, member, node, error = %e, "deploy not started"),
                 },
                 Action::Publish { node, metadata } => {
-                    metadata::set(&*self.store, &node, metadata)?;
+                    self.publish_metadata(&node, metadata)?;
                 }
                 Action::Release { node } => self.release(name, &node)?,
                 Action::Event(_) => {}

@@ -184,3 +184,98 @@ async fn a_dead_agent_times_out_and_a_plain_fake_node_never_reports() {
         assert!(d.store().get(FACTS, &n.name).unwrap().is_none());
     }
 }
+
+/// A `tiny` image in a fresh image store the daemon deploys from.
+fn with_image(d: &Daemon) -> tempfile::TempDir {
+    use images::manifest::{Boot, Layout, Stream};
+    use sha2::{Digest, Sha256};
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    std::fs::create_dir_all(&src).unwrap();
+    let body = b"a fake golden image";
+    std::fs::write(src.join("rootfs.tar.zst"), body).unwrap();
+    let m = images::Manifest {
+        name: "tiny".into(),
+        version: "1".into(),
+        stream: Stream {
+            file: "rootfs.tar.zst".into(),
+            sha256: hex::encode(Sha256::digest(body)),
+            size: body.len() as u64,
+            unpacked_size: 0,
+        },
+        boot: Boot {
+            kernel: "boot/vmlinuz".into(),
+            initrd: None,
+            cmdline: "console=ttyS0".into(),
+        },
+        min_disk_mib: 64,
+        layout: Layout::default(),
+        elements: vec![],
+    };
+    std::fs::write(src.join("manifest.json"), serde_json::to_vec(&m).unwrap()).unwrap();
+    let store = images::ImageStore::open(dir.path().join("images")).unwrap();
+    store.import(&src.join("manifest.json")).unwrap();
+    assert!(d.set_images(store, "images"));
+    dir
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deploys_with_faults_through_the_agent_and_node_apis() {
+    let mut nodes_ = vec![
+        fake_node("ok", 1, "fake_agent:ok"),
+        fake_node("slow", 2, "fake_agent:slow"),
+        fake_node("fail", 3, "fake_agent:fail"),
+        fake_node("vanish", 4, "fake_agent:vanish"),
+    ];
+    for n in &mut nodes_ {
+        n.lifecycle.state = State::Available;
+    }
+    let t = Timeouts {
+        deploy_ms: 2_000,
+        ..Timeouts::default()
+    };
+    let d = daemon(&nodes_, t);
+    let _images = with_image(&d);
+    for n in &nodes_ {
+        let target = crate::lifecycle::DeployTarget {
+            image: "tiny".into(),
+            root_hint: None,
+        };
+        d.request_deploy(&n.name, target).unwrap();
+    }
+    let settled = |s: &State| matches!(s, State::Active | State::DeployFailed { .. });
+    // ok and slow: image written (progress), booted from disk with the credential → active.
+    for name in ["ok", "slow"] {
+        let n = settle(&d, name, settled).await;
+        assert_eq!(
+            n.lifecycle.state,
+            State::Active,
+            "{name}: {:?}",
+            n.lifecycle
+        );
+        assert_eq!(power_of(&d, name).await, PowerState::On);
+        let p = d.last_progress(name);
+        assert!(
+            p.as_ref().is_none_or(|p| p.bytes == p.total),
+            "{name}: {p:?}"
+        );
+    }
+    // fail: the agent's reason is the node's.
+    let n = settle(&d, "fail", settled).await;
+    let err = n.lifecycle.last_error.unwrap_or_default();
+    assert!(err.contains("fake fault"), "{err}");
+    // vanish: silent after partitioning; the deploy deadline fails it, the machine is off.
+    let n = settle(&d, "vanish", settled).await;
+    let err = n.lifecycle.last_error.unwrap_or_default();
+    assert!(err.contains("timed out"), "{err}");
+    let mut p = PowerState::On;
+    for _ in 0..200 {
+        p = power_of(&d, "vanish").await;
+        if p == PowerState::Off {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(p, PowerState::Off);
+    assert_eq!(d.metrics().deploy.count(), 2);
+}
