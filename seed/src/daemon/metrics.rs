@@ -131,6 +131,11 @@ impl DaemonMetrics {
         }
     }
 
+    /// Deploys that failed or timed out so far.
+    pub fn deploy_failures(&self) -> u64 {
+        self.deploy_failures.load(Ordering::Relaxed)
+    }
+
     /// The metrics in the Prometheus text format; node counts come from `store`.
     pub fn render(&self, store: &dyn Store) -> Result<String, StoreError> {
         let mut by_state: HashMap<&'static str, u64> = HashMap::new();
