@@ -1,8 +1,9 @@
 //! `seed daemon` with fake nodes, no QEMU: the real binary in a namespace of its own (HTTP boot
 //! server and operators' API on that namespace's loopback), three nodes with fake BMCs and fake
 //! agents enrolled with `seed node import` through the API, inspected with `seed node inspect`,
-//! listed with `seed node list` (which finds the running daemon by itself); `/metrics` on both
-//! listeners counts them, `/v1/openapi.json` parses.
+//! listed with `seed node list` (which finds the running daemon by itself), one deployed with
+//! `seed node deploy` (its fake agent writes the "image" and its "image" reports booted with the
+//! node's credential); `/metrics` on both listeners counts them, `/v1/openapi.json` parses.
 
 use std::time::Duration;
 use tests::netns::Netns;
@@ -36,6 +37,39 @@ fn seed(ns: &Netns, args: &[&str]) -> std::process::Output {
         .expect("running seed")
 }
 
+/// An image `tiny` in the image store under the HTTP root.
+fn import_image(store: &std::path::Path, work: &std::path::Path) {
+    let src = work.join("built-tiny");
+    std::fs::create_dir_all(&src).unwrap();
+    let stream = src.join("rootfs.tar.zst");
+    std::fs::write(&stream, vec![0xa5u8; 256 << 10]).unwrap();
+    let (sha256, size) = images::store::hash_file(&stream).unwrap();
+    let m = images::Manifest {
+        name: "tiny".into(),
+        version: "test".into(),
+        stream: images::Stream {
+            file: "rootfs.tar.zst".into(),
+            sha256,
+            size,
+            unpacked_size: size,
+        },
+        boot: images::Boot {
+            kernel: "boot/vmlinuz".into(),
+            initrd: None,
+            cmdline: "console=ttyS0".into(),
+        },
+        min_disk_mib: 64,
+        layout: images::Layout::default(),
+        elements: vec![],
+    };
+    let mpath = src.join("manifest.json");
+    std::fs::write(&mpath, serde_json::to_vec(&m).unwrap()).unwrap();
+    images::ImageStore::open(store)
+        .unwrap()
+        .import(&mpath)
+        .unwrap();
+}
+
 fn curl(ns: &Netns, url: &str) -> (u16, String) {
     let out = ns
         .cmd(tests::require("curl"))
@@ -59,6 +93,7 @@ fn daemon_fake_nodes_inspect_metrics_openapi() {
     std::fs::create_dir_all(&rd).unwrap();
     std::fs::write(rd.join("vmlinuz"), "fake kernel\n").unwrap();
     std::fs::write(rd.join("initramfs.zst"), "fake initrd\n").unwrap();
+    import_image(&http.join("images"), d);
     let cfg = d.join("seed.toml");
     std::fs::write(
         &cfg,
@@ -157,6 +192,23 @@ port = 8080
     assert!(show.contains("serial FAKE-"), "{show}");
     assert!(!show.contains("sw0rdfish"), "{show}");
 
+    let (code, m) = curl(&ns, "http://127.0.0.1:6385/metrics");
+    assert_eq!(code, 200, "{m}");
+    assert!(m.contains("seed_nodes{state=\"available\"} 3\n"), "{m}");
+
+    // Deploy one: its fake agent plays the deploy, its image reports booted → active.
+    let out = seed(
+        &ns,
+        &[
+            "node", "deploy", "fake-0", "--image", "tiny", "--wait", "60",
+        ],
+    );
+    assert!(out.status.success(), "deploy: {out:?}\n{}", daemon.output());
+    let out = seed(&ns, &["node", "list"]);
+    let list = String::from_utf8_lossy(&out.stdout).into_owned();
+    let row = list.lines().find(|l| l.starts_with("fake-0")).unwrap();
+    assert!(row.contains("active"), "{list}");
+
     // Metrics on the operators' listener and on the HTTP boot server.
     for url in [
         "http://127.0.0.1:6385/metrics",
@@ -165,7 +217,12 @@ port = 8080
         let (code, m) = curl(&ns, url);
         assert_eq!(code, 200, "{url}: {m}");
         assert!(
-            m.contains("seed_nodes{state=\"available\"} 3\n"),
+            m.contains("seed_nodes{state=\"available\"} 2\n"),
+            "{url}: {m}"
+        );
+        assert!(m.contains("seed_nodes{state=\"active\"} 1\n"), "{url}: {m}");
+        assert!(
+            m.contains("seed_deploy_duration_seconds_count 1\n"),
             "{url}: {m}"
         );
         assert!(
