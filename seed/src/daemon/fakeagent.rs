@@ -173,14 +173,26 @@ pub fn facts(node: &Node) -> Facts {
 }
 
 /// What the fake machine runs after a boot.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// (No `Debug`: the image carries the node's credential.)
+#[derive(Clone, PartialEq, Eq)]
 enum Boot {
     Ramdisk,
     Image { credential: String },
     Nothing,
 }
 
-#[derive(Debug, Default)]
+impl Boot {
+    fn kind(&self) -> &'static str {
+        match self {
+            Boot::Ramdisk => "ramdisk",
+            Boot::Image { .. } => "image",
+            Boot::Nothing => "nothing",
+        }
+    }
+}
+
+/// (No `Debug`: `disk` is the node's credential.)
+#[derive(Default)]
 struct MachineState {
     /// Cancels what runs now.
     running: Option<CancellationToken>,
@@ -278,7 +290,7 @@ impl FakeMachine {
             (_, _, Some(credential)) => Boot::Image { credential },
             _ => Boot::Nothing,
         };
-        debug!(node = %self.name, ?behaviour, boot = ?std::mem::discriminant(&boot), "fake machine booted");
+        debug!(node = %self.name, ?behaviour, boot = boot.kind(), "fake machine booted");
         if boot == Boot::Nothing || behaviour == Behaviour::Dead {
             return;
         }
@@ -370,8 +382,9 @@ impl FakeMachine {
         let ack: Ack = match self.post("/v1/agent/facts", &report).await {
             Ok(a) => a,
             Err(e) => {
-                // A real agent would retry; the seed refusing facts is final for this boot.
-                info!(node = %self.name, error = %e, "fake agent: facts refused");
+                // A real agent would retry; the seed refusing facts is final for this boot (it
+                // does so during a deploy: the facts are only taken while inspecting).
+                debug!(node = %self.name, error = %e, "fake agent: facts refused");
                 Ack {
                     node: self.name.clone(),
                     heartbeat_secs: 1,
