@@ -326,7 +326,7 @@ async fn daemon_phases(a: &Args, path: &std::path::Path, p: &Progress) -> Result
         });
     } else if !a.no_stack {
         p.say("deploy: through one stack");
-        let ph = deploy_by_stack(a, &daemon, &api).await;
+        let ph = deploy_by_stack(a, &daemon, &api, p).await;
         p.say(format!(
             "deploy: {} active, {} failed in {:.1}s ({})",
             ph.ok,
@@ -400,7 +400,7 @@ fn image_store(dir: &std::path::Path) -> Result<images::ImageStore> {
 
 /// Deploy every node through one stack (a resource group of `--nodes` servers), as an
 /// operator would; the stack engine bounds the deploys in flight. Polls the stack view.
-async fn deploy_by_stack(a: &Args, daemon: &Arc<Daemon>, api: &Api) -> Phase {
+async fn deploy_by_stack(a: &Args, daemon: &Arc<Daemon>, api: &Api, p: &Progress) -> Phase {
     let t = Instant::now();
     daemon.spawn_stacks();
     let servers = a.servers.unwrap_or(a.nodes).min(a.nodes);
@@ -428,8 +428,10 @@ async fn deploy_by_stack(a: &Args, daemon: &Arc<Daemon>, api: &Api) -> Phase {
     }
     let limit = Duration::from_secs(a.phase_timeout);
     let (mut active, mut failed, mut status) = (0, 0, String::new());
+    let mut next_note = Duration::from_secs(30);
     while t.elapsed() < limit {
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        // The stack view reads every node: poll less often for large stacks.
+        tokio::time::sleep(Duration::from_millis((a.nodes as u64 / 5).max(500))).await;
         let (code, v) = api.local("GET", "/v1/stacks/bench", "");
         let Ok(v) = serde_json::from_str::<serde_json::Value>(&v) else {
             continue;
@@ -445,6 +447,12 @@ async fn deploy_by_stack(a: &Args, daemon: &Arc<Daemon>, api: &Api) -> Phase {
             .count();
         // Deploys that failed (a member whose node failed moves to a spare when there is one).
         failed = daemon.metrics().deploy_failures() as usize;
+        if t.elapsed() >= next_note {
+            next_note += Duration::from_secs(30);
+            p.say(format!(
+                "deploy: {status}, {active} active, {failed} failures so far"
+            ));
+        }
         if status.ends_with("COMPLETE") || status.ends_with("FAILED") {
             break;
         }
