@@ -42,6 +42,8 @@ pub enum StoreError {
         expected: String,
         actual: String,
     },
+    #[error("{path}: {reason}")]
+    Corrupt { path: PathBuf, reason: String },
     #[error("image {name}: stream {path} is {actual} bytes, the manifest says {expected}")]
     Size {
         name: String,
@@ -136,18 +138,34 @@ impl ImageStore {
         let m = read_manifest(manifest)?;
         check_name(&m.name)?;
         check_name(&m.stream.file)?;
+        if m.stream.file == "manifest.json" {
+            return Err(StoreError::BadName(m.stream.file.clone()));
+        }
         let src = manifest
             .parent()
             .unwrap_or(Path::new("."))
             .join(&m.stream.file);
-        let (digest, size) = hash_file(&src)?;
-        check(&m, &src, &digest, size)?;
+        // Copy first, then check the copy: what is stored is exactly what was verified, even
+        // if the source changes meanwhile. The copy is dropped when it does not match.
+        let partial = self
+            .dir
+            .join(format!(".import-{}-{}", m.name, std::process::id()));
+        std::fs::copy(&src, &partial).map_err(io(&partial))?;
+        let checked = hash_file(&partial).and_then(|(digest, size)| {
+            check(&m, &src, &digest, size)?;
+            Ok(digest)
+        });
+        let digest = match checked {
+            Ok(d) => d.to_ascii_lowercase(),
+            Err(e) => {
+                let _ = std::fs::remove_file(&partial);
+                return Err(e);
+            }
+        };
         let dest = self.dir.join(&digest);
         std::fs::create_dir_all(&dest).map_err(io(&dest))?;
         let stream = dest.join(&m.stream.file);
-        let tmp = dest.join(format!(".{}.tmp", m.stream.file));
-        std::fs::copy(&src, &tmp).map_err(io(&tmp))?;
-        std::fs::rename(&tmp, &stream).map_err(io(&stream))?;
+        std::fs::rename(&partial, &stream).map_err(io(&stream))?;
         let mpath = dest.join("manifest.json");
         let body = serde_json::to_vec_pretty(&m).map_err(|source| StoreError::Manifest {
             path: mpath.clone(),
@@ -174,6 +192,12 @@ impl ImageStore {
             }
             Err(e) => return Err(io(&npath)(e)),
         };
+        if digest.len() != 64 || !digest.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(StoreError::Corrupt {
+                path: npath,
+                reason: format!("{digest:?} is not a sha256"),
+            });
+        }
         let m = read_manifest(&self.dir.join(&digest).join("manifest.json"))?;
         let stream = self.dir.join(&digest).join(&m.stream.file);
         Ok(Image {
@@ -267,7 +291,9 @@ fn check(m: &Manifest, path: &Path, digest: &str, size: u64) -> Result<(), Store
 }
 
 fn write_atomic(path: &Path, body: &[u8]) -> Result<(), StoreError> {
-    let tmp = path.with_extension("tmp");
+    // `.<file>.tmp`: never an image name (those cannot start with '.'), skipped by `list`.
+    let file = path.file_name().unwrap_or_default().to_string_lossy();
+    let tmp = path.with_file_name(format!(".{file}.tmp"));
     std::fs::write(&tmp, body).map_err(io(&tmp))?;
     std::fs::rename(&tmp, path).map_err(io(path))
 }
@@ -319,6 +345,42 @@ mod tests {
         s.delete("tiny").unwrap();
         assert!(s.list().unwrap().is_empty());
         assert!(!img.stream.exists());
+    }
+
+    #[test]
+    fn names_never_lead_outside_the_store() {
+        let src = tempfile::tempdir().unwrap();
+        let root = tempfile::tempdir().unwrap();
+        let s = ImageStore::open(root.path()).unwrap();
+        s.import(&make(src.path(), "tiny", b"x")).unwrap();
+        std::fs::write(root.path().join("names/tiny"), "../../etc").unwrap();
+        assert!(matches!(s.get("tiny"), Err(StoreError::Corrupt { .. })));
+        // A stream named like the manifest would be overwritten by it.
+        let m = make(src.path(), "other", b"y");
+        let mut j: Manifest = serde_json::from_slice(&std::fs::read(&m).unwrap()).unwrap();
+        j.stream.file = "manifest.json".into();
+        std::fs::write(&m, serde_json::to_vec(&j).unwrap()).unwrap();
+        assert!(matches!(s.import(&m), Err(StoreError::BadName(_))));
+    }
+
+    #[test]
+    fn names_with_dots_do_not_collide_and_failed_imports_leave_nothing() {
+        let src = tempfile::tempdir().unwrap();
+        let root = tempfile::tempdir().unwrap();
+        let s = ImageStore::open(root.path()).unwrap();
+        s.import(&make(src.path(), "tiny.v2", b"two")).unwrap();
+        s.import(&make(src.path(), "tiny.tmp", b"tmp")).unwrap();
+        assert_eq!(s.get("tiny.v2").unwrap().manifest.name, "tiny.v2");
+        assert_eq!(s.list().unwrap().len(), 2);
+        let m = make(src.path(), "bad", b"good bytes");
+        std::fs::write(src.path().join("rootfs.tar.zst"), b"evil bytes").unwrap();
+        assert!(s.import(&m).is_err());
+        let left: Vec<_> = std::fs::read_dir(root.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with('.'))
+            .collect();
+        assert!(left.is_empty(), "{left:?}");
     }
 
     #[test]

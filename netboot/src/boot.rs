@@ -24,11 +24,39 @@ pub enum BootAction {
     Exit,
 }
 
+/// How a node's network boot reaches its iPXE script.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Chain {
+    /// An iPXE client (the NIC's ROM) gets its script URL straight away; a firmware PXE client
+    /// gets the iPXE boot file by TFTP first.
+    #[default]
+    Direct,
+    /// Every first DHCP exchange hands out the iPXE boot file by TFTP (`undionly.kpxe` for BIOS,
+    /// `snponly.efi` for UEFI), even to a NIC whose ROM already is iPXE; the chainloaded iPXE then
+    /// gets the script. For vendor PXE ROMs, or to replace an old iPXE ROM.
+    Tftp,
+}
+
+impl std::fmt::Display for Chain {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Chain::Direct => "direct",
+            Chain::Tftp => "tftp",
+        })
+    }
+}
+
 /// Decides per node what it boots. Implemented by the static table of `seed netboot` and by the
 /// seed daemon from each node's lifecycle state. Must be cheap: it is called on every packet.
 pub trait BootPolicy: Send + Sync + 'static {
     /// The action for this MAC, or `None` if the node is unknown.
     fn boot_action(&self, mac: MacAddr) -> Option<BootAction>;
+
+    /// How this MAC reaches its script. The default is [`Chain::Direct`].
+    fn chain(&self, _mac: MacAddr) -> Chain {
+        Chain::Direct
+    }
 
     /// Called when discovery enrolls a MAC that the policy did not know (DHCP saw it). The
     /// default does nothing; the daemon creates a node in `enroll` state.

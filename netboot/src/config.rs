@@ -2,9 +2,10 @@
 //!
 //! One file describes the provisioning network (`interface`, `server_ip`), the services to run
 //! (`[dhcp]`, `[tftp]`, `[http]`; a missing section turns that service off) and the static node
-//! table (`[[nodes]]`: MAC, reserved address, hostname, boot action). Raw serde types reject
-//! unknown fields; [`NetbootConfig::from_toml`] validates across sections.
+//! table (`[[nodes]]`: MAC, reserved address, hostname, boot action, `chain`). Raw serde types
+//! reject unknown fields; [`NetbootConfig::from_toml`] validates across sections.
 
+use crate::boot::Chain;
 use crate::{dhcp, http, tftp, BootAction, BootPolicy, MacAddr};
 use serde::Deserialize;
 use std::collections::HashMap;
@@ -55,6 +56,9 @@ pub struct NodeEntry {
     /// What the node boots; defaults to `exit` (known, but nothing to do).
     #[serde(default = "default_boot")]
     pub boot: BootAction,
+    /// `"tftp"`: first hand out the iPXE boot file by TFTP even to an iPXE ROM (see [`Chain`]).
+    #[serde(default)]
+    pub chain: Chain,
 }
 
 fn default_boot() -> BootAction {
@@ -111,6 +115,13 @@ impl NetbootConfig {
                 }
             }
         }
+        if let Some(i) = self.nodes.iter().position(|n| n.chain == Chain::Tftp) {
+            if self.tftp.is_none() {
+                return Err(ConfigError::Invalid(format!(
+                    "nodes[{i}] has chain = \"tftp\" but no [tftp] section serves the boot file"
+                )));
+            }
+        }
         if let Some(dhcp) = &self.dhcp {
             dhcp.check_nodes(&self.nodes)
                 .map_err(|e| ConfigError::Invalid(format!("[dhcp] and [[nodes]] disagree: {e}")))?;
@@ -136,6 +147,12 @@ impl NetbootConfig {
     pub fn static_policy(&self) -> StaticPolicy {
         StaticPolicy {
             table: self.nodes.iter().map(|n| (n.mac, n.boot.clone())).collect(),
+            chains: self
+                .nodes
+                .iter()
+                .filter(|n| n.chain != Chain::Direct)
+                .map(|n| (n.mac, n.chain))
+                .collect(),
         }
     }
 }
@@ -144,10 +161,48 @@ impl NetbootConfig {
 #[derive(Debug, Clone, Default)]
 pub struct StaticPolicy {
     table: HashMap<MacAddr, BootAction>,
+    /// Nodes whose chain is not the default.
+    chains: HashMap<MacAddr, Chain>,
 }
 
 impl BootPolicy for StaticPolicy {
     fn boot_action(&self, mac: MacAddr) -> Option<BootAction> {
         self.table.get(&mac).cloned()
+    }
+
+    fn chain(&self, mac: MacAddr) -> Chain {
+        self.chains.get(&mac).copied().unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BASE: &str = "server_ip = \"10.0.0.1\"\n[tftp]\nroot = \"/tmp\"\n";
+
+    #[test]
+    fn nodes_choose_their_chain() {
+        let cfg = NetbootConfig::from_toml(&format!(
+            "{BASE}[[nodes]]\nmac = \"52:54:00:00:00:01\"\nchain = \"tftp\"\n\
+             [[nodes]]\nmac = \"52:54:00:00:00:02\"\n"
+        ))
+        .unwrap();
+        let p = cfg.static_policy();
+        assert_eq!(p.chain(MacAddr([0x52, 0x54, 0, 0, 0, 1])), Chain::Tftp);
+        assert_eq!(p.chain(MacAddr([0x52, 0x54, 0, 0, 0, 2])), Chain::Direct);
+        assert_eq!(p.chain(MacAddr([0x52, 0x54, 0, 0, 0, 3])), Chain::Direct);
+        let bad = NetbootConfig::from_toml(&format!(
+            "{BASE}[[nodes]]\nmac = \"52:54:00:00:00:01\"\nchain = \"http\"\n"
+        ));
+        assert!(matches!(bad, Err(ConfigError::Parse(_))), "{bad:?}");
+        let e = NetbootConfig::from_toml(
+            "server_ip = \"10.0.0.1\"\n[http]\nroot = \"/tmp\"\n\
+             [[nodes]]\nmac = \"52:54:00:00:00:01\"\n[[nodes]]\nmac = \"52:54:00:00:00:02\"\n\
+             chain = \"tftp\"\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("nodes[1]") && e.contains("[tftp]"), "{e}");
     }
 }

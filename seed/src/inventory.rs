@@ -237,6 +237,21 @@ impl fmt::Display for Capabilities {
     }
 }
 
+/// How a node network-boots, beyond what its state decides.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeBoot {
+    /// `tftp`: the first DHCP answer hands out the iPXE boot file by TFTP, even to an iPXE ROM
+    /// (see [`netboot::boot::Chain`]); `direct` (default): an iPXE ROM gets its script at once.
+    #[serde(default)]
+    pub chain: netboot::boot::Chain,
+}
+
+impl NodeBoot {
+    fn is_default(&self) -> bool {
+        *self == NodeBoot::default()
+    }
+}
+
 /// One machine the seed manages.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Node {
@@ -249,6 +264,9 @@ pub struct Node {
     pub properties: Properties,
     #[serde(default)]
     pub capabilities: Capabilities,
+    /// Network boot settings (instackenv `boot_chain`).
+    #[serde(default, skip_serializing_if = "NodeBoot::is_default")]
+    pub boot: NodeBoot,
     /// State, maintenance, last error: what [`crate::lifecycle`] moves.
     pub lifecycle: Lifecycle,
     /// Milliseconds since the Unix epoch (virtual in the simulator).
@@ -276,6 +294,7 @@ impl Node {
             bmc,
             properties: Properties::default(),
             capabilities: Capabilities::default(),
+            boot: NodeBoot::default(),
             lifecycle: Lifecycle::default(),
             created_ms: now_ms,
             updated_ms: now_ms,
@@ -352,6 +371,8 @@ struct RawNode {
     /// GiB.
     disk: Option<NumOrString>,
     arch: Option<String>,
+    /// `tftp` or `direct` (see [`NodeBoot::chain`]).
+    boot_chain: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -553,6 +574,16 @@ fn entry_to_node(label: &str, raw: RawNode, now_ms: u64) -> Result<Node, ImportE
     );
     node.properties = properties;
     node.capabilities = capabilities;
+    node.boot.chain = match raw.boot_chain.as_deref().map(str::trim) {
+        None | Some("direct") => netboot::boot::Chain::Direct,
+        Some("tftp") => netboot::boot::Chain::Tftp,
+        Some(other) => {
+            return Err(field(
+                "boot_chain",
+                format!("{other:?} is not a chain (tftp or direct)"),
+            ))
+        }
+    };
     Ok(node)
 }
 
@@ -661,6 +692,35 @@ nodes:
         let nodes = parse_instackenv(json, Format::Json, &[], 0).unwrap();
         assert_eq!(nodes[0].bmc.port, 6231);
         assert_eq!(nodes[0].properties.memory_mib, Some(4096));
+    }
+
+    #[test]
+    fn boot_chain_is_imported_and_stored_only_when_set() {
+        use netboot::boot::Chain;
+        let base = "nodes:\n  - name: a\n    mac: [\"52:54:00:00:00:01\"]\n    pm_type: ipmi\n    pm_addr: h\n    pm_user: u\n    pm_password: p\n";
+        let plain = &parse_instackenv(base, Format::Yaml, &[], 0).unwrap()[0];
+        assert_eq!(plain.boot.chain, Chain::Direct);
+        // Records written before the field existed (and direct ones) have no `boot` key.
+        let json = serde_json::to_value(plain).unwrap();
+        assert!(json.get("boot").is_none(), "{json}");
+        let back: Node = serde_json::from_value(json).unwrap();
+        assert_eq!(back.boot.chain, Chain::Direct);
+
+        let chained = &parse_instackenv(
+            &format!("{base}    boot_chain: tftp\n"),
+            Format::Yaml,
+            &[],
+            0,
+        )
+        .unwrap()[0];
+        assert_eq!(chained.boot.chain, Chain::Tftp);
+        let json = serde_json::to_value(chained).unwrap();
+        assert_eq!(json["boot"]["chain"], "tftp");
+        let back: Node = serde_json::from_value(json).unwrap();
+        assert_eq!(back.boot.chain, Chain::Tftp);
+
+        let e = err(&format!("{base}    boot_chain: http\n"));
+        assert!(e.contains("`boot_chain`") && e.contains("http"), "{e}");
     }
 
     fn err(text: &str) -> String {

@@ -140,3 +140,47 @@ pub fn udhcpc(
             .collect(),
     )
 }
+
+/// iPXE's boot file `name` (`undionly.kpxe`, `snponly.efi`) from the offline cache's ipxe
+/// package (`cargo xtask fetch`; `$SEED_CACHE`, else `${XDG_CACHE_HOME:-~/.cache}/seed`),
+/// unpacked with `dpkg-deb` into `scratch`. Fails clearly when the package is not fetched.
+pub fn ipxe_file(name: &str, scratch: &std::path::Path) -> PathBuf {
+    let cache = std::env::var_os("SEED_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            std::env::var_os("XDG_CACHE_HOME")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| {
+                    PathBuf::from(std::env::var_os("HOME").expect("HOME")).join(".cache")
+                })
+                .join("seed")
+        });
+    let deb = std::fs::read_dir(cache.join("debs"))
+        .ok()
+        .and_then(|rd| {
+            rd.flatten().map(|e| e.path()).find(|p| {
+                p.file_name()
+                    .is_some_and(|n| n.to_string_lossy().starts_with("ipxe_"))
+            })
+        })
+        .unwrap_or_else(|| {
+            panic!(
+                "no ipxe package in {}/debs: run `cargo xtask fetch`",
+                cache.display()
+            )
+        });
+    let out = std::process::Command::new(require("dpkg-deb"))
+        .arg("-x")
+        .arg(&deb)
+        .arg(scratch)
+        .output()
+        .expect("running dpkg-deb");
+    assert!(
+        out.status.success(),
+        "dpkg-deb -x {}: {out:?}",
+        deb.display()
+    );
+    let file = scratch.join("usr/lib/ipxe").join(name);
+    assert!(file.is_file(), "{} has no {name}", deb.display());
+    file
+}

@@ -4,8 +4,10 @@
 //! RMCP+), their iPXE ROMs DHCP from the seed, fetch their per-node script and the real deploy
 //! ramdisk (Debian kernel + our initramfs) over HTTP, the agent reports facts over the same
 //! wire, the nodes become `available` with facts that match the VMs, and the agent powers them
-//! off. A third, unknown machine is enrolled automatically by DHCP discovery.
-//! Needs `cargo xtask ramdisk` (run by `cargo xtask test`).
+//! off. node1 takes the TFTP chain (`boot_chain: tftp`): its iPXE ROM loads `undionly.kpxe` by
+//! TFTP first, and that iPXE continues by HTTP. A third, unknown machine is enrolled
+//! automatically by DHCP discovery.
+//! Needs `cargo xtask ramdisk` and `cargo xtask fetch` (run by `cargo xtask test`).
 
 use qemu::ipmi::BootDevice;
 use qemu::node::RunOptions;
@@ -74,7 +76,8 @@ fn qemu_two_nodes_inspected_over_the_wire_and_a_third_discovered() {
     let specs = lab.file().nodes.clone();
     let wire = lab.file().wire;
 
-    // node1 and node2 are enrolled with their BMCs; node3 is a stranger.
+    // node1 and node2 are enrolled with their BMCs, node1 taking the TFTP chain; node3 is a
+    // stranger.
     let mut inv = String::from("nodes:\n");
     for s in &specs[..2] {
         inv += &format!(
@@ -82,7 +85,17 @@ fn qemu_two_nodes_inspected_over_the_wire_and_a_third_discovered() {
              pm_user: {}\n    pm_password: {}\n",
             s.name, s.macs[0], s.bmc.address, s.bmc.port, s.bmc.username, s.bmc.password
         );
+        if s.name == specs[0].name {
+            inv += "    boot_chain: tftp\n";
+        }
     }
+    let tftp = d.join("tftp");
+    std::fs::create_dir_all(&tftp).unwrap();
+    std::fs::copy(
+        tests::ipxe_file("undionly.kpxe", &d.join("ipxe")),
+        tftp.join("undionly.kpxe"),
+    )
+    .unwrap();
     let store = d.join("seed.redb");
     std::fs::write(d.join("nodes.yaml"), inv).unwrap();
     let out = Command::new(tests::seed_bin())
@@ -126,6 +139,9 @@ router = "10.79.0.1"
 lease_time = 600
 pool = {{ start = "10.79.0.100", end = "10.79.0.199" }}
 discovery = true
+
+[netboot.tftp]
+root = {tftp:?}
 
 [netboot.http]
 root = {http:?}
@@ -237,6 +253,28 @@ port = 8080
         }
         std::thread::sleep(Duration::from_secs(2));
     }
+    // node1 went through the TFTP chain; node2 straight to its script.
+    let log = seed.output();
+    let mac1 = specs[0].macs[0].to_lowercase();
+    let mac2 = specs[1].macs[0].to_lowercase();
+    let acks = |mac: &str, note: &str| {
+        log.lines()
+            .filter(|l| l.contains(mac) && l.contains("ACK") && l.contains(note))
+            .count()
+    };
+    assert!(
+        acks(&mac1, "file=undionly.kpxe chain=tftp:first") > 0,
+        "{log}"
+    );
+    assert!(
+        log.lines()
+            .any(|l| l.contains("TFTP transfer complete") && l.contains("undionly.kpxe")),
+        "{log}"
+    );
+    assert!(acks(&mac1, "chain=tftp:chained") > 0, "{log}");
+    assert_eq!(acks(&mac2, "chain=tftp"), 0, "{log}");
+    assert!(acks(&mac2, "/ipxe/") > 0, "{log}");
+
     // After inspection the agent obeys power_off: the VMs stop by themselves.
     let off_deadline = Instant::now() + Duration::from_secs(90);
     for s in &specs[..2] {

@@ -3,12 +3,14 @@
 //! - `deps`: install the Debian packages the tests and the lab use (apt-get, as root).
 //! - `fetch`: the pinned Debian packages into the offline cache (see `fetch.rs`).
 //! - `ramdisk`: the deploy ramdisk, from the cache (see `ramdisk.rs`).
-//! - `test`: deps, the ramdisk (fetching the offline cache), then fmt check, clippy, and the whole test suite (nextest, grouped so QEMU tests
+//! - `image build NAME` / `image list`: golden images, from the cache (see `image.rs`).
+//! - `test`: deps, the ramdisk (fetching the offline cache) and the tiny image, then fmt check, clippy, and the whole test suite (nextest, grouped so QEMU tests
 //!   do not starve two cores). This is what `.ci/run` runs.
 
 mod bench;
 mod deps;
 mod fetch;
+mod image;
 mod lab;
 mod ramdisk;
 
@@ -44,6 +46,8 @@ enum Cmd {
     Fetch(fetch::Args),
     /// Build the deploy ramdisk (kernel + initramfs with busybox, modules, agent) from the cache.
     Ramdisk(ramdisk::Args),
+    /// Golden images: `image build NAME` (target/images/NAME), `image list`.
+    Image(image::Args),
     /// Benchmarks: print the seed's figures beside a peer's, measured in the same run.
     Bench(bench::Args),
     /// The QEMU lab (`cargo xtask lab up --nodes 3`): builds seed, then runs `seed lab …`.
@@ -57,6 +61,7 @@ fn main() -> Result<()> {
         Cmd::Test { filter, no_lint } => test(&filter, no_lint),
         Cmd::Fetch(args) => fetch::run(args),
         Cmd::Ramdisk(args) => ramdisk::run(args),
+        Cmd::Image(args) => image::run(args),
         Cmd::Bench(args) => bench::run(args),
         Cmd::Lab(args) => lab::run(args),
     }
@@ -97,6 +102,8 @@ fn test(filter: &[String], no_lint: bool) -> Result<()> {
     ramdisk::run(ramdisk::Args {
         out: "target/ramdisk".into(),
     })?;
+    // The image and disk-boot tests boot the tiny golden image.
+    image::build("tiny", &root().join("target/images/tiny"))?;
     if !no_lint {
         run(cargo().args(["fmt", "--all", "--check"]))?;
         run(cargo().args([

@@ -22,7 +22,7 @@ pub struct Args {
 /// The triple the agent is built for, statically linked against glibc (no musl toolchain here).
 const AGENT_TARGET: &str = "x86_64-unknown-linux-gnu";
 
-fn unpack(pin: &fetch::Pin) -> Result<PathBuf> {
+pub fn unpack(pin: &fetch::Pin) -> Result<PathBuf> {
     let dir = fetch::cache_dir()
         .join("unpacked")
         .join(pin.file_name().trim_end_matches(".deb"));

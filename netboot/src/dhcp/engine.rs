@@ -12,6 +12,16 @@
 //! client without an address cannot be reached by unicast without an ARP entry. Requests to the
 //! ProxyDHCP port 4011 are answered to their source.
 //!
+//! A node whose [`Chain`] is `tftp` first gets the iPXE boot file by TFTP even when its ROM
+//! already is iPXE, then the script once that chainloaded iPXE asks. Nothing in the request tells
+//! the two iPXEs apart: captured on the lab's wire (QEMU's iPXE ROM, then Debian's
+//! `undionly.kpxe` loaded by it), their DISCOVERs carry the same options 60, 77, 93, 94 and 175
+//! (features and bus-id alike); only the BOOTP broadcast flag differed (set by the UNDI driver),
+//! a driver detail rather than a contract, and unknown for `snponly.efi`. So the engine keeps
+//! state: an ACK that hands the boot file to a `tftp` node marks its MAC chained for
+//! [`CHAIN_WINDOW_SECS`]; an iPXE request from a marked MAC gets the script, and that ACK clears
+//! the mark, so the next power-on takes the chain again.
+//!
 //! The engine reads no clock and opens no socket. It writes no file either: the caller persists
 //! [`Engine::leases`] when [`Engine::take_dirty`] says the bound leases changed, before sending
 //! the reply.
@@ -20,6 +30,7 @@ use super::leases::LeaseTable;
 use super::pxe::{self, ArchName, ClientInfo, Firmware};
 use super::wire;
 use super::{DhcpConfig, DhcpConfigError, DhcpMode};
+use crate::boot::Chain;
 use crate::config::NodeEntry;
 use crate::metrics::Metrics;
 use crate::{BootPolicy, MacAddr};
@@ -46,6 +57,9 @@ const MIN_REPLY_LEN: usize = 300;
 /// At most this many "dropped malformed packet" warnings per window; the rest are counted.
 const DROP_LOGS_PER_WINDOW: u32 = 20;
 const DROP_LOG_WINDOW_SECS: u64 = 10;
+/// How long after an ACK handed the iPXE boot file to a `chain = "tftp"` node an iPXE request
+/// from it counts as the chainloaded iPXE (observed in the lab under TCG: about 20 s after it).
+pub const CHAIN_WINDOW_SECS: u64 = 300;
 /// Bound on the memory kept to call `BootPolicy::discovered` once per MAC.
 const MAX_DISCOVERED_REMEMBERED: usize = 65_536;
 
@@ -153,6 +167,17 @@ fn type_name(t: MessageType) -> String {
     }
 }
 
+/// Where a `chain = "tftp"` node is in its chain, for this exchange.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ChainStage {
+    /// Not a chained node (or not a network boot client): the boot file as the firmware asks.
+    Off,
+    /// The first stage: the iPXE boot file, by TFTP even to an iPXE ROM.
+    First,
+    /// The iPXE we chainloaded: its script.
+    Chained,
+}
+
 /// What the engine decided about one request (turned into a reply and one log line).
 enum Decision {
     Reply {
@@ -177,6 +202,8 @@ pub struct Engine {
     leases: LeaseTable,
     counters: Counters,
     discovered: HashSet<MacAddr>,
+    /// MAC → until when (Unix seconds) an iPXE request from it is the chainloaded iPXE.
+    chained: HashMap<MacAddr, u64>,
     drop_window: u64,
     drop_logged: u32,
     drop_suppressed: u64,
@@ -227,6 +254,7 @@ impl Engine {
             leases,
             counters: Counters::new(metrics),
             discovered: HashSet::new(),
+            chained: HashMap::new(),
             drop_window: 0,
             drop_logged: 0,
             drop_suppressed: 0,
@@ -287,7 +315,7 @@ impl Engine {
             DhcpMode::Authoritative => self.authoritative(&req, ty, mac, now),
             DhcpMode::Proxy => self.proxy(ty, mac, &client, rx),
         };
-        self.finish(&req, rx, mac, &client, decision, line)
+        self.finish(&req, rx, mac, &client, decision, line, now)
     }
 
     fn note_drop(&mut self, src: SocketAddrV4, why: &str, now: u64) {
@@ -525,7 +553,48 @@ impl Engine {
         }
     }
 
+    /// The chain stage of this exchange, and the client as the boot file choice should see it:
+    /// in the first stage an iPXE ROM is served as the firmware PXE it runs on.
+    fn chain_stage(&self, mac: MacAddr, client: &ClientInfo, now: u64) -> (ChainStage, ClientInfo) {
+        if client.firmware == Firmware::Plain || self.policy.chain(mac) == Chain::Direct {
+            return (ChainStage::Off, client.clone());
+        }
+        if client.firmware != Firmware::Ipxe {
+            return (ChainStage::First, client.clone());
+        }
+        if self.chained.get(&mac).is_some_and(|&until| now < until) {
+            return (ChainStage::Chained, client.clone());
+        }
+        let as_pxe = ClientInfo {
+            firmware: Firmware::Pxe,
+            arch: client.arch,
+        };
+        (ChainStage::First, as_pxe)
+    }
+
+    /// Remember (or forget) that `mac` was handed the iPXE boot file, once an ACK carries it.
+    fn note_chain(&mut self, mac: MacAddr, stage: ChainStage, kind: MessageType, now: u64) {
+        if kind != MessageType::Ack {
+            return;
+        }
+        match stage {
+            ChainStage::First => {
+                if self.chained.len() >= MAX_DISCOVERED_REMEMBERED {
+                    self.chained.retain(|_, &mut until| now < until);
+                }
+                if self.chained.len() < MAX_DISCOVERED_REMEMBERED {
+                    self.chained.insert(mac, now + CHAIN_WINDOW_SECS);
+                }
+            }
+            ChainStage::Chained => {
+                self.chained.remove(&mac);
+            }
+            ChainStage::Off => {}
+        }
+    }
+
     /// Turn a decision into a reply and one log line.
+    #[allow(clippy::too_many_arguments)]
     fn finish(
         &mut self,
         req: &Message,
@@ -534,6 +603,7 @@ impl Engine {
         client: &ClientInfo,
         decision: Decision,
         line: String,
+        now: u64,
     ) -> Option<Reply> {
         match decision {
             Decision::Ignore(why) => {
@@ -571,8 +641,9 @@ impl Engine {
                 if self.cfg.mode == DhcpMode::Authoritative {
                     self.add_network_options(&mut m, mac, lease);
                 }
+                let (stage, client) = self.chain_stage(mac, client, now);
                 let boot = pxe::boot_for(
-                    client,
+                    &client,
                     mac,
                     &self.cfg.bootfiles,
                     self.server_ip,
@@ -581,7 +652,12 @@ impl Engine {
                 let file_note = match &boot {
                     Ok(b) => {
                         add_boot(&mut m, b, req);
-                        format!(" file={}", b.file)
+                        self.note_chain(mac, stage, kind, now);
+                        match stage {
+                            ChainStage::Off => format!(" file={}", b.file),
+                            ChainStage::First => format!(" file={} chain=tftp:first", b.file),
+                            ChainStage::Chained => format!(" file={} chain=tftp:chained", b.file),
+                        }
                     }
                     Err(pxe::NoBoot::NotNetboot) => String::new(),
                     Err(e) => format!(" no boot file: {e}"),

@@ -11,6 +11,8 @@ use std::time::Duration;
 const SERVER: Ipv4Addr = Ipv4Addr::new(10, 200, 1, 1);
 const NODE1: MacAddr = MacAddr([0x52, 0x54, 0, 0, 0, 1]);
 const NODE2: MacAddr = MacAddr([0x52, 0x54, 0, 0, 0, 2]);
+/// Known to the policy only, with `chain = "tftp"`.
+const CHAINED: MacAddr = MacAddr([0x52, 0x54, 0, 0, 0, 3]);
 const STRANGER: MacAddr = MacAddr([0x52, 0x54, 0, 0, 0, 0x99]);
 const NODE1_IP: Ipv4Addr = Ipv4Addr::new(10, 200, 1, 10);
 const POOL_START: Ipv4Addr = Ipv4Addr::new(10, 200, 1, 100);
@@ -24,7 +26,14 @@ struct TestPolicy {
 
 impl BootPolicy for TestPolicy {
     fn boot_action(&self, mac: MacAddr) -> Option<BootAction> {
-        (mac == NODE1 || mac == NODE2).then_some(BootAction::Exit)
+        (mac == NODE1 || mac == NODE2 || mac == CHAINED).then_some(BootAction::Exit)
+    }
+    fn chain(&self, mac: MacAddr) -> Chain {
+        if mac == CHAINED {
+            Chain::Tftp
+        } else {
+            Chain::Direct
+        }
     }
     fn discovered(&self, mac: MacAddr) {
         self.discovered.lock().unwrap().push(mac);
@@ -61,12 +70,14 @@ fn nodes() -> Vec<NodeEntry> {
             ip: Some(NODE1_IP),
             hostname: Some("node1".into()),
             boot: BootAction::Exit,
+            chain: Chain::Direct,
         },
         NodeEntry {
             mac: NODE2,
             ip: None,
             hostname: None,
             boot: BootAction::Exit,
+            chain: Chain::Direct,
         },
     ]
 }
@@ -704,4 +715,139 @@ fn reservations_outside_the_subnet_are_refused() {
     )
     .unwrap_err();
     assert!(err.to_string().contains("outside subnet"), "{err}");
+}
+
+fn ipxe_opts(arch: u16) -> Vec<DhcpOption> {
+    let mut o = pxe_opts(arch);
+    o.push(DhcpOption::UserClass(b"iPXE".to_vec()));
+    o
+}
+
+/// One DISCOVER → OFFER → REQUEST → ACK with `opts` (xid `xid`); the OFFER's and the ACK's boot
+/// files, which must agree.
+fn exchange(rig: &mut Rig, mac: MacAddr, xid: u32, opts: Vec<DhcpOption>) -> (Message, Message) {
+    let mut d = request(mac, MessageType::Discover, opts.clone());
+    d.set_xid(xid);
+    let (offer, _) = rig.send(&d).expect("an OFFER");
+    let mut r = request(mac, MessageType::Request, opts);
+    r.set_xid(xid);
+    r.opts_mut().insert(DhcpOption::ServerIdentifier(SERVER));
+    r.opts_mut()
+        .insert(DhcpOption::RequestedIpAddress(offer.yiaddr()));
+    let (ack, rep) = rig.send(&r).expect("an ACK");
+    assert_eq!(rep.kind, MessageType::Ack);
+    assert_eq!(bootfile(&offer), bootfile(&ack), "OFFER and ACK agree");
+    (offer, ack)
+}
+
+const CHAINED_SCRIPT: &str = "http://10.200.1.1:8080/ipxe/52-54-00-00-00-03";
+
+#[test]
+fn chain_tftp_takes_an_ipxe_rom_through_the_boot_file_then_the_script() {
+    let mut rig = Rig::new(false);
+    // The ROM's iPXE: the boot file by TFTP, as if it were firmware PXE.
+    let (offer, ack) = exchange(&mut rig, CHAINED, 1, ipxe_opts(0));
+    assert_eq!(bootfile(&ack).as_deref(), Some("undionly.kpxe"));
+    assert_eq!(ack.siaddr(), SERVER, "next-server is the seed");
+    assert_eq!(
+        opt(&offer, OptionCode::ClassIdentifier),
+        Some(&DhcpOption::ClassIdentifier(b"PXEClient".to_vec()))
+    );
+    // The chainloaded iPXE sends the very same options; now it gets its script.
+    rig.advance(16);
+    let (_, ack) = exchange(&mut rig, CHAINED, 2, ipxe_opts(0));
+    assert_eq!(bootfile(&ack).as_deref(), Some(CHAINED_SCRIPT));
+    assert_eq!(ack.siaddr(), Ipv4Addr::UNSPECIFIED);
+    // The script's ACK ends the chain: the next power-on takes it again.
+    rig.advance(60);
+    let (_, ack) = exchange(&mut rig, CHAINED, 3, ipxe_opts(0));
+    assert_eq!(bootfile(&ack).as_deref(), Some("undionly.kpxe"));
+}
+
+#[test]
+fn chain_tftp_marks_only_on_the_ack() {
+    let mut rig = Rig::new(false);
+    // DISCOVERs repeat while iPXE waits for more offers: an OFFER alone marks nothing.
+    for xid in [1, 2] {
+        let mut d = request(CHAINED, MessageType::Discover, ipxe_opts(0));
+        d.set_xid(xid);
+        let (offer, _) = rig.send(&d).unwrap();
+        assert_eq!(bootfile(&offer).as_deref(), Some("undionly.kpxe"));
+    }
+}
+
+#[test]
+fn chain_tftp_mark_expires() {
+    let mut rig = Rig::new(false);
+    let (_, ack) = exchange(&mut rig, CHAINED, 1, ipxe_opts(0));
+    assert_eq!(bootfile(&ack).as_deref(), Some("undionly.kpxe"));
+    // The chainloaded iPXE never came (TFTP failed, the node was reset): the ROM starts over.
+    rig.advance(CHAIN_WINDOW_SECS);
+    let (_, ack) = exchange(&mut rig, CHAINED, 2, ipxe_opts(0));
+    assert_eq!(bootfile(&ack).as_deref(), Some("undionly.kpxe"));
+}
+
+#[test]
+fn chain_tftp_with_a_vendor_pxe_rom_and_uefi() {
+    let mut rig = Rig::new(false);
+    // A vendor UEFI PXE ROM (no iPXE user class) gets snponly.efi ...
+    let (_, ack) = exchange(&mut rig, CHAINED, 1, pxe_opts(7));
+    assert_eq!(bootfile(&ack).as_deref(), Some("snponly.efi"));
+    // ... and the iPXE it loads its script, not snponly.efi again (no loop).
+    let (_, ack) = exchange(&mut rig, CHAINED, 2, ipxe_opts(7));
+    assert_eq!(bootfile(&ack).as_deref(), Some(CHAINED_SCRIPT));
+    // A UEFI HTTP Boot client gets snponly.efi by HTTP, and its iPXE then the script.
+    let http_boot = vec![
+        DhcpOption::ClassIdentifier(b"HTTPClient:Arch:00016:UNDI:003001".to_vec()),
+        DhcpOption::ClientSystemArchitecture(Architecture(16)),
+    ];
+    let (_, ack) = exchange(&mut rig, CHAINED, 3, http_boot);
+    assert_eq!(
+        bootfile(&ack).as_deref(),
+        Some("http://10.200.1.1:8080/snponly.efi")
+    );
+    let (_, ack) = exchange(&mut rig, CHAINED, 4, ipxe_opts(7));
+    assert_eq!(bootfile(&ack).as_deref(), Some(CHAINED_SCRIPT));
+    // An OS DHCP client on a chained node gets an address and no boot file.
+    let (offer, _) = rig
+        .send(&request(CHAINED, MessageType::Discover, vec![]))
+        .unwrap();
+    assert!(bootfile(&offer).is_none());
+}
+
+#[test]
+fn direct_chain_is_unchanged_and_never_marked() {
+    let mut rig = Rig::new(false);
+    let (_, ack) = exchange(&mut rig, NODE1, 1, ipxe_opts(0));
+    assert_eq!(
+        bootfile(&ack).as_deref(),
+        Some("http://10.200.1.1:8080/ipxe/52-54-00-00-00-01")
+    );
+    let (_, ack) = exchange(&mut rig, NODE1, 2, pxe_opts(0));
+    assert_eq!(bootfile(&ack).as_deref(), Some("undionly.kpxe"));
+    let (_, ack) = exchange(&mut rig, NODE1, 3, ipxe_opts(0));
+    assert_eq!(
+        bootfile(&ack).as_deref(),
+        Some("http://10.200.1.1:8080/ipxe/52-54-00-00-00-01")
+    );
+    assert!(rig.engine.chained.is_empty());
+}
+
+#[test]
+fn chain_tftp_in_proxy_mode() {
+    let mut rig = Rig::proxy();
+    let (offer, _) = rig
+        .send(&request(CHAINED, MessageType::Discover, ipxe_opts(0)))
+        .unwrap();
+    assert_eq!(bootfile(&offer).as_deref(), Some("undionly.kpxe"));
+    let client_ip = Ipv4Addr::new(10, 200, 1, 50);
+    let src = SocketAddrV4::new(client_ip, 4011);
+    let mut req = request(CHAINED, MessageType::Request, ipxe_opts(0));
+    req.set_ciaddr(client_ip);
+    let (ack, _) = rig.send_on(&req, src, PROXY_PORT).unwrap();
+    assert_eq!(bootfile(&ack).as_deref(), Some("undionly.kpxe"));
+    let (offer, _) = rig
+        .send(&request(CHAINED, MessageType::Discover, ipxe_opts(0)))
+        .unwrap();
+    assert_eq!(bootfile(&offer).as_deref(), Some(CHAINED_SCRIPT));
 }

@@ -3,10 +3,12 @@
 //! Writes `<lab>/seed/{nodes.yaml,seed.toml}`, imports the nodes into `<lab>/seed/seed.redb`
 //! (once), and runs `seed daemon` as a child of the lab process (stopped with it). The daemon
 //! joins the lab's multicast wire through its userspace stack as 10.80.0.1 and serves DHCP
-//! (reservations .10+, discovery on), HTTP boot with the ramdisk, and the API on 127.0.0.1.
-//! Its image store is `<lab>/seed/http/images` (served to the agents); the golden images built
-//! under `target/images/<name>/` (`cargo xtask image build tiny`) are imported at start, so
-//! `seed node deploy node1 --image tiny --wait` works right after `seed node inspect`.
+//! (reservations .10+, discovery on), HTTP boot with the ramdisk, TFTP with iPXE's
+//! `undionly.kpxe`/`snponly.efi` from the offline cache (for nodes with `--chain-tftp`), and the
+//! API on 127.0.0.1. Its image store is `<lab>/seed/http/images` (served to the agents); the
+//! golden images built under `target/images/<name>/` (`cargo xtask image build tiny`) are
+//! imported at start, so `seed node deploy node1 --image tiny --wait` works right after
+//! `seed node inspect`.
 
 use anyhow::{Context, Result};
 use qemu::spec::LabFile;
@@ -32,6 +34,15 @@ pub struct SeedArgs {
     /// The API's bearer token.
     #[arg(long, default_value = "lab")]
     pub token: String,
+    /// Nodes (comma separated names) that take the TFTP chain: their iPXE ROM first loads
+    /// `undionly.kpxe` (BIOS) / `snponly.efi` (UEFI) by TFTP. Applied when the nodes are
+    /// enrolled, i.e. the first `--seed` run of a lab.
+    #[arg(long, value_delimiter = ',')]
+    pub chain_tftp: Vec<String>,
+    /// A directory holding `undionly.kpxe` and `snponly.efi` (default: `/usr/lib/ipxe` if the
+    /// ipxe package is installed, else the ipxe package of the offline cache, `cargo xtask fetch`).
+    #[arg(long)]
+    pub ipxe: Option<PathBuf>,
 }
 
 /// The lab's seed daemon; killed when dropped.
@@ -46,7 +57,69 @@ impl Drop for LabSeed {
     }
 }
 
-fn instackenv(file: &LabFile) -> String {
+/// The iPXE boot files served by TFTP.
+const IPXE_FILES: [&str; 2] = ["undionly.kpxe", "snponly.efi"];
+
+/// The offline cache (`$SEED_CACHE`, else `${XDG_CACHE_HOME:-$HOME/.cache}/seed`), as `cargo
+/// xtask fetch` fills it.
+fn cache_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("SEED_CACHE") {
+        return PathBuf::from(dir);
+    }
+    std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var_os("HOME").unwrap_or_else(|| "/root".into())).join(".cache")
+        })
+        .join("seed")
+}
+
+/// Where iPXE's boot files are: `--ipxe`, the installed ipxe package, or the cache's ipxe .deb
+/// unpacked (once) under `dir`. `None` when there is none.
+fn ipxe_source(dir: &Path, a: &SeedArgs) -> Result<Option<PathBuf>> {
+    if let Some(d) = &a.ipxe {
+        anyhow::ensure!(
+            d.join(IPXE_FILES[0]).is_file(),
+            "--ipxe {}: no {} there",
+            d.display(),
+            IPXE_FILES[0]
+        );
+        return Ok(Some(d.clone()));
+    }
+    let system = Path::new("/usr/lib/ipxe");
+    if system.join(IPXE_FILES[0]).is_file() {
+        return Ok(Some(system.into()));
+    }
+    let unpacked = dir.join("ipxe-package");
+    let lib = unpacked.join("usr/lib/ipxe");
+    if lib.join(IPXE_FILES[0]).is_file() {
+        return Ok(Some(lib));
+    }
+    let debs = cache_dir().join("debs");
+    let Some(deb) = std::fs::read_dir(&debs).ok().and_then(|rd| {
+        rd.flatten().map(|e| e.path()).find(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("ipxe_"))
+        })
+    }) else {
+        return Ok(None);
+    };
+    let out = Command::new("dpkg-deb")
+        .arg("-x")
+        .arg(&deb)
+        .arg(&unpacked)
+        .output()
+        .context("running dpkg-deb")?;
+    anyhow::ensure!(
+        out.status.success(),
+        "unpacking {}: {}",
+        deb.display(),
+        String::from_utf8_lossy(&out.stderr).trim()
+    );
+    Ok(Some(lib))
+}
+
+fn instackenv(file: &LabFile, chain_tftp: &[String]) -> String {
     let mut s = String::from(
         "# The lab's nodes, instackenv-style (written by seed lab up --seed)\nnodes:\n",
     );
@@ -60,11 +133,14 @@ fn instackenv(file: &LabFile) -> String {
             n.bmc.username,
             n.bmc.password
         );
+        if chain_tftp.contains(&n.name) {
+            s += "    boot_chain: tftp\n";
+        }
     }
     s
 }
 
-fn config(file: &LabFile, dir: &Path, a: &SeedArgs) -> Result<String> {
+fn config(file: &LabFile, dir: &Path, a: &SeedArgs, tftp: bool) -> Result<String> {
     let ramdisk = std::fs::canonicalize(&a.ramdisk).unwrap_or_else(|_| a.ramdisk.clone());
     let mut c = format!(
         r#"# The lab's seed (written by seed lab up --seed)
@@ -112,6 +188,9 @@ port = 8080
         http = dir.join("http"),
         images = dir.join("http").join("images"),
     );
+    if tftp {
+        c += &format!("\n[netboot.tftp]\nroot = {:?}\n", dir.join("tftp"));
+    }
     for (i, n) in file.nodes.iter().enumerate() {
         anyhow::ensure!(i < 150, "more than 150 lab nodes do not fit the lab's /24");
         for (j, mac) in n.macs.iter().enumerate() {
@@ -131,8 +210,34 @@ pub fn start(lab_dir: &Path, file: &LabFile, a: &SeedArgs) -> Result<LabSeed> {
     std::fs::create_dir_all(dir.join("http"))
         .with_context(|| format!("creating {}", dir.display()))?;
     let exe = std::env::current_exe().context("finding the seed binary")?;
+    for name in &a.chain_tftp {
+        anyhow::ensure!(
+            file.nodes.iter().any(|n| &n.name == name),
+            "--chain-tftp {name}: the lab has no such node"
+        );
+    }
+    let tftp = match ipxe_source(&dir, a)? {
+        Some(src) => {
+            std::fs::create_dir_all(dir.join("tftp"))?;
+            for f in IPXE_FILES {
+                let from = src.join(f);
+                if from.is_file() {
+                    std::fs::copy(&from, dir.join("tftp").join(f))
+                        .with_context(|| format!("installing {}", from.display()))?;
+                }
+            }
+            true
+        }
+        None => {
+            anyhow::ensure!(
+                a.chain_tftp.is_empty(),
+                "--chain-tftp needs iPXE's undionly.kpxe: run `cargo xtask fetch` or pass --ipxe"
+            );
+            false
+        }
+    };
     let inv = dir.join("nodes.yaml");
-    std::fs::write(&inv, instackenv(file))?;
+    std::fs::write(&inv, instackenv(file, &a.chain_tftp))?;
     let store = dir.join("seed.redb");
     if !store.exists() {
         let out = Command::new(&exe)
@@ -148,7 +253,7 @@ pub fn start(lab_dir: &Path, file: &LabFile, a: &SeedArgs) -> Result<LabSeed> {
         );
     }
     let cfg = dir.join("seed.toml");
-    std::fs::write(&cfg, config(file, &dir, a)?)?;
+    std::fs::write(&cfg, config(file, &dir, a, tftp)?)?;
     let imported = import_images(&a.images, &dir.join("http").join("images"))?;
     let log = std::fs::File::create(dir.join("daemon.log"))?;
     let child = Command::new(&exe)

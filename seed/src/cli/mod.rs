@@ -2,6 +2,7 @@
 //! `run` that returns `anyhow::Result` (context on every error, printed once by `main`).
 
 pub mod daemon;
+pub mod image;
 pub mod lab;
 pub mod lab_seed;
 pub mod netboot;
@@ -38,6 +39,8 @@ pub enum Command {
     Daemon(daemon::Args),
     /// Create, update, delete and look at stacks (Heat-style templates) on a running seed.
     Stack(stack::Args),
+    /// Golden images in the seed's store: list, show, import (verified), delete.
+    Image(image::Args),
 }
 
 /// Run the parsed command line.
@@ -50,6 +53,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Node(args) => node::run(args),
         Command::Daemon(args) => daemon::run(args),
         Command::Stack(args) => stack::run(args),
+        Command::Image(args) => image::run(args),
     }
 }
 

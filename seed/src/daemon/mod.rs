@@ -32,6 +32,7 @@ use crate::power::{
     PowerState,
 };
 use crate::store::{nodes, Expect, Op, Store, StoreError};
+use netboot::boot::Chain;
 use netboot::{BootAction, BootPolicy, MacAddr};
 use ramdisk::agent::Command;
 use std::collections::{HashMap, HashSet};
@@ -72,8 +73,8 @@ pub struct Daemon {
     me: std::sync::Weak<Daemon>,
     store: Arc<dyn Store>,
     settings: Settings,
-    /// MAC → boot action, rebuilt for a node on every write of that node.
-    boot: RwLock<HashMap<MacAddr, BootAction>>,
+    /// MAC → boot action and chain, rebuilt for a node on every write of that node.
+    boot: RwLock<HashMap<MacAddr, policy::BootEntry>>,
     /// Serialises read-step-persist of every node (store writes are short and synchronous).
     lifecycle_lock: Mutex<()>,
     /// What each node's agent gets on its next heartbeat.
@@ -318,10 +319,7 @@ impl Daemon {
         let mut table = self.boot.write().unwrap_or_else(|p| p.into_inner());
         for &mac in &node.macs {
             let mac = to_netboot(mac);
-            table.insert(
-                mac,
-                policy::node_boot_action(&node.lifecycle, mac, &self.settings),
-            );
+            table.insert(mac, policy::entry(node, mac, &self.settings));
         }
     }
 
@@ -517,7 +515,15 @@ impl BootPolicy for Daemon {
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .get(&mac)
-            .cloned()
+            .map(|e| e.action.clone())
+    }
+
+    fn chain(&self, mac: MacAddr) -> Chain {
+        self.boot
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&mac)
+            .map_or(Chain::Direct, |e| e.chain)
     }
 
     fn discovered(&self, mac: MacAddr) {

@@ -1,13 +1,32 @@
 //! What a node boots, from its lifecycle state: the ramdisk while a step needs the agent
-//! (inspecting, deploying, cleaning), its disk when active, and nothing (iPXE exits) otherwise.
+//! (inspecting, deploying, cleaning), its disk when active, and nothing (iPXE exits) otherwise;
+//! and how it gets there (the node's `boot.chain`: straight to the script, or the iPXE boot file
+//! by TFTP first).
 
 use super::Settings;
+use crate::inventory::Node;
 use crate::lifecycle::{Lifecycle, State};
+use netboot::boot::Chain;
 use netboot::{BootAction, MacAddr};
 
 /// The ramdisk kernel and initrd, relative to the HTTP root (installed there at start).
 pub const RAMDISK_KERNEL: &str = "ramdisk/vmlinuz";
 pub const RAMDISK_INITRD: &str = "ramdisk/initramfs.zst";
+
+/// One MAC's row in the daemon's boot table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BootEntry {
+    pub action: BootAction,
+    pub chain: Chain,
+}
+
+/// The boot table row of `node`'s NIC `mac`.
+pub fn entry(node: &Node, mac: MacAddr, s: &Settings) -> BootEntry {
+    BootEntry {
+        action: node_boot_action(&node.lifecycle, mac, s),
+        chain: node.boot.chain,
+    }
+}
 
 /// The boot action of a node: [`boot_action`] of its state, except that a deploying node whose
 /// image is written boots its disk (it was told to; this covers a firmware that PXE-boots
@@ -92,5 +111,26 @@ mod tests {
         ] {
             assert_eq!(boot_action(&st, mac, &s), BootAction::Exit, "{st}");
         }
+    }
+
+    #[test]
+    fn the_entry_carries_the_nodes_chain() {
+        use crate::inventory::{Bmc, Mac, PowerDriver, Secret};
+        let mac = MacAddr([0x52, 0x54, 0, 0xaa, 0xbb, 0x01]);
+        let bmc = Bmc {
+            driver: PowerDriver::Fake,
+            address: "h".into(),
+            port: 623,
+            username: "u".into(),
+            password: Secret::new("p"),
+        };
+        let mut node = crate::inventory::Node::new("n", vec![Mac(mac.0)], bmc, 0);
+        let s = settings();
+        assert_eq!(entry(&node, mac, &s).chain, Chain::Direct);
+        node.boot.chain = Chain::Tftp;
+        node.lifecycle.state = State::Inspecting;
+        let e = entry(&node, mac, &s);
+        assert_eq!(e.chain, Chain::Tftp);
+        assert_eq!(e.action, boot_action(&State::Inspecting, mac, &s));
     }
 }

@@ -1,0 +1,666 @@
+//! The image builder: elements in order onto a [`Tree`], generated files (accounts, init
+//! configuration, `/etc/seed-image`), the kernel and the image's initrd, then the stream and
+//! `manifest.json` in the output directory.
+//!
+//! What needs the outside world (the offline package cache, cargo, the initramfs writer) comes
+//! through the [`Host`] trait, so the builder itself stays testable with a fake host.
+
+use crate::element::{self, Base, DeclError, ImageDef, Loaded, ServiceKind, User};
+use crate::manifest::{Boot, Layout, Manifest, Stream, STATE_MOUNT};
+use crate::tree::{Kind, Source, Tree, TreeError};
+use std::path::{Path, PathBuf};
+
+/// An error from the host (cache, cargo, initramfs writer).
+pub type HostError = Box<dyn std::error::Error + Send + Sync>;
+
+/// What the builder asks of its environment.
+pub trait Host {
+    /// The directory a cached Debian package is unpacked in (`name`, or a prefix ending in `*`).
+    fn package(&mut self, name: &str) -> Result<PathBuf, HostError>;
+    /// A static binary of this workspace.
+    fn workspace_binary(&mut self, package: &str, bin: &str) -> Result<PathBuf, HostError>;
+    /// The busybox applets as paths relative to the root (`bin/sh`, `sbin/init` …).
+    fn busybox_applets(&mut self, busybox: &Path) -> Result<Vec<String>, HostError>;
+    /// A compressed initramfs.
+    fn initrd(&mut self, spec: &InitrdSpec) -> Result<Vec<u8>, HostError>;
+}
+
+/// What the image's initrd holds.
+#[derive(Debug, Clone)]
+pub struct InitrdSpec {
+    /// `…/lib/modules/<version>` of the unpacked kernel package.
+    pub moddir: PathBuf,
+    /// The static busybox.
+    pub busybox: PathBuf,
+    /// The `/init` script.
+    pub init: Vec<u8>,
+    /// Modules to load, in order (dependencies are added by the host).
+    pub modules: Vec<String>,
+}
+
+/// Why a build failed.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error(transparent)]
+    Decl(#[from] DeclError),
+    #[error("element {element}")]
+    Tree {
+        element: String,
+        #[source]
+        source: TreeError,
+    },
+    #[error("element {element}: {what}")]
+    Host {
+        element: String,
+        what: String,
+        #[source]
+        source: HostError,
+    },
+    #[error("element {element}: {message}")]
+    Invalid { element: String, message: String },
+    #[error("image {image}: {message}")]
+    Image { image: String, message: String },
+    #[error("{path}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Root-filesystem directories every image has (mount points and the read-only root's tmpfs).
+const ROOT_DIRS: &[(&str, u32)] = &[
+    ("boot", 0o755),
+    ("boot/efi", 0o755),
+    ("dev", 0o755),
+    ("etc", 0o755),
+    ("mnt", 0o755),
+    ("proc", 0o555),
+    ("root", 0o700),
+    ("run", 0o755),
+    ("sys", 0o555),
+    ("tmp", 0o1777),
+    ("var/lib/seed", 0o755),
+    ("var/log", 0o755),
+];
+
+/// Slack on top of the unpacked size for the root filesystem (ext4 metadata, journal, reserve).
+const ROOT_SLACK_MIB: u64 = 64;
+
+/// The smallest disk for a layout and unpacked size: GPT at both ends, 1 MiB alignment, the
+/// partitions, and a root of `max(unpacked × 5/4 + slack, declared)`.
+pub fn min_disk_mib(layout: &Layout, unpacked_size: u64) -> u64 {
+    let unpacked_mib = unpacked_size.div_ceil(1 << 20);
+    let needed_root = unpacked_mib + unpacked_mib / 4 + ROOT_SLACK_MIB;
+    let root = layout.root_mib.unwrap_or(0).max(needed_root);
+    1 + layout.bios_boot_mib + layout.esp_mib + root + layout.state_mib + 1
+}
+
+struct Ctx<'a> {
+    image: &'a ImageDef,
+    tree: Tree,
+    base: Option<Base>,
+    users: Vec<User>,
+    services: Vec<(String, element::Service)>,
+    kernel_moddir: Option<PathBuf>,
+    initrd: Option<(String, PathBuf, element::Initrd)>,
+}
+
+fn tree_err(element: &str) -> impl FnOnce(TreeError) -> BuildError + '_ {
+    move |source| BuildError::Tree {
+        element: element.into(),
+        source,
+    }
+}
+
+fn host_err(element: &str, what: String) -> impl FnOnce(HostError) -> BuildError + '_ {
+    move |source| BuildError::Host {
+        element: element.into(),
+        what,
+        source,
+    }
+}
+
+/// Build `image` from `elements_dir` into `out` (`rootfs.tar.zst` + `manifest.json`).
+pub fn build(
+    image: &ImageDef,
+    elements_dir: &Path,
+    host: &mut dyn Host,
+    out: &Path,
+) -> Result<Manifest, BuildError> {
+    let elements = element::resolve(image, elements_dir)?;
+    let mut cx = Ctx {
+        image,
+        tree: Tree::default(),
+        base: None,
+        users: Vec::new(),
+        services: Vec::new(),
+        kernel_moddir: None,
+        initrd: None,
+    };
+    for (d, mode) in ROOT_DIRS {
+        cx.tree.dir(d, *mode).map_err(tree_err("(root)"))?;
+    }
+    for el in &elements {
+        apply(&mut cx, el, host)?;
+    }
+    finish(&mut cx, host)?;
+
+    std::fs::create_dir_all(out).map_err(|source| BuildError::Io {
+        path: out.into(),
+        source,
+    })?;
+    let stream_file = "rootfs.tar.zst";
+    let written = cx
+        .tree
+        .write_stream(&out.join(stream_file))
+        .map_err(tree_err("(stream)"))?;
+    let layout = image.layout.clone().unwrap_or_default();
+    let manifest = Manifest {
+        name: image.name.clone(),
+        version: image.version.clone(),
+        stream: Stream {
+            file: stream_file.into(),
+            sha256: written.sha256,
+            size: written.size,
+            unpacked_size: written.unpacked_size,
+        },
+        boot: Boot {
+            kernel: "boot/vmlinuz".into(),
+            initrd: cx.initrd.as_ref().map(|_| "boot/initrd.img".into()),
+            cmdline: image.cmdline.clone(),
+        },
+        min_disk_mib: min_disk_mib(&layout, written.unpacked_size),
+        layout,
+        elements: elements.iter().map(|e| e.name.clone()).collect(),
+    };
+    let mpath = out.join("manifest.json");
+    let body = serde_json::to_string_pretty(&manifest).expect("manifest serializes") + "\n";
+    std::fs::write(&mpath, body).map_err(|source| BuildError::Io {
+        path: mpath.clone(),
+        source,
+    })?;
+    Ok(manifest)
+}
+
+fn apply(cx: &mut Ctx, el: &Loaded, host: &mut dyn Host) -> Result<(), BuildError> {
+    let name = el.name.as_str();
+    let def = &el.def;
+    if let Some(b) = def.base {
+        if let Some(prev) = cx.base {
+            return Err(BuildError::Invalid {
+                element: name.into(),
+                message: format!("a second base ({b:?}); the image already has {prev:?}"),
+            });
+        }
+        if b == Base::Debian {
+            return Err(BuildError::Invalid {
+                element: name.into(),
+                message: "the Debian (systemd) base is not implemented yet: use the busybox base"
+                    .into(),
+            });
+        }
+        cx.base = Some(b);
+    }
+    for p in &def.packages {
+        let dir = host
+            .package(p)
+            .map_err(host_err(name, format!("package {p}")))?;
+        cx.tree
+            .add_host_dir(&dir, "", false)
+            .map_err(tree_err(name))?;
+        // Debian packages ship no top-level dot files; the host's bookkeeping (an unpack
+        // marker, say) may live there and is not part of the package.
+        let dots: Vec<String> = cx
+            .tree
+            .paths()
+            .filter(|p| p.starts_with('.') && !p.contains('/'))
+            .map(str::to_string)
+            .collect();
+        for d in dots {
+            cx.tree.remove(&d);
+        }
+    }
+    for b in &def.binaries {
+        let path = host
+            .workspace_binary(&b.package, &b.bin)
+            .map_err(host_err(name, format!("binary {} of {}", b.bin, b.package)))?;
+        let dest = element::image_path(&b.dest).expect("validated at parse time");
+        cx.tree
+            .file_from(&dest, 0o755, &path)
+            .map_err(tree_err(name))?;
+    }
+    if let Some(k) = &def.kernel {
+        let dir = host
+            .package(&k.package)
+            .map_err(host_err(name, format!("kernel package {}", k.package)))?;
+        let (kver, moddir) = kernel_version(&dir).map_err(|message| BuildError::Invalid {
+            element: name.into(),
+            message,
+        })?;
+        let vmlinuz = dir.join(format!("boot/vmlinuz-{kver}"));
+        cx.tree
+            .file_from("boot/vmlinuz", 0o644, &vmlinuz)
+            .map_err(tree_err(name))?;
+        cx.kernel_moddir = Some(moddir);
+    }
+    if let Some(o) = &def.overlay {
+        let src = element::element_path(&el.dir, o).expect("validated at parse time");
+        cx.tree
+            .add_host_dir(&src, "", true)
+            .map_err(tree_err(name))?;
+    }
+    for (p, mode) in &def.modes {
+        let p = element::image_path(p).expect("validated at parse time");
+        cx.tree.chmod(&p, *mode, None).map_err(tree_err(name))?;
+    }
+    for u in &def.users {
+        cx.users.retain(|x| x.name != u.name);
+        cx.users.push(u.clone());
+    }
+    for s in &def.services {
+        cx.services.retain(|(_, x)| x.name != s.name);
+        cx.services.push((name.into(), s.clone()));
+    }
+    if let Some(i) = &def.initrd {
+        cx.initrd = Some((name.into(), el.dir.clone(), i.clone()));
+    }
+    Ok(())
+}
+
+/// The kernel version (`6.1.0-56-amd64`) and modules dir of an unpacked kernel package.
+fn kernel_version(dir: &Path) -> Result<(String, PathBuf), String> {
+    let mods = dir.join("lib/modules");
+    let mut found: Vec<PathBuf> = std::fs::read_dir(&mods)
+        .map_err(|e| format!("{}: {e}", mods.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.is_dir())
+        .collect();
+    found.sort();
+    match found.as_slice() {
+        [one] => Ok((
+            one.file_name().unwrap().to_string_lossy().into_owned(),
+            one.clone(),
+        )),
+        _ => Err(format!(
+            "{} holds {} kernel versions, expected one",
+            mods.display(),
+            found.len()
+        )),
+    }
+}
+
+/// Shell-quote a value for `/etc/seed-image` (sourced by the image's scripts).
+fn sh_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "'\\''"))
+}
+
+fn finish(cx: &mut Ctx, host: &mut dyn Host) -> Result<(), BuildError> {
+    let image = cx.image;
+    let gen = "(generated)";
+    let Some(base) = cx.base else {
+        return Err(BuildError::Image {
+            image: image.name.clone(),
+            message: "no element declares a base (`base = \"busybox\"`)".into(),
+        });
+    };
+    if !matches!(
+        cx.tree.get("boot/vmlinuz").map(|n| &n.kind),
+        Some(Kind::File { .. })
+    ) {
+        return Err(BuildError::Image {
+            image: image.name.clone(),
+            message: "no element provides a kernel (`[kernel] package = \"linux-image-*\"`)".into(),
+        });
+    }
+    let busybox = match cx.tree.get("bin/busybox").map(|n| &n.kind) {
+        Some(Kind::File {
+            source: Source::Path(p),
+            ..
+        }) => Some(p.clone()),
+        _ => None,
+    };
+    if base == Base::Busybox {
+        let bb = busybox.clone().ok_or_else(|| BuildError::Image {
+            image: image.name.clone(),
+            message: "the busybox base needs bin/busybox (package busybox-static)".into(),
+        })?;
+        let applets = host
+            .busybox_applets(&bb)
+            .map_err(host_err(gen, "busybox applets".into()))?;
+        for a in applets {
+            let a = element::image_path(&a).map_err(|message| BuildError::Invalid {
+                element: gen.into(),
+                message: format!("busybox applet {message}"),
+            })?;
+            // An element's own file (or link) at an applet's path wins.
+            if cx.tree.get(&a).is_none() && a != "bin/busybox" {
+                cx.tree.symlink(&a, "/bin/busybox").map_err(tree_err(gen))?;
+            }
+        }
+        cx.tree
+            .file("etc/inittab", 0o644, inittab(&cx.services).into_bytes())
+            .map_err(tree_err(gen))?;
+    }
+    // Accounts: root always, then the declared users.
+    let mut users = vec![User {
+        name: "root".into(),
+        uid: 0,
+        gid: Some(0),
+        home: "/root".into(),
+        shell: "/bin/sh".into(),
+        create_home: false,
+    }];
+    for u in &cx.users {
+        users.retain(|x| x.name != u.name);
+        users.push(u.clone());
+    }
+    let (mut passwd, mut group, mut shadow) = (String::new(), String::new(), String::new());
+    for u in &users {
+        let gid = u.gid.unwrap_or(u.uid);
+        passwd.push_str(&format!(
+            "{}:x:{}:{gid}:{}:{}:{}\n",
+            u.name, u.uid, u.name, u.home, u.shell
+        ));
+        group.push_str(&format!("{}:x:{gid}:\n", u.name));
+        // Locked: golden images carry no passwords; access is configured per node.
+        shadow.push_str(&format!("{}:*:0:0:99999:7:::\n", u.name));
+        if u.create_home {
+            let home = element::image_path(&u.home).expect("validated");
+            if cx.tree.get(&home).is_none() {
+                cx.tree.dir(&home, 0o750).map_err(tree_err(gen))?;
+                cx.tree
+                    .chmod(&home, 0o750, Some((u.uid, gid)))
+                    .map_err(tree_err(gen))?;
+            }
+        }
+    }
+    cx.tree
+        .file("etc/passwd", 0o644, passwd.into_bytes())
+        .map_err(tree_err(gen))?;
+    cx.tree
+        .file("etc/group", 0o644, group.into_bytes())
+        .map_err(tree_err(gen))?;
+    cx.tree
+        .file("etc/shadow", 0o600, shadow.into_bytes())
+        .map_err(tree_err(gen))?;
+    if cx.tree.get("etc/hostname").is_none() {
+        cx.tree
+            .file(
+                "etc/hostname",
+                0o644,
+                format!("{}\n", image.hostname).into_bytes(),
+            )
+            .map_err(tree_err(gen))?;
+    }
+    let info = format!(
+        "# The golden image this root filesystem was built as (sourced by its scripts).\n\
+         SEED_IMAGE_NAME={}\nSEED_IMAGE_VERSION={}\nSEED_STATE_MOUNT={}\n",
+        sh_quote(&image.name),
+        sh_quote(&image.version),
+        sh_quote(STATE_MOUNT)
+    );
+    cx.tree
+        .file("etc/seed-image", 0o644, info.into_bytes())
+        .map_err(tree_err(gen))?;
+
+    if let Some((el, dir, i)) = cx.initrd.clone() {
+        let moddir = cx
+            .kernel_moddir
+            .clone()
+            .ok_or_else(|| BuildError::Invalid {
+                element: el.clone(),
+                message: "an initrd needs a kernel element".into(),
+            })?;
+        let busybox = busybox.ok_or_else(|| BuildError::Invalid {
+            element: el.clone(),
+            message: "an initrd needs bin/busybox in the image".into(),
+        })?;
+        let init_path = element::element_path(&dir, &i.init).expect("validated");
+        let init = std::fs::read(&init_path).map_err(|source| BuildError::Io {
+            path: init_path,
+            source,
+        })?;
+        let bytes = host
+            .initrd(&InitrdSpec {
+                moddir,
+                busybox,
+                init,
+                modules: i.modules.clone(),
+            })
+            .map_err(host_err(&el, "initrd".into()))?;
+        cx.tree
+            .file("boot/initrd.img", 0o644, bytes)
+            .map_err(tree_err(&el))?;
+    }
+    Ok(())
+}
+
+/// busybox init's table: the image's rcS, the declared services, a getty on the serial
+/// console, and a clean shutdown.
+fn inittab(services: &[(String, element::Service)]) -> String {
+    let mut t = String::from(
+        "# Generated by the seed image builder from the elements' services.\n\
+         ::sysinit:/etc/init.d/rcS\n",
+    );
+    for kind in [ServiceKind::Wait, ServiceKind::Once, ServiceKind::Respawn] {
+        for (el, s) in services.iter().filter(|(_, s)| s.kind == kind) {
+            let action = match kind {
+                ServiceKind::Wait => "wait",
+                ServiceKind::Once => "once",
+                ServiceKind::Respawn => "respawn",
+            };
+            t.push_str(&format!(
+                "# {} (element {el})\n{}::{action}:{}\n",
+                s.name,
+                s.tty.as_deref().unwrap_or(""),
+                s.exec
+            ));
+        }
+    }
+    t.push_str(
+        "::ctrlaltdel:/sbin/reboot\n\
+         ::shutdown:/bin/sync\n\
+         ::shutdown:/bin/umount -a -r\n",
+    );
+    t
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A host over a temporary "cache": a fake kernel package and busybox.
+    struct FakeHost {
+        root: PathBuf,
+        initrds: usize,
+    }
+
+    impl FakeHost {
+        fn new(root: &Path) -> FakeHost {
+            let k = root.join("kernel");
+            std::fs::create_dir_all(k.join("boot")).unwrap();
+            std::fs::create_dir_all(k.join("lib/modules/6.1.0-test")).unwrap();
+            std::fs::write(k.join("boot/vmlinuz-6.1.0-test"), b"kernel").unwrap();
+            let b = root.join("busybox");
+            std::fs::create_dir_all(b.join("bin")).unwrap();
+            std::fs::write(b.join("bin/busybox"), b"busybox").unwrap();
+            std::fs::write(b.join(".unpacked"), b"").unwrap();
+            FakeHost {
+                root: root.into(),
+                initrds: 0,
+            }
+        }
+    }
+
+    impl Host for FakeHost {
+        fn package(&mut self, name: &str) -> Result<PathBuf, HostError> {
+            match name {
+                "linux-image-*" => Ok(self.root.join("kernel")),
+                "busybox-static" => Ok(self.root.join("busybox")),
+                _ => Err(format!("{name} is not in the cache").into()),
+            }
+        }
+        fn workspace_binary(&mut self, _: &str, bin: &str) -> Result<PathBuf, HostError> {
+            let p = self.root.join(bin);
+            std::fs::write(&p, b"ELF").unwrap();
+            Ok(p)
+        }
+        fn busybox_applets(&mut self, _: &Path) -> Result<Vec<String>, HostError> {
+            Ok(vec![
+                "bin/sh".into(),
+                "sbin/init".into(),
+                "usr/bin/wget".into(),
+            ])
+        }
+        fn initrd(&mut self, spec: &InitrdSpec) -> Result<Vec<u8>, HostError> {
+            self.initrds += 1;
+            Ok([&b"initrd:"[..], &spec.init].concat())
+        }
+    }
+
+    fn write(dir: &Path, rel: &str, text: &str) {
+        let p = dir.join(rel);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, text).unwrap();
+    }
+
+    fn elements(d: &Path) {
+        write(
+            d,
+            "base/element.toml",
+            "description = \"b\"\nbase = \"busybox\"\npackages = [\"busybox-static\"]\n",
+        );
+        write(
+            d,
+            "kernel/element.toml",
+            "description = \"k\"\n[kernel]\npackage = \"linux-image-*\"\n\
+             [initrd]\ninit = \"init\"\nmodules = [\"ext4\"]\n",
+        );
+        write(d, "kernel/init", "#!/bin/sh\n");
+        write(
+            d,
+            "app/element.toml",
+            "description = \"a\"\ndepends = [\"base\"]\noverlay = \"overlay\"\n\
+             [modes]\n\"etc/app.conf\" = 0o600\n\
+             [[binary]]\npackage = \"ramdisk\"\nbin = \"seed-config\"\ndest = \"/usr/bin/seed-config\"\n\
+             [[user]]\nname = \"app\"\nuid = 1000\nhome = \"/home/app\"\ncreate_home = true\n\
+             [[service]]\nname = \"hello\"\nexec = \"/usr/bin/hello\"\nkind = \"respawn\"\n\
+             [[service]]\nname = \"first\"\nexec = \"/usr/lib/first\"\nkind = \"wait\"\n",
+        );
+        write(d, "app/overlay/etc/app.conf", "x=1\n");
+    }
+
+    fn image() -> ImageDef {
+        element::parse_str(
+            Path::new("t.toml"),
+            "name = \"t\"\nversion = \"1.0\"\nelements = [\"kernel\", \"app\"]\n",
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn builds_tree_manifest_and_reproducible_stream() {
+        let d = tempfile::tempdir().unwrap();
+        let els = d.path().join("elements");
+        elements(&els);
+        let mut host = FakeHost::new(&d.path().join("cache"));
+        let m1 = build(&image(), &els, &mut host, &d.path().join("out1")).unwrap();
+        let m2 = build(&image(), &els, &mut host, &d.path().join("out2")).unwrap();
+        assert_eq!(m1, m2);
+        assert_eq!(m1.elements, ["kernel", "base", "app"]);
+        assert_eq!(m1.boot.initrd.as_deref(), Some("boot/initrd.img"));
+        assert_eq!(m1.boot.cmdline, "console=ttyS0");
+        assert_eq!(host.initrds, 2);
+        assert!(m1.min_disk_mib > Layout::default().esp_mib + Layout::default().state_mib);
+        let on_disk: Manifest =
+            serde_json::from_slice(&std::fs::read(d.path().join("out1/manifest.json")).unwrap())
+                .unwrap();
+        assert_eq!(on_disk, m1);
+
+        // Read the stream back and look at what the elements put there.
+        let dec =
+            zstd::Decoder::new(std::fs::File::open(d.path().join("out1/rootfs.tar.zst")).unwrap())
+                .unwrap();
+        let mut ar = tar::Archive::new(dec);
+        let mut files = std::collections::BTreeMap::new();
+        for e in ar.entries().unwrap() {
+            let mut e = e.unwrap();
+            let p = e.path().unwrap().to_string_lossy().into_owned();
+            let mode = e.header().mode().unwrap();
+            let uid = e.header().uid().unwrap();
+            let mut s = String::new();
+            if e.header().entry_type().is_file() {
+                std::io::Read::read_to_string(&mut e, &mut s).unwrap();
+            } else if let Some(l) = e.link_name().unwrap() {
+                s = l.to_string_lossy().into_owned();
+            }
+            files.insert(p, (mode, uid, s));
+        }
+        assert_eq!(files["etc/app.conf"].0, 0o600);
+        assert!(
+            !files.contains_key(".unpacked"),
+            "host bookkeeping stays out"
+        );
+        assert_eq!(files["bin/sh"].2, "/bin/busybox");
+        assert_eq!(files["boot/vmlinuz"].2, "kernel");
+        assert_eq!(files["boot/initrd.img"].2, "initrd:#!/bin/sh\n");
+        assert_eq!(files["usr/bin/seed-config"].0, 0o755);
+        assert_eq!(files["home/app/"].1, 1000);
+        assert!(files["etc/passwd"]
+            .2
+            .contains("app:x:1000:1000:app:/home/app:/bin/sh"));
+        assert_eq!(files["etc/shadow"].0, 0o600);
+        assert!(files["etc/seed-image"]
+            .2
+            .contains("SEED_IMAGE_VERSION='1.0'"));
+        let tab = &files["etc/inittab"].2;
+        let first = tab.find("/usr/lib/first").unwrap();
+        let hello = tab.find("::respawn:/usr/bin/hello").unwrap();
+        assert!(
+            first < hello,
+            "wait services come before respawn ones:\n{tab}"
+        );
+        assert!(files.contains_key("tmp/") && files["tmp/"].0 == 0o1777);
+    }
+
+    #[test]
+    fn missing_pieces_are_clear_errors() {
+        let d = tempfile::tempdir().unwrap();
+        let els = d.path().join("elements");
+        elements(&els);
+        let mut host = FakeHost::new(&d.path().join("cache"));
+        let mut img = image();
+        img.elements = vec!["app".into()];
+        let e = build(&img, &els, &mut host, &d.path().join("o")).unwrap_err();
+        assert!(
+            e.to_string().contains("no element provides a kernel"),
+            "{e}"
+        );
+
+        write(
+            &els,
+            "bad/element.toml",
+            "description = \"x\"\npackages = [\"nonesuch\"]\n",
+        );
+        img.elements = vec!["kernel".into(), "app".into(), "bad".into()];
+        let e = build(&img, &els, &mut host, &d.path().join("o")).unwrap_err();
+        let chain = format!("{e}: {}", std::error::Error::source(&e).unwrap());
+        assert!(
+            chain.contains("element bad: package nonesuch: nonesuch is not in the cache"),
+            "{chain}"
+        );
+    }
+
+    #[test]
+    fn min_disk_counts_partitions_and_root() {
+        let l = Layout::default();
+        // 100 MiB unpacked → root 100 + 25 + 64.
+        assert_eq!(min_disk_mib(&l, 100 << 20), 1 + 1 + 64 + 189 + 64 + 1);
+        let big = Layout {
+            root_mib: Some(1024),
+            ..Layout::default()
+        };
+        assert_eq!(min_disk_mib(&big, 100 << 20), 1 + 1 + 64 + 1024 + 64 + 1);
+    }
+}

@@ -1,0 +1,283 @@
+//! `seed image list|show|import|delete`: the seed's image store (content-addressed, verified on
+//! import), opened directly from its directory like `seed node` opens the node store.
+
+use anyhow::Context;
+use images::{Image, ImageStore, Manifest};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+/// List, show, import and delete golden images in the seed's image store.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The image store directory (the daemon's images dir)
+    /// [default: the node store's directory + /images, i.e.
+    /// ${XDG_STATE_HOME:-$HOME/.local/state}/seed/images].
+    #[arg(long, env = "SEED_IMAGES_DIR", global = true, value_name = "DIR")]
+    pub dir: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: ImageCommand,
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum ImageCommand {
+    /// One line per image: name, version, stream size, minimum disk, sha256.
+    List,
+    /// One image as a person reads it: version, stream, boot, layout, elements.
+    Show {
+        /// The image's name.
+        name: String,
+        /// Re-hash the stream against the manifest too.
+        #[arg(long)]
+        verify: bool,
+    },
+    /// Import a built image (its manifest.json, or the directory holding it, e.g.
+    /// target/images/tiny): size and sha256 are checked before anything is stored.
+    Import {
+        /// manifest.json or its directory.
+        path: PathBuf,
+    },
+    /// Remove an image's name (and its stream if no other name uses it).
+    Delete {
+        /// The image's name.
+        name: String,
+    },
+}
+
+fn default_dir() -> anyhow::Result<PathBuf> {
+    let store = super::node::default_store_path()?;
+    Ok(store
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default()
+        .join("images"))
+}
+
+/// Run `seed image …`.
+pub fn run(args: Args) -> anyhow::Result<()> {
+    let dir = match args.dir {
+        Some(d) => d,
+        None => default_dir()?,
+    };
+    let store =
+        ImageStore::open(&dir).with_context(|| format!("opening image store {}", dir.display()))?;
+    run_with(&store, args.command, &mut std::io::stdout().lock())
+}
+
+fn run_with(store: &ImageStore, cmd: ImageCommand, out: &mut dyn Write) -> anyhow::Result<()> {
+    match cmd {
+        ImageCommand::List => {
+            let list = store.list().context("listing images")?;
+            if list.is_empty() {
+                writeln!(out, "no images in {}", store.dir().display())?;
+            }
+            for img in list {
+                let m = &img.manifest;
+                writeln!(
+                    out,
+                    "{:<16} {:<10} {:>10} min disk {:>6} MiB  sha256 {}",
+                    m.name,
+                    m.version,
+                    human(m.stream.size),
+                    m.min_disk_mib,
+                    short(&m.stream.sha256)
+                )?;
+            }
+        }
+        ImageCommand::Show { name, verify } => {
+            let img = if verify {
+                store.verify(&name)
+            } else {
+                store.get(&name)
+            }
+            .with_context(|| format!("image {name}"))?;
+            show(&img, verify, out)?;
+        }
+        ImageCommand::Import { path } => {
+            let manifest = if path.is_dir() {
+                path.join("manifest.json")
+            } else {
+                path.clone()
+            };
+            let img = store
+                .import(&manifest)
+                .with_context(|| format!("importing {}", manifest.display()))?;
+            writeln!(
+                out,
+                "imported {} {} ({}, sha256 {})",
+                img.manifest.name,
+                img.manifest.version,
+                human(img.manifest.stream.size),
+                img.manifest.stream.sha256
+            )?;
+        }
+        ImageCommand::Delete { name } => {
+            store
+                .delete(&name)
+                .with_context(|| format!("deleting image {name}"))?;
+            writeln!(out, "deleted {name}")?;
+        }
+    }
+    Ok(())
+}
+
+fn short(sha: &str) -> &str {
+    sha.get(..16).unwrap_or(sha)
+}
+
+fn human(bytes: u64) -> String {
+    const MIB: f64 = 1024.0 * 1024.0;
+    if bytes >= 1 << 20 {
+        format!("{:.1} MiB", bytes as f64 / MIB)
+    } else {
+        format!("{:.1} KiB", bytes as f64 / 1024.0)
+    }
+}
+
+fn show(img: &Image, verified: bool, out: &mut dyn Write) -> anyhow::Result<()> {
+    let m: &Manifest = &img.manifest;
+    let l = &m.layout;
+    let mib = |v: u64| {
+        if v == 0 {
+            "none".to_string()
+        } else {
+            format!("{v} MiB")
+        }
+    };
+    writeln!(out, "image:      {} {}", m.name, m.version)?;
+    writeln!(
+        out,
+        "stream:     {} ({})",
+        img.stream.display(),
+        img.relative
+    )?;
+    writeln!(
+        out,
+        "            {} compressed, {} unpacked",
+        human(m.stream.size),
+        human(m.stream.unpacked_size)
+    )?;
+    writeln!(
+        out,
+        "sha256:     {}{}",
+        m.stream.sha256,
+        if verified { " (verified)" } else { "" }
+    )?;
+    writeln!(out, "kernel:     /{}", m.boot.kernel)?;
+    writeln!(
+        out,
+        "initrd:     {}",
+        m.boot
+            .initrd
+            .as_deref()
+            .map(|i| format!("/{i}"))
+            .unwrap_or_else(|| "none".into())
+    )?;
+    writeln!(out, "cmdline:    {} root=UUID=<root> ro", m.boot.cmdline)?;
+    writeln!(out, "min disk:   {} MiB", m.min_disk_mib)?;
+    writeln!(
+        out,
+        "layout:     bios boot {}, esp {}, root {}, state {}",
+        mib(l.bios_boot_mib),
+        mib(l.esp_mib),
+        l.root_mib
+            .map(mib)
+            .unwrap_or_else(|| "rest of the disk".into()),
+        mib(l.state_mib)
+    )?;
+    writeln!(
+        out,
+        "elements:   {}",
+        if m.elements.is_empty() {
+            "-".to_string()
+        } else {
+            m.elements.join(", ")
+        }
+    )?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use images::{Boot, Layout, Stream};
+    use sha2::Digest;
+
+    fn built(dir: &Path, body: &[u8]) -> PathBuf {
+        std::fs::write(dir.join("rootfs.tar.zst"), body).unwrap();
+        let m = Manifest {
+            name: "tiny".into(),
+            version: "0.1.0".into(),
+            stream: Stream {
+                file: "rootfs.tar.zst".into(),
+                sha256: hex::encode(sha2::Sha256::digest(body)),
+                size: body.len() as u64,
+                unpacked_size: 3 << 20,
+            },
+            boot: Boot {
+                kernel: "boot/vmlinuz".into(),
+                initrd: Some("boot/initrd.img".into()),
+                cmdline: "console=ttyS0".into(),
+            },
+            min_disk_mib: 200,
+            layout: Layout::default(),
+            elements: vec!["busybox-base".into(), "debian-kernel".into()],
+        };
+        std::fs::write(dir.join("manifest.json"), serde_json::to_vec(&m).unwrap()).unwrap();
+        dir.to_path_buf()
+    }
+
+    fn run_str(store: &ImageStore, cmd: ImageCommand) -> anyhow::Result<String> {
+        let mut out = Vec::new();
+        run_with(store, cmd, &mut out)?;
+        Ok(String::from_utf8(out).unwrap())
+    }
+
+    #[test]
+    fn import_list_show_delete() {
+        let src = tempfile::tempdir().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let store = ImageStore::open(dir.path()).unwrap();
+        let path = built(src.path(), b"a stream");
+        let s = run_str(&store, ImageCommand::Import { path }).unwrap();
+        assert!(s.starts_with("imported tiny 0.1.0"), "{s}");
+        let s = run_str(&store, ImageCommand::List).unwrap();
+        assert!(
+            s.starts_with("tiny ") && s.contains("min disk    200 MiB"),
+            "{s}"
+        );
+        let s = run_str(
+            &store,
+            ImageCommand::Show {
+                name: "tiny".into(),
+                verify: true,
+            },
+        )
+        .unwrap();
+        assert!(s.contains("(verified)"), "{s}");
+        assert!(s.contains("initrd:     /boot/initrd.img"), "{s}");
+        assert!(s.contains("root rest of the disk, state 64 MiB"), "{s}");
+        assert!(s.contains("elements:   busybox-base, debian-kernel"), "{s}");
+        run_str(
+            &store,
+            ImageCommand::Delete {
+                name: "tiny".into(),
+            },
+        )
+        .unwrap();
+        let s = run_str(&store, ImageCommand::List).unwrap();
+        assert!(s.starts_with("no images"), "{s}");
+    }
+
+    #[test]
+    fn corrupt_import_is_refused_and_named() {
+        let src = tempfile::tempdir().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let store = ImageStore::open(dir.path()).unwrap();
+        let path = built(src.path(), b"good bytes");
+        std::fs::write(src.path().join("rootfs.tar.zst"), b"evil bytes").unwrap();
+        let e = run_str(&store, ImageCommand::Import { path }).unwrap_err();
+        let chain = format!("{e:#}");
+        assert!(chain.contains("has sha256"), "{chain}");
+        assert!(store.list().unwrap().is_empty());
+    }
+}
