@@ -41,14 +41,22 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         http_port: http.port,
         timeouts: Timeouts {
             inspect_ms: cfg.lifecycle.inspect_timeout_secs.saturating_mul(1000),
+            deploy_ms: cfg.lifecycle.deploy_timeout_secs.saturating_mul(1000),
             ..Timeouts::default()
         },
         heartbeat_secs: cfg.agent.heartbeat_secs,
         provide_after_inspect: cfg.lifecycle.provide_after_inspect,
     };
     let daemon = Daemon::new(Arc::new(store), settings).context("loading nodes")?;
-    let api = Arc::new(Api::new(daemon.clone(), cfg.api.token.clone()));
+    let (images_dir, images_url) = cfg.images_dir()?;
+    let images = images::ImageStore::open(&images_dir)
+        .with_context(|| format!("opening the image store {}", images_dir.display()))?;
+    daemon.set_images(images, &images_url);
     let metrics = Arc::new(Metrics::default());
+    // The daemon's gauges and histograms follow the netboot counters at every `/metrics`.
+    crate::daemon::metrics::register(&daemon, &metrics);
+    let api =
+        Arc::new(Api::new(daemon.clone(), cfg.api.token.clone()).with_metrics(metrics.clone()));
     let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     rt.block_on(async move {
         let armed = daemon.resume().context("re-arming deadlines")?;

@@ -17,8 +17,11 @@ pub mod admin;
 pub mod api;
 pub mod config;
 pub mod credentials;
+pub mod deploy;
+pub mod fakeagent;
 pub mod metadata;
 pub mod metadata_api;
+pub mod metrics;
 pub mod policy;
 pub mod stacks;
 
@@ -66,6 +69,8 @@ pub struct Settings {
 
 /// The daemon's shared state.
 pub struct Daemon {
+    /// Itself, for drivers and tasks that call back into the daemon (fake machines).
+    me: std::sync::Weak<Daemon>,
     store: Arc<dyn Store>,
     settings: Settings,
     /// MAC → boot action and chain, rebuilt for a node on every write of that node.
@@ -80,10 +85,16 @@ pub struct Daemon {
     workers: Mutex<HashMap<String, mpsc::UnboundedSender<Vec<Action>>>>,
     /// Nodes asked to inspect while still in `enroll`: inspect once verification succeeds.
     inspect_after_verify: Mutex<HashSet<String>>,
+    /// Step durations and counts for `/metrics`.
+    metrics: metrics::DaemonMetrics,
+    /// How fast fake machines (`fake_agent` nodes) boot and report.
+    fake_timing: Mutex<fakeagent::Timing>,
     /// Wakes metadata long-polls and whoever waits for signals.
     metadata_notify: metadata::Notifier,
     /// Wakes the stack reconcile loop (a node changed, a stack was asked for).
     stacks_wake: tokio::sync::Notify,
+    /// The image store and the agents' last deploy progress ([`deploy`]).
+    deploy: deploy::DeployState,
 }
 
 impl std::fmt::Debug for Daemon {
@@ -114,7 +125,8 @@ fn to_netboot(mac: Mac) -> MacAddr {
 impl Daemon {
     /// A daemon over `store`; the boot table is filled from the stored nodes.
     pub fn new(store: Arc<dyn Store>, settings: Settings) -> Result<Arc<Daemon>, DaemonError> {
-        let d = Arc::new(Daemon {
+        let d = Arc::new_cyclic(|me| Daemon {
+            me: me.clone(),
             store,
             settings,
             boot: RwLock::new(HashMap::new()),
@@ -123,8 +135,11 @@ impl Daemon {
             drivers: Mutex::new(HashMap::new()),
             workers: Mutex::new(HashMap::new()),
             inspect_after_verify: Mutex::new(HashSet::new()),
+            metrics: metrics::DaemonMetrics::default(),
+            fake_timing: Mutex::new(fakeagent::Timing::default()),
             metadata_notify: metadata::Notifier::default(),
             stacks_wake: tokio::sync::Notify::new(),
+            deploy: deploy::DeployState::default(),
         });
         for (n, _) in nodes::list(&*d.store)? {
             d.refresh(&n);
@@ -140,9 +155,20 @@ impl Daemon {
         &self.settings
     }
 
+    /// Step durations and counts (rendered at `/metrics`).
+    pub fn metrics(&self) -> &metrics::DaemonMetrics {
+        &self.metrics
+    }
+
+    /// How fast fake machines created from now on boot and report.
+    pub fn set_fake_timing(&self, timing: fakeagent::Timing) {
+        *lock(&self.fake_timing) = timing;
+    }
+
     /// Re-arm the deadlines of nodes that were busy when the daemon last stopped (needs a tokio
     /// runtime). A deadline already past fires at once and the lifecycle fails the step.
     pub fn resume(self: &Arc<Self>) -> Result<usize, DaemonError> {
+        self.fail_interrupted_deploys()?;
         let mut armed = 0;
         for (n, _) in nodes::list(&*self.store)? {
             if let (true, Some(at), None) = (
@@ -165,14 +191,32 @@ impl Daemon {
         event: Event,
         extra: Vec<Op>,
     ) -> Result<Node, DaemonError> {
+        self.apply_if(name, event, extra, &|_| true)
+            .map(|n| n.expect("an always-true condition holds"))
+    }
+
+    /// [`Daemon::apply`] only if `cond` holds for the stored node, checked under the same lock
+    /// (e.g. "still the operation this report belongs to"); `None` when it does not.
+    pub fn apply_if(
+        self: &Arc<Self>,
+        name: &str,
+        event: Event,
+        extra: Vec<Op>,
+        cond: &dyn Fn(&Node) -> bool,
+    ) -> Result<Option<Node>, DaemonError> {
         let event_name = event.name();
         let (node, actions) = {
             let _g = lock(&self.lifecycle_lock);
             let (mut node, rev) = nodes::get(&*self.store, name)?
                 .ok_or_else(|| DaemonError::NotFound(name.into()))?;
-            let actions = lifecycle::step(&mut node, event, now_ms(), &self.settings.timeouts)?;
+            if !cond(&node) {
+                return Ok(None);
+            }
+            let before = node.lifecycle.state.clone();
+            let now = now_ms();
+            let actions = lifecycle::step(&mut node, event, now, &self.settings.timeouts)?;
             if actions.is_empty() {
-                return Ok(node);
+                return Ok(Some(node));
             }
             debug_assert_eq!(actions.first(), Some(&Action::Persist));
             let value = serde_json::to_vec(&node).map_err(|source| StoreError::Encode {
@@ -184,7 +228,10 @@ impl Daemon {
             ops.extend(extra);
             self.store.commit(ops)?;
             self.refresh(&node);
+            self.metrics
+                .transition(name, &before, &node.lifecycle.state, now);
             self.stacks_wake.notify_one();
+            self.after_deploy_transition(&node);
             (node, actions)
         };
         info!(node = name, event = event_name, state = %node.lifecycle.state, "lifecycle");
@@ -212,7 +259,7 @@ impl Daemon {
         if !hardware.is_empty() {
             self.enqueue(name, hardware);
         }
-        Ok(node)
+        Ok(Some(node))
     }
 
     /// The command waiting for node `name`'s agent.
@@ -310,7 +357,18 @@ impl Daemon {
     fn driver(&self, name: &str, bmc: &Bmc) -> Arc<dyn PowerDriver> {
         lock(&self.drivers)
             .entry(name.to_string())
-            .or_insert_with(|| build_driver(name, bmc))
+            .or_insert_with(|| match self.me.upgrade() {
+                Some(me) if bmc.driver == DriverKind::Fake => {
+                    let node = nodes::get(&*self.store, name)
+                        .ok()
+                        .flatten()
+                        .map(|(n, _)| n);
+                    let timing = *lock(&self.fake_timing);
+                    node.and_then(|n| fakeagent::driver(&me, &n, timing))
+                        .unwrap_or_else(|| build_driver(name, bmc))
+                }
+                _ => build_driver(name, bmc),
+            })
             .clone()
     }
 
@@ -345,8 +403,29 @@ impl Daemon {
                     Ok(PowerState::Off) => drv.power(PowerAction::On).await,
                     Err(e) => Err(e),
                 },
-                Action::Deploy { .. } | Action::WipeDisks(_) => {
-                    // Handed to the agent once deploy/clean land; the step's deadline fails it
+                Action::Deploy {
+                    op,
+                    image,
+                    root_hint,
+                } => {
+                    // Checked before anything else of the batch: a refused image fails the
+                    // step with nothing powered.
+                    match self.prepare_deploy(name, *op, image, root_hint).await {
+                        Ok(true) => Ok(()),
+                        // The step moved on meanwhile: this batch is stale.
+                        Ok(false) => return,
+                        Err(reason) => {
+                            warn!(node = name, %reason, "deploy refused");
+                            let ev = Event::ImageRefused { reason };
+                            if let Err(e) = self.apply(name, ev, vec![]) {
+                                debug!(node = name, error = %e, "refusal not recorded");
+                            }
+                            return;
+                        }
+                    }
+                }
+                Action::WipeDisks(_) => {
+                    // Handed to the agent once clean lands; the step's deadline fails it
                     // meanwhile.
                     warn!(node = name, ?action, "not carried out by this daemon yet");
                     Ok(())
@@ -378,6 +457,16 @@ impl Daemon {
                 Err(e) => warn!(node = name, error = %e, "verification result"),
             }
         }
+    }
+
+    /// Enroll `new` nodes (all or none) and answer for their MACs from now on.
+    pub fn enroll(&self, new: &[Node]) -> Result<(), DaemonError> {
+        let _g = lock(&self.lifecycle_lock);
+        nodes::create(&*self.store, new)?;
+        for n in new {
+            self.refresh(n);
+        }
+        Ok(())
     }
 
     /// Enroll a node for a MAC that DHCP discovery saw: `node-<mac-hyphens>`, no BMC yet.

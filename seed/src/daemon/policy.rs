@@ -5,7 +5,7 @@
 
 use super::Settings;
 use crate::inventory::Node;
-use crate::lifecycle::State;
+use crate::lifecycle::{Lifecycle, State};
 use netboot::boot::Chain;
 use netboot::{BootAction, MacAddr};
 
@@ -23,9 +23,19 @@ pub struct BootEntry {
 /// The boot table row of `node`'s NIC `mac`.
 pub fn entry(node: &Node, mac: MacAddr, s: &Settings) -> BootEntry {
     BootEntry {
-        action: boot_action(&node.lifecycle.state, mac, s),
+        action: node_boot_action(&node.lifecycle, mac, s),
         chain: node.boot.chain,
     }
+}
+
+/// The boot action of a node: [`boot_action`] of its state, except that a deploying node whose
+/// image is written boots its disk (it was told to; this covers a firmware that PXE-boots
+/// anyway).
+pub fn node_boot_action(lc: &Lifecycle, mac: MacAddr, s: &Settings) -> BootAction {
+    if lc.state == State::Deploying && lc.image_written {
+        return BootAction::LocalDisk;
+    }
+    boot_action(&lc.state, mac, s)
 }
 
 /// The boot action of a node in `state` that PXE-boots from `mac`.
@@ -83,6 +93,16 @@ mod tests {
             }
         }
         assert_eq!(boot_action(&State::Active, mac, &s), BootAction::LocalDisk);
+        let mut lc = Lifecycle {
+            state: State::Deploying,
+            ..Lifecycle::default()
+        };
+        assert!(matches!(
+            node_boot_action(&lc, mac, &s),
+            BootAction::Kernel { .. }
+        ));
+        lc.image_written = true;
+        assert_eq!(node_boot_action(&lc, mac, &s), BootAction::LocalDisk);
         for st in [
             State::Enroll,
             State::Manageable,
