@@ -10,6 +10,18 @@
 //!                                                             deployed v          | torn down
 //!                                                                    active --delete--> deleting
 //! ```
+//! Deploying has two halves. `deploy` hands the agent its work (the executor checks the image
+//! first: a refused image fails the step before any power action) and PXE-boots the ramdisk;
+//! the agent streams the image and reports it written ([`Event::ImageWritten`]): the node is
+//! set to boot from disk and power-cycled, still `deploying`, with
+//! [`Lifecycle::image_written`] set so the boot policy answers "local disk" if it PXE-boots
+//! anyway. The image's first boot then says "booted" ([`Event::Deployed`]) and only that makes
+//! the node `active` (no further power action). The step's deadline covers each half:
+//! `deploy` arms `deploy_ms` for the write, `image written` re-arms `deploy_ms` for the boot.
+//! Progress reports do not move the deadline (a stalled agent still fails; the deadline is
+//! sized for the largest image). Any failure (agent, BMC, timeout, image refused) lands in
+//! `deploy failed` with the reason, never half-way in `active`; `deploy` again retries, and
+//! `delete` from `deploying` abandons the deploy (tear down and clean as from `active`).
 //! Each long-running step has a failed state that keeps its reason (`inspect failed`,
 //! `deploy failed`, `clean failed`; a failed verification goes back to `enroll` with
 //! `last_error`) and can be retried. [`step`] takes the node, one [`Event`] and the current
@@ -148,6 +160,10 @@ pub struct Lifecycle {
     /// The pending clean wipes whole disks, not just tables and partition edges.
     #[serde(default)]
     pub wipe_full: bool,
+    /// While deploying: the agent reported the image written and the node was told to boot
+    /// from disk; the step now waits for the image's first boot to say "booted".
+    #[serde(default)]
+    pub image_written: bool,
 }
 
 /// Something that happened: an operator request or a report from the node / the executor.
@@ -174,7 +190,13 @@ pub enum Event {
     Verified,
     /// The inspection agent reported the hardware.
     Inspected(Properties),
-    /// The deploy agent wrote the image.
+    /// The deploy agent wrote the image to disk (phase done).
+    ImageWritten,
+    /// The executor refused the image before anything touched the node (missing, corrupted).
+    ImageRefused {
+        reason: String,
+    },
+    /// The deployed image's first boot said "booted".
     Deployed,
     /// The node is powered off and torn down.
     TornDown,
@@ -200,6 +222,8 @@ impl Event {
             Event::Maintenance { .. } => "maintenance",
             Event::Verified => "verified",
             Event::Inspected(_) => "inspected",
+            Event::ImageWritten => "image written",
+            Event::ImageRefused { .. } => "image refused",
             Event::Deployed => "deployed",
             Event::TornDown => "torn down",
             Event::Cleaned => "cleaned",
@@ -340,8 +364,11 @@ pub enum Action {
     PowerOff,
     /// Power on, or cycle if already on.
     Reboot,
-    /// Hand the deploy agent its work (it fetches it when it boots).
+    /// Check the image, then hand the deploy agent its work (it fetches it when it boots). The
+    /// first hardware action of a deploy: if it fails, nothing was powered.
     Deploy {
+        /// The deploy's operation number (echoed by the agent's progress reports).
+        op: u64,
         image: String,
         root_hint: Option<String>,
     },
@@ -470,7 +497,11 @@ fn transition(
             if !due {
                 return Ok(vec![]);
             }
-            let reason = format!("timed out in {}", s.name());
+            let reason = if lc.image_written {
+                "timed out waiting for the deployed image to say booted".to_string()
+            } else {
+                format!("timed out in {}", s.name())
+            };
             return fail(node, reason);
         }
         (s, Event::Failed { reason }) if s.is_busy() => return fail(node, reason),
@@ -521,9 +552,11 @@ fn transition(
             let at = now + t.deploy_ms;
             begin(lc, S::Deploying, retry, at);
             lc.target = Some(target.clone());
+            lc.image_written = false;
             vec![
                 A::Persist,
                 A::Deploy {
+                    op: lc.op,
                     image: target.image,
                     root_hint: target.root_hint,
                 },
@@ -532,15 +565,40 @@ fn transition(
                 A::Deadline { at_ms: at },
             ]
         }
+        (S::Deploying, Event::ImageWritten) => {
+            if lc.image_written {
+                // A repeated "done" report: already acted on.
+                return Ok(vec![]);
+            }
+            lc.image_written = true;
+            let at = now + t.deploy_ms;
+            lc.deadline_ms = Some(at);
+            vec![
+                A::Persist,
+                A::SetBootDevice(BootDevice::Disk),
+                A::Reboot,
+                A::Deadline { at_ms: at },
+            ]
+        }
+        (S::Deploying, Event::ImageRefused { reason }) if !lc.image_written => {
+            // Nothing was powered for this deploy: no power-off either.
+            let mut a = fail(node, reason)?;
+            a.retain(|a| !a.touches_hardware());
+            return Ok(a);
+        }
+        // Proof the image runs from disk (only the deployed image holds the node's credential),
+        // whether or not the "written" report arrived.
         (S::Deploying, Event::Deployed) => {
             succeed(lc, S::Active);
-            vec![A::Persist, A::SetBootDevice(BootDevice::Disk), A::Reboot]
+            vec![A::Persist]
         }
 
-        (S::Active | S::DeployFailed { .. }, Event::Delete { full_wipe }) => {
+        // From deploying: abandons the deploy (the new op makes its late reports stale).
+        (S::Active | S::DeployFailed { .. } | S::Deploying, Event::Delete { full_wipe }) => {
             let at = now + t.delete_ms;
             begin(lc, S::Deleting, false, at);
             lc.wipe_full = full_wipe;
+            lc.image_written = false;
             vec![A::Persist, A::PowerOff, A::Deadline { at_ms: at }]
         }
         (S::Deleting, Event::TornDown) => {
@@ -583,6 +641,7 @@ fn succeed(lc: &mut Lifecycle, state: State) {
     lc.attempts = 0;
     lc.deadline_ms = None;
     lc.last_error = None;
+    lc.image_written = false;
 }
 
 /// The running step failed: move to its failed state, keeping the reason.
@@ -613,6 +672,7 @@ fn fail(node: &mut Node, reason: String) -> Result<Vec<Action>, LifecycleError> 
     let was_verify = lc.state == State::Verifying;
     lc.state = state;
     lc.deadline_ms = None;
+    lc.image_written = false;
     lc.last_error = Some(format!("{step} failed: {reason}"));
     let mut actions = vec![Action::Persist];
     // Verification failed: the BMC is unreachable, powering off would fail too.
@@ -737,6 +797,7 @@ mod tests {
             (Event::Inspected(inspected()), "manageable"),
             (Event::Provide, "available"),
             (Event::Deploy(target()), "deploying"),
+            (Event::ImageWritten, "deploying"),
             (Event::Deployed, "active"),
             (Event::Delete { full_wipe: false }, "deleting"),
             (Event::TornDown, "cleaning"),
@@ -791,6 +852,7 @@ mod tests {
             vec![
                 Action::Persist,
                 Action::Deploy {
+                    op: 3,
                     image: "centos".into(),
                     root_hint: Some("serial=S1".into())
                 },
@@ -799,15 +861,26 @@ mod tests {
                 Action::Deadline { at_ms: 4200 }
             ]
         );
+        // Written: boot from disk, still deploying, a fresh deadline for the first boot.
         assert_eq!(
-            ok(&mut n, Event::Deployed, 4100),
+            ok(&mut n, Event::ImageWritten, 4100),
             vec![
                 Action::Persist,
                 Action::SetBootDevice(BootDevice::Disk),
-                Action::Reboot
+                Action::Reboot,
+                Action::Deadline { at_ms: 4300 }
             ]
         );
+        assert_eq!(n.lifecycle.state, State::Deploying);
+        assert!(n.lifecycle.image_written);
+        assert_eq!(n.lifecycle.op, 3, "same step, same op");
+        // A repeated "written" report changes nothing.
+        assert_eq!(ok(&mut n, Event::ImageWritten, 4110), vec![]);
+        // The image's first boot: active, no power action.
+        assert_eq!(ok(&mut n, Event::Deployed, 4150), vec![Action::Persist]);
         assert_eq!(n.lifecycle.state, State::Active);
+        assert!(!n.lifecycle.image_written);
+        assert_eq!(n.lifecycle.deadline_ms, None);
         assert_eq!(n.lifecycle.target, Some(target()));
         assert_eq!(
             ok(&mut n, Event::Delete { full_wipe: false }, 5000),
@@ -1046,6 +1119,8 @@ mod tests {
             Event::Clean { full_wipe: false },
             Event::Verified,
             Event::Inspected(Properties::default()),
+            Event::ImageWritten,
+            Event::ImageRefused { reason: "x".into() },
             Event::Deployed,
             Event::TornDown,
             Event::Cleaned,
@@ -1058,7 +1133,16 @@ mod tests {
             ("manageable", &["inspect", "provide"]),
             ("inspecting", &["inspected", "failed"]),
             ("available", &["deploy", "manage"]),
-            ("deploying", &["deployed", "failed"]),
+            (
+                "deploying",
+                &[
+                    "image written",
+                    "image refused",
+                    "deployed",
+                    "failed",
+                    "delete",
+                ],
+            ),
             ("active", &["delete"]),
             ("deleting", &["torn down", "failed"]),
             ("cleaning", &["cleaned", "failed"]),
@@ -1096,7 +1180,16 @@ mod tests {
                 }
             }
         }
-        assert!(rejected > 110, "{rejected}");
+        assert!(rejected > 130, "{rejected}");
+        // Abandoning a deploy: a new op, and the old deploy's reports no longer apply.
+        let mut n = at("deploying");
+        let op = n.lifecycle.op;
+        ok(&mut n, Event::ImageWritten, 3);
+        ok(&mut n, Event::Delete { full_wipe: false }, 4);
+        assert_eq!(n.lifecycle.state, State::Deleting);
+        assert_eq!(n.lifecycle.op, op + 1);
+        assert!(!n.lifecycle.image_written);
+        assert!(step(&mut n, Event::Deployed, 5, &T).is_err());
         let err = step(&mut at("active"), Event::Provide, 0, &T).unwrap_err();
         assert_eq!(err.to_string(), "cannot handle `provide` in state `active`");
     }
@@ -1170,6 +1263,84 @@ mod tests {
         assert_eq!(n.lifecycle.state, State::Active);
         let err = step(&mut n, Event::Delete { full_wipe: false }, 504, &T).unwrap_err();
         assert!(err.to_string().contains("no reason given"), "{err}");
+    }
+
+    /// Every way a deploy can fail lands in `deploy failed` with its reason, never `active`;
+    /// and `deploy` again retries with a new op.
+    #[test]
+    fn deploy_failures_never_leave_the_node_half_active() {
+        // Before the write: agent error, BMC error, timeout. (event, in written half?)
+        let cases: Vec<(Event, bool, &str)> = vec![
+            (
+                Event::Failed {
+                    reason: "disk too small".into(),
+                },
+                false,
+                "disk too small",
+            ),
+            (
+                Event::Failed {
+                    reason: "SetBootDevice(Disk): bmc gone".into(),
+                },
+                true,
+                "SetBootDevice(Disk): bmc gone",
+            ),
+            (Event::Timeout, false, "timed out in deploying"),
+            (
+                Event::Timeout,
+                true,
+                "timed out waiting for the deployed image to say booted",
+            ),
+        ];
+        for (event, written, reason) in cases {
+            let mut n = at("deploying");
+            let op = n.lifecycle.op;
+            if written {
+                ok(&mut n, Event::ImageWritten, 5);
+            }
+            let a = ok(&mut n, event.clone(), 1_000_000);
+            assert_eq!(a, vec![Action::Persist, Action::PowerOff], "{event:?}");
+            assert_eq!(
+                n.lifecycle.state,
+                State::DeployFailed {
+                    reason: reason.into()
+                }
+            );
+            assert!(!n.lifecycle.image_written);
+            assert_eq!(
+                n.lifecycle.last_error.as_deref(),
+                Some(format!("deploy failed: {reason}").as_str())
+            );
+            // A late "booted" or "written" does not make it active.
+            assert!(step(&mut n, Event::Deployed, 1_000_001, &T).is_err());
+            assert!(step(&mut n, Event::ImageWritten, 1_000_001, &T).is_err());
+            // Retry.
+            let a = ok(&mut n, Event::Deploy(target()), 1_000_002);
+            assert!(
+                matches!(a[1], Action::Deploy { op: o, .. } if o == op + 1),
+                "{a:?}"
+            );
+            assert_eq!(n.lifecycle.state, State::Deploying);
+            assert_eq!(n.lifecycle.attempts, 2);
+        }
+
+        // A refused image: failed before any hardware action, none to undo.
+        let mut n = at("deploying");
+        assert_eq!(
+            ok(
+                &mut n,
+                Event::ImageRefused {
+                    reason: "sha256 mismatch".into()
+                },
+                5
+            ),
+            vec![Action::Persist]
+        );
+        assert_eq!(n.lifecycle.state.reason(), Some("sha256 mismatch"));
+        // Once written, "image refused" makes no sense.
+        let mut n = at("deploying");
+        ok(&mut n, Event::ImageWritten, 5);
+        assert!(step(&mut n, Event::ImageRefused { reason: "x".into() }, 6, &T).is_err());
     }
 
     #[test]

@@ -45,6 +45,39 @@ const NODES: &[(&str, &str, u64)] = &[
     ("cmp-2", "compute", 4096),
 ];
 
+/// The image the template deploys, in the daemon's default image store (`<http root>/images`):
+/// the seed verifies it before a deploy starts (the agent side never comes here).
+fn import_golden(store: &std::path::Path, work: &std::path::Path) {
+    let src = work.join("golden");
+    std::fs::create_dir_all(&src).unwrap();
+    let stream = src.join("rootfs.tar.zst");
+    std::fs::write(&stream, b"not a real image: nothing streams it here").unwrap();
+    let (sha256, size) = images::store::hash_file(&stream).unwrap();
+    let m = images::Manifest {
+        name: "golden".into(),
+        version: "test".into(),
+        stream: images::Stream {
+            file: "rootfs.tar.zst".into(),
+            sha256,
+            size,
+            unpacked_size: size,
+        },
+        boot: images::Boot {
+            kernel: "boot/vmlinuz".into(),
+            initrd: None,
+            cmdline: String::new(),
+        },
+        min_disk_mib: 64,
+        layout: images::Layout::default(),
+        elements: vec![],
+    };
+    std::fs::write(src.join("manifest.json"), serde_json::to_vec(&m).unwrap()).unwrap();
+    images::ImageStore::open(store)
+        .unwrap()
+        .import(&src.join("manifest.json"))
+        .unwrap();
+}
+
 struct Seed {
     ns: Netns,
     dir: tempfile::TempDir,
@@ -57,6 +90,7 @@ impl Seed {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
         std::fs::create_dir_all(d.join("http")).unwrap();
+        import_golden(&d.join("http/images"), d);
         let inv: String = NODES
             .iter()
             .enumerate()

@@ -41,12 +41,17 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         http_port: http.port,
         timeouts: Timeouts {
             inspect_ms: cfg.lifecycle.inspect_timeout_secs.saturating_mul(1000),
+            deploy_ms: cfg.lifecycle.deploy_timeout_secs.saturating_mul(1000),
             ..Timeouts::default()
         },
         heartbeat_secs: cfg.agent.heartbeat_secs,
         provide_after_inspect: cfg.lifecycle.provide_after_inspect,
     };
     let daemon = Daemon::new(Arc::new(store), settings).context("loading nodes")?;
+    let (images_dir, images_url) = cfg.images_dir()?;
+    let images = images::ImageStore::open(&images_dir)
+        .with_context(|| format!("opening the image store {}", images_dir.display()))?;
+    daemon.set_images(images, &images_url);
     let api = Arc::new(Api::new(daemon.clone(), cfg.api.token.clone()));
     let metrics = Arc::new(Metrics::default());
     let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;

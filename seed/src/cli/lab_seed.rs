@@ -4,6 +4,9 @@
 //! (once), and runs `seed daemon` as a child of the lab process (stopped with it). The daemon
 //! joins the lab's multicast wire through its userspace stack as 10.80.0.1 and serves DHCP
 //! (reservations .10+, discovery on), HTTP boot with the ramdisk, and the API on 127.0.0.1.
+//! Its image store is `<lab>/seed/http/images` (served to the agents); the golden images built
+//! under `target/images/<name>/` (`cargo xtask image build tiny`) are imported at start, so
+//! `seed node deploy node1 --image tiny --wait` works right after `seed node inspect`.
 
 use anyhow::{Context, Result};
 use qemu::spec::LabFile;
@@ -19,6 +22,10 @@ pub struct SeedArgs {
     /// Where the ramdisk is (`vmlinuz`, `initramfs.zst`, from `cargo xtask ramdisk`).
     #[arg(long, default_value = "target/ramdisk")]
     pub ramdisk: PathBuf,
+    /// Built golden images to import (`<dir>/<name>/manifest.json`, from `cargo xtask image
+    /// build NAME`).
+    #[arg(long, default_value = "target/images")]
+    pub images: PathBuf,
     /// Port of the seed's API on 127.0.0.1.
     #[arg(long, default_value_t = 6385)]
     pub api_port: u16,
@@ -71,6 +78,9 @@ listen = "127.0.0.1:{api_port}"
 kernel = {kernel:?}
 initrd = {initrd:?}
 
+[images]
+dir = {images:?}
+
 [netboot]
 server_ip = "10.80.0.1"
 state_dir = {state:?}
@@ -100,6 +110,7 @@ port = 8080
         group = file.wire.group,
         port = file.wire.port,
         http = dir.join("http"),
+        images = dir.join("http").join("images"),
     );
     for (i, n) in file.nodes.iter().enumerate() {
         anyhow::ensure!(i < 150, "more than 150 lab nodes do not fit the lab's /24");
@@ -138,6 +149,7 @@ pub fn start(lab_dir: &Path, file: &LabFile, a: &SeedArgs) -> Result<LabSeed> {
     }
     let cfg = dir.join("seed.toml");
     std::fs::write(&cfg, config(file, &dir, a)?)?;
+    let imported = import_images(&a.images, &dir.join("http").join("images"))?;
     let log = std::fs::File::create(dir.join("daemon.log"))?;
     let child = Command::new(&exe)
         .args(["daemon", "--config"])
@@ -160,5 +172,92 @@ pub fn start(lab_dir: &Path, file: &LabFile, a: &SeedArgs) -> Result<LabSeed> {
         "  inspect: seed node inspect node1 --api http://127.0.0.1:{} --token {}",
         a.api_port, a.token
     );
+    match imported.first() {
+        Some(img) => println!(
+            "  deploy:  seed node deploy node1 --image {img} --wait --api http://127.0.0.1:{} --token {}",
+            a.api_port, a.token
+        ),
+        None => println!(
+            "  deploy:  no image in {} (build one with `cargo xtask image build tiny`)",
+            a.images.display()
+        ),
+    }
     Ok(LabSeed { child })
+}
+
+/// Import every `<from>/<name>/manifest.json` into the image store at `store`; returns the
+/// names imported. A missing `from` is no error (no image built yet).
+fn import_images(from: &Path, store: &Path) -> Result<Vec<String>> {
+    let Ok(entries) = std::fs::read_dir(from) else {
+        return Ok(vec![]);
+    };
+    let mut manifests: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok())
+        .map(|e| e.path().join("manifest.json"))
+        .filter(|p| p.is_file())
+        .collect();
+    manifests.sort();
+    if manifests.is_empty() {
+        return Ok(vec![]);
+    }
+    let images = images::ImageStore::open(store)
+        .with_context(|| format!("opening the image store {}", store.display()))?;
+    let mut names = Vec::new();
+    for m in manifests {
+        let img = images
+            .import(&m)
+            .with_context(|| format!("importing {}", m.display()))?;
+        println!(
+            "image {} {} imported ({} bytes, sha256 {})",
+            img.manifest.name,
+            img.manifest.version,
+            img.manifest.stream.size,
+            img.manifest.stream.sha256
+        );
+        names.push(img.manifest.name);
+    }
+    // `tiny` first: it is the one the README deploys.
+    names.sort_by_key(|n| (n != "tiny", n.clone()));
+    Ok(names)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn imports_built_images_and_tolerates_none() {
+        let t = tempfile::tempdir().unwrap();
+        let store = t.path().join("http/images");
+        assert!(import_images(&t.path().join("absent"), &store)
+            .unwrap()
+            .is_empty());
+        let built = t.path().join("built/tiny");
+        std::fs::create_dir_all(&built).unwrap();
+        let body = b"rootfs";
+        std::fs::write(built.join("rootfs.tar.zst"), body).unwrap();
+        let m = serde_json::json!({
+            "name": "tiny", "version": "1",
+            "stream": {"file": "rootfs.tar.zst", "size": body.len(), "unpacked_size": 0,
+                       "sha256": "1d1f4e1e9ca0d27cebc2c3a38ac7d5b7b1b2b1c7d6a7f4d1e6f0c0a4a3d2c1b0"},
+            "boot": {"kernel": "boot/vmlinuz", "cmdline": ""},
+            "min_disk_mib": 64,
+            "layout": {"bios_boot_mib": 1, "esp_mib": 64, "state_mib": 64}
+        });
+        std::fs::write(built.join("manifest.json"), m.to_string()).unwrap();
+        // A wrong digest is refused, loudly.
+        let e = import_images(&t.path().join("built"), &store).unwrap_err();
+        assert!(format!("{e:#}").contains("sha256"), "{e:#}");
+        let mut m = m;
+        m["stream"]["sha256"] = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(body)).into();
+        std::fs::write(built.join("manifest.json"), m.to_string()).unwrap();
+        assert_eq!(
+            import_images(&t.path().join("built"), &store).unwrap(),
+            vec!["tiny".to_string()]
+        );
+        assert!(images::ImageStore::open(&store)
+            .unwrap()
+            .verify("tiny")
+            .is_ok());
+    }
 }

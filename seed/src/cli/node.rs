@@ -1,5 +1,6 @@
 //! `seed node`: enroll machines from an instackenv file, list and show them, delete them, and
-//! put them in or out of maintenance. For now it opens the embedded store directly.
+//! put them in or out of maintenance (these open the embedded store directly); inspect, deploy
+//! and undeploy them through the running daemon's REST API.
 
 use crate::inventory::{self, Format, Node};
 use crate::lifecycle::{self, Event, Timeouts};
@@ -42,6 +43,35 @@ pub enum NodeCommand {
         #[arg(long, value_name = "SECS", num_args = 0..=1, default_missing_value = "600")]
         wait: Option<u64>,
     },
+    /// Ask the running daemon to deploy an image to a node (inspected and available, or after
+    /// a failed deploy), through its API; `--wait` follows it to active with a progress bar.
+    Deploy {
+        /// The node's name.
+        name: String,
+        /// The image's name in the seed's image store.
+        #[arg(long)]
+        image: String,
+        /// Which disk: `size>=N` (GiB), `serial=…`, `model=…`, `name=vda` [default: the
+        /// smallest disk that fits the image].
+        #[arg(long, value_name = "HINT")]
+        root_hint: Option<String>,
+        #[command(flatten)]
+        api: ApiArgs,
+        /// Wait (at most this many seconds) until the node is active or failed.
+        #[arg(long, value_name = "SECS", num_args = 0..=1, default_missing_value = "1800")]
+        wait: Option<u64>,
+    },
+    /// Ask the running daemon to undeploy a node (power off, wipe, back to available; the
+    /// node's credential is revoked), through its API. Also abandons a running deploy.
+    Undeploy {
+        /// The node's name.
+        name: String,
+        /// Wipe whole disks, not just partition tables and edges.
+        #[arg(long)]
+        full_wipe: bool,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
     /// One line per node: name, state, MACs, BMC, profile, RAM, disk, last error.
     List,
     /// Everything known about one node (never its BMC password).
@@ -65,6 +95,17 @@ pub enum NodeCommand {
         #[arg(long)]
         reason: Option<String>,
     },
+}
+
+/// Where the daemon's REST API is.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ApiArgs {
+    /// The daemon's API.
+    #[arg(long, env = "SEED_API", default_value = "http://127.0.0.1:6385")]
+    pub api: String,
+    /// The API's bearer token.
+    #[arg(long, env = "SEED_TOKEN", hide_env_values = true)]
+    pub token: String,
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -113,11 +154,28 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         // The daemon holds the store: this one goes through its API.
         return inspect(api, token, name, *wait);
     }
+    match &args.command {
+        NodeCommand::Deploy {
+            name,
+            image,
+            root_hint,
+            api,
+            wait,
+        } => return deploy(api, name, image, root_hint.as_deref(), *wait),
+        NodeCommand::Undeploy {
+            name,
+            full_wipe,
+            api,
+        } => return undeploy(api, name, *full_wipe),
+        _ => {}
+    }
     let store = open_store(args.store)?;
     let out = &mut std::io::stdout().lock();
     match args.command {
         NodeCommand::Import { file } => import(&store, &file, out),
-        NodeCommand::Inspect { .. } => unreachable!("handled above"),
+        NodeCommand::Inspect { .. } | NodeCommand::Deploy { .. } | NodeCommand::Undeploy { .. } => {
+            unreachable!("handled above")
+        }
         NodeCommand::List => list(&store, out),
         NodeCommand::Show { name } => show(&store, &name, out),
         NodeCommand::Delete { name } => delete(&store, &name, out),
@@ -438,10 +496,166 @@ fn inspect(api: &str, token: &str, name: &str, wait: Option<u64>) -> anyhow::Res
     }
 }
 
+/// A client of the daemon's REST API.
+struct Rest {
+    api: String,
+    auth: String,
+    agent: ureq::Agent,
+}
+
+impl Rest {
+    fn new(a: &ApiArgs) -> Self {
+        Rest {
+            api: a.api.trim_end_matches('/').to_string(),
+            auth: format!("Bearer {}", a.token),
+            agent: ureq::AgentBuilder::new()
+                .timeout(Duration::from_secs(20))
+                .build(),
+        }
+    }
+
+    /// POST a JSON body; the seed's refusal becomes an error with its message.
+    fn post(&self, path: &str, body: serde_json::Value) -> anyhow::Result<serde_json::Value> {
+        let url = format!("{}{path}", self.api);
+        match self
+            .agent
+            .post(&url)
+            .set("Authorization", &self.auth)
+            .send_json(body)
+        {
+            Ok(r) => r.into_json().context("the seed's answer"),
+            Err(ureq::Error::Status(code, resp)) => {
+                let body: serde_json::Value = resp.into_json().unwrap_or_default();
+                bail!(
+                    "the seed refused ({code}): {}",
+                    body["error"].as_str().unwrap_or("no reason given")
+                )
+            }
+            Err(e) => Err(e).with_context(|| format!("reaching the seed at {}", self.api)),
+        }
+    }
+
+    fn node(&self, name: &str) -> anyhow::Result<serde_json::Value> {
+        self.agent
+            .get(&format!("{}/v1/nodes/{name}", self.api))
+            .set("Authorization", &self.auth)
+            .call()
+            .with_context(|| format!("reading {name} from the seed"))?
+            .into_json()
+            .context("the seed's answer")
+    }
+}
+
+/// `seed node deploy`: POST the request, then (with `--wait`) follow the node with a progress
+/// bar of the agent's phase and bytes until it is active or failed.
+fn deploy(
+    a: &ApiArgs,
+    name: &str,
+    image: &str,
+    root_hint: Option<&str>,
+    wait: Option<u64>,
+) -> anyhow::Result<()> {
+    let rest = Rest::new(a);
+    rest.post(
+        &format!("/v1/nodes/{name}/deploy"),
+        serde_json::json!({ "image": image, "root_hint": root_hint }),
+    )
+    .with_context(|| format!("{name}: deploy of {image}"))?;
+    println!("{name}: deploy of {image} requested");
+    let Some(secs) = wait else { return Ok(()) };
+    let bar = indicatif::ProgressBar::new(0);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{spinner} {msg} [{bar:30}] {bytes}/{total_bytes} ({elapsed})",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+        .progress_chars("=> "),
+    );
+    bar.enable_steady_tick(Duration::from_millis(120));
+    let start = std::time::Instant::now();
+    loop {
+        let node = rest.node(name)?;
+        let state = node["state"].as_str().unwrap_or("?").to_string();
+        bar.set_message(deploy_message(name, &node));
+        if let (Some(bytes), Some(total)) = (
+            node["progress"]["bytes"].as_u64(),
+            node["progress"]["total"].as_u64(),
+        ) {
+            bar.set_length(total);
+            bar.set_position(bytes.min(total));
+        }
+        if state == "active" || state.contains("fail") || state == "available" {
+            bar.finish_and_clear();
+            println!(
+                "{name}: {state} after {:.0} s",
+                start.elapsed().as_secs_f64()
+            );
+            if state != "active" {
+                bail!(
+                    "{name}: {}",
+                    node["last_error"]
+                        .as_str()
+                        .unwrap_or("deploy did not finish")
+                );
+            }
+            return Ok(());
+        }
+        anyhow::ensure!(
+            start.elapsed().as_secs() < secs,
+            "{name} is still {state} after {secs} s"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+/// `node: deploying, writing` (the agent's phase while it has one; "booting" once written).
+fn deploy_message(name: &str, node: &serde_json::Value) -> String {
+    let state = node["state"].as_str().unwrap_or("?");
+    match node["progress"]["phase"].as_str() {
+        Some("done") if state == "deploying" => format!("{name}: {state}, image written, booting"),
+        Some(phase) if state == "deploying" => format!("{name}: {state}, {phase}"),
+        _ => format!("{name}: {state}"),
+    }
+}
+
+/// `seed node undeploy`.
+fn undeploy(a: &ApiArgs, name: &str, full_wipe: bool) -> anyhow::Result<()> {
+    let rest = Rest::new(a);
+    let node = rest
+        .post(
+            &format!("/v1/nodes/{name}/undeploy"),
+            serde_json::json!({ "full_wipe": full_wipe }),
+        )
+        .with_context(|| format!("{name}: undeploy"))?;
+    println!(
+        "{name}: undeploy requested ({})",
+        node["state"].as_str().unwrap_or("?")
+    );
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::store::memory::MemStore;
+
+    #[test]
+    fn deploy_message_follows_the_phase() {
+        let n = |state: &str, phase: Option<&str>| {
+            let mut v = serde_json::json!({ "state": state });
+            if let Some(p) = phase {
+                v["progress"] = serde_json::json!({ "phase": p, "bytes": 1, "total": 2 });
+            }
+            deploy_message("n1", &v)
+        };
+        assert_eq!(n("deploying", None), "n1: deploying");
+        assert_eq!(n("deploying", Some("writing")), "n1: deploying, writing");
+        assert_eq!(
+            n("deploying", Some("done")),
+            "n1: deploying, image written, booting"
+        );
+        assert_eq!(n("active", Some("done")), "n1: active");
+    }
 
     const FILE: &str = r#"
 nodes:

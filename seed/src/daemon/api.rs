@@ -2,14 +2,22 @@
 //!
 //! - agent (unauthenticated for now: anything on the provisioning network can post):
 //!   `POST /v1/agent/facts` ([`Report`] → [`Ack`]), `POST /v1/agent/heartbeat`
-//!   ([`Heartbeat`] → [`Command`]);
+//!   ([`Heartbeat`] → [`Command`]), `POST /v1/agent/progress` ([`Progress`] → [`Command`]: a
+//!   deploy's phase and bytes; a report whose `op` is not the node's current deploy is dropped,
+//!   `done` means the image is written, `failed` fails the deploy with the agent's `error`);
+//! - deployed nodes, with `Authorization: Bearer <node credential>` (401 missing or unknown):
+//!   `POST /v1/node/booted` (the image's first boot: the credential's owner becomes active);
 //! - REST, with `Authorization: Bearer <token>` (401 without): `GET /v1/nodes`,
-//!   `GET /v1/nodes/NAME`, `POST /v1/nodes/NAME/{inspect,manage,provide}`;
+//!   `GET /v1/nodes/NAME` (with `progress`, the agent's last deploy report),
+//!   `POST /v1/nodes/NAME/{inspect,manage,provide}`, `POST /v1/nodes/NAME/deploy` (JSON
+//!   `{"image": "tiny", "root_hint": "size>=4"}`, hint optional) and
+//!   `POST /v1/nodes/NAME/undeploy` (optional JSON `{"full_wipe": true}`: power off, tear down,
+//!   clean, revoke the node's credential).
 //! - the metadata service ([`super::metadata_api`]): `GET /v1/node/metadata` (long-poll) and
 //!   `POST /v1/node/signal` with the node's own credential; `PUT/GET /v1/nodes/NAME/metadata`
 //!   and `POST /v1/nodes/NAME/credential` with the token.
 //!
-//! Passwords never leave: node views carry the BMC address and user only.
+//! Passwords and node credentials never leave: node views carry the BMC address and user only.
 
 use super::{metadata_api, Daemon, DaemonError, FACTS};
 use crate::inventory::{BootMode, Disk, Mac, Node, Properties};
@@ -17,8 +25,8 @@ use crate::lifecycle::{Event, State};
 use crate::store::{nodes, Expect, Op};
 use http::{Method, StatusCode};
 use netboot::http::{ApiHandler, ApiRequest, ApiResponse};
-use ramdisk::agent::{facts::Facts, Ack, Heartbeat, Report};
-use serde::Serialize;
+use ramdisk::agent::{facts::Facts, Ack, Heartbeat, Progress, Report};
+use serde::{Deserialize, Serialize};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -45,9 +53,15 @@ impl Api {
         match (req.method.clone(), path) {
             (Method::POST, "/v1/agent/facts") => return self.facts(req),
             (Method::POST, "/v1/agent/heartbeat") => return self.heartbeat(req),
-            (_, "/v1/agent/facts" | "/v1/agent/heartbeat") => {
-                return error(StatusCode::METHOD_NOT_ALLOWED, "use POST")
-            }
+            (Method::POST, "/v1/agent/progress") => return self.progress(req),
+            (Method::POST, "/v1/node/booted") => return self.booted(req),
+            (
+                _,
+                "/v1/agent/facts"
+                | "/v1/agent/heartbeat"
+                | "/v1/agent/progress"
+                | "/v1/node/booted",
+            ) => return error(StatusCode::METHOD_NOT_ALLOWED, "use POST"),
             _ => {}
         }
         if !self.authorized(req) {
@@ -66,6 +80,9 @@ impl Api {
         match (req.method.clone(), parts.as_slice()) {
             (Method::GET, []) => self.list(),
             (Method::GET, [name]) => self.show(name),
+            (Method::POST, [name, verb @ ("deploy" | "undeploy")]) => {
+                self.deploy_request(name, verb, &req.body)
+            }
             (Method::POST, [name, verb]) => self.request(name, verb),
             (_, [] | [_] | [_, _]) => error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed"),
             _ => error(StatusCode::NOT_FOUND, "no such endpoint"),
@@ -73,17 +90,10 @@ impl Api {
     }
 
     fn authorized(&self, req: &ApiRequest) -> bool {
-        let Some(v) = req
-            .headers
-            .get(http::header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-        else {
+        let Some(given) = bearer(req) else {
             return false;
         };
-        let Some(given) = v.strip_prefix("Bearer ") else {
-            return false;
-        };
-        constant_time_eq(given.trim().as_bytes(), self.token.as_bytes())
+        constant_time_eq(given.as_bytes(), self.token.as_bytes())
     }
 
     fn list(&self) -> ApiResponse {
@@ -91,7 +101,10 @@ impl Api {
             Ok(all) => {
                 let views: Vec<NodeView> = all
                     .iter()
-                    .map(|(n, _)| NodeView::new(n, self.facts_of(&n.name)))
+                    .map(|(n, _)| {
+                        NodeView::new(n, self.facts_of(&n.name))
+                            .with_progress(self.daemon.last_progress(&n.name))
+                    })
                     .collect();
                 ApiResponse::json(StatusCode::OK, &views)
             }
@@ -101,9 +114,11 @@ impl Api {
 
     fn show(&self, name: &str) -> ApiResponse {
         match nodes::get(self.daemon.store(), name) {
-            Ok(Some((n, _))) => {
-                ApiResponse::json(StatusCode::OK, &NodeView::new(&n, self.facts_of(name)))
-            }
+            Ok(Some((n, _))) => ApiResponse::json(
+                StatusCode::OK,
+                &NodeView::new(&n, self.facts_of(name))
+                    .with_progress(self.daemon.last_progress(name)),
+            ),
             Ok(None) => error(StatusCode::NOT_FOUND, &format!("no node named {name:?}")),
             Err(e) => internal(&e),
         }
@@ -131,6 +146,121 @@ impl Api {
         }
     }
 
+    /// `POST /v1/nodes/NAME/deploy` and `…/undeploy`.
+    fn deploy_request(&self, name: &str, verb: &str, body: &[u8]) -> ApiResponse {
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct DeployBody {
+            image: String,
+            #[serde(default)]
+            root_hint: Option<String>,
+        }
+        #[derive(Deserialize, Default)]
+        #[serde(deny_unknown_fields)]
+        struct UndeployBody {
+            #[serde(default)]
+            full_wipe: bool,
+        }
+        let d = &self.daemon;
+        let res = if verb == "deploy" {
+            let b: DeployBody = match serde_json::from_slice(body) {
+                Ok(b) => b,
+                Err(e) => {
+                    return error(
+                        StatusCode::BAD_REQUEST,
+                        &format!("expected {{\"image\": NAME, \"root_hint\": HINT}}: {e}"),
+                    )
+                }
+            };
+            if b.image.trim().is_empty() {
+                return error(StatusCode::BAD_REQUEST, "the image name is empty");
+            }
+            if let Some(Err(e)) = b.root_hint.as_deref().map(super::deploy::check_root_hint) {
+                return error(StatusCode::BAD_REQUEST, &e);
+            }
+            let target = crate::lifecycle::DeployTarget {
+                image: b.image,
+                root_hint: b.root_hint.filter(|h| !h.trim().is_empty()),
+            };
+            d.request_deploy(name, target)
+        } else {
+            let b: UndeployBody = if body.iter().all(u8::is_ascii_whitespace) {
+                UndeployBody::default()
+            } else {
+                match serde_json::from_slice(body) {
+                    Ok(b) => b,
+                    Err(e) => {
+                        return error(
+                            StatusCode::BAD_REQUEST,
+                            &format!("expected {{\"full_wipe\": BOOL}} or nothing: {e}"),
+                        )
+                    }
+                }
+            };
+            d.request_undeploy(name, b.full_wipe)
+        };
+        match res {
+            Ok(n) => ApiResponse::json(
+                StatusCode::ACCEPTED,
+                &NodeView::new(&n, self.facts_of(name)),
+            ),
+            Err(e) => daemon_error(&e),
+        }
+    }
+
+    /// `POST /v1/agent/progress`: recorded (or dropped if stale); answered with the command.
+    fn progress(&self, req: &ApiRequest) -> ApiResponse {
+        let p: Progress = match serde_json::from_slice(&req.body) {
+            Ok(p) => p,
+            Err(e) => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    &format!("not a progress report: {e}"),
+                )
+            }
+        };
+        let mac: Mac = match p.boot_mac.parse() {
+            Ok(m) => m,
+            Err(e) => return error(StatusCode::BAD_REQUEST, &e.to_string()),
+        };
+        let name = match nodes::by_mac(self.daemon.store(), mac) {
+            Ok(Some(n)) => n,
+            Ok(None) => return error(StatusCode::NOT_FOUND, &format!("no node has MAC {mac}")),
+            Err(e) => return internal(&e),
+        };
+        match self.daemon.agent_progress(&name, p) {
+            Ok(_) => ApiResponse::json(StatusCode::OK, &self.daemon.pending_command(&name)),
+            Err(e) => daemon_error(&e),
+        }
+    }
+
+    /// `POST /v1/node/booted` with the node's credential.
+    fn booted(&self, req: &ApiRequest) -> ApiResponse {
+        let unauthorized = || {
+            error(
+                StatusCode::UNAUTHORIZED,
+                "missing or unknown `Authorization: Bearer <node credential>`",
+            )
+        };
+        let Some(token) = bearer(req).filter(|t| !t.is_empty()) else {
+            return unauthorized();
+        };
+        match self.daemon.node_booted(token) {
+            Ok(Some(n)) => {
+                info!(node = %n.name, peer = %req.peer, "deployed image booted");
+                ApiResponse::json(
+                    StatusCode::OK,
+                    &serde_json::json!({"node": n.name, "state": n.lifecycle.state.name()}),
+                )
+            }
+            Ok(None) => {
+                info!(peer = %req.peer, "booted with an unknown credential refused");
+                unauthorized()
+            }
+            Err(e) => daemon_error(&e),
+        }
+    }
+
     fn facts(&self, req: &ApiRequest) -> ApiResponse {
         let report: Report = match serde_json::from_slice(&req.body) {
             Ok(r) => r,
@@ -147,6 +277,21 @@ impl Api {
             }
             Err(e) => return e,
         };
+        match self.daemon.facts_are_no_inspection(&name) {
+            // The ramdisk's agent reports facts at every boot: while deploying they only say
+            // "up", and the agent goes on to heartbeat for its deploy command.
+            Ok(true) => {
+                return ApiResponse::json(
+                    StatusCode::OK,
+                    &Ack {
+                        node: name,
+                        heartbeat_secs: self.daemon.settings().heartbeat_secs,
+                    },
+                )
+            }
+            Ok(false) => {}
+            Err(e) => return daemon_error(&e),
+        }
         let stored = serde_json::to_vec(&report.facts).unwrap_or_default();
         let props = properties(&report.facts);
         let d = &self.daemon;
@@ -306,6 +451,9 @@ struct NodeView<'a> {
     capabilities: &'a crate::inventory::Capabilities,
     #[serde(skip_serializing_if = "Option::is_none")]
     facts: Option<serde_json::Value>,
+    /// The agent's last deploy progress (memory only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    progress: Option<Progress>,
     updated_ms: u64,
 }
 
@@ -336,9 +484,25 @@ impl<'a> NodeView<'a> {
             properties: &n.properties,
             capabilities: &n.capabilities,
             facts,
+            progress: None,
             updated_ms: n.updated_ms,
         }
     }
+
+    fn with_progress(mut self, p: Option<Progress>) -> Self {
+        self.progress = p;
+        self
+    }
+}
+
+/// The token of `Authorization: Bearer <token>`, trimmed.
+fn bearer(req: &ApiRequest) -> Option<&str> {
+    req.headers
+        .get(http::header::AUTHORIZATION)?
+        .to_str()
+        .ok()?
+        .strip_prefix("Bearer ")
+        .map(str::trim)
 }
 
 #[derive(Serialize)]
@@ -375,3 +539,6 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod deploy_tests;

@@ -14,7 +14,55 @@ pub struct DaemonConfig {
     pub agent: AgentConfig,
     pub ramdisk: RamdiskConfig,
     pub lifecycle: LifecycleConfig,
+    pub images: ImagesConfig,
     pub netboot: NetbootConfig,
+}
+
+/// The image store deploys come from (`[images]`).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ImagesConfig {
+    /// The store directory; it must be inside the HTTP root (the agents stream the images from
+    /// the HTTP server, which serves nothing outside its root). Default `<http root>/images`.
+    #[serde(default)]
+    pub dir: Option<PathBuf>,
+}
+
+impl DaemonConfig {
+    /// The image store directory and its URL path under the HTTP root (`images`).
+    pub fn images_dir(&self) -> Result<(PathBuf, String), DaemonConfigError> {
+        let root = &self
+            .netboot
+            .http
+            .as_ref()
+            .ok_or_else(|| DaemonConfigError::Invalid("[netboot.http] is required".into()))?
+            .root;
+        let dir = match &self.images.dir {
+            None => root.join("images"),
+            Some(d) if d.is_relative() => root.join(d),
+            Some(d) => d.clone(),
+        };
+        let outside = || {
+            DaemonConfigError::Invalid(format!(
+                "[images] dir {} must be a directory inside the HTTP root {}",
+                dir.display(),
+                root.display()
+            ))
+        };
+        let rel = dir.strip_prefix(root).map_err(|_| outside())?;
+        let mut parts = Vec::new();
+        for c in rel.components() {
+            match c {
+                std::path::Component::Normal(p) => parts.push(p.to_string_lossy().into_owned()),
+                std::path::Component::CurDir => {}
+                _ => return Err(outside()),
+            }
+        }
+        if parts.is_empty() {
+            return Err(outside());
+        }
+        Ok((dir, parts.join("/")))
+    }
 }
 
 /// The REST API (`/v1/nodes…`). The agent endpoints (`/v1/agent/…`) are not authenticated yet.
@@ -86,6 +134,14 @@ pub struct LifecycleConfig {
     /// Seconds an inspection may take before it fails.
     #[serde(default = "default_inspect_timeout")]
     pub inspect_timeout_secs: u64,
+    /// Seconds each half of a deploy may take (ramdisk boot + image write; then the reboot
+    /// until the image says "booted") before it fails.
+    #[serde(default = "default_deploy_timeout")]
+    pub deploy_timeout_secs: u64,
+}
+
+fn default_deploy_timeout() -> u64 {
+    30 * 60
 }
 
 fn yes() -> bool {
@@ -101,6 +157,7 @@ impl Default for LifecycleConfig {
         LifecycleConfig {
             provide_after_inspect: true,
             inspect_timeout_secs: default_inspect_timeout(),
+            deploy_timeout_secs: default_deploy_timeout(),
         }
     }
 }
@@ -116,6 +173,8 @@ struct Raw {
     ramdisk: RamdiskConfig,
     #[serde(default)]
     lifecycle: LifecycleConfig,
+    #[serde(default)]
+    images: ImagesConfig,
     netboot: toml::Table,
 }
 
@@ -158,14 +217,17 @@ impl DaemonConfig {
                 "[agent] heartbeat_secs must be at least 1".into(),
             ));
         }
-        Ok(DaemonConfig {
+        let cfg = DaemonConfig {
             store: raw.store,
             api: raw.api,
             agent: raw.agent,
             ramdisk: raw.ramdisk,
             lifecycle: raw.lifecycle,
+            images: raw.images,
             netboot,
-        })
+        };
+        cfg.images_dir()?;
+        Ok(cfg)
     }
 
     /// Read, parse and validate a file.
@@ -199,8 +261,29 @@ port = 8080
         assert_eq!(c.api.token, "t0k");
         assert_eq!(c.agent.heartbeat_secs, 10);
         assert!(c.lifecycle.provide_after_inspect);
+        assert_eq!(c.lifecycle.deploy_timeout_secs, 1800);
         assert_eq!(c.ramdisk.kernel, PathBuf::from("target/ramdisk/vmlinuz"));
         assert_eq!(c.netboot.http.unwrap().port, 8080);
+    }
+
+    #[test]
+    fn images_dir_is_inside_the_http_root() {
+        let c = DaemonConfig::from_toml(OK).unwrap();
+        assert_eq!(
+            c.images_dir().unwrap(),
+            (PathBuf::from("/tmp/http/images"), "images".to_string())
+        );
+        let c =
+            DaemonConfig::from_toml(&format!("{OK}\n[images]\ndir = \"/tmp/http/store/img\"\n"))
+                .unwrap();
+        assert_eq!(c.images_dir().unwrap().1, "store/img");
+        let c = DaemonConfig::from_toml(&format!("{OK}\n[images]\ndir = \"rel\"\n")).unwrap();
+        assert_eq!(c.images_dir().unwrap().0, PathBuf::from("/tmp/http/rel"));
+        for bad in ["/srv/images", "/tmp/http", "../images", "/tmp/http/../x"] {
+            let e =
+                DaemonConfig::from_toml(&format!("{OK}\n[images]\ndir = {bad:?}\n")).unwrap_err();
+            assert!(e.to_string().contains("inside the HTTP root"), "{bad}: {e}");
+        }
     }
 
     #[test]

@@ -17,6 +17,7 @@ pub mod admin;
 pub mod api;
 pub mod config;
 pub mod credentials;
+pub mod deploy;
 pub mod metadata;
 pub mod metadata_api;
 pub mod policy;
@@ -83,6 +84,8 @@ pub struct Daemon {
     metadata_notify: metadata::Notifier,
     /// Wakes the stack reconcile loop (a node changed, a stack was asked for).
     stacks_wake: tokio::sync::Notify,
+    /// The image store and the agents' last deploy progress ([`deploy`]).
+    deploy: deploy::DeployState,
 }
 
 impl std::fmt::Debug for Daemon {
@@ -124,6 +127,7 @@ impl Daemon {
             inspect_after_verify: Mutex::new(HashSet::new()),
             metadata_notify: metadata::Notifier::default(),
             stacks_wake: tokio::sync::Notify::new(),
+            deploy: deploy::DeployState::default(),
         });
         for (n, _) in nodes::list(&*d.store)? {
             d.refresh(&n);
@@ -142,6 +146,7 @@ impl Daemon {
     /// Re-arm the deadlines of nodes that were busy when the daemon last stopped (needs a tokio
     /// runtime). A deadline already past fires at once and the lifecycle fails the step.
     pub fn resume(self: &Arc<Self>) -> Result<usize, DaemonError> {
+        self.fail_interrupted_deploys()?;
         let mut armed = 0;
         for (n, _) in nodes::list(&*self.store)? {
             if let (true, Some(at), None) = (
@@ -164,14 +169,30 @@ impl Daemon {
         event: Event,
         extra: Vec<Op>,
     ) -> Result<Node, DaemonError> {
+        self.apply_if(name, event, extra, &|_| true)
+            .map(|n| n.expect("an always-true condition holds"))
+    }
+
+    /// [`Daemon::apply`] only if `cond` holds for the stored node, checked under the same lock
+    /// (e.g. "still the operation this report belongs to"); `None` when it does not.
+    pub fn apply_if(
+        self: &Arc<Self>,
+        name: &str,
+        event: Event,
+        extra: Vec<Op>,
+        cond: &dyn Fn(&Node) -> bool,
+    ) -> Result<Option<Node>, DaemonError> {
         let event_name = event.name();
         let (node, actions) = {
             let _g = lock(&self.lifecycle_lock);
             let (mut node, rev) = nodes::get(&*self.store, name)?
                 .ok_or_else(|| DaemonError::NotFound(name.into()))?;
+            if !cond(&node) {
+                return Ok(None);
+            }
             let actions = lifecycle::step(&mut node, event, now_ms(), &self.settings.timeouts)?;
             if actions.is_empty() {
-                return Ok(node);
+                return Ok(Some(node));
             }
             debug_assert_eq!(actions.first(), Some(&Action::Persist));
             let value = serde_json::to_vec(&node).map_err(|source| StoreError::Encode {
@@ -184,6 +205,7 @@ impl Daemon {
             self.store.commit(ops)?;
             self.refresh(&node);
             self.stacks_wake.notify_one();
+            self.after_deploy_transition(&node);
             (node, actions)
         };
         info!(node = name, event = event_name, state = %node.lifecycle.state, "lifecycle");
@@ -211,7 +233,7 @@ impl Daemon {
         if !hardware.is_empty() {
             self.enqueue(name, hardware);
         }
-        Ok(node)
+        Ok(Some(node))
     }
 
     /// The command waiting for node `name`'s agent.
@@ -273,7 +295,7 @@ impl Daemon {
             let mac = to_netboot(mac);
             table.insert(
                 mac,
-                policy::boot_action(&node.lifecycle.state, mac, &self.settings),
+                policy::node_boot_action(&node.lifecycle, mac, &self.settings),
             );
         }
     }
@@ -347,8 +369,29 @@ impl Daemon {
                     Ok(PowerState::Off) => drv.power(PowerAction::On).await,
                     Err(e) => Err(e),
                 },
-                Action::Deploy { .. } | Action::WipeDisks(_) => {
-                    // Handed to the agent once deploy/clean land; the step's deadline fails it
+                Action::Deploy {
+                    op,
+                    image,
+                    root_hint,
+                } => {
+                    // Checked before anything else of the batch: a refused image fails the
+                    // step with nothing powered.
+                    match self.prepare_deploy(name, *op, image, root_hint).await {
+                        Ok(true) => Ok(()),
+                        // The step moved on meanwhile: this batch is stale.
+                        Ok(false) => return,
+                        Err(reason) => {
+                            warn!(node = name, %reason, "deploy refused");
+                            let ev = Event::ImageRefused { reason };
+                            if let Err(e) = self.apply(name, ev, vec![]) {
+                                debug!(node = name, error = %e, "refusal not recorded");
+                            }
+                            return;
+                        }
+                    }
+                }
+                Action::WipeDisks(_) => {
+                    // Handed to the agent once clean lands; the step's deadline fails it
                     // meanwhile.
                     warn!(node = name, ?action, "not carried out by this daemon yet");
                     Ok(())

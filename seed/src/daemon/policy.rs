@@ -2,12 +2,22 @@
 //! (inspecting, deploying, cleaning), its disk when active, and nothing (iPXE exits) otherwise.
 
 use super::Settings;
-use crate::lifecycle::State;
+use crate::lifecycle::{Lifecycle, State};
 use netboot::{BootAction, MacAddr};
 
 /// The ramdisk kernel and initrd, relative to the HTTP root (installed there at start).
 pub const RAMDISK_KERNEL: &str = "ramdisk/vmlinuz";
 pub const RAMDISK_INITRD: &str = "ramdisk/initramfs.zst";
+
+/// The boot action of a node: [`boot_action`] of its state, except that a deploying node whose
+/// image is written boots its disk (it was told to; this covers a firmware that PXE-boots
+/// anyway).
+pub fn node_boot_action(lc: &Lifecycle, mac: MacAddr, s: &Settings) -> BootAction {
+    if lc.state == State::Deploying && lc.image_written {
+        return BootAction::LocalDisk;
+    }
+    boot_action(&lc.state, mac, s)
+}
 
 /// The boot action of a node in `state` that PXE-boots from `mac`.
 pub fn boot_action(state: &State, mac: MacAddr, s: &Settings) -> BootAction {
@@ -64,6 +74,16 @@ mod tests {
             }
         }
         assert_eq!(boot_action(&State::Active, mac, &s), BootAction::LocalDisk);
+        let mut lc = Lifecycle {
+            state: State::Deploying,
+            ..Lifecycle::default()
+        };
+        assert!(matches!(
+            node_boot_action(&lc, mac, &s),
+            BootAction::Kernel { .. }
+        ));
+        lc.image_written = true;
+        assert_eq!(node_boot_action(&lc, mac, &s), BootAction::LocalDisk);
         for st in [
             State::Enroll,
             State::Manageable,

@@ -1,0 +1,470 @@
+//! The deploy API against an in-memory store, a real image store and a fake BMC whose power
+//! history the tests read.
+
+use super::*;
+use crate::daemon::{lock, Settings};
+use crate::inventory::{Bmc, PowerDriver as DriverKind, Secret};
+use crate::lifecycle::Timeouts;
+use crate::power::{self, FakeBmc, FakePower, Password, PowerState};
+use crate::store::memory::MemStore;
+use images::manifest::{Boot, Layout, Stream};
+use images::{ImageStore, Manifest};
+use netboot::BootPolicy;
+use ramdisk::agent::Command;
+use sha2::{Digest, Sha256};
+use std::path::Path;
+use std::time::Duration;
+
+const MAC: &str = "52:54:00:00:00:01";
+const TOKEN: &str = "s3cret";
+
+struct Env {
+    d: Arc<Daemon>,
+    api: Api,
+    bmc: Arc<FakeBmc>,
+    images: tempfile::TempDir,
+}
+
+/// Write a `tiny` image (stream + manifest) into `dir`; returns the manifest path.
+fn image(dir: &Path, body: &[u8]) -> std::path::PathBuf {
+    std::fs::write(dir.join("rootfs.tar.zst"), body).unwrap();
+    let m = Manifest {
+        name: "tiny".into(),
+        version: "1".into(),
+        stream: Stream {
+            file: "rootfs.tar.zst".into(),
+            sha256: hex::encode(Sha256::digest(body)),
+            size: body.len() as u64,
+            unpacked_size: 0,
+        },
+        boot: Boot {
+            kernel: "boot/vmlinuz".into(),
+            initrd: None,
+            cmdline: "console=ttyS0".into(),
+        },
+        min_disk_mib: 64,
+        layout: Layout::default(),
+        elements: vec![],
+    };
+    let p = dir.join("manifest.json");
+    std::fs::write(&p, serde_json::to_vec(&m).unwrap()).unwrap();
+    p
+}
+
+fn setup(timeouts: Timeouts) -> Env {
+    let store = Arc::new(MemStore::new());
+    let mut node = Node::new(
+        "n1",
+        vec![MAC.parse().unwrap()],
+        Bmc {
+            driver: DriverKind::Fake,
+            address: "fake".into(),
+            port: 623,
+            username: "admin".into(),
+            password: Secret::new("hunter2"),
+        },
+        0,
+    );
+    node.lifecycle.state = State::Available;
+    nodes::create(&*store, &[node]).unwrap();
+    let d = Daemon::new(
+        store,
+        Settings {
+            server_ip: "10.0.0.1".parse().unwrap(),
+            http_port: 8080,
+            timeouts,
+            heartbeat_secs: 7,
+            provide_after_inspect: true,
+        },
+    )
+    .unwrap();
+    // The node's power goes through a fake BMC the test keeps a handle on.
+    let bmc = FakeBmc::new("n1", "admin", Password::new("hunter2"));
+    lock(&d.drivers).insert(
+        "n1".into(),
+        Arc::new(FakePower::new(
+            bmc.clone(),
+            "admin",
+            Password::new("hunter2"),
+        )),
+    );
+    let images = tempfile::tempdir().unwrap();
+    let src = tempfile::tempdir().unwrap();
+    let store = ImageStore::open(images.path().join("images")).unwrap();
+    store.import(&image(src.path(), b"the tiny image")).unwrap();
+    assert!(d.set_images(store, "images"));
+    let api = Api::new(d.clone(), TOKEN);
+    Env {
+        d,
+        api,
+        bmc,
+        images,
+    }
+}
+
+fn req(method: Method, path: &str, token: Option<&str>, body: &str) -> ApiRequest {
+    let mut headers = http::HeaderMap::new();
+    if let Some(t) = token {
+        headers.insert(
+            http::header::AUTHORIZATION,
+            format!("Bearer {t}").parse().unwrap(),
+        );
+    }
+    ApiRequest {
+        method,
+        path: path.into(),
+        query: None,
+        headers,
+        body: bytes::Bytes::from(body.to_string()),
+        peer: "10.0.0.2:1234".parse().unwrap(),
+    }
+}
+
+fn json(r: &ApiResponse) -> serde_json::Value {
+    serde_json::from_str(&r.body).unwrap_or_else(|e| panic!("{e}: {}", r.body))
+}
+
+impl Env {
+    fn state(&self) -> State {
+        nodes::get(self.d.store(), "n1")
+            .unwrap()
+            .unwrap()
+            .0
+            .lifecycle
+            .state
+    }
+
+    async fn wait(&self, what: &str, mut f: impl FnMut(&Env) -> bool) {
+        for _ in 0..300 {
+            if f(self) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("{what}: still not true; node {:?}", self.state());
+    }
+
+    fn deploy(&self) -> ApiResponse {
+        self.api.respond(&req(
+            Method::POST,
+            "/v1/nodes/n1/deploy",
+            Some(TOKEN),
+            r#"{"image": "tiny", "root_hint": "size>=4"}"#,
+        ))
+    }
+
+    fn progress(&self, op: u64, phase: &str, bytes: u64, error: Option<&str>) -> ApiResponse {
+        let mut p = serde_json::json!({
+            "boot_mac": MAC, "op": op, "phase": phase, "bytes": bytes, "total": 14
+        });
+        if let Some(e) = error {
+            p["error"] = e.into();
+        }
+        self.api.respond(&req(
+            Method::POST,
+            "/v1/agent/progress",
+            None,
+            &p.to_string(),
+        ))
+    }
+
+    fn deploy_command(&self) -> Option<ramdisk::agent::DeployCommand> {
+        match self.d.pending_command("n1") {
+            Command::Deploy(c) => Some(*c),
+            _ => None,
+        }
+    }
+
+    fn booted(&self, token: Option<&str>) -> ApiResponse {
+        self.api
+            .respond(&req(Method::POST, "/v1/node/booted", token, ""))
+    }
+}
+
+#[tokio::test]
+async fn deploy_write_reboot_booted_active() {
+    let e = setup(Timeouts::default());
+    let mac = netboot::MacAddr([0x52, 0x54, 0, 0, 0, 1]);
+    let r = e.deploy();
+    assert_eq!(r.status, 202, "{}", r.body);
+    assert_eq!(json(&r)["state"], "deploying");
+    e.wait("deploy command queued", |e| e.deploy_command().is_some())
+        .await;
+    let cmd = e.deploy_command().unwrap();
+    let op = cmd.op;
+    assert_eq!(cmd.node, "n1");
+    assert_eq!(cmd.manifest.name, "tiny");
+    assert_eq!(cmd.root_hint.as_deref(), Some("size>=4"));
+    assert_eq!(cmd.seed_url, "http://10.0.0.1:8080");
+    let digest = hex::encode(Sha256::digest(b"the tiny image"));
+    assert_eq!(
+        cmd.stream_url,
+        format!("http://10.0.0.1:8080/images/{digest}/rootfs.tar.zst")
+    );
+    // The URL's path is a real file under the served directory.
+    let served = e
+        .images
+        .path()
+        .join(cmd.stream_url.split("8080/").nth(1).unwrap());
+    assert_eq!(std::fs::read(served).unwrap(), b"the tiny image");
+    assert_eq!(cmd.credential.len(), 64);
+    // Then the node was set to PXE and powered on: it boots the ramdisk.
+    e.wait("powered on from PXE", |e| e.bmc.boots() == 1).await;
+    assert_eq!(e.bmc.last_boot_device(), Some(power::BootDevice::Pxe));
+    assert!(matches!(
+        e.d.boot_action(mac),
+        Some(netboot::BootAction::Kernel { .. })
+    ));
+    // The ramdisk's agent reports its facts first: acknowledged, nothing changes.
+    let facts = serde_json::json!({
+        "boot_mac": MAC,
+        "facts": {
+            "cpus": 1, "cpu_model": "QEMU", "memory_mib": 512,
+            "disks": [{"name": "vda", "size_bytes": 4294967296u64, "model": "", "serial": "", "rotational": false}],
+            "nics": [{"name": "eth0", "mac": MAC, "link": true, "driver": "virtio_net"}],
+            "dmi": {"vendor": "QEMU", "product": "Standard PC", "serial": "", "uuid": "u"},
+            "boot_mode": "bios"
+        }
+    });
+    let r = e.api.respond(&req(
+        Method::POST,
+        "/v1/agent/facts",
+        None,
+        &facts.to_string(),
+    ));
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(json(&r)["node"], "n1");
+    assert_eq!(e.state(), State::Deploying);
+    assert!(e.deploy_command().is_some(), "the work is still there");
+    // The heartbeat hands the agent its work; the credential shows nowhere else.
+    let r = e.api.respond(&req(
+        Method::POST,
+        "/v1/agent/heartbeat",
+        None,
+        &format!("{{\"boot_mac\":\"{MAC}\"}}"),
+    ));
+    assert_eq!(r.status, 200);
+    assert!(r.body.contains(&cmd.credential));
+    let show = e
+        .api
+        .respond(&req(Method::GET, "/v1/nodes/n1", Some(TOKEN), ""));
+    assert!(!show.body.contains(&cmd.credential), "{}", show.body);
+
+    // A report of another op is dropped: nothing recorded, nothing moves.
+    let r = e.progress(op + 7, "done", 14, None);
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(e.d.last_progress("n1"), None);
+    assert_eq!(e.state(), State::Deploying);
+    assert!(
+        !nodes::get(e.d.store(), "n1")
+            .unwrap()
+            .unwrap()
+            .0
+            .lifecycle
+            .image_written
+    );
+
+    // Writing: recorded and shown.
+    let r = e.progress(op, "writing", 7, None);
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(
+        r.body.contains("\"deploy\""),
+        "still told to deploy: {}",
+        r.body
+    );
+    let v = json(
+        &e.api
+            .respond(&req(Method::GET, "/v1/nodes/n1", Some(TOKEN), "")),
+    );
+    assert_eq!(v["progress"]["phase"], "writing");
+    assert_eq!(v["progress"]["bytes"], 7);
+
+    // Done: boot from disk, power-cycled, still deploying (never active half-way).
+    let r = e.progress(op, "done", 14, None);
+    assert_eq!(r.status, 200);
+    e.wait("cycled into the disk", |e| e.bmc.boots() == 2).await;
+    assert_eq!(e.bmc.last_boot_device(), Some(power::BootDevice::Disk));
+    assert_eq!(e.state(), State::Deploying);
+    assert_eq!(e.d.boot_action(mac), Some(netboot::BootAction::LocalDisk));
+    assert_eq!(e.d.pending_command("n1"), Command::None);
+
+    // booted: no or a forged credential is 401 and changes nothing.
+    assert_eq!(e.booted(None).status, 401);
+    assert_eq!(e.booted(Some("forged")).status, 401);
+    assert_eq!(
+        e.booted(Some(TOKEN)).status,
+        401,
+        "the API token is no node"
+    );
+    assert_eq!(e.state(), State::Deploying);
+    let r = e.booted(Some(&cmd.credential));
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(json(&r)["state"], "active");
+    assert_eq!(e.state(), State::Active);
+    // No further power action, and a repeated "booted" is fine.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(e.bmc.boots(), 2);
+    assert_eq!(e.booted(Some(&cmd.credential)).status, 200);
+
+    // Undeploy: torn down and the credential revoked.
+    let r = e
+        .api
+        .respond(&req(Method::POST, "/v1/nodes/n1/undeploy", Some(TOKEN), ""));
+    assert_eq!(r.status, 202, "{}", r.body);
+    assert_eq!(json(&r)["state"], "deleting");
+    assert_eq!(e.booted(Some(&cmd.credential)).status, 401);
+    e.wait("powered off", |e| e.bmc.power_state() == PowerState::Off)
+        .await;
+}
+
+#[tokio::test]
+async fn corrupted_image_fails_before_any_power_action_and_a_retry_works() {
+    let e = setup(Timeouts::default());
+    let img = e.d.images().unwrap().get("tiny").unwrap();
+    std::thread::sleep(Duration::from_millis(20)); // a new mtime: verify re-hashes
+    std::fs::write(&img.stream, b"the evil image").unwrap();
+    assert_eq!(e.deploy().status, 202);
+    e.wait("deploy failed", |e| e.state().is_failed()).await;
+    let reason = e.state().reason().unwrap().to_string();
+    assert!(reason.contains("sha256"), "{reason}");
+    assert_eq!(e.bmc.commands(), 0, "the BMC was never asked anything");
+    assert_eq!(e.bmc.boots(), 0);
+    assert_eq!(e.deploy_command(), None);
+    let v = json(
+        &e.api
+            .respond(&req(Method::GET, "/v1/nodes/n1", Some(TOKEN), "")),
+    );
+    assert_eq!(v["state"], "deploy failed");
+    assert!(v["last_error"].as_str().unwrap().contains("sha256"), "{v}");
+
+    // A missing image too.
+    std::fs::write(&img.stream, b"the tiny image").unwrap();
+    let r = e.api.respond(&req(
+        Method::POST,
+        "/v1/nodes/n1/deploy",
+        Some(TOKEN),
+        r#"{"image": "nope"}"#,
+    ));
+    assert_eq!(r.status, 202);
+    e.wait("failed again", |e| {
+        e.state().reason().is_some_and(|r| r.contains("nope"))
+    })
+    .await;
+    assert_eq!(e.bmc.commands(), 0);
+
+    // The image repaired: the retry deploys.
+    assert_eq!(e.deploy().status, 202);
+    e.wait("deploy command queued", |e| e.deploy_command().is_some())
+        .await;
+    e.wait("powered on", |e| e.bmc.boots() == 1).await;
+    let n = nodes::get(e.d.store(), "n1").unwrap().unwrap().0;
+    assert_eq!(n.lifecycle.attempts, 3);
+}
+
+#[tokio::test]
+async fn agent_failure_fails_the_deploy_with_its_reason() {
+    let e = setup(Timeouts::default());
+    assert_eq!(e.deploy().status, 202);
+    e.wait("deploy command queued", |e| e.deploy_command().is_some())
+        .await;
+    let op = e.deploy_command().unwrap().op;
+    e.wait("powered on", |e| e.bmc.power_state() == PowerState::On)
+        .await;
+    let r = e.progress(
+        op,
+        "failed",
+        3,
+        Some("disk vda is 1 GiB, the image needs 2"),
+    );
+    assert_eq!(r.status, 200);
+    assert_eq!(json(&r)["command"], "power_off");
+    assert_eq!(
+        e.state(),
+        State::DeployFailed {
+            reason: "disk vda is 1 GiB, the image needs 2".into()
+        }
+    );
+    e.wait("powered off", |e| e.bmc.power_state() == PowerState::Off)
+        .await;
+    // Bad requests.
+    let bad = |body: &str| {
+        e.api
+            .respond(&req(Method::POST, "/v1/nodes/n1/deploy", Some(TOKEN), body))
+            .status
+    };
+    assert_eq!(bad("{}"), 400);
+    assert_eq!(bad(r#"{"image": " "}"#), 400);
+    assert_eq!(bad(r#"{"image": "tiny", "bogus": 1}"#), 400);
+    assert_eq!(bad(r#"{"image": "tiny", "root_hint": "biggest"}"#), 400);
+    assert_eq!(
+        e.api
+            .respond(&req(Method::POST, "/v1/nodes/n1/deploy", None, "{}"))
+            .status,
+        401
+    );
+    assert_eq!(
+        e.api
+            .respond(&req(Method::POST, "/v1/agent/progress", None, "{"))
+            .status,
+        400
+    );
+    assert_eq!(
+        e.api
+            .respond(&req(Method::GET, "/v1/node/booted", None, ""))
+            .status,
+        405
+    );
+}
+
+#[tokio::test]
+async fn a_silent_boot_times_out_into_deploy_failed() {
+    let e = setup(Timeouts {
+        deploy_ms: 300,
+        ..Timeouts::default()
+    });
+    assert_eq!(e.deploy().status, 202);
+    e.wait("deploy command queued", |e| e.deploy_command().is_some())
+        .await;
+    let op = e.deploy_command().unwrap().op;
+    e.progress(op, "done", 14, None);
+    e.wait("timed out", |e| e.state().is_failed()).await;
+    assert!(
+        e.state().reason().unwrap().contains("booted"),
+        "{:?}",
+        e.state()
+    );
+}
+
+#[tokio::test]
+async fn a_restart_fails_unwritten_deploys_and_keeps_written_ones() {
+    let e = setup(Timeouts::default());
+    assert_eq!(e.deploy().status, 202);
+    e.wait("deploy command queued", |e| e.deploy_command().is_some())
+        .await;
+    // A second daemon over the same store: the agent command is gone with the first one.
+    let again = Daemon::new(e.d.store.clone(), e.d.settings.clone()).unwrap();
+    again.resume().unwrap();
+    assert!(
+        e.state().reason().is_some_and(|r| r.contains("restarted")),
+        "{:?}",
+        e.state()
+    );
+    // Written: it only waits for "booted", which the store can still check.
+    assert_eq!(e.deploy().status, 202);
+    e.wait("deploy command queued", |e| e.deploy_command().is_some())
+        .await;
+    let cmd = e.deploy_command().unwrap();
+    assert_eq!(e.progress(cmd.op, "done", 14, None).status, 200);
+    let again = Daemon::new(e.d.store.clone(), e.d.settings.clone()).unwrap();
+    assert_eq!(again.resume().unwrap(), 1, "its deadline is re-armed");
+    assert_eq!(e.state(), State::Deploying);
+    let api = Api::new(again, TOKEN);
+    let r = api.respond(&req(
+        Method::POST,
+        "/v1/node/booted",
+        Some(&cmd.credential),
+        "",
+    ));
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(e.state(), State::Active);
+}

@@ -1,0 +1,308 @@
+//! The seed's side of deploy: the image store served under the HTTP root, the agent's deploy
+//! command, its progress reports and the deployed image's "booted".
+//!
+//! Flow (see [`crate::lifecycle`] for the states):
+//! 1. `deploy` (REST or CLI) → the lifecycle's first hardware action is [`Action::Deploy`]
+//!    (`crate::lifecycle::Action::Deploy`): [`Daemon::prepare_deploy`] verifies the image with
+//!    [`ImageStore::verify`] (re-hashed unless unchanged since the last check), issues the
+//!    node's credential and queues [`Command::Deploy`] for the agent's next heartbeat. Only then
+//!    does the node worker set PXE and power the node on, so a missing or corrupted image fails
+//!    the step (`image refused`) with nothing powered.
+//! 2. The agent GETs `stream_url` (`http://<server_ip>:<http_port>/<images path>/<sha256>/<file>`,
+//!    plain files of the HTTP server, Range/HEAD included; the root resolver refuses `..` and
+//!    symlinks out) and posts [`Progress`]; reports of another op than the node's current one
+//!    are dropped. `done` → [`Event::ImageWritten`] (boot from disk, power-cycle), `failed` →
+//!    [`Event::Failed`] with the agent's reason.
+//! 3. The image's first boot posts `booted` with its credential → [`Event::Deployed`]: active.
+//!
+//! The deploy command is repeated on every heartbeat until the image is written (a rebooted
+//! agent picks its work up again; the agent ignores an op it is already running). The
+//! credential is a secret: it is in the command only, never in logs or node views.
+
+use super::{credentials, lock, Daemon, DaemonError};
+use crate::inventory::Node;
+use crate::lifecycle::{DeployTarget, Event, State};
+use crate::store::nodes;
+use images::ImageStore;
+use ramdisk::agent::{Command, DeployCommand, Phase, Progress};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock};
+use tracing::{debug, info};
+
+/// The daemon's deploy state: the image store (set once at start) and the last progress of
+/// each node's agent (memory only: it is for people watching, the lifecycle is in the store).
+#[derive(Debug, Default)]
+pub struct DeployState {
+    images: OnceLock<Images>,
+    progress: Mutex<HashMap<String, Progress>>,
+}
+
+#[derive(Debug)]
+struct Images {
+    store: Arc<ImageStore>,
+    /// The store's path under the HTTP root, `/`-separated, no leading or trailing `/`.
+    url_path: String,
+}
+
+/// Check a root-device hint's shape (`size>=N` GiB, optionally `G`/`GiB`, `serial=…`,
+/// `model=…`, `name=…`), the same grammar the agent parses, so a typo is a 400 now rather than
+/// a failed deploy later.
+pub fn check_root_hint(hint: &str) -> Result<(), String> {
+    let hint = hint.trim();
+    let bad = || {
+        Err(format!(
+            "root hint {hint:?}: expected size>=GIB, serial=…, model=… or name=…"
+        ))
+    };
+    if let Some(n) = hint.strip_prefix("size>=") {
+        let n = n.trim().trim_end_matches("GiB").trim_end_matches('G');
+        return n.parse::<u64>().map(|_| ()).or_else(|_| bad());
+    }
+    match hint.split_once('=') {
+        Some((k, v)) if !v.is_empty() && matches!(k.trim(), "serial" | "model" | "name") => Ok(()),
+        _ => bad(),
+    }
+}
+
+/// `e: its source: its source …` (the store's errors keep the detail in their sources).
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}
+
+impl Daemon {
+    /// Use `store`, served at `http://…/<url_path>/`, for deploys. Only the first call counts
+    /// (returns false otherwise).
+    pub fn set_images(&self, store: ImageStore, url_path: &str) -> bool {
+        self.deploy
+            .images
+            .set(Images {
+                store: Arc::new(store),
+                url_path: url_path.trim_matches('/').to_string(),
+            })
+            .is_ok()
+    }
+
+    /// The image store, if one was set.
+    pub fn images(&self) -> Option<&Arc<ImageStore>> {
+        self.deploy.images.get().map(|i| &i.store)
+    }
+
+    /// The last progress node `name`'s agent reported for its current deploy.
+    pub fn last_progress(&self, name: &str) -> Option<Progress> {
+        lock(&self.deploy.progress).get(name).cloned()
+    }
+
+    /// The seed's base URL as nodes reach it.
+    fn seed_url(&self) -> String {
+        format!(
+            "http://{}:{}",
+            self.settings.server_ip, self.settings.http_port
+        )
+    }
+
+    /// Operator request `deploy`.
+    pub fn request_deploy(
+        self: &Arc<Self>,
+        name: &str,
+        target: DeployTarget,
+    ) -> Result<Node, DaemonError> {
+        let n = self.apply(name, Event::Deploy(target), vec![])?;
+        lock(&self.deploy.progress).remove(name);
+        Ok(n)
+    }
+
+    /// Operator request `undeploy`: power off, tear down and clean; the node's credential is
+    /// revoked so the old image can no longer act as the node.
+    pub fn request_undeploy(
+        self: &Arc<Self>,
+        name: &str,
+        full_wipe: bool,
+    ) -> Result<Node, DaemonError> {
+        self.apply(name, Event::Delete { full_wipe }, vec![])
+    }
+
+    /// After every committed transition (under the lifecycle lock): a node being torn down
+    /// (whoever asked: operator, stack) loses its credential, so the old image can no longer
+    /// act as the node, and its deploy progress.
+    pub(super) fn after_deploy_transition(&self, node: &Node) {
+        if node.lifecycle.state == State::Deleting {
+            if let Err(e) = credentials::revoke(&*self.store, &node.name) {
+                tracing::warn!(node = %node.name, error = %e, "revoking the node's credential");
+            }
+            lock(&self.deploy.progress).remove(&node.name);
+        }
+    }
+
+    /// At start: deploys whose image was not yet written lost their agent command (memory
+    /// only) and cannot get it back (the store keeps only the credential's hash, and a new one
+    /// would not match what an agent already writing has): fail them now, with a reason saying
+    /// to deploy again, rather than at their deadline. Written ones keep waiting for "booted".
+    pub(super) fn fail_interrupted_deploys(self: &Arc<Self>) -> Result<usize, DaemonError> {
+        let mut failed = 0;
+        for (n, _) in nodes::list(&*self.store)? {
+            let lc = &n.lifecycle;
+            if lc.state == State::Deploying && !lc.image_written && lc.maintenance.is_none() {
+                let reason = "the seed restarted before the image was written; deploy again";
+                self.apply(
+                    &n.name,
+                    Event::Failed {
+                        reason: reason.into(),
+                    },
+                    vec![],
+                )?;
+                failed += 1;
+            }
+        }
+        Ok(failed)
+    }
+
+    /// Whether a facts report from node `name`'s agent is just the ramdisk saying it is up for
+    /// another step (deploying, cleaning): acknowledged without touching the lifecycle, so the
+    /// agent moves on to heartbeats (a refusal would keep it re-reporting).
+    pub fn facts_are_no_inspection(&self, name: &str) -> Result<bool, DaemonError> {
+        let (n, _) =
+            nodes::get(&*self.store, name)?.ok_or_else(|| DaemonError::NotFound(name.into()))?;
+        Ok(matches!(
+            n.lifecycle.state,
+            State::Deploying | State::Cleaning
+        ))
+    }
+
+    /// Carry out [`crate::lifecycle::Action::Deploy`]: verify the image, issue the credential,
+    /// queue the agent's command. `Ok(false)`: the node is no longer on deploy `op` (stale
+    /// batch); `Err(reason)`: refused, nothing was done.
+    pub(super) async fn prepare_deploy(
+        self: &Arc<Self>,
+        name: &str,
+        op: u64,
+        image: &str,
+        root_hint: &Option<String>,
+    ) -> Result<bool, String> {
+        let Some(imgs) = self.deploy.images.get() else {
+            return Err("no image store is configured ([images] dir)".into());
+        };
+        let store = imgs.store.clone();
+        let image_name = image.to_string();
+        // Hashing a large stream is blocking work.
+        let img = tokio::task::spawn_blocking(move || store.verify(&image_name))
+            .await
+            .map_err(|e| format!("checking image {image}: {e}"))?
+            .map_err(|e| chain(&e))?;
+        let seed_url = self.seed_url();
+        let _g = lock(&self.lifecycle_lock);
+        let current = match nodes::get(&*self.store, name) {
+            Ok(Some((n, _))) => n,
+            Ok(None) => return Ok(false),
+            Err(e) => return Err(format!("reading the node: {}", chain(&e))),
+        };
+        if current.lifecycle.state != State::Deploying || current.lifecycle.op != op {
+            debug!(node = name, op, "deploy superseded before it started");
+            return Ok(false);
+        }
+        let credential = credentials::issue(&*self.store, name)
+            .map_err(|e| format!("issuing the node's credential: {}", chain(&e)))?;
+        let stream_url = format!("{seed_url}/{}/{}", imgs.url_path, img.relative);
+        info!(
+            node = name,
+            op,
+            image,
+            sha256 = %img.manifest.stream.sha256,
+            %stream_url,
+            "deploy handed to the agent"
+        );
+        let cmd = DeployCommand {
+            op,
+            node: name.to_string(),
+            manifest: img.manifest,
+            stream_url,
+            root_hint: root_hint.clone(),
+            credential,
+            seed_url,
+        };
+        lock(&self.deploy.progress).remove(name);
+        lock(&self.commands).insert(name.to_string(), Command::Deploy(Box::new(cmd)));
+        Ok(true)
+    }
+
+    /// A progress report from node `name`'s agent. Returns false when it was dropped (not the
+    /// node's current deploy op). `done` and `failed` move the lifecycle.
+    pub fn agent_progress(self: &Arc<Self>, name: &str, p: Progress) -> Result<bool, DaemonError> {
+        let op = p.op;
+        let current = move |n: &Node| n.lifecycle.state == State::Deploying && n.lifecycle.op == op;
+        let accepted = match p.phase {
+            Phase::Done => self
+                .apply_if(name, Event::ImageWritten, vec![], &current)?
+                .is_some(),
+            Phase::Failed => {
+                let reason = match p.error.as_deref().map(str::trim) {
+                    Some(e) if !e.is_empty() => e.to_string(),
+                    _ => format!("the agent failed in {:?} without a reason", p.phase),
+                };
+                self.apply_if(name, Event::Failed { reason }, vec![], &current)?
+                    .is_some()
+            }
+            _ => {
+                let (n, _) = nodes::get(&*self.store, name)?
+                    .ok_or_else(|| DaemonError::NotFound(name.into()))?;
+                current(&n)
+            }
+        };
+        if accepted {
+            debug!(node = name, op, phase = ?p.phase, bytes = p.bytes, total = p.total, "deploy progress");
+            lock(&self.deploy.progress).insert(name.to_string(), p);
+        } else {
+            info!(node = name, op, phase = ?p.phase, "progress of another deploy dropped");
+        }
+        Ok(accepted)
+    }
+
+    /// "booted" from a deployed image presenting `token`. `Ok(None)`: no node has this
+    /// credential. Repeating it once active is fine (the first-boot service may retry).
+    pub fn node_booted(self: &Arc<Self>, token: &str) -> Result<Option<Node>, DaemonError> {
+        let Some(name) = credentials::verify(&*self.store, token)? else {
+            return Ok(None);
+        };
+        let (n, _) =
+            nodes::get(&*self.store, &name)?.ok_or_else(|| DaemonError::NotFound(name.clone()))?;
+        if n.lifecycle.state == State::Active {
+            return Ok(Some(n));
+        }
+        self.apply(&name, Event::Deployed, vec![]).map(Some)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::check_root_hint;
+
+    #[test]
+    fn root_hints() {
+        for ok in [
+            "size>=4",
+            "serial=D1",
+            "model=QEMU HARDDISK",
+            "name=vda",
+            " size>= 20 ",
+        ] {
+            assert_eq!(check_root_hint(ok), Ok(()), "{ok}");
+        }
+        for bad in [
+            "size>=x",
+            "size>=4T",
+            "serial=",
+            "vda",
+            "size<=4",
+            "colour=red",
+            "",
+        ] {
+            assert!(check_root_hint(bad).is_err(), "{bad}");
+        }
+    }
+}
