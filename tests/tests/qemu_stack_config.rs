@@ -4,7 +4,7 @@
 //! `seed daemon` joins a 2-node QEMU lab's wire (its userspace IP stack) with the tiny golden
 //! image in its store. The nodes are enrolled from an instackenv-style YAML through the API
 //! (`seed node import`), inspected, then `seed stack create demo -f
-//! seed/tests/templates/demo.yaml -P greeting=hello` deploys the tiny image on both (the real
+//! seed/tests/templates/demo.yaml -P greeting=hello -P profile=demo` deploys the tiny image on both (the real
 //! ramdisk writes each disk, the node reboots from it and reports booted), the stack publishes
 //! each node's metadata, the image's `seed-config collect` service renders
 //! `/etc/seed-demo/demo.conf` (images/elements/seed-demo) and its post-configure script prints it
@@ -342,6 +342,8 @@ port = 8080
             template,
             "-P",
             "greeting=hello",
+            "-P",
+            "profile=demo",
         ],
     );
     let mut powered: BTreeMap<String, f64> = BTreeMap::new();
@@ -457,6 +459,8 @@ port = 8080
             template,
             "-P",
             "greeting=bonjour",
+            "-P",
+            "profile=demo",
         ],
     );
     let mut reconfigured: BTreeMap<String, f64> = BTreeMap::new();
