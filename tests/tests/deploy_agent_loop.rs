@@ -80,6 +80,8 @@ fn deploy_writes_a_bootable_disk() {
             .unwrap_or_else(|| panic!("no partition {n} in:\n{table}"));
         assert!(line.contains(code) && line.ends_with(name), "{line}");
     }
+    let verify = sh(Command::new(&sgdisk).arg("-v").arg(&disk.dev));
+    assert!(verify.contains("No problems found"), "{verify}");
     let root_info = sh(Command::new(&sgdisk).args(["-i", "3"]).arg(&disk.dev));
     assert!(
         root_info.contains("Attribute flags: 0000000000000004"),

@@ -351,6 +351,14 @@ fn qemu_ramdisk_deploys_then_disk_boots() {
         "power-on → deployed and off: {:.1} s; {line}",
         start.elapsed().as_secs_f64()
     );
+    for l in log.lines().filter(|l| {
+        l.contains("seed-agent:")
+            || l.contains("seed-ramdisk:")
+            || l.contains("crng")
+            || l.contains("random")
+    }) {
+        eprintln!("  console: {l}");
+    }
     drop(seen);
     let want = ["seed-image: tiny", "root=UUID="];
     boot(Firmware::Bios, &disk, &want);

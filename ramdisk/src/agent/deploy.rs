@@ -2,7 +2,7 @@
 //! (extlinux, `gptmbr.bin`) and UEFI (systemd-boot as the removable-media loader).
 //!
 //! Steps: choose the disk from the facts and the root hint ([`choose`]); write a GPT per the
-//! manifest's [`images::Layout`] with the `gpt` crate and a protective MBR carrying `gptmbr.bin`;
+//! manifest's [`images::Layout`] ([`gpt`]) with a protective MBR carrying `gptmbr.bin`;
 //! `mke2fs` root and state (features extlinux can read: no `64bit`, no `metadata_csum`), FAT on
 //! the ESP ([`boot::write_esp`]); stream HTTP → sha256 → zstd → tar onto the mounted root
 //! ([`stream`]); then fstab, the identity file, extlinux and the ESP ([`boot`]).
@@ -14,6 +14,7 @@
 
 pub mod boot;
 pub mod choose;
+pub mod gpt;
 pub mod stream;
 
 use super::facts::Disk;
@@ -94,12 +95,6 @@ pub enum DeployError {
         path: PathBuf,
         #[source]
         source: io::Error,
-    },
-    #[error("writing the partition table on {disk}")]
-    Gpt {
-        disk: PathBuf,
-        #[source]
-        source: gpt::GptError,
     },
     #[error("{tool} on {target} failed (exit {status}): {stderr}")]
     Tool {
@@ -246,8 +241,8 @@ fn write_disk(
     let state_dev = part_dev(choose::Role::State).expect("plan always has a state partition");
     let esp_dev = part_dev(choose::Role::Esp);
     let uuids = boot::Uuids {
-        root: uuid::Uuid::new_v4().to_string(),
-        state: uuid::Uuid::new_v4().to_string(),
+        root: random_uuid().to_string(),
+        state: random_uuid().to_string(),
         esp: None,
     };
     mkfs_ext4(
@@ -397,8 +392,30 @@ fn write_disk(
     })
 }
 
+/// 16 bytes from `/dev/urandom`, which never blocks. The blocking `getrandom` (behind
+/// `Uuid::new_v4`) can wait minutes for the CRNG in a fresh VM without an RNG device; these
+/// identifiers need to be unique, not secret.
+fn random_bytes() -> [u8; 16] {
+    use std::io::Read;
+    let mut b = [0u8; 16];
+    if let Err(e) = std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut b)) {
+        // No /dev/urandom: time and pid still make a collision very unlikely.
+        tracing::warn!("reading /dev/urandom: {e}");
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos();
+        b = (t ^ (u128::from(std::process::id()) << 64)).to_le_bytes();
+    }
+    b
+}
+
+fn random_uuid() -> uuid::Uuid {
+    uuid::Builder::from_random_bytes(random_bytes()).into_uuid()
+}
+
 fn rand_u32() -> u32 {
-    let b = uuid::Uuid::new_v4().into_bytes();
+    let b = random_bytes();
     u32::from_le_bytes([b[0], b[1], b[2], b[3]])
 }
 
@@ -510,10 +527,6 @@ fn zero(f: &mut std::fs::File, offset: u64, len: u64) -> io::Result<()> {
 
 /// Write the GPT (and its protective MBR with `gptmbr.bin`), then have the kernel re-read it.
 fn partition(dev: &Path, parts: &[choose::Part], tools: &Tools) -> Result<(), DeployError> {
-    let gpterr = |source| DeployError::Gpt {
-        disk: dev.into(),
-        source,
-    };
     let bootcode = std::fs::read(&tools.gptmbr).map_err(io_err("reading", &tools.gptmbr))?;
     let bootcode: [u8; 440] = bootcode
         .get(..440)
@@ -535,38 +548,13 @@ fn partition(dev: &Path, parts: &[choose::Part], tools: &Tools) -> Result<(), De
     let mib = 1u64 << 20;
     zero(&mut f, 0, mib.min(size)).map_err(io_err("clearing", dev))?;
     zero(&mut f, size.saturating_sub(mib), mib.min(size)).map_err(io_err("clearing", dev))?;
-    let mut g = gpt::GptConfig::new()
-        .writable(true)
-        .logical_block_size(gpt::disk::LogicalBlockSize::Lb512)
-        .create_from_device(f, Some(uuid::Uuid::new_v4()))
-        .map_err(gpterr)?;
-    for p in parts {
-        use gpt::partition_types as t;
-        let (ty, flags) = match p.role {
-            choose::Role::BiosBoot => (t::BIOS, 0),
-            choose::Role::Esp => (t::EFI, 0),
-            // gptmbr.bin boots the partition with the legacy-BIOS-bootable attribute: the one
-            // extlinux installs its boot sector into.
-            choose::Role::Root => (
-                t::LINUX_FS,
-                gpt::partition::PartitionAttributes::BOOTABLE.bits(),
-            ),
-            choose::Role::State => (t::LINUX_FS, 0),
-        };
-        g.add_partition_at(p.name, p.number, p.first_lba, p.sectors, ty, flags)
-            .map_err(gpterr)?;
-    }
-    let mut f = g.write().map_err(gpterr)?;
-    let sectors = size / choose::SECTOR;
-    let mut mbr = gpt::mbr::ProtectiveMBR::with_lb_size(
-        u32::try_from(sectors.saturating_sub(1)).unwrap_or(u32::MAX),
-    );
-    mbr.set_bootcode(bootcode);
-    mbr.overwrite_lba0(&mut f).map_err(|e| DeployError::Io {
-        what: "writing the protective MBR on",
-        path: dev.into(),
-        source: io::Error::other(e.to_string()),
-    })?;
+    let guids: Vec<uuid::Uuid> = parts.iter().map(|_| random_uuid()).collect();
+    let t = gpt::tables(size, random_uuid(), parts, &guids, &bootcode);
+    f.seek(SeekFrom::Start(0))
+        .and_then(|_| f.write_all(&t.head))
+        .and_then(|_| f.seek(SeekFrom::Start(t.tail_offset)))
+        .and_then(|_| f.write_all(&t.tail))
+        .map_err(io_err("writing the partition table on", dev))?;
     f.sync_all().map_err(io_err("syncing", dev))?;
     drop(f);
     reread(dev).map_err(io_err("re-reading the partition table of", dev))

@@ -148,9 +148,13 @@ fn run_deploy(d: DeployCommand, boot_mac: String, tx: mpsc::Sender<Progress>) {
     };
     let disks = facts::collect(Path::new("/")).disks;
     let mut last_phase = None;
+    let started = std::time::Instant::now();
     let result = deploy::deploy(&d, &disks, &deploy::Env::ramdisk(), &mut |phase, b, t| {
         if last_phase != Some(phase) {
-            log(&format!("deploy: {phase:?}"));
+            log(&format!(
+                "deploy: {phase:?} at {:.1} s",
+                started.elapsed().as_secs_f64()
+            ));
             last_phase = Some(phase);
         }
         let _ = tx.send(progress(phase, b, t, None));
@@ -159,11 +163,12 @@ fn run_deploy(d: DeployCommand, boot_mac: String, tx: mpsc::Sender<Progress>) {
     let last = match result {
         Ok(r) => {
             log(&format!(
-                "deploy done: {} bytes onto {} in {:.1} s ({:.1} MB/s)",
+                "deploy done: {} bytes onto {} in {:.1} s ({:.1} MB/s); {:.1} s in all",
                 r.bytes,
                 r.disk,
                 r.write_secs,
-                r.bytes as f64 / r.write_secs.max(1e-3) / 1e6
+                r.bytes as f64 / r.write_secs.max(1e-3) / 1e6,
+                started.elapsed().as_secs_f64()
             ));
             progress(Phase::Done, r.bytes, total, None)
         }

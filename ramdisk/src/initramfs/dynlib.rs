@@ -108,8 +108,11 @@ mod tests {
         let c = closure(&[ls], &[PathBuf::from("/lib/x86_64-linux-gnu")]).unwrap();
         assert!(c.contains_key("libc.so.6"));
         assert!(c["libc.so.6"].is_file());
-        let e = closure(&[PathBuf::from("/bin/ls")], &[PathBuf::from("/nonexistent")])
-            .unwrap_err();
+        let e = closure(
+            &[PathBuf::from("/bin/ls")],
+            &[PathBuf::from("/nonexistent")],
+        )
+        .unwrap_err();
         assert!(e.to_string().contains("needed by /bin/ls"), "{e}");
     }
 
