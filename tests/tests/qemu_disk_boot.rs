@@ -7,6 +7,10 @@
 //! off. It is written onto a loop disk with the deploy library, converted to qcow2 and booted as a
 //! lab node (`qemu::node::Node`, no NICs). Root, and TCG: minutes, so `qemu` is in the names.
 //!
+//! `qemu_disk_boot_tiny_image` does the same with the real golden image (`cargo xtask image build
+//! tiny`): its init mounts the state partition by name and greets with the node name it read
+//! from the identity file.
+//!
 //! `qemu_ramdisk_deploys_then_disk_boots` is the same through the real ramdisk: its agent is told
 //! to deploy by a stand-in for the seed's agent API (on 127.0.0.1, reached from the guest through
 //! QEMU's user-mode network as 10.0.2.2), writes the VM's disk, reports progress and `done`, is
@@ -363,4 +367,39 @@ fn qemu_ramdisk_deploys_then_disk_boots() {
     let want = ["seed-image: tiny", "root=UUID="];
     boot(Firmware::Bios, &disk, &want);
     boot(Firmware::Uefi, &disk, &want);
+}
+
+#[test]
+fn qemu_disk_boot_tiny_image() {
+    tests::require("qemu-system-x86_64");
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| tests::workspace_root().join("target"));
+    let dir = target.join("images/tiny");
+    assert!(
+        dir.join("manifest.json").is_file(),
+        "no tiny image in {}: run `cargo xtask image build tiny` (cargo xtask test does)",
+        dir.display()
+    );
+    let m: images::Manifest =
+        serde_json::from_slice(&std::fs::read(dir.join("manifest.json")).unwrap()).unwrap();
+    let image = std::fs::read(dir.join(&m.stream.file)).unwrap();
+    let http = Http::serve(image);
+    let disk = LoopDisk::new(m.min_disk_mib.max(300));
+    let work = tempfile::tempdir().unwrap();
+    let version = m.version.clone();
+    let cmd = command(m, &http.url, &disk.name());
+    let d =
+        ramdisk::agent::deploy::deploy(&cmd, &[disk.facts()], &env(work.path()), &mut |_, _, _| {})
+            .unwrap_or_else(|e| panic!("deploy: {}", ramdisk::agent::deploy::reason(&e)));
+    eprintln!(
+        "tiny: {} bytes written in {:.2} s ({:.1} MB/s)",
+        d.bytes,
+        d.write_secs,
+        d.bytes as f64 / d.write_secs / 1e6
+    );
+    let greeting = format!("seed-image: tiny {version} booted node-1");
+    let want = [greeting.as_str()];
+    boot(Firmware::Bios, &disk.file, &want);
+    boot(Firmware::Uefi, &disk.file, &want);
 }
