@@ -49,6 +49,7 @@ fn deploy_writes_a_bootable_disk() {
         d.bytes, d.entries, d.write_secs, mbps
     );
     assert_eq!(d.bytes, image.len() as u64);
+    assert_eq!(d.entries, 15);
     assert_eq!(d.disk, disk.name());
 
     // Progress: phases in order, bytes up to the total.
@@ -131,6 +132,8 @@ fn deploy_writes_a_bootable_disk() {
             48 << 20
         );
         let fstab = std::fs::read_to_string(r.join("etc/fstab")).unwrap();
+        assert!(fstab.contains("proc /proc proc defaults 0 0\n"), "{fstab}");
+        assert!(!fstab.contains("/dev/sda1"), "{fstab}");
         assert!(
             fstab.contains(&format!("UUID={root_uuid} / ext4 ro")),
             "{fstab}"

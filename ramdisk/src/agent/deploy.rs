@@ -297,7 +297,14 @@ fn write_disk(
     // Boot and identity.
     progress(Phase::Finishing, written.bytes, total);
     let b = &cmd.manifest.boot;
-    let kernel = root.join(b.kernel.trim_start_matches('/'));
+    let inside = |rel: &str| {
+        boot::resolve_in(&root, rel).map_err(|source| DeployError::Io {
+            what: "resolving in the image:",
+            path: rel.into(),
+            source,
+        })
+    };
+    let kernel = inside(&b.kernel)?;
     if !kernel.is_file() {
         return Err(DeployError::MissingBootFile {
             what: "kernel",
@@ -306,7 +313,7 @@ fn write_disk(
     }
     let initrd = match &b.initrd {
         Some(i) => {
-            let p = root.join(i.trim_start_matches('/'));
+            let p = inside(i)?;
             if !p.is_file() {
                 return Err(DeployError::MissingBootFile {
                     what: "initrd",
@@ -346,15 +353,17 @@ fn write_disk(
         boot::write_esp(&f, vol, &files).map_err(io_err("writing the ESP", esp))?;
         f.sync_all().map_err(io_err("syncing the ESP", esp))?;
     }
-    let etc = root.join("etc");
-    std::fs::create_dir_all(&etc).map_err(io_err("creating", &etc))?;
-    let fstab = etc.join("fstab");
-    std::fs::write(&fstab, boot::fstab(&uuids)).map_err(io_err("writing", &fstab))?;
-    let state_mnt = root.join(images::manifest::STATE_MOUNT.trim_start_matches('/'));
+    let fstab = inside("etc/fstab")?;
+    let etc = fstab.parent().expect("a file in a directory");
+    std::fs::create_dir_all(etc).map_err(io_err("creating", etc))?;
+    let image_fstab = std::fs::read_to_string(&fstab).unwrap_or_default();
+    std::fs::write(&fstab, boot::fstab_merged(&image_fstab, &uuids))
+        .map_err(io_err("writing", &fstab))?;
+    let state_mnt = inside(images::manifest::STATE_MOUNT)?;
     std::fs::create_dir_all(&state_mnt).map_err(io_err("creating", &state_mnt))?;
-    let extdir = root.join("boot/extlinux");
+    let extdir = inside("boot/extlinux")?;
     std::fs::create_dir_all(&extdir).map_err(io_err("creating", &extdir))?;
-    let conf = extdir.join("extlinux.conf");
+    let conf = inside("boot/extlinux/extlinux.conf")?;
     std::fs::write(&conf, boot::extlinux_conf(b, &uuids.root)).map_err(io_err("writing", &conf))?;
     // extlinux records the partition offset it sees in sysfs (0 through a loop device), but
     // its boot sector prefers the start LBA gptmbr.bin hands over ("!GPT" protocol).

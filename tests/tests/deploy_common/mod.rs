@@ -218,6 +218,14 @@ pub fn test_image(filler_mib: usize) -> Vec<u8> {
     }
     add("etc/hostname", Regular, 0o644, 0, b"tiny\n", None);
     add(
+        "etc/fstab",
+        Regular,
+        0o644,
+        0,
+        b"proc /proc proc defaults 0 0\n/dev/sda1 / ext4 rw 0 1\n",
+        None,
+    );
+    add(
         "bin/hello",
         Regular,
         0o755,

@@ -34,6 +34,75 @@ pub fn fstab(u: &Uuids) -> String {
     s
 }
 
+/// `rel` inside `root`, following symlinks as if `root` were `/` (at most 40 of them): an
+/// image's `boot/vmlinuz -> /boot/vmlinuz-6.1…` resolves in the image, and no symlink leads the
+/// deploy's reads or writes out of it. Missing components are fine (they are created later).
+pub fn resolve_in(root: &Path, rel: &str) -> io::Result<std::path::PathBuf> {
+    use std::collections::VecDeque;
+    let mut todo: VecDeque<String> = rel
+        .split('/')
+        .filter(|c| !c.is_empty())
+        .map(String::from)
+        .collect();
+    let mut cur = std::path::PathBuf::new();
+    let mut hops = 0;
+    while let Some(c) = todo.pop_front() {
+        match c.as_str() {
+            "." => continue,
+            ".." => {
+                cur.pop();
+                continue;
+            }
+            _ => {}
+        }
+        let next = cur.join(&c);
+        let full = root.join(&next);
+        match std::fs::symlink_metadata(&full) {
+            Ok(m) if m.file_type().is_symlink() => {
+                hops += 1;
+                if hops > 40 {
+                    return Err(io::Error::other(format!(
+                        "too many symbolic links resolving {rel} in the image"
+                    )));
+                }
+                let target = std::fs::read_link(&full)?;
+                let t = target.to_string_lossy();
+                if t.starts_with('/') {
+                    cur = std::path::PathBuf::new();
+                }
+                for part in t.split('/').filter(|p| !p.is_empty()).rev() {
+                    todo.push_front(part.to_string());
+                }
+            }
+            _ => cur = next,
+        }
+    }
+    Ok(root.join(cur))
+}
+
+/// The image's own `/etc/fstab` (`existing`) with the deploy's entries: lines for `/`, the
+/// state mount and `/boot/efi` are replaced by [`fstab`]'s, every other line (`proc`, tmpfs …)
+/// is kept.
+pub fn fstab_merged(existing: &str, u: &Uuids) -> String {
+    let ours = ["/", images::manifest::STATE_MOUNT, "/boot/efi"];
+    let mut s = fstab(u);
+    for line in existing.lines() {
+        let t = line.trim();
+        if t.is_empty() || t.starts_with('#') {
+            continue;
+        }
+        if t.split_whitespace()
+            .nth(1)
+            .is_some_and(|m| ours.contains(&m))
+        {
+            continue;
+        }
+        s.push_str(line);
+        s.push('\n');
+    }
+    s
+}
+
 /// The kernel command line the deployed image boots with.
 pub fn cmdline(boot: &Boot, root_uuid: &str) -> String {
     let base = boot.cmdline.trim();
@@ -177,6 +246,48 @@ mod tests {
             esp: None,
         });
         assert!(!f.contains("/boot/efi"));
+    }
+
+    #[test]
+    fn symlinks_resolve_inside_the_root() {
+        use std::os::unix::fs::symlink;
+        let d = tempfile::tempdir().unwrap();
+        let r = d.path();
+        std::fs::create_dir_all(r.join("boot")).unwrap();
+        symlink("/boot/vmlinuz-6.1", r.join("boot/vmlinuz")).unwrap();
+        symlink("../../../../..", r.join("up")).unwrap();
+        symlink("/etc", r.join("loop")).unwrap();
+        std::fs::create_dir(r.join("etc")).unwrap();
+        symlink("/loop2", r.join("loop2")).unwrap();
+        assert_eq!(
+            resolve_in(r, "boot/vmlinuz").unwrap(),
+            r.join("boot/vmlinuz-6.1")
+        );
+        assert_eq!(resolve_in(r, "up/etc/fstab").unwrap(), r.join("etc/fstab"));
+        assert_eq!(resolve_in(r, "/loop/fstab").unwrap(), r.join("etc/fstab"));
+        assert_eq!(
+            resolve_in(r, "var/lib/seed").unwrap(),
+            r.join("var/lib/seed")
+        );
+        assert!(resolve_in(r, "loop2/x").is_err());
+    }
+
+    #[test]
+    fn fstab_keeps_the_image_lines() {
+        let u = Uuids {
+            root: "r".into(),
+            state: "s".into(),
+            esp: None,
+        };
+        let f = fstab_merged(
+            "# image\nproc /proc proc defaults 0 0\n/dev/sda1 / ext4 rw 0 1\nLABEL=x /var/lib/seed ext4 rw 0 2\n",
+            &u,
+        );
+        assert!(f.contains("proc /proc proc defaults 0 0\n"), "{f}");
+        assert!(!f.contains("/dev/sda1"), "{f}");
+        assert!(!f.contains("LABEL=x"), "{f}");
+        assert!(f.contains("UUID=r / ext4 ro"), "{f}");
+        assert_eq!(f.matches(" / ").count(), 1, "{f}");
     }
 
     #[test]
