@@ -367,8 +367,10 @@ port = 8080
             // The stack completes on the nodes' signals, which come after their configuration
             // was applied and printed: both consoles must show it by now.
             for n in &names {
-                assert!(
-                    last_demo_block(&console(n)).is_some(),
+                let block = last_demo_block(&console(n)).unwrap_or_default();
+                assert_eq!(
+                    block.get("greeting").map(String::as_str),
+                    Some("hello"),
                     "stack complete but {n} shows no configuration\n{stack}\n{}",
                     consoles()
                 );
