@@ -326,7 +326,10 @@ port = 8080
         );
         std::thread::sleep(Duration::from_secs(2));
     }
-    println!("inspected both nodes in {:.1} s", t0.elapsed().as_secs_f64());
+    println!(
+        "inspected both nodes in {:.1} s",
+        t0.elapsed().as_secs_f64()
+    );
 
     // Create the stack; follow it, the nodes' power and states.
     let template = demo_template();
@@ -518,7 +521,10 @@ port = 8080
         metric(&metrics_after, "seed_deploy_duration_seconds_count"),
         deploys
     );
-    assert_eq!(metric(&metrics_after, "seed_transitions_total"), transitions);
+    assert_eq!(
+        metric(&metrics_after, "seed_transitions_total"),
+        transitions
+    );
     for (n, before) in names.iter().zip(&pids) {
         assert_eq!(&pid(n), before, "{n} was power cycled");
         let c = console(n);
