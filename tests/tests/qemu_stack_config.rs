@@ -14,7 +14,8 @@
 //! update demo -P greeting=bonjour`: both consoles show `bonjour` within the wait, with no
 //! redeploy (same QEMU processes, one image boot on each console, deploy and transition counters
 //! unchanged, nodes still active). Prints per-node power-on → active times and the time from
-//! `stack update` to all nodes reconfigured.
+//! `stack update` to all nodes reconfigured. Finally `seed stack delete demo`: the stack goes,
+//! the nodes are cleaned and available again.
 //!
 //! Needs `cargo xtask ramdisk` and `cargo xtask image build tiny` (run by `cargo xtask test`).
 
@@ -538,6 +539,50 @@ port = 8080
             "active"
         );
     }
+    // Delete: the nodes are released, cleaned and available again; the stack is gone.
+    let t_delete = Instant::now();
+    seed_cli(api_port, &["stack", "delete", "demo"]);
+    let deadline = t_delete + Duration::from_secs(420);
+    loop {
+        let (code, body) = api(api_port, "GET", "/v1/stacks/demo");
+        let states: Vec<String> = names
+            .iter()
+            .map(|n| {
+                api_json(api_port, &format!("/v1/nodes/{n}"))["state"]
+                    .as_str()
+                    .unwrap_or("")
+                    .to_string()
+            })
+            .collect();
+        if code == 404 && states.iter().all(|s| s == "available") {
+            break;
+        }
+        assert!(
+            !states.iter().any(|s| s.contains("fail")),
+            "cleaning failed: {states:?}\nseed:\n{}\n{}",
+            seed.output(),
+            consoles()
+        );
+        assert!(
+            Instant::now() < deadline,
+            "not deleted in 420 s: {code} {body} {states:?}\nseed:\n{}\n{}",
+            seed.output(),
+            consoles()
+        );
+        std::thread::sleep(Duration::from_secs(2));
+    }
+    println!(
+        "stack delete → gone, nodes available: {:.1} s",
+        t_delete.elapsed().as_secs_f64()
+    );
+    for n in &names {
+        let (code, body) = api(api_port, "GET", &format!("/v1/nodes/{n}/metadata"));
+        assert!(
+            code == 404 || !body.contains(&password),
+            "{n} still carries the stack's metadata: {code} {body}"
+        );
+    }
+
     // Each node read its own document with its own credential: none was refused.
     assert!(
         !seed.output().contains("unknown node credential refused"),
