@@ -110,7 +110,7 @@ port = {port}
         let mut cmd = std::process::Command::new(tests::seed_bin());
         cmd.arg("daemon").arg("--config").arg(&cfg).env(
             "RUST_LOG",
-            "info,seed::daemon::metadata_api=debug,seed::daemon::api=debug",
+            "info,seed::daemon::metadata_api=debug,seed::daemon::api=debug,seed::daemon=debug",
         );
         let mut daemon = Child::spawn("seed-daemon", cmd);
         daemon.wait_for_log("HTTP listening", Duration::from_secs(120));

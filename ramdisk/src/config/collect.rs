@@ -394,9 +394,13 @@ impl Collector {
         }))
     }
 
-    /// The metadata files refresh reads: the cached seed document.
+    /// The metadata files refresh reads: the cached seed document, then each os-apply-config
+    /// deployment's config (as listed in `<cache>/os_config_files.json` by [`sources`]).
     pub fn metadata_files(&self) -> Vec<PathBuf> {
-        vec![self.seed_file()]
+        match metadata::load_list_from_json(&self.cache.join(OS_CONFIG_FILES)) {
+            Ok(list) if !list.is_empty() => list,
+            _ => vec![self.seed_file()],
+        }
     }
 
     /// Fetch (long-polling up to `wait_secs` for a change from the cached counter), cache a new
@@ -406,7 +410,12 @@ impl Collector {
         let since = cached.as_ref().map(|d| d.counter);
         match self.with_retry("fetching metadata", || self.fetch(since, wait_secs)) {
             Ok(Some(doc)) => {
-                store(&self.cache, &[(SEED_SOURCE, doc.data.clone())])?;
+                let sources = sources(&doc.data);
+                let refs: Vec<(&str, Value)> = sources
+                    .iter()
+                    .map(|(n, v)| (n.as_str(), v.clone()))
+                    .collect();
+                store(&self.cache, &refs)?;
                 let mut st = self.state();
                 st.counter = doc.counter;
                 self.write_state(st)?;
@@ -509,6 +518,43 @@ impl Collector {
     }
 }
 
+/// The cache's sources for a seed document, in merge order: the document itself, then the
+/// `config` mapping of every deployment whose group is `os-apply-config` or
+/// `Heat::Ungrouped` (the default), as os-collect-config's `merged_list_from_content` splits
+/// Heat's `deployments`, so templates read `{{demo.greeting}}` rather than walking the list.
+/// Each is named `deployment-<name>` (characters outside `[A-Za-z0-9_.-]` become `_`).
+pub fn sources(data: &Value) -> Vec<(String, Value)> {
+    let mut out = vec![(SEED_SOURCE.to_string(), data.clone())];
+    let list = data.get("deployments").and_then(Value::as_array);
+    for d in list.into_iter().flatten() {
+        let (Some(name), Some(config)) = (
+            d.get("name").and_then(Value::as_str),
+            d.get("config").filter(|c| c.is_object()),
+        ) else {
+            continue;
+        };
+        let group = d
+            .get("group")
+            .and_then(Value::as_str)
+            .unwrap_or("Heat::Ungrouped");
+        if group != "os-apply-config" && group != "Heat::Ungrouped" {
+            continue;
+        }
+        let safe: String = name
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || "_.-".contains(c) {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect();
+        out.push((format!("deployment-{safe}"), config.clone()));
+    }
+    out
+}
+
 /// The names in the metadata's `deployments` list (os-collect-config's Heat shape).
 pub fn deployment_names(data: &Value) -> Vec<String> {
     data.get("deployments")
@@ -605,6 +651,32 @@ fn outputs(stdout: String, stderr: String, code: i32) -> serde_json::Map<String,
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn deployments_of_os_apply_config_become_their_own_sources() {
+        let doc = json!({
+            "seed": {"node": "node1"},
+            "deployments": [
+                {"name": "demo/0", "group": "os-apply-config", "config": {"demo": {"greeting": "hi"}}},
+                {"name": "script", "group": "script", "config": "echo no"},
+                {"name": "ungrouped", "config": {"demo": {"extra": 1}}},
+                {"name": "not-a-map", "group": "os-apply-config", "config": "text"},
+                {"group": "os-apply-config", "config": {"nameless": true}}
+            ]
+        });
+        let s = sources(&doc);
+        let names: Vec<&str> = s.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, ["seed", "deployment-demo_0", "deployment-ungrouped"]);
+        let d = tempfile::tempdir().unwrap();
+        let refs: Vec<(&str, Value)> = s.iter().map(|(n, v)| (n.as_str(), v.clone())).collect();
+        store(d.path(), &refs).unwrap();
+        let merged = collect(d.path()).unwrap();
+        assert_eq!(merged["demo"]["greeting"], json!("hi"));
+        assert_eq!(merged["demo"]["extra"], json!(1));
+        assert_eq!(merged["seed"]["node"], json!("node1"));
+        let c = Collector::new(identity("http://127.0.0.1:9"), d.path());
+        assert_eq!(c.metadata_files().len(), 3);
+    }
 
     #[test]
     fn store_then_collect_merges_in_order() {

@@ -687,7 +687,11 @@ impl Pass<'_> {
                 .unwrap_or(0)
         };
         Needs {
-            profile: get("profile").and_then(|v| v.as_str().map(str::to_string)),
+            // An empty profile asks for none (a template parameter defaulting to "" lets the
+            // same template run on nodes enrolled without a profile).
+            profile: get("profile")
+                .and_then(|v| v.as_str().map(str::to_string))
+                .filter(|p| !p.is_empty()),
             min_ram_mib: num(get("min_ram_mib")),
             min_disk_gib: num(get("min_disk_gib")),
         }

@@ -253,6 +253,27 @@ fn schedules_by_profile_and_ram() {
 }
 
 #[test]
+fn an_empty_profile_takes_any_node() {
+    let text = "heat_template_version: wallaby
+parameters:
+  profile: {type: string, default: ''}
+resources:
+  web:
+    type: OS::Seed::Server
+    properties: {image: golden, profile: {get_param: profile}}
+";
+    let mut unprofiled = node("plain", "x", 4096);
+    unprofiled.profile = None;
+    let mut w = World::new(text, &[], vec![unprofiled.clone()]);
+    w.pass();
+    assert_eq!(w.allocated()["web"], "plain");
+    // A named profile still has to match.
+    let mut w = World::new(text, &["profile=control"], vec![unprofiled]);
+    w.pass();
+    assert!(w.allocated().is_empty());
+}
+
+#[test]
 fn not_enough_nodes_fails_before_any_allocation() {
     let mut nodes = pool();
     nodes.retain(|n| n.name != "ctl-big");
