@@ -1,6 +1,7 @@
 //! `cargo xtask lab …`: build the `seed` binary, then run `seed lab …` with the same
 //! arguments (`cargo xtask lab up --nodes 3`, `cargo xtask lab status`, …). `up` first installs
-//! the Debian packages the lab needs and, with `--seed`, builds the ramdisk the seed serves.
+//! the Debian packages the lab needs and, with `--seed`, builds the ramdisk the seed serves and
+//! the tiny golden image it deploys.
 
 use anyhow::{Context, Result};
 use std::ffi::OsString;
@@ -22,6 +23,8 @@ pub fn run(args: Args) -> Result<()> {
             crate::ramdisk::run(crate::ramdisk::Args {
                 out: "target/ramdisk".into(),
             })?;
+            // `seed lab up --seed` imports it into the seed's image store, so the lab can deploy.
+            crate::image::build("tiny", &crate::root().join("target/images/tiny"))?;
         }
     }
     crate::run(crate::cargo().args(["build", "--quiet", "-p", "seed", "--bin", "seed"]))?;
