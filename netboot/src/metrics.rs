@@ -8,10 +8,22 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-/// A registry of monotonically increasing counters.
-#[derive(Debug, Default)]
+/// Text another component appends to the rendering (the seed daemon's node gauges).
+pub type Collector = Box<dyn Fn() -> String + Send + Sync>;
+
+/// A registry of monotonically increasing counters, plus collectors whose text follows them.
+#[derive(Default)]
 pub struct Metrics {
     counters: Mutex<BTreeMap<&'static str, (&'static str, Arc<AtomicU64>)>>,
+    collectors: Mutex<Vec<Collector>>,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics")
+            .field("counters", &self.counters)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Metrics {
@@ -30,15 +42,25 @@ impl Metrics {
         map.get(name).map_or(0, |(_, c)| c.load(Ordering::Relaxed))
     }
 
-    /// All counters in the Prometheus text exposition format.
+    /// Append `f`'s text (complete Prometheus families) to every rendering.
+    pub fn add_collector(&self, f: Collector) {
+        self.collectors.lock().expect("metrics lock").push(f);
+    }
+
+    /// All counters, then the collectors' text, in the Prometheus text exposition format.
     pub fn render(&self) -> String {
-        let map = self.counters.lock().expect("metrics lock");
         let mut out = String::new();
-        for (name, (help, c)) in map.iter() {
-            out.push_str(&format!(
-                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}\n",
-                c.load(Ordering::Relaxed)
-            ));
+        {
+            let map = self.counters.lock().expect("metrics lock");
+            for (name, (help, c)) in map.iter() {
+                out.push_str(&format!(
+                    "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}\n",
+                    c.load(Ordering::Relaxed)
+                ));
+            }
+        }
+        for f in self.collectors.lock().expect("metrics lock").iter() {
+            out.push_str(&f());
         }
         out
     }
@@ -57,5 +79,7 @@ mod tests {
             .fetch_add(1, Ordering::Relaxed);
         assert_eq!(m.get("x_total"), 3);
         assert!(m.render().contains("# TYPE x_total counter\nx_total 3\n"));
+        m.add_collector(Box::new(|| "# TYPE y gauge\ny 7\n".into()));
+        assert!(m.render().ends_with("x_total 3\n# TYPE y gauge\ny 7\n"));
     }
 }

@@ -113,8 +113,14 @@ async fn run_on_wire(
     shutdown: CancellationToken,
 ) -> Result<(), ServeError> {
     use crate::wire::services;
-    let stack = crate::wire::start(wire, cfg.server_ip, &cfg.state_dir, shutdown.clone())
-        .map_err(ServeError::Wire)?;
+    let stack = crate::wire::start(
+        wire,
+        cfg.server_ip,
+        &cfg.state_dir,
+        &ctx.metrics,
+        shutdown.clone(),
+    )
+    .map_err(ServeError::Wire)?;
     let mut tasks = tokio::task::JoinSet::new();
     if let Some(dhcp) = cfg.dhcp.clone() {
         let (ctx, sd, st) = (ctx.clone(), shutdown.clone(), stack.clone());

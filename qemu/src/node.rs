@@ -158,6 +158,9 @@ impl Node {
         c.arg("-m").arg(self.spec.memory_mib.to_string());
         c.arg("-smp").arg(self.spec.cpus.to_string());
         c.args(["-display", "none", "-vga", "std", "-nodefaults"]);
+        // Servers have a hardware RNG; without one a fresh guest under TCG can wait minutes
+        // for the kernel's entropy pool (the deploy agent once stalled 127 s in getrandom).
+        c.args(["-device", "virtio-rng-pci"]);
         c.arg("-serial")
             .arg(format!("file:{}", self.console_path().display()));
         c.arg("-qmp").arg(format!(

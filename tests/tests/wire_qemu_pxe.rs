@@ -4,7 +4,9 @@
 //! (TCP on smoltcp, served by the same hyper service), then its kernel over HTTP and its initrd
 //! over TFTP (a `tftp://` URL in the script; one ephemeral wire port per transfer). Asserted
 //! on the seed's log (RUST_LOG=debug): the ACK for the node's MAC, the HTTP request lines and
-//! the TFTP transfer. The "kernel" is a few bytes, enough to prove the fetch.
+//! the TFTP transfer. The "kernel" is a few bytes, enough to prove the fetch. The node's IPv6
+//! Router Solicitations are answered: tshark, reading the wire's pcap, finds a Router
+//! Advertisement to the node from the seed's link-local address with a good checksum.
 
 use qemu::ipmi::BootDevice;
 use qemu::node::RunOptions;
@@ -34,6 +36,7 @@ fn wait_line(seed: &mut Child, needles: &[&str], timeout: Duration) -> Option<St
 #[test]
 fn qemu_node_pxe_boots_from_the_seed_over_the_userspace_wire() {
     tests::require("qemu-system-x86_64");
+    let tshark = tests::require("tshark");
     let tmp = tempfile::tempdir().unwrap();
     let mut plan = Plan::new(&format!("w{}", std::process::id()), 1);
     plan.memory_mib = 256;
@@ -163,6 +166,51 @@ boot = {{ action = "kernel", kernel = "vmlinuz", initrd = "tftp://10.78.0.1/init
         std::fs::copy(tmp.path().join("state/wire.pcap"), keep).unwrap();
     }
     assert!(pcap.len() > 1000, "the boot was captured");
+    let pcap = tmp.path().join("state/wire.pcap");
+    let decode = |filter: &str| {
+        let out = Command::new(&tshark)
+            .arg("-r")
+            .arg(&pcap)
+            .args([
+                "-Y", filter, "-T", "fields", "-e", "eth.dst", "-e", "ipv6.src",
+            ])
+            .args(["-e", "ipv6.dst", "-e", "icmpv6.checksum.status"])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "tshark: {out:?}");
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let solicitations = decode(&format!("icmpv6.type == 133 && eth.src == {mac}"));
+    assert!(
+        !solicitations.is_empty(),
+        "iPXE sent no router solicitation"
+    );
+    let advertisements = decode("icmpv6.type == 134");
+    // The seed is 02:5e:0a:4e:00:01 (derived from 10.78.0.1); iPXE's address is its EUI-64.
+    let answered = advertisements
+        .lines()
+        .filter(|l| {
+            let f: Vec<&str> = l.split('\t').collect();
+            f.len() == 4
+                && f[0] == mac
+                && f[1] == "fe80::5e:aff:fe4e:1"
+                && f[2].starts_with("fe80::")
+                && f[3] == "1" // tshark: checksum good
+        })
+        .count();
+    eprintln!(
+        "router solicitations from the node: {}, advertisements on the wire: {}",
+        solicitations.lines().count(),
+        advertisements.lines().count()
+    );
+    assert!(
+        answered >= 1,
+        "no valid router advertisement to {mac}\nsolicitations:\n{solicitations}\nadvertisements:\n{advertisements}"
+    );
+    assert!(
+        seed.output().contains("router solicitation answered"),
+        "the seed logs its answer"
+    );
     if std::env::var_os("WIRE_TEST_LOG").is_some() {
         eprintln!("{}", seed.output());
     }

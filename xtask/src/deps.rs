@@ -39,6 +39,19 @@ pub const PACKAGES: &[(&str, &str)] = &[
     ("protobuf-compiler", "protoc for etcd-client"),
     ("cpio", "initramfs inspection"),
     ("zstd", "image stream inspection and benchmarks"),
+    (
+        "extlinux",
+        "the deploy test installs the BIOS bootloader on a loop disk",
+    ),
+    ("syslinux-common", "gptmbr.bin for the deploy test"),
+    (
+        "systemd-boot-efi",
+        "systemd-bootx64.efi for the deploy test's ESP",
+    ),
+    (
+        "tshark",
+        "an independent decoder of the wire's pcap (router advertisements, checksums)",
+    ),
 ];
 
 fn installed(pkg: &str) -> bool {

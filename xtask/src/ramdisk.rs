@@ -1,7 +1,8 @@
 //! `cargo xtask ramdisk`: build the deploy ramdisk from the offline cache.
 //!
 //! Unpacks the pinned kernel and busybox packages (once) into `<cache>/unpacked/`, builds the
-//! agent as a static binary, and writes `target/ramdisk/{vmlinuz,initramfs.zst}` plus a
+//! agent as a static binary, adds the deploy's tools (`mke2fs` with the shared libraries its
+//! `DT_NEEDED` name, `extlinux`, `gptmbr.bin`, `systemd-bootx64.efi`), and writes `target/ramdisk/{vmlinuz,initramfs.zst}` plus a
 //! `ramdisk.json` manifest with their sha256. Works with the network off once `cargo xtask
 //! fetch` has run; the same inputs give the same bytes.
 
@@ -84,6 +85,84 @@ fn sha256(path: &Path) -> Result<String> {
     Ok(hex::encode(h.finalize()))
 }
 
+/// The deploy's tools and their libraries, from the pinned packages, at the paths
+/// `ramdisk::agent::deploy::Tools::debian()` expects.
+fn deploy_tools(pins: &[fetch::Pin]) -> Result<Vec<ramdisk::initramfs::Extra>> {
+    use ramdisk::initramfs::Extra;
+    let dir = |name: &str| -> Result<PathBuf> {
+        let p = pins
+            .iter()
+            .find(|p| p.name == name)
+            .with_context(|| format!("no package {name:?} in xtask/cache/packages.toml"))?;
+        unpack(p)
+    };
+    let file = |path: &str, mode: u32, from: PathBuf| -> Result<Extra> {
+        if !from.is_file() {
+            bail!("{} is not in its package", from.display());
+        }
+        Ok(Extra::File {
+            path: path.into(),
+            mode,
+            from,
+        })
+    };
+    let mke2fs = dir("e2fsprogs")?.join("sbin/mke2fs");
+    let extlinux = dir("extlinux")?.join("usr/bin/extlinux");
+    let mut out = vec![
+        file("sbin/mke2fs", 0o755, mke2fs.clone())?,
+        file("usr/bin/extlinux", 0o755, extlinux.clone())?,
+        file(
+            "usr/lib/syslinux/mbr/gptmbr.bin",
+            0o644,
+            dir("syslinux-common")?.join("usr/lib/syslinux/mbr/gptmbr.bin"),
+        )?,
+        file(
+            "usr/lib/systemd/boot/efi/systemd-bootx64.efi",
+            0o644,
+            dir("systemd-boot-efi")?.join("usr/lib/systemd/boot/efi/systemd-bootx64.efi"),
+        )?,
+        // mke2fs looks for mounted filesystems in /etc/mtab first.
+        Extra::Symlink {
+            path: "etc/mtab".into(),
+            target: "/proc/self/mounts".into(),
+        },
+    ];
+    let mut libdirs = Vec::new();
+    for pkg in [
+        "libc6",
+        "libext2fs2",
+        "libcom-err2",
+        "libblkid1",
+        "libuuid1",
+    ] {
+        let d = dir(pkg)?;
+        for sub in ["lib/x86_64-linux-gnu", "usr/lib/x86_64-linux-gnu"] {
+            if d.join(sub).is_dir() {
+                libdirs.push(d.join(sub));
+            }
+        }
+    }
+    let libs = ramdisk::initramfs::dynlib::closure(&[mke2fs, extlinux], &libdirs)?;
+    for (soname, from) in libs {
+        out.push(file(
+            &format!("lib/x86_64-linux-gnu/{soname}"),
+            0o755,
+            from,
+        )?);
+    }
+    // The ELF interpreter the binaries name (PT_INTERP), not a DT_NEEDED.
+    out.push(file(
+        "lib/x86_64-linux-gnu/ld-linux-x86-64.so.2",
+        0o755,
+        dir("libc6")?.join("lib/x86_64-linux-gnu/ld-linux-x86-64.so.2"),
+    )?);
+    out.push(Extra::Symlink {
+        path: "lib64/ld-linux-x86-64.so.2".into(),
+        target: "../lib/x86_64-linux-gnu/ld-linux-x86-64.so.2".into(),
+    });
+    Ok(out)
+}
+
 /// Entry point of `cargo xtask ramdisk`.
 pub fn run(args: Args) -> Result<()> {
     fetch::run(fetch::Args {
@@ -112,12 +191,16 @@ pub fn run(args: Args) -> Result<()> {
         .collect();
     applets.sort();
     let agent = build_agent()?;
-    let built = ramdisk::initramfs::build(&ramdisk::initramfs::Inputs {
-        moddir,
-        busybox,
-        agent,
-        applets,
-    })?;
+    let extras = deploy_tools(&pins)?;
+    let built = ramdisk::initramfs::build_with(
+        &ramdisk::initramfs::Inputs {
+            moddir,
+            busybox,
+            agent,
+            applets,
+        },
+        &extras,
+    )?;
     let out = crate::root().join(&args.out);
     std::fs::create_dir_all(&out)?;
     let initrd = out.join("initramfs.zst");

@@ -5,13 +5,17 @@
 //! wire, and the same sans-IO DHCP engine and the same hyper HTTP service answer. The link is
 //! one of [`device::McastDevice`] (QEMU `-netdev socket,mcast=`), a TAP interface, or an
 //! AF_PACKET socket on a NIC; optionally every frame is also written to a pcap file under
-//! `state_dir` so a PXE failure opens in Wireshark. ARP and ICMP echo are answered by smoltcp.
+//! `state_dir` so a PXE failure opens in Wireshark. ARP and ICMP echo are answered by smoltcp;
+//! IPv6 Router Solicitations by [`ra`] (smoltcp has no IPv6 here), so iPXE does not wait for a
+//! router.
 
 pub mod device;
+pub mod ra;
 pub mod services;
 pub mod stack;
 
 use crate::mac::MacAddr;
+use crate::metrics::Metrics;
 use serde::Deserialize;
 use std::io;
 use std::net::Ipv4Addr;
@@ -56,6 +60,14 @@ pub struct WireConfig {
     /// Write every frame to `state_dir/wire.pcap`.
     #[serde(default)]
     pub pcap: bool,
+    /// Answer IPv6 Router Solicitations with a bare Router Advertisement (no prefix, not a
+    /// default router): without one every iPXE waits ~13 s after DHCP.
+    #[serde(default = "default_answer_rs")]
+    pub answer_rs: bool,
+}
+
+fn default_answer_rs() -> bool {
+    true
 }
 
 fn default_prefix_len() -> u8 {
@@ -105,10 +117,15 @@ impl WireConfig {
             WireKind::AfPacket => format!("af-packet {}", self.ifname.as_deref().unwrap_or("")),
         };
         format!(
-            "userspace wire {link} as {server_ip}/{} ({}){}",
+            "userspace wire {link} as {server_ip}/{} ({}){}{}",
             self.prefix_len,
             self.mac_for(server_ip),
-            if self.pcap { ", pcap on" } else { "" }
+            if self.pcap { ", pcap on" } else { "" },
+            if self.answer_rs {
+                ""
+            } else {
+                ", router solicitations unanswered"
+            }
         )
     }
 }
@@ -118,11 +135,13 @@ pub fn pcap_path(state_dir: &Path) -> PathBuf {
     state_dir.join("wire.pcap")
 }
 
-/// Open the wire's device and start the stack on it.
+/// Open the wire's device and start the stack on it; the stack's own counters (router
+/// solicitations) go to `metrics`.
 pub fn start(
     cfg: &WireConfig,
     server_ip: Ipv4Addr,
     state_dir: &Path,
+    metrics: &Metrics,
     shutdown: CancellationToken,
 ) -> io::Result<Stack> {
     cfg.validate()
@@ -144,23 +163,28 @@ pub fn start(
         None
     };
     tracing::info!("wire: {}", cfg.describe(server_ip));
+    let ra = RaSettings {
+        mac: mac.0,
+        enabled: cfg.answer_rs,
+        counters: ra::RaCounters::new(metrics),
+    };
     let (kind, group, port, ifname) = (cfg.kind, cfg.group, cfg.port, cfg.ifname.clone());
     let ifname = ifname.unwrap_or_default();
     match kind {
         WireKind::QemuMcast => {
             let (g, p) = (group.unwrap_or(Ipv4Addr::UNSPECIFIED), port.unwrap_or(0));
-            with_pcap(addr, pcap, shutdown, move || {
+            with_pcap(addr, pcap, ra, shutdown, move || {
                 let d = device::McastDevice::join(g, p, mac.0)?;
                 let fd = d.as_raw_fd();
                 Ok((d, fd))
             })
         }
-        WireKind::Tap => with_pcap(addr, pcap, shutdown, move || {
+        WireKind::Tap => with_pcap(addr, pcap, ra, shutdown, move || {
             let d = device::tap(&ifname)?;
             let fd = d.as_raw_fd();
             Ok((d, fd))
         }),
-        WireKind::AfPacket => with_pcap(addr, pcap, shutdown, move || {
+        WireKind::AfPacket => with_pcap(addr, pcap, ra, shutdown, move || {
             let d = device::af_packet(&ifname)?;
             let fd = d.as_raw_fd();
             Ok((d, fd))
@@ -168,9 +192,19 @@ pub fn start(
     }
 }
 
+/// The router solicitation responder's settings, moved to the driver thread.
+struct RaSettings {
+    mac: [u8; 6],
+    enabled: bool,
+    counters: ra::RaCounters,
+}
+
+/// Start the stack on the opened device wrapped in the pcap writer (if any) and, outermost,
+/// the RS responder, so its advertisements are captured too.
 fn with_pcap<D, F>(
     addr: HostAddr,
     pcap: Option<std::fs::File>,
+    ra: RaSettings,
     shutdown: CancellationToken,
     open: F,
 ) -> io::Result<Stack>
@@ -178,15 +212,27 @@ where
     D: smoltcp::phy::Device + 'static,
     F: FnOnce() -> io::Result<(D, std::os::fd::RawFd)> + Send + 'static,
 {
+    let RaSettings {
+        mac,
+        enabled,
+        counters,
+    } = ra;
     match pcap {
-        None => Stack::start(addr, open, shutdown),
+        None => Stack::start(
+            addr,
+            move || {
+                let (d, fd) = open()?;
+                Ok((ra::RaDevice::new(d, mac, enabled, counters), fd))
+            },
+            shutdown,
+        ),
         Some(file) => Stack::start(
             addr,
             move || {
                 let (d, fd) = open()?;
                 let sink = PcapFile(Some(file));
                 let w = smoltcp::phy::PcapWriter::new(d, sink, smoltcp::phy::PcapMode::Both);
-                Ok((w, fd))
+                Ok((ra::RaDevice::new(w, mac, enabled, counters), fd))
             },
             shutdown,
         ),
@@ -225,6 +271,7 @@ mod tests {
         assert_eq!(w.kind, super::WireKind::QemuMcast);
         assert_eq!(w.prefix_len, 24);
         assert!(!w.pcap);
+        assert!(w.answer_rs, "router solicitations are answered by default");
         assert_eq!(
             w.mac_for(cfg.server_ip).to_string(),
             "02:5e:0a:09:00:01",
@@ -234,6 +281,19 @@ mod tests {
             w.describe(cfg.server_ip),
             "userspace wire qemu-mcast 230.0.71.5:47123 as 10.9.0.1/24 (02:5e:0a:09:00:01)"
         );
+    }
+
+    #[test]
+    fn answering_router_solicitations_can_be_turned_off() {
+        let cfg = NetbootConfig::from_toml(&format!(
+            "{BASE}[wire]\nkind = \"tap\"\nifname = \"tap0\"\nanswer_rs = false\n"
+        ))
+        .unwrap();
+        let w = cfg.wire.unwrap();
+        assert!(!w.answer_rs);
+        assert!(w
+            .describe(cfg.server_ip)
+            .ends_with(", router solicitations unanswered"));
     }
 
     #[test]

@@ -10,6 +10,7 @@
 //!   `Authorization: Bearer <credential>` (the credential is in the identity file the deploy
 //!   wrote on the state partition, see [`images::Identity`]).
 
+pub mod deploy;
 pub mod facts;
 
 use serde::{Deserialize, Serialize};

@@ -1,10 +1,18 @@
 //! `seed-agent`: the deploy ramdisk's agent (started by `/init`). Brings up every NIC with DHCP,
 //! prints and reports the machine's facts to the seed, then heartbeats and obeys commands.
 //! It never exits on a network error: the seed may come later; it retries every few seconds.
+//!
+//! A `deploy` command runs in a thread (`ramdisk::agent::deploy`); its progress is posted to
+//! `{url}/v1/agent/progress` about once a second, and each answer is obeyed like a heartbeat's.
+//! After `done` (or `failed`) the agent keeps heartbeating: the seed power-cycles it or sends
+//! `reboot`.
 
-use ramdisk::agent::{facts, Ack, Command, Heartbeat, KernelArgs, Report};
+use ramdisk::agent::deploy;
+use ramdisk::agent::{facts, Ack, Command, DeployCommand, Heartbeat, KernelArgs, Phase};
+use ramdisk::agent::{Progress, Report};
 use std::path::Path;
 use std::process::Command as Proc;
+use std::sync::mpsc;
 use std::time::Duration;
 
 fn log(msg: &str) {
@@ -52,13 +60,26 @@ fn main() {
     let hb = Heartbeat {
         boot_mac: report.boot_mac.clone(),
     };
+    let interval = Duration::from_secs(ack.heartbeat_secs.clamp(1, 300));
+    let (tx, rx) = mpsc::channel::<Progress>();
+    let mut deploying: Option<std::thread::JoinHandle<()>> = None;
     loop {
-        std::thread::sleep(Duration::from_secs(ack.heartbeat_secs.clamp(1, 300)));
-        let cmd = agent
-            .post(&format!("{url}/v1/agent/heartbeat"))
-            .send_json(&hb)
-            .map_err(|e| e.to_string())
-            .and_then(|r| r.into_json::<Command>().map_err(|e| e.to_string()));
+        let cmd = match rx.recv_timeout(interval) {
+            Ok(mut p) => {
+                // Only the latest report matters when posting fell behind; a final one
+                // (done/failed) is always the last the thread sends.
+                while let Ok(next) = rx.try_recv() {
+                    p = next;
+                }
+                let last = matches!(p.phase, Phase::Done | Phase::Failed);
+                post_progress(&agent, &url, &p, if last { 40 } else { 1 })
+            }
+            Err(_) => agent
+                .post(&format!("{url}/v1/agent/heartbeat"))
+                .send_json(&hb)
+                .map_err(|e| e.to_string())
+                .and_then(|r| r.into_json::<Command>().map_err(|e| e.to_string())),
+        };
         match cmd {
             Ok(Command::None) => {}
             Ok(Command::PowerOff) => {
@@ -70,14 +91,102 @@ fn main() {
                 let _ = Proc::new("/bin/reboot").arg("-f").status();
             }
             Ok(Command::Deploy(d)) => {
-                log(&format!(
-                    "deploy of {} asked: not implemented yet",
-                    d.manifest.name
-                ));
+                if deploying.as_ref().is_some_and(|t| !t.is_finished()) {
+                    log(&format!("deploy op {} asked while one runs: ignored", d.op));
+                } else {
+                    let tx = tx.clone();
+                    let mac = report.boot_mac.clone();
+                    deploying = Some(std::thread::spawn(move || run_deploy(*d, mac, tx)));
+                }
             }
-            Err(e) => log(&format!("heartbeat: {e}")),
+            Err(e) => log(&format!("seed: {e}")),
         }
     }
+}
+
+/// POST one progress report, `tries` times at most (3 s apart); the answer is a command.
+fn post_progress(
+    agent: &ureq::Agent,
+    url: &str,
+    p: &Progress,
+    tries: u32,
+) -> Result<Command, String> {
+    let mut last = String::new();
+    for i in 0..tries {
+        if i > 0 {
+            std::thread::sleep(Duration::from_secs(3));
+        }
+        match agent
+            .post(&format!("{url}/v1/agent/progress"))
+            .send_json(p)
+            .map_err(|e| e.to_string())
+            .and_then(|r| r.into_json::<Command>().map_err(|e| e.to_string()))
+        {
+            Ok(c) => return Ok(c),
+            Err(e) => {
+                log(&format!("progress report: {e}"));
+                last = e;
+            }
+        }
+    }
+    Err(last)
+}
+
+/// The deploy thread: write the image, sending progress, then `done` or `failed`.
+fn run_deploy(d: DeployCommand, boot_mac: String, tx: mpsc::Sender<Progress>) {
+    log(&format!(
+        "deploying {} {} (op {}) from {}",
+        d.manifest.name, d.manifest.version, d.op, d.stream_url
+    ));
+    let progress = |phase, bytes, total, error| Progress {
+        boot_mac: boot_mac.clone(),
+        op: d.op,
+        phase,
+        bytes,
+        total,
+        error,
+    };
+    let disks = facts::collect(Path::new("/")).disks;
+    let mut last_phase = None;
+    let started = std::time::Instant::now();
+    let result = deploy::deploy(&d, &disks, &deploy::Env::ramdisk(), &mut |phase, b, t| {
+        if last_phase != Some(phase) {
+            log(&format!(
+                "deploy: {phase:?} at {:.1} s",
+                started.elapsed().as_secs_f64()
+            ));
+            last_phase = Some(phase);
+        }
+        let _ = tx.send(progress(phase, b, t, None));
+    });
+    let total = d.manifest.stream.size;
+    let last = match result {
+        Ok(r) => {
+            log(&format!(
+                "deploy done: {} bytes onto {} in {:.1} s ({:.1} MB/s); {:.1} s in all",
+                r.bytes,
+                r.disk,
+                r.write_secs,
+                r.bytes as f64 / r.write_secs.max(1e-3) / 1e6,
+                started.elapsed().as_secs_f64()
+            ));
+            progress(Phase::Done, r.bytes, total, None)
+        }
+        Err(e) => {
+            let mut reason = deploy::reason(&e);
+            if !matches!(
+                e,
+                deploy::DeployError::Choose(_)
+                    | deploy::DeployError::Layout { .. }
+                    | deploy::DeployError::Wipe { .. }
+            ) {
+                reason.push_str(" (what was written has been wiped)");
+            }
+            log(&format!("deploy failed: {reason}"));
+            progress(Phase::Failed, 0, total, Some(reason))
+        }
+    };
+    let _ = tx.send(last);
 }
 
 /// Bring every NIC up and ask for a lease on each (the boot NIC first) until one answers.

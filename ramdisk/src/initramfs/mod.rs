@@ -4,6 +4,7 @@
 //! compression level fixed.
 
 pub mod cpio;
+pub mod dynlib;
 pub mod modules;
 
 use std::path::{Path, PathBuf};
@@ -50,6 +51,10 @@ pub const DEFAULT_MODULES: &[&str] = &[
     "nls_cp437",
     "nls_iso8859_1",
     "efivarfs",
+    // the deploy: ext4's checksums, FAT names
+    "crc32c_generic",
+    "crc32c_intel",
+    "nls_ascii",
 ];
 
 /// Inputs of one ramdisk build, all from the offline cache and the workspace.
@@ -129,6 +134,34 @@ case "$1" in
 esac
 exit 0
 "#;
+
+/// A file or symlink added to the tree beside busybox and the agent (the deploy's tools,
+/// libraries and boot loader files).
+#[derive(Debug, Clone)]
+pub enum Extra {
+    /// Copy `from` to `path` with `mode`.
+    File {
+        path: String,
+        mode: u32,
+        from: PathBuf,
+    },
+    Symlink {
+        path: String,
+        target: String,
+    },
+}
+
+/// Assemble the ramdisk's tree with `extras` added.
+pub fn build_with(inputs: &Inputs, extras: &[Extra]) -> Result<Built, BuildError> {
+    let mut built = build(inputs)?;
+    for e in extras {
+        match e {
+            Extra::File { path, mode, from } => built.archive.file(path, *mode, read(from)?),
+            Extra::Symlink { path, target } => built.archive.symlink(path, target),
+        }
+    }
+    Ok(built)
+}
 
 /// Assemble the ramdisk's tree.
 pub fn build(inputs: &Inputs) -> Result<Built, BuildError> {

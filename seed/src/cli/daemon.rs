@@ -52,8 +52,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let images = images::ImageStore::open(&images_dir)
         .with_context(|| format!("opening the image store {}", images_dir.display()))?;
     daemon.set_images(images, &images_url);
-    let api = Arc::new(Api::new(daemon.clone(), cfg.api.token.clone()));
     let metrics = Arc::new(Metrics::default());
+    // The daemon's gauges and histograms follow the netboot counters at every `/metrics`.
+    crate::daemon::metrics::register(&daemon, &metrics);
+    let api =
+        Arc::new(Api::new(daemon.clone(), cfg.api.token.clone()).with_metrics(metrics.clone()));
     let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     rt.block_on(async move {
         let armed = daemon.resume().context("re-arming deadlines")?;

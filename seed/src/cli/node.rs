@@ -1,6 +1,8 @@
 //! `seed node`: enroll machines from an instackenv file, list and show them, delete them, and
 //! put them in or out of maintenance (these open the embedded store directly); inspect, deploy
-//! and undeploy them through the running daemon's REST API.
+//! and undeploy them through the running daemon's REST API. `list`, `show` and `import` go
+//! through the API too when one is named (`--api`, `SEED_API`) or answers on 127.0.0.1:6385
+//! (and no `--store` was given), since a running daemon holds the store file.
 
 use crate::inventory::{self, Format, Node};
 use crate::lifecycle::{self, Event, Timeouts};
@@ -27,6 +29,8 @@ pub enum NodeCommand {
         /// The file: `nodes: [{name, mac: [..], pm_type: ipmi, pm_addr, pm_port, pm_user,
         /// pm_password, capabilities: "profile:control", cpu, memory, disk, arch}]`.
         file: PathBuf,
+        #[command(flatten)]
+        remote: Remote,
     },
     /// Ask the running daemon to inspect a node (PXE-boot the ramdisk, collect its facts),
     /// through its API; `--wait` follows it to the end.
@@ -73,11 +77,16 @@ pub enum NodeCommand {
         api: ApiArgs,
     },
     /// One line per node: name, state, MACs, BMC, profile, RAM, disk, last error.
-    List,
+    List {
+        #[command(flatten)]
+        remote: Remote,
+    },
     /// Everything known about one node (never its BMC password).
     Show {
         /// The node's name.
         name: String,
+        #[command(flatten)]
+        remote: Remote,
     },
     /// Forget a node. Refused while it is deployed or busy, unless it is in maintenance.
     Delete {
@@ -95,6 +104,115 @@ pub enum NodeCommand {
         #[arg(long)]
         reason: Option<String>,
     },
+}
+
+/// Where a running daemon's API is, for the commands that can use it instead of the store.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Remote {
+    /// The daemon's API [default: http://127.0.0.1:6385 when it answers and no --store is
+    /// given; else the store file is opened].
+    #[arg(long, env = "SEED_API", value_name = "URL")]
+    pub api: Option<String>,
+    /// The API's bearer token.
+    #[arg(long, env = "SEED_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+}
+
+/// The operators' API address a daemon listens on by default.
+pub const DEFAULT_API: &str = "127.0.0.1:6385";
+
+impl Remote {
+    /// The API base URL to use, if any: the one named, else the default if a daemon answers
+    /// there and no store was named.
+    fn url(&self, store_given: bool) -> Option<String> {
+        if let Some(a) = &self.api {
+            return Some(normalize(a));
+        }
+        if store_given {
+            return None;
+        }
+        let addr: std::net::SocketAddr = DEFAULT_API.parse().expect("valid default");
+        std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(300))
+            .ok()
+            .map(|_| format!("http://{DEFAULT_API}"))
+    }
+}
+
+fn normalize(api: &str) -> String {
+    let a = api.trim_end_matches('/');
+    if a.contains("://") {
+        a.to_string()
+    } else {
+        format!("http://{a}")
+    }
+}
+
+/// A minimal client of the daemon's REST API (blocking, bounded timeouts).
+struct Client {
+    base: String,
+    auth: String,
+    agent: ureq::Agent,
+}
+
+impl Client {
+    fn new(base: String, token: Option<&str>) -> anyhow::Result<Client> {
+        let token = token.with_context(|| {
+            format!("the seed daemon's API at {base} needs its token: --token or SEED_TOKEN")
+        })?;
+        Ok(Client {
+            auth: format!("Bearer {token}"),
+            base,
+            agent: ureq::AgentBuilder::new()
+                .timeout(Duration::from_secs(30))
+                .build(),
+        })
+    }
+
+    fn answer(
+        &self,
+        what: &str,
+        r: Result<ureq::Response, ureq::Error>,
+    ) -> anyhow::Result<serde_json::Value> {
+        match r {
+            Ok(resp) => resp
+                .into_json()
+                .with_context(|| format!("{what}: the seed's answer is not JSON")),
+            Err(ureq::Error::Status(code, resp)) => {
+                let body = resp.into_string().unwrap_or_default();
+                let msg = serde_json::from_str::<serde_json::Value>(&body)
+                    .ok()
+                    .and_then(|v| v["error"].as_str().map(str::to_string))
+                    .unwrap_or(body);
+                bail!("{what}: the seed answered {code}: {}", msg.trim())
+            }
+            Err(e) => Err(e).with_context(|| format!("{what}: reaching the seed at {}", self.base)),
+        }
+    }
+
+    fn get(&self, path: &str, what: &str) -> anyhow::Result<serde_json::Value> {
+        let r = self
+            .agent
+            .get(&format!("{}{path}", self.base))
+            .set("Authorization", &self.auth)
+            .call();
+        self.answer(what, r)
+    }
+
+    fn post(
+        &self,
+        path: &str,
+        ct: &str,
+        body: &str,
+        what: &str,
+    ) -> anyhow::Result<serde_json::Value> {
+        let r = self
+            .agent
+            .post(&format!("{}{path}", self.base))
+            .set("Authorization", &self.auth)
+            .set("Content-Type", ct)
+            .send_string(body);
+        self.answer(what, r)
+    }
 }
 
 /// Where the daemon's REST API is.
@@ -169,15 +287,30 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         } => return undeploy(api, name, *full_wipe),
         _ => {}
     }
+    if let NodeCommand::List { remote }
+    | NodeCommand::Show { remote, .. }
+    | NodeCommand::Import { remote, .. } = &args.command
+    {
+        if let Some(url) = remote.url(args.store.is_some()) {
+            let client = Client::new(url, remote.token.as_deref())?;
+            let out = &mut std::io::stdout().lock();
+            return match &args.command {
+                NodeCommand::List { .. } => list_api(&client, out),
+                NodeCommand::Show { name, .. } => show_api(&client, name, out),
+                NodeCommand::Import { file, .. } => import_api(&client, file, out),
+                _ => unreachable!("matched above"),
+            };
+        }
+    }
     let store = open_store(args.store)?;
     let out = &mut std::io::stdout().lock();
     match args.command {
-        NodeCommand::Import { file } => import(&store, &file, out),
+        NodeCommand::Import { file, .. } => import(&store, &file, out),
         NodeCommand::Inspect { .. } | NodeCommand::Deploy { .. } | NodeCommand::Undeploy { .. } => {
             unreachable!("handled above")
         }
-        NodeCommand::List => list(&store, out),
-        NodeCommand::Show { name } => show(&store, &name, out),
+        NodeCommand::List { .. } => list(&store, out),
+        NodeCommand::Show { name, .. } => show(&store, &name, out),
         NodeCommand::Delete { name } => delete(&store, &name, out),
         NodeCommand::Maintenance { name, mode, reason } => {
             maintenance(&store, &name, matches!(mode, OnOff::On), reason, out)
@@ -203,19 +336,86 @@ fn import(store: &dyn Store, file: &Path, out: &mut dyn Write) -> anyhow::Result
     Ok(())
 }
 
-fn get(store: &dyn Store, name: &str) -> anyhow::Result<(Node, u64)> {
-    nodes::get(store, name)
-        .with_context(|| format!("reading node {name}"))?
-        .with_context(|| format!("no node called {name:?}"))
+/// `seed node import` through the API: the file as it is, all of it or nothing.
+fn import_api(c: &Client, file: &Path, out: &mut dyn Write) -> anyhow::Result<()> {
+    let text =
+        std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
+    let ct = match Format::from_path(file) {
+        Format::Json => "application/json",
+        Format::Yaml => "application/yaml",
+    };
+    let v = c.post("/v1/nodes", ct, &text, &format!("{}", file.display()))?;
+    let names: Vec<&str> = v["enrolled"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|n| n.as_str()).collect())
+        .unwrap_or_default();
+    writeln!(
+        out,
+        "enrolled {} node(s): {}",
+        names.len(),
+        names.join(", ")
+    )?;
+    Ok(())
 }
 
-fn list(store: &dyn Store, out: &mut dyn Write) -> anyhow::Result<()> {
-    let all = nodes::list(store).context("reading nodes")?;
+/// A JSON string field, or `-`.
+fn field(v: &serde_json::Value, ptr: &str) -> String {
+    match v.pointer(ptr) {
+        Some(serde_json::Value::String(s)) if !s.is_empty() => s.clone(),
+        Some(serde_json::Value::Number(n)) => n.to_string(),
+        _ => "-".into(),
+    }
+}
+
+/// `seed node list` from the API's node views.
+fn list_api(c: &Client, out: &mut dyn Write) -> anyhow::Result<()> {
+    let all = c.get("/v1/nodes", "listing nodes")?;
+    let all = all
+        .as_array()
+        .context("the seed's node list is not a list")?;
     if all.is_empty() {
         writeln!(out, "no nodes enrolled (seed node import FILE)")?;
         return Ok(());
     }
-    let mut rows = vec![[
+    let mut rows = vec![list_header()];
+    for n in all {
+        let disks: u64 = n["properties"]["disks"]
+            .as_array()
+            .map(|d| d.iter().filter_map(|d| d["size_bytes"].as_u64()).sum())
+            .unwrap_or(0);
+        rows.push(vec![
+            field(n, "/name"),
+            field(n, "/state"),
+            match n.get("maintenance").and_then(|m| m.as_str()) {
+                Some(r) if !r.is_empty() => format!("yes: {r}"),
+                Some(_) => "yes".into(),
+                None => String::new(),
+            },
+            n["macs"]
+                .as_array()
+                .map(|m| {
+                    m.iter()
+                        .filter_map(|m| m.as_str())
+                        .collect::<Vec<_>>()
+                        .join(",")
+                })
+                .unwrap_or_default(),
+            format!("{}:{}", field(n, "/bmc/address"), field(n, "/bmc/port")),
+            field(n, "/capabilities/profile"),
+            field(n, "/properties/cpus"),
+            n["properties"]["memory_mib"]
+                .as_u64()
+                .map_or("-".into(), mib),
+            if disks == 0 { "-".into() } else { bytes(disks) },
+            n["last_error"].as_str().unwrap_or_default().to_string(),
+        ]);
+    }
+    write!(out, "{}", table(&rows))?;
+    Ok(())
+}
+
+fn list_header() -> Vec<String> {
+    [
         "NAME",
         "STATE",
         "MAINT",
@@ -228,7 +428,124 @@ fn list(store: &dyn Store, out: &mut dyn Write) -> anyhow::Result<()> {
         "LAST ERROR",
     ]
     .map(String::from)
-    .to_vec()];
+    .to_vec()
+}
+
+/// `seed node show` from the API's node view (the view never carries the password).
+fn show_api(c: &Client, name: &str, out: &mut dyn Write) -> anyhow::Result<()> {
+    let n = c.get(&format!("/v1/nodes/{name}"), &format!("node {name}"))?;
+    let mut rows: Vec<(&str, String)> =
+        vec![("name", field(&n, "/name")), ("state", field(&n, "/state"))];
+    if n.get("reason").is_some() {
+        rows.push(("reason", field(&n, "/reason")));
+    }
+    rows.push((
+        "maintenance",
+        match n.get("maintenance").and_then(|m| m.as_str()) {
+            None => "off".into(),
+            Some("") => "on".into(),
+            Some(r) => format!("on ({r})"),
+        },
+    ));
+    rows.push(("last error", field(&n, "/last_error")));
+    let macs: Vec<&str> = n["macs"]
+        .as_array()
+        .map(|m| m.iter().filter_map(|m| m.as_str()).collect())
+        .unwrap_or_default();
+    rows.push(("macs", macs.join(", ")));
+    rows.push((
+        "bmc",
+        format!(
+            "{} {}:{} user {}",
+            field(&n, "/bmc/driver"),
+            field(&n, "/bmc/address"),
+            field(&n, "/bmc/port"),
+            field(&n, "/bmc/username")
+        ),
+    ));
+    let caps: Vec<String> = n["capabilities"]
+        .as_object()
+        .map(|m| {
+            m.iter()
+                .map(|(k, v)| format!("{k}:{}", v.as_str().unwrap_or_default()))
+                .collect()
+        })
+        .unwrap_or_default();
+    rows.push(("capabilities", caps.join(",")));
+    rows.push(("profile", field(&n, "/capabilities/profile")));
+    rows.push(("cpus", field(&n, "/properties/cpus")));
+    rows.push((
+        "memory",
+        n["properties"]["memory_mib"]
+            .as_u64()
+            .map_or("-".into(), mib),
+    ));
+    rows.push(("boot mode", field(&n, "/properties/boot_mode")));
+    let disks = n["properties"]["disks"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    if disks.is_empty() {
+        rows.push(("disks", "-".into()));
+    }
+    for (i, d) in disks.iter().enumerate() {
+        let mut s = format!(
+            "{} {}",
+            d["name"]
+                .as_str()
+                .filter(|s| !s.is_empty())
+                .map_or(format!("#{i}"), str::to_string),
+            bytes(d["size_bytes"].as_u64().unwrap_or(0))
+        );
+        if let Some(m) = d["model"].as_str() {
+            s.push_str(&format!(" model {m}"));
+        }
+        if let Some(sn) = d["serial"].as_str() {
+            s.push_str(&format!(" serial {sn}"));
+        }
+        rows.push(("disk", s));
+    }
+    if let Some(f) = n.get("facts") {
+        rows.push(("cpu model", field(f, "/cpu_model")));
+        for nic in f["nics"].as_array().into_iter().flatten() {
+            rows.push((
+                "nic",
+                format!(
+                    "{} {} {}",
+                    field(nic, "/name"),
+                    field(nic, "/mac"),
+                    if nic["link"].as_bool() == Some(true) {
+                        "link up"
+                    } else {
+                        "no link"
+                    }
+                ),
+            ));
+        }
+    }
+    if let Some(ms) = n["updated_ms"].as_u64() {
+        rows.push(("updated", when(ms)));
+    }
+    let w = rows.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
+    for (k, v) in rows {
+        writeln!(out, "{:<w$}  {v}", format!("{k}:"), w = w + 1)?;
+    }
+    Ok(())
+}
+
+fn get(store: &dyn Store, name: &str) -> anyhow::Result<(Node, u64)> {
+    nodes::get(store, name)
+        .with_context(|| format!("reading node {name}"))?
+        .with_context(|| format!("no node called {name:?}"))
+}
+
+fn list(store: &dyn Store, out: &mut dyn Write) -> anyhow::Result<()> {
+    let all = nodes::list(store).context("reading nodes")?;
+    if all.is_empty() {
+        writeln!(out, "no nodes enrolled (seed node import FILE)")?;
+        return Ok(());
+    }
+    let mut rows = vec![list_header()];
     for (n, _) in &all {
         let p = &n.properties;
         rows.push(vec![
@@ -743,6 +1060,104 @@ nodes:
         assert!(e.to_string().contains("is active"), "{e}");
         maintenance(&s, "a", true, None, &mut Vec::new()).unwrap();
         delete(&s, "a", &mut Vec::new()).unwrap();
+    }
+
+    /// A daemon API over an in-memory store on 127.0.0.1:<ephemeral>, served from its own
+    /// runtime thread until the returned token is cancelled.
+    fn serve_api(token: &str) -> (String, tokio_util::sync::CancellationToken) {
+        use crate::daemon::{api::Api, Daemon, Settings};
+        let d = Daemon::new(
+            std::sync::Arc::new(MemStore::new()),
+            Settings {
+                server_ip: "10.0.0.1".parse().unwrap(),
+                http_port: 8080,
+                timeouts: Timeouts::default(),
+                heartbeat_secs: 5,
+                provide_after_inspect: true,
+            },
+        )
+        .unwrap();
+        let api = std::sync::Arc::new(Api::new(d, token));
+        let stop = tokio_util::sync::CancellationToken::new();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let s2 = stop.clone();
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+                tx.send(l.local_addr().unwrap()).unwrap();
+                crate::daemon::admin::serve(l, api, s2).await;
+            });
+        });
+        let addr = rx.recv().unwrap();
+        (format!("{addr}"), stop)
+    }
+
+    #[test]
+    fn import_list_show_through_the_api() {
+        let (addr, stop) = serve_api("tok");
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("nodes.yaml");
+        std::fs::write(&file, FILE).unwrap();
+        let remote = Remote {
+            api: Some(addr.clone()),
+            token: Some("tok".into()),
+        };
+        let url = remote.url(false).unwrap();
+        assert_eq!(url, format!("http://{addr}"));
+        let c = Client::new(url.clone(), Some("tok")).unwrap();
+        let o = run_to_string(|o| import_api(&c, &file, o));
+        assert_eq!(o, "enrolled 2 node(s): ctrl-0, cmp-0\n");
+        let e = import_api(&c, &file, &mut Vec::new()).unwrap_err();
+        assert!(format!("{e:#}").contains("422"), "{e:#}");
+
+        let o = run_to_string(|o| list_api(&c, o));
+        assert!(!o.contains("topsecret"), "{o}");
+        let lines: Vec<&str> = o.lines().collect();
+        assert_eq!(lines.len(), 3, "{o}");
+        assert!(lines[0].starts_with("NAME"));
+        let ctrl = lines.iter().find(|l| l.starts_with("ctrl-0")).unwrap();
+        assert!(
+            ctrl.contains("enroll") && ctrl.contains("127.0.0.1:6230"),
+            "{o}"
+        );
+        assert!(
+            ctrl.contains("control") && ctrl.contains("8 GiB") && ctrl.contains("40 GiB"),
+            "{o}"
+        );
+        let o = run_to_string(|o| show_api(&c, "ctrl-0", o));
+        assert!(!o.contains("topsecret"), "{o}");
+        assert!(
+            o.contains("user admin") && o.contains("52:54:00:00:00:01"),
+            "{o}"
+        );
+        let e = show_api(&c, "nope", &mut Vec::new()).unwrap_err();
+        assert!(e.to_string().contains("404"), "{e}");
+
+        // A wrong token or none: clear errors, nothing shown.
+        let bad = Client::new(url.clone(), Some("wrong")).unwrap();
+        let e = list_api(&bad, &mut Vec::new()).unwrap_err();
+        assert!(e.to_string().contains("401"), "{e}");
+        let e = Client::new(url, None).err().unwrap();
+        assert!(e.to_string().contains("SEED_TOKEN"), "{e}");
+        stop.cancel();
+    }
+
+    #[test]
+    fn a_named_store_wins_over_probing() {
+        let r = Remote {
+            api: None,
+            token: None,
+        };
+        assert_eq!(r.url(true), None);
+        let r = Remote {
+            api: Some("http://h:1/".into()),
+            token: None,
+        };
+        assert_eq!(r.url(true).as_deref(), Some("http://h:1"));
     }
 
     #[test]

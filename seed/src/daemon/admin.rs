@@ -2,8 +2,8 @@
 //!
 //! Nodes reach the API on the netboot HTTP server of the provisioning network (which may be the
 //! userspace wire, invisible to the host's own sockets); operators and the CLI reach the same
-//! handler here, on the management side. Every request goes to the [`ApiHandler`]: the REST
-//! endpoints keep their bearer-token check.
+//! handler here, on the management side. Every request under `/v1/`, and `/metrics`, goes to
+//! the [`ApiHandler`]: the REST endpoints keep their bearer-token check.
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
@@ -71,7 +71,8 @@ async fn handle(
             )
         }
     };
-    if !parts.uri.path().starts_with("/v1/") {
+    // `/metrics` too: scrapers reach it here without the provisioning network.
+    if !parts.uri.path().starts_with("/v1/") && parts.uri.path() != "/metrics" {
         return reply(
             http::StatusCode::NOT_FOUND,
             "text/plain",

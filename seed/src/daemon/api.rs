@@ -8,6 +8,7 @@
 //! - deployed nodes, with `Authorization: Bearer <node credential>` (401 missing or unknown):
 //!   `POST /v1/node/booted` (the image's first boot: the credential's owner becomes active);
 //! - REST, with `Authorization: Bearer <token>` (401 without): `GET /v1/nodes`,
+//!   `POST /v1/nodes` (enroll an instackenv list, JSON or YAML),
 //!   `GET /v1/nodes/NAME` (with `progress`, the agent's last deploy report),
 //!   `POST /v1/nodes/NAME/{inspect,manage,provide}`, `POST /v1/nodes/NAME/deploy` (JSON
 //!   `{"image": "tiny", "root_hint": "size>=4"}`, hint optional) and
@@ -15,9 +16,13 @@
 //!   clean, revoke the node's credential).
 //! - the metadata service ([`super::metadata_api`]): `GET /v1/node/metadata` (long-poll) and
 //!   `POST /v1/node/signal` with the node's own credential; `PUT/GET /v1/nodes/NAME/metadata`
-//!   and `POST /v1/nodes/NAME/credential` with the token.
+//!   and `POST /v1/nodes/NAME/credential` with the token;
+//! - open: `GET /v1/openapi.json` (the API's description, `seed/openapi.yaml`), `GET /metrics`
+//!   (Prometheus text: netboot counters and [`super::metrics`]).
 //!
-//! Passwords and node credentials never leave: node views carry the BMC address and user only.
+//! [`ROUTES`] lists every route the router knows; a test keeps it, the router and the OpenAPI
+//! document in step. Passwords and node credentials never leave: node views carry the BMC
+//! address and user only.
 
 use super::{metadata_api, Daemon, DaemonError, FACTS};
 use crate::inventory::{BootMode, Disk, Mac, Node, Properties};
@@ -29,14 +34,65 @@ use ramdisk::agent::{facts::Facts, Ack, Heartbeat, Progress, Report};
 use serde::{Deserialize, Serialize};
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use tracing::info;
+
+/// Every route the router answers (method, OpenAPI path template). Keep in step with
+/// [`Api::handle`] (and so [`Api::respond`]) and `seed/openapi.yaml`: the tests check both.
+pub const ROUTES: &[(&str, &str)] = &[
+    ("GET", "/metrics"),
+    ("GET", "/v1/openapi.json"),
+    ("POST", "/v1/agent/facts"),
+    ("POST", "/v1/agent/heartbeat"),
+    ("POST", "/v1/agent/progress"),
+    ("POST", "/v1/node/booted"),
+    ("GET", "/v1/nodes"),
+    ("POST", "/v1/nodes"),
+    ("GET", "/v1/nodes/{name}"),
+    ("POST", "/v1/nodes/{name}/inspect"),
+    ("POST", "/v1/nodes/{name}/manage"),
+    ("POST", "/v1/nodes/{name}/provide"),
+    ("POST", "/v1/nodes/{name}/deploy"),
+    ("POST", "/v1/nodes/{name}/undeploy"),
+    ("GET", "/v1/nodes/{name}/metadata"),
+    ("PUT", "/v1/nodes/{name}/metadata"),
+    ("POST", "/v1/nodes/{name}/credential"),
+    ("GET", "/v1/node/metadata"),
+    ("POST", "/v1/node/signal"),
+    ("GET", "/v1/stacks"),
+    ("POST", "/v1/stacks"),
+    ("GET", "/v1/stacks/{name}"),
+    ("PUT", "/v1/stacks/{name}"),
+    ("DELETE", "/v1/stacks/{name}"),
+    ("GET", "/v1/stacks/{name}/events"),
+];
+
+/// The OpenAPI document, written by hand in YAML.
+pub const OPENAPI_YAML: &str = include_str!("../../openapi.yaml");
+
+/// The OpenAPI document as JSON (converted once from [`OPENAPI_YAML`]).
+pub fn openapi_json() -> &'static str {
+    static JSON: OnceLock<String> = OnceLock::new();
+    JSON.get_or_init(|| {
+        let v: serde_json::Value = match serde_norway::from_str(OPENAPI_YAML) {
+            Ok(v) => v,
+            Err(e) => {
+                // The unit test parses it: this only happens with a broken build.
+                tracing::error!(error = %e, "seed/openapi.yaml does not parse");
+                serde_json::json!({"error": "the OpenAPI document does not parse"})
+            }
+        };
+        serde_json::to_string_pretty(&v).unwrap_or_default()
+    })
+}
 
 /// The [`ApiHandler`] of the daemon.
 #[derive(Debug)]
 pub struct Api {
     daemon: Arc<Daemon>,
     token: String,
+    /// Rendered at `GET /metrics` (the netboot counters and, once registered, the daemon's).
+    metrics: Option<Arc<netboot::metrics::Metrics>>,
 }
 
 impl Api {
@@ -44,13 +100,51 @@ impl Api {
         Api {
             daemon,
             token: token.into(),
+            metrics: None,
         }
+    }
+
+    /// Serve `metrics` at `GET /metrics` (register the daemon's collector on it with
+    /// [`super::metrics::register`]).
+    pub fn with_metrics(mut self, metrics: Arc<netboot::metrics::Metrics>) -> Self {
+        self.metrics = Some(metrics);
+        self
+    }
+
+    /// An in-process operator request (benches, tools): `method path` with a JSON `body`,
+    /// authenticated with this API's own token. Returns the status code and the body.
+    pub fn local(&self, method: &str, path: &str, body: &str) -> (u16, String) {
+        let mut headers = http::HeaderMap::new();
+        if let Ok(v) = http::HeaderValue::from_str(&format!("Bearer {}", self.token)) {
+            headers.insert(http::header::AUTHORIZATION, v);
+        }
+        headers.insert(
+            http::header::CONTENT_TYPE,
+            http::HeaderValue::from_static("application/json"),
+        );
+        let r = self.respond(&ApiRequest {
+            method: method.parse().unwrap_or(Method::GET),
+            path: path.into(),
+            query: None,
+            headers,
+            body: bytes::Bytes::copy_from_slice(body.as_bytes()),
+            peer: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
+        });
+        (r.status.as_u16(), r.body)
     }
 
     /// Answer one request (synchronous: store writes are short; power runs in node workers).
     pub fn respond(&self, req: &ApiRequest) -> ApiResponse {
         let path = req.path.trim_end_matches('/');
         match (req.method.clone(), path) {
+            (Method::GET, "/metrics") => return self.metrics(),
+            (Method::GET, "/v1/openapi.json") => {
+                return ApiResponse {
+                    status: StatusCode::OK,
+                    content_type: "application/json",
+                    body: openapi_json().to_string(),
+                }
+            }
             (Method::POST, "/v1/agent/facts") => return self.facts(req),
             (Method::POST, "/v1/agent/heartbeat") => return self.heartbeat(req),
             (Method::POST, "/v1/agent/progress") => return self.progress(req),
@@ -79,6 +173,7 @@ impl Api {
         let parts: Vec<&str> = rest.split('/').filter(|p| !p.is_empty()).collect();
         match (req.method.clone(), parts.as_slice()) {
             (Method::GET, []) => self.list(),
+            (Method::POST, []) => self.import(req),
             (Method::GET, [name]) => self.show(name),
             (Method::POST, [name, verb @ ("deploy" | "undeploy")]) => {
                 self.deploy_request(name, verb, &req.body)
@@ -87,6 +182,61 @@ impl Api {
             (_, [] | [_] | [_, _]) => error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed"),
             _ => error(StatusCode::NOT_FOUND, "no such endpoint"),
         }
+    }
+
+    /// `GET /metrics`: the netboot counters with the daemon's collector, or the daemon's
+    /// metrics alone when no registry was given.
+    fn metrics(&self) -> ApiResponse {
+        let body = match &self.metrics {
+            Some(m) => m.render(),
+            None => match self.daemon.metrics().render(self.daemon.store()) {
+                Ok(t) => t,
+                Err(e) => return internal(&e),
+            },
+        };
+        ApiResponse {
+            status: StatusCode::OK,
+            content_type: "text/plain; version=0.0.4; charset=utf-8",
+            body,
+        }
+    }
+
+    /// `POST /v1/nodes`: enroll an instackenv list (JSON, or YAML unless the content type
+    /// says JSON); all of it or nothing. 201 with the names enrolled.
+    fn import(&self, req: &ApiRequest) -> ApiResponse {
+        use crate::inventory::{parse_instackenv, Format};
+        let Ok(text) = std::str::from_utf8(&req.body) else {
+            return error(StatusCode::BAD_REQUEST, "the body is not UTF-8");
+        };
+        let json = req
+            .headers
+            .get(http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.contains("json"));
+        let format = if json { Format::Json } else { Format::Yaml };
+        let store = self.daemon.store();
+        let taken: Vec<_> = match nodes::list(store) {
+            Ok(all) => all.into_iter().map(|(n, _)| (n.name, n.macs)).collect(),
+            Err(e) => return internal(&e),
+        };
+        let new = match parse_instackenv(text, format, &taken, super::now_ms()) {
+            Ok(n) => n,
+            Err(e) => {
+                return error(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    &format!("nothing enrolled: {}", error_chain(&e)),
+                )
+            }
+        };
+        if let Err(e) = self.daemon.enroll(&new) {
+            return daemon_error(&e);
+        }
+        let names: Vec<&str> = new.iter().map(|n| n.name.as_str()).collect();
+        info!(count = names.len(), "nodes enrolled through the API");
+        ApiResponse::json(
+            StatusCode::CREATED,
+            &serde_json::json!({ "enrolled": names }),
+        )
     }
 
     fn authorized(&self, req: &ApiRequest) -> bool {
@@ -528,6 +678,18 @@ fn daemon_error(e: &DaemonError) -> ApiResponse {
     }
 }
 
+/// An error and its sources, `a: b: c`.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}
+
 /// Token comparison whose time does not depend on where the first difference is (hand-written:
 /// five lines do not justify a crate).
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
@@ -539,6 +701,9 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod routes_tests;
 
 #[cfg(test)]
 mod deploy_tests;

@@ -18,8 +18,10 @@ pub mod api;
 pub mod config;
 pub mod credentials;
 pub mod deploy;
+pub mod fakeagent;
 pub mod metadata;
 pub mod metadata_api;
+pub mod metrics;
 pub mod policy;
 pub mod stacks;
 
@@ -67,6 +69,8 @@ pub struct Settings {
 
 /// The daemon's shared state.
 pub struct Daemon {
+    /// Itself, for drivers and tasks that call back into the daemon (fake machines).
+    me: std::sync::Weak<Daemon>,
     store: Arc<dyn Store>,
     settings: Settings,
     /// MAC → boot action and chain, rebuilt for a node on every write of that node.
@@ -81,6 +85,10 @@ pub struct Daemon {
     workers: Mutex<HashMap<String, mpsc::UnboundedSender<Vec<Action>>>>,
     /// Nodes asked to inspect while still in `enroll`: inspect once verification succeeds.
     inspect_after_verify: Mutex<HashSet<String>>,
+    /// Step durations and counts for `/metrics`.
+    metrics: metrics::DaemonMetrics,
+    /// How fast fake machines (`fake_agent` nodes) boot and report.
+    fake_timing: Mutex<fakeagent::Timing>,
     /// Wakes metadata long-polls and whoever waits for signals.
     metadata_notify: metadata::Notifier,
     /// Wakes the stack reconcile loop (a node changed, a stack was asked for).
@@ -117,7 +125,8 @@ fn to_netboot(mac: Mac) -> MacAddr {
 impl Daemon {
     /// A daemon over `store`; the boot table is filled from the stored nodes.
     pub fn new(store: Arc<dyn Store>, settings: Settings) -> Result<Arc<Daemon>, DaemonError> {
-        let d = Arc::new(Daemon {
+        let d = Arc::new_cyclic(|me| Daemon {
+            me: me.clone(),
             store,
             settings,
             boot: RwLock::new(HashMap::new()),
@@ -126,6 +135,8 @@ impl Daemon {
             drivers: Mutex::new(HashMap::new()),
             workers: Mutex::new(HashMap::new()),
             inspect_after_verify: Mutex::new(HashSet::new()),
+            metrics: metrics::DaemonMetrics::default(),
+            fake_timing: Mutex::new(fakeagent::Timing::default()),
             metadata_notify: metadata::Notifier::default(),
             stacks_wake: tokio::sync::Notify::new(),
             deploy: deploy::DeployState::default(),
@@ -142,6 +153,16 @@ impl Daemon {
 
     pub fn settings(&self) -> &Settings {
         &self.settings
+    }
+
+    /// Step durations and counts (rendered at `/metrics`).
+    pub fn metrics(&self) -> &metrics::DaemonMetrics {
+        &self.metrics
+    }
+
+    /// How fast fake machines created from now on boot and report.
+    pub fn set_fake_timing(&self, timing: fakeagent::Timing) {
+        *lock(&self.fake_timing) = timing;
     }
 
     /// Re-arm the deadlines of nodes that were busy when the daemon last stopped (needs a tokio
@@ -191,7 +212,9 @@ impl Daemon {
             if !cond(&node) {
                 return Ok(None);
             }
-            let actions = lifecycle::step(&mut node, event, now_ms(), &self.settings.timeouts)?;
+            let before = node.lifecycle.state.clone();
+            let now = now_ms();
+            let actions = lifecycle::step(&mut node, event, now, &self.settings.timeouts)?;
             if actions.is_empty() {
                 return Ok(Some(node));
             }
@@ -205,6 +228,8 @@ impl Daemon {
             ops.extend(extra);
             self.store.commit(ops)?;
             self.refresh(&node);
+            self.metrics
+                .transition(name, &before, &node.lifecycle.state, now);
             self.stacks_wake.notify_one();
             self.after_deploy_transition(&node);
             (node, actions)
@@ -332,7 +357,18 @@ impl Daemon {
     fn driver(&self, name: &str, bmc: &Bmc) -> Arc<dyn PowerDriver> {
         lock(&self.drivers)
             .entry(name.to_string())
-            .or_insert_with(|| build_driver(name, bmc))
+            .or_insert_with(|| match self.me.upgrade() {
+                Some(me) if bmc.driver == DriverKind::Fake => {
+                    let node = nodes::get(&*self.store, name)
+                        .ok()
+                        .flatten()
+                        .map(|(n, _)| n);
+                    let timing = *lock(&self.fake_timing);
+                    node.and_then(|n| fakeagent::driver(&me, &n, timing))
+                        .unwrap_or_else(|| build_driver(name, bmc))
+                }
+                _ => build_driver(name, bmc),
+            })
             .clone()
     }
 
@@ -421,6 +457,16 @@ impl Daemon {
                 Err(e) => warn!(node = name, error = %e, "verification result"),
             }
         }
+    }
+
+    /// Enroll `new` nodes (all or none) and answer for their MACs from now on.
+    pub fn enroll(&self, new: &[Node]) -> Result<(), DaemonError> {
+        let _g = lock(&self.lifecycle_lock);
+        nodes::create(&*self.store, new)?;
+        for n in new {
+            self.refresh(n);
+        }
+        Ok(())
     }
 
     /// Enroll a node for a MAC that DHCP discovery saw: `node-<mac-hyphens>`, no BMC yet.

@@ -4,6 +4,8 @@
 //! - `netboot`: DHCP (perfdhcp vs Kea), TFTP (atftp vs tftpd-hpa, on a veth pair and on a
 //!   userspace link with a LAN's round trip), HTTP (wrk vs nginx). See [`netboot`].
 //! - `ipmi`: the power driver's round trips vs ipmitool, and 1,000 fake BMCs. See [`ipmi`].
+//! - `scale`: the daemon with N fake nodes, enroll → inspect → deploy, beside the simulator.
+//!   See [`scale`].
 //!
 //! Figures are reported against targets, never asserted: the bench fails only when it cannot
 //! set up (no root, a tool missing), not when the seed is slow or a service is missing.
@@ -12,6 +14,7 @@ mod delay;
 mod env;
 mod ipmi;
 mod netboot;
+mod scale;
 
 use anyhow::Result;
 use std::time::Instant;
@@ -29,12 +32,16 @@ enum Which {
     Netboot(netboot::Args),
     /// IPMI power-status round trips of the seed's driver vs ipmitool, and 1,000 fake BMCs.
     Ipmi,
+    /// The daemon with N fake nodes (fake BMCs and agents): enroll, inspect, deploy; wall time,
+    /// peak RSS and store size, beside the simulator.
+    Scale(scale::Args),
 }
 
 pub fn run(args: Args) -> Result<()> {
     match args.which {
         Which::Netboot(a) => netboot::run(a),
         Which::Ipmi => ipmi::run(),
+        Which::Scale(a) => scale::run(a),
     }
 }
 

@@ -1,0 +1,281 @@
+//! Fake machines against a daemon over an in-memory store: the agent reaches the daemon only
+//! through the API handler.
+
+use super::*;
+use crate::daemon::{Settings, FACTS};
+use crate::inventory::{Capabilities, Mac, Secret};
+use crate::lifecycle::{State, Timeouts};
+use crate::store::memory::MemStore;
+use crate::store::nodes;
+
+fn fake_node(name: &str, i: u8, caps: &str) -> Node {
+    let mut n = Node::new(
+        name,
+        vec![
+            Mac([0x52, 0x54, 0, 0xfa, 0, i]),
+            Mac([0x52, 0x54, 0, 0xfb, 0, i]),
+        ],
+        crate::inventory::Bmc {
+            driver: DriverKind::Fake,
+            address: "fake".into(),
+            port: 623,
+            username: "admin".into(),
+            password: Secret::new("pw"),
+        },
+        0,
+    );
+    n.capabilities = caps.parse::<Capabilities>().unwrap();
+    n
+}
+
+fn daemon(nodes_: &[Node], timeouts: Timeouts) -> Arc<Daemon> {
+    let store = Arc::new(MemStore::new());
+    nodes::create(&*store, nodes_).unwrap();
+    let d = Daemon::new(
+        store,
+        Settings {
+            server_ip: "10.0.0.1".parse().unwrap(),
+            http_port: 8080,
+            timeouts,
+            heartbeat_secs: 1,
+            provide_after_inspect: true,
+        },
+    )
+    .unwrap();
+    d.set_fake_timing(Timing {
+        boot: Duration::from_millis(5),
+        step: Duration::from_millis(2),
+        tick: Duration::from_millis(10),
+        slow_factor: 3,
+        max_heartbeats: 1_000,
+    });
+    d
+}
+
+/// Poll (bounded) until node `name` is in a state for which `done` holds; its final state.
+async fn settle(d: &Daemon, name: &str, done: impl Fn(&State) -> bool) -> Node {
+    let mut n = None;
+    for _ in 0..500 {
+        let (node, _) = nodes::get(d.store(), name).unwrap().unwrap();
+        if done(&node.lifecycle.state) {
+            return node;
+        }
+        n = Some(node);
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("{name} never settled: {:?}", n.map(|n| n.lifecycle));
+}
+
+async fn power_of(d: &Daemon, name: &str) -> PowerState {
+    let bmc = nodes::get(d.store(), name).unwrap().unwrap().0.bmc;
+    d.driver(name, &bmc).status().await.unwrap()
+}
+
+#[test]
+fn fake_hardware_is_derived_from_the_node() {
+    let mut a = fake_node("a", 1, "fake_agent:ok");
+    let f1 = facts(&a);
+    assert_eq!(f1, facts(&a), "same node, same facts");
+    assert_eq!(f1.nics.len(), 2);
+    assert_eq!(f1.nics[0].mac, "52:54:00:fa:00:01");
+    assert_eq!(f1.nics[1].mac, "52:54:00:fb:00:01");
+    assert!([2, 4, 8, 16].contains(&f1.cpus), "{}", f1.cpus);
+    assert!(f1.memory_mib >= 4096 && f1.disks[0].size_bytes >= 40 << 30);
+    // Declared properties win.
+    a.properties.cpus = Some(64);
+    a.properties.memory_mib = Some(262_144);
+    a.properties.disks = vec![crate::inventory::Disk {
+        size_bytes: 1 << 40,
+        ..Default::default()
+    }];
+    let f2 = facts(&a);
+    assert_eq!((f2.cpus, f2.memory_mib), (64, 262_144));
+    assert_eq!(f2.disks[0].size_bytes, 1 << 40);
+    assert_eq!(f2.disks[0].name, "vda");
+    // Another name, other defaults (for at least one of a few nodes).
+    let others: Vec<_> = (0..8)
+        .map(|i| facts(&fake_node(&format!("n{i}"), i, "")))
+        .collect();
+    assert!(others.iter().any(|f| f.cpus != others[0].cpus
+        || f.memory_mib != others[0].memory_mib
+        || f.disks[0].size_bytes != others[0].disks[0].size_bytes));
+}
+
+#[test]
+fn behaviours_from_capabilities() {
+    assert_eq!(Behaviour::of(&fake_node("a", 1, "")), None);
+    for (v, b) in [
+        ("ok", Behaviour::Ok),
+        ("slow", Behaviour::Slow),
+        ("fail", Behaviour::Fail),
+        ("vanish", Behaviour::Vanish),
+        ("dead", Behaviour::Dead),
+        ("bogus", Behaviour::Ok),
+    ] {
+        let n = fake_node("a", 1, &format!("profile:compute,fake_agent:{v}"));
+        assert_eq!(Behaviour::of(&n), Some(b), "{v}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn enroll_to_available_with_fake_facts() {
+    let nodes_ = [
+        fake_node("ok", 1, "fake_agent:ok"),
+        fake_node("slow", 2, "fake_agent:slow,fake_bmc_delay_ms:5"),
+        fake_node("fail", 3, "fake_agent:fail"),
+    ];
+    let d = daemon(&nodes_, Timeouts::default());
+    for n in &nodes_ {
+        // From enroll: the fake BMC is verified, then inspection boots the fake ramdisk.
+        d.request_inspect(&n.name).unwrap();
+    }
+    for n in &nodes_ {
+        let got = settle(&d, &n.name, |s| *s == State::Available).await;
+        let hw = facts(n);
+        assert_eq!(got.properties.cpus, Some(hw.cpus));
+        assert_eq!(got.properties.memory_mib, Some(hw.memory_mib));
+        assert_eq!(
+            got.properties.disks[0].serial,
+            Some(hw.disks[0].serial.clone())
+        );
+        let stored: Facts =
+            serde_json::from_slice(&d.store().get(FACTS, &n.name).unwrap().unwrap().value).unwrap();
+        assert_eq!(stored, hw);
+    }
+    // After inspection the lifecycle powers the machines off, and their agents stop.
+    for n in &nodes_ {
+        let mut p = PowerState::On;
+        for _ in 0..200 {
+            p = power_of(&d, &n.name).await;
+            if p == PowerState::Off {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(p, PowerState::Off, "{}", n.name);
+    }
+    assert_eq!(d.metrics().inspect.count(), 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_agent_times_out_and_a_plain_fake_node_never_reports() {
+    let nodes_ = [
+        fake_node("dead", 1, "fake_agent:dead"),
+        fake_node("plain", 2, ""),
+    ];
+    let t = Timeouts {
+        inspect_ms: 300,
+        ..Timeouts::default()
+    };
+    let d = daemon(&nodes_, t);
+    for n in &nodes_ {
+        d.request_inspect(&n.name).unwrap();
+    }
+    for n in &nodes_ {
+        let got = settle(&d, &n.name, |s| matches!(s, State::InspectFailed { .. })).await;
+        assert!(
+            got.lifecycle
+                .last_error
+                .as_deref()
+                .is_some_and(|e| e.contains("timed out")),
+            "{:?}",
+            got.lifecycle
+        );
+        assert!(d.store().get(FACTS, &n.name).unwrap().is_none());
+    }
+}
+
+/// A `tiny` image in a fresh image store the daemon deploys from.
+fn with_image(d: &Daemon) -> tempfile::TempDir {
+    use images::manifest::{Boot, Layout, Stream};
+    use sha2::{Digest, Sha256};
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    std::fs::create_dir_all(&src).unwrap();
+    let body = b"a fake golden image";
+    std::fs::write(src.join("rootfs.tar.zst"), body).unwrap();
+    let m = images::Manifest {
+        name: "tiny".into(),
+        version: "1".into(),
+        stream: Stream {
+            file: "rootfs.tar.zst".into(),
+            sha256: hex::encode(Sha256::digest(body)),
+            size: body.len() as u64,
+            unpacked_size: 0,
+        },
+        boot: Boot {
+            kernel: "boot/vmlinuz".into(),
+            initrd: None,
+            cmdline: "console=ttyS0".into(),
+        },
+        min_disk_mib: 64,
+        layout: Layout::default(),
+        elements: vec![],
+    };
+    std::fs::write(src.join("manifest.json"), serde_json::to_vec(&m).unwrap()).unwrap();
+    let store = images::ImageStore::open(dir.path().join("images")).unwrap();
+    store.import(&src.join("manifest.json")).unwrap();
+    assert!(d.set_images(store, "images"));
+    dir
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deploys_with_faults_through_the_agent_and_node_apis() {
+    let mut nodes_ = vec![
+        fake_node("ok", 1, "fake_agent:ok"),
+        fake_node("slow", 2, "fake_agent:slow"),
+        fake_node("fail", 3, "fake_agent:fail"),
+        fake_node("vanish", 4, "fake_agent:vanish"),
+    ];
+    for n in &mut nodes_ {
+        n.lifecycle.state = State::Available;
+    }
+    let t = Timeouts {
+        deploy_ms: 2_000,
+        ..Timeouts::default()
+    };
+    let d = daemon(&nodes_, t);
+    let _images = with_image(&d);
+    for n in &nodes_ {
+        let target = crate::lifecycle::DeployTarget {
+            image: "tiny".into(),
+            root_hint: None,
+        };
+        d.request_deploy(&n.name, target).unwrap();
+    }
+    let settled = |s: &State| matches!(s, State::Active | State::DeployFailed { .. });
+    // ok and slow: image written (progress), booted from disk with the credential → active.
+    for name in ["ok", "slow"] {
+        let n = settle(&d, name, settled).await;
+        assert_eq!(
+            n.lifecycle.state,
+            State::Active,
+            "{name}: {:?}",
+            n.lifecycle
+        );
+        assert_eq!(power_of(&d, name).await, PowerState::On);
+        let p = d.last_progress(name);
+        assert!(
+            p.as_ref().is_none_or(|p| p.bytes == p.total),
+            "{name}: {p:?}"
+        );
+    }
+    // fail: the agent's reason is the node's.
+    let n = settle(&d, "fail", settled).await;
+    let err = n.lifecycle.last_error.unwrap_or_default();
+    assert!(err.contains("fake fault"), "{err}");
+    // vanish: silent after partitioning; the deploy deadline fails it, the machine is off.
+    let n = settle(&d, "vanish", settled).await;
+    let err = n.lifecycle.last_error.unwrap_or_default();
+    assert!(err.contains("timed out"), "{err}");
+    let mut p = PowerState::On;
+    for _ in 0..200 {
+        p = power_of(&d, "vanish").await;
+        if p == PowerState::Off {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(p, PowerState::Off);
+    assert_eq!(d.metrics().deploy.count(), 2);
+}

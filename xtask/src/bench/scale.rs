@@ -1,0 +1,549 @@
+//! `cargo xtask bench scale --nodes N`: the daemon with N fake nodes, in process, on a redb
+//! store in a temporary directory: enroll (`POST /v1/nodes` in batches), inspect (every node,
+//! from `enroll`: BMC verified, fake ramdisk booted, facts reported), deploy (`POST
+//! /v1/nodes/NAME/deploy` when the daemon has it), each with at most `--concurrency` nodes in
+//! flight, every request through the daemon's API handler. Printed: wall time and rate per
+//! phase, peak RSS (VmHWM), the store file's size, beside the simulator (`seed::sim`) for the
+//! same N on the same kind of store.
+//!
+//! Bounded: each phase stops after `--phase-timeout` seconds (and says how many nodes were
+//! left); nothing here is asserted, the figures are reported.
+
+use super::{print_table, Progress, Row};
+use anyhow::{Context, Result};
+use seed::daemon::api::Api;
+use seed::daemon::fakeagent::Timing;
+use seed::daemon::{Daemon, Settings};
+use seed::lifecycle::{State, Timeouts};
+use seed::store::redb::RedbStore;
+use seed::store::{nodes, Store};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Scale bench options.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// How many fake nodes.
+    #[arg(long, default_value_t = 1000)]
+    nodes: usize,
+    /// Nodes in flight at once per phase.
+    #[arg(long, default_value_t = 200)]
+    concurrency: usize,
+    /// Every fake BMC answers after this many milliseconds.
+    #[arg(long, default_value_t = 2)]
+    bmc_delay_ms: u64,
+    /// Give up a phase after this many seconds.
+    #[arg(long, default_value_t = 900)]
+    phase_timeout: u64,
+    /// Skip the simulator run.
+    #[arg(long)]
+    no_sim: bool,
+    /// Deploy with one node request each instead of through a stack.
+    #[arg(long)]
+    no_stack: bool,
+    /// Servers in the stack [default: every node]; fewer leaves spares that replace nodes
+    /// whose deploy fails.
+    #[arg(long)]
+    servers: Option<usize>,
+    /// Every K-th node's fake agent fails its deploys (0: none).
+    #[arg(long, default_value_t = 0, value_name = "K")]
+    fail_every: usize,
+    /// Every K-th node's fake agent is 10 times slower (0: none).
+    #[arg(long, default_value_t = 0, value_name = "K")]
+    slow_every: usize,
+}
+
+/// The fake agent behaviour of node `i`.
+fn behaviour(a: &Args, i: usize) -> &'static str {
+    let every = |k: usize| k > 0 && i % k == k - 1;
+    if every(a.fail_every) {
+        "fail"
+    } else if every(a.slow_every) {
+        "slow"
+    } else {
+        "ok"
+    }
+}
+
+const TOKEN: &str = "bench-scale";
+const IMAGE: &str = "overcloud-full";
+
+/// One phase's outcome.
+struct Phase {
+    name: &'static str,
+    /// Nodes the phase should finish.
+    target: usize,
+    wall: Duration,
+    ok: usize,
+    failed: usize,
+    left: usize,
+    note: String,
+}
+
+pub fn run(a: Args) -> Result<()> {
+    anyhow::ensure!(
+        a.nodes > 0 && a.concurrency > 0,
+        "--nodes and --concurrency must be > 0"
+    );
+    let p = Progress::new();
+    let dir = tempfile::tempdir().context("temporary directory")?;
+    let path = dir.path().join("seed.redb");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("tokio runtime")?;
+    reset_peak_rss();
+    let total = Instant::now();
+    let phases = rt.block_on(daemon_phases(&a, &path, &p))?;
+    let daemon_wall = total.elapsed();
+    let daemon_rss = peak_rss_kib();
+    let store_bytes = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+    rt.shutdown_timeout(Duration::from_secs(5));
+
+    let sim = if a.no_sim {
+        None
+    } else {
+        p.say(format!("simulator: {} nodes on a redb store", a.nodes));
+        reset_peak_rss();
+        let spath = dir.path().join("sim.redb");
+        let store = RedbStore::open(&spath).context("simulator store")?;
+        let t = Instant::now();
+        let report =
+            seed::sim::run(&seed::sim::SimConfig::new(a.nodes, 1), &store).context("simulator")?;
+        let wall = t.elapsed();
+        Some((
+            report,
+            wall,
+            peak_rss_kib(),
+            std::fs::metadata(&spath).map(|m| m.len()).unwrap_or(0),
+        ))
+    };
+
+    println!();
+    let how = phases
+        .iter()
+        .find(|p| p.name == "deploy")
+        .map_or("", |p| p.note.as_str());
+    println!(
+        "scale: {} fake nodes, {} in flight, fake BMC delay {} ms, failing agents every {}, slow \
+         every {} (0: none); daemon in process over redb; deploy: {how}",
+        a.nodes, a.concurrency, a.bmc_delay_ms, a.fail_every, a.slow_every
+    );
+    let mut rows = Vec::new();
+    for ph in &phases {
+        let rate = if ph.wall.as_secs_f64() > 0.0 {
+            ph.ok as f64 / ph.wall.as_secs_f64()
+        } else {
+            0.0
+        };
+        rows.push(Row {
+            metric: format!("{} wall [s]", ph.name),
+            seed: format!("{:.2}", ph.wall.as_secs_f64()),
+            peer: "-".into(),
+            target: "-".into(),
+            met: String::new(),
+        });
+        rows.push(Row {
+            metric: format!("{} ok/failures/left [nodes]", ph.name),
+            seed: format!("{}/{}/{}", ph.ok, ph.failed, ph.left),
+            peer: "-".into(),
+            target: format!("{}/0/0", ph.target),
+            met: if ph.ok == ph.target { "yes" } else { "no" }.into(),
+        });
+        rows.push(Row {
+            metric: format!("{} rate [nodes/s]", ph.name),
+            seed: format!("{rate:.0}"),
+            peer: "-".into(),
+            target: "-".into(),
+            met: ph.note.clone(),
+        });
+    }
+    let (sim_wall, sim_rss, sim_store, sim_active, sim_virtual) = match &sim {
+        Some((r, wall, rss, bytes)) => (
+            format!("{:.2}", wall.as_secs_f64()),
+            format!("{}", rss / 1024),
+            format!("{:.1}", *bytes as f64 / 1048576.0),
+            format!("{}", r.count("active")),
+            format!("{:.0}", r.end_ms as f64 / 1000.0),
+        ),
+        None => ("-".into(), "-".into(), "-".into(), "-".into(), "-".into()),
+    };
+    rows.push(Row {
+        metric: "all phases wall [s] (peer: simulator wall)".into(),
+        seed: format!("{:.2}", daemon_wall.as_secs_f64()),
+        peer: sim_wall,
+        target: "-".into(),
+        met: String::new(),
+    });
+    rows.push(Row {
+        metric: "simulated (virtual) time to all active [s]".into(),
+        seed: "-".into(),
+        peer: sim_virtual,
+        target: "-".into(),
+        met: String::new(),
+    });
+    rows.push(Row {
+        metric: "nodes active at the end".into(),
+        seed: phases
+            .iter()
+            .find(|p| p.name == "deploy")
+            .map_or("-".into(), |p| p.ok.to_string()),
+        peer: sim_active,
+        target: phases
+            .iter()
+            .find(|p| p.name == "deploy")
+            .map_or(a.nodes, |p| p.target)
+            .to_string(),
+        met: String::new(),
+    });
+    rows.push(Row {
+        metric: "peak RSS [MiB]".into(),
+        seed: format!("{}", daemon_rss / 1024),
+        peer: sim_rss,
+        target: "-".into(),
+        met: String::new(),
+    });
+    rows.push(Row {
+        metric: "store file [MiB]".into(),
+        seed: format!("{:.1}", store_bytes as f64 / 1048576.0),
+        peer: sim_store,
+        target: "-".into(),
+        met: String::new(),
+    });
+    print_table(&rows);
+    Ok(())
+}
+
+async fn daemon_phases(a: &Args, path: &std::path::Path, p: &Progress) -> Result<Vec<Phase>> {
+    let store = RedbStore::open(path).context("opening the store")?;
+    let daemon = Daemon::new(
+        Arc::new(store),
+        Settings {
+            server_ip: "127.0.0.1".parse().expect("ip"),
+            http_port: 8080,
+            timeouts: Timeouts::default(),
+            heartbeat_secs: 1,
+            provide_after_inspect: true,
+        },
+    )
+    .context("daemon")?;
+    daemon.set_fake_timing(Timing {
+        boot: Duration::from_millis(20),
+        step: Duration::from_millis(10),
+        tick: Duration::from_millis(200),
+        ..Timing::default()
+    });
+    // The image every node is deployed with: a small stream in an image store (verified by
+    // the provisioner before each deploy, as in production).
+    let images = image_store(path.parent().context("store dir")?)?;
+    daemon.set_images(images, "images");
+    let api = Api::new(daemon.clone(), TOKEN);
+    let names: Vec<String> = (0..a.nodes).map(|i| format!("n{i:05}")).collect();
+    let mut phases = Vec::new();
+
+    // Enroll, in batches of 1,000 (one commit each).
+    p.say(format!("enroll: {} nodes", a.nodes));
+    let t = Instant::now();
+    let mut enrolled = 0;
+    let mut note = String::new();
+    for (b, chunk) in names.chunks(1000).enumerate() {
+        let entries: Vec<serde_json::Value> = chunk
+            .iter()
+            .enumerate()
+            .map(|(j, n)| {
+                let i = b * 1000 + j;
+                serde_json::json!({
+                    "name": n,
+                    "mac": [format!("52:54:{:02x}:{:02x}:{:02x}:{:02x}", (i >> 24) & 0xff,
+                        (i >> 16) & 0xff, (i >> 8) & 0xff, i & 0xff)],
+                    "pm_type": "fake", "pm_addr": "fake", "pm_user": "admin",
+                    "pm_password": "bench",
+                    "capabilities": format!("profile:compute,fake_agent:{},fake_bmc_delay_ms:{}",
+                        behaviour(a, i), a.bmc_delay_ms),
+                })
+            })
+            .collect();
+        let body = serde_json::json!({ "nodes": entries }).to_string();
+        let (code, resp) = api.local("POST", "/v1/nodes", &body);
+        if code == 201 {
+            enrolled += chunk.len();
+        } else {
+            note = format!("batch {b}: {code} {resp}");
+            break;
+        }
+    }
+    phases.push(Phase {
+        name: "enroll",
+        target: a.nodes,
+        wall: t.elapsed(),
+        ok: enrolled,
+        failed: a.nodes - enrolled,
+        left: 0,
+        note,
+    });
+
+    // Inspect (from enroll: verify, then inspect; provide follows).
+    p.say("inspect: every node");
+    let ph = drive(
+        "inspect",
+        a,
+        &daemon,
+        &names,
+        |name| api.local("POST", &format!("/v1/nodes/{name}/inspect"), ""),
+        |s, last_error| match s {
+            State::Available => Some(true),
+            State::InspectFailed { .. } => Some(false),
+            State::Enroll if last_error => Some(false),
+            _ => None,
+        },
+    )
+    .await;
+    p.say(format!(
+        "inspect: {} ok, {} failed in {:.1}s",
+        ph.ok,
+        ph.failed,
+        ph.wall.as_secs_f64()
+    ));
+    phases.push(ph);
+
+    // Deploy, if this daemon can.
+    let probe = api.local(
+        "POST",
+        "/v1/nodes/__probe__/deploy",
+        &serde_json::json!({ "image": IMAGE }).to_string(),
+    );
+    if probe.1.contains("unknown request") || probe.1.contains("no such endpoint") {
+        p.say("deploy: this daemon has no deploy endpoint yet; skipped");
+        phases.push(Phase {
+            name: "deploy",
+            target: a.nodes,
+            wall: Duration::ZERO,
+            ok: 0,
+            failed: 0,
+            left: a.nodes,
+            note: "no deploy endpoint".into(),
+        });
+    } else if !a.no_stack {
+        p.say("deploy: through one stack");
+        let ph = deploy_by_stack(a, &daemon, &api, p).await;
+        p.say(format!(
+            "deploy: {} active, {} failed in {:.1}s ({})",
+            ph.ok,
+            ph.failed,
+            ph.wall.as_secs_f64(),
+            ph.note
+        ));
+        phases.push(ph);
+    } else {
+        p.say("deploy: every available node");
+        let body = serde_json::json!({ "image": IMAGE }).to_string();
+        let mut ph = drive(
+            "deploy",
+            a,
+            &daemon,
+            &names,
+            |name| api.local("POST", &format!("/v1/nodes/{name}/deploy"), &body),
+            |s, _| match s {
+                State::Active => Some(true),
+                State::DeployFailed { .. } => Some(false),
+                _ => None,
+            },
+        )
+        .await;
+        if ph.note.is_empty() {
+            ph.note = format!("node requests, {} in flight", a.concurrency);
+        }
+        p.say(format!(
+            "deploy: {} ok, {} failed in {:.1}s",
+            ph.ok,
+            ph.failed,
+            ph.wall.as_secs_f64()
+        ));
+        phases.push(ph);
+    }
+    Ok(phases)
+}
+
+/// An image store beside the node store with one image, [`IMAGE`].
+fn image_store(dir: &std::path::Path) -> Result<images::ImageStore> {
+    use images::manifest::{Boot, Layout, Stream};
+    let src = dir.join("image-src");
+    std::fs::create_dir_all(&src).context("image source dir")?;
+    let stream = src.join("rootfs.tar.zst");
+    std::fs::write(&stream, vec![0x5a; 1 << 20]).context("writing the image stream")?;
+    let (sha256, size) = images::store::hash_file(&stream).context("hashing the stream")?;
+    let m = images::Manifest {
+        name: IMAGE.into(),
+        version: "1".into(),
+        stream: Stream {
+            file: "rootfs.tar.zst".into(),
+            sha256,
+            size,
+            unpacked_size: 0,
+        },
+        boot: Boot {
+            kernel: "boot/vmlinuz".into(),
+            initrd: None,
+            cmdline: "console=ttyS0".into(),
+        },
+        min_disk_mib: 64,
+        layout: Layout::default(),
+        elements: vec![],
+    };
+    let mpath = src.join("manifest.json");
+    std::fs::write(&mpath, serde_json::to_vec(&m)?).context("writing the manifest")?;
+    let store = images::ImageStore::open(dir.join("images")).context("image store")?;
+    store.import(&mpath).context("importing the bench image")?;
+    Ok(store)
+}
+
+/// Deploy every node through one stack (a resource group of `--nodes` servers), as an
+/// operator would; the stack engine bounds the deploys in flight. Polls the stack view.
+async fn deploy_by_stack(a: &Args, daemon: &Arc<Daemon>, api: &Api, p: &Progress) -> Phase {
+    let t = Instant::now();
+    daemon.spawn_stacks();
+    let servers = a.servers.unwrap_or(a.nodes).min(a.nodes);
+    let template = format!(
+        "heat_template_version: wallaby\nresources:\n  nodes:\n    type: OS::Heat::ResourceGroup\n    \
+         properties:\n      count: {}\n      resource_def: {{type: OS::Seed::Server, properties: \
+         {{image: {IMAGE}, profile: compute}}}}\n",
+        servers
+    );
+    let body = serde_json::json!({"name": "bench", "file": "bench.yaml", "template": template});
+    let (code, resp) = api.local("POST", "/v1/stacks", &body.to_string());
+    if code != 201 {
+        return Phase {
+            name: "deploy",
+            target: servers,
+            wall: t.elapsed(),
+            ok: 0,
+            failed: 0,
+            left: servers,
+            note: format!(
+                "stack refused: {code} {}",
+                resp.chars().take(160).collect::<String>()
+            ),
+        };
+    }
+    let limit = Duration::from_secs(a.phase_timeout);
+    let (mut active, mut failed, mut status) = (0, 0, String::new());
+    let mut next_note = Duration::from_secs(30);
+    while t.elapsed() < limit {
+        // The stack view reads every node: poll less often for large stacks.
+        tokio::time::sleep(Duration::from_millis((a.nodes as u64 / 5).max(500))).await;
+        let (code, v) = api.local("GET", "/v1/stacks/bench", "");
+        let Ok(v) = serde_json::from_str::<serde_json::Value>(&v) else {
+            continue;
+        };
+        if code != 200 {
+            continue;
+        }
+        status = v["status"].as_str().unwrap_or_default().to_string();
+        let members = v["members"].as_array().cloned().unwrap_or_default();
+        active = members
+            .iter()
+            .filter(|m| m["node_state"] == "active")
+            .count();
+        // Deploys that failed (a member whose node failed moves to a spare when there is one).
+        failed = daemon.metrics().deploy_failures() as usize;
+        if t.elapsed() >= next_note {
+            next_note += Duration::from_secs(30);
+            p.say(format!(
+                "deploy: {status}, {active} active, {failed} failures so far"
+            ));
+        }
+        if status.ends_with("COMPLETE") || status.ends_with("FAILED") {
+            break;
+        }
+    }
+    Phase {
+        name: "deploy",
+        target: servers,
+        wall: t.elapsed(),
+        ok: active,
+        failed,
+        left: servers.saturating_sub(active),
+        note: format!("one stack of {servers} servers, ended {status}"),
+    }
+}
+
+/// Ask each node for a step with at most `--concurrency` in flight; a node is finished when
+/// `done(state, has_last_error)` says `Some(ok?)`. Polls only the nodes in flight.
+async fn drive(
+    name: &'static str,
+    a: &Args,
+    daemon: &Arc<Daemon>,
+    names: &[String],
+    request: impl Fn(&str) -> (u16, String),
+    done: impl Fn(&State, bool) -> Option<bool>,
+) -> Phase {
+    let t = Instant::now();
+    let limit = Duration::from_secs(a.phase_timeout);
+    let mut queue: std::collections::VecDeque<&String> = names.iter().collect();
+    let mut inflight: Vec<&String> = Vec::new();
+    let (mut ok, mut failed) = (0, 0);
+    let mut note = String::new();
+    while !(queue.is_empty() && inflight.is_empty()) && t.elapsed() < limit {
+        while inflight.len() < a.concurrency {
+            let Some(n) = queue.pop_front() else { break };
+            let (code, body) = request(n);
+            if (200..300).contains(&code) {
+                inflight.push(n);
+            } else {
+                failed += 1;
+                if note.is_empty() {
+                    note = format!("{n}: {code} {}", body.chars().take(120).collect::<String>());
+                }
+            }
+        }
+        // Polling reads only the nodes in flight; 50 ms keeps it off the daemon's back.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let store: &dyn Store = daemon.store();
+        inflight.retain(|n| match nodes::get(store, n) {
+            Ok(Some((node, _))) => {
+                match done(&node.lifecycle.state, node.lifecycle.last_error.is_some()) {
+                    Some(true) => {
+                        ok += 1;
+                        false
+                    }
+                    Some(false) => {
+                        failed += 1;
+                        false
+                    }
+                    None => true,
+                }
+            }
+            _ => {
+                failed += 1;
+                false
+            }
+        });
+    }
+    Phase {
+        name,
+        target: names.len(),
+        wall: t.elapsed(),
+        ok,
+        failed,
+        left: queue.len() + inflight.len(),
+        note,
+    }
+}
+
+/// Reset the process's peak RSS (`5` to `/proc/self/clear_refs`, Linux ≥ 4.0).
+fn reset_peak_rss() {
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+}
+
+/// Peak resident set size, KiB (`VmHWM`).
+fn peak_rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
+        .unwrap_or(0)
+}
