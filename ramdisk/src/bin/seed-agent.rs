@@ -66,6 +66,8 @@ fn main() {
     let interval = Duration::from_secs(ack.heartbeat_secs.clamp(1, 300));
     let (tx, rx) = mpsc::channel::<Progress>();
     let mut deploying: Option<std::thread::JoinHandle<()>> = None;
+    // The seed repeats a wipe until its "done" lands: a finished one is not run again.
+    let mut wiped_op: Option<u64> = None;
     loop {
         let cmd = match rx.recv_timeout(interval) {
             Ok(mut p) => {
@@ -103,7 +105,9 @@ fn main() {
                 }
             }
             Ok(Command::Wipe(w)) => {
-                if deploying.as_ref().is_some_and(|t| !t.is_finished()) {
+                if wiped_op == Some(w.op) {
+                    // Already carried out (or running).
+                } else if deploying.as_ref().is_some_and(|t| !t.is_finished()) {
                     log(&format!(
                         "wipe op {} asked while disk work runs: ignored",
                         w.op
@@ -111,6 +115,7 @@ fn main() {
                 } else {
                     let tx = tx.clone();
                     let mac = report.boot_mac.clone();
+                    wiped_op = Some(w.op);
                     deploying = Some(std::thread::spawn(move || run_wipe(w, mac, tx)));
                 }
             }

@@ -15,6 +15,7 @@
 
 pub mod admin;
 pub mod api;
+pub mod clean;
 pub mod config;
 pub mod credentials;
 pub mod deploy;
@@ -384,6 +385,10 @@ impl Daemon {
         };
         let drv = self.driver(name, &node.bmc);
         let mut follow = None;
+        // A deleting node's power-off done → torn down (cleaning starts).
+        let tearing_down = node.lifecycle.state == State::Deleting
+            && node.lifecycle.maintenance.is_none()
+            && batch.contains(&Action::PowerOff);
         for action in batch {
             let res = match &action {
                 Action::VerifyPower => drv.status().await.map(|_| {
@@ -424,10 +429,12 @@ impl Daemon {
                         }
                     }
                 }
-                Action::WipeDisks(_) => {
-                    // Handed to the agent once clean lands; the step's deadline fails it
-                    // meanwhile.
-                    warn!(node = name, ?action, "not carried out by this daemon yet");
+                Action::WipeDisks(plan) => {
+                    // Queued before the node is powered into the ramdisk; a stale batch (the
+                    // node moved on) stops here.
+                    if !self.prepare_wipe(name, node.lifecycle.op, plan) {
+                        return;
+                    }
                     Ok(())
                 }
                 Action::Persist | Action::Deadline { .. } => Ok(()),
@@ -443,6 +450,9 @@ impl Daemon {
                     return;
                 }
             }
+        }
+        if tearing_down {
+            self.torn_down(name, node.lifecycle.op);
         }
         if let Some(ev) = follow {
             match self.apply(name, ev, vec![]) {
