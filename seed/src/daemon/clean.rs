@@ -8,10 +8,15 @@
 //! 3. The agent's progress for the current op: `done` → [`Event::Cleaned`] (available, powered
 //!    off), `failed` → [`Event::Failed`] (clean failed, with the agent's reason); reports of
 //!    another op are dropped (see `agent_progress` in `deploy.rs`).
+//!
+//! The agent's command is memory only. At start ([`Daemon::resume_cleaning`]) a node left in
+//! `deleting` gets its power-off again (whose success tears it down), one in `cleaning` its wipe
+//! again (the plan is recomputed from the stored node; it carries no secret), instead of
+//! waiting for the step's deadline.
 
 use super::{lock, Daemon};
 use crate::inventory::Node;
-use crate::lifecycle::{Event, State, WipePlan};
+use crate::lifecycle::{Action, Event, State, WipePlan};
 use crate::store::nodes;
 use ramdisk::agent::{Command, WipeCommand, WipeDisk, WipeExtent};
 use std::sync::Arc;
@@ -57,6 +62,31 @@ pub fn wipe_command(node: &Node, op: u64, plan: &WipePlan) -> WipeCommand {
 }
 
 impl Daemon {
+    /// At start: pick up deletes and cleanings the last run left (see the module doc).
+    /// Returns how many nodes were picked up.
+    pub(super) fn resume_cleaning(self: &Arc<Self>) -> Result<usize, super::DaemonError> {
+        let mut n_resumed = 0;
+        for (n, _) in nodes::list(&*self.store)? {
+            let lc = &n.lifecycle;
+            if lc.maintenance.is_some() {
+                continue;
+            }
+            match lc.state {
+                State::Deleting => self.enqueue(&n.name, vec![Action::PowerOff]),
+                State::Cleaning => {
+                    let plan = WipePlan::for_disks(&n.properties.disks, lc.wipe_full);
+                    if !self.prepare_wipe(&n.name, lc.op, &plan) {
+                        continue;
+                    }
+                }
+                _ => continue,
+            }
+            info!(node = %n.name, state = %lc.state, "resumed after a restart");
+            n_resumed += 1;
+        }
+        Ok(n_resumed)
+    }
+
     /// The power-off of node `name`'s deleting step `op` succeeded: the node is torn down and
     /// cleaning starts. Nothing when the node moved on meanwhile.
     pub(super) fn torn_down(self: &Arc<Self>, name: &str, op: u64) {

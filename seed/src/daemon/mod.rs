@@ -170,6 +170,7 @@ impl Daemon {
     /// runtime). A deadline already past fires at once and the lifecycle fails the step.
     pub fn resume(self: &Arc<Self>) -> Result<usize, DaemonError> {
         self.fail_interrupted_deploys()?;
+        self.resume_cleaning()?;
         let mut armed = 0;
         for (n, _) in nodes::list(&*self.store)? {
             if let (true, Some(at), None) = (

@@ -394,3 +394,34 @@ async fn cleaning_takes_only_the_current_ops_report() {
         .agent_progress("plain", report(w.op, Phase::Done, None))
         .unwrap());
 }
+
+/// A restart in the middle of a delete or a cleaning picks it up: the deleting node's power-off
+/// is repeated (and tears it down), the cleaning node's wipe is queued again with its op.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restart_resumes_deletes_and_cleanings() {
+    let mut del = fake_node("del", 1, "");
+    del.lifecycle.state = State::Deleting;
+    del.lifecycle.op = 7;
+    let mut cln = fake_node("cln", 2, "");
+    cln.lifecycle.state = State::Cleaning;
+    cln.lifecycle.op = 9;
+    cln.lifecycle.wipe_full = true;
+    let d = daemon(&[del, cln], Timeouts::default());
+    assert_eq!(d.pending_command("cln"), Command::None);
+    d.resume().unwrap();
+    let Command::Wipe(w) = d.pending_command("cln") else {
+        panic!("{:?}", d.pending_command("cln"));
+    };
+    assert_eq!((w.op, w.full), (9, true));
+    let n = settle(&d, "del", |s| *s == State::Cleaning).await;
+    assert_eq!(n.lifecycle.op, 8);
+    let mut cmd = Command::None;
+    for _ in 0..300 {
+        cmd = d.pending_command("del");
+        if matches!(cmd, Command::Wipe(_)) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(matches!(cmd, Command::Wipe(ref w) if w.op == 8), "{cmd:?}");
+}
