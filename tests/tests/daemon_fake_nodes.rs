@@ -3,7 +3,9 @@
 //! agents enrolled with `seed node import` through the API, inspected with `seed node inspect`,
 //! listed with `seed node list` (which finds the running daemon by itself), one deployed with
 //! `seed node deploy` (its fake agent writes the "image" and its "image" reports booted with the
-//! node's credential); `/metrics` on both listeners counts them, `/v1/openapi.json` parses.
+//! node's credential); `/metrics` on both listeners counts them, `/v1/openapi.json` parses;
+//! then `seed node undeploy` brings it back to `available` through cleaning (its fake agent
+//! plays the wipe the daemon hands it).
 
 use std::time::Duration;
 use tests::netns::Netns;
@@ -239,6 +241,39 @@ port = 8080
     // The netboot counters come first, the daemon's after them.
     let http = m.find("http_requests_total").expect("netboot counters");
     assert!(http < m.find("seed_nodes").unwrap(), "{m}");
+
+    // Undeploy: powered off, torn down, the ramdisk's wipe, cleaned → available again.
+    let t0 = std::time::Instant::now();
+    let out = seed(&ns, &["node", "undeploy", "fake-0"]);
+    assert!(
+        out.status.success(),
+        "undeploy: {out:?}\n{}",
+        daemon.output()
+    );
+    let mut row = String::new();
+    for _ in 0..120 {
+        let out = seed(&ns, &["node", "list"]);
+        let list = String::from_utf8_lossy(&out.stdout).into_owned();
+        row = list
+            .lines()
+            .find(|l| l.starts_with("fake-0"))
+            .unwrap_or_default()
+            .to_string();
+        if row.contains("available") || row.contains("failed") {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    assert!(row.contains("available"), "{row}\n{}", daemon.output());
+    println!(
+        "undeploy → available (through cleaning): {:.2} s",
+        t0.elapsed().as_secs_f64()
+    );
+    let log = daemon.output();
+    assert!(log.contains("wipe handed to the agent"), "{log}");
+    let (code, m) = curl(&ns, "http://127.0.0.1:6385/metrics");
+    assert_eq!(code, 200, "{m}");
+    assert!(m.contains("seed_nodes{state=\"available\"} 3\n"), "{m}");
 
     // The OpenAPI document, without a token, on both listeners.
     for url in [

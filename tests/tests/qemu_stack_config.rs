@@ -15,7 +15,9 @@
 //! redeploy (same QEMU processes, one image boot on each console, deploy and transition counters
 //! unchanged, nodes still active). Prints per-node power-on → active times and the time from
 //! `stack update` to all nodes reconfigured. Finally `seed stack delete demo`: the stack goes,
-//! the nodes are released (their metadata forgotten) and powered off.
+//! the nodes are released (their metadata forgotten), powered off, cleaned (the ramdisk wipes
+//! their disks: no partition table left in the qcow2) and `available` again, powered off.
+//! Prints the delete → available time.
 //!
 //! Needs `cargo xtask ramdisk` and `cargo xtask image build tiny` (run by `cargo xtask test`).
 
@@ -547,12 +549,12 @@ port = 8080
         seed.output()
     );
 
-    // Delete: the stack goes, its nodes are released (metadata forgotten) and powered off.
-    // (Cleaning them back to `available` needs the daemon to carry out the wipe and report the
-    // node torn down, which it does not yet: they wait in `deleting`.)
+    // Delete: the stack goes, its nodes are released (metadata forgotten), powered off, torn
+    // down, PXE-booted into the ramdisk, wiped, and available again (powered off).
     let t_delete = Instant::now();
     seed_cli(api_port, &["stack", "delete", "demo"]);
-    let deadline = t_delete + Duration::from_secs(120);
+    let deadline = t_delete + Duration::from_secs(300);
+    let mut seen_cleaning = false;
     loop {
         let (code, body) = api(api_port, "GET", "/v1/stacks/demo");
         let states: Vec<String> = names
@@ -564,20 +566,57 @@ port = 8080
                     .to_string()
             })
             .collect();
+        seen_cleaning |= states.iter().any(|s| s == "cleaning");
+        assert!(
+            !states.iter().any(|s| s.contains("fail")),
+            "cleaning failed: {states:?}\nseed:\n{}\n{}",
+            seed.output(),
+            consoles()
+        );
         let off = names.iter().all(|n| pid(n).is_none());
-        if code == 404 && off && !states.iter().any(|s| s == "active") {
+        if code == 404 && off && states.iter().all(|s| s == "available") {
             println!(
-                "stack delete → gone, nodes powered off ({states:?}): {:.1} s",
+                "stack delete → nodes cleaned, available and off: {:.1} s (cleaning seen: {seen_cleaning})",
                 t_delete.elapsed().as_secs_f64()
             );
             break;
         }
         assert!(
             Instant::now() < deadline,
-            "not deleted in 120 s: {code} {body} {states:?} off={off}\nseed:\n{}",
-            seed.output()
+            "not cleaned in 300 s: {code} {body} {states:?} off={off}\nseed:\n{}\n{}",
+            seed.output(),
+            consoles()
         );
         std::thread::sleep(Duration::from_secs(1));
+    }
+    assert!(
+        seed.output().contains("wipe handed to the agent"),
+        "no wipe was handed to the agents:\n{}",
+        seed.output()
+    );
+    // The disks' partition tables are gone: no MBR signature, no primary GPT header.
+    for n in &names {
+        let disk = lab.node(n).unwrap().lock().unwrap().disk_path(0);
+        let head = d.join(format!("{n}-head.raw"));
+        let out = Command::new(tests::require("qemu-img"))
+            .args(["dd", "-f", "qcow2", "-O", "raw", "bs=512", "count=34"])
+            .arg(format!("if={}", disk.display()))
+            .arg(format!("of={}", head.display()))
+            .output()
+            .expect("running qemu-img");
+        assert!(
+            out.status.success(),
+            "qemu-img dd {}: {out:?}",
+            disk.display()
+        );
+        let b = std::fs::read(&head).unwrap();
+        assert_eq!(b.len(), 34 * 512, "{n}");
+        assert_ne!(&b[510..512], &[0x55, 0xaa], "{n}: an MBR is left");
+        assert_ne!(&b[512..520], b"EFI PART", "{n}: a GPT is left");
+        assert!(
+            b.iter().all(|&x| x == 0),
+            "{n}: the disk's head is not zeroed"
+        );
     }
     for n in &names {
         let (code, body) = api(api_port, "GET", &format!("/v1/nodes/{n}/metadata"));

@@ -441,7 +441,7 @@ pub fn partition_path(dev: &Path, n: u32) -> PathBuf {
 nix::ioctl_none!(blkrrpart, 0x12, 95);
 
 /// Ask the kernel to re-read the partition table (retrying while udev-less probes hold it).
-fn reread(dev: &Path) -> io::Result<()> {
+pub(crate) fn reread(dev: &Path) -> io::Result<()> {
     use std::os::fd::AsRawFd;
     let f = OpenOptions::new().read(true).open(dev)?;
     let mut last = Ok(());
@@ -521,7 +521,7 @@ impl Drop for Loops {
     }
 }
 
-fn zero(f: &mut std::fs::File, offset: u64, len: u64) -> io::Result<()> {
+pub(crate) fn zero(f: &mut std::fs::File, offset: u64, len: u64) -> io::Result<()> {
     const MIB: usize = 1 << 20;
     let zeros = vec![0u8; MIB];
     f.seek(SeekFrom::Start(offset))?;

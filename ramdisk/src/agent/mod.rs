@@ -4,14 +4,15 @@
 //! The wire protocol (JSON over HTTP, base URL from the kernel command line `seed.url=`):
 //! - `POST {url}/v1/agent/facts` with [`Report`] → [`Ack`];
 //! - `POST {url}/v1/agent/heartbeat` with [`Heartbeat`] → [`Command`];
-//! - `POST {url}/v1/agent/progress` with [`Progress`] → [`Command`] (during a deploy: phase,
-//!   bytes written; the last one says done or failed with the reason);
+//! - `POST {url}/v1/agent/progress` with [`Progress`] → [`Command`] (during a deploy or a wipe:
+//!   phase, bytes written; the last one says done or failed with the reason);
 //! - from the deployed image's first boot: `POST {url}/v1/node/booted` with
 //!   `Authorization: Bearer <credential>` (the credential is in the identity file the deploy
 //!   wrote on the state partition, see [`images::Identity`]).
 
 pub mod deploy;
 pub mod facts;
+pub mod wipe;
 
 use serde::{Deserialize, Serialize};
 
@@ -50,6 +51,43 @@ pub enum Command {
     /// Write an image to a disk, then report [`Phase::Done`] and wait (the seed sets the boot
     /// device and power-cycles, or sends [`Command::Reboot`]).
     Deploy(Box<DeployCommand>),
+    /// Clean the node's disks (the lifecycle's cleaning step), then report [`Phase::Done`] and
+    /// wait (the seed powers the node off).
+    Wipe(WipeCommand),
+}
+
+/// The work of a cleaning: the lifecycle's wipe plan, carried to the agent.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WipeCommand {
+    /// The lifecycle's operation number, echoed in every [`Progress`] (as for a deploy).
+    pub op: u64,
+    /// Zero whole disks instead of tables and partition edges.
+    pub full: bool,
+    /// The disks the seed knows the node has. Empty: the seed knows none (never inspected), so
+    /// every disk the agent sees is cleaned.
+    pub disks: Vec<WipeDisk>,
+}
+
+/// One disk of a [`WipeCommand`]. The agent finds it by serial when one is given, else by
+/// kernel name, and refuses a disk it cannot find.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WipeDisk {
+    /// Kernel name (`vda`); `#N` when the seed only has a declared, unnamed disk.
+    pub name: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub serial: String,
+    pub size_bytes: u64,
+    /// Byte ranges the seed asks zeroed besides what the agent finds itself (the disk's edges
+    /// and the first and last MiB of each partition of the table it reads now).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub extents: Vec<WipeExtent>,
+}
+
+/// A byte range to zero.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WipeExtent {
+    pub offset: u64,
+    pub len: u64,
 }
 
 /// The work of a deploy.
@@ -73,7 +111,7 @@ pub struct DeployCommand {
     pub seed_url: String,
 }
 
-/// A deploy step.
+/// A deploy (or wipe) step.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Phase {
@@ -83,19 +121,21 @@ pub enum Phase {
     Writing,
     /// Bootloader, fstab, identity.
     Finishing,
+    /// Zeroing disks (a [`Command::Wipe`]); `bytes` of `total` zeroed so far.
+    Wiping,
     /// Everything written and synced.
     Done,
     /// The deploy failed (see `error`); what was written has been wiped.
     Failed,
 }
 
-/// Progress of a deploy.
+/// Progress of a deploy or a wipe.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Progress {
     pub boot_mac: String,
     pub op: u64,
     pub phase: Phase,
-    /// Bytes of the compressed stream read so far, and its size.
+    /// Bytes of the compressed stream read so far, and its size (a wipe: bytes zeroed).
     pub bytes: u64,
     pub total: u64,
     /// Set with [`Phase::Failed`]: a reason a person can act on.
@@ -151,5 +191,21 @@ mod tests {
             serde_json::to_string(&Command::None).unwrap(),
             r#"{"command":"none"}"#
         );
+        let w = Command::Wipe(WipeCommand {
+            op: 7,
+            full: false,
+            disks: vec![WipeDisk {
+                name: "vda".into(),
+                serial: String::new(),
+                size_bytes: 1 << 30,
+                extents: vec![],
+            }],
+        });
+        let j = serde_json::to_string(&w).unwrap();
+        assert_eq!(
+            j,
+            r#"{"command":"wipe","op":7,"full":false,"disks":[{"name":"vda","size_bytes":1073741824}]}"#
+        );
+        assert_eq!(serde_json::from_str::<Command>(&j).unwrap(), w);
     }
 }

@@ -6,10 +6,13 @@
 //! `{url}/v1/agent/progress` about once a second, and each answer is obeyed like a heartbeat's.
 //! After `done` (or `failed`) the agent keeps heartbeating: the seed power-cycles it or sends
 //! `reboot`.
+//!
+//! A `wipe` command (cleaning after a delete) runs the same way (`ramdisk::agent::wipe`), in the
+//! same thread slot: one piece of disk work at a time.
 
 use ramdisk::agent::deploy;
 use ramdisk::agent::{facts, Ack, Command, DeployCommand, Heartbeat, KernelArgs, Phase};
-use ramdisk::agent::{Progress, Report};
+use ramdisk::agent::{wipe, Progress, Report, WipeCommand};
 use std::path::Path;
 use std::process::Command as Proc;
 use std::sync::mpsc;
@@ -63,6 +66,8 @@ fn main() {
     let interval = Duration::from_secs(ack.heartbeat_secs.clamp(1, 300));
     let (tx, rx) = mpsc::channel::<Progress>();
     let mut deploying: Option<std::thread::JoinHandle<()>> = None;
+    // The seed repeats a wipe until its "done" lands: a finished one is not run again.
+    let mut wiped_op: Option<u64> = None;
     loop {
         let cmd = match rx.recv_timeout(interval) {
             Ok(mut p) => {
@@ -97,6 +102,21 @@ fn main() {
                     let tx = tx.clone();
                     let mac = report.boot_mac.clone();
                     deploying = Some(std::thread::spawn(move || run_deploy(*d, mac, tx)));
+                }
+            }
+            Ok(Command::Wipe(w)) => {
+                if wiped_op == Some(w.op) {
+                    // Already carried out (or running).
+                } else if deploying.as_ref().is_some_and(|t| !t.is_finished()) {
+                    log(&format!(
+                        "wipe op {} asked while disk work runs: ignored",
+                        w.op
+                    ));
+                } else {
+                    let tx = tx.clone();
+                    let mac = report.boot_mac.clone();
+                    wiped_op = Some(w.op);
+                    deploying = Some(std::thread::spawn(move || run_wipe(w, mac, tx)));
                 }
             }
             Err(e) => log(&format!("seed: {e}")),
@@ -183,6 +203,57 @@ fn run_deploy(d: DeployCommand, boot_mac: String, tx: mpsc::Sender<Progress>) {
                 reason.push_str(" (what was written has been wiped)");
             }
             log(&format!("deploy failed: {reason}"));
+            progress(Phase::Failed, 0, total, Some(reason))
+        }
+    };
+    let _ = tx.send(last);
+}
+
+/// The wipe thread: zero what the plan says, sending progress (about once a second), then
+/// `done` or `failed`.
+fn run_wipe(w: WipeCommand, boot_mac: String, tx: mpsc::Sender<Progress>) {
+    log(&format!(
+        "wiping (op {}, {}) {} disk(s) of the plan",
+        w.op,
+        if w.full {
+            "full"
+        } else {
+            "tables and partition edges"
+        },
+        w.disks.len()
+    ));
+    let progress = |phase, bytes, total, error| Progress {
+        boot_mac: boot_mac.clone(),
+        op: w.op,
+        phase,
+        bytes,
+        total,
+        error,
+    };
+    let disks = facts::collect(Path::new("/")).disks;
+    let started = std::time::Instant::now();
+    let mut last_sent = None::<std::time::Instant>;
+    let mut total = 0;
+    let result = wipe::wipe(&w, &disks, Path::new("/dev"), &mut |b, t| {
+        total = t;
+        if last_sent.is_none_or(|at| at.elapsed() >= Duration::from_secs(1)) {
+            last_sent = Some(std::time::Instant::now());
+            let _ = tx.send(progress(Phase::Wiping, b, t, None));
+        }
+    });
+    let last = match result {
+        Ok(r) => {
+            log(&format!(
+                "wipe done: {} bytes zeroed on {} in {:.1} s",
+                r.bytes,
+                r.disks.join(", "),
+                started.elapsed().as_secs_f64()
+            ));
+            progress(Phase::Done, r.bytes, r.bytes, None)
+        }
+        Err(e) => {
+            let reason = deploy::reason(&e);
+            log(&format!("wipe failed: {reason}"));
             progress(Phase::Failed, 0, total, Some(reason))
         }
     };

@@ -99,6 +99,11 @@ impl Daemon {
         lock(&self.deploy.progress).get(name).cloned()
     }
 
+    /// Drop node `name`'s last agent progress (a new step starts).
+    pub(super) fn forget_progress(&self, name: &str) {
+        lock(&self.deploy.progress).remove(name);
+    }
+
     /// The seed's base URL as nodes reach it.
     fn seed_url(&self) -> String {
         format!(
@@ -231,15 +236,32 @@ impl Daemon {
         Ok(true)
     }
 
-    /// A progress report from node `name`'s agent. Returns false when it was dropped (not the
-    /// node's current deploy op). `done` and `failed` move the lifecycle.
+    /// A progress report from node `name`'s agent, for its deploy or its cleaning. Returns
+    /// false when it was dropped (not the node's current deploy or cleaning op). `done` moves
+    /// the lifecycle on (image written, or cleaned), `failed` fails the step with the reason.
     pub fn agent_progress(self: &Arc<Self>, name: &str, p: Progress) -> Result<bool, DaemonError> {
         let op = p.op;
-        let current = move |n: &Node| n.lifecycle.state == State::Deploying && n.lifecycle.op == op;
+        let (n, _) =
+            nodes::get(&*self.store, name)?.ok_or_else(|| DaemonError::NotFound(name.into()))?;
+        let cleaning = n.lifecycle.state == State::Cleaning;
+        // Re-checked under the lifecycle lock by `apply_if`.
+        let current = move |n: &Node| {
+            let step = if cleaning {
+                State::Cleaning
+            } else {
+                State::Deploying
+            };
+            n.lifecycle.state == step && n.lifecycle.op == op
+        };
         let accepted = match p.phase {
-            Phase::Done => self
-                .apply_if(name, Event::ImageWritten, vec![], &current)?
-                .is_some(),
+            Phase::Done => {
+                let ev = if cleaning {
+                    Event::Cleaned
+                } else {
+                    Event::ImageWritten
+                };
+                self.apply_if(name, ev, vec![], &current)?.is_some()
+            }
             Phase::Failed => {
                 let reason = match p.error.as_deref().map(str::trim) {
                     Some(e) if !e.is_empty() => e.to_string(),
@@ -248,17 +270,13 @@ impl Daemon {
                 self.apply_if(name, Event::Failed { reason }, vec![], &current)?
                     .is_some()
             }
-            _ => {
-                let (n, _) = nodes::get(&*self.store, name)?
-                    .ok_or_else(|| DaemonError::NotFound(name.into()))?;
-                current(&n)
-            }
+            _ => current(&n),
         };
         if accepted {
-            debug!(node = name, op, phase = ?p.phase, bytes = p.bytes, total = p.total, "deploy progress");
+            debug!(node = name, op, phase = ?p.phase, bytes = p.bytes, total = p.total, "agent progress");
             lock(&self.deploy.progress).insert(name.to_string(), p);
         } else {
-            info!(node = name, op, phase = ?p.phase, "progress of another deploy dropped");
+            info!(node = name, op, phase = ?p.phase, "progress of another op dropped");
         }
         Ok(accepted)
     }

@@ -12,14 +12,15 @@
 //!   `POST /v1/agent/facts` with fake hardware derived from the node (its MACs, declared CPUs,
 //!   RAM and disks, or defaults derived from its name), then heartbeats; a `Deploy` command is
 //!   played as progress reports (partitioning, writing with bytes, finishing, done), after which
-//!   the "disk" holds the credential it was given; `power_off`/`reboot` are obeyed;
+//!   the "disk" holds the credential it was given; a `Wipe` command (cleaning) is played as a
+//!   wiping report then done, after which the disk is empty; `power_off`/`reboot` are obeyed;
 //! - otherwise, a disk written by a deploy → the **deployed image** posts `/v1/node/booted`
 //!   with `Authorization: Bearer <credential>`.
 //!
 //! Power off stops whatever runs. Every request goes through [`ApiHandler::handle`] with an
 //! [`ApiRequest`], never a direct state change, so fake nodes exercise the same code as real
 //! ones. Faults: `slow` multiplies every delay by [`Timing::slow_factor`]; `fail` reports
-//! [`Phase::Failed`] while writing; `vanish` stops answering after the first deploy progress
+//! [`Phase::Failed`] while writing or wiping; `vanish` stops answering after the first deploy progress
 //! report; `dead` never says anything (the step times out). Loops are bounded in count.
 
 use super::api::Api;
@@ -32,7 +33,9 @@ use crate::power::{
 use netboot::http::{ApiHandler, ApiRequest};
 use netboot::{BootAction, BootPolicy, MacAddr};
 use ramdisk::agent::facts::{BootMode, Dmi, Facts, Nic};
-use ramdisk::agent::{Ack, Command, DeployCommand, Heartbeat, Phase, Progress, Report};
+use ramdisk::agent::{
+    Ack, Command, DeployCommand, Heartbeat, Phase, Progress, Report, WipeCommand,
+};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
@@ -198,7 +201,8 @@ struct MachineState {
     running: Option<CancellationToken>,
     /// The credential a completed deploy wrote on the disk.
     disk: Option<String>,
-    /// Deploy operations already carried out (a repeated command is not replayed).
+    /// The last deploy or wipe operation carried out (a repeated command is not replayed; ops
+    /// are unique per node across steps).
     done_op: Option<u64>,
 }
 
@@ -435,6 +439,15 @@ impl FakeMachine {
                     None => false,
                 }
             }
+            Command::Wipe(w) => {
+                if self.lock().done_op == Some(w.op) {
+                    return true;
+                }
+                match self.wipe(b, boot_mac, &w).await {
+                    Some(next) => Box::pin(self.obey(b, boot_mac, next)).await,
+                    None => false,
+                }
+            }
         }
     }
 
@@ -501,6 +514,46 @@ impl FakeMachine {
             }
         }
         Some(last)
+    }
+
+    /// Play a wipe: one `wiping` report, then `done` (the disk is empty from then on) or, with
+    /// the `fail` fault, `failed`. `Some(next command)` after the last report.
+    async fn wipe(&self, b: Behaviour, boot_mac: &str, w: &WipeCommand) -> Option<Command> {
+        let total = if w.full { 8 << 30 } else { 8 << 20 };
+        let report = |phase: Phase, bytes: u64, error: Option<String>| Progress {
+            boot_mac: boot_mac.to_string(),
+            op: w.op,
+            phase,
+            bytes,
+            total,
+            error,
+        };
+        let last = if b == Behaviour::Fail {
+            report(
+                Phase::Failed,
+                total / 2,
+                Some("fake fault: zeroing vda: Input/output error".into()),
+            )
+        } else {
+            report(Phase::Done, total, None)
+        };
+        let mut next = Command::None;
+        for p in [report(Phase::Wiping, 0, None), last] {
+            tokio::time::sleep(self.scale(b, self.timing.step)).await;
+            if p.phase == Phase::Done {
+                let mut s = self.lock();
+                s.disk = None;
+                s.done_op = Some(w.op);
+            }
+            match self.post::<Command>("/v1/agent/progress", &p).await {
+                Ok(c) => next = c,
+                Err(e) => {
+                    warn!(node = %self.name, phase = ?p.phase, error = %e, "fake agent: progress refused");
+                    return Some(Command::None);
+                }
+            }
+        }
+        Some(next)
     }
 
     /// The deployed image's first boot: tell the seed, with the node's credential.

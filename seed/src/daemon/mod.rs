@@ -15,6 +15,7 @@
 
 pub mod admin;
 pub mod api;
+pub mod clean;
 pub mod config;
 pub mod credentials;
 pub mod deploy;
@@ -169,6 +170,7 @@ impl Daemon {
     /// runtime). A deadline already past fires at once and the lifecycle fails the step.
     pub fn resume(self: &Arc<Self>) -> Result<usize, DaemonError> {
         self.fail_interrupted_deploys()?;
+        self.resume_cleaning()?;
         let mut armed = 0;
         for (n, _) in nodes::list(&*self.store)? {
             if let (true, Some(at), None) = (
@@ -384,6 +386,10 @@ impl Daemon {
         };
         let drv = self.driver(name, &node.bmc);
         let mut follow = None;
+        // A deleting node's power-off done → torn down (cleaning starts).
+        let tearing_down = node.lifecycle.state == State::Deleting
+            && node.lifecycle.maintenance.is_none()
+            && batch.contains(&Action::PowerOff);
         for action in batch {
             let res = match &action {
                 Action::VerifyPower => drv.status().await.map(|_| {
@@ -424,10 +430,12 @@ impl Daemon {
                         }
                     }
                 }
-                Action::WipeDisks(_) => {
-                    // Handed to the agent once clean lands; the step's deadline fails it
-                    // meanwhile.
-                    warn!(node = name, ?action, "not carried out by this daemon yet");
+                Action::WipeDisks(plan) => {
+                    // Queued before the node is powered into the ramdisk; a stale batch (the
+                    // node moved on) stops here.
+                    if !self.prepare_wipe(name, node.lifecycle.op, plan) {
+                        return;
+                    }
                     Ok(())
                 }
                 Action::Persist | Action::Deadline { .. } => Ok(()),
@@ -443,6 +451,9 @@ impl Daemon {
                     return;
                 }
             }
+        }
+        if tearing_down {
+            self.torn_down(name, node.lifecycle.op);
         }
         if let Some(ev) = follow {
             match self.apply(name, ev, vec![]) {

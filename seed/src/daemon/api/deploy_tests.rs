@@ -313,6 +313,23 @@ async fn deploy_write_reboot_booted_active() {
     assert_eq!(r.status, 202, "{}", r.body);
     assert_eq!(json(&r)["state"], "deleting");
     assert_eq!(e.booted(Some(&cmd.credential)).status, 401);
+    // Powered off → torn down → cleaning: the ramdisk gets the wipe with the cleaning op.
+    e.wait("wipe queued, node PXE-booted", |e| {
+        matches!(e.d.pending_command("n1"), Command::Wipe(_))
+            && e.bmc.power_state() == PowerState::On
+    })
+    .await;
+    assert_eq!(e.state(), State::Cleaning);
+    let Command::Wipe(w) = e.d.pending_command("n1") else {
+        unreachable!()
+    };
+    // The deploy's late report is stale; the wipe's "done" makes the node available, off.
+    assert_eq!(e.progress(cmd.op, "done", 14, None).status, 200);
+    assert_eq!(e.state(), State::Cleaning);
+    let r = e.progress(w.op, "done", 14, None);
+    assert_eq!(r.status, 200);
+    assert_eq!(json(&r)["command"], "power_off");
+    assert_eq!(e.state(), State::Available);
     e.wait("powered off", |e| e.bmc.power_state() == PowerState::Off)
         .await;
 }

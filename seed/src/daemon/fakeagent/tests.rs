@@ -279,3 +279,149 @@ async fn deploys_with_faults_through_the_agent_and_node_apis() {
     assert_eq!(p, PowerState::Off);
     assert_eq!(d.metrics().deploy.count(), 2);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn undeploy_cleans_through_the_agent() {
+    let mut nodes_ = vec![
+        fake_node("ok", 1, "fake_agent:ok"),
+        fake_node("fail", 2, "fake_agent:fail"),
+    ];
+    for n in &mut nodes_ {
+        n.lifecycle.state = State::Available;
+    }
+    let d = daemon(&nodes_, Timeouts::default());
+    let _images = with_image(&d);
+    let target = crate::lifecycle::DeployTarget {
+        image: "tiny".into(),
+        root_hint: None,
+    };
+    d.request_deploy("ok", target.clone()).unwrap();
+    d.request_deploy("fail", target).unwrap();
+    settle(&d, "ok", |s| *s == State::Active).await;
+    settle(&d, "fail", |s| matches!(s, State::DeployFailed { .. })).await;
+    // ok: powered off, torn down, the ramdisk wipes, cleaned → available and off, disk empty.
+    d.request_undeploy("ok", false).unwrap();
+    let n = settle(&d, "ok", |s| {
+        matches!(s, State::Available | State::CleanFailed { .. })
+    })
+    .await;
+    assert_eq!(n.lifecycle.state, State::Available, "{:?}", n.lifecycle);
+    let bmc = n.bmc.clone();
+    let drv = d.driver("ok", &bmc);
+    let mut p = PowerState::On;
+    for _ in 0..200 {
+        p = drv.status().await.unwrap();
+        if p == PowerState::Off {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(p, PowerState::Off);
+    let wiped = d.last_progress("ok").expect("the wipe's progress");
+    assert_eq!((wiped.phase, wiped.op), (Phase::Done, n.lifecycle.op));
+    // fail: the agent's wipe fails; clean failed keeps its reason.
+    d.request_undeploy("fail", true).unwrap();
+    let n = settle(&d, "fail", |s| {
+        matches!(s, State::Available | State::CleanFailed { .. })
+    })
+    .await;
+    let State::CleanFailed { reason } = &n.lifecycle.state else {
+        panic!("{:?}", n.lifecycle);
+    };
+    assert!(reason.contains("fake fault: zeroing"), "{reason}");
+}
+
+/// The daemon's cleaning path played by hand (a fake node without an agent): the power-off
+/// tears the node down, the wipe is queued with the cleaning op, a stale report is dropped,
+/// the current one finishes it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cleaning_takes_only_the_current_ops_report() {
+    let mut n = fake_node("plain", 1, "");
+    n.lifecycle.state = State::Active;
+    n.properties.disks = vec![crate::inventory::Disk {
+        name: "vda".into(),
+        size_bytes: 8 << 30,
+        serial: Some("S1".into()),
+        ..Default::default()
+    }];
+    let d = daemon(&[n], Timeouts::default());
+    let n = d.request_undeploy("plain", false).unwrap();
+    assert_eq!(n.lifecycle.state, State::Deleting);
+    let deleting_op = n.lifecycle.op;
+    let mut cmd = Command::None;
+    for _ in 0..300 {
+        cmd = d.pending_command("plain");
+        if matches!(cmd, Command::Wipe(_)) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let Command::Wipe(w) = cmd else {
+        panic!("no wipe queued: {cmd:?}");
+    };
+    let (n, _) = nodes::get(d.store(), "plain").unwrap().unwrap();
+    assert_eq!(n.lifecycle.state, State::Cleaning);
+    assert_eq!(w.op, n.lifecycle.op);
+    assert!(!w.full);
+    assert_eq!(
+        (w.disks[0].name.as_str(), w.disks[0].serial.as_str()),
+        ("vda", "S1")
+    );
+    let report = |op, phase, error: Option<&str>| Progress {
+        boot_mac: "52:54:00:fa:00:01".into(),
+        op,
+        phase,
+        bytes: 0,
+        total: 0,
+        error: error.map(Into::into),
+    };
+    // The deleting op's (or any older) report is stale.
+    let stale = report(deleting_op, Phase::Failed, Some("old"));
+    assert!(!d.agent_progress("plain", stale).unwrap());
+    assert!(d
+        .agent_progress("plain", report(w.op, Phase::Wiping, None))
+        .unwrap());
+    let (n, _) = nodes::get(d.store(), "plain").unwrap().unwrap();
+    assert_eq!(n.lifecycle.state, State::Cleaning);
+    assert!(d
+        .agent_progress("plain", report(w.op, Phase::Done, None))
+        .unwrap());
+    let (n, _) = nodes::get(d.store(), "plain").unwrap().unwrap();
+    assert_eq!(n.lifecycle.state, State::Available);
+    assert_eq!(d.pending_command("plain"), Command::PowerOff);
+    // A repeated "done" after that changes nothing.
+    assert!(!d
+        .agent_progress("plain", report(w.op, Phase::Done, None))
+        .unwrap());
+}
+
+/// A restart in the middle of a delete or a cleaning picks it up: the deleting node's power-off
+/// is repeated (and tears it down), the cleaning node's wipe is queued again with its op.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restart_resumes_deletes_and_cleanings() {
+    let mut del = fake_node("del", 1, "");
+    del.lifecycle.state = State::Deleting;
+    del.lifecycle.op = 7;
+    let mut cln = fake_node("cln", 2, "");
+    cln.lifecycle.state = State::Cleaning;
+    cln.lifecycle.op = 9;
+    cln.lifecycle.wipe_full = true;
+    let d = daemon(&[del, cln], Timeouts::default());
+    assert_eq!(d.pending_command("cln"), Command::None);
+    d.resume().unwrap();
+    let Command::Wipe(w) = d.pending_command("cln") else {
+        panic!("{:?}", d.pending_command("cln"));
+    };
+    assert_eq!((w.op, w.full), (9, true));
+    let n = settle(&d, "del", |s| *s == State::Cleaning).await;
+    assert_eq!(n.lifecycle.op, 8);
+    let mut cmd = Command::None;
+    for _ in 0..300 {
+        cmd = d.pending_command("del");
+        if matches!(cmd, Command::Wipe(_)) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(matches!(cmd, Command::Wipe(ref w) if w.op == 8), "{cmd:?}");
+}
