@@ -184,3 +184,74 @@ pub fn ipxe_file(name: &str, scratch: &std::path::Path) -> PathBuf {
     assert!(file.is_file(), "{} has no {name}", deb.display());
     file
 }
+
+/// Cargo's target directory (`CARGO_TARGET_DIR` or `<workspace>/target`).
+pub fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("target"))
+}
+
+/// The deploy ramdisk `cargo xtask ramdisk` built (fails clearly if it is missing).
+pub fn ramdisk_dir() -> PathBuf {
+    let dir = target_dir().join("ramdisk");
+    assert!(
+        dir.join("initramfs.zst").is_file(),
+        "no ramdisk in {}: run `cargo xtask ramdisk` (cargo xtask test does)",
+        dir.display()
+    );
+    dir
+}
+
+/// The tiny golden image's manifest `cargo xtask image build tiny` wrote (fails clearly if
+/// it is missing).
+pub fn tiny_manifest() -> PathBuf {
+    let m = target_dir().join("images/tiny/manifest.json");
+    assert!(
+        m.is_file(),
+        "no tiny image at {}: run `cargo xtask image build tiny` (cargo xtask test does)",
+        m.display()
+    );
+    m
+}
+
+/// A TCP port free on 127.0.0.1 right now (for a daemon's API or a lab's BMCs).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("binding 127.0.0.1:0")
+        .local_addr()
+        .expect("local address")
+        .port()
+}
+
+/// `curl` on a daemon's operators' API on 127.0.0.1 with a bearer token, optionally with a
+/// JSON body: (HTTP status, body). Status 0 when curl could not connect.
+pub fn api_call(
+    port: u16,
+    token: &str,
+    method: &str,
+    path: &str,
+    body: Option<&str>,
+) -> (u16, String) {
+    let mut cmd = std::process::Command::new(require("curl"));
+    cmd.args([
+        "-sS",
+        "--max-time",
+        "20",
+        "-w",
+        "\n%{http_code}",
+        "-X",
+        method,
+    ])
+    .args(["-H", &format!("Authorization: Bearer {token}")]);
+    if let Some(b) = body {
+        cmd.args(["-H", "Content-Type: application/json", "--data-binary", b]);
+    }
+    let out = cmd
+        .arg(format!("http://127.0.0.1:{port}{path}"))
+        .output()
+        .expect("running curl");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
+    (code.trim().parse().unwrap_or(0), body.to_string())
+}

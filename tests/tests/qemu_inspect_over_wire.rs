@@ -13,53 +13,16 @@ use qemu::ipmi::BootDevice;
 use qemu::node::RunOptions;
 use qemu::spec::Plan;
 use qemu::Lab;
-use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 use tests::proc::Child;
+use tests::{free_port, ramdisk_dir};
 
 const TOKEN: &str = "inspect-over-wire";
 
-fn ramdisk_dir() -> PathBuf {
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| tests::workspace_root().join("target"));
-    let dir = target.join("ramdisk");
-    assert!(
-        dir.join("initramfs.zst").is_file(),
-        "no ramdisk in {}: run `cargo xtask ramdisk` (cargo xtask test does)",
-        dir.display()
-    );
-    dir
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// `curl` on the operators' API (127.0.0.1) with the token: (status, body).
+/// The operators' API with this test's token: (status, body).
 fn api(port: u16, method: &str, path: &str) -> (u16, String) {
-    let out = Command::new(tests::require("curl"))
-        .args([
-            "-sS",
-            "--max-time",
-            "20",
-            "-w",
-            "\n%{http_code}",
-            "-X",
-            method,
-        ])
-        .args(["-H", &format!("Authorization: Bearer {TOKEN}")])
-        .arg(format!("http://127.0.0.1:{port}{path}"))
-        .output()
-        .expect("curl");
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
-    (code.trim().parse().unwrap_or(0), body.to_string())
+    tests::api_call(port, TOKEN, method, path, None)
 }
 
 #[test]
