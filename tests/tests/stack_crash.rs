@@ -1,12 +1,20 @@
-//! The stack engine is crash-safe: the real `seed daemon` (in a namespace of its own, HTTP on
-//! that namespace's loopback) with fake-power nodes, `seed stack create` of 1 control + 2
-//! compute, and `kill -9` of the daemon at several points of the deploy. After every restart
-//! each member is on its own node, the members' nodes are exactly the nodes deploying (none
-//! allocated twice, none forgotten, none deployed for nothing), and the allocation never moves.
+//! The stack engine is crash-safe (issue 6): the real `seed daemon` (in a namespace of its own,
+//! HTTP on that namespace's loopback) with fake-power nodes whose in-process fake agents
+//! (`fake_agent:slow`) play inspection, deploy progress, first boot and the cleaning wipe
+//! through the real API, and `kill -9` of the daemon at several points:
+//! - `seed stack create` of 1 control + 2 compute: killed right after the create is
+//!   acknowledged, and while an image is being written (an agent reported `writing`); the
+//!   restart fails the unfinished deploys and the stack retries them on the same nodes;
+//! - after every restart each member is on its own node, the members' nodes are exactly the
+//!   nodes not `available` (none allocated twice, none forgotten, none deployed for nothing),
+//!   and the allocation never moves; the stack reaches CREATE_COMPLETE with every member
+//!   `active`;
+//! - `seed stack update -P compute_count=3`, killed during the scale-out: UPDATE_COMPLETE, the
+//!   first three members unchanged, the new one on cmp-2 (ctl-small never: too little RAM);
+//! - `seed stack delete`: the stack is gone and every node comes back `available` through
+//!   cleaning (the fake agent's wipe).
 //!
-//! Completing the deploys needs the node's side (`/v1/agent/progress`, `/v1/node/booted`), which
-//! the deploy work adds; the in-process daemon test (`seed::daemon::stacks::tests`) drives that
-//! side through the daemon's functions, restart included, to CREATE_COMPLETE.
+//! Every wait is bounded; the test fails with the stack and the nodes' states when one runs out.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
@@ -98,7 +106,7 @@ impl Seed {
                 format!(
                     "  - name: {name}\n    mac: [\"52:54:00:5c:00:{i:02x}\"]\n    pm_type: fake\n    \
                      pm_addr: fake\n    pm_user: admin\n    pm_password: pw\n    \
-                     capabilities: \"profile:{profile}\"\n    memory: {ram}\n    disk: 40\n"
+                     capabilities: \"profile:{profile},fake_agent:slow\"\n    memory: {ram}\n    disk: 40\n"
                 )
             })
             .collect();
@@ -246,24 +254,52 @@ port = {PORT}
             .collect()
     }
 
+    /// `GET /v1/stacks/oc` when the stack exists, `None` once it is gone.
+    fn stack_opt(&self) -> Option<serde_json::Value> {
+        let (code, body) = self.curl("GET", "/v1/stacks/oc");
+        match code {
+            200 => Some(body),
+            404 => None,
+            _ => panic!("GET /v1/stacks/oc: {code} {body}"),
+        }
+    }
+
+    /// The phase of the agent's last deploy report per node (nodes that reported one).
+    fn phases(&self) -> BTreeMap<String, String> {
+        let (code, body) = self.curl("GET", "/v1/nodes");
+        assert_eq!(code, 200, "{body}");
+        body.as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|n| {
+                Some((
+                    n["name"].as_str()?.to_string(),
+                    n["progress"]["phase"].as_str()?.to_string(),
+                ))
+            })
+            .collect()
+    }
+
     fn wait_until(&self, what: &str, mut ok: impl FnMut(&Seed) -> bool) {
         let start = Instant::now();
-        while start.elapsed() < Duration::from_secs(60) {
+        while start.elapsed() < Duration::from_secs(120) {
             if ok(self) {
                 return;
             }
             std::thread::sleep(Duration::from_millis(100));
         }
         panic!(
-            "{what}: not within 60 s; stack {}\nnodes {:?}",
-            self.stack(),
-            self.node_states()
+            "{what}: not within 120 s; stack {:?}\nnodes {:?}\ndaemon log:\n{}",
+            self.stack_opt(),
+            self.node_states(),
+            self.daemon.as_ref().map(|d| d.output()).unwrap_or_default()
         );
     }
 }
 
 /// The invariants after any crash: every server member on its own node, the members' nodes
-/// exactly those deploying, the rest untouched.
+/// exactly the nodes in use (not `available`), and, given `expect`, the members it lists still
+/// on the same nodes.
 fn check(seed: &Seed, expect: Option<&BTreeMap<String, String>>) -> BTreeMap<String, String> {
     let members = seed.members();
     let states = seed.node_states();
@@ -274,7 +310,7 @@ fn check(seed: &Seed, expect: Option<&BTreeMap<String, String>>) -> BTreeMap<Str
         "a node holds two members: {members:?}"
     );
     for (m, n) in &members {
-        assert_eq!(states[n], "deploying", "{m} on {n}: {states:?}");
+        assert_ne!(states[n], "available", "{m} on {n}, forgotten: {states:?}");
     }
     for (n, s) in &states {
         if !nodes.contains(n) {
@@ -282,13 +318,23 @@ fn check(seed: &Seed, expect: Option<&BTreeMap<String, String>>) -> BTreeMap<Str
         }
     }
     if let Some(want) = expect {
-        assert_eq!(&members, want, "the allocation moved across a restart");
+        for (m, n) in want {
+            assert_eq!(
+                members.get(m),
+                Some(n),
+                "the allocation moved across a restart: {members:?}, was {want:?}"
+            );
+        }
     }
     members
 }
 
+fn status(seed: &Seed) -> String {
+    seed.stack()["status"].as_str().unwrap_or("").to_string()
+}
+
 #[test]
-fn stack_crash_kill9_keeps_allocations() {
+fn stack_crash_kill9_completes_scales_and_deletes() {
     tests::require("curl");
     let mut seed = Seed::new();
     seed.start();
@@ -303,7 +349,9 @@ fn stack_crash_kill9_keeps_allocations() {
         let (code, body) = seed.curl("POST", &format!("/v1/nodes/{}/provide", n.0));
         assert_eq!(code, 202, "{body}");
     }
-    assert!(seed.node_states().values().all(|s| s == "available"));
+    seed.wait_until("all available", |s| {
+        s.node_states().values().all(|st| st == "available")
+    });
 
     // A template error is refused with its place, and stores nothing.
     std::fs::write(
@@ -322,48 +370,108 @@ fn stack_crash_kill9_keeps_allocations() {
     seed.kill9();
     seed.start();
     seed.wait_until("3 members allocated", |s| s.members().len() == 3);
-    seed.wait_until("3 nodes deploying", |s| {
-        s.node_states()
-            .values()
-            .filter(|st| *st == "deploying")
-            .count()
-            == 3
-    });
     let first = check(&seed, None);
     assert_eq!(first["control"], "ctl-0", "ctl-small has too little RAM");
+    assert!(!first.values().any(|n| n == "cmp-2" || n == "ctl-small"));
 
-    // Crash points 2 and 3: while deploying, twice.
-    for _ in 0..2 {
-        seed.kill9();
-        seed.start();
-        std::thread::sleep(Duration::from_millis(1500)); // a few reconcile passes
-        check(&seed, Some(&first));
+    // Crash point 2: while an image is being written.
+    seed.wait_until("an agent writing", |s| {
+        s.phases().values().any(|p| p == "writing")
+    });
+    eprintln!("kill -9 while writing: {:?}", seed.phases());
+    seed.kill9();
+    seed.start();
+    check(&seed, Some(&first));
+
+    // Crash point 3: a little later, whatever is under way then.
+    std::thread::sleep(Duration::from_millis(1500));
+    check(&seed, Some(&first));
+    seed.kill9();
+    seed.start();
+    check(&seed, Some(&first));
+
+    seed.wait_until("CREATE_COMPLETE", |s| {
+        let st = status(s);
+        assert!(!st.ends_with("FAILED"), "{}", s.stack());
+        st == "CREATE_COMPLETE"
+    });
+    assert_eq!(check(&seed, Some(&first)), first, "no member added or lost");
+    let states = seed.node_states();
+    for n in first.values() {
+        assert_eq!(states[n], "active", "{states:?}");
     }
-    let stack = seed.stack();
-    assert_eq!(stack["status"], "CREATE_IN_PROGRESS", "{stack}");
+    assert_eq!(states["ctl-small"], "available");
+    assert_eq!(states["cmp-2"], "available");
 
     // `seed stack show` and `events` read the same story.
     let out = seed.seed(&["stack", "show", "oc"]);
     assert!(out.status.success(), "{out:?}");
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
-        text.contains("control") && text.contains("ctl-0") && text.contains("deploying"),
+        text.contains("control") && text.contains("ctl-0") && text.contains("CREATE_COMPLETE"),
         "{text}"
     );
     let out = seed.seed(&["stack", "events", "oc"]);
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains("CREATE_IN_PROGRESS"), "{text}");
+    assert!(text.contains("CREATE_COMPLETE"), "{text}");
     assert_eq!(
         text.matches("Stack CREATE started").count(),
         1,
         "events are written once, crashes or not:\n{text}"
     );
 
-    // Delete while deploying: nothing is left allocated once the deploys end; the record
-    // stays DELETE_IN_PROGRESS meanwhile (deploys are never abandoned half-way).
+    // Scale compute 2 → 3, with a kill -9 during the scale-out.
+    let out = seed.seed(&[
+        "stack",
+        "update",
+        "oc",
+        "-f",
+        "overcloud.yaml",
+        "-P",
+        "compute_count=3",
+    ]);
+    assert!(out.status.success(), "{out:?}");
+    seed.wait_until("4 members allocated", |s| s.members().len() == 4);
+    let second = check(&seed, Some(&first));
+    let new: Vec<_> = second
+        .iter()
+        .filter(|(m, _)| !first.contains_key(*m))
+        .collect();
+    assert_eq!(new.len(), 1, "{second:?}");
+    assert_eq!(
+        new[0].1, "cmp-2",
+        "the new member takes the free compute node"
+    );
+    seed.kill9();
+    seed.start();
+    check(&seed, Some(&second));
+    seed.wait_until("UPDATE_COMPLETE", |s| {
+        let st = status(s);
+        assert!(!st.ends_with("FAILED"), "{}", s.stack());
+        st == "UPDATE_COMPLETE"
+    });
+    assert_eq!(check(&seed, Some(&second)), second);
+    let states = seed.node_states();
+    for n in second.values() {
+        assert_eq!(states[n], "active", "{states:?}");
+    }
+    assert_eq!(
+        states["ctl-small"], "available",
+        "ctl-small is never picked"
+    );
+
+    // Delete: the stack goes, its nodes come back available through cleaning.
     let out = seed.seed(&["stack", "delete", "oc"]);
     assert!(out.status.success(), "{out:?}");
-    let stack = seed.stack();
-    assert_eq!(stack["status"], "DELETE_IN_PROGRESS", "{stack}");
+    seed.wait_until("stack gone, every node available", |s| {
+        s.stack_opt().is_none() && s.node_states().values().all(|st| st == "available")
+    });
+    let daemon = seed.daemon.as_ref().unwrap().output();
+    for n in second.values() {
+        assert!(
+            daemon.contains("clean") && daemon.contains(n.as_str()),
+            "{n} went through cleaning:\n{daemon}"
+        );
+    }
     seed.kill9();
 }
