@@ -3,14 +3,16 @@
 //! (`fake_agent:slow`) play inspection, deploy progress, first boot and the cleaning wipe
 //! through the real API, and `kill -9` of the daemon at several points:
 //! - `seed stack create` of 1 control + 2 compute: killed right after the create is
-//!   acknowledged, and while an image is being written (an agent reported `writing`); the
-//!   restart fails the unfinished deploys and the stack retries them on the same nodes;
+//!   acknowledged, while the images are being written (the agents reported `writing`) and once
+//!   more 1.5 s later; each restart fails the unfinished deploys and the stack retries them on
+//!   the same nodes (the events show the retries; 3 are allowed per member);
 //! - after every restart each member is on its own node, the members' nodes are exactly the
 //!   nodes not `available` (none allocated twice, none forgotten, none deployed for nothing),
 //!   and the allocation never moves; the stack reaches CREATE_COMPLETE with every member
 //!   `active`;
-//! - `seed stack update -P compute_count=3`, killed during the scale-out: UPDATE_COMPLETE, the
-//!   first three members unchanged, the new one on cmp-2 (ctl-small never: too little RAM);
+//! - `seed stack update -P compute_count=3`, killed while cmp-2's image is being written:
+//!   UPDATE_COMPLETE after a retry on cmp-2, the first three members unchanged, the new one on
+//!   cmp-2 (ctl-small never: too little RAM);
 //! - `seed stack delete`: the stack is gone and every node comes back `available` through
 //!   cleaning (the fake agent's wipe).
 //!
@@ -413,7 +415,16 @@ fn stack_crash_kill9_completes_scales_and_deletes() {
     );
     let out = seed.seed(&["stack", "events", "oc"]);
     let text = String::from_utf8_lossy(&out.stdout);
+    eprintln!("events after the create:\n{text}");
     assert!(text.contains("CREATE_COMPLETE"), "{text}");
+    for n in first.values() {
+        assert!(
+            text.lines()
+                .any(|l| l.contains(&format!("deploy on {n} failed"))
+                    && l.contains("restarted before the image was written")),
+            "the kill -9 while writing cut {n}'s deploy, retried on the same node:\n{text}"
+        );
+    }
     assert_eq!(
         text.matches("Stack CREATE started").count(),
         1,
@@ -442,6 +453,10 @@ fn stack_crash_kill9_completes_scales_and_deletes() {
         new[0].1, "cmp-2",
         "the new member takes the free compute node"
     );
+    let new_member = new[0].0.clone();
+    seed.wait_until("cmp-2 writing", |s| {
+        s.phases().get("cmp-2").map(String::as_str) == Some("writing")
+    });
     seed.kill9();
     seed.start();
     check(&seed, Some(&second));
@@ -459,6 +474,16 @@ fn stack_crash_kill9_completes_scales_and_deletes() {
         states["ctl-small"], "available",
         "ctl-small is never picked"
     );
+    let out = seed.seed(&["stack", "events", "oc"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    eprintln!("events after the update:\n{text}");
+    assert!(
+        text.lines().any(|l| l.contains(&new_member)
+            && l.contains("deploy on cmp-2 failed")
+            && l.contains("restarted before the image was written")),
+        "the kill -9 during the scale-out cut cmp-2's deploy, retried there:\n{text}"
+    );
+    assert!(text.contains("UPDATE_COMPLETE"), "{text}");
 
     // Delete: the stack goes, its nodes come back available through cleaning.
     let out = seed.seed(&["stack", "delete", "oc"]);
@@ -469,8 +494,10 @@ fn stack_crash_kill9_completes_scales_and_deletes() {
     let daemon = seed.daemon.as_ref().unwrap().output();
     for n in second.values() {
         assert!(
-            daemon.contains("clean") && daemon.contains(n.as_str()),
-            "{n} went through cleaning:\n{daemon}"
+            daemon
+                .lines()
+                .any(|l| l.contains("wipe handed to the agent") && l.contains(n.as_str())),
+            "{n} came back through cleaning:\n{daemon}"
         );
     }
     seed.kill9();
