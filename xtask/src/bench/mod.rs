@@ -6,11 +6,14 @@
 //! - `ipmi`: the power driver's round trips vs ipmitool, and 1,000 fake BMCs. See [`ipmi`].
 //! - `scale`: the daemon with N fake nodes, enroll → inspect → deploy, beside the simulator.
 //!   See [`scale`].
+//! - `deploy`: QEMU nodes power-off → active with the tiny image, beside `qemu -kernel`, and
+//!   the image-write path beside `curl | zstd -d | tar -x`. See [`deploy`].
 //!
 //! Figures are reported against targets, never asserted: the bench fails only when it cannot
 //! set up (no root, a tool missing), not when the seed is slow or a service is missing.
 
 mod delay;
+mod deploy;
 mod env;
 mod ipmi;
 mod netboot;
@@ -35,6 +38,9 @@ enum Which {
     /// The daemon with N fake nodes (fake BMCs and agents): enroll, inspect, deploy; wall time,
     /// peak RSS and store size, beside the simulator.
     Scale(scale::Args),
+    /// QEMU lab nodes inspected and deployed with the tiny image (power-off → active), beside
+    /// booting its kernel directly, and the image-write path beside curl | zstd | tar.
+    Deploy(deploy::Args),
 }
 
 pub fn run(args: Args) -> Result<()> {
@@ -42,6 +48,7 @@ pub fn run(args: Args) -> Result<()> {
         Which::Netboot(a) => netboot::run(a),
         Which::Ipmi => ipmi::run(),
         Which::Scale(a) => scale::run(a),
+        Which::Deploy(a) => deploy::run(a),
     }
 }
 
