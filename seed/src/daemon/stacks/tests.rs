@@ -266,3 +266,37 @@ async fn template_errors_are_400_with_the_place() {
     let (status, _) = call(&api, Method::GET, "/v1/stacks/nope/events", json!(null));
     assert_eq!(status, StatusCode::NOT_FOUND);
 }
+
+#[tokio::test]
+async fn group_deployment_metadata_survives_completion() {
+    let store = store_with(&[("ctl", "control"), ("c1", "compute"), ("c2", "compute")]);
+    let d = Daemon::new(store, settings()).unwrap();
+    let api = Api::new(d.clone(), TOKEN);
+    let template = include_str!("../../../tests/templates/lab-overcloud.yaml");
+    let (status, body) = call(
+        &api,
+        Method::POST,
+        "/v1/stacks",
+        json!({"name": "oc", "file": "lab-overcloud.yaml", "template": template}),
+    );
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    for _ in 0..8 {
+        d.reconcile_stacks().unwrap();
+        play_nodes(&d);
+    }
+    for _ in 0..3 {
+        d.reconcile_stacks().unwrap();
+    }
+    let (_, body) = call(&api, Method::GET, "/v1/stacks/oc", json!(null));
+    assert_eq!(body["status"], "CREATE_COMPLETE", "{body}");
+    for n in ["ctl", "c1", "c2"] {
+        let m = metadata::get(d.store(), n).unwrap().unwrap();
+        let deps = m.data["deployments"].as_array().unwrap();
+        assert_eq!(deps.len(), 1, "{n}: {}", m.data);
+        assert_eq!(
+            deps[0]["config"]["demo"]["greeting"], "hello",
+            "{n}: {}",
+            m.data
+        );
+    }
+}
