@@ -74,10 +74,11 @@ fn metric(text: &str, name: &str) -> f64 {
         .unwrap_or_else(|| panic!("no {name} in /metrics:\n{text}"))
 }
 
-/// The last `seed-demo: begin` … `seed-demo: end` block on a console, as `key = value` pairs.
-fn last_demo_block(console: &str) -> Option<BTreeMap<String, String>> {
+/// Every complete `seed-demo: begin` … `seed-demo: end` block on a console, oldest first, as
+/// `key = value` pairs.
+fn demo_blocks(console: &str) -> Vec<BTreeMap<String, String>> {
     let mut current: Option<BTreeMap<String, String>> = None;
-    let mut last = None;
+    let mut blocks = vec![];
     for line in console.lines() {
         let Some(rest) = line.trim_end_matches('\r').split("seed-demo: ").nth(1) else {
             continue;
@@ -85,12 +86,17 @@ fn last_demo_block(console: &str) -> Option<BTreeMap<String, String>> {
         if rest.starts_with("begin ") {
             current = Some(BTreeMap::new());
         } else if rest == "end" {
-            last = current.take().or(last);
+            blocks.extend(current.take());
         } else if let (Some(block), Some((k, v))) = (current.as_mut(), rest.split_once(" = ")) {
             block.insert(k.trim().to_string(), v.trim().to_string());
         }
     }
-    last
+    blocks
+}
+
+/// The last complete block on a console.
+fn last_demo_block(console: &str) -> Option<BTreeMap<String, String>> {
+    demo_blocks(console).pop()
 }
 
 #[test]
@@ -99,6 +105,7 @@ fn last_demo_block_reads_the_newest_complete_block() {
         seed-demo: # comment\nseed-demo: node = node1\nseed-demo: greeting = hello\n\
         seed-demo: end\n[   12.0] kernel line\r\nseed-demo: begin /etc/seed-demo/demo.conf\r\n\
         seed-demo: greeting = bonjour\r\nseed-demo: end\r\nseed-demo: begin x\nseed-demo: greeting = partial\n";
+    assert_eq!(demo_blocks(console).len(), 2);
     let b = last_demo_block(console).unwrap();
     assert_eq!(b.get("greeting").map(String::as_str), Some("bonjour"));
     assert_eq!(b.get("node"), None);
@@ -370,6 +377,20 @@ port = 8080
                 .iter()
                 .any(|m| m["node"] == n.as_str() && m["node_state"] == "active"),
             "{n} is not an active member: {stack}"
+        );
+        // The first render already had the group's config: a node that came up before its
+        // sibling once rendered a config-less document (empty greeting, no password).
+        let blocks = demo_blocks(&console(n));
+        assert!(
+            blocks
+                .iter()
+                .all(|b| b.get("greeting").map(String::as_str) == Some("hello")),
+            "{n} rendered an incomplete configuration: {blocks:?}"
+        );
+        let md = api_json(api_port, &format!("/v1/nodes/{n}/metadata"));
+        assert_eq!(
+            md["counter"], 1,
+            "{n}: metadata published more than once: {md}"
         );
         let block = last_demo_block(&console(n)).unwrap();
         assert_eq!(block.get("node"), Some(n), "{n}: {block:?}");

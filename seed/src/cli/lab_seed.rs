@@ -256,7 +256,7 @@ pub fn start(lab_dir: &Path, file: &LabFile, a: &SeedArgs) -> Result<LabSeed> {
     std::fs::write(&cfg, config(file, &dir, a, tftp)?)?;
     let imported = import_images(&a.images, &dir.join("http").join("images"))?;
     let log = std::fs::File::create(dir.join("daemon.log"))?;
-    let child = Command::new(&exe)
+    let mut child = Command::new(&exe)
         .args(["daemon", "--config"])
         .arg(&cfg)
         .stdin(Stdio::null())
@@ -264,6 +264,7 @@ pub fn start(lab_dir: &Path, file: &LabFile, a: &SeedArgs) -> Result<LabSeed> {
         .stderr(log)
         .spawn()
         .context("starting seed daemon")?;
+    wait_for_api(&mut child, a.api_port, &dir.join("daemon.log"))?;
     println!(
         "seed daemon on the lab wire as 10.80.0.1 (log {}, capture {})",
         dir.join("daemon.log").display(),
@@ -324,6 +325,31 @@ fn import_images(from: &Path, store: &Path) -> Result<Vec<String>> {
     // `tiny` first: it is the one the README deploys.
     names.sort_by_key(|n| (n != "tiny", n.clone()));
     Ok(names)
+}
+
+/// Wait until the daemon's API accepts connections, so that `lab up --detach` returns to a
+/// seed that answers (the first `seed node inspect` after it used to be refused).
+fn wait_for_api(child: &mut Child, port: u16, log: &Path) -> Result<()> {
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let start = std::time::Instant::now();
+    loop {
+        if std::net::TcpStream::connect_timeout(&addr, std::time::Duration::from_millis(200))
+            .is_ok()
+        {
+            return Ok(());
+        }
+        if let Some(status) = child.try_wait()? {
+            let text = std::fs::read_to_string(log).unwrap_or_default();
+            anyhow::bail!("seed daemon exited ({status}):\n{text}");
+        }
+        if start.elapsed() > std::time::Duration::from_secs(60) {
+            anyhow::bail!(
+                "seed daemon's API is not up on {addr} after 60 s; see {}",
+                log.display()
+            );
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
 }
 
 #[cfg(test)]

@@ -1111,6 +1111,51 @@ impl Pass<'_> {
         Ok((entry, targets))
     }
 
+    /// Nodes whose metadata must wait: a deployment not started yet will target them as soon
+    /// as the servers it waits for are up. Publishing now would hand the node an incomplete
+    /// configuration to render and run: a group deployment waits for all its servers, so the
+    /// first compute up would render its files without the group's config, and a scale-out
+    /// (which restarts the group deployment) would take the config away from the computes
+    /// already running. A deployment that waits, directly or not, for another deployment's or
+    /// a wait condition's signals holds nothing: those signals may need this node's metadata.
+    fn held_nodes(&self, stack: &Stack) -> BTreeSet<String> {
+        let mut held = BTreeSet::new();
+        for m in stack.members.iter().filter(|m| is_deployment(m.rtype)) {
+            if self.rec.members[&m.name].status != MemberStatus::Init
+                || self.waits_for_signals(stack, m)
+            {
+                continue;
+            }
+            if let Ok((_, targets)) = self.deployment(stack, m) {
+                held.extend(targets.into_iter().map(|(_, node)| node));
+            }
+        }
+        held
+    }
+
+    /// Whether `m` waits, through its unfinished dependencies, for a signal from a node.
+    fn waits_for_signals(&self, stack: &Stack, m: &Member) -> bool {
+        let mut todo: Vec<&str> = m.depends_on.iter().map(String::as_str).collect();
+        let mut seen = BTreeSet::new();
+        while let Some(name) = todo.pop() {
+            if !seen.insert(name) {
+                continue;
+            }
+            let done = self.rec.members.get(name).map(|r| r.status) == Some(MemberStatus::Complete);
+            let Some(dep) = stack.member(name) else {
+                continue;
+            };
+            if done {
+                continue;
+            }
+            if is_deployment(dep.rtype) || dep.rtype == ResourceType::WaitCondition {
+                return true;
+            }
+            todo.extend(dep.depends_on.iter().map(String::as_str));
+        }
+        false
+    }
+
     /// Publish merged metadata to deployed nodes; complete deployments their nodes signalled.
     fn publish(&mut self, stack: &Stack) {
         // node → (member, deployments)
@@ -1127,14 +1172,7 @@ impl Pass<'_> {
         }
         let mut deployments: Vec<(&Member, Vec<(String, String)>)> = vec![];
         for m in &stack.members {
-            let is_deployment = matches!(
-                m.rtype,
-                ResourceType::SoftwareDeployment
-                    | ResourceType::StructuredDeployment
-                    | ResourceType::SoftwareDeploymentGroup
-                    | ResourceType::StructuredDeploymentGroup
-            );
-            if !is_deployment || self.rec.members[&m.name].status == MemberStatus::Init {
+            if !is_deployment(m.rtype) || self.rec.members[&m.name].status == MemberStatus::Init {
                 continue;
             }
             match self.deployment(stack, m) {
@@ -1153,8 +1191,13 @@ impl Pass<'_> {
                 }
             }
         }
+        let held = self.held_nodes(stack);
         let mut documents = BTreeMap::new();
         for (node, (member, list)) in desired {
+            if held.contains(&node) {
+                // Its current document (if any) stays; no signal counts until it is published.
+                continue;
+            }
             let server = stack.member(&member).expect("member");
             let view = View { rec: &self.rec };
             let server_metadata = server
@@ -1289,4 +1332,15 @@ impl Pass<'_> {
             self.actions.push(Action::Release { node });
         }
     }
+}
+
+/// Software/structured deployments and their groups: what puts a config into nodes' metadata.
+fn is_deployment(t: ResourceType) -> bool {
+    matches!(
+        t,
+        ResourceType::SoftwareDeployment
+            | ResourceType::StructuredDeployment
+            | ResourceType::SoftwareDeploymentGroup
+            | ResourceType::StructuredDeploymentGroup
+    )
 }

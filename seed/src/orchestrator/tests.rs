@@ -604,3 +604,87 @@ fn update_after_not_enough_nodes_retries_with_new_nodes() {
     assert_eq!(w.rec.status, Status::UpdateComplete, "{}", w.rec.reason);
     assert_eq!(w.node_of("control"), "ctl-new");
 }
+
+/// The lab's two-role stack as the QEMU lab plays it: one compute comes up, then the controller,
+/// then the other compute; the computes signal; later a scale-out adds a third compute. A
+/// compute's metadata is published once, with the group's config, and never taken away: the
+/// lab once showed the first compute rendering its files from a config-less document (the group
+/// deployment waits for all its servers), and the computes losing their config during a
+/// scale-out (the update restarts the group deployment).
+#[test]
+fn group_deployment_metadata_is_whole_from_the_first_publish() {
+    let text = include_str!("../../tests/templates/lab-overcloud.yaml");
+    let nodes = (1..=4).map(|i| node(&format!("n{i}"), "", 8192)).collect();
+    let mut w = World::new(text, &[], nodes);
+    let mut publishes: BTreeMap<String, Vec<Json>> = BTreeMap::new();
+    let pass = |w: &mut World, publishes: &mut BTreeMap<String, Vec<Json>>| {
+        for a in w.pass() {
+            if let Action::Publish { node, metadata } = a {
+                publishes
+                    .entry(node.clone())
+                    .or_default()
+                    .push(metadata.clone());
+            }
+        }
+    };
+    pass(&mut w, &mut publishes);
+    let ctl = w.node_of("controller");
+    let (c0, c1) = (w.node_of("compute-0"), w.node_of("compute-1"));
+    for up in [&c0, &ctl, &c1] {
+        w.node(up).state = State::Active;
+        pass(&mut w, &mut publishes);
+        pass(&mut w, &mut publishes);
+    }
+    w.signal(&ctl, "controller_deployment", json!({}));
+    w.signal(&c0, "compute_deployments", json!({}));
+    pass(&mut w, &mut publishes);
+    w.signal(&c1, "compute_deployments", json!({}));
+    pass(&mut w, &mut publishes);
+    assert_eq!(w.rec.status, Status::CreateComplete, "{}", w.rec.reason);
+    let greeting = |d: &Json| d["deployments"][0]["config"]["demo"]["greeting"].clone();
+    for n in [&c0, &c1, &ctl] {
+        let docs = &publishes[n];
+        assert_eq!(
+            docs.len(),
+            1,
+            "{n} published {} times: {docs:#?}",
+            docs.len()
+        );
+        assert_eq!(greeting(&docs[0]), json!("hello"), "{n}: {:#}", docs[0]);
+    }
+
+    let (rec, _) = update(
+        &w.rec,
+        "t.yaml",
+        text,
+        vec![("compute_count".into(), "3".into())],
+        w.now,
+    )
+    .expect("update");
+    w.rec = rec;
+    pass(&mut w, &mut publishes);
+    let c2 = w.node_of("compute-2");
+    pass(&mut w, &mut publishes);
+    for n in [&c0, &c1] {
+        assert_eq!(
+            publishes[n].len(),
+            1,
+            "{n} republished during the scale-out"
+        );
+    }
+    w.node(&c2).state = State::Active;
+    pass(&mut w, &mut publishes);
+    assert_eq!(greeting(&publishes[&c2][0]), json!("hello"));
+    for n in [&c0, &c1, &c2] {
+        w.signal(n, "compute_deployments", json!({}));
+    }
+    pass(&mut w, &mut publishes);
+    assert_eq!(w.rec.status, Status::UpdateComplete, "{}", w.rec.reason);
+    for n in [&c0, &c1, &c2] {
+        let docs = &publishes[n];
+        assert!(
+            docs.iter().all(|d| greeting(d) == json!("hello")),
+            "{n}: {docs:#?}"
+        );
+    }
+}
