@@ -36,9 +36,10 @@ pub struct Args {
     /// target/images/NAME if missing). Repeat for more.
     #[arg(long = "image", value_name = "NAME", default_values_t = ["tiny".to_string()])]
     pub images: Vec<String>,
-    /// Where to write `seed-<version>/` and `seed-<version>.tar.zst`.
-    #[arg(long, value_name = "DIR", default_value = "target/bundle")]
-    pub out: PathBuf,
+    /// Where to write `seed-<version>/` and `seed-<version>.tar.zst` [default: the
+    /// workspace's target/bundle].
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
     /// Ship the debug build of `seed` (fast to build; for tests) instead of the release build.
     #[arg(long)]
     pub debug: bool,
@@ -47,10 +48,10 @@ pub struct Args {
 pub fn run(args: Args) -> Result<()> {
     let start = Instant::now();
     let version = env!("CARGO_PKG_VERSION");
-    let out = if args.out.is_absolute() {
-        args.out.clone()
-    } else {
-        std::env::current_dir()?.join(&args.out)
+    let out = match &args.out {
+        Some(o) if o.is_absolute() => o.clone(),
+        Some(o) => std::env::current_dir()?.join(o),
+        None => root().join("target/bundle"),
     };
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
