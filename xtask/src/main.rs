@@ -4,10 +4,12 @@
 //! - `fetch`: the pinned Debian packages into the offline cache (see `fetch.rs`).
 //! - `ramdisk`: the deploy ramdisk, from the cache (see `ramdisk.rs`).
 //! - `image build NAME` / `image list`: golden images, from the cache (see `image.rs`).
+//! - `bundle`: the appliance bundle `seed-<version>/` + `.tar.zst` (see `bundle.rs`).
 //! - `test`: deps, the ramdisk (fetching the offline cache) and the tiny image, then fmt check, clippy, and the whole test suite (nextest, grouped so QEMU tests
 //!   do not starve two cores). This is what `.ci/run` runs.
 
 mod bench;
+mod bundle;
 mod deps;
 mod fetch;
 mod image;
@@ -52,6 +54,9 @@ enum Cmd {
     Bench(bench::Args),
     /// The QEMU lab (`cargo xtask lab up --nodes 3`): builds seed, then runs `seed lab …`.
     Lab(lab::Args),
+    /// The appliance bundle: seed, ramdisk, iPXE, images and a config, as a directory and a
+    /// reproducible `.tar.zst` (`--image NAME`…, `--out DIR`, `--debug`).
+    Bundle(bundle::Args),
 }
 
 fn main() -> Result<()> {
@@ -64,6 +69,7 @@ fn main() -> Result<()> {
         Cmd::Image(args) => image::run(args),
         Cmd::Bench(args) => bench::run(args),
         Cmd::Lab(args) => lab::run(args),
+        Cmd::Bundle(args) => bundle::run(args),
     }
 }
 

@@ -34,6 +34,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         .context("[netboot.http] is required")?;
     install_ramdisk(&cfg.ramdisk.kernel, &http.root.join(RAMDISK_KERNEL))?;
     install_ramdisk(&cfg.ramdisk.initrd, &http.root.join(RAMDISK_INITRD))?;
+    if let Some(dir) = cfg.store.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
     let store = RedbStore::open(&cfg.store)
         .with_context(|| format!("opening the store {}", cfg.store.display()))?;
     let settings = Settings {
@@ -101,6 +104,13 @@ fn install_ramdisk(from: &Path, to: &Path) -> anyhow::Result<()> {
     }
     let dir = to.parent().context("ramdisk target has no parent")?;
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    // Already in place (a bundle ships the ramdisk inside its HTTP root): removing `to` would
+    // delete the only copy.
+    if let (Ok(a), Ok(b)) = (std::fs::canonicalize(from), std::fs::canonicalize(to)) {
+        if a == b {
+            return Ok(());
+        }
+    }
     let _ = std::fs::remove_file(to);
     if std::fs::hard_link(from, to).is_err() {
         std::fs::copy(from, to)

@@ -1,6 +1,7 @@
 //! Command-line front end: one module per top-level subcommand, each with its clap `Args` and a
 //! `run` that returns `anyhow::Result` (context on every error, printed once by `main`).
 
+pub mod bundle;
 pub mod daemon;
 pub mod image;
 pub mod lab;
@@ -41,6 +42,8 @@ pub enum Command {
     Stack(stack::Args),
     /// Golden images in the seed's store: list, show, import (verified), delete.
     Image(image::Args),
+    /// The appliance bundle (`cargo xtask bundle`): `bundle verify` checks an unpacked one.
+    Bundle(bundle::Args),
 }
 
 /// Run the parsed command line.
@@ -54,6 +57,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Daemon(args) => daemon::run(args),
         Command::Stack(args) => stack::run(args),
         Command::Image(args) => image::run(args),
+        Command::Bundle(args) => bundle::run(args),
     }
 }
 

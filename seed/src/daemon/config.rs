@@ -1,5 +1,9 @@
 //! The `seed daemon` configuration file (TOML): the store, the API token, the ramdisk files,
 //! lifecycle options and a nested `[netboot]` section of the same shape as `seed netboot`'s file.
+//!
+//! Paths in a file read with [`DaemonConfig::load`] that are relative resolve against the
+//! directory of that file (so an unpacked bundle's `etc/seed.toml` works wherever the bundle
+//! is); [`DaemonConfig::from_toml`] leaves them as written.
 
 use netboot::config::NetbootConfig;
 use serde::Deserialize;
@@ -230,13 +234,40 @@ impl DaemonConfig {
         Ok(cfg)
     }
 
-    /// Read, parse and validate a file.
+    /// Read, parse and validate a file; its relative paths resolve against its directory.
     pub fn load(path: &Path) -> Result<Self, DaemonConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| DaemonConfigError::Read {
             path: path.display().to_string(),
             source,
         })?;
-        Self::from_toml(&text)
+        let mut cfg = Self::from_toml(&text)?;
+        let dir = match path.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        cfg.resolve_relative(&dir);
+        Ok(cfg)
+    }
+
+    /// Make every relative path absolute against `base` (the config file's directory): the
+    /// store, the ramdisk files, the netboot state directory and the HTTP and TFTP roots.
+    /// `[images] dir` stays relative: it is relative to the HTTP root, which this resolves.
+    pub fn resolve_relative(&mut self, base: &Path) {
+        let fix = |p: &mut PathBuf| {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        };
+        fix(&mut self.store);
+        fix(&mut self.ramdisk.kernel);
+        fix(&mut self.ramdisk.initrd);
+        fix(&mut self.netboot.state_dir);
+        if let Some(h) = self.netboot.http.as_mut() {
+            fix(&mut h.root);
+        }
+        if let Some(t) = self.netboot.tftp.as_mut() {
+            fix(&mut t.root);
+        }
     }
 }
 
@@ -284,6 +315,53 @@ port = 8080
                 DaemonConfig::from_toml(&format!("{OK}\n[images]\ndir = {bad:?}\n")).unwrap_err();
             assert!(e.to_string().contains("inside the HTTP root"), "{bad}: {e}");
         }
+    }
+
+    #[test]
+    fn relative_paths_resolve_against_the_config_files_directory() {
+        let t = tempfile::tempdir().unwrap();
+        let etc = t.path().join("bundle/etc");
+        std::fs::create_dir_all(&etc).unwrap();
+        let file = etc.join("seed.toml");
+        std::fs::write(
+            &file,
+            r#"
+store = "../var/seed.redb"
+[api]
+token = "t"
+[ramdisk]
+kernel = "../share/ramdisk/vmlinuz"
+initrd = "/abs/initramfs.zst"
+[images]
+dir = "images"
+[netboot]
+server_ip = "127.0.0.1"
+state_dir = "../var/netboot"
+[netboot.tftp]
+root = "../share/ipxe"
+[netboot.http]
+root = "../share"
+"#,
+        )
+        .unwrap();
+        let c = DaemonConfig::load(&file).unwrap();
+        assert_eq!(c.store, etc.join("../var/seed.redb"));
+        assert_eq!(c.ramdisk.kernel, etc.join("../share/ramdisk/vmlinuz"));
+        assert_eq!(c.ramdisk.initrd, PathBuf::from("/abs/initramfs.zst"));
+        assert_eq!(c.netboot.state_dir, etc.join("../var/netboot"));
+        assert_eq!(
+            c.netboot.tftp.as_ref().unwrap().root,
+            etc.join("../share/ipxe")
+        );
+        assert_eq!(c.netboot.http.as_ref().unwrap().root, etc.join("../share"));
+        // The image store is relative to the (now absolute) HTTP root, and still inside it.
+        assert_eq!(
+            c.images_dir().unwrap(),
+            (etc.join("../share/images"), "images".to_string())
+        );
+        // from_toml alone keeps what was written.
+        let raw = DaemonConfig::from_toml(&std::fs::read_to_string(&file).unwrap()).unwrap();
+        assert_eq!(raw.store, PathBuf::from("../var/seed.redb"));
     }
 
     #[test]
