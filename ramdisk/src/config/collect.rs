@@ -489,6 +489,13 @@ impl Collector {
             failed: false,
             signals: Vec::new(),
         };
+        if got.counter == 0 && !force {
+            // Nothing is published for this node yet (it booted before its stack's deployments
+            // reached it, or it is in no stack). That is not an empty configuration: rendering
+            // it would blank the node's files. Wait for the first publish.
+            tracing::debug!("no metadata published yet; no refresh");
+            return Ok(pass);
+        }
         if st.applied == Some(got.counter) && !force {
             tracing::debug!(counter = got.counter, "metadata unchanged; no refresh");
             return Ok(pass);
@@ -772,6 +779,31 @@ mod tests {
             assert!(files.iter().all(|f| f.exists()), "{files:?}");
             Ok(vec![])
         }
+    }
+
+    /// A node up before anything is published for it (counter 0) renders nothing: that is
+    /// not an empty configuration. The first publish is then applied and signalled.
+    #[test]
+    fn nothing_published_is_not_applied() {
+        let first = json!({"counter": 0, "data": {"seed": {"node": "node1"}}});
+        let doc = json!({"counter": 1, "data": {"deployments": [{"name": "d1"}]}});
+        let seed = fake_seed(vec![
+            (200, first.to_string()),
+            (200, doc.to_string()),
+            (200, "{}".into()),
+        ]);
+        let cache = tempfile::tempdir().unwrap();
+        let c = Collector::new(identity(&seed.url), cache.path()).with_retries(0, Duration::ZERO);
+        let runs = std::cell::Cell::new(0);
+        let p = c.pass(0, false, &mut counting(&runs)).unwrap();
+        assert_eq!((p.counter, p.refreshed), (0, false));
+        assert!(p.signals.is_empty());
+        assert_eq!(runs.get(), 0);
+        let p = c.pass(30, false, &mut counting(&runs)).unwrap();
+        assert_eq!((p.counter, p.refreshed, p.signals.len()), (1, true, 1));
+        assert_eq!(runs.get(), 1);
+        let seen = seed.seen.lock().unwrap();
+        assert_eq!(seen[1].0, "GET /v1/node/metadata?since=0&wait=30 HTTP/1.1");
     }
 
     #[test]
