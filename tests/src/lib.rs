@@ -6,6 +6,7 @@
 
 pub mod netns;
 pub mod proc;
+pub mod wire_seed;
 
 use std::path::PathBuf;
 use std::sync::OnceLock;

@@ -17,10 +17,8 @@ use qemu::node::RunOptions;
 use qemu::spec::{Firmware, Plan};
 use qemu::Lab;
 use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, Instant};
-use tests::proc::Child;
-use tests::{free_port, ramdisk_dir, tiny_manifest};
+use tests::tiny_manifest;
 
 const TOKEN: &str = "deploy-over-wire";
 
@@ -53,7 +51,6 @@ struct Marks {
 #[test]
 fn qemu_deploy_bios_and_uefi_nodes_to_active_and_refuse_a_corrupted_image() {
     tests::require("qemu-system-x86_64");
-    let rd = ramdisk_dir();
     let tiny = tiny_manifest();
     let tmp = tempfile::tempdir().unwrap();
     let d = tmp.path();
@@ -65,7 +62,6 @@ fn qemu_deploy_bios_and_uefi_nodes_to_active_and_refuse_a_corrupted_image() {
     file.nodes[1].firmware = Firmware::Uefi;
     let lab = Lab::start(&d.join("lab"), file, RunOptions::default()).expect("lab");
     let specs = lab.file().nodes.clone();
-    let wire = lab.file().wire;
 
     // The image store under the HTTP root: tiny, and a copy named `broken` whose stream is
     // then corrupted in the store.
@@ -95,87 +91,10 @@ fn qemu_deploy_bios_and_uefi_nodes_to_active_and_refuse_a_corrupted_image() {
     evil[0] ^= 0xff;
     std::fs::write(&broken.stream, evil).unwrap();
 
-    let mut inv = String::from("nodes:\n");
-    for s in &specs {
-        inv += &format!(
-            "  - name: {}\n    mac: [\"{}\"]\n    pm_type: ipmi\n    pm_addr: {}\n    pm_port: {}\n    \
-             pm_user: {}\n    pm_password: {}\n",
-            s.name, s.macs[0], s.bmc.address, s.bmc.port, s.bmc.username, s.bmc.password
-        );
-    }
-    let store = d.join("seed.redb");
-    std::fs::write(d.join("nodes.yaml"), inv).unwrap();
-    let out = Command::new(tests::seed_bin())
-        .args(["node", "import"])
-        .arg(d.join("nodes.yaml"))
-        .env("SEED_STORE", &store)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "import: {out:?}");
-
-    let api_port = free_port();
-    let mut config = format!(
-        r#"store = {store:?}
-
-[api]
-token = "{TOKEN}"
-listen = "127.0.0.1:{api_port}"
-
-[agent]
-heartbeat_secs = 2
-
-[ramdisk]
-kernel = {kernel:?}
-initrd = {initrd:?}
-
-[images]
-dir = {store_dir:?}
-
-[lifecycle]
-deploy_timeout_secs = 900
-
-[netboot]
-server_ip = "10.78.0.1"
-state_dir = {state:?}
-
-[netboot.wire]
-kind = "qemu-mcast"
-group = "{group}"
-port = {wport}
-pcap = true
-
-[netboot.dhcp]
-subnet = "10.78.0.0/24"
-router = "10.78.0.1"
-lease_time = 600
-pool = {{ start = "10.78.0.100", end = "10.78.0.199" }}
-
-[netboot.http]
-root = {http:?}
-port = 8080
-"#,
-        kernel = rd.join("vmlinuz"),
-        initrd = rd.join("initramfs.zst"),
-        state = d.join("state"),
-        group = wire.group,
-        wport = wire.port,
-    );
-    for (i, s) in specs.iter().enumerate() {
-        config += &format!(
-            "\n[[netboot.nodes]]\nmac = \"{}\"\nip = \"10.78.0.{}\"\nhostname = \"{}\"\n",
-            s.macs[0],
-            10 + i,
-            s.name
-        );
-    }
-    std::fs::write(d.join("seed.toml"), config).unwrap();
-    let mut cmd = Command::new(tests::seed_bin());
-    cmd.args(["daemon", "--config"])
-        .arg(d.join("seed.toml"))
-        .env("RUST_LOG", "info,seed::daemon=debug,smoltcp=info");
-    let mut seed = Child::spawn("seed-daemon", cmd);
-    seed.wait_for_log("API listening", Duration::from_secs(60));
-    seed.wait_for_log("HTTP listening on the wire", Duration::from_secs(30));
+    let ws = tests::wire_seed::config(d, lab.file(), specs.clone(), TOKEN);
+    tests::wire_seed::enroll(&ws, &[]);
+    let api_port = ws.api_port;
+    let mut seed = tests::wire_seed::start(&ws, "info,seed::daemon=debug,smoltcp=info");
 
     let console = |name: &str| {
         let p = lab.node(name).unwrap().lock().unwrap().console_path();

@@ -13,10 +13,7 @@ use qemu::ipmi::BootDevice;
 use qemu::node::RunOptions;
 use qemu::spec::Plan;
 use qemu::Lab;
-use std::process::Command;
 use std::time::{Duration, Instant};
-use tests::proc::Child;
-use tests::{free_port, ramdisk_dir};
 
 const TOKEN: &str = "inspect-over-wire";
 
@@ -28,7 +25,6 @@ fn api(port: u16, method: &str, path: &str) -> (u16, String) {
 #[test]
 fn qemu_two_nodes_inspected_over_the_wire_and_a_third_discovered() {
     tests::require("qemu-system-x86_64");
-    let rd = ramdisk_dir();
     let tmp = tempfile::tempdir().unwrap();
     let d = tmp.path();
     let mut plan = Plan::new(&format!("iw{}", std::process::id()), 3);
@@ -37,101 +33,20 @@ fn qemu_two_nodes_inspected_over_the_wire_and_a_third_discovered() {
     plan.bmc_base_port = 0;
     let lab = Lab::create(&d.join("lab"), &plan, RunOptions::default()).expect("lab");
     let specs = lab.file().nodes.clone();
-    let wire = lab.file().wire;
 
     // node1 and node2 are enrolled with their BMCs, node1 taking the TFTP chain; node3 is a
     // stranger.
-    let mut inv = String::from("nodes:\n");
-    for s in &specs[..2] {
-        inv += &format!(
-            "  - name: {}\n    mac: [\"{}\"]\n    pm_type: ipmi\n    pm_addr: {}\n    pm_port: {}\n    \
-             pm_user: {}\n    pm_password: {}\n",
-            s.name, s.macs[0], s.bmc.address, s.bmc.port, s.bmc.username, s.bmc.password
-        );
-        if s.name == specs[0].name {
-            inv += "    boot_chain: tftp\n";
-        }
-    }
-    let tftp = d.join("tftp");
-    std::fs::create_dir_all(&tftp).unwrap();
+    let mut ws = tests::wire_seed::config(d, lab.file(), specs[..2].to_vec(), TOKEN);
+    ws.tftp = true;
+    std::fs::create_dir_all(d.join("tftp")).unwrap();
     std::fs::copy(
         tests::ipxe_file("undionly.kpxe", &d.join("ipxe")),
-        tftp.join("undionly.kpxe"),
+        d.join("tftp").join("undionly.kpxe"),
     )
     .unwrap();
-    let store = d.join("seed.redb");
-    std::fs::write(d.join("nodes.yaml"), inv).unwrap();
-    let out = Command::new(tests::seed_bin())
-        .args(["node", "import"])
-        .arg(d.join("nodes.yaml"))
-        .env("SEED_STORE", &store)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "import: {out:?}");
-
-    let api_port = free_port();
-    let http = d.join("http");
-    std::fs::create_dir_all(&http).unwrap();
-    let mut config = format!(
-        r#"store = {store:?}
-
-[api]
-token = "{TOKEN}"
-listen = "127.0.0.1:{api_port}"
-
-[agent]
-heartbeat_secs = 2
-
-[ramdisk]
-kernel = {kernel:?}
-initrd = {initrd:?}
-
-[netboot]
-server_ip = "10.79.0.1"
-state_dir = {state:?}
-
-[netboot.wire]
-kind = "qemu-mcast"
-group = "{group}"
-port = {wport}
-pcap = true
-
-[netboot.dhcp]
-subnet = "10.79.0.0/24"
-router = "10.79.0.1"
-lease_time = 600
-pool = {{ start = "10.79.0.100", end = "10.79.0.199" }}
-discovery = true
-
-[netboot.tftp]
-root = {tftp:?}
-
-[netboot.http]
-root = {http:?}
-port = 8080
-"#,
-        kernel = rd.join("vmlinuz"),
-        initrd = rd.join("initramfs.zst"),
-        state = d.join("state"),
-        group = wire.group,
-        wport = wire.port,
-    );
-    for (i, s) in specs[..2].iter().enumerate() {
-        config += &format!(
-            "\n[[netboot.nodes]]\nmac = \"{}\"\nip = \"10.79.0.{}\"\nhostname = \"{}\"\n",
-            s.macs[0],
-            10 + i,
-            s.name
-        );
-    }
-    std::fs::write(d.join("seed.toml"), config).unwrap();
-    let mut cmd = Command::new(tests::seed_bin());
-    cmd.args(["daemon", "--config"])
-        .arg(d.join("seed.toml"))
-        .env("RUST_LOG", "info,netboot=debug,smoltcp=info");
-    let mut seed = Child::spawn("seed-daemon", cmd);
-    seed.wait_for_log("API listening", Duration::from_secs(60));
-    seed.wait_for_log("HTTP listening on the wire", Duration::from_secs(30));
+    tests::wire_seed::enroll(&ws, std::slice::from_ref(&specs[0].name));
+    let api_port = ws.api_port;
+    let mut seed = tests::wire_seed::start(&ws, "info,netboot=debug,smoltcp=info");
 
     let consoles = || {
         specs

@@ -28,8 +28,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
-use tests::proc::Child;
-use tests::{free_port, ramdisk_dir, tiny_manifest};
+use tests::tiny_manifest;
 
 const TOKEN: &str = "stack-config";
 const NODES: usize = 2;
@@ -142,7 +141,6 @@ fn demo_template_update_of_the_greeting_touches_no_server() {
 fn qemu_stack_config_two_nodes_render_their_metadata_and_follow_an_update() {
     tests::require("qemu-system-x86_64");
     tests::require("curl");
-    let rd = ramdisk_dir();
     let manifest = tiny_manifest();
     let tmp = tempfile::tempdir().unwrap();
     let d = tmp.path();
@@ -153,79 +151,17 @@ fn qemu_stack_config_two_nodes_render_their_metadata_and_follow_an_update() {
     plan.bmc_base_port = 0;
     let lab = Lab::create(&d.join("lab"), &plan, RunOptions::default()).expect("lab");
     let specs = lab.file().nodes.clone();
-    let wire = lab.file().wire;
     let names: Vec<String> = specs.iter().map(|s| s.name.clone()).collect();
 
     // The tiny image in the daemon's store (served to the ramdisk under <http>/images).
-    let http = d.join("http");
-    let images = http.join("images");
-    std::fs::create_dir_all(&images).unwrap();
-    images::ImageStore::open(&images)
+    let ws = tests::wire_seed::config(d, lab.file(), specs.clone(), TOKEN);
+    std::fs::create_dir_all(ws.images()).unwrap();
+    images::ImageStore::open(ws.images())
         .unwrap()
         .import(&manifest)
         .expect("importing the tiny image");
-
-    let api_port = free_port();
-    let mut config = format!(
-        r#"store = {store:?}
-
-[api]
-token = "{TOKEN}"
-listen = "127.0.0.1:{api_port}"
-
-[agent]
-heartbeat_secs = 2
-
-[ramdisk]
-kernel = {kernel:?}
-initrd = {initrd:?}
-
-[images]
-dir = {images:?}
-
-[netboot]
-server_ip = "10.81.0.1"
-state_dir = {state:?}
-
-[netboot.wire]
-kind = "qemu-mcast"
-group = "{group}"
-port = {wport}
-pcap = true
-
-[netboot.dhcp]
-subnet = "10.81.0.0/24"
-router = "10.81.0.1"
-lease_time = 600
-pool = {{ start = "10.81.0.100", end = "10.81.0.199" }}
-
-[netboot.http]
-root = {http:?}
-port = 8080
-"#,
-        store = d.join("seed.redb"),
-        kernel = rd.join("vmlinuz"),
-        initrd = rd.join("initramfs.zst"),
-        state = d.join("state"),
-        group = wire.group,
-        wport = wire.port,
-    );
-    for (i, s) in specs.iter().enumerate() {
-        config += &format!(
-            "\n[[netboot.nodes]]\nmac = \"{}\"\nip = \"10.81.0.{}\"\nhostname = \"{}\"\n",
-            s.macs[0],
-            10 + i,
-            s.name
-        );
-    }
-    std::fs::write(d.join("seed.toml"), config).unwrap();
-    let mut cmd = Command::new(tests::seed_bin());
-    cmd.args(["daemon", "--config"])
-        .arg(d.join("seed.toml"))
-        .env("RUST_LOG", "info");
-    let mut seed = Child::spawn("seed-daemon", cmd);
-    seed.wait_for_log("API listening", Duration::from_secs(60));
-    seed.wait_for_log("HTTP listening on the wire", Duration::from_secs(30));
+    let api_port = ws.api_port;
+    let mut seed = tests::wire_seed::start(&ws, "info");
 
     let console = |name: &str| -> String {
         let p = lab.node(name).unwrap().lock().unwrap().console_path();
@@ -240,14 +176,7 @@ port = 8080
     let pid = |name: &str| lab.node(name).unwrap().lock().unwrap().pid();
 
     // Enroll from an instackenv-style file through the API, with the template's profile.
-    let mut inv = String::from("nodes:\n");
-    for s in &specs {
-        inv += &format!(
-            "  - name: {}\n    mac: [\"{}\"]\n    pm_type: ipmi\n    pm_addr: {}\n    pm_port: {}\n    \
-             pm_user: {}\n    pm_password: {}\n    capabilities: \"profile:demo\"\n",
-            s.name, s.macs[0], s.bmc.address, s.bmc.port, s.bmc.username, s.bmc.password
-        );
-    }
+    let inv = seed::cli::lab_seed::instackenv(&specs, &[], "capabilities: \"profile:demo\"");
     std::fs::write(d.join("nodes.yaml"), inv).unwrap();
     let nodes_yaml = d.join("nodes.yaml");
     seed_cli(api_port, &["node", "import", nodes_yaml.to_str().unwrap()]);

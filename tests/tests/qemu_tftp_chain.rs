@@ -14,7 +14,6 @@ use qemu::Lab;
 use std::process::Command;
 use std::time::{Duration, Instant};
 use tests::proc::Child;
-use tests::{free_port, ramdisk_dir};
 
 const TOKEN: &str = "tftp-chain";
 
@@ -52,7 +51,6 @@ fn track(
 #[test]
 fn qemu_node_takes_the_tftp_chain_then_http_to_inspection() {
     tests::require("qemu-system-x86_64");
-    let rd = ramdisk_dir();
     let tmp = tempfile::tempdir().unwrap();
     let d = tmp.path();
     let tftp = d.join("tftp");
@@ -69,85 +67,14 @@ fn qemu_node_takes_the_tftp_chain_then_http_to_inspection() {
     plan.bmc_base_port = 0;
     let lab = Lab::create(&d.join("lab"), &plan, RunOptions::default()).expect("lab");
     let spec = lab.file().nodes[0].clone();
-    let wire = lab.file().wire;
     let mac = spec.macs[0].to_lowercase();
     let script_path = format!("path=/ipxe/{}", mac.replace(':', "-"));
 
-    let inv = format!(
-        "nodes:\n  - name: {}\n    mac: [\"{}\"]\n    pm_type: ipmi\n    pm_addr: {}\n    \
-         pm_port: {}\n    pm_user: {}\n    pm_password: {}\n    boot_chain: tftp\n",
-        spec.name, mac, spec.bmc.address, spec.bmc.port, spec.bmc.username, spec.bmc.password
-    );
-    let store = d.join("seed.redb");
-    std::fs::write(d.join("nodes.yaml"), inv).unwrap();
-    let out = Command::new(tests::seed_bin())
-        .args(["node", "import"])
-        .arg(d.join("nodes.yaml"))
-        .env("SEED_STORE", &store)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "import: {out:?}");
-
-    let api_port = free_port();
-    let http = d.join("http");
-    std::fs::create_dir_all(&http).unwrap();
-    let config = format!(
-        r#"store = {store:?}
-
-[api]
-token = "{TOKEN}"
-listen = "127.0.0.1:{api_port}"
-
-[agent]
-heartbeat_secs = 2
-
-[ramdisk]
-kernel = {kernel:?}
-initrd = {initrd:?}
-
-[netboot]
-server_ip = "10.81.0.1"
-state_dir = {state:?}
-
-[netboot.wire]
-kind = "qemu-mcast"
-group = "{group}"
-port = {wport}
-pcap = true
-
-[netboot.dhcp]
-subnet = "10.81.0.0/24"
-router = "10.81.0.1"
-lease_time = 600
-
-[netboot.tftp]
-root = {tftp:?}
-
-[netboot.http]
-root = {http:?}
-port = 8080
-
-[[netboot.nodes]]
-mac = "{mac}"
-ip = "10.81.0.10"
-hostname = "{name}"
-"#,
-        kernel = rd.join("vmlinuz"),
-        initrd = rd.join("initramfs.zst"),
-        state = d.join("state"),
-        group = wire.group,
-        wport = wire.port,
-        name = spec.name,
-    );
-    std::fs::write(d.join("seed.toml"), config).unwrap();
-    let mut cmd = Command::new(tests::seed_bin());
-    cmd.args(["daemon", "--config"])
-        .arg(d.join("seed.toml"))
-        .env("RUST_LOG", "info,netboot=debug,smoltcp=info");
-    let mut seed = Child::spawn("seed-daemon", cmd);
-    seed.wait_for_log("API listening", Duration::from_secs(60));
-    seed.wait_for_log("TFTP listening on the wire", Duration::from_secs(30));
-    seed.wait_for_log("HTTP listening on the wire", Duration::from_secs(30));
+    let mut ws = tests::wire_seed::config(d, lab.file(), vec![spec.clone()], TOKEN);
+    ws.tftp = true;
+    tests::wire_seed::enroll(&ws, std::slice::from_ref(&spec.name));
+    let api_port = ws.api_port;
+    let mut seed = tests::wire_seed::start(&ws, "info,netboot=debug,smoltcp=info");
 
     let console = || {
         let p = lab.node(&spec.name).unwrap().lock().unwrap().console_path();

@@ -11,7 +11,8 @@
 //! `seed node inspect`.
 
 use anyhow::{Context, Result};
-use qemu::spec::LabFile;
+use qemu::spec::{LabFile, NodeSpec};
+use qemu::wire::WireAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
@@ -119,11 +120,13 @@ fn ipxe_source(dir: &Path, a: &SeedArgs) -> Result<Option<PathBuf>> {
     Ok(Some(lib))
 }
 
-fn instackenv(file: &LabFile, chain_tftp: &[String]) -> String {
+/// The nodes as an instackenv-style inventory for `seed node import`; `chain_tftp` names the
+/// nodes that take the TFTP chain, `extra` is added to every node (e.g. a capability line).
+pub fn instackenv(nodes: &[NodeSpec], chain_tftp: &[String], extra: &str) -> String {
     let mut s = String::from(
         "# The lab's nodes, instackenv-style (written by seed lab up --seed)\nnodes:\n",
     );
-    for n in &file.nodes {
+    for n in nodes {
         s += &format!(
             "  - name: {}\n    mac: [{}]\n    pm_type: ipmi\n    pm_addr: {}\n    pm_port: {}\n    pm_user: {}\n    pm_password: {}\n",
             n.name,
@@ -136,14 +139,73 @@ fn instackenv(file: &LabFile, chain_tftp: &[String]) -> String {
         if chain_tftp.contains(&n.name) {
             s += "    boot_chain: tftp\n";
         }
+        for line in extra.lines() {
+            s += &format!("    {line}\n");
+        }
     }
     s
 }
 
-fn config(file: &LabFile, dir: &Path, a: &SeedArgs, tftp: bool) -> Result<String> {
-    let ramdisk = std::fs::canonicalize(&a.ramdisk).unwrap_or_else(|_| a.ramdisk.clone());
-    let mut c = format!(
-        r#"# The lab's seed (written by seed lab up --seed)
+/// A seed daemon on a lab's wire: one configuration for `seed lab up --seed` and the QEMU tests,
+/// so what the tests check is what a person runs. The daemon joins the wire as 10.80.0.1, gives
+/// each of `nodes`' MACs a fixed address from 10.80.0.10 up (strangers get .200–.250), serves
+/// HTTP boot from `<dir>/http` (the image store is `<dir>/http/images`), and TFTP from
+/// `<dir>/tftp` when `tftp` is set.
+#[derive(Debug, Clone)]
+pub struct WireSeed {
+    /// Holds `seed.redb`, `state/`, `http/` and `tftp/`.
+    pub dir: PathBuf,
+    /// The lab's wire.
+    pub wire: WireAddr,
+    /// The nodes given fixed addresses, in order.
+    pub nodes: Vec<NodeSpec>,
+    /// Holds the ramdisk's `vmlinuz` and `initramfs.zst`.
+    pub ramdisk: PathBuf,
+    /// The API's bearer token.
+    pub token: String,
+    /// The API's port on 127.0.0.1.
+    pub api_port: u16,
+    /// Serve `<dir>/tftp` (iPXE's boot files for nodes taking the TFTP chain).
+    pub tftp: bool,
+    /// Enroll unknown MACs that PXE-boot.
+    pub discovery: bool,
+    /// The agent's heartbeat period; `None`: the daemon's default.
+    pub heartbeat_secs: Option<u64>,
+    /// The DHCP lease time; `None`: the daemon's default.
+    pub lease_secs: Option<u64>,
+}
+
+impl WireSeed {
+    /// The lab's defaults: token `lab`, API on 6385, no TFTP, discovery on.
+    pub fn new(dir: &Path, wire: WireAddr, nodes: Vec<NodeSpec>, ramdisk: &Path) -> WireSeed {
+        WireSeed {
+            dir: dir.into(),
+            wire,
+            nodes,
+            ramdisk: ramdisk.into(),
+            token: "lab".into(),
+            api_port: 6385,
+            tftp: false,
+            discovery: true,
+            heartbeat_secs: None,
+            lease_secs: None,
+        }
+    }
+
+    /// The store file.
+    pub fn store(&self) -> PathBuf {
+        self.dir.join("seed.redb")
+    }
+
+    /// The image store (inside the HTTP root: the agents stream images from it).
+    pub fn images(&self) -> PathBuf {
+        self.dir.join("http").join("images")
+    }
+
+    /// The daemon's `seed.toml`.
+    pub fn config(&self) -> Result<String> {
+        let mut c = format!(
+            r#"# A seed on a lab's wire (written by seed lab up --seed, or a QEMU test)
 store = {store:?}
 
 [api]
@@ -171,37 +233,52 @@ pcap = true
 subnet = "10.80.0.0/24"
 router = "10.80.0.1"
 pool = {{ start = "10.80.0.200", end = "10.80.0.250" }}
-discovery = true
+discovery = {discovery}
 
 [netboot.http]
 root = {http:?}
 port = 8080
 "#,
-        store = dir.join("seed.redb"),
-        token = a.token,
-        api_port = a.api_port,
-        kernel = ramdisk.join("vmlinuz"),
-        initrd = ramdisk.join("initramfs.zst"),
-        state = dir.join("state"),
-        group = file.wire.group,
-        port = file.wire.port,
-        http = dir.join("http"),
-        images = dir.join("http").join("images"),
-    );
-    if tftp {
-        c += &format!("\n[netboot.tftp]\nroot = {:?}\n", dir.join("tftp"));
-    }
-    for (i, n) in file.nodes.iter().enumerate() {
-        anyhow::ensure!(i < 150, "more than 150 lab nodes do not fit the lab's /24");
-        for (j, mac) in n.macs.iter().enumerate() {
-            c += &format!(
-                "\n[[netboot.nodes]]\nmac = \"{mac}\"\nip = \"10.80.0.{}\"\nhostname = \"{}\"\n",
-                10 + i * n.macs.len().max(1) + j,
-                n.name
+            store = self.store(),
+            token = self.token,
+            api_port = self.api_port,
+            kernel = self.ramdisk.join("vmlinuz"),
+            initrd = self.ramdisk.join("initramfs.zst"),
+            images = self.images(),
+            state = self.dir.join("state"),
+            group = self.wire.group,
+            port = self.wire.port,
+            discovery = self.discovery,
+            http = self.dir.join("http"),
+        );
+        if let Some(secs) = self.lease_secs {
+            c = c.replace(
+                "router = \"10.80.0.1\"\n",
+                &format!("router = \"10.80.0.1\"\nlease_time = {secs}\n"),
             );
         }
+        if let Some(secs) = self.heartbeat_secs {
+            c += &format!("\n[agent]\nheartbeat_secs = {secs}\n");
+        }
+        if self.tftp {
+            c += &format!("\n[netboot.tftp]\nroot = {:?}\n", self.dir.join("tftp"));
+        }
+        let mut ip = 10;
+        for n in &self.nodes {
+            for mac in &n.macs {
+                anyhow::ensure!(
+                    ip < 200,
+                    "more MACs than the lab's /24 has fixed addresses for"
+                );
+                c += &format!(
+                    "\n[[netboot.nodes]]\nmac = \"{mac}\"\nip = \"10.80.0.{ip}\"\nhostname = \"{}\"\n",
+                    n.name
+                );
+                ip += 1;
+            }
+        }
+        Ok(c)
     }
-    Ok(c)
 }
 
 /// Write the seed's files, enroll the nodes (first time only) and start the daemon.
@@ -237,7 +314,7 @@ pub fn start(lab_dir: &Path, file: &LabFile, a: &SeedArgs) -> Result<LabSeed> {
         }
     };
     let inv = dir.join("nodes.yaml");
-    std::fs::write(&inv, instackenv(file, &a.chain_tftp))?;
+    std::fs::write(&inv, instackenv(&file.nodes, &a.chain_tftp, ""))?;
     let store = dir.join("seed.redb");
     if !store.exists() {
         let out = Command::new(&exe)
@@ -253,8 +330,13 @@ pub fn start(lab_dir: &Path, file: &LabFile, a: &SeedArgs) -> Result<LabSeed> {
         );
     }
     let cfg = dir.join("seed.toml");
-    std::fs::write(&cfg, config(file, &dir, a, tftp)?)?;
-    let imported = import_images(&a.images, &dir.join("http").join("images"))?;
+    let ramdisk = std::fs::canonicalize(&a.ramdisk).unwrap_or_else(|_| a.ramdisk.clone());
+    let mut ws = WireSeed::new(&dir, file.wire, file.nodes.clone(), &ramdisk);
+    ws.token = a.token.clone();
+    ws.api_port = a.api_port;
+    ws.tftp = tftp;
+    std::fs::write(&cfg, ws.config()?)?;
+    let imported = import_images(&a.images, &ws.images())?;
     let log = std::fs::File::create(dir.join("daemon.log"))?;
     let mut child = Command::new(&exe)
         .args(["daemon", "--config"])
