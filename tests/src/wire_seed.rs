@@ -7,7 +7,8 @@ use seed::cli::lab_seed::{instackenv, WireSeed};
 use std::process::Command;
 use std::time::Duration;
 
-/// A test's wire seed: `ws` with a free API port, the test token and a 2 s agent heartbeat.
+/// A test's wire seed, as the lab's (iPXE's boot files served by TFTP and HTTP), with a free
+/// API port, the test token and a 2 s agent heartbeat.
 pub fn config(
     dir: &std::path::Path,
     file: &qemu::spec::LabFile,
@@ -19,6 +20,10 @@ pub fn config(
     ws.api_port = crate::free_port();
     ws.heartbeat_secs = Some(2);
     ws.lease_secs = Some(600);
+    let scratch = dir.join("ipxe-package");
+    let ipxe = crate::ipxe_file("undionly.kpxe", &scratch);
+    ws.install_ipxe(ipxe.parent().expect("usr/lib/ipxe"))
+        .expect("installing iPXE");
     ws
 }
 

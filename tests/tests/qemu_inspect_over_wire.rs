@@ -36,14 +36,7 @@ fn qemu_two_nodes_inspected_over_the_wire_and_a_third_discovered() {
 
     // node1 and node2 are enrolled with their BMCs, node1 taking the TFTP chain; node3 is a
     // stranger.
-    let mut ws = tests::wire_seed::config(d, lab.file(), specs[..2].to_vec(), TOKEN);
-    ws.tftp = true;
-    std::fs::create_dir_all(d.join("tftp")).unwrap();
-    std::fs::copy(
-        tests::ipxe_file("undionly.kpxe", &d.join("ipxe")),
-        d.join("tftp").join("undionly.kpxe"),
-    )
-    .unwrap();
+    let ws = tests::wire_seed::config(d, lab.file(), specs[..2].to_vec(), TOKEN);
     tests::wire_seed::enroll(&ws, std::slice::from_ref(&specs[0].name));
     let api_port = ws.api_port;
     let mut seed = tests::wire_seed::start(&ws, "info,netboot=debug,smoltcp=info");

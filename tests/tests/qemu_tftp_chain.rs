@@ -53,14 +53,6 @@ fn qemu_node_takes_the_tftp_chain_then_http_to_inspection() {
     tests::require("qemu-system-x86_64");
     let tmp = tempfile::tempdir().unwrap();
     let d = tmp.path();
-    let tftp = d.join("tftp");
-    std::fs::create_dir_all(&tftp).unwrap();
-    std::fs::copy(
-        tests::ipxe_file("undionly.kpxe", &d.join("ipxe")),
-        tftp.join("undionly.kpxe"),
-    )
-    .unwrap();
-
     let mut plan = Plan::new(&format!("tc{}", std::process::id()), 1);
     plan.memory_mib = 512;
     plan.disks_gib = vec![2];
@@ -70,8 +62,7 @@ fn qemu_node_takes_the_tftp_chain_then_http_to_inspection() {
     let mac = spec.macs[0].to_lowercase();
     let script_path = format!("path=/ipxe/{}", mac.replace(':', "-"));
 
-    let mut ws = tests::wire_seed::config(d, lab.file(), vec![spec.clone()], TOKEN);
-    ws.tftp = true;
+    let ws = tests::wire_seed::config(d, lab.file(), vec![spec.clone()], TOKEN);
     tests::wire_seed::enroll(&ws, std::slice::from_ref(&spec.name));
     let api_port = ws.api_port;
     let mut seed = tests::wire_seed::start(&ws, "info,netboot=debug,smoltcp=info");

@@ -168,15 +168,16 @@ fn up(a: UpArgs) -> Result<()> {
         .build()
         .context("starting the runtime")?;
     let mut lab = Lab::start(&dir, file, run).context("starting the lab")?;
-    let pid_file = dir.join(lab::SERVER_PID);
-    std::fs::write(&pid_file, std::process::id().to_string())
-        .with_context(|| format!("writing {}", pid_file.display()))?;
     print_table(&dir, lab.file(), false);
     let _seed = if a.seed.seed {
         Some(super::lab_seed::start(&dir, lab.file(), &a.seed)?)
     } else {
         None
     };
+    // Written once everything serves (the seed's API included): `--detach` returns on it.
+    let pid_file = dir.join(lab::SERVER_PID);
+    std::fs::write(&pid_file, std::process::id().to_string())
+        .with_context(|| format!("writing {}", pid_file.display()))?;
     println!("serving; Ctrl-C powers every node off and stops");
     let result = rt.block_on(async {
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())

@@ -202,6 +202,27 @@ impl WireSeed {
         self.dir.join("http").join("images")
     }
 
+    /// Install iPXE's boot files from `src` (a directory holding `undionly.kpxe` and
+    /// `snponly.efi`) into the TFTP root and the HTTP root, and serve TFTP. A NIC whose iPXE
+    /// ROM misses DHCP (a busy wire drops frames: the lab's wire is a hub) falls back to the
+    /// firmware's own PXE or HTTP boot, which then chainloads iPXE from here instead of
+    /// stopping at "Nothing to boot".
+    pub fn install_ipxe(&mut self, src: &Path) -> Result<()> {
+        for root in [self.dir.join("tftp"), self.dir.join("http")] {
+            std::fs::create_dir_all(&root)
+                .with_context(|| format!("creating {}", root.display()))?;
+            for f in IPXE_FILES {
+                let from = src.join(f);
+                if from.is_file() {
+                    std::fs::copy(&from, root.join(f))
+                        .with_context(|| format!("installing {}", from.display()))?;
+                }
+            }
+        }
+        self.tftp = true;
+        Ok(())
+    }
+
     /// The daemon's `seed.toml`.
     pub fn config(&self) -> Result<String> {
         let mut c = format!(
@@ -293,26 +314,17 @@ pub fn start(lab_dir: &Path, file: &LabFile, a: &SeedArgs) -> Result<LabSeed> {
             "--chain-tftp {name}: the lab has no such node"
         );
     }
-    let tftp = match ipxe_source(&dir, a)? {
-        Some(src) => {
-            std::fs::create_dir_all(dir.join("tftp"))?;
-            for f in IPXE_FILES {
-                let from = src.join(f);
-                if from.is_file() {
-                    std::fs::copy(&from, dir.join("tftp").join(f))
-                        .with_context(|| format!("installing {}", from.display()))?;
-                }
-            }
-            true
-        }
-        None => {
-            anyhow::ensure!(
-                a.chain_tftp.is_empty(),
-                "--chain-tftp needs iPXE's undionly.kpxe: run `cargo xtask fetch` or pass --ipxe"
-            );
-            false
-        }
-    };
+    let ramdisk = std::fs::canonicalize(&a.ramdisk).unwrap_or_else(|_| a.ramdisk.clone());
+    let mut ws = WireSeed::new(&dir, file.wire, file.nodes.clone(), &ramdisk);
+    ws.token = a.token.clone();
+    ws.api_port = a.api_port;
+    match ipxe_source(&dir, a)? {
+        Some(src) => ws.install_ipxe(&src)?,
+        None => anyhow::ensure!(
+            a.chain_tftp.is_empty(),
+            "--chain-tftp needs iPXE's undionly.kpxe: run `cargo xtask fetch` or pass --ipxe"
+        ),
+    }
     let inv = dir.join("nodes.yaml");
     std::fs::write(&inv, instackenv(&file.nodes, &a.chain_tftp, ""))?;
     let store = dir.join("seed.redb");
@@ -330,11 +342,6 @@ pub fn start(lab_dir: &Path, file: &LabFile, a: &SeedArgs) -> Result<LabSeed> {
         );
     }
     let cfg = dir.join("seed.toml");
-    let ramdisk = std::fs::canonicalize(&a.ramdisk).unwrap_or_else(|_| a.ramdisk.clone());
-    let mut ws = WireSeed::new(&dir, file.wire, file.nodes.clone(), &ramdisk);
-    ws.token = a.token.clone();
-    ws.api_port = a.api_port;
-    ws.tftp = tftp;
     std::fs::write(&cfg, ws.config()?)?;
     let imported = import_images(&a.images, &ws.images())?;
     let log = std::fs::File::create(dir.join("daemon.log"))?;
