@@ -7,8 +7,9 @@
 use crate::MacAddr;
 use serde::{Deserialize, Serialize};
 
-/// The boot action for one node, rendered into its iPXE script.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// The boot action for one node, rendered into its iPXE script. Its `Debug` (what logs show)
+/// hides the value of a `seed.token=` on the command line: that is a secret for the one node.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "action", rename_all = "snake_case", deny_unknown_fields)]
 pub enum BootAction {
     /// Boot a kernel and initrd fetched over HTTP, with a kernel command line. `kernel` and
@@ -22,6 +23,36 @@ pub enum BootAction {
     LocalDisk,
     /// Leave iPXE and let the firmware try its next boot device.
     Exit,
+}
+
+impl std::fmt::Debug for BootAction {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            BootAction::Kernel {
+                kernel,
+                initrd,
+                cmdline,
+            } => {
+                let shown: Vec<&str> = cmdline
+                    .split_whitespace()
+                    .map(|w| {
+                        if w.starts_with("seed.token=") {
+                            "seed.token=<secret>"
+                        } else {
+                            w
+                        }
+                    })
+                    .collect();
+                f.debug_struct("Kernel")
+                    .field("kernel", kernel)
+                    .field("initrd", initrd)
+                    .field("cmdline", &shown.join(" "))
+                    .finish()
+            }
+            BootAction::LocalDisk => f.write_str("LocalDisk"),
+            BootAction::Exit => f.write_str("Exit"),
+        }
+    }
 }
 
 /// How a node's network boot reaches its iPXE script.
@@ -61,4 +92,23 @@ pub trait BootPolicy: Send + Sync + 'static {
     /// Called when discovery enrolls a MAC that the policy did not know (DHCP saw it). The
     /// default does nothing; the daemon creates a node in `enroll` state.
     fn discovered(&self, _mac: MacAddr) {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_hides_the_agent_token() {
+        let a = BootAction::Kernel {
+            kernel: "k".into(),
+            initrd: "i".into(),
+            cmdline: "console=ttyS0 seed.url=http://s:1 seed.token=0123abcd BOOTIF=01-aa".into(),
+        };
+        let shown = format!("{a:?}");
+        assert!(!shown.contains("0123abcd"), "{shown}");
+        assert!(shown.contains("seed.token=<secret>"), "{shown}");
+        assert!(shown.contains("seed.url=http://s:1"), "{shown}");
+        assert_eq!(format!("{:?}", BootAction::Exit), "Exit");
+    }
 }

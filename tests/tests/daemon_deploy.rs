@@ -1,8 +1,9 @@
 //! `seed daemon` deploy end to end, without QEMU: the real binary in a server namespace with
 //! DHCP and HTTP, a fake-BMC node, an image in the daemon's store under the HTTP root, the
 //! operator's `seed node deploy` CLI, and curl in the client namespace playing the ramdisk's
-//! agent (facts, heartbeat, stream download, progress) and then the deployed image ("booted"
-//! with the node's credential). Power actions are read from the daemon's debug log.
+//! agent (facts, heartbeat, stream download, progress; with the per-boot agent token its iPXE
+//! script's `seed.token=` gives, as a real one) and then the deployed image ("booted" with the
+//! node's credential). Power actions are read from the daemon's debug log.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -224,32 +225,55 @@ hostname = "node1"
             .expect("running seed node")
     }
 
+    /// The `seed.token=` of the node's iPXE script (what its ramdisk's agent would send).
+    fn script_token(&self) -> Option<String> {
+        let (code, script) = self.curl("GET", &format!("/ipxe/{MAC_HYP}"), None, None);
+        assert_eq!(code, 200);
+        script
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix("seed.token="))
+            .map(str::to_string)
+    }
+
     /// Inspect the node (the fake BMC powers it; curl reports its facts): → available.
     fn inspect(&self) {
         let (code, body) = self.curl("POST", "/v1/nodes/node1/inspect", Some(TOKEN), None);
         assert_eq!(code, 202, "{body}");
         self.wait_state("inspecting");
-        let (code, body) = self.curl("POST", "/v1/agent/facts", None, Some(&report()));
+        let tok = self
+            .script_token()
+            .expect("an agent token while inspecting");
+        let (code, body) = self.curl("POST", "/v1/agent/facts", Some(&tok), Some(&report()));
         assert_eq!(code, 200, "{body}");
         self.wait_state("available");
     }
 
-    fn heartbeat(&self) -> serde_json::Value {
-        let (code, body) = self.curl(
+    /// A heartbeat with the agent token `tok`: (status, body).
+    fn heartbeat_with(&self, tok: Option<&str>) -> (u16, String) {
+        self.curl(
             "POST",
             "/v1/agent/heartbeat",
-            None,
+            tok,
             Some(&format!("{{\"boot_mac\":\"{MAC}\"}}")),
-        );
+        )
+    }
+
+    fn heartbeat(&self, tok: &str) -> serde_json::Value {
+        let (code, body) = self.heartbeat_with(Some(tok));
         assert_eq!(code, 200, "{body}");
         serde_json::from_str(&body).unwrap()
     }
 
-    fn progress(&self, op: u64, phase: &str, bytes: u64, total: u64) -> (u16, String) {
+    fn progress(&self, tok: &str, op: u64, phase: &str, bytes: u64, total: u64) -> (u16, String) {
         let p = serde_json::json!({
             "boot_mac": MAC, "op": op, "phase": phase, "bytes": bytes, "total": total
         });
-        self.curl("POST", "/v1/agent/progress", None, Some(&p.to_string()))
+        self.curl(
+            "POST",
+            "/v1/agent/progress",
+            Some(tok),
+            Some(&p.to_string()),
+        )
     }
 
     /// How many times the daemon's log shows `needle`.
@@ -314,16 +338,25 @@ fn daemon_deploy_stream_progress_reboot_booted() {
     let mut cli = Child::spawn("seed-node-deploy", cli);
     cli.wait_for_log("deploy of tiny requested", Duration::from_secs(30));
     assert_eq!(srv.node()["state"], "deploying");
+    // This boot's agent token, from the node's iPXE script.
+    let tok = srv.script_token().expect("an agent token while deploying");
 
     // The ramdisk's agent reports its facts at boot: acknowledged, still deploying.
-    let (code, body) = srv.curl("POST", "/v1/agent/facts", None, Some(&report()));
+    let (code, body) = srv.curl("POST", "/v1/agent/facts", Some(&tok), Some(&report()));
     assert_eq!(code, 200, "{body}");
     assert_eq!(srv.node()["state"], "deploying");
+
+    // Without the token (or with the operators'), no work and no credential: 401.
+    for bad in [None, Some(TOKEN), Some("forged")] {
+        let (code, body) = srv.heartbeat_with(bad);
+        assert_eq!(code, 401, "{bad:?}: {body}");
+        assert!(!body.contains("credential"), "{body}");
+    }
 
     // The agent's heartbeat gets its work (once the image is verified).
     let mut cmd = serde_json::Value::Null;
     for _ in 0..100 {
-        cmd = srv.heartbeat();
+        cmd = srv.heartbeat(&tok);
         if cmd["command"] == "deploy" {
             break;
         }
@@ -342,9 +375,11 @@ fn daemon_deploy_stream_progress_reboot_booted() {
     assert_eq!(cmd["seed_url"], base.as_str());
     let url = cmd["stream_url"].as_str().unwrap();
     assert!(url.starts_with(&format!("{base}/images/")), "{url}");
-    // The credential is not in the log, nor in the node's view.
+    // The credential and the agent token are not in the log, nor in the node's view.
     assert!(!srv.seed.output().contains(&credential));
     assert!(!srv.node().to_string().contains(&credential));
+    assert!(!srv.seed.output().contains(&tok));
+    assert!(!srv.node().to_string().contains(&tok));
 
     // The node PXE-boots the ramdisk meanwhile, and was powered on for it.
     let (_, script) = srv.curl("GET", &format!("/ipxe/{MAC_HYP}"), None, None);
@@ -380,18 +415,23 @@ fn daemon_deploy_stream_progress_reboot_booted() {
     assert!(code == 403 || code == 404, "{code}");
 
     // Progress of an older op is dropped.
-    let (code, _) = srv.progress(op - 1, "done", 1, 1);
+    let (code, _) = srv.progress(&tok, op - 1, "done", 1, 1);
     assert_eq!(code, 200);
     assert_eq!(srv.node()["state"], "deploying");
     assert!(srv.node().get("progress").is_none());
     // Writing, then done.
     let size = img.manifest.stream.size;
-    let (code, body) = srv.progress(op, "writing", size / 2, size);
+    // Without the token: refused, nothing recorded.
+    let p = serde_json::json!({"boot_mac": MAC, "op": op, "phase": "done", "bytes": 1, "total": 1});
+    let (code, _) = srv.curl("POST", "/v1/agent/progress", None, Some(&p.to_string()));
+    assert_eq!(code, 401);
+    assert!(srv.node().get("progress").is_none());
+    let (code, body) = srv.progress(&tok, op, "writing", size / 2, size);
     assert_eq!(code, 200, "{body}");
     let n = srv.node();
     assert_eq!(n["progress"]["phase"], "writing", "{n}");
     assert_eq!(n["progress"]["bytes"], size / 2);
-    let (code, body) = srv.progress(op, "done", size, size);
+    let (code, body) = srv.progress(&tok, op, "done", size, size);
     assert_eq!(code, 200, "{body}");
 
     // The seed sets boot from disk through the BMC and power-cycles; still deploying.
@@ -408,7 +448,7 @@ fn daemon_deploy_stream_progress_reboot_booted() {
     // A PXE boot now is sent to the local disk.
     let (_, script) = srv.curl("GET", &format!("/ipxe/{MAC_HYP}"), None, None);
     assert!(script.contains("sanboot"), "{script}");
-    assert_eq!(srv.heartbeat()["command"], "none");
+    assert_eq!(srv.heartbeat(&tok)["command"], "none");
 
     // The image's first boot: a forged or missing credential is 401, the real one → active.
     let (code, _) = srv.curl("POST", "/v1/node/booted", Some("forged"), None);
@@ -420,6 +460,13 @@ fn daemon_deploy_stream_progress_reboot_booted() {
     assert_eq!(code, 200, "{body}");
     let n = srv.wait_state("active");
     assert!(n.get("last_error").is_none(), "{n}");
+    // Out of the ramdisk: the boot's agent token is dead.
+    assert_eq!(srv.heartbeat_with(Some(&tok)).0, 401);
+    let (_, metrics) = srv.curl("GET", "/metrics", None, None);
+    assert!(
+        metrics.contains("seed_agent_auth_failures_total 5\n"),
+        "{metrics}"
+    );
     // No power action for "booted".
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(srv.count("action=Reboot"), reboots + 2);
@@ -451,8 +498,8 @@ fn daemon_deploy_refuses_a_corrupted_image_before_powering() {
     assert!(err.contains("sha256"), "{err}");
     let n = srv.wait_state("deploy failed");
     assert!(n["reason"].as_str().unwrap().contains("sha256"), "{n}");
-    // The agent was never handed the deploy.
-    assert_eq!(srv.heartbeat()["command"], "none");
+    // The agent was never handed the deploy: no ramdisk boot, so no agent call is accepted.
+    assert_eq!(srv.heartbeat_with(None).0, 401);
     assert_eq!(srv.count("action=Reboot"), reboots, "{}", srv.seed.output());
     assert_eq!(srv.count("action=SetBootDevice"), boot_devs);
     let (_, script) = srv.curl("GET", &format!("/ipxe/{MAC_HYP}"), None, None);

@@ -1,7 +1,7 @@
 //! `seed daemon` end to end, without QEMU: the real binary in a server namespace with DHCP (a
 //! reservation) and HTTP, a node enrolled with `seed node import` (fake BMC), and the client
 //! namespace playing the node: udhcpc for its lease, curl for its iPXE script and, as the
-//! ramdisk agent would, its facts report and heartbeat. The REST API is driven with curl too.
+//! ramdisk agent would, its facts report and heartbeat (with the script's `seed.token=`). The REST API is driven with curl too.
 
 use std::time::Duration;
 use tests::netns::Lan;
@@ -103,7 +103,8 @@ hostname = "node1"
         cmd.arg("daemon")
             .arg("--config")
             .arg(&cfg)
-            .env("RUST_LOG", "info");
+            // netboot at debug: the iPXE script log line must not show the agent token.
+            .env("RUST_LOG", "info,netboot=debug");
         let mut seed = Child::spawn("seed-daemon", cmd);
         seed.wait_for_log("HTTP listening", Duration::from_secs(120));
         Daemon { lan, seed, dir }
@@ -264,6 +265,13 @@ fn daemon_inspect_over_the_agent_api() {
     assert!(script.contains("ramdisk/initramfs.zst"), "{script}");
     assert!(script.contains(&url), "{script}");
     assert!(script.contains(&format!("BOOTIF=01-{MAC_HYP}")), "{script}");
+    // And its agent token for this boot.
+    let tok = script
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("seed.token="))
+        .unwrap_or_else(|| panic!("no seed.token= in {script}"))
+        .to_string();
+    assert_eq!(tok.len(), 64, "{tok}");
     let (code, kernel) = srv.curl("GET", "/ramdisk/vmlinuz", None, None);
     assert_eq!((code, kernel.as_str()), (200, "fake kernel\n"));
 
@@ -271,7 +279,7 @@ fn daemon_inspect_over_the_agent_api() {
     let (code, _) = srv.curl(
         "POST",
         "/v1/agent/facts",
-        None,
+        Some(&tok),
         Some(&report("52:54:00:00:ee:ee")),
     );
     assert_eq!(code, 404);
@@ -279,8 +287,19 @@ fn daemon_inspect_over_the_agent_api() {
     assert!(n.get("facts").is_none(), "{n}");
     assert_eq!(n["state"], "inspecting");
 
+    // A report without the token, or with the operators' token: 401, nothing written.
+    for bad in [None, Some(TOKEN)] {
+        let (code, body) = srv.curl("POST", "/v1/agent/facts", bad, Some(&report(MAC)));
+        assert_eq!(code, 401, "{body}");
+        assert!(body.contains("agent token"), "{body}");
+    }
+    let n = srv.node();
+    assert!(n.get("facts").is_none(), "{n}");
+    assert_eq!(n["state"], "inspecting");
+    assert!(!n.to_string().contains(&tok), "{n}");
+
     // The agent's report: acknowledged with the node's name.
-    let (code, body) = srv.curl("POST", "/v1/agent/facts", None, Some(&report(MAC)));
+    let (code, body) = srv.curl("POST", "/v1/agent/facts", Some(&tok), Some(&report(MAC)));
     assert_eq!(code, 200, "{body}");
     let ack: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(ack["node"], "node1");
@@ -296,20 +315,31 @@ fn daemon_inspect_over_the_agent_api() {
     assert_eq!(n["facts"]["nics"][0]["mac"], MAC);
     assert_eq!(n["facts"]["dmi"]["uuid"], "u-1");
 
-    // The lifecycle powers the node off after inspection: the agent hears it on heartbeat.
+    // The lifecycle powers the node off after inspection (through its BMC). The boot's agent
+    // token ended with the step: a heartbeat with it is refused.
     let hb = format!("{{\"boot_mac\":\"{MAC}\"}}");
-    let (code, body) = srv.curl("POST", "/v1/agent/heartbeat", None, Some(&hb));
-    assert_eq!(code, 200);
-    let cmd: serde_json::Value = serde_json::from_str(&body).unwrap();
-    assert_eq!(cmd["command"], "power_off", "{body}");
+    let (code, body) = srv.curl("POST", "/v1/agent/heartbeat", Some(&tok), Some(&hb));
+    assert_eq!(code, 401, "{body}");
 
     // And it no longer boots the ramdisk.
     let (_, script) = srv.curl("GET", &format!("/ipxe/{MAC_HYP}"), None, None);
     assert!(!script.contains("seed.url="), "{script}");
+    assert!(!script.contains("seed.token="), "{script}");
 
     // A second report is out of step: refused.
-    let (code, _) = srv.curl("POST", "/v1/agent/facts", None, Some(&report(MAC)));
-    assert_eq!(code, 409);
+    let (code, _) = srv.curl("POST", "/v1/agent/facts", Some(&tok), Some(&report(MAC)));
+    assert_eq!(code, 401);
+
+    // The refusals are counted; the token is in no log line.
+    let (_, metrics) = srv.curl("GET", "/metrics", None, None);
+    assert!(
+        metrics.contains("seed_agent_auth_failures_total 4\n"),
+        "{metrics}"
+    );
+    let log = srv.seed.output();
+    assert!(log.contains("agent call refused"), "{log}");
+    assert!(log.contains("iPXE script"), "{log}");
+    assert!(!log.contains(&tok), "{log}");
 }
 
 #[test]

@@ -1,5 +1,6 @@
 //! The deploy ramdisk boots in a real QEMU VM (Debian's kernel, our initramfs) and its agent
-//! reports facts that match the VM's configuration, then obeys a power-off command.
+//! reports facts that match the VM's configuration, then obeys a power-off command. Every call
+//! carries the command line's `seed.token=` as `Authorization: Bearer`.
 //!
 //! Until the seed joins the lab wire (userspace stack), the VM reaches the test's agent API
 //! through QEMU's user-mode network: the guest's 10.0.2.2 is the host's loopback, so the only
@@ -25,11 +26,12 @@ fn ramdisk_dir() -> PathBuf {
     dir
 }
 
-/// One HTTP/1.1 request: (method, path, body). Answers with `Connection: close`.
+/// One HTTP/1.1 request: (method, path, body, Authorization header). Answers with
+/// `Connection: close`.
 fn serve_one(
     listener: &TcpListener,
     answer: impl Fn(&str, &str) -> String,
-) -> (String, String, String) {
+) -> (String, String, String, String) {
     let (mut s, _) = listener.accept().expect("accept");
     s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
     let mut r = BufReader::new(s.try_clone().unwrap());
@@ -41,6 +43,7 @@ fn serve_one(
         parts.next().unwrap_or("").to_string(),
     );
     let mut len = 0usize;
+    let mut auth = String::new();
     loop {
         let mut h = String::new();
         r.read_line(&mut h).unwrap();
@@ -50,6 +53,8 @@ fn serve_one(
         if let Some((k, v)) = h.split_once(':') {
             if k.eq_ignore_ascii_case("content-length") {
                 len = v.trim().parse().unwrap_or(0);
+            } else if k.eq_ignore_ascii_case("authorization") {
+                auth = v.trim().to_string();
             }
         }
     }
@@ -63,8 +68,11 @@ fn serve_one(
         reply.len()
     )
     .unwrap();
-    (method, path, body)
+    (method, path, body, auth)
 }
+
+/// The per-boot agent token the test puts on the command line.
+const TOKEN: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
 
 #[test]
 fn qemu_ramdisk_boots_and_agent_reports_facts() {
@@ -103,7 +111,7 @@ fn qemu_ramdisk_boots_and_agent_reports_facts() {
     .args([
         "-append",
         &format!(
-            "console=ttyS0 panic=-1 seed.url=http://10.0.2.2:{port} BOOTIF=01-{}",
+            "console=ttyS0 panic=-1 seed.url=http://10.0.2.2:{port} seed.token={TOKEN} BOOTIF=01-{}",
             mac.replace(':', "-")
         ),
     ])
@@ -134,7 +142,7 @@ fn qemu_ramdisk_boots_and_agent_reports_facts() {
         let _ = tx.send(hb);
     });
     let console_tail = || std::fs::read_to_string(&console).unwrap_or_default();
-    let (method, path, body) = rx
+    let (method, path, body, auth) = rx
         .recv_timeout(Duration::from_secs(180))
         .unwrap_or_else(|_| panic!("no facts within 180 s; console:\n{}", console_tail()));
     println!(
@@ -145,6 +153,7 @@ fn qemu_ramdisk_boots_and_agent_reports_facts() {
         (method.as_str(), path.as_str()),
         ("POST", "/v1/agent/facts")
     );
+    assert_eq!(auth, format!("Bearer {TOKEN}"));
     let report: serde_json::Value = serde_json::from_str(&body).unwrap();
     let facts = &report["facts"];
     assert_eq!(report["boot_mac"], mac, "{report}");
@@ -161,10 +170,11 @@ fn qemu_ramdisk_boots_and_agent_reports_facts() {
     assert_eq!(nics[0]["driver"], "virtio_net");
     assert_eq!(facts["dmi"]["vendor"], "QEMU");
 
-    let (_, path, _) = rx
+    let (_, path, _, auth) = rx
         .recv_timeout(Duration::from_secs(60))
         .unwrap_or_else(|_| panic!("no heartbeat; console:\n{}", console_tail()));
     assert_eq!(path, "/v1/agent/heartbeat");
+    assert_eq!(auth, format!("Bearer {TOKEN}"));
     // The agent powers the VM off: QEMU exits by itself.
     let deadline = Instant::now() + Duration::from_secs(60);
     while vm.is_running() {
@@ -176,6 +186,11 @@ fn qemu_ramdisk_boots_and_agent_reports_facts() {
         std::thread::sleep(Duration::from_millis(200));
     }
     assert!(console_tail().contains("seed-agent: powering off as the seed asked"));
+    assert!(
+        !console_tail().contains("no seed.token="),
+        "{}",
+        console_tail()
+    );
     println!(
         "power-on → powered off by command: {:.1} s",
         start.elapsed().as_secs_f64()

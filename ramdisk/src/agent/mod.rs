@@ -1,7 +1,9 @@
 //! The deploy agent that runs in the ramdisk: brings up the network, reports the machine's
 //! facts to the seed's agent API, heartbeats, and carries out the seed's commands.
 //!
-//! The wire protocol (JSON over HTTP, base URL from the kernel command line `seed.url=`):
+//! The wire protocol (JSON over HTTP, base URL from the kernel command line `seed.url=`; every
+//! agent call carries `Authorization: Bearer <token>` with the per-boot token of
+//! `seed.token=`, without which the seed answers 401):
 //! - `POST {url}/v1/agent/facts` with [`Report`] → [`Ack`];
 //! - `POST {url}/v1/agent/heartbeat` with [`Heartbeat`] → [`Command`];
 //! - `POST {url}/v1/agent/progress` with [`Progress`] → [`Command`] (during a deploy or a wipe:
@@ -144,21 +146,42 @@ pub struct Progress {
 }
 
 /// Settings the agent takes from the kernel command line.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Clone, Default, PartialEq, Eq)]
 pub struct KernelArgs {
     /// `seed.url=http://…`: the agent API's base URL.
     pub url: Option<String>,
+    /// `seed.token=…`: this boot's agent token, sent as `Authorization: Bearer` on every agent
+    /// call (secret: never logged). `None` from a seed that gives none.
+    pub token: Option<String>,
     /// `BOOTIF=01-52-54-00-…` (PXELINUX/iPXE convention): the MAC the node booted from.
     pub bootif: Option<String>,
 }
 
+/// Hand-written so the token never reaches a log.
+impl std::fmt::Debug for KernelArgs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KernelArgs")
+            .field("url", &self.url)
+            .field("token", &self.token.as_ref().map(|_| "<secret>"))
+            .field("bootif", &self.bootif)
+            .finish()
+    }
+}
+
 impl KernelArgs {
+    /// The `Authorization` header value of the agent calls, if there is a token.
+    pub fn authorization(&self) -> Option<String> {
+        self.token.as_ref().map(|t| format!("Bearer {t}"))
+    }
+
     /// Parse `/proc/cmdline`.
     pub fn parse(cmdline: &str) -> Self {
         let mut k = Self::default();
         for word in cmdline.split_whitespace() {
             if let Some(v) = word.strip_prefix("seed.url=") {
                 k.url = Some(v.trim_end_matches('/').to_string());
+            } else if let Some(v) = word.strip_prefix("seed.token=") {
+                k.token = Some(v.to_string()).filter(|t| !t.is_empty());
             } else if let Some(v) = word.strip_prefix("BOOTIF=") {
                 // "01-" is the ARP hardware type (Ethernet).
                 let mac = v.strip_prefix("01-").unwrap_or(v);
@@ -180,7 +203,15 @@ mod tests {
         );
         assert_eq!(k.url.as_deref(), Some("http://10.0.0.1:8080"));
         assert_eq!(k.bootif.as_deref(), Some("52:54:00:ab:cd:ef"));
+        assert_eq!(k.token, None);
+        assert_eq!(k.authorization(), None);
         assert_eq!(KernelArgs::parse("quiet"), KernelArgs::default());
+        let k =
+            KernelArgs::parse("seed.url=http://s:1 seed.token=0af3 BOOTIF=01-52-54-00-00-00-01");
+        assert_eq!(k.token.as_deref(), Some("0af3"));
+        assert_eq!(k.authorization().as_deref(), Some("Bearer 0af3"));
+        assert!(!format!("{k:?}").contains("0af3"), "{k:?}");
+        assert_eq!(KernelArgs::parse("seed.token=").token, None);
     }
 
     #[test]

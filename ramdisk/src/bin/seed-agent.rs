@@ -7,6 +7,9 @@
 //! After `done` (or `failed`) the agent keeps heartbeating: the seed power-cycles it or sends
 //! `reboot`.
 //!
+//! Every agent call carries `Authorization: Bearer <seed.token=>` (the seed's per-boot token for
+//! this node); a command line without a token (an older seed) still works, with one warning.
+//!
 //! A `wipe` command (cleaning after a delete) runs the same way (`ramdisk::agent::wipe`), in the
 //! same thread slot: one piece of disk work at a time.
 
@@ -26,6 +29,7 @@ fn log(msg: &str) {
 fn main() {
     let cmdline = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
     let args = KernelArgs::parse(&cmdline);
+    let auth = args.authorization();
     let boot_mac = bring_up_network(args.bootif.as_deref());
     let facts = facts::collect(Path::new("/"));
     log(&format!(
@@ -36,9 +40,15 @@ fn main() {
         log("no seed.url= on the kernel command line: nothing to report to");
         return;
     };
-    let agent = ureq::AgentBuilder::new()
-        .timeout(Duration::from_secs(10))
-        .build();
+    if auth.is_none() {
+        log("warning: no seed.token= on the kernel command line; calling the seed without one");
+    }
+    let agent = Client {
+        http: ureq::AgentBuilder::new()
+            .timeout(Duration::from_secs(10))
+            .build(),
+        auth,
+    };
     let report = Report {
         boot_mac: boot_mac.clone().unwrap_or_default(),
         facts,
@@ -124,13 +134,25 @@ fn main() {
     }
 }
 
+/// The HTTP client of the agent calls, with this boot's `Authorization` (no `Debug`: secret).
+struct Client {
+    http: ureq::Agent,
+    auth: Option<String>,
+}
+
+impl Client {
+    /// A POST to an agent endpoint, with the token when there is one.
+    fn post(&self, url: &str) -> ureq::Request {
+        let r = self.http.post(url);
+        match &self.auth {
+            Some(a) => r.set("Authorization", a),
+            None => r,
+        }
+    }
+}
+
 /// POST one progress report, `tries` times at most (3 s apart); the answer is a command.
-fn post_progress(
-    agent: &ureq::Agent,
-    url: &str,
-    p: &Progress,
-    tries: u32,
-) -> Result<Command, String> {
+fn post_progress(agent: &Client, url: &str, p: &Progress, tries: u32) -> Result<Command, String> {
     let mut last = String::new();
     for i in 0..tries {
         if i > 0 {

@@ -1,10 +1,16 @@
 //! The daemon's HTTP API under `/v1/`, served by the netboot HTTP server:
 //!
-//! - agent (unauthenticated for now: anything on the provisioning network can post):
-//!   `POST /v1/agent/facts` ([`Report`] → [`Ack`]), `POST /v1/agent/heartbeat`
-//!   ([`Heartbeat`] → [`Command`]), `POST /v1/agent/progress` ([`Progress`] → [`Command`]: a
-//!   deploy's phase and bytes; a report whose `op` is not the node's current deploy is dropped,
-//!   `done` means the image is written, `failed` fails the deploy with the agent's `error`);
+//! - agent, with `Authorization: Bearer <agent token>`: the per-boot token of the node the
+//!   request is about (found by the report's MAC), which the seed put on that node's ramdisk
+//!   command line as `seed.token=` ([`super::agent_token`]; valid only while the node is
+//!   inspecting, deploying or cleaning, and only for that step). Missing or wrong → 401 (JSON
+//!   error, counted as `seed_agent_auth_failures_total`, logged at warn without the token) and
+//!   nothing changes; an unknown MAC → 404. `POST /v1/agent/facts` ([`Report`] → [`Ack`]),
+//!   `POST /v1/agent/heartbeat` ([`Heartbeat`] → [`Command`]: a deploy's command carries the
+//!   node's credential, so only its own agent ever gets it), `POST /v1/agent/progress`
+//!   ([`Progress`] → [`Command`]: a deploy's phase and bytes; a report whose `op` is not the
+//!   node's current deploy is dropped, `done` means the image is written, `failed` fails the
+//!   deploy with the agent's `error`);
 //! - deployed nodes, with `Authorization: Bearer <node credential>` (401 missing or unknown):
 //!   `POST /v1/node/booted` (the image's first boot: the credential's owner becomes active);
 //! - REST, with `Authorization: Bearer <token>` (401 without): `GET /v1/nodes`,
@@ -21,8 +27,8 @@
 //!   (Prometheus text: netboot counters and [`super::metrics`]).
 //!
 //! [`ROUTES`] lists every route the router knows; a test keeps it, the router and the OpenAPI
-//! document in step. Passwords and node credentials never leave: node views carry the BMC
-//! address and user only.
+//! document in step. Passwords, node credentials and agent tokens never leave: node views carry
+//! the BMC address and user only.
 
 use super::{metadata_api, Daemon, DaemonError, FACTS};
 use crate::inventory::{BootMode, Disk, Mac, Node, Properties};
@@ -35,7 +41,7 @@ use serde::{Deserialize, Serialize};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, OnceLock};
-use tracing::info;
+use tracing::{info, warn};
 
 /// Every route the router answers (method, OpenAPI path template). Keep in step with
 /// [`Api::handle`] (and so [`Api::respond`]) and `seed/openapi.yaml`: the tests check both.
@@ -378,6 +384,9 @@ impl Api {
             Ok(None) => return error(StatusCode::NOT_FOUND, &format!("no node has MAC {mac}")),
             Err(e) => return internal(&e),
         };
+        if let Err(r) = self.agent_authorized(req, &name, &p.boot_mac) {
+            return r;
+        }
         match self.daemon.agent_progress(&name, p) {
             Ok(_) => ApiResponse::json(StatusCode::OK, &self.daemon.pending_command(&name)),
             Err(e) => daemon_error(&e),
@@ -427,6 +436,9 @@ impl Api {
             }
             Err(e) => return e,
         };
+        if let Err(r) = self.agent_authorized(req, &name, &report.boot_mac) {
+            return r;
+        }
         match self.daemon.facts_are_no_inspection(&name) {
             // The ramdisk's agent reports facts at every boot: while deploying they only say
             // "up", and the agent goes on to heartbeat for its deploy command.
@@ -478,12 +490,42 @@ impl Api {
             Err(e) => return error(StatusCode::BAD_REQUEST, &e.to_string()),
         };
         match nodes::by_mac(self.daemon.store(), mac) {
-            Ok(Some(name)) => {
-                ApiResponse::json(StatusCode::OK, &self.daemon.pending_command(&name))
-            }
+            Ok(Some(name)) => match self.agent_authorized(req, &name, &hb.boot_mac) {
+                // Only the node's own agent gets its command (a deploy's carries its credential).
+                Ok(()) => ApiResponse::json(StatusCode::OK, &self.daemon.pending_command(&name)),
+                Err(r) => r,
+            },
             Ok(None) => error(StatusCode::NOT_FOUND, &format!("no node has MAC {mac}")),
             Err(e) => internal(&e),
         }
+    }
+
+    /// Whether the agent call carries node `name`'s current per-boot token; the 401 to answer
+    /// when not (counted, and logged with the node and MAC, never the token).
+    fn agent_authorized(&self, req: &ApiRequest, name: &str, mac: &str) -> Result<(), ApiResponse> {
+        let presented = bearer(req).filter(|t| !t.is_empty());
+        let ok = match presented {
+            Some(t) => match self.daemon.agent_token_ok(name, t) {
+                Ok(ok) => ok,
+                Err(e) => return Err(daemon_error(&e)),
+            },
+            None => false,
+        };
+        if ok {
+            return Ok(());
+        }
+        self.daemon.metrics().agent_auth_failure();
+        let why = if presented.is_some() {
+            "not the node's current agent token"
+        } else {
+            "no agent token"
+        };
+        warn!(node = name, %mac, peer = %req.peer, path = %req.path, why, "agent call refused");
+        Err(error(
+            StatusCode::UNAUTHORIZED,
+            "missing or wrong `Authorization: Bearer <agent token>` (the seed.token= of this \
+             node's current ramdisk boot)",
+        ))
     }
 
     /// The node owning the boot MAC, else any of the reported NICs' MACs.

@@ -69,7 +69,8 @@ impl DaemonConfig {
     }
 }
 
-/// The REST API (`/v1/nodes…`). The agent endpoints (`/v1/agent/…`) are not authenticated yet.
+/// The REST API (`/v1/nodes…`). The agent endpoints (`/v1/agent/…`) take the node's per-boot
+/// agent token instead ([`super::agent_token`]).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ApiConfig {

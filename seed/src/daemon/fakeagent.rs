@@ -19,7 +19,9 @@
 //!
 //! Power off stops whatever runs. Every request goes through [`ApiHandler::handle`] with an
 //! [`ApiRequest`], never a direct state change, so fake nodes exercise the same code as real
-//! ones. Faults: `slow` multiplies every delay by [`Timing::slow_factor`]; `fail` reports
+//! ones: the ramdisk agent takes its per-boot token from the `seed.token=` of the command line
+//! the boot policy gave its MAC, as a real one reads `/proc/cmdline`, and sends it as
+//! `Authorization: Bearer` on every agent call. Faults: `slow` multiplies every delay by [`Timing::slow_factor`]; `fail` reports
 //! [`Phase::Failed`] while writing or wiping; `vanish` stops answering after the first deploy progress
 //! report; `dead` never says anything (the step times out). Loops are bounded in count.
 
@@ -179,19 +181,31 @@ pub fn facts(node: &Node) -> Facts {
 /// (No `Debug`: the image carries the node's credential.)
 #[derive(Clone, PartialEq, Eq)]
 enum Boot {
-    Ramdisk,
-    Image { credential: String },
+    /// The ramdisk, with the agent token of its command line (if any).
+    Ramdisk {
+        token: Option<String>,
+    },
+    Image {
+        credential: String,
+    },
     Nothing,
 }
 
 impl Boot {
     fn kind(&self) -> &'static str {
         match self {
-            Boot::Ramdisk => "ramdisk",
+            Boot::Ramdisk { .. } => "ramdisk",
             Boot::Image { .. } => "image",
             Boot::Nothing => "nothing",
         }
     }
+}
+
+/// One ramdisk boot of a fake machine: the MAC it reports as and the agent token its command
+/// line gave. (No `Debug`: the token is secret.)
+struct AgentBoot {
+    mac: String,
+    token: Option<String>,
 }
 
 /// (No `Debug`: `disk` is the node's credential.)
@@ -289,7 +303,9 @@ impl FakeMachine {
             .and_then(|m| daemon.boot_action(MacAddr(m.0)));
         let disk = self.lock().disk.clone();
         let boot = match (via_network, policy, disk) {
-            (true, Some(BootAction::Kernel { .. }), _) => Boot::Ramdisk,
+            (true, Some(BootAction::Kernel { cmdline, .. }), _) => Boot::Ramdisk {
+                token: ramdisk::agent::KernelArgs::parse(&cmdline).token,
+            },
             // iPXE exits (or the firmware boots the disk): a deployed disk boots its image.
             (_, _, Some(credential)) => Boot::Image { credential },
             _ => Boot::Nothing,
@@ -310,7 +326,13 @@ impl FakeMachine {
         tokio::spawn(async move {
             let run = async {
                 match boot {
-                    Boot::Ramdisk => me.ramdisk(behaviour, boot_mac, hw).await,
+                    Boot::Ramdisk { token } => {
+                        let agent = AgentBoot {
+                            mac: boot_mac,
+                            token,
+                        };
+                        me.ramdisk(behaviour, &agent, hw).await
+                    }
                     Boot::Image { credential } => me.image(behaviour, &credential).await,
                     Boot::Nothing => {}
                 }
@@ -363,13 +385,15 @@ impl FakeMachine {
         Some((resp.status.as_u16(), bytes::Bytes::from(resp.body)))
     }
 
+    /// An agent call (JSON both ways) with this boot's token.
     async fn post<T: serde::de::DeserializeOwned>(
         &self,
+        agent: &AgentBoot,
         path: &str,
         body: &impl serde::Serialize,
     ) -> Result<T, String> {
         let body = serde_json::to_vec(body).map_err(|e| e.to_string())?;
-        match self.call(path, body, None).await {
+        match self.call(path, body, agent.token.as_deref()).await {
             None => Err("the daemon is gone".into()),
             Some((200..=299, b)) => serde_json::from_slice(&b).map_err(|e| e.to_string()),
             Some((code, b)) => Err(format!("{code}: {}", String::from_utf8_lossy(&b))),
@@ -377,13 +401,17 @@ impl FakeMachine {
     }
 
     /// The deploy ramdisk: report, heartbeat, obey.
-    async fn ramdisk(self: &Arc<Self>, b: Behaviour, boot_mac: String, hw: Facts) {
+    async fn ramdisk(self: &Arc<Self>, b: Behaviour, agent: &AgentBoot, hw: Facts) {
         tokio::time::sleep(self.scale(b, self.timing.boot)).await;
+        if agent.token.is_none() {
+            // As the real agent: an older seed gives none; go on without.
+            warn!(node = %self.name, "fake agent: no seed.token= on the command line");
+        }
         let report = Report {
-            boot_mac: boot_mac.clone(),
+            boot_mac: agent.mac.clone(),
             facts: hw,
         };
-        let ack: Ack = match self.post("/v1/agent/facts", &report).await {
+        let ack: Ack = match self.post(agent, "/v1/agent/facts", &report).await {
             Ok(a) => a,
             Err(e) => {
                 // A real agent would retry; the seed refusing facts is final for this boot (it
@@ -400,17 +428,20 @@ impl FakeMachine {
             .tick
             .min(Duration::from_secs(ack.heartbeat_secs.max(1)));
         let hb = Heartbeat {
-            boot_mac: boot_mac.clone(),
+            boot_mac: agent.mac.clone(),
         };
         for _ in 0..self.timing.max_heartbeats {
-            let cmd = match self.post::<Command>("/v1/agent/heartbeat", &hb).await {
+            let cmd = match self
+                .post::<Command>(agent, "/v1/agent/heartbeat", &hb)
+                .await
+            {
                 Ok(c) => c,
                 Err(e) => {
                     debug!(node = %self.name, error = %e, "fake agent: heartbeat");
                     Command::None
                 }
             };
-            if !self.obey(b, &boot_mac, cmd).await {
+            if !self.obey(b, agent, cmd).await {
                 return;
             }
             tokio::time::sleep(self.scale(b, tick)).await;
@@ -419,7 +450,7 @@ impl FakeMachine {
     }
 
     /// Carry out one command; false when the agent is done (powered off, rebooted, silent).
-    async fn obey(self: &Arc<Self>, b: Behaviour, boot_mac: &str, cmd: Command) -> bool {
+    async fn obey(self: &Arc<Self>, b: Behaviour, agent: &AgentBoot, cmd: Command) -> bool {
         match cmd {
             Command::None => true,
             Command::PowerOff => {
@@ -434,8 +465,8 @@ impl FakeMachine {
                 if self.lock().done_op == Some(d.op) {
                     return true;
                 }
-                match self.deploy(b, boot_mac, &d).await {
-                    Some(next) => Box::pin(self.obey(b, boot_mac, next)).await,
+                match self.deploy(b, agent, &d).await {
+                    Some(next) => Box::pin(self.obey(b, agent, next)).await,
                     None => false,
                 }
             }
@@ -443,8 +474,8 @@ impl FakeMachine {
                 if self.lock().done_op == Some(w.op) {
                     return true;
                 }
-                match self.wipe(b, boot_mac, &w).await {
-                    Some(next) => Box::pin(self.obey(b, boot_mac, next)).await,
+                match self.wipe(b, agent, &w).await {
+                    Some(next) => Box::pin(self.obey(b, agent, next)).await,
                     None => false,
                 }
             }
@@ -460,7 +491,7 @@ impl FakeMachine {
 
     /// Play a deploy as progress reports. `Some(next command)` after the last report; `None`
     /// when the agent went silent.
-    async fn deploy(&self, b: Behaviour, boot_mac: &str, d: &DeployCommand) -> Option<Command> {
+    async fn deploy(&self, b: Behaviour, agent: &AgentBoot, d: &DeployCommand) -> Option<Command> {
         // The stream's size from the manifest (an image with none still shows progress).
         let total = if d.manifest.stream.size > 0 {
             d.manifest.stream.size
@@ -469,7 +500,7 @@ impl FakeMachine {
         };
         let step = self.scale(b, self.timing.step);
         let report = |phase: Phase, bytes: u64, error: Option<String>| Progress {
-            boot_mac: boot_mac.to_string(),
+            boot_mac: agent.mac.clone(),
             op: d.op,
             phase,
             bytes,
@@ -505,7 +536,7 @@ impl FakeMachine {
                 s.disk = Some(d.credential.clone());
                 s.done_op = Some(d.op);
             }
-            match self.post::<Command>("/v1/agent/progress", &p).await {
+            match self.post::<Command>(agent, "/v1/agent/progress", &p).await {
                 Ok(c) => last = c,
                 Err(e) => {
                     warn!(node = %self.name, ?phase, error = %e, "fake agent: progress refused");
@@ -518,10 +549,10 @@ impl FakeMachine {
 
     /// Play a wipe: one `wiping` report, then `done` (the disk is empty from then on) or, with
     /// the `fail` fault, `failed`. `Some(next command)` after the last report.
-    async fn wipe(&self, b: Behaviour, boot_mac: &str, w: &WipeCommand) -> Option<Command> {
+    async fn wipe(&self, b: Behaviour, agent: &AgentBoot, w: &WipeCommand) -> Option<Command> {
         let total = if w.full { 8 << 30 } else { 8 << 20 };
         let report = |phase: Phase, bytes: u64, error: Option<String>| Progress {
-            boot_mac: boot_mac.to_string(),
+            boot_mac: agent.mac.clone(),
             op: w.op,
             phase,
             bytes,
@@ -545,7 +576,7 @@ impl FakeMachine {
                 s.disk = None;
                 s.done_op = Some(w.op);
             }
-            match self.post::<Command>("/v1/agent/progress", &p).await {
+            match self.post::<Command>(agent, "/v1/agent/progress", &p).await {
                 Ok(c) => next = c,
                 Err(e) => {
                     warn!(node = %self.name, phase = ?p.phase, error = %e, "fake agent: progress refused");

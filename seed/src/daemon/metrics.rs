@@ -6,7 +6,9 @@
 //! - `seed_inspect_duration_seconds`, `seed_deploy_duration_seconds`: histograms of the steps
 //!   that succeeded, from the transition into the step to the transition out of it, as this
 //!   daemon saw them (a step that spans a restart is not measured);
-//! - `seed_inspect_failures_total`, `seed_deploy_failures_total`, `seed_transitions_total`.
+//! - `seed_inspect_failures_total`, `seed_deploy_failures_total`, `seed_transitions_total`;
+//! - `seed_agent_auth_failures_total`: `/v1/agent/*` calls refused for a missing or wrong
+//!   per-boot agent token.
 //!
 //! Hand-written rather than with a metrics crate: netboot's counters are already rendered as
 //! text by `netboot::metrics`, and two histograms and a gauge do not justify a second registry
@@ -91,6 +93,7 @@ pub struct DaemonMetrics {
     inspect_failures: AtomicU64,
     deploy_failures: AtomicU64,
     transitions: AtomicU64,
+    agent_auth_failures: AtomicU64,
     /// When each node entered the step it is in (ms).
     started: Mutex<HashMap<String, u64>>,
 }
@@ -129,6 +132,16 @@ impl DaemonMetrics {
             }
             _ => {}
         }
+    }
+
+    /// An agent call was refused: no token, or not the node's current one.
+    pub fn agent_auth_failure(&self) {
+        self.agent_auth_failures.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Agent calls refused so far for their token.
+    pub fn agent_auth_failures(&self) -> u64 {
+        self.agent_auth_failures.load(Ordering::Relaxed)
     }
 
     /// Deploys that failed or timed out so far.
@@ -183,6 +196,11 @@ impl DaemonMetrics {
                 "seed_transitions_total",
                 "Lifecycle transitions committed",
                 &self.transitions,
+            ),
+            (
+                "seed_agent_auth_failures_total",
+                "Agent calls refused for a missing or wrong per-boot token",
+                &self.agent_auth_failures,
             ),
         ] {
             let _ = writeln!(
@@ -278,5 +296,14 @@ mod tests {
         assert!(text.contains("seed_deploy_duration_seconds_bucket{le=\"30\"} 0\n"));
         assert!(text.contains("seed_deploy_failures_total 1\n"), "{text}");
         assert!(text.contains("seed_inspect_failures_total 0\n"), "{text}");
+        assert!(
+            text.contains("seed_agent_auth_failures_total 0\n"),
+            "{text}"
+        );
+        m.agent_auth_failure();
+        assert!(m
+            .render(&s)
+            .unwrap()
+            .contains("seed_agent_auth_failures_total 1\n"));
     }
 }

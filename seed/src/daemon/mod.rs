@@ -14,6 +14,7 @@
 //! by itself.
 
 pub mod admin;
+pub mod agent_token;
 pub mod api;
 pub mod clean;
 pub mod config;
@@ -96,6 +97,8 @@ pub struct Daemon {
     stacks_wake: tokio::sync::Notify,
     /// The image store and the agents' last deploy progress ([`deploy`]).
     deploy: deploy::DeployState,
+    /// Mints and checks the ramdisk agents' per-boot tokens.
+    agent_tokens: agent_token::AgentTokens,
 }
 
 impl std::fmt::Debug for Daemon {
@@ -126,6 +129,7 @@ fn to_netboot(mac: Mac) -> MacAddr {
 impl Daemon {
     /// A daemon over `store`; the boot table is filled from the stored nodes.
     pub fn new(store: Arc<dyn Store>, settings: Settings) -> Result<Arc<Daemon>, DaemonError> {
+        let agent_tokens = agent_token::AgentTokens::load_or_create(&*store)?;
         let d = Arc::new_cyclic(|me| Daemon {
             me: me.clone(),
             store,
@@ -141,6 +145,7 @@ impl Daemon {
             metadata_notify: metadata::Notifier::default(),
             stacks_wake: tokio::sync::Notify::new(),
             deploy: deploy::DeployState::default(),
+            agent_tokens,
         });
         for (n, _) in nodes::list(&*d.store)? {
             d.refresh(&n);
@@ -316,13 +321,24 @@ impl Daemon {
         self.apply(name, Event::Inspect, vec![])
     }
 
-    /// Rebuild the boot table entries of `node`.
+    /// Rebuild the boot table entries of `node` (with its current agent token, if any).
     fn refresh(&self, node: &Node) {
+        let token = self.agent_tokens.current(&node.name, &node.lifecycle);
         let mut table = self.boot.write().unwrap_or_else(|p| p.into_inner());
         for &mac in &node.macs {
             let mac = to_netboot(mac);
-            table.insert(mac, policy::entry(node, mac, &self.settings));
+            table.insert(
+                mac,
+                policy::entry(node, mac, &self.settings, token.as_deref()),
+            );
         }
+    }
+
+    /// Whether `presented` is node `name`'s current agent token (its ramdisk boot for the step
+    /// it is in; compared in constant time). False for an unknown node.
+    pub fn agent_token_ok(&self, name: &str, presented: &str) -> Result<bool, DaemonError> {
+        Ok(nodes::get(&*self.store, name)?
+            .is_some_and(|(n, _)| self.agent_tokens.verify(&n, presented)))
     }
 
     fn arm(self: &Arc<Self>, name: &str, at_ms: u64) {

@@ -2,6 +2,10 @@
 //! (inspecting, deploying, cleaning), its disk when active, and nothing (iPXE exits) otherwise;
 //! and how it gets there (the node's `boot.chain`: straight to the script, or the iPXE boot file
 //! by TFTP first).
+//!
+//! The ramdisk's command line carries `seed.url=` (where the agent API is) and `seed.token=` (the
+//! node's per-boot agent token, [`super::agent_token`]): the iPXE script is per MAC, so only the
+//! machine that boots as that node gets it.
 
 use super::Settings;
 use crate::inventory::Node;
@@ -20,10 +24,10 @@ pub struct BootEntry {
     pub chain: Chain,
 }
 
-/// The boot table row of `node`'s NIC `mac`.
-pub fn entry(node: &Node, mac: MacAddr, s: &Settings) -> BootEntry {
+/// The boot table row of `node`'s NIC `mac`; `token` is the node's current agent token.
+pub fn entry(node: &Node, mac: MacAddr, s: &Settings, token: Option<&str>) -> BootEntry {
     BootEntry {
-        action: node_boot_action(&node.lifecycle, mac, s),
+        action: node_boot_action(&node.lifecycle, mac, s, token),
         chain: node.boot.chain,
     }
 }
@@ -31,23 +35,34 @@ pub fn entry(node: &Node, mac: MacAddr, s: &Settings) -> BootEntry {
 /// The boot action of a node: [`boot_action`] of its state, except that a deploying node whose
 /// image is written boots its disk (it was told to; this covers a firmware that PXE-boots
 /// anyway).
-pub fn node_boot_action(lc: &Lifecycle, mac: MacAddr, s: &Settings) -> BootAction {
+pub fn node_boot_action(
+    lc: &Lifecycle,
+    mac: MacAddr,
+    s: &Settings,
+    token: Option<&str>,
+) -> BootAction {
     if lc.state == State::Deploying && lc.image_written {
         return BootAction::LocalDisk;
     }
-    boot_action(&lc.state, mac, s)
+    boot_action(&lc.state, mac, s, token)
 }
 
-/// The boot action of a node in `state` that PXE-boots from `mac`.
-pub fn boot_action(state: &State, mac: MacAddr, s: &Settings) -> BootAction {
+/// The boot action of a node in `state` that PXE-boots from `mac`; `token` (the node's agent
+/// token for this boot) goes on the ramdisk's command line as `seed.token=`.
+pub fn boot_action(state: &State, mac: MacAddr, s: &Settings, token: Option<&str>) -> BootAction {
     match state {
         State::Inspecting | State::Deploying | State::Cleaning => BootAction::Kernel {
             kernel: RAMDISK_KERNEL.into(),
             initrd: RAMDISK_INITRD.into(),
             cmdline: format!(
-                "console=ttyS0 seed.url=http://{}:{} BOOTIF=01-{}",
+                "console=ttyS0 seed.url=http://{}:{}{} BOOTIF=01-{}",
                 s.server_ip,
                 s.http_port,
+                // Tokens are hex; anything else would break the command line: left off.
+                token
+                    .filter(|t| !t.is_empty() && t.bytes().all(|b| b.is_ascii_alphanumeric()))
+                    .map(|t| format!(" seed.token={t}"))
+                    .unwrap_or_default(),
                 mac.hyphenated()
             ),
         },
@@ -76,7 +91,7 @@ mod tests {
         let mac = MacAddr([0x52, 0x54, 0, 0xaa, 0xbb, 0x01]);
         let s = settings();
         for st in [State::Inspecting, State::Deploying, State::Cleaning] {
-            match boot_action(&st, mac, &s) {
+            match boot_action(&st, mac, &s, Some("ab12")) {
                 BootAction::Kernel {
                     kernel,
                     initrd,
@@ -86,30 +101,43 @@ mod tests {
                     assert_eq!(initrd, "ramdisk/initramfs.zst");
                     assert_eq!(
                         cmdline,
-                        "console=ttyS0 seed.url=http://10.0.0.1:8080 BOOTIF=01-52-54-00-aa-bb-01"
+                        "console=ttyS0 seed.url=http://10.0.0.1:8080 seed.token=ab12 \
+                         BOOTIF=01-52-54-00-aa-bb-01"
                     );
                 }
                 other => panic!("{st}: {other:?}"),
             }
         }
-        assert_eq!(boot_action(&State::Active, mac, &s), BootAction::LocalDisk);
+        // No token (or one that would break the line): no `seed.token=`.
+        for bad in [None, Some(""), Some("a b"), Some("x\nchain")] {
+            match boot_action(&State::Deploying, mac, &s, bad) {
+                BootAction::Kernel { cmdline, .. } => {
+                    assert!(!cmdline.contains("seed.token"), "{cmdline}")
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+        assert_eq!(
+            boot_action(&State::Active, mac, &s, Some("ab12")),
+            BootAction::LocalDisk
+        );
         let mut lc = Lifecycle {
             state: State::Deploying,
             ..Lifecycle::default()
         };
         assert!(matches!(
-            node_boot_action(&lc, mac, &s),
+            node_boot_action(&lc, mac, &s, None),
             BootAction::Kernel { .. }
         ));
         lc.image_written = true;
-        assert_eq!(node_boot_action(&lc, mac, &s), BootAction::LocalDisk);
+        assert_eq!(node_boot_action(&lc, mac, &s, None), BootAction::LocalDisk);
         for st in [
             State::Enroll,
             State::Manageable,
             State::Available,
             State::InspectFailed { reason: "x".into() },
         ] {
-            assert_eq!(boot_action(&st, mac, &s), BootAction::Exit, "{st}");
+            assert_eq!(boot_action(&st, mac, &s, None), BootAction::Exit, "{st}");
         }
     }
 
@@ -126,11 +154,14 @@ mod tests {
         };
         let mut node = crate::inventory::Node::new("n", vec![Mac(mac.0)], bmc, 0);
         let s = settings();
-        assert_eq!(entry(&node, mac, &s).chain, Chain::Direct);
+        assert_eq!(entry(&node, mac, &s, None).chain, Chain::Direct);
         node.boot.chain = Chain::Tftp;
         node.lifecycle.state = State::Inspecting;
-        let e = entry(&node, mac, &s);
+        let e = entry(&node, mac, &s, Some("ab"));
         assert_eq!(e.chain, Chain::Tftp);
-        assert_eq!(e.action, boot_action(&State::Inspecting, mac, &s));
+        assert_eq!(
+            e.action,
+            boot_action(&State::Inspecting, mac, &s, Some("ab"))
+        );
     }
 }

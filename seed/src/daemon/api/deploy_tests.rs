@@ -153,7 +153,26 @@ impl Env {
         ))
     }
 
+    /// The node's current agent token (what its ramdisk's `seed.token=` says), if any.
+    fn agent_token(&self) -> Option<String> {
+        let n = nodes::get(self.d.store(), "n1").unwrap().unwrap().0;
+        self.d.agent_tokens.current("n1", &n.lifecycle)
+    }
+
+    /// A progress report with the node's current agent token.
     fn progress(&self, op: u64, phase: &str, bytes: u64, error: Option<&str>) -> ApiResponse {
+        let tok = self.agent_token();
+        self.progress_with(tok.as_deref(), op, phase, bytes, error)
+    }
+
+    fn progress_with(
+        &self,
+        tok: Option<&str>,
+        op: u64,
+        phase: &str,
+        bytes: u64,
+        error: Option<&str>,
+    ) -> ApiResponse {
         let mut p = serde_json::json!({
             "boot_mac": MAC, "op": op, "phase": phase, "bytes": bytes, "total": 14
         });
@@ -163,7 +182,7 @@ impl Env {
         self.api.respond(&req(
             Method::POST,
             "/v1/agent/progress",
-            None,
+            tok,
             &p.to_string(),
         ))
     }
@@ -211,10 +230,14 @@ async fn deploy_write_reboot_booted_active() {
     // Then the node was set to PXE and powered on: it boots the ramdisk.
     e.wait("powered on from PXE", |e| e.bmc.boots() == 1).await;
     assert_eq!(e.bmc.last_boot_device(), Some(power::BootDevice::Pxe));
-    assert!(matches!(
-        e.d.boot_action(mac),
-        Some(netboot::BootAction::Kernel { .. })
-    ));
+    // Its command line carries the boot's agent token, which the agent sends from now on.
+    let tok = match e.d.boot_action(mac) {
+        Some(netboot::BootAction::Kernel { cmdline, .. }) => {
+            ramdisk::agent::KernelArgs::parse(&cmdline).token.unwrap()
+        }
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(Some(&tok), e.agent_token().as_ref());
     // The ramdisk's agent reports its facts first: acknowledged, nothing changes.
     let facts = serde_json::json!({
         "boot_mac": MAC,
@@ -229,26 +252,52 @@ async fn deploy_write_reboot_booted_active() {
     let r = e.api.respond(&req(
         Method::POST,
         "/v1/agent/facts",
-        None,
+        Some(&tok),
         &facts.to_string(),
     ));
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(json(&r)["node"], "n1");
     assert_eq!(e.state(), State::Deploying);
     assert!(e.deploy_command().is_some(), "the work is still there");
-    // The heartbeat hands the agent its work; the credential shows nowhere else.
-    let r = e.api.respond(&req(
-        Method::POST,
-        "/v1/agent/heartbeat",
+    // Whoever knows the MAC but not the token gets no work and no credential: 401.
+    let hb = format!("{{\"boot_mac\":\"{MAC}\"}}");
+    for bad in [
         None,
-        &format!("{{\"boot_mac\":\"{MAC}\"}}"),
-    ));
+        Some(""),
+        Some("forged"),
+        Some(TOKEN),
+        Some(&tok[..63]),
+    ] {
+        let r = e
+            .api
+            .respond(&req(Method::POST, "/v1/agent/heartbeat", bad, &hb));
+        assert_eq!(r.status, 401, "{bad:?}: {}", r.body);
+        assert!(!r.body.contains(&cmd.credential), "{}", r.body);
+        assert!(!r.body.contains("deploy\""), "{}", r.body);
+        assert!(json(&r)["error"].is_string(), "{}", r.body);
+    }
+    // Nor can it report progress (mark the image written): nothing recorded, nothing moves.
+    let r = e.progress_with(None, op, "done", 14, None);
+    assert_eq!(r.status, 401, "{}", r.body);
+    let r = e.progress_with(Some("forged"), op, "done", 14, None);
+    assert_eq!(r.status, 401, "{}", r.body);
+    assert_eq!(e.d.last_progress("n1"), None);
+    assert_eq!(e.state(), State::Deploying);
+    assert_eq!(e.bmc.boots(), 1, "no power cycle");
+    assert_eq!(e.d.metrics().agent_auth_failures(), 7);
+    // The heartbeat with the token hands the agent its work; the credential and the token
+    // show nowhere else.
+    let r = e
+        .api
+        .respond(&req(Method::POST, "/v1/agent/heartbeat", Some(&tok), &hb));
     assert_eq!(r.status, 200);
     assert!(r.body.contains(&cmd.credential));
-    let show = e
-        .api
-        .respond(&req(Method::GET, "/v1/nodes/n1", Some(TOKEN), ""));
-    assert!(!show.body.contains(&cmd.credential), "{}", show.body);
+    for path in ["/v1/nodes/n1", "/v1/nodes"] {
+        let show = e.api.respond(&req(Method::GET, path, Some(TOKEN), ""));
+        assert_eq!(show.status, 200);
+        assert!(!show.body.contains(&cmd.credential), "{}", show.body);
+        assert!(!show.body.contains(&tok), "{}", show.body);
+    }
 
     // A report of another op is dropped: nothing recorded, nothing moves.
     let r = e.progress(op + 7, "done", 14, None);
@@ -323,6 +372,14 @@ async fn deploy_write_reboot_booted_active() {
     let Command::Wipe(w) = e.d.pending_command("n1") else {
         unreachable!()
     };
+    // The cleaning boot has its own token: the deploy's no longer works.
+    let clean_tok = e.agent_token().unwrap();
+    assert_ne!(clean_tok, tok);
+    assert_eq!(
+        e.progress_with(Some(&tok), w.op, "done", 14, None).status,
+        401
+    );
+    assert_eq!(e.state(), State::Cleaning);
     // The deploy's late report is stale; the wipe's "done" makes the node available, off.
     assert_eq!(e.progress(cmd.op, "done", 14, None).status, 200);
     assert_eq!(e.state(), State::Cleaning);
@@ -330,6 +387,19 @@ async fn deploy_write_reboot_booted_active() {
     assert_eq!(r.status, 200);
     assert_eq!(json(&r)["command"], "power_off");
     assert_eq!(e.state(), State::Available);
+    // Out of the ramdisk states: no token at all, the cleaning one is dead.
+    assert_eq!(e.agent_token(), None);
+    assert_eq!(
+        e.api
+            .respond(&req(
+                Method::POST,
+                "/v1/agent/heartbeat",
+                Some(&clean_tok),
+                &hb
+            ))
+            .status,
+        401
+    );
     e.wait("powered off", |e| e.bmc.power_state() == PowerState::Off)
         .await;
 }
@@ -471,10 +541,14 @@ async fn a_restart_fails_unwritten_deploys_and_keeps_written_ones() {
     e.wait("deploy command queued", |e| e.deploy_command().is_some())
         .await;
     let cmd = e.deploy_command().unwrap();
+    let tok = e.agent_token().unwrap();
     assert_eq!(e.progress(cmd.op, "done", 14, None).status, 200);
     let again = Daemon::new(e.d.store.clone(), e.d.settings.clone()).unwrap();
     assert_eq!(again.resume().unwrap(), 1, "its deadline is re-armed");
     assert_eq!(e.state(), State::Deploying);
+    // The boot's agent token survives the restart (same key, same step).
+    assert!(again.agent_token_ok("n1", &tok).unwrap());
+    assert!(!again.agent_token_ok("n1", "forged").unwrap());
     let api = Api::new(again, TOKEN);
     let r = api.respond(&req(
         Method::POST,

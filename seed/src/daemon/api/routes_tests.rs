@@ -74,6 +74,26 @@ fn openapi_parses_and_describes_every_route() {
     }
 }
 
+#[test]
+fn openapi_says_agent_routes_need_the_agent_token() {
+    let doc: serde_json::Value = serde_json::from_str(openapi_json()).unwrap();
+    let agent: Vec<_> = ROUTES
+        .iter()
+        .filter(|(_, p)| p.starts_with("/v1/agent/"))
+        .collect();
+    assert_eq!(agent.len(), 3);
+    for (method, path) in agent {
+        let op = &doc["paths"][*path][method.to_ascii_lowercase()];
+        assert_eq!(
+            op["security"],
+            serde_json::json!([{"agent_token": []}]),
+            "{method} {path}"
+        );
+        assert!(op["responses"]["401"].is_object(), "{method} {path}");
+    }
+    assert!(doc["components"]["securitySchemes"]["agent_token"].is_object());
+}
+
 #[tokio::test]
 async fn every_listed_route_is_routed() {
     let (_, api) = api();

@@ -120,6 +120,7 @@ async fn inspect_boot_facts_heartbeat() {
         }
         other => panic!("{other:?}"),
     }
+    let tok = cmdline_token(&d, mac).expect("a seed.token= on the ramdisk's command line");
     // The worker powers the fake machine on, booting from PXE.
     let drv = d.driver("n1", &nodes::get(d.store(), "n1").unwrap().unwrap().0.bmc);
     for _ in 0..200 {
@@ -134,13 +135,13 @@ async fn inspect_boot_facts_heartbeat() {
     let r = api.respond(&req(
         Method::POST,
         "/v1/agent/facts",
-        None,
+        Some(&tok),
         &report("02:00:00:00:00:09", "02:00:00:00:00:0a"),
     ));
     assert_eq!(r.status, 404);
     assert!(d.store().get(FACTS, "n1").unwrap().is_none());
     assert_eq!(
-        api.respond(&req(Method::POST, "/v1/agent/facts", None, "{"))
+        api.respond(&req(Method::POST, "/v1/agent/facts", Some(&tok), "{"))
             .status,
         400
     );
@@ -149,7 +150,7 @@ async fn inspect_boot_facts_heartbeat() {
     let r = api.respond(&req(
         Method::POST,
         "/v1/agent/facts",
-        None,
+        Some(&tok),
         &report("02:00:00:00:00:09", MAC),
     ));
     assert_eq!(r.status, 200, "{}", r.body);
@@ -163,25 +164,150 @@ async fn inspect_boot_facts_heartbeat() {
     assert_eq!(v["properties"]["disks"][0]["name"], "vda");
     assert_eq!(v["facts"]["nics"][0]["mac"], MAC);
     assert_eq!(d.boot_action(mac), Some(netboot::BootAction::Exit));
+    // The lifecycle wants the node off (the BMC does it).
+    assert_eq!(d.pending_command("n1"), Command::PowerOff);
 
+    // Out of inspecting, the boot's token is dead: heartbeats and a second report get 401.
     let r = api.respond(&req(
         Method::POST,
         "/v1/agent/heartbeat",
-        None,
+        Some(&tok),
         &format!("{{\"boot_mac\":\"{MAC}\"}}"),
     ));
-    assert_eq!(r.status, 200);
-    let cmd: Command = serde_json::from_str(&r.body).unwrap();
-    assert_eq!(cmd, Command::PowerOff);
-
-    // A second report is out of step now: refused, facts unchanged.
+    assert_eq!(r.status, 401, "{}", r.body);
     let r = api.respond(&req(
         Method::POST,
         "/v1/agent/facts",
-        None,
+        Some(&tok),
         &report(MAC, MAC),
     ));
-    assert_eq!(r.status, 409, "{}", r.body);
+    assert_eq!(r.status, 401, "{}", r.body);
+}
+
+/// The `seed.token=` of the ramdisk command line the boot policy gives `mac`, as the node's
+/// agent reads it.
+fn cmdline_token(d: &Daemon, mac: netboot::MacAddr) -> Option<String> {
+    match d.boot_action(mac)? {
+        netboot::BootAction::Kernel { cmdline, .. } => {
+            ramdisk::agent::KernelArgs::parse(&cmdline).token
+        }
+        _ => None,
+    }
+}
+
+/// Every agent call must carry the current per-boot token of the node it is about.
+#[tokio::test]
+async fn agent_calls_need_the_nodes_current_token() {
+    let (d, api) = setup();
+    let mac1 = netboot::MacAddr([0x52, 0x54, 0, 0, 0, 1]);
+    const MAC2: &str = "52:54:00:00:00:02";
+    let mac2 = netboot::MacAddr([0x52, 0x54, 0, 0, 0, 2]);
+    let mut n2 = nodes::get(d.store(), "n1").unwrap().unwrap().0;
+    n2.name = "n2".into();
+    n2.macs = vec![MAC2.parse().unwrap()];
+    d.enroll(&[n2]).unwrap();
+    assert_eq!(
+        cmdline_token(&d, mac1),
+        None,
+        "no token outside the ramdisk"
+    );
+    for n in ["n1", "n2"] {
+        let r = api.respond(&req(
+            Method::POST,
+            &format!("/v1/nodes/{n}/inspect"),
+            Some(TOKEN),
+            "",
+        ));
+        assert_eq!(r.status, 202, "{}", r.body);
+    }
+    let tok1 = cmdline_token(&d, mac1).unwrap();
+    let tok2 = cmdline_token(&d, mac2).unwrap();
+    assert_ne!(tok1, tok2);
+    assert_eq!(tok1.len(), 64, "32 bytes, hex");
+    let state = |n: &str| nodes::get(d.store(), n).unwrap().unwrap().0.lifecycle.state;
+    let hb1 = format!("{{\"boot_mac\":\"{MAC}\"}}");
+    let progress1 = serde_json::json!({
+        "boot_mac": MAC, "op": 1, "phase": "done", "bytes": 1, "total": 1
+    })
+    .to_string();
+
+    // No token, another node's token, the operators' token, junk: 401, nothing changes.
+    let mut refused = 0;
+    for bad in [None, Some(tok2.as_str()), Some(TOKEN), Some("zz"), Some("")] {
+        for (path, body) in [
+            ("/v1/agent/facts", report(MAC, MAC)),
+            ("/v1/agent/heartbeat", hb1.clone()),
+            ("/v1/agent/progress", progress1.clone()),
+        ] {
+            let r = api.respond(&req(Method::POST, path, bad, &body));
+            assert_eq!(r.status, 401, "{path} with {bad:?}: {}", r.body);
+            assert!(json(&r)["error"].as_str().unwrap().contains("agent token"));
+            refused += 1;
+        }
+    }
+    assert_eq!(state("n1"), State::Inspecting);
+    assert!(d.store().get(FACTS, "n1").unwrap().is_none());
+    assert_eq!(d.last_progress("n1"), None);
+    assert_eq!(d.metrics().agent_auth_failures(), refused);
+    let text = d.metrics().render(d.store()).unwrap();
+    assert!(
+        text.contains(&format!("seed_agent_auth_failures_total {refused}\n")),
+        "{text}"
+    );
+
+    // The tokens show in no API output.
+    for path in ["/v1/nodes", "/v1/nodes/n1", "/v1/nodes/n2"] {
+        let r = api.respond(&req(Method::GET, path, Some(TOKEN), ""));
+        assert_eq!(r.status, 200);
+        assert!(
+            !r.body.contains(&tok1) && !r.body.contains(&tok2),
+            "{}",
+            r.body
+        );
+    }
+    // Nor in the stored node (derived, not stored).
+    for n in ["n1", "n2"] {
+        let rec = d.store().get(nodes::NODES, n).unwrap().unwrap();
+        let text = String::from_utf8_lossy(&rec.value);
+        assert!(!text.contains(&tok1) && !text.contains(&tok2), "{text}");
+    }
+
+    // The right token works, for its own node only.
+    let r = api.respond(&req(Method::POST, "/v1/agent/heartbeat", Some(&tok1), &hb1));
+    assert_eq!(r.status, 200, "{}", r.body);
+    let r = api.respond(&req(
+        Method::POST,
+        "/v1/agent/facts",
+        Some(&tok1),
+        &report(MAC, MAC),
+    ));
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(state("n1"), State::Available);
+    assert_eq!(state("n2"), State::Inspecting, "n2 untouched");
+
+    // n1 left the ramdisk: its token no longer works; n2's still does.
+    let r = api.respond(&req(Method::POST, "/v1/agent/heartbeat", Some(&tok1), &hb1));
+    assert_eq!(r.status, 401, "{}", r.body);
+    let hb2 = format!("{{\"boot_mac\":\"{MAC2}\"}}");
+    let r = api.respond(&req(Method::POST, "/v1/agent/heartbeat", Some(&tok2), &hb2));
+    assert_eq!(r.status, 200, "{}", r.body);
+
+    // A new step is a new boot with a new token.
+    let r = api.respond(&req(Method::POST, "/v1/nodes/n1/manage", Some(TOKEN), ""));
+    assert_eq!(r.status, 202, "{}", r.body);
+    let r = api.respond(&req(Method::POST, "/v1/nodes/n1/inspect", Some(TOKEN), ""));
+    assert_eq!(r.status, 202, "{}", r.body);
+    let again = cmdline_token(&d, mac1).unwrap();
+    assert_ne!(again, tok1);
+    let r = api.respond(&req(Method::POST, "/v1/agent/heartbeat", Some(&tok1), &hb1));
+    assert_eq!(r.status, 401, "{}", r.body);
+    let r = api.respond(&req(
+        Method::POST,
+        "/v1/agent/heartbeat",
+        Some(&again),
+        &hb1,
+    ));
+    assert_eq!(r.status, 200, "{}", r.body);
 }
 
 #[tokio::test]
