@@ -32,6 +32,17 @@
 //! durable before anything touches the hardware; after a crash the stored state is never behind
 //! what the machines were told.
 //!
+//! Boot watchdog: PXE is lossy (a ROM misses DHCP on a busy wire, a switch port is still in
+//! STP listening), so a step that PXE-boots the ramdisk (`inspecting`, `deploying` before the
+//! image is written, `cleaning`) also arms a **boot deadline** ([`Timeouts::boot_ms`], 0
+//! disables it), stored in [`Lifecycle::boot_deadline_ms`]. [`Event::BootSeen`] (the node's
+//! iPXE script was served, or its agent called in) meets it. If it passes first, the node is
+//! power-cycled into PXE again (`SetBootDevice(Pxe)`, `Reboot`, a new boot deadline) and
+//! [`Lifecycle::boot_retries`] counts it; after [`Timeouts::boot_retries_max`] retries the step
+//! fails like a timeout ("no PXE boot reached the seed within 180 s, 3 power-ons"). Both
+//! deadlines are fed as [`Event::Timeout`]: the lifecycle checks which one is due, so an early
+//! or stale timer changes nothing.
+//!
 //! Maintenance: while a node is in maintenance, operator requests are refused
 //! ([`LifecycleError::InMaintenance`]), reports from the node (inspected, deployed, failed …)
 //! are still recorded but their hardware actions are withheld, and timeouts wait until
@@ -164,6 +175,13 @@ pub struct Lifecycle {
     /// from disk; the step now waits for the image's first boot to say "booted".
     #[serde(default)]
     pub image_written: bool,
+    /// While a step waits for the node to PXE-boot toward the seed: when the boot watchdog
+    /// power-cycles it again (ms). Cleared by [`Event::BootSeen`] and when the step ends.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub boot_deadline_ms: Option<u64>,
+    /// Power-cycles the boot watchdog made in the current (or last) step; 0 when a step starts.
+    #[serde(default)]
+    pub boot_retries: u32,
 }
 
 /// Something that happened: an operator request or a report from the node / the executor.
@@ -206,6 +224,9 @@ pub enum Event {
     Failed {
         reason: String,
     },
+    /// The node showed it booted toward the seed (its iPXE script was served, or its agent
+    /// called in): meets the boot deadline. Idempotent, ignored where none is armed.
+    BootSeen,
     /// A deadline the driver armed has passed.
     Timeout,
 }
@@ -228,6 +249,7 @@ impl Event {
             Event::TornDown => "torn down",
             Event::Cleaned => "cleaned",
             Event::Failed { .. } => "failed",
+            Event::BootSeen => "boot seen",
             Event::Timeout => "timeout",
         }
     }
@@ -374,7 +396,8 @@ pub enum Action {
     },
     /// Hand the cleaning agent its wipe plan.
     WipeDisks(WipePlan),
-    /// Arm a timer; feed [`Event::Timeout`] when it passes. Replaces any earlier deadline.
+    /// Arm a timer; feed [`Event::Timeout`] when it passes. A node can have two armed (the
+    /// step's and the boot watchdog's); the lifecycle ignores a timeout that is not due.
     Deadline {
         at_ms: u64,
     },
@@ -394,6 +417,11 @@ pub struct Timeouts {
     pub deploy_ms: u64,
     pub delete_ms: u64,
     pub clean_ms: u64,
+    /// How long a node that was powered into PXE may take to show it booted toward the seed
+    /// before the boot watchdog power-cycles it again; 0 disables the watchdog.
+    pub boot_ms: u64,
+    /// Watchdog power-cycles before the step fails (so `boot_retries_max + 1` power-ons).
+    pub boot_retries_max: u32,
 }
 
 impl Default for Timeouts {
@@ -404,6 +432,8 @@ impl Default for Timeouts {
             deploy_ms: 30 * 60_000,
             delete_ms: 5 * 60_000,
             clean_ms: 30 * 60_000,
+            boot_ms: 180_000,
+            boot_retries_max: 2,
         }
     }
 }
@@ -488,21 +518,51 @@ fn transition(
             if let (true, Some(at)) = (lc.state.is_busy(), lc.deadline_ms) {
                 a.push(A::Deadline { at_ms: at });
             }
+            if let (true, Some(at)) = (lc.state.is_busy(), lc.boot_deadline_ms) {
+                a.push(A::Deadline { at_ms: at });
+            }
             a
+        }
+
+        // The node booted toward the seed: the boot watchdog is satisfied.
+        (_, Event::BootSeen) => {
+            if lc.boot_deadline_ms.take().is_none() {
+                return Ok(vec![]);
+            }
+            vec![A::Persist]
         }
 
         // A timeout is only meaningful for the step it was armed for.
         (s, Event::Timeout) => {
             let due = s.is_busy() && lc.deadline_ms.is_some_and(|d| now >= d);
-            if !due {
+            let boot_due = s.is_busy() && lc.boot_deadline_ms.is_some_and(|d| now >= d);
+            if !due && boot_due {
+                if lc.boot_retries >= t.boot_retries_max {
+                    let within = if t.boot_ms % 1000 == 0 {
+                        format!("{} s", t.boot_ms / 1000)
+                    } else {
+                        format!("{} ms", t.boot_ms)
+                    };
+                    let reason = format!(
+                        "no PXE boot reached the seed within {within}, {} power-ons",
+                        lc.boot_retries + 1
+                    );
+                    return fail(node, reason);
+                }
+                lc.boot_retries += 1;
+                let mut a = vec![A::Persist, A::SetBootDevice(BootDevice::Pxe), A::Reboot];
+                a.extend(boot_watch(lc, now, t));
+                a
+            } else if !due {
                 return Ok(vec![]);
-            }
-            let reason = if lc.image_written {
-                "timed out waiting for the deployed image to say booted".to_string()
             } else {
-                format!("timed out in {}", s.name())
-            };
-            return fail(node, reason);
+                let reason = if lc.image_written {
+                    "timed out waiting for the deployed image to say booted".to_string()
+                } else {
+                    format!("timed out in {}", s.name())
+                };
+                return fail(node, reason);
+            }
         }
         (s, Event::Failed { reason }) if s.is_busy() => return fail(node, reason),
 
@@ -526,12 +586,14 @@ fn transition(
             let retry = matches!(lc.state, S::InspectFailed { .. });
             let at = now + t.inspect_ms;
             begin(lc, S::Inspecting, retry, at);
-            vec![
+            let mut a = vec![
                 A::Persist,
                 A::SetBootDevice(BootDevice::Pxe),
                 A::Reboot,
                 A::Deadline { at_ms: at },
-            ]
+            ];
+            a.extend(boot_watch(lc, now, t));
+            a
         }
         (S::Inspecting, Event::Inspected(found)) => {
             succeed(lc, S::Manageable);
@@ -553,7 +615,7 @@ fn transition(
             begin(lc, S::Deploying, retry, at);
             lc.target = Some(target.clone());
             lc.image_written = false;
-            vec![
+            let mut a = vec![
                 A::Persist,
                 A::Deploy {
                     op: lc.op,
@@ -563,7 +625,9 @@ fn transition(
                 A::SetBootDevice(BootDevice::Pxe),
                 A::Reboot,
                 A::Deadline { at_ms: at },
-            ]
+            ];
+            a.extend(boot_watch(lc, now, t));
+            a
         }
         (S::Deploying, Event::ImageWritten) => {
             if lc.image_written {
@@ -571,6 +635,9 @@ fn transition(
                 return Ok(vec![]);
             }
             lc.image_written = true;
+            // The agent wrote the image, so the ramdisk booted; the disk boot is checked by
+            // the step's deadline.
+            lc.boot_deadline_ms = None;
             let at = now + t.deploy_ms;
             lc.deadline_ms = Some(at);
             vec![
@@ -605,13 +672,17 @@ fn transition(
             let at = now + t.clean_ms;
             begin(lc, S::Cleaning, false, at);
             lc.target = None;
-            clean_actions(node, at)
+            let mut a = clean_actions(node, at);
+            a.extend(boot_watch(&mut node.lifecycle, now, t));
+            a
         }
         (S::CleanFailed { .. }, Event::Clean { full_wipe }) => {
             let at = now + t.clean_ms;
             begin(lc, S::Cleaning, true, at);
             lc.wipe_full = full_wipe;
-            clean_actions(node, at)
+            let mut a = clean_actions(node, at);
+            a.extend(boot_watch(&mut node.lifecycle, now, t));
+            a
         }
         (S::Cleaning, Event::Cleaned) => {
             succeed(lc, S::Available);
@@ -628,18 +699,31 @@ fn transition(
     Ok(actions)
 }
 
+/// Arm the boot watchdog of a step that just powered the node into PXE (nothing when disabled).
+fn boot_watch(lc: &mut Lifecycle, now: u64, t: &Timeouts) -> Option<Action> {
+    if t.boot_ms == 0 {
+        return None;
+    }
+    let at = now + t.boot_ms;
+    lc.boot_deadline_ms = Some(at);
+    Some(Action::Deadline { at_ms: at })
+}
+
 /// Start a long-running step.
 fn begin(lc: &mut Lifecycle, state: State, retry: bool, deadline: u64) {
     lc.state = state;
     lc.op += 1;
     lc.attempts = if retry { lc.attempts + 1 } else { 1 };
     lc.deadline_ms = Some(deadline);
+    lc.boot_deadline_ms = None;
+    lc.boot_retries = 0;
 }
 
 fn succeed(lc: &mut Lifecycle, state: State) {
     lc.state = state;
     lc.attempts = 0;
     lc.deadline_ms = None;
+    lc.boot_deadline_ms = None;
     lc.last_error = None;
     lc.image_written = false;
 }
@@ -672,6 +756,7 @@ fn fail(node: &mut Node, reason: String) -> Result<Vec<Action>, LifecycleError> 
     let was_verify = lc.state == State::Verifying;
     lc.state = state;
     lc.deadline_ms = None;
+    lc.boot_deadline_ms = None;
     lc.image_written = false;
     lc.last_error = Some(format!("{step} failed: {reason}"));
     let mut actions = vec![Action::Persist];
@@ -725,7 +810,11 @@ mod tests {
         deploy_ms: 200,
         delete_ms: 30,
         clean_ms: 300,
+        boot_ms: 0,
+        boot_retries_max: 2,
     };
+    /// [`T`] with the boot watchdog on: 20 ms, two retries.
+    const W: Timeouts = Timeouts { boot_ms: 20, ..T };
 
     fn node() -> Node {
         Node::new(
@@ -1357,5 +1446,215 @@ mod tests {
         assert!(j.contains("\"state\":\"deploy_failed\""), "{j}");
         let back: Lifecycle = serde_json::from_str(&j).unwrap();
         assert_eq!(back, n.lifecycle);
+    }
+
+    fn okw(n: &mut Node, e: Event, now: u64) -> Vec<Action> {
+        step(n, e.clone(), now, &W).unwrap_or_else(|err| panic!("{e:?}: {err}"))
+    }
+
+    #[test]
+    fn boot_watchdog_is_armed_by_steps_that_pxe_boot() {
+        // Inspect at 1000: step deadline 1100, boot deadline 1020.
+        let mut n = at("manageable");
+        assert_eq!(
+            okw(&mut n, Event::Inspect, 1000),
+            vec![
+                Action::Persist,
+                Action::SetBootDevice(BootDevice::Pxe),
+                Action::Reboot,
+                Action::Deadline { at_ms: 1100 },
+                Action::Deadline { at_ms: 1020 },
+            ]
+        );
+        assert_eq!(n.lifecycle.boot_deadline_ms, Some(1020));
+        assert_eq!(n.lifecycle.boot_retries, 0);
+        // Deploy: armed; the image written (the ramdisk plainly booted) clears it.
+        let mut n = at("available");
+        let a = okw(&mut n, Event::Deploy(target()), 2000);
+        assert_eq!(a.last(), Some(&Action::Deadline { at_ms: 2020 }));
+        okw(&mut n, Event::ImageWritten, 2010);
+        assert_eq!(n.lifecycle.boot_deadline_ms, None);
+        // The disk boot is not PXE: a late watchdog timer does nothing.
+        assert_eq!(okw(&mut n, Event::Timeout, 2025), vec![]);
+        // Cleaning (after teardown, and a retried clean): armed.
+        let mut n = at("deleting");
+        let a = okw(&mut n, Event::TornDown, 3000);
+        assert_eq!(a.last(), Some(&Action::Deadline { at_ms: 3020 }));
+        okw(&mut n, Event::Failed { reason: "x".into() }, 3001);
+        assert_eq!(
+            n.lifecycle.boot_deadline_ms, None,
+            "a failed step disarms it"
+        );
+        let a = okw(&mut n, Event::Clean { full_wipe: false }, 3002);
+        assert_eq!(a.last(), Some(&Action::Deadline { at_ms: 3022 }));
+        // Steps that do not PXE-boot arm none; 0 disables it everywhere.
+        let mut n = at("active");
+        let a = okw(&mut n, Event::Delete { full_wipe: false }, 4000);
+        assert_eq!(
+            a.iter()
+                .filter(|a| matches!(a, Action::Deadline { .. }))
+                .count(),
+            1
+        );
+        assert_eq!(n.lifecycle.boot_deadline_ms, None);
+        let mut n = at("manageable");
+        let a = ok(&mut n, Event::Inspect, 1000);
+        assert_eq!(
+            a.iter()
+                .filter(|a| matches!(a, Action::Deadline { .. }))
+                .count(),
+            1
+        );
+        assert_eq!(n.lifecycle.boot_deadline_ms, None);
+    }
+
+    #[test]
+    fn boot_seen_meets_the_deadline_idempotently() {
+        let mut n = at("manageable");
+        okw(&mut n, Event::Inspect, 1000);
+        assert_eq!(okw(&mut n, Event::BootSeen, 1005), vec![Action::Persist]);
+        assert_eq!(n.lifecycle.boot_deadline_ms, None);
+        // Again: nothing to do, nothing written.
+        let before = n.clone();
+        assert_eq!(okw(&mut n, Event::BootSeen, 1006), vec![]);
+        assert_eq!(n, before);
+        // The boot timer fires anyway: no reboot, still inspecting.
+        assert_eq!(okw(&mut n, Event::Timeout, 1020), vec![]);
+        assert_eq!(n.lifecycle.state, State::Inspecting);
+        assert_eq!(n.lifecycle.boot_retries, 0);
+        // The step's own deadline still applies.
+        okw(&mut n, Event::Timeout, 1100);
+        assert_eq!(n.lifecycle.state.name(), "inspect failed");
+        // Ignored (not refused) in states without a watchdog.
+        for s in [
+            "enroll",
+            "manageable",
+            "available",
+            "active",
+            "deploy failed",
+        ] {
+            let mut n = at(s);
+            let before = n.clone();
+            assert_eq!(okw(&mut n, Event::BootSeen, 50), vec![], "{s}");
+            assert_eq!(n, before, "{s}");
+        }
+    }
+
+    #[test]
+    fn boot_watchdog_retries_then_fails_the_step() {
+        let mut n = at("manageable");
+        okw(&mut n, Event::Inspect, 1000); // boot deadline 1020, step deadline 1100
+        let op = n.lifecycle.op;
+        // Early: nothing.
+        assert_eq!(okw(&mut n, Event::Timeout, 1019), vec![]);
+        // Retry 1 and 2: power-cycle into PXE again, a fresh boot deadline, same op.
+        for (i, now) in [(1u32, 1020u64), (2, 1040)] {
+            assert_eq!(
+                okw(&mut n, Event::Timeout, now),
+                vec![
+                    Action::Persist,
+                    Action::SetBootDevice(BootDevice::Pxe),
+                    Action::Reboot,
+                    Action::Deadline { at_ms: now + 20 },
+                ]
+            );
+            assert_eq!(n.lifecycle.boot_retries, i);
+            assert_eq!(n.lifecycle.state, State::Inspecting);
+            assert_eq!(n.lifecycle.op, op, "the same attempt");
+            assert_eq!(
+                n.lifecycle.deadline_ms,
+                Some(1100),
+                "the step deadline stays"
+            );
+        }
+        // A stale timer (the first boot deadline) changes nothing.
+        assert_eq!(okw(&mut n, Event::Timeout, 1041), vec![]);
+        // Third boot deadline missed: the step fails like a timeout, the node is powered off.
+        assert_eq!(
+            okw(&mut n, Event::Timeout, 1060),
+            vec![Action::Persist, Action::PowerOff]
+        );
+        let reason = "no PXE boot reached the seed within 20 ms, 3 power-ons";
+        assert_eq!(n.lifecycle.state.reason(), Some(reason));
+        assert_eq!(
+            n.lifecycle.last_error.as_deref(),
+            Some(format!("inspect failed: {reason}").as_str())
+        );
+        assert_eq!(n.lifecycle.boot_retries, 2, "kept for the operator");
+        assert_eq!(n.lifecycle.boot_deadline_ms, None);
+        // The reason in seconds, as configured.
+        let secs = Timeouts {
+            boot_ms: 180_000,
+            boot_retries_max: 0,
+            ..Timeouts::default()
+        };
+        let mut n = at("available");
+        step(&mut n, Event::Deploy(target()), 0, &secs).unwrap();
+        step(&mut n, Event::Timeout, 180_000, &secs).unwrap();
+        assert_eq!(
+            n.lifecycle.state.reason(),
+            Some("no PXE boot reached the seed within 180 s, 1 power-ons")
+        );
+        // A retried step starts counting again.
+        let mut n = at("manageable");
+        okw(&mut n, Event::Inspect, 0);
+        okw(&mut n, Event::Timeout, 20);
+        assert_eq!(n.lifecycle.boot_retries, 1);
+        okw(&mut n, Event::Failed { reason: "x".into() }, 21);
+        okw(&mut n, Event::Inspect, 22);
+        assert_eq!(n.lifecycle.boot_retries, 0);
+        // The step's deadline wins when both are due.
+        okw(&mut n, Event::Timeout, 1_000);
+        assert_eq!(n.lifecycle.state.reason(), Some("timed out in inspecting"));
+    }
+
+    #[test]
+    fn boot_watchdog_survives_a_restart_and_waits_for_maintenance() {
+        // The record is all the driver keeps: a node read back from JSON retries the same way.
+        let mut n = at("manageable");
+        okw(&mut n, Event::Inspect, 1000);
+        okw(&mut n, Event::Timeout, 1020);
+        let j = serde_json::to_string(&n).unwrap();
+        assert!(j.contains("\"boot_deadline_ms\":1040"), "{j}");
+        assert!(j.contains("\"boot_retries\":1"), "{j}");
+        let mut back: Node = serde_json::from_str(&j).unwrap();
+        assert_eq!(back, n);
+        let a = okw(&mut back, Event::Timeout, 5_000);
+        // Way past both: the step deadline (1100) wins.
+        assert_eq!(a, vec![Action::Persist, Action::PowerOff]);
+        let mut back: Node = serde_json::from_str(&j).unwrap();
+        assert_eq!(okw(&mut back, Event::Timeout, 1040)[2], Action::Reboot);
+        assert_eq!(back.lifecycle.boot_retries, 2);
+        // Records written before the watchdog existed read as "none armed".
+        let old: Lifecycle = serde_json::from_str(r#"{"state":"inspecting","op":3}"#).unwrap();
+        assert_eq!((old.boot_deadline_ms, old.boot_retries), (None, 0));
+        // In maintenance the watchdog waits; leaving it re-arms both deadlines.
+        let mut n = at("manageable");
+        okw(&mut n, Event::Inspect, 1000);
+        okw(
+            &mut n,
+            Event::Maintenance {
+                on: true,
+                reason: None,
+            },
+            1001,
+        );
+        assert_eq!(okw(&mut n, Event::Timeout, 1030), vec![]);
+        assert_eq!(
+            okw(
+                &mut n,
+                Event::Maintenance {
+                    on: false,
+                    reason: None
+                },
+                1031
+            ),
+            vec![
+                Action::Persist,
+                Action::Deadline { at_ms: 1100 },
+                Action::Deadline { at_ms: 1020 }
+            ]
+        );
+        assert_eq!(okw(&mut n, Event::Timeout, 1032)[2], Action::Reboot);
     }
 }

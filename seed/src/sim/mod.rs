@@ -49,7 +49,11 @@ impl SimConfig {
             seed,
             faults: Faults::none(),
             max_attempts: 3,
-            timeouts: Timeouts::default(),
+            // The sim's slow machines take up to 15 min to boot: no boot watchdog by default.
+            timeouts: Timeouts {
+                boot_ms: 0,
+                ..Timeouts::default()
+            },
             image: "overcloud-full".into(),
             crash_at: None,
             max_items: 10_000_000,
@@ -267,7 +271,10 @@ impl Sim<'_> {
             let (n, rev) = nodes::get(self.store, &self.names[i])?
                 .ok_or_else(|| SimError::Lost(self.names[i].clone()))?;
             if n.lifecycle.state.is_busy() {
-                if let Some(at) = n.lifecycle.deadline_ms {
+                for at in [n.lifecycle.deadline_ms, n.lifecycle.boot_deadline_ms]
+                    .into_iter()
+                    .flatten()
+                {
                     self.push(at, Item::Timer { node: i, at });
                 }
             } else {
@@ -290,7 +297,8 @@ impl Sim<'_> {
                 }
             }
             Item::Timer { node, at } => {
-                if self.node(node).lifecycle.deadline_ms == Some(at) {
+                let lc = &self.node(node).lifecycle;
+                if lc.deadline_ms == Some(at) || lc.boot_deadline_ms == Some(at) {
                     self.feed(node, Event::Timeout)?;
                 }
             }
@@ -474,6 +482,10 @@ impl Sim<'_> {
         }
         let (node, _) = nodes::get(self.store, &self.names[i])?
             .ok_or_else(|| SimError::Lost(self.names[i].clone()))?;
+        // The agent running means the script was served: meets the boot watchdog, if armed.
+        if node.lifecycle.boot_deadline_ms.is_some() {
+            self.feed(i, Event::BootSeen)?;
+        }
         let (job, ok) = match node.lifecycle.state {
             State::Inspecting => (Job::Inspect, EventKey::Inspected),
             State::Deploying => (Job::Deploy, EventKey::Deployed),
