@@ -92,6 +92,10 @@ pub trait BootPolicy: Send + Sync + 'static {
     /// Called when discovery enrolls a MAC that the policy did not know (DHCP saw it). The
     /// default does nothing; the daemon creates a node in `enroll` state.
     fn discovered(&self, _mac: MacAddr) {}
+
+    /// Called when this MAC's iPXE script was served: the node got through PXE to the boot
+    /// server. The default does nothing; the daemon meets the node's boot watchdog with it.
+    fn script_served(&self, _mac: MacAddr) {}
 }
 
 #[cfg(test)]

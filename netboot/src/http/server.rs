@@ -272,6 +272,7 @@ impl App {
                 Ok(mac) => {
                     let action = self.ctx.policy.boot_action(mac);
                     debug!(%mac, ?action, "iPXE script");
+                    self.ctx.policy.script_served(mac);
                     text(
                         StatusCode::OK,
                         "text/plain; charset=utf-8",

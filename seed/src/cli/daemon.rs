@@ -45,6 +45,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         timeouts: Timeouts {
             inspect_ms: cfg.lifecycle.inspect_timeout_secs.saturating_mul(1000),
             deploy_ms: cfg.lifecycle.deploy_timeout_secs.saturating_mul(1000),
+            boot_ms: cfg.lifecycle.boot_timeout_secs.saturating_mul(1000),
+            boot_retries_max: cfg.lifecycle.boot_retries_max,
             ..Timeouts::default()
         },
         heartbeat_secs: cfg.agent.heartbeat_secs,

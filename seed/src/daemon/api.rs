@@ -512,6 +512,8 @@ impl Api {
             None => false,
         };
         if ok {
+            // Its agent runs: the node got through PXE (meets the boot watchdog).
+            self.daemon.boot_seen(name);
             return Ok(());
         }
         self.daemon.metrics().agent_auth_failure();
@@ -646,6 +648,8 @@ struct NodeView<'a> {
     /// The agent's last deploy progress (memory only).
     #[serde(skip_serializing_if = "Option::is_none")]
     progress: Option<Progress>,
+    /// Power-cycles by the PXE boot watchdog in the current (or last) step.
+    boot_retries: u32,
     updated_ms: u64,
 }
 
@@ -677,6 +681,7 @@ impl<'a> NodeView<'a> {
             capabilities: &n.capabilities,
             facts,
             progress: None,
+            boot_retries: lc.boot_retries,
             updated_ms: n.updated_ms,
         }
     }

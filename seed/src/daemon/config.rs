@@ -143,6 +143,22 @@ pub struct LifecycleConfig {
     /// until the image says "booted") before it fails.
     #[serde(default = "default_deploy_timeout")]
     pub deploy_timeout_secs: u64,
+    /// The PXE boot watchdog: seconds a node powered into PXE by inspect, deploy or clean may
+    /// take to fetch its iPXE script (or call the agent API) before it is power-cycled again;
+    /// 0 turns the watchdog off (only the step's timeout applies).
+    #[serde(default = "default_boot_timeout")]
+    pub boot_timeout_secs: u64,
+    /// Watchdog power-cycles before the step fails ("no PXE boot reached the seed within …").
+    #[serde(default = "default_boot_retries_max")]
+    pub boot_retries_max: u32,
+}
+
+fn default_boot_timeout() -> u64 {
+    180
+}
+
+fn default_boot_retries_max() -> u32 {
+    2
 }
 
 fn default_deploy_timeout() -> u64 {
@@ -163,6 +179,8 @@ impl Default for LifecycleConfig {
             provide_after_inspect: true,
             inspect_timeout_secs: default_inspect_timeout(),
             deploy_timeout_secs: default_deploy_timeout(),
+            boot_timeout_secs: default_boot_timeout(),
+            boot_retries_max: default_boot_retries_max(),
         }
     }
 }
@@ -294,6 +312,10 @@ port = 8080
         assert_eq!(c.agent.heartbeat_secs, 10);
         assert!(c.lifecycle.provide_after_inspect);
         assert_eq!(c.lifecycle.deploy_timeout_secs, 1800);
+        assert_eq!(
+            (c.lifecycle.boot_timeout_secs, c.lifecycle.boot_retries_max),
+            (180, 2)
+        );
         assert_eq!(c.ramdisk.kernel, PathBuf::from("target/ramdisk/vmlinuz"));
         assert_eq!(c.netboot.http.unwrap().port, 8080);
     }

@@ -8,7 +8,9 @@
 //!   daemon saw them (a step that spans a restart is not measured);
 //! - `seed_inspect_failures_total`, `seed_deploy_failures_total`, `seed_transitions_total`;
 //! - `seed_agent_auth_failures_total`: `/v1/agent/*` calls refused for a missing or wrong
-//!   per-boot agent token.
+//!   per-boot agent token;
+//! - `seed_pxe_boot_retries_total`: power-cycles by the boot watchdog, for nodes that did not
+//!   reach the seed in time after being powered into PXE.
 //!
 //! Hand-written rather than with a metrics crate: netboot's counters are already rendered as
 //! text by `netboot::metrics`, and two histograms and a gauge do not justify a second registry
@@ -94,6 +96,7 @@ pub struct DaemonMetrics {
     deploy_failures: AtomicU64,
     transitions: AtomicU64,
     agent_auth_failures: AtomicU64,
+    pxe_boot_retries: AtomicU64,
     /// When each node entered the step it is in (ms).
     started: Mutex<HashMap<String, u64>>,
 }
@@ -137,6 +140,16 @@ impl DaemonMetrics {
     /// An agent call was refused: no token, or not the node's current one.
     pub fn agent_auth_failure(&self) {
         self.agent_auth_failures.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The boot watchdog power-cycled a node that did not reach the seed.
+    pub fn pxe_boot_retry(&self) {
+        self.pxe_boot_retries.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Boot watchdog power-cycles so far.
+    pub fn pxe_boot_retries(&self) -> u64 {
+        self.pxe_boot_retries.load(Ordering::Relaxed)
     }
 
     /// Agent calls refused so far for their token.
@@ -201,6 +214,11 @@ impl DaemonMetrics {
                 "seed_agent_auth_failures_total",
                 "Agent calls refused for a missing or wrong per-boot token",
                 &self.agent_auth_failures,
+            ),
+            (
+                "seed_pxe_boot_retries_total",
+                "Nodes power-cycled again because no PXE boot reached the seed in time",
+                &self.pxe_boot_retries,
             ),
         ] {
             let _ = writeln!(
@@ -305,5 +323,11 @@ mod tests {
             .render(&s)
             .unwrap()
             .contains("seed_agent_auth_failures_total 1\n"));
+        assert!(text.contains("seed_pxe_boot_retries_total 0\n"), "{text}");
+        m.pxe_boot_retry();
+        assert!(m
+            .render(&s)
+            .unwrap()
+            .contains("# TYPE seed_pxe_boot_retries_total counter\nseed_pxe_boot_retries_total 1\n"));
     }
 }

@@ -8,6 +8,12 @@
 //! node, so a node's actions run in order and a slow BMC never blocks another node) and arms the
 //! deadlines as tokio timers that feed [`Event::Timeout`] back.
 //!
+//! The PXE boot watchdog ([`lifecycle`] module doc): [`Daemon::boot_seen`] feeds
+//! [`Event::BootSeen`] when a node whose boot deadline is armed has its iPXE script served
+//! ([`BootPolicy::script_served`], from the HTTP boot server's `/ipxe/<mac>`) or makes an
+//! authenticated agent call; a missed one is re-armed like the step deadlines, and each
+//! power-cycle it causes is logged at warn and counted (`seed_pxe_boot_retries_total`).
+//!
 //! Power goes through an [`IpmiDriver`] built from the node's BMC fields, or a [`FakePower`]
 //! when the node's driver is `fake`. A `power off` the lifecycle asks for is also offered to the
 //! agent as its next heartbeat [`Command`], so a node still running the ramdisk can shut down
@@ -99,6 +105,9 @@ pub struct Daemon {
     deploy: deploy::DeployState,
     /// Mints and checks the ramdisk agents' per-boot tokens.
     agent_tokens: agent_token::AgentTokens,
+    /// Nodes whose boot watchdog is armed (kept by [`Daemon::refresh`]), so that script fetches
+    /// and agent calls only take the lifecycle lock when there is a deadline to meet.
+    awaiting_boot: Mutex<HashSet<String>>,
 }
 
 impl std::fmt::Debug for Daemon {
@@ -146,6 +155,7 @@ impl Daemon {
             stacks_wake: tokio::sync::Notify::new(),
             deploy: deploy::DeployState::default(),
             agent_tokens,
+            awaiting_boot: Mutex::new(HashSet::new()),
         });
         for (n, _) in nodes::list(&*d.store)? {
             d.refresh(&n);
@@ -178,11 +188,12 @@ impl Daemon {
         self.resume_cleaning()?;
         let mut armed = 0;
         for (n, _) in nodes::list(&*self.store)? {
-            if let (true, Some(at), None) = (
-                n.lifecycle.state.is_busy(),
-                n.lifecycle.deadline_ms,
-                &n.lifecycle.maintenance,
-            ) {
+            let lc = &n.lifecycle;
+            if !lc.state.is_busy() || lc.maintenance.is_some() {
+                continue;
+            }
+            // The step's deadline and the boot watchdog's, whichever are armed.
+            for at in [lc.deadline_ms, lc.boot_deadline_ms].into_iter().flatten() {
                 self.arm(&n.name, at);
                 armed += 1;
             }
@@ -220,6 +231,7 @@ impl Daemon {
                 return Ok(None);
             }
             let before = node.lifecycle.state.clone();
+            let retries_before = node.lifecycle.boot_retries;
             let now = now_ms();
             let actions = lifecycle::step(&mut node, event, now, &self.settings.timeouts)?;
             if actions.is_empty() {
@@ -239,6 +251,17 @@ impl Daemon {
                 .transition(name, &before, &node.lifecycle.state, now);
             self.stacks_wake.notify_one();
             self.after_deploy_transition(&node);
+            if node.lifecycle.boot_retries > retries_before && node.lifecycle.state == before {
+                self.metrics.pxe_boot_retry();
+                warn!(
+                    node = name,
+                    state = %before,
+                    retry = node.lifecycle.boot_retries,
+                    max = self.settings.timeouts.boot_retries_max,
+                    within_ms = self.settings.timeouts.boot_ms,
+                    "no PXE boot reached the seed in time: power-cycling again"
+                );
+            }
             (node, actions)
         };
         info!(node = name, event = event_name, state = %node.lifecycle.state, "lifecycle");
@@ -321,8 +344,28 @@ impl Daemon {
         self.apply(name, Event::Inspect, vec![])
     }
 
+    /// Node `name` showed it booted toward the seed (its iPXE script was served, or its agent
+    /// called in): meet its boot watchdog. Cheap and a no-op unless one is armed.
+    pub fn boot_seen(self: &Arc<Self>, name: &str) {
+        if !lock(&self.awaiting_boot).contains(name) {
+            return;
+        }
+        match self.apply(name, Event::BootSeen, vec![]) {
+            Ok(_) => debug!(node = name, "boot seen"),
+            Err(e) => debug!(node = name, error = %e, "boot seen not recorded"),
+        }
+    }
+
     /// Rebuild the boot table entries of `node` (with its current agent token, if any).
     fn refresh(&self, node: &Node) {
+        {
+            let mut awaiting = lock(&self.awaiting_boot);
+            if node.lifecycle.boot_deadline_ms.is_some() {
+                awaiting.insert(node.name.clone());
+            } else {
+                awaiting.remove(&node.name);
+            }
+        }
         let token = self.agent_tokens.current(&node.name, &node.lifecycle);
         let mut table = self.boot.write().unwrap_or_else(|p| p.into_inner());
         for &mac in &node.macs {
@@ -551,6 +594,20 @@ impl BootPolicy for Daemon {
             .unwrap_or_else(|p| p.into_inner())
             .get(&mac)
             .map_or(Chain::Direct, |e| e.chain)
+    }
+
+    fn script_served(&self, mac: MacAddr) {
+        let Some(me) = self.me.upgrade() else {
+            return;
+        };
+        if lock(&self.awaiting_boot).is_empty() {
+            return;
+        }
+        match nodes::by_mac(&*self.store, Mac(mac.0)) {
+            Ok(Some(name)) => me.boot_seen(&name),
+            Ok(None) => {}
+            Err(e) => debug!(%mac, error = %e, "script served: node not read"),
+        }
     }
 
     fn discovered(&self, mac: MacAddr) {
