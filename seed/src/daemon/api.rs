@@ -754,3 +754,6 @@ mod routes_tests;
 
 #[cfg(test)]
 mod deploy_tests;
+
+#[cfg(test)]
+mod boot_watch_tests;

@@ -325,9 +325,8 @@ mod tests {
             .contains("seed_agent_auth_failures_total 1\n"));
         assert!(text.contains("seed_pxe_boot_retries_total 0\n"), "{text}");
         m.pxe_boot_retry();
-        assert!(m
-            .render(&s)
-            .unwrap()
-            .contains("# TYPE seed_pxe_boot_retries_total counter\nseed_pxe_boot_retries_total 1\n"));
+        assert!(m.render(&s).unwrap().contains(
+            "# TYPE seed_pxe_boot_retries_total counter\nseed_pxe_boot_retries_total 1\n"
+        ));
     }
 }

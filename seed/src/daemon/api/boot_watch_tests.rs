@@ -1,0 +1,248 @@
+//! The PXE boot watchdog through the daemon: a fake BMC whose boots the tests count, a node
+//! that never fetches its iPXE script (power-cycled again, then inspect failed), one that does
+//! (no extra power-cycle), one whose agent calls in, and a restart with a boot deadline stored.
+
+use super::*;
+use crate::daemon::{lock, Settings};
+use crate::inventory::{Bmc, PowerDriver as DriverKind, Secret};
+use crate::lifecycle::Timeouts;
+use crate::power::{FakeBmc, FakePower, Password};
+use crate::store::memory::MemStore;
+use crate::store::Store;
+use netboot::BootPolicy;
+use std::time::Duration;
+
+const MAC: &str = "52:54:00:00:00:01";
+const NETMAC: netboot::MacAddr = netboot::MacAddr([0x52, 0x54, 0, 0, 0, 1]);
+const TOKEN: &str = "s3cret";
+/// The boot watchdog of these tests.
+const BOOT_MS: u64 = 300;
+
+struct Env {
+    d: Arc<Daemon>,
+    api: Api,
+    bmc: Arc<FakeBmc>,
+}
+
+fn timeouts() -> Timeouts {
+    Timeouts {
+        boot_ms: BOOT_MS,
+        boot_retries_max: 2,
+        ..Timeouts::default()
+    }
+}
+
+fn node(state: State) -> Node {
+    let mut node = Node::new(
+        "n1",
+        vec![MAC.parse().unwrap()],
+        Bmc {
+            driver: DriverKind::Fake,
+            address: "fake".into(),
+            port: 623,
+            username: "admin".into(),
+            password: Secret::new("hunter2"),
+        },
+        0,
+    );
+    node.lifecycle.state = state;
+    node
+}
+
+/// A daemon over `store` whose node `n1` powers through a fake BMC the test keeps.
+fn daemon(store: Arc<dyn Store>) -> Env {
+    let d = Daemon::new(
+        store,
+        Settings {
+            server_ip: "10.0.0.1".parse().unwrap(),
+            http_port: 8080,
+            timeouts: timeouts(),
+            heartbeat_secs: 7,
+            provide_after_inspect: false,
+        },
+    )
+    .unwrap();
+    let bmc = FakeBmc::new("n1", "admin", Password::new("hunter2"));
+    lock(&d.drivers).insert(
+        "n1".into(),
+        Arc::new(FakePower::new(
+            bmc.clone(),
+            "admin",
+            Password::new("hunter2"),
+        )),
+    );
+    let api = Api::new(d.clone(), TOKEN);
+    Env { d, api, bmc }
+}
+
+fn setup() -> Env {
+    let store = Arc::new(MemStore::new());
+    nodes::create(&*store, &[node(State::Manageable)]).unwrap();
+    daemon(store)
+}
+
+fn req(method: Method, path: &str, token: Option<&str>, body: &str) -> ApiRequest {
+    let mut headers = http::HeaderMap::new();
+    if let Some(t) = token {
+        headers.insert(
+            http::header::AUTHORIZATION,
+            format!("Bearer {t}").parse().unwrap(),
+        );
+    }
+    ApiRequest {
+        method,
+        path: path.into(),
+        query: None,
+        headers,
+        body: bytes::Bytes::from(body.to_string()),
+        peer: "10.0.0.2:1234".parse().unwrap(),
+    }
+}
+
+impl Env {
+    fn view(&self) -> serde_json::Value {
+        let r = self
+            .api
+            .respond(&req(Method::GET, "/v1/nodes/n1", Some(TOKEN), ""));
+        assert_eq!(r.status, 200, "{}", r.body);
+        serde_json::from_str(&r.body).unwrap()
+    }
+
+    fn lifecycle(&self) -> crate::lifecycle::Lifecycle {
+        nodes::get(self.d.store(), "n1")
+            .unwrap()
+            .unwrap()
+            .0
+            .lifecycle
+    }
+
+    /// Poll (bounded: 10 s) until `cond` holds.
+    async fn wait(&self, what: &str, cond: impl Fn(&Env) -> bool) {
+        for _ in 0..1000 {
+            if cond(self) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!(
+            "timed out waiting for {what}: boots {}, {:?}",
+            self.bmc.boots(),
+            self.lifecycle()
+        );
+    }
+
+    fn inspect(&self) {
+        let r = self
+            .api
+            .respond(&req(Method::POST, "/v1/nodes/n1/inspect", Some(TOKEN), ""));
+        assert_eq!(r.status, 202, "{}", r.body);
+    }
+}
+
+#[tokio::test]
+async fn a_node_that_never_fetches_its_script_is_cycled_then_inspect_fails() {
+    let e = setup();
+    e.inspect();
+    e.wait("powered on into PXE", |e| e.bmc.boots() == 1).await;
+    assert_eq!(e.view()["boot_retries"], 0);
+    // Nothing fetched: the watchdog power-cycles it again, into PXE, and says so.
+    e.wait("a second power-on", |e| e.bmc.boots() == 2).await;
+    e.wait("the retry recorded", |e| e.lifecycle().boot_retries == 1)
+        .await;
+    assert_eq!(e.view()["state"], "inspecting");
+    assert_eq!(e.view()["boot_retries"], 1);
+    assert_eq!(
+        e.bmc.last_boot_device(),
+        Some(crate::power::BootDevice::Pxe)
+    );
+    // Still nothing after the last retry: inspect failed, with the reason, powered off.
+    e.wait("inspect failed", |e| e.lifecycle().state.is_failed())
+        .await;
+    let v = e.view();
+    let reason = "no PXE boot reached the seed within 300 ms, 3 power-ons";
+    assert_eq!(v["state"], "inspect failed");
+    assert_eq!(v["reason"], reason);
+    assert_eq!(v["last_error"], format!("inspect failed: {reason}"));
+    assert_eq!(v["boot_retries"], 2);
+    assert_eq!(e.bmc.boots(), 3, "one power-on and two retries");
+    assert_eq!(e.d.metrics().pxe_boot_retries(), 2);
+    let text = e.d.metrics().render(e.d.store()).unwrap();
+    assert!(text.contains("seed_pxe_boot_retries_total 2\n"), "{text}");
+    e.wait("powered off", |e| {
+        e.bmc.power_state() == crate::power::PowerState::Off
+    })
+    .await;
+    // Nothing more comes: no further power-on once the step failed.
+    tokio::time::sleep(Duration::from_millis(2 * BOOT_MS)).await;
+    assert_eq!(e.bmc.boots(), 3);
+}
+
+#[tokio::test]
+async fn a_node_whose_script_is_served_in_time_is_not_cycled() {
+    let e = setup();
+    e.inspect();
+    e.wait("powered on into PXE", |e| e.bmc.boots() == 1).await;
+    assert!(e.lifecycle().boot_deadline_ms.is_some());
+    // What the HTTP boot server does when it serves `/ipxe/<mac>`.
+    e.d.script_served(NETMAC);
+    assert_eq!(e.lifecycle().boot_deadline_ms, None);
+    e.d.script_served(NETMAC); // again (iPXE retries): harmless
+    tokio::time::sleep(Duration::from_millis(3 * BOOT_MS)).await;
+    assert_eq!(e.bmc.boots(), 1, "no extra power-cycle");
+    let lc = e.lifecycle();
+    assert_eq!((lc.state, lc.boot_retries), (State::Inspecting, 0));
+    assert_eq!(e.d.metrics().pxe_boot_retries(), 0);
+    // A MAC nobody owns changes nothing.
+    e.d.script_served(netboot::MacAddr([2; 6]));
+}
+
+#[tokio::test]
+async fn an_agent_call_meets_the_boot_deadline_and_a_bad_token_does_not() {
+    let e = setup();
+    e.inspect();
+    let token = match e.d.boot_action(NETMAC) {
+        Some(netboot::BootAction::Kernel { cmdline, .. }) => {
+            ramdisk::agent::KernelArgs::parse(&cmdline).token.unwrap()
+        }
+        other => panic!("{other:?}"),
+    };
+    let hb = format!("{{\"boot_mac\":\"{MAC}\"}}");
+    let r = e
+        .api
+        .respond(&req(Method::POST, "/v1/agent/heartbeat", Some("nope"), &hb));
+    assert_eq!(r.status, 401);
+    assert!(
+        e.lifecycle().boot_deadline_ms.is_some(),
+        "an unauthenticated call proves nothing"
+    );
+    let r = e
+        .api
+        .respond(&req(Method::POST, "/v1/agent/heartbeat", Some(&token), &hb));
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(e.lifecycle().boot_deadline_ms, None);
+    tokio::time::sleep(Duration::from_millis(3 * BOOT_MS)).await;
+    assert_eq!(e.bmc.boots(), 1);
+    assert_eq!(e.lifecycle().state, State::Inspecting);
+}
+
+#[tokio::test]
+async fn a_boot_deadline_stored_before_a_restart_is_rearmed() {
+    // The daemon stopped while n1 waited for its first PXE boot, deadline now past.
+    let store = Arc::new(MemStore::new());
+    let mut n = node(State::Inspecting);
+    let now = crate::daemon::now_ms();
+    n.lifecycle.op = 4;
+    n.lifecycle.deadline_ms = Some(now + 60_000);
+    n.lifecycle.boot_deadline_ms = Some(now.saturating_sub(1));
+    nodes::create(&*store, &[n]).unwrap();
+    let e = daemon(store);
+    assert_eq!(e.d.resume().unwrap(), 2, "the step's and the watchdog's");
+    e.wait("the missed boot retried", |e| e.bmc.boots() == 1)
+        .await;
+    e.wait("recorded", |e| e.lifecycle().boot_retries == 1)
+        .await;
+    let lc = e.lifecycle();
+    assert_eq!(lc.state, State::Inspecting);
+    assert_eq!(lc.op, 4, "the same attempt");
+    assert!(lc.boot_deadline_ms.is_some_and(|d| d > now));
+}
