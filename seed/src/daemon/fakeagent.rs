@@ -8,7 +8,9 @@
 //!
 //! When the fake BMC starts the machine (power on, cycle, reset) the [`FakeMachine`] looks at
 //! what it would boot, as real firmware and iPXE would:
-//! - network boot, and the daemon's boot policy says the ramdisk → the **ramdisk agent** runs:
+//! - network boot, and the daemon's boot policy says the ramdisk → its iPXE script counts as
+//!   served ([`BootPolicy::script_served`], the PXE boot watchdog is met) and the **ramdisk
+//!   agent** runs (even a `dead` one got through PXE: its step times out, it is not re-powered):
 //!   `POST /v1/agent/facts` with fake hardware derived from the node (its MACs, declared CPUs,
 //!   RAM and disks, or defaults derived from its name), then heartbeats; a `Deploy` command is
 //!   played as progress reports (partitioning, writing with bytes, finishing, done), after which
@@ -311,6 +313,10 @@ impl FakeMachine {
             _ => Boot::Nothing,
         };
         debug!(node = %self.name, ?behaviour, boot = boot.kind(), "fake machine booted");
+        if let (Boot::Ramdisk { .. }, Some(mac)) = (&boot, node.macs.first()) {
+            // Its iPXE fetched the script, as a real one would (meets the boot watchdog).
+            daemon.script_served(MacAddr(mac.0));
+        }
         if boot == Boot::Nothing || behaviour == Behaviour::Dead {
             return;
         }

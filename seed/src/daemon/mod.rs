@@ -181,8 +181,10 @@ impl Daemon {
         *lock(&self.fake_timing) = timing;
     }
 
-    /// Re-arm the deadlines of nodes that were busy when the daemon last stopped (needs a tokio
-    /// runtime). A deadline already past fires at once and the lifecycle fails the step.
+    /// Re-arm the deadlines (the step's and the boot watchdog's) of nodes that were busy when
+    /// the daemon last stopped (needs a tokio runtime); returns how many nodes. A deadline
+    /// already past fires at once: the lifecycle fails the step, or power-cycles a node whose
+    /// PXE boot never reached the seed.
     pub fn resume(self: &Arc<Self>) -> Result<usize, DaemonError> {
         self.fail_interrupted_deploys()?;
         self.resume_cleaning()?;
@@ -193,10 +195,12 @@ impl Daemon {
                 continue;
             }
             // The step's deadline and the boot watchdog's, whichever are armed.
+            let mut any = false;
             for at in [lc.deadline_ms, lc.boot_deadline_ms].into_iter().flatten() {
                 self.arm(&n.name, at);
-                armed += 1;
+                any = true;
             }
+            armed += usize::from(any);
         }
         Ok(armed)
     }

@@ -425,3 +425,37 @@ async fn restart_resumes_deletes_and_cleanings() {
     }
     assert!(matches!(cmd, Command::Wipe(ref w) if w.op == 8), "{cmd:?}");
 }
+
+/// Fake machines fetch their iPXE script when they PXE-boot the ramdisk, so the boot watchdog
+/// never re-powers them: even a `dead` agent got through PXE and fails on the step's timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fake_machines_count_as_booted_for_the_boot_watchdog() {
+    let mut nodes_ = vec![
+        fake_node("ok", 1, "fake_agent:ok"),
+        fake_node("dead", 2, "fake_agent:dead"),
+    ];
+    for n in &mut nodes_ {
+        n.lifecycle.state = State::Manageable;
+    }
+    let t = Timeouts {
+        inspect_ms: 1_500,
+        boot_ms: 100,
+        boot_retries_max: 2,
+        ..Timeouts::default()
+    };
+    let d = daemon(&nodes_, t);
+    for n in &nodes_ {
+        d.request_inspect(&n.name).unwrap();
+    }
+    let n = settle(&d, "ok", |s| *s == State::Available).await;
+    assert_eq!(n.lifecycle.boot_retries, 0);
+    let n = settle(&d, "dead", State::is_failed).await;
+    assert_eq!(
+        n.lifecycle.state.reason(),
+        Some("timed out in inspecting"),
+        "{:?}",
+        n.lifecycle
+    );
+    assert_eq!(n.lifecycle.boot_retries, 0);
+    assert_eq!(d.metrics().pxe_boot_retries(), 0);
+}
