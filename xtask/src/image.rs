@@ -4,7 +4,8 @@
 //! The `images` crate does the building; this module is its [`Host`]: Debian packages come
 //! from the offline cache (unpacked once, like the ramdisk's), workspace binaries are built
 //! static like the ramdisk's agent, and the image's initrd is written with the ramdisk's
-//! deterministic cpio writer and module closure. Output: `target/images/NAME/{rootfs.tar.zst,
+//! deterministic cpio writer and module closure; the Debian base is built offline by
+//! `debian.rs` (mmdebstrap from the cached closure, the tarball cached by its pins' digest). Output: `target/images/NAME/{rootfs.tar.zst,
 //! manifest.json}`.
 
 use crate::fetch;
@@ -155,6 +156,10 @@ impl Host for CacheHost {
             .collect();
         v.sort();
         Ok(v)
+    }
+
+    fn debian_base(&mut self) -> Result<PathBuf, HostError> {
+        Ok(crate::debian::base_tar()?)
     }
 
     fn initrd(&mut self, spec: &InitrdSpec) -> Result<Vec<u8>, HostError> {

@@ -8,6 +8,7 @@
 //!   do not starve two cores). This is what `.ci/run` runs.
 
 mod bench;
+mod debian;
 mod deps;
 mod fetch;
 mod image;
