@@ -11,7 +11,8 @@
 //! (`apt-get download NAME=VERSION`, sha256), `--offline` only verifies.
 //!
 //! **Build.** [`base_tar`] turns the cached debs into a flat local repository in a temporary
-//! directory (`apt-ftparchive packages`) and runs
+//! directory (`apt-ftparchive packages` and `release`, whose Suite mmdebstrap needs to find
+//! the Essential:yes set) and runs
 //! `mmdebstrap --variant=minbase --include=<every pinned name>` against
 //! `deb [trusted=yes] copy://<dir> ./` only, inside `unshare --net` (a network namespace with
 //! nothing but a down loopback): the build cannot reach a mirror even by mistake. Including every
@@ -146,6 +147,21 @@ pub fn base_tar() -> Result<PathBuf> {
         );
     }
     std::fs::write(repo.path().join("Packages"), &packages.stdout)?;
+    // mmdebstrap picks the Essential:yes set only from indices whose Release names the suite.
+    let release = Command::new("apt-ftparchive")
+        .arg(format!("-oAPT::FTPArchive::Release::Suite={}", base.suite))
+        .arg(format!("-oAPT::FTPArchive::Release::Codename={}", base.suite))
+        .args(["release", "."])
+        .current_dir(repo.path())
+        .output()
+        .context("running apt-ftparchive release")?;
+    if !release.status.success() {
+        bail!(
+            "apt-ftparchive release failed: {}",
+            String::from_utf8_lossy(&release.stderr)
+        );
+    }
+    std::fs::write(repo.path().join("Release"), &release.stdout)?;
     let partial = out.with_extension("partial");
     let names: Vec<&str> = base.package.iter().map(|p| p.name.as_str()).collect();
     let mut cmd = Command::new("unshare");
