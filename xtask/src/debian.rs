@@ -150,7 +150,10 @@ pub fn base_tar() -> Result<PathBuf> {
     // mmdebstrap picks the Essential:yes set only from indices whose Release names the suite.
     let release = Command::new("apt-ftparchive")
         .arg(format!("-oAPT::FTPArchive::Release::Suite={}", base.suite))
-        .arg(format!("-oAPT::FTPArchive::Release::Codename={}", base.suite))
+        .arg(format!(
+            "-oAPT::FTPArchive::Release::Codename={}",
+            base.suite
+        ))
         .args(["release", "."])
         .current_dir(repo.path())
         .output()
