@@ -151,6 +151,22 @@ fn qemu_debian_image_boots_systemd_read_only_and_reports_booted() {
         .unwrap()
         .next()
         .is_none());
+    // The deploy's fstab (root read-only by UUID, the ESP at /boot/efi) merged with the image's
+    // own (the state partition by PARTLABEL, the tmpfs mounts), as `fstab_merged` writes it.
+    let image_fstab = std::fs::read_to_string(root.join("etc/fstab")).unwrap();
+    assert!(image_fstab.contains(" /var/lib/seed "), "{image_fstab}");
+    std::fs::write(
+        root.join("etc/fstab"),
+        format!(
+            "UUID={ROOT_UUID} / ext4 ro,noatime 0 1\nUUID=5EED-0E5F /boot/efi vfat ro,umask=0077 0 2\n{image_fstab}"
+        ),
+    )
+    .unwrap();
+    let esp_img = dir.path().join("esp.img");
+    run(Command::new(tests::require("mkfs.vfat"))
+        .args(["-i", "5EED0E5F", "-C"])
+        .arg(&esp_img)
+        .arg("16384"));
     let unpacked = manifest["stream"]["unpacked_size"].as_u64().unwrap();
     let root_img = dir.path().join("root.img");
     std::fs::File::create(&root_img)
@@ -193,6 +209,8 @@ fn qemu_debian_image_boots_systemd_read_only_and_reports_booted() {
     .arg(format!("file={},if=virtio,format=raw", root_img.display()))
     .arg("-drive")
     .arg(format!("file={},if=virtio,format=raw", state_img.display()))
+    .arg("-drive")
+    .arg(format!("file={},if=virtio,format=raw", esp_img.display()))
     .arg("-netdev")
     .arg(format!(
         "user,id=n0,restrict=on,guestfwd=tcp:10.0.2.100:80-cmd:{} nc 127.0.0.1 {port}",
@@ -280,4 +298,5 @@ fn qemu_debian_image_boots_systemd_read_only_and_reports_booted() {
         "the initrd complained:\n{text}"
     );
     assert!(!text.contains("no seed-state partition"), "{text}");
+    assert!(!text.contains("emergency"), "{text}");
 }
