@@ -227,8 +227,20 @@ fn qemu_debian_image_boots_systemd_read_only_and_reports_booted() {
         let _ = tx.send(serve_one(&listener));
     });
     let log = || std::fs::read_to_string(&console).unwrap_or_default();
-    let got = rx.recv_timeout(Duration::from_secs(480));
-    let (line, headers, body) = got.unwrap_or_else(|_| {
+    // Up to 480 s, polled each second: emergency mode is a failure at once.
+    let mut got = None;
+    for _ in 0..480 {
+        if let Ok(r) = rx.recv_timeout(Duration::from_secs(1)) {
+            got = Some(r);
+            break;
+        }
+        let text = log();
+        assert!(
+            !text.contains("emergency mode"),
+            "systemd went to emergency mode; console:\n{text}"
+        );
+    }
+    let (line, headers, body) = got.unwrap_or_else(|| {
         panic!(
             "no booted report within 480 s (vm running: {}); console:\n{}",
             vm.is_running(),
