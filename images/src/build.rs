@@ -594,7 +594,47 @@ mod tests {
         }
         fn initrd(&mut self, spec: &InitrdSpec) -> Result<Vec<u8>, HostError> {
             self.initrds += 1;
+            assert!(spec.busybox.is_file(), "{}", spec.busybox.display());
             Ok([&b"initrd:"[..], &spec.init].concat())
+        }
+        fn debian_base(&mut self) -> Result<PathBuf, HostError> {
+            // A base as mmdebstrap writes it: merged /usr, accounts with a system user.
+            let mut b = tar::Builder::new(Vec::new());
+            let mut add = |path: &str, kind: tar::EntryType, mode: u32, data: &[u8]| {
+                let mut h = tar::Header::new_gnu();
+                h.set_entry_type(kind);
+                h.set_mode(mode);
+                h.set_uid(0);
+                h.set_gid(0);
+                h.set_mtime(0);
+                h.set_size(data.len() as u64);
+                if kind == tar::EntryType::Symlink {
+                    h.set_size(0);
+                    b.append_link(&mut h, path, std::str::from_utf8(data).unwrap())
+                        .unwrap();
+                } else {
+                    b.append_data(&mut h, path, data).unwrap();
+                }
+            };
+            add("./etc/", tar::EntryType::Directory, 0o755, b"");
+            add(
+                "./etc/passwd",
+                tar::EntryType::Regular,
+                0o644,
+                b"root:x:0:0:root:/root:/bin/bash\nsystemd-network:x:998:998::/:/usr/sbin/nologin\n",
+            );
+            add(
+                "./etc/group",
+                tar::EntryType::Regular,
+                0o644,
+                b"root:x:0:\nsystemd-network:x:998:\n",
+            );
+            add("./usr/bin/", tar::EntryType::Directory, 0o755, b"");
+            add("./bin", tar::EntryType::Symlink, 0o777, b"usr/bin");
+            add("./usr/bin/sh", tar::EntryType::Regular, 0o755, b"dash");
+            let p = self.root.join("base.tar");
+            std::fs::write(&p, b.into_inner().unwrap()).unwrap();
+            Ok(p)
         }
     }
 
@@ -701,6 +741,64 @@ mod tests {
             "wait services come before respawn ones:\n{tab}"
         );
         assert!(files.contains_key("tmp/") && files["tmp/"].0 == 0o1777);
+    }
+
+    #[test]
+    fn debian_base_keeps_its_accounts_and_gets_units_instead_of_inittab() {
+        let d = tempfile::tempdir().unwrap();
+        let els = d.path().join("elements");
+        elements(&els);
+        write(
+            &els,
+            "deb/element.toml",
+            "description = \"d\"\nbase = \"debian\"\n",
+        );
+        // `app` depends on the busybox base: the Debian image lists its elements without it.
+        write(
+            &els,
+            "app2/element.toml",
+            "description = \"a\"\n[[user]]\nname = \"app\"\nuid = 1000\n\
+             [[service]]\nname = \"hello\"\nexec = \"/usr/bin/hello\"\nkind = \"respawn\"\n",
+        );
+        let mut img = image();
+        img.elements = vec!["deb".into(), "kernel".into(), "app2".into()];
+        let mut host = FakeHost::new(&d.path().join("cache"));
+        let m = build(&img, &els, &mut host, &d.path().join("out")).unwrap();
+        assert_eq!(host.initrds, 1, "the initrd's busybox came from the cache");
+        let dec =
+            zstd::Decoder::new(std::fs::File::open(d.path().join("out/rootfs.tar.zst")).unwrap())
+                .unwrap();
+        let mut ar = tar::Archive::new(dec);
+        let mut files = std::collections::BTreeMap::new();
+        for e in ar.entries().unwrap() {
+            let mut e = e.unwrap();
+            let p = e.path().unwrap().to_string_lossy().into_owned();
+            let mut s = String::new();
+            if e.header().entry_type().is_file() {
+                std::io::Read::read_to_string(&mut e, &mut s).unwrap();
+            } else if let Some(l) = e.link_name().unwrap() {
+                s = l.to_string_lossy().into_owned();
+            }
+            files.insert(p, s);
+        }
+        let passwd = &files["etc/passwd"];
+        assert!(
+            passwd.starts_with("root:x:0:0:root:/root:/bin/bash\n"),
+            "{passwd}"
+        );
+        assert!(passwd.contains("systemd-network:x:998:"), "{passwd}");
+        assert!(passwd.contains("app:x:1000:1000:"), "{passwd}");
+        assert!(files["etc/group"].contains("systemd-network:x:998:"));
+        assert!(files["etc/shadow"].contains("app:*:"));
+        assert!(!files.contains_key("etc/inittab"), "no busybox init");
+        assert!(files["etc/systemd/system/hello.service"].contains("Restart=always"));
+        assert_eq!(
+            files["etc/systemd/system/multi-user.target.wants/hello.service"],
+            "/etc/systemd/system/hello.service"
+        );
+        assert_eq!(files["etc/machine-id"], "");
+        assert_eq!(files["bin"], "usr/bin");
+        assert_eq!(m.boot.initrd.as_deref(), Some("boot/initrd.img"));
     }
 
     #[test]
