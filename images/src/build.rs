@@ -23,6 +23,11 @@ pub trait Host {
     fn busybox_applets(&mut self, busybox: &Path) -> Result<Vec<String>, HostError>;
     /// A compressed initramfs.
     fn initrd(&mut self, spec: &InitrdSpec) -> Result<Vec<u8>, HostError>;
+    /// The Debian (systemd) base as a tarball (built offline from the pinned cache, see
+    /// `xtask/src/debian.rs`), read by [`crate::debian::load_base`].
+    fn debian_base(&mut self) -> Result<PathBuf, HostError> {
+        Err("this host cannot build the Debian base".into())
+    }
 }
 
 /// What the image's initrd holds.
@@ -194,11 +199,23 @@ fn apply(cx: &mut Ctx, el: &Loaded, host: &mut dyn Host) -> Result<(), BuildErro
             });
         }
         if b == Base::Debian {
-            return Err(BuildError::Invalid {
-                element: name.into(),
-                message: "the Debian (systemd) base is not implemented yet: use the busybox base"
-                    .into(),
-            });
+            let tar = host
+                .debian_base()
+                .map_err(host_err(name, "the Debian base".into()))?;
+            let f = std::fs::File::open(&tar).map_err(|source| BuildError::Io {
+                path: tar.clone(),
+                source,
+            })?;
+            let n = crate::debian::load_base(&mut cx.tree, std::io::BufReader::new(f))
+                .map_err(tree_err(name))?;
+            tracing::info!(
+                entries = n.entries,
+                hard_links = n.hard_links,
+                devices = n.devices,
+                dropped = n.dropped,
+                "Debian base loaded from {}",
+                tar.display()
+            );
         }
         cx.base = Some(b);
     }
@@ -318,6 +335,13 @@ fn finish(cx: &mut Ctx, host: &mut dyn Host) -> Result<(), BuildError> {
             source: Source::Path(p),
             ..
         }) => Some(p.clone()),
+        // The Debian base's files come from its tarball: the initrd takes its static busybox
+        // from the cache instead.
+        _ if base == Base::Debian && cx.initrd.is_some() => Some(
+            host.package("busybox-static")
+                .map_err(host_err(gen, "busybox-static for the initrd".into()))?
+                .join("bin/busybox"),
+        ),
         _ => None,
     };
     if base == Base::Busybox {
@@ -341,16 +365,27 @@ fn finish(cx: &mut Ctx, host: &mut dyn Host) -> Result<(), BuildError> {
         cx.tree
             .file("etc/inittab", 0o644, inittab(&cx.services).into_bytes())
             .map_err(tree_err(gen))?;
+    } else {
+        crate::debian::install_units(&mut cx.tree, &cx.services).map_err(|message| {
+            BuildError::Invalid {
+                element: gen.into(),
+                message,
+            }
+        })?;
     }
-    // Accounts: root always, then the declared users.
-    let mut users = vec![User {
-        name: "root".into(),
-        uid: 0,
-        gid: Some(0),
-        home: "/root".into(),
-        shell: "/bin/sh".into(),
-        create_home: false,
-    }];
+    // Accounts: root always (the Debian base has its own), then the declared users.
+    let mut users = if base == Base::Debian {
+        Vec::new()
+    } else {
+        vec![User {
+            name: "root".into(),
+            uid: 0,
+            gid: Some(0),
+            home: "/root".into(),
+            shell: "/bin/sh".into(),
+            create_home: false,
+        }]
+    };
     for u in &cx.users {
         users.retain(|x| x.name != u.name);
         users.push(u.clone());
@@ -375,15 +410,34 @@ fn finish(cx: &mut Ctx, host: &mut dyn Host) -> Result<(), BuildError> {
             }
         }
     }
-    cx.tree
-        .file("etc/passwd", 0o644, passwd.into_bytes())
-        .map_err(tree_err(gen))?;
-    cx.tree
-        .file("etc/group", 0o644, group.into_bytes())
-        .map_err(tree_err(gen))?;
-    cx.tree
-        .file("etc/shadow", 0o600, shadow.into_bytes())
-        .map_err(tree_err(gen))?;
+    let mut account_files = vec![
+        ("etc/passwd", 0o644, passwd),
+        ("etc/group", 0o644, group),
+        ("etc/shadow", 0o600, shadow),
+    ];
+    if base == Base::Debian {
+        // The base's accounts (systemd's, _apt …) stay; declared users replace or add.
+        let mut gshadow = String::new();
+        for u in &users {
+            gshadow.push_str(&format!("{}:!::\n", u.name));
+        }
+        account_files.push(("etc/gshadow", 0o640, gshadow));
+        for (path, mode, ours) in &mut account_files {
+            *ours = merge_accounts(&file_text(&cx.tree, path), ours);
+            if let Some(n) = cx.tree.get(path) {
+                *mode = n.mode;
+            }
+        }
+    }
+    for (path, mode, text) in account_files {
+        let owner = cx.tree.get(path).map(|n| (n.uid, n.gid)).unwrap_or((0, 0));
+        cx.tree
+            .file(path, mode, text.into_bytes())
+            .map_err(tree_err(gen))?;
+        cx.tree
+            .chmod(path, mode, Some(owner))
+            .map_err(tree_err(gen))?;
+    }
     if cx.tree.get("etc/hostname").is_none() {
         cx.tree
             .file(
@@ -434,6 +488,31 @@ fn finish(cx: &mut Ctx, host: &mut dyn Host) -> Result<(), BuildError> {
             .map_err(tree_err(&el))?;
     }
     Ok(())
+}
+
+/// The text of a file of the tree (empty when absent or not held in memory).
+fn file_text(tree: &Tree, path: &str) -> String {
+    match tree.get(path).map(|n| &n.kind) {
+        Some(Kind::File {
+            source: Source::Bytes(b),
+            ..
+        }) => String::from_utf8_lossy(b).into_owned(),
+        _ => String::new(),
+    }
+}
+
+/// `base`'s lines (passwd, group, shadow format: name first) whose name `ours` does not
+/// declare, then `ours`.
+fn merge_accounts(base: &str, ours: &str) -> String {
+    let name = |l: &str| l.split(':').next().unwrap_or("").to_string();
+    let declared: std::collections::BTreeSet<String> = ours.lines().map(name).collect();
+    let mut out: String = base
+        .lines()
+        .filter(|l| !l.is_empty() && !declared.contains(&name(l)))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    out.push_str(ours);
+    out
 }
 
 /// busybox init's table: the image's rcS, the declared services, a getty on the serial
@@ -515,7 +594,47 @@ mod tests {
         }
         fn initrd(&mut self, spec: &InitrdSpec) -> Result<Vec<u8>, HostError> {
             self.initrds += 1;
+            assert!(spec.busybox.is_file(), "{}", spec.busybox.display());
             Ok([&b"initrd:"[..], &spec.init].concat())
+        }
+        fn debian_base(&mut self) -> Result<PathBuf, HostError> {
+            // A base as mmdebstrap writes it: merged /usr, accounts with a system user.
+            let mut b = tar::Builder::new(Vec::new());
+            let mut add = |path: &str, kind: tar::EntryType, mode: u32, data: &[u8]| {
+                let mut h = tar::Header::new_gnu();
+                h.set_entry_type(kind);
+                h.set_mode(mode);
+                h.set_uid(0);
+                h.set_gid(0);
+                h.set_mtime(0);
+                h.set_size(data.len() as u64);
+                if kind == tar::EntryType::Symlink {
+                    h.set_size(0);
+                    b.append_link(&mut h, path, std::str::from_utf8(data).unwrap())
+                        .unwrap();
+                } else {
+                    b.append_data(&mut h, path, data).unwrap();
+                }
+            };
+            add("./etc/", tar::EntryType::Directory, 0o755, b"");
+            add(
+                "./etc/passwd",
+                tar::EntryType::Regular,
+                0o644,
+                b"root:x:0:0:root:/root:/bin/bash\nsystemd-network:x:998:998::/:/usr/sbin/nologin\n",
+            );
+            add(
+                "./etc/group",
+                tar::EntryType::Regular,
+                0o644,
+                b"root:x:0:\nsystemd-network:x:998:\n",
+            );
+            add("./usr/bin/", tar::EntryType::Directory, 0o755, b"");
+            add("./bin", tar::EntryType::Symlink, 0o777, b"usr/bin");
+            add("./usr/bin/sh", tar::EntryType::Regular, 0o755, b"dash");
+            let p = self.root.join("base.tar");
+            std::fs::write(&p, b.into_inner().unwrap()).unwrap();
+            Ok(p)
         }
     }
 
@@ -622,6 +741,64 @@ mod tests {
             "wait services come before respawn ones:\n{tab}"
         );
         assert!(files.contains_key("tmp/") && files["tmp/"].0 == 0o1777);
+    }
+
+    #[test]
+    fn debian_base_keeps_its_accounts_and_gets_units_instead_of_inittab() {
+        let d = tempfile::tempdir().unwrap();
+        let els = d.path().join("elements");
+        elements(&els);
+        write(
+            &els,
+            "deb/element.toml",
+            "description = \"d\"\nbase = \"debian\"\n",
+        );
+        // `app` depends on the busybox base: the Debian image lists its elements without it.
+        write(
+            &els,
+            "app2/element.toml",
+            "description = \"a\"\n[[user]]\nname = \"app\"\nuid = 1000\n\
+             [[service]]\nname = \"hello\"\nexec = \"/usr/bin/hello\"\nkind = \"respawn\"\n",
+        );
+        let mut img = image();
+        img.elements = vec!["deb".into(), "kernel".into(), "app2".into()];
+        let mut host = FakeHost::new(&d.path().join("cache"));
+        let m = build(&img, &els, &mut host, &d.path().join("out")).unwrap();
+        assert_eq!(host.initrds, 1, "the initrd's busybox came from the cache");
+        let dec =
+            zstd::Decoder::new(std::fs::File::open(d.path().join("out/rootfs.tar.zst")).unwrap())
+                .unwrap();
+        let mut ar = tar::Archive::new(dec);
+        let mut files = std::collections::BTreeMap::new();
+        for e in ar.entries().unwrap() {
+            let mut e = e.unwrap();
+            let p = e.path().unwrap().to_string_lossy().into_owned();
+            let mut s = String::new();
+            if e.header().entry_type().is_file() {
+                std::io::Read::read_to_string(&mut e, &mut s).unwrap();
+            } else if let Some(l) = e.link_name().unwrap() {
+                s = l.to_string_lossy().into_owned();
+            }
+            files.insert(p, s);
+        }
+        let passwd = &files["etc/passwd"];
+        assert!(
+            passwd.starts_with("root:x:0:0:root:/root:/bin/bash\n"),
+            "{passwd}"
+        );
+        assert!(passwd.contains("systemd-network:x:998:"), "{passwd}");
+        assert!(passwd.contains("app:x:1000:1000:"), "{passwd}");
+        assert!(files["etc/group"].contains("systemd-network:x:998:"));
+        assert!(files["etc/shadow"].contains("app:*:"));
+        assert!(!files.contains_key("etc/inittab"), "no busybox init");
+        assert!(files["etc/systemd/system/hello.service"].contains("Restart=always"));
+        assert_eq!(
+            files["etc/systemd/system/multi-user.target.wants/hello.service"],
+            "/etc/systemd/system/hello.service"
+        );
+        assert_eq!(files["etc/machine-id"], "");
+        assert_eq!(files["bin"], "usr/bin");
+        assert_eq!(m.boot.initrd.as_deref(), Some("boot/initrd.img"));
     }
 
     #[test]

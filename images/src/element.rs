@@ -42,7 +42,8 @@ pub enum Base {
     /// busybox-static: applet links for every busybox applet, busybox init with a generated
     /// `/etc/inittab`.
     Busybox,
-    /// Debian with systemd, unpacked from a debootstrap tarball in the offline cache.
+    /// Debian with systemd, loaded from a base tarball built offline by the host (mmdebstrap from
+    /// the pinned closure, see [`crate::debian`]); services become systemd units.
     Debian,
 }
 
@@ -82,8 +83,8 @@ fn default_shell() -> String {
     "/bin/sh".into()
 }
 
-/// When a service runs (busybox inittab actions; systemd maps `once` to a oneshot unit and
-/// `respawn` to `Restart=always`).
+/// When a service runs (busybox inittab actions; systemd units on the Debian base: `once` a
+/// simple unit, `respawn` with `Restart=always`, `wait` a oneshot ordered before the others).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum ServiceKind {

@@ -52,6 +52,14 @@ pub const PACKAGES: &[(&str, &str)] = &[
         "tshark",
         "an independent decoder of the wire's pcap (router advertisements, checksums)",
     ),
+    (
+        "mmdebstrap",
+        "builds the Debian golden image base offline from the cached debs",
+    ),
+    (
+        "apt-utils",
+        "apt-ftparchive: the flat local repository mmdebstrap installs the base from",
+    ),
 ];
 
 fn installed(pkg: &str) -> bool {

@@ -6,6 +6,9 @@
 //! build works offline. A digest mismatch is an error that names the package, and the bad file
 //! is removed rather than kept.
 //!
+//! The Debian golden image base's package closure is pinned in `xtask/cache/debian-base.toml`
+//! (see `debian.rs`); `fetch` downloads and verifies it with the same code.
+//!
 //! The cache directory is `$SEED_CACHE`, else `${XDG_CACHE_HOME:-$HOME/.cache}/seed`. It is
 //! outside git on purpose.
 
@@ -113,9 +116,12 @@ fn verify(pin: &Pin, path: &Path) -> Result<()> {
 /// Entry point of `cargo xtask fetch`.
 pub fn run(args: Args) -> Result<()> {
     if args.repin {
-        return repin();
+        repin()?;
+        return crate::debian::repin();
     }
-    let pins = pins()?;
+    // The appliance's packages, then the Debian image base's closure (`debian.rs`).
+    let mut pins = pins()?;
+    pins.extend(crate::debian::pins()?);
     let debs = cache_dir().join("debs");
     std::fs::create_dir_all(&debs).with_context(|| format!("creating {}", debs.display()))?;
     let mut fetched = 0;

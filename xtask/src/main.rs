@@ -5,11 +5,12 @@
 //! - `ramdisk`: the deploy ramdisk, from the cache (see `ramdisk.rs`).
 //! - `image build NAME` / `image list`: golden images, from the cache (see `image.rs`).
 //! - `bundle`: the appliance bundle `seed-<version>/` + `.tar.zst` (see `bundle.rs`).
-//! - `test`: deps, the ramdisk (fetching the offline cache) and the tiny image, then fmt check, clippy, and the whole test suite (nextest, grouped so QEMU tests
+//! - `test`: deps, the ramdisk (fetching the offline cache), the tiny and debian images, then fmt check, clippy, and the whole test suite (nextest, grouped so QEMU tests
 //!   do not starve two cores). This is what `.ci/run` runs.
 
 mod bench;
 mod bundle;
+mod debian;
 mod deps;
 mod fetch;
 mod image;
@@ -108,8 +109,15 @@ fn test(filter: &[String], no_lint: bool) -> Result<()> {
     ramdisk::run(ramdisk::Args {
         out: "target/ramdisk".into(),
     })?;
-    // The image and disk-boot tests boot the tiny golden image.
+    // The image and disk-boot tests boot the tiny golden image, image_qemu_debian_boot the
+    // Debian one (its base is built once per pin set and cached).
     image::build("tiny", &root().join("target/images/tiny"))?;
+    let debian = Instant::now();
+    image::build("debian", &root().join("target/images/debian"))?;
+    eprintln!(
+        "xtask: debian image built in {:.0}s",
+        debian.elapsed().as_secs_f64()
+    );
     if !no_lint {
         run(cargo().args(["fmt", "--all", "--check"]))?;
         run(cargo().args([
