@@ -37,6 +37,7 @@ pub fn enroll(ws: &WireSeed, chain_tftp: &[String]) {
         .args(["node", "import"])
         .arg(&inv)
         .env("SEED_STORE", ws.store())
+        .env_remove("SEED_API")
         .output()
         .unwrap();
     assert!(out.status.success(), "seed node import: {out:?}");

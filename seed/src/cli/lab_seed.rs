@@ -333,6 +333,8 @@ pub fn start(lab_dir: &Path, file: &LabFile, a: &SeedArgs) -> Result<LabSeed> {
             .args(["node", "import"])
             .arg(&inv)
             .env("SEED_STORE", &store)
+            // Offline into the store: never through a daemon the caller's SEED_API points at.
+            .env_remove("SEED_API")
             .output()
             .context("running seed node import")?;
         anyhow::ensure!(
