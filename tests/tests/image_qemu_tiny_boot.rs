@@ -2,219 +2,36 @@
 //! root file system by `root=UUID=…` (the argument the deploy appends), mounts it read-only and
 //! hands over to busybox init; init prints `seed-image: tiny <version> booted <node>`, mounts the
 //! state partition found by its GPT name `seed-state`, and the first-boot service reports
-//! `POST /v1/node/booted` with the node's credential to a fake seed.
-//!
-//! Disks are made here from the stream (no deploy agent): the root as a whole-disk ext4, the
-//! state disk GPT-partitioned. The guest reaches the fake seed only through QEMU's restricted
-//! user network: `guestfwd` sends 10.0.2.100:80 to 127.0.0.1 via `busybox nc`, nothing else
-//! leaves the VM. Needs `cargo xtask image build tiny` (run by `cargo xtask test`).
+//! `POST /v1/node/booted` with the node's credential to a fake seed ([`tests::image_boot`]).
+//! Needs `cargo xtask image build tiny` (run by `cargo xtask test`).
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpListener;
-use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::sync::mpsc;
-use std::time::Duration;
+use tests::image_boot::Unpacked;
 
 const ROOT_UUID: &str = "5eed0000-1111-4222-8333-944455556666";
-
-fn image_dir() -> PathBuf {
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| tests::workspace_root().join("target"));
-    let dir = target.join("images/tiny");
-    assert!(
-        dir.join("manifest.json").is_file(),
-        "no tiny image in {}: run `cargo xtask image build tiny` (cargo xtask test does)",
-        dir.display()
-    );
-    dir
-}
-
-fn run(cmd: &mut Command) -> String {
-    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// One HTTP/1.1 request: (request line, headers lowercased, body); answers 200 `{}`.
-fn serve_one(listener: &TcpListener) -> (String, Vec<(String, String)>, String) {
-    let (mut s, _) = listener.accept().expect("accept");
-    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-    let mut r = BufReader::new(s.try_clone().unwrap());
-    let mut line = String::new();
-    r.read_line(&mut line).unwrap();
-    let mut headers = Vec::new();
-    let mut len = 0usize;
-    loop {
-        let mut h = String::new();
-        r.read_line(&mut h).unwrap();
-        if h.trim().is_empty() {
-            break;
-        }
-        if let Some((k, v)) = h.split_once(':') {
-            let (k, v) = (k.trim().to_ascii_lowercase(), v.trim().to_string());
-            if k == "content-length" {
-                len = v.parse().unwrap_or(0);
-            }
-            headers.push((k, v));
-        }
-    }
-    let mut body = vec![0; len];
-    r.read_exact(&mut body).unwrap();
-    write!(
-        s,
-        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{{}}"
-    )
-    .unwrap();
-    (
-        line.trim().to_string(),
-        headers,
-        String::from_utf8_lossy(&body).into_owned(),
-    )
-}
-
-/// The state disk: GPT, one partition named `seed-state` at 1 MiB holding identity.json.
-fn state_disk(dir: &Path, identity: &str) -> PathBuf {
-    let content = dir.join("state");
-    std::fs::create_dir_all(&content).unwrap();
-    std::fs::write(content.join("identity.json"), identity).unwrap();
-    let disk = dir.join("state.img");
-    std::fs::File::create(&disk)
-        .unwrap()
-        .set_len(32 << 20)
-        .unwrap();
-    run(Command::new(tests::require("sgdisk"))
-        .args(["-n", "1:2048:+24M", "-c", "1:seed-state", "-t", "1:8300"])
-        .arg(&disk));
-    run(Command::new(tests::require("mke2fs"))
-        .args([
-            "-q",
-            "-F",
-            "-t",
-            "ext4",
-            "-L",
-            "seed-state",
-            "-E",
-            "offset=1048576",
-            "-d",
-        ])
-        .arg(&content)
-        .arg(&disk)
-        .arg("24M"));
-    disk
-}
+const STATE_UUID: &str = "5eed0000-1111-4222-8333-944455556667";
 
 #[test]
 fn qemu_tiny_image_boots_read_only_and_reports_booted() {
-    let qemu = tests::require("qemu-system-x86_64");
-    let busybox = tests::require("busybox");
-    let img = image_dir();
-    let manifest: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(img.join("manifest.json")).unwrap()).unwrap();
-    let version = manifest["version"].as_str().unwrap().to_string();
-    let stream = img.join(manifest["stream"]["file"].as_str().unwrap());
-    let sha = run(Command::new(tests::require("sha256sum")).arg(&stream));
-    assert_eq!(
-        sha.split_whitespace().next(),
-        manifest["stream"]["sha256"].as_str(),
-        "the stream matches its manifest"
-    );
+    let img = Unpacked::new("tiny");
+    let version = img.version();
+    let root = img.root_disk(ROOT_UUID, 128 << 20);
+    let state = img.state_disk(STATE_UUID, "tiny-under-test", "cred-5eed");
+    let mut vm = img.boot(ROOT_UUID, &[root, state], 512);
 
-    let dir = tempfile::tempdir().unwrap();
-    let root = dir.path().join("root");
-    std::fs::create_dir(&root).unwrap();
-    run(Command::new(tests::require("tar"))
-        .args(["--zstd", "-xf"])
-        .arg(&stream)
-        .arg("-C")
-        .arg(&root));
-    let root_img = dir.path().join("root.img");
-    std::fs::File::create(&root_img)
-        .unwrap()
-        .set_len(128 << 20)
-        .unwrap();
-    run(Command::new(tests::require("mke2fs"))
-        .args(["-q", "-F", "-t", "ext4", "-U", ROOT_UUID, "-d"])
-        .arg(&root)
-        .arg(&root_img));
-    let state_img = state_disk(
-        dir.path(),
-        r#"{"node":"tiny-under-test","seed_url":"http://10.0.2.100","credential":"cred-5eed","image":"tiny@test"}"#,
-    );
-
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let console = dir.path().join("console.log");
-    let boot = manifest["boot"].clone();
-    let mut cmd = Command::new(qemu);
-    cmd.args([
-        "-accel",
-        "tcg",
-        "-m",
-        "512",
-        "-display",
-        "none",
-        "-no-reboot",
-    ])
-    .arg("-kernel")
-    .arg(root.join(boot["kernel"].as_str().unwrap()))
-    .arg("-initrd")
-    .arg(root.join(boot["initrd"].as_str().unwrap()))
-    .arg("-append")
-    .arg(format!(
-        "{} panic=-1 root=UUID={ROOT_UUID} ro",
-        boot["cmdline"].as_str().unwrap()
-    ))
-    .arg("-drive")
-    .arg(format!("file={},if=virtio,format=raw", root_img.display()))
-    .arg("-drive")
-    .arg(format!("file={},if=virtio,format=raw", state_img.display()))
-    .arg("-netdev")
-    .arg(format!(
-        "user,id=n0,restrict=on,guestfwd=tcp:10.0.2.100:80-cmd:{} nc 127.0.0.1 {port}",
-        busybox.display()
-    ))
-    .args(["-device", "virtio-net-pci,netdev=n0"])
-    .arg("-serial")
-    .arg(format!("file:{}", console.display()));
-    let mut vm = tests::proc::Child::spawn("qemu", cmd);
-
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(serve_one(&listener));
-    });
-    let log = || std::fs::read_to_string(&console).unwrap_or_default();
-    let got = rx.recv_timeout(Duration::from_secs(240));
-    let (line, headers, body) = got.unwrap_or_else(|_| {
-        panic!(
-            "no booted report within 240 s (vm running: {}); console:\n{}",
-            vm.is_running(),
-            log()
-        )
-    });
-    assert_eq!(line, "POST /v1/node/booted HTTP/1.1");
+    let req = vm.wait_report(240, None);
+    assert_eq!(req.line, "POST /v1/node/booted HTTP/1.1");
     assert!(
-        headers.contains(&("authorization".into(), "Bearer cred-5eed".into())),
-        "{headers:?}"
+        req.headers
+            .contains(&("authorization".into(), "Bearer cred-5eed".into())),
+        "{:?}",
+        req.headers
     );
-    let body: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let body: serde_json::Value = serde_json::from_str(&req.body).unwrap();
     assert_eq!(body["node"], "tiny-under-test");
 
     // The console: the image's line, then the first-boot outcome (bounded wait for the print).
     let want = format!("seed-image: tiny {version} booted tiny-under-test");
-    let mut text = log();
-    for _ in 0..100 {
-        if text.contains("seed-firstboot: reported booted") {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-        text = log();
-    }
+    let text = vm.console_with(&["seed-firstboot: reported booted"], 10);
     let ours: Vec<&str> = text
         .lines()
         .map(str::trim)
