@@ -257,3 +257,40 @@ pub fn api_call(
     let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
     (code.trim().parse().unwrap_or(0), body.to_string())
 }
+
+/// A fake ramdisk for daemons whose nodes never boot it: `dir/ramdisk/vmlinuz` and
+/// `initramfs.zst` holding `fake kernel\n` and `fake initrd\n` (the daemon installs them under
+/// its HTTP root). Their paths: (kernel, initrd).
+pub fn fake_ramdisk(dir: &std::path::Path) -> (PathBuf, PathBuf) {
+    let rd = dir.join("ramdisk");
+    std::fs::create_dir_all(&rd).expect("creating the fake ramdisk's dir");
+    let (kernel, initrd) = (rd.join("vmlinuz"), rd.join("initramfs.zst"));
+    std::fs::write(&kernel, "fake kernel\n").expect("writing the fake kernel");
+    std::fs::write(&initrd, "fake initrd\n").expect("writing the fake initrd");
+    (kernel, initrd)
+}
+
+/// One entry of an instackenv `nodes:` list: a node named `name` with NIC `mac` behind the
+/// `fake` power driver (nothing boots on it).
+pub fn fake_bmc_node(name: &str, mac: &str) -> String {
+    format!(
+        "  - name: {name}\n    mac: [\"{mac}\"]\n    pm_type: fake\n    pm_addr: fake\n    \
+         pm_user: admin\n    pm_password: hunter2\n"
+    )
+}
+
+/// `seed node import` of `entries` (the lines of an instackenv `nodes:` list) into the store
+/// file `store`, offline, before a daemon opens it; the inventory is written beside the store.
+/// Panics with seed's output unless the import succeeds.
+pub fn import_nodes(store: &std::path::Path, entries: &str) {
+    let inv = store.with_extension("instackenv.yaml");
+    std::fs::write(&inv, format!("nodes:\n{entries}")).expect("writing the inventory");
+    let out = std::process::Command::new(seed_bin())
+        .args(["node", "import"])
+        .arg(&inv)
+        .env("SEED_STORE", store)
+        .env_remove("SEED_API")
+        .output()
+        .expect("running seed node import");
+    assert!(out.status.success(), "import: {out:?}");
+}

@@ -64,29 +64,11 @@ impl Seed {
         let d = dir.path();
         let http = d.join("http");
         std::fs::create_dir_all(&http).unwrap();
-        let rd = d.join("ramdisk");
-        std::fs::create_dir_all(&rd).unwrap();
-        std::fs::write(rd.join("vmlinuz"), "fake kernel\n").unwrap();
-        std::fs::write(rd.join("initramfs.zst"), "fake initrd\n").unwrap();
+        let (kernel, initrd) = tests::fake_ramdisk(d);
         let img = import_image(&http.join("images"), d);
 
         let store = d.join("seed.redb");
-        let inv = d.join("instackenv.yaml");
-        std::fs::write(
-            &inv,
-            format!(
-                "nodes:\n  - name: node1\n    mac: [\"{MAC}\"]\n    pm_type: fake\n    \
-                 pm_addr: fake\n    pm_user: admin\n    pm_password: hunter2\n"
-            ),
-        )
-        .unwrap();
-        let out = std::process::Command::new(tests::seed_bin())
-            .args(["node", "import"])
-            .arg(&inv)
-            .env("SEED_STORE", &store)
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "import: {out:?}");
+        tests::import_nodes(&store, &tests::fake_bmc_node("node1", MAC));
 
         let config = format!(
             r#"store = {store:?}
@@ -124,8 +106,6 @@ mac = "{MAC}"
 ip = "{ip10}"
 hostname = "node1"
 "#,
-            kernel = rd.join("vmlinuz"),
-            initrd = rd.join("initramfs.zst"),
             images = http.join("images"),
             iface = lan.server_if,
             srv = lan.server_ip(),

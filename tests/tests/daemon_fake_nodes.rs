@@ -90,11 +90,8 @@ fn daemon_fake_nodes_inspect_metrics_openapi() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let http = d.join("http");
-    let rd = d.join("ramdisk");
     std::fs::create_dir_all(&http).unwrap();
-    std::fs::create_dir_all(&rd).unwrap();
-    std::fs::write(rd.join("vmlinuz"), "fake kernel\n").unwrap();
-    std::fs::write(rd.join("initramfs.zst"), "fake initrd\n").unwrap();
+    let (kernel, initrd) = tests::fake_ramdisk(d);
     import_image(&http.join("images"), d);
     let cfg = d.join("seed.toml");
     std::fs::write(
@@ -125,8 +122,6 @@ root = {http:?}
 port = 8080
 "#,
             store = d.join("seed.redb"),
-            kernel = rd.join("vmlinuz"),
-            initrd = rd.join("initramfs.zst"),
             state = d.join("state"),
         ),
     )

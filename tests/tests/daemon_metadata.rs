@@ -54,32 +54,17 @@ impl Seed {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
         let store = d.join("seed.redb");
-        let inv = d.join("instackenv.yaml");
-        let mut yaml = String::from("nodes:\n");
-        for (n, mac) in [
+        let nodes: String = [
             ("node1", "52:54:00:00:e0:01"),
             ("node2", "52:54:00:00:e0:02"),
-        ] {
-            yaml.push_str(&format!(
-                "  - name: {n}\n    mac: [\"{mac}\"]\n    pm_type: fake\n    pm_addr: fake\n    \
-                 pm_user: admin\n    pm_password: hunter2\n"
-            ));
-        }
-        std::fs::write(&inv, yaml).unwrap();
-        let out = std::process::Command::new(tests::seed_bin())
-            .args(["node", "import"])
-            .arg(&inv)
-            .env("SEED_STORE", &store)
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "import: {out:?}");
+        ]
+        .iter()
+        .map(|(n, mac)| tests::fake_bmc_node(n, mac))
+        .collect();
+        tests::import_nodes(&store, &nodes);
 
-        // A free loopback port (bound, released, then taken by the daemon).
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        // A free loopback port (the daemon takes it).
+        let port = tests::free_port();
         let http = d.join("http");
         std::fs::create_dir_all(&http).unwrap();
         // Only the HTTP service, on 127.0.0.1: no DHCP/TFTP, nothing on a real interface.

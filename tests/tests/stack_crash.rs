@@ -112,14 +112,7 @@ impl Seed {
                 )
             })
             .collect();
-        std::fs::write(d.join("nodes.yaml"), format!("nodes:\n{inv}")).unwrap();
-        let out = std::process::Command::new(tests::seed_bin())
-            .args(["node", "import"])
-            .arg(d.join("nodes.yaml"))
-            .env("SEED_STORE", d.join("seed.redb"))
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "import: {out:?}");
+        tests::import_nodes(&d.join("seed.redb"), &inv);
         let config = format!(
             r#"store = {store:?}
 
