@@ -32,6 +32,8 @@ pub mod metadata_api;
 pub mod metrics;
 pub mod policy;
 pub mod stacks;
+#[cfg(test)]
+pub(crate) mod test_support;
 
 use crate::inventory::{Bmc, Mac, Node, PowerDriver as DriverKind, Secret};
 use crate::lifecycle::{self, Action, BootDevice, Event, LifecycleError, State, Timeouts};

@@ -43,23 +43,7 @@ fn setup() -> (Arc<Daemon>, Api) {
     (d, api)
 }
 
-fn req(method: Method, path: &str, token: Option<&str>, body: &str) -> ApiRequest {
-    let mut headers = http::HeaderMap::new();
-    if let Some(t) = token {
-        headers.insert(
-            http::header::AUTHORIZATION,
-            format!("Bearer {t}").parse().unwrap(),
-        );
-    }
-    ApiRequest {
-        method,
-        path: path.into(),
-        query: None,
-        headers,
-        body: bytes::Bytes::from(body.to_string()),
-        peer: "10.0.0.2:1234".parse().unwrap(),
-    }
-}
+use crate::daemon::test_support::request as req;
 
 fn json(r: &ApiResponse) -> serde_json::Value {
     serde_json::from_str(&r.body).unwrap()

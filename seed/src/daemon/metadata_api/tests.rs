@@ -51,27 +51,7 @@ fn setup() -> (Arc<Daemon>, Api) {
     (d, api)
 }
 
-fn req(method: Method, path: &str, token: Option<&str>, body: &str) -> ApiRequest {
-    let (path, query) = match path.split_once('?') {
-        Some((p, q)) => (p, Some(q.to_string())),
-        None => (path, None),
-    };
-    let mut headers = http::HeaderMap::new();
-    if let Some(t) = token {
-        headers.insert(
-            http::header::AUTHORIZATION,
-            format!("Bearer {t}").parse().unwrap(),
-        );
-    }
-    ApiRequest {
-        method,
-        path: path.into(),
-        query,
-        headers,
-        body: bytes::Bytes::from(body.to_string()),
-        peer: "10.0.0.2:1234".parse().unwrap(),
-    }
-}
+use crate::daemon::test_support::request as req;
 
 async fn call(
     api: &Api,

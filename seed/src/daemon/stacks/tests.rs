@@ -76,19 +76,7 @@ fn store_with(nodes_: &[(&str, &str)]) -> Arc<MemStore> {
 }
 
 fn request(method: Method, path: &str, body: Json) -> ApiRequest {
-    let mut headers = http::HeaderMap::new();
-    headers.insert(
-        http::header::AUTHORIZATION,
-        format!("Bearer {TOKEN}").parse().unwrap(),
-    );
-    ApiRequest {
-        method,
-        path: path.into(),
-        query: None,
-        headers,
-        body: bytes::Bytes::from(body.to_string()),
-        peer: "127.0.0.1:1".parse().unwrap(),
-    }
+    crate::daemon::test_support::request(method, path, Some(TOKEN), &body.to_string())
 }
 
 fn call(api: &Api, method: Method, path: &str, body: Json) -> (StatusCode, Json) {
