@@ -698,24 +698,7 @@ mod tests {
         assert_eq!(on_disk, m1);
 
         // Read the stream back and look at what the elements put there.
-        let dec =
-            zstd::Decoder::new(std::fs::File::open(d.path().join("out1/rootfs.tar.zst")).unwrap())
-                .unwrap();
-        let mut ar = tar::Archive::new(dec);
-        let mut files = std::collections::BTreeMap::new();
-        for e in ar.entries().unwrap() {
-            let mut e = e.unwrap();
-            let p = e.path().unwrap().to_string_lossy().into_owned();
-            let mode = e.header().mode().unwrap();
-            let uid = e.header().uid().unwrap();
-            let mut s = String::new();
-            if e.header().entry_type().is_file() {
-                std::io::Read::read_to_string(&mut e, &mut s).unwrap();
-            } else if let Some(l) = e.link_name().unwrap() {
-                s = l.to_string_lossy().into_owned();
-            }
-            files.insert(p, (mode, uid, s));
-        }
+        let files = read_stream(&d.path().join("out1/rootfs.tar.zst"));
         assert_eq!(files["etc/app.conf"].0, 0o600);
         assert!(
             !files.contains_key(".unpacked"),
@@ -743,6 +726,27 @@ mod tests {
         assert!(files.contains_key("tmp/") && files["tmp/"].0 == 0o1777);
     }
 
+    /// A built stream, path by path: (mode, uid, content of a file or target of a link).
+    fn read_stream(path: &Path) -> std::collections::BTreeMap<String, (u32, u64, String)> {
+        let dec = zstd::Decoder::new(std::fs::File::open(path).unwrap()).unwrap();
+        let mut ar = tar::Archive::new(dec);
+        let mut files = std::collections::BTreeMap::new();
+        for e in ar.entries().unwrap() {
+            let mut e = e.unwrap();
+            let p = e.path().unwrap().to_string_lossy().into_owned();
+            let mode = e.header().mode().unwrap();
+            let uid = e.header().uid().unwrap();
+            let mut s = String::new();
+            if e.header().entry_type().is_file() {
+                std::io::Read::read_to_string(&mut e, &mut s).unwrap();
+            } else if let Some(l) = e.link_name().unwrap() {
+                s = l.to_string_lossy().into_owned();
+            }
+            files.insert(p, (mode, uid, s));
+        }
+        files
+    }
+
     #[test]
     fn debian_base_keeps_its_accounts_and_gets_units_instead_of_inittab() {
         let d = tempfile::tempdir().unwrap();
@@ -765,22 +769,11 @@ mod tests {
         let mut host = FakeHost::new(&d.path().join("cache"));
         let m = build(&img, &els, &mut host, &d.path().join("out")).unwrap();
         assert_eq!(host.initrds, 1, "the initrd's busybox came from the cache");
-        let dec =
-            zstd::Decoder::new(std::fs::File::open(d.path().join("out/rootfs.tar.zst")).unwrap())
-                .unwrap();
-        let mut ar = tar::Archive::new(dec);
-        let mut files = std::collections::BTreeMap::new();
-        for e in ar.entries().unwrap() {
-            let mut e = e.unwrap();
-            let p = e.path().unwrap().to_string_lossy().into_owned();
-            let mut s = String::new();
-            if e.header().entry_type().is_file() {
-                std::io::Read::read_to_string(&mut e, &mut s).unwrap();
-            } else if let Some(l) = e.link_name().unwrap() {
-                s = l.to_string_lossy().into_owned();
-            }
-            files.insert(p, s);
-        }
+        let files: std::collections::BTreeMap<String, String> =
+            read_stream(&d.path().join("out/rootfs.tar.zst"))
+                .into_iter()
+                .map(|(p, (_, _, s))| (p, s))
+                .collect();
         let passwd = &files["etc/passwd"];
         assert!(
             passwd.starts_with("root:x:0:0:root:/root:/bin/bash\n"),
