@@ -6,8 +6,8 @@
 //! 10.0.2.100:80 to 127.0.0.1 via `busybox nc`; nothing else leaves the VM. Used by the
 //! `image_qemu_*_boot` tests; the images come from `cargo xtask image build NAME`.
 
+pub use crate::one_request::Request;
 use crate::proc::Child;
-use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::Command;
@@ -39,12 +39,7 @@ pub struct Unpacked {
 
 impl Unpacked {
     pub fn new(name: &str) -> Unpacked {
-        let img = crate::target_dir().join("images").join(name);
-        assert!(
-            img.join("manifest.json").is_file(),
-            "no {name} image in {}: run `cargo xtask image build {name}` (cargo xtask test does)",
-            img.display()
-        );
+        let img = crate::built_image(name);
         let manifest: serde_json::Value =
             serde_json::from_slice(&std::fs::read(img.join("manifest.json")).unwrap()).unwrap();
         let stream = img.join(manifest["stream"]["file"].as_str().unwrap());
@@ -163,7 +158,7 @@ impl Unpacked {
         let vm = Child::spawn("qemu", cmd);
         let (tx, rx) = mpsc::channel();
         std::thread::spawn(move || {
-            let _ = tx.send(serve_one(&listener));
+            let _ = tx.send(crate::one_request::serve(&listener, "{}"));
         });
         Vm {
             vm,
@@ -172,16 +167,6 @@ impl Unpacked {
             started,
         }
     }
-}
-
-/// One HTTP request as the fake seed saw it.
-#[derive(Debug)]
-pub struct Request {
-    /// `POST /v1/node/booted HTTP/1.1`.
-    pub line: String,
-    /// Header names lowercased.
-    pub headers: Vec<(String, String)>,
-    pub body: String,
 }
 
 /// A booting image.
@@ -230,42 +215,5 @@ impl Vm {
             text = self.console();
         }
         text
-    }
-}
-
-/// One HTTP/1.1 request: (request line, headers lowercased, body); answers 200 `{}`.
-fn serve_one(listener: &TcpListener) -> Request {
-    let (mut s, _) = listener.accept().expect("accept");
-    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-    let mut r = BufReader::new(s.try_clone().unwrap());
-    let mut line = String::new();
-    r.read_line(&mut line).unwrap();
-    let mut headers = Vec::new();
-    let mut len = 0usize;
-    loop {
-        let mut h = String::new();
-        r.read_line(&mut h).unwrap();
-        if h.trim().is_empty() {
-            break;
-        }
-        if let Some((k, v)) = h.split_once(':') {
-            let (k, v) = (k.trim().to_ascii_lowercase(), v.trim().to_string());
-            if k == "content-length" {
-                len = v.parse().unwrap_or(0);
-            }
-            headers.push((k, v));
-        }
-    }
-    let mut body = vec![0; len];
-    r.read_exact(&mut body).unwrap();
-    write!(
-        s,
-        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{{}}"
-    )
-    .unwrap();
-    Request {
-        line: line.trim().to_string(),
-        headers,
-        body: String::from_utf8_lossy(&body).into_owned(),
     }
 }

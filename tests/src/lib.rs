@@ -6,6 +6,7 @@
 
 pub mod image_boot;
 pub mod netns;
+pub mod one_request;
 pub mod proc;
 pub mod wire_seed;
 
@@ -198,23 +199,28 @@ pub fn target_dir() -> PathBuf {
 pub fn ramdisk_dir() -> PathBuf {
     let dir = target_dir().join("ramdisk");
     assert!(
-        dir.join("initramfs.zst").is_file(),
+        dir.join("vmlinuz").is_file() && dir.join("initramfs.zst").is_file(),
         "no ramdisk in {}: run `cargo xtask ramdisk` (cargo xtask test does)",
         dir.display()
     );
     dir
 }
 
-/// The tiny golden image's manifest `cargo xtask image build tiny` wrote (fails clearly if
-/// it is missing).
-pub fn tiny_manifest() -> PathBuf {
-    let m = target_dir().join("images/tiny/manifest.json");
+/// The directory where `cargo xtask image build NAME` wrote the image's manifest and stream
+/// (fails clearly if it is missing).
+pub fn built_image(name: &str) -> PathBuf {
+    let dir = target_dir().join("images").join(name);
     assert!(
-        m.is_file(),
-        "no tiny image at {}: run `cargo xtask image build tiny` (cargo xtask test does)",
-        m.display()
+        dir.join("manifest.json").is_file(),
+        "no {name} image in {}: run `cargo xtask image build {name}` (cargo xtask test does)",
+        dir.display()
     );
-    m
+    dir
+}
+
+/// The tiny golden image's manifest (see [`built_image`]).
+pub fn tiny_manifest() -> PathBuf {
+    built_image("tiny").join("manifest.json")
 }
 
 /// A TCP port free on 127.0.0.1 right now (for a daemon's API or a lab's BMCs).

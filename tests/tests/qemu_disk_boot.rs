@@ -370,15 +370,7 @@ fn qemu_ramdisk_deploys_then_disk_boots() {
 
 /// The tiny golden image: its manifest and stream.
 fn tiny() -> (images::Manifest, Vec<u8>) {
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| tests::workspace_root().join("target"));
-    let dir = target.join("images/tiny");
-    assert!(
-        dir.join("manifest.json").is_file(),
-        "no tiny image in {}: run `cargo xtask image build tiny` (cargo xtask test does)",
-        dir.display()
-    );
+    let dir = tests::built_image("tiny");
     let m: images::Manifest =
         serde_json::from_slice(&std::fs::read(dir.join("manifest.json")).unwrap()).unwrap();
     let image = std::fs::read(dir.join(&m.stream.file)).unwrap();
