@@ -5,6 +5,7 @@
 //! nothing is bound to or sent from an interface of the host.
 
 pub mod image_boot;
+pub mod lan_seed;
 pub mod netns;
 pub mod one_request;
 pub mod proc;
@@ -230,6 +231,35 @@ pub fn free_port() -> u16 {
         .local_addr()
         .expect("local address")
         .port()
+}
+
+/// Run `cmd` (curl, in a namespace or not) as `method url`, with a bearer token and a JSON
+/// body when given, within `max_secs`: (HTTP status, body). Panics when curl itself fails
+/// (no connection, timeout), so a status is always the daemon's.
+pub fn curl(
+    mut cmd: std::process::Command,
+    method: &str,
+    url: &str,
+    token: Option<&str>,
+    body: Option<&str>,
+    max_secs: u32,
+) -> (u16, String) {
+    cmd.args(["-sS", "--path-as-is", "--max-time", &max_secs.to_string()])
+        .args(["-X", method, "-w", "\n%{http_code}"]);
+    if let Some(t) = token {
+        cmd.args(["-H", &format!("Authorization: Bearer {t}")]);
+    }
+    if let Some(b) = body {
+        cmd.args(["-H", "Content-Type: application/json", "--data-binary", b]);
+    }
+    let out = cmd.arg(url).output().expect("running curl");
+    assert!(out.status.success(), "curl {method} {url}: {out:?}");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, code) = text.rsplit_once('\n').expect("curl's status line");
+    (
+        code.trim().parse().expect("an HTTP status"),
+        body.to_string(),
+    )
 }
 
 /// `curl` on a daemon's operators' API on 127.0.0.1 with a bearer token, optionally with a

@@ -7,18 +7,21 @@
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
-use tests::netns::Lan;
+use tests::lan_seed::{LanSeed, Options, PORT};
 use tests::proc::Child;
 
 const MAC: &str = "52:54:00:00:d1:01";
 const MAC_HYP: &str = "52-54-00-00-d1-01";
 const TOKEN: &str = "t0ken-for-deploy-tests";
-const PORT: u16 = 8080;
 
-struct Seed {
-    lan: Lan,
-    seed: Child,
-    dir: tempfile::TempDir,
+/// The daemon with its operators' listener, a 5 s agent heartbeat and an image store.
+struct Seed(LanSeed);
+
+impl std::ops::Deref for Seed {
+    type Target = LanSeed;
+    fn deref(&self) -> &LanSeed {
+        &self.0
+    }
 }
 
 /// An image `tiny` in the store at `store`: 1 MiB of patterned bytes as its stream.
@@ -59,104 +62,22 @@ fn import_image(store: &Path, work: &Path) -> images::Image {
 
 impl Seed {
     fn start() -> (Self, images::Image) {
-        let lan = Lan::new(Some(MAC));
-        let dir = tempfile::tempdir().unwrap();
-        let d = dir.path();
-        let http = d.join("http");
-        std::fs::create_dir_all(&http).unwrap();
-        let (kernel, initrd) = tests::fake_ramdisk(d);
-        let img = import_image(&http.join("images"), d);
-
-        let store = d.join("seed.redb");
-        tests::import_nodes(&store, &tests::fake_bmc_node("node1", MAC));
-
-        let config = format!(
-            r#"store = {store:?}
-
-[api]
-token = "{TOKEN}"
-listen = "127.0.0.1:6385"
-
-[agent]
-heartbeat_secs = 5
-
-[ramdisk]
-kernel = {kernel:?}
-initrd = {initrd:?}
-
-[images]
-dir = {images:?}
-
-[netboot]
-interface = "{iface}"
-server_ip = "{srv}"
-state_dir = {state:?}
-
-[netboot.dhcp]
-subnet = "{net}/24"
-router = "{srv}"
-lease_time = 600
-
-[netboot.http]
-root = {http:?}
-port = {PORT}
-
-[[netboot.nodes]]
-mac = "{MAC}"
-ip = "{ip10}"
-hostname = "node1"
-"#,
-            images = http.join("images"),
-            iface = lan.server_if,
-            srv = lan.server_ip(),
-            net = lan.net,
-            state = d.join("state"),
-            ip10 = lan.addr(10),
-        );
-        let cfg = d.join("seed.toml");
-        std::fs::write(&cfg, config).unwrap();
-        let mut cmd = lan.server.cmd(tests::seed_bin());
-        cmd.arg("daemon")
-            .arg("--config")
-            .arg(&cfg)
-            .env("RUST_LOG", "info,seed::daemon=debug");
-        let mut seed = Child::spawn("seed-daemon", cmd);
-        seed.wait_for_log("HTTP listening", Duration::from_secs(120));
-        lan.address_client(10);
-        (Seed { lan, seed, dir }, img)
-    }
-
-    /// curl in the client namespace (the node): (status, body).
-    fn curl(
-        &self,
-        method: &str,
-        path: &str,
-        auth: Option<&str>,
-        body: Option<&str>,
-    ) -> (u16, String) {
-        let mut cmd = self.lan.client.cmd(tests::require("curl"));
-        cmd.args([
-            "-sS",
-            "--path-as-is",
-            "--max-time",
-            "30",
-            "-X",
-            method,
-            "-w",
-            "\n%{http_code}",
-        ]);
-        if let Some(t) = auth {
-            cmd.args(["-H", &format!("Authorization: Bearer {t}")]);
-        }
-        if let Some(b) = body {
-            cmd.args(["-H", "Content-Type: application/json", "--data-binary", b]);
-        }
-        let url = format!("http://{}:{PORT}{path}", self.lan.server_ip());
-        let out = cmd.arg(&url).output().expect("running curl");
-        assert!(out.status.success(), "curl {method} {path}: {out:?}");
-        let text = String::from_utf8_lossy(&out.stdout).into_owned();
-        let (body, code) = text.rsplit_once('\n').unwrap();
-        (code.trim().parse().unwrap(), body.to_string())
+        let opts = Options {
+            node_mac: MAC,
+            client_mac: MAC,
+            token: TOKEN,
+            api_listen: Some("127.0.0.1:6385"),
+            discovery_pool: false,
+            rust_log: "info,seed::daemon=debug",
+            address_client: true,
+        };
+        let mut img = None;
+        let seed = LanSeed::start(opts, |d| {
+            let images = d.join("http/images");
+            img = Some(import_image(&images, d));
+            format!("[agent]\nheartbeat_secs = 5\n\n[images]\ndir = {images:?}\n")
+        });
+        (Seed(seed), img.expect("the image was imported"))
     }
 
     /// GET `url` from the client namespace into a file; returns its path.

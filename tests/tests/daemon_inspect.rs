@@ -4,164 +4,53 @@
 //! ramdisk agent would, its facts report and heartbeat (with the script's `seed.token=`). The REST API is driven with curl too.
 
 use std::time::Duration;
-use tests::netns::Lan;
-use tests::proc::Child;
+use tests::lan_seed::{LanSeed, Options, PORT};
 
 const MAC: &str = "52:54:00:00:d0:01";
 const MAC_HYP: &str = "52-54-00-00-d0-01";
 const TOKEN: &str = "t0ken-for-tests";
-const PORT: u16 = 8080;
 
-struct Daemon {
-    lan: Lan,
-    seed: Child,
-    dir: tempfile::TempDir,
+/// The daemon with its operators' listener and a 5 s agent heartbeat.
+struct Daemon(LanSeed);
+
+impl std::ops::Deref for Daemon {
+    type Target = LanSeed;
+    fn deref(&self) -> &LanSeed {
+        &self.0
+    }
 }
 
 impl Daemon {
     /// The daemon with `node1` (MAC) enrolled; the client namespace's NIC has `client_mac`;
-    /// `dhcp_extra` lines go into `[netboot.dhcp]`.
-    fn start(client_mac: &str, dhcp_extra: &str) -> Self {
-        let lan = Lan::new(Some(client_mac));
-        let dir = tempfile::tempdir().unwrap();
-        let d = dir.path();
-        let http = d.join("http");
-        std::fs::create_dir_all(&http).unwrap();
-        // A fake ramdisk: two small files the daemon installs under <http root>/ramdisk/.
-        let (kernel, initrd) = tests::fake_ramdisk(d);
-
-        // Enroll the node into the store file before the daemon opens it.
-        let store = d.join("seed.redb");
-        tests::import_nodes(&store, &tests::fake_bmc_node("node1", MAC));
-
-        let dhcp_extra = dhcp_extra
-            .replace("POOL_START", &lan.addr(100).to_string())
-            .replace("POOL_END", &lan.addr(199).to_string());
-        let config = format!(
-            r#"store = {store:?}
-
-[api]
-token = "{TOKEN}"
-listen = "127.0.0.1:6385"
-
-[agent]
-heartbeat_secs = 5
-
-[ramdisk]
-kernel = {kernel:?}
-initrd = {initrd:?}
-
-[netboot]
-interface = "{iface}"
-server_ip = "{srv}"
-state_dir = {state:?}
-
-[netboot.dhcp]
-subnet = "{net}/24"
-router = "{srv}"
-lease_time = 600
-{dhcp_extra}
-
-[netboot.http]
-root = {http:?}
-port = {PORT}
-
-[[netboot.nodes]]
-mac = "{MAC}"
-ip = "{ip10}"
-hostname = "node1"
-"#,
-            iface = lan.server_if,
-            srv = lan.server_ip(),
-            net = lan.net,
-            state = d.join("state"),
-            ip10 = lan.addr(10),
-        );
-        let cfg = d.join("seed.toml");
-        std::fs::write(&cfg, config).unwrap();
-        let mut cmd = lan.server.cmd(tests::seed_bin());
-        cmd.arg("daemon")
-            .arg("--config")
-            .arg(&cfg)
+    /// discovery with a DHCP pool when `discovery_pool`.
+    fn start(client_mac: &str, discovery_pool: bool) -> Self {
+        let opts = Options {
+            node_mac: MAC,
+            client_mac,
+            token: TOKEN,
+            api_listen: Some("127.0.0.1:6385"),
+            discovery_pool,
             // netboot at debug: the iPXE script log line must not show the agent token.
-            .env("RUST_LOG", "info,netboot=debug");
-        let mut seed = Child::spawn("seed-daemon", cmd);
-        seed.wait_for_log("HTTP listening", Duration::from_secs(120));
-        Daemon { lan, seed, dir }
-    }
-
-    /// curl in the client namespace: (status, body).
-    fn curl(
-        &self,
-        method: &str,
-        path: &str,
-        token: Option<&str>,
-        body: Option<&str>,
-    ) -> (u16, String) {
-        let curl = tests::require("curl");
-        let url = format!("http://{}:{PORT}{path}", self.lan.server_ip());
-        let mut cmd = self.lan.client.cmd(curl);
-        cmd.args([
-            "-sS",
-            "--max-time",
-            "30",
-            "-X",
-            method,
-            "-w",
-            "\n%{http_code}",
-        ]);
-        if let Some(t) = token {
-            cmd.args(["-H", &format!("Authorization: Bearer {t}")]);
-        }
-        if let Some(b) = body {
-            cmd.args(["-H", "Content-Type: application/json", "--data-binary", b]);
-        }
-        let out = cmd.arg(&url).output().expect("running curl");
-        assert!(out.status.success(), "curl {method} {path}: {out:?}");
-        let text = String::from_utf8_lossy(&out.stdout).into_owned();
-        let (body, code) = text.rsplit_once('\n').unwrap();
-        (code.trim().parse().unwrap(), body.to_string())
-    }
-
-    /// A `[netboot.dhcp]` pool of .100–.199 with discovery on.
-    fn pool_line() -> String {
-        "discovery = true\npool = { start = \"POOL_START\", end = \"POOL_END\" }".into()
+            rust_log: "info,netboot=debug",
+            address_client: false,
+        };
+        Daemon(LanSeed::start(opts, |_| {
+            "[agent]\nheartbeat_secs = 5\n".into()
+        }))
     }
 
     /// GET with the token, from the server namespace (the client may have no address).
     fn curl_from_server(&self, path: &str) -> (u16, String) {
-        let curl = tests::require("curl");
         let url = format!("http://{}:{PORT}{path}", self.lan.server_ip());
-        let out = self
-            .lan
-            .server
-            .cmd(curl)
-            .args(["-sS", "--max-time", "30", "-w", "\n%{http_code}"])
-            .args(["-H", &format!("Authorization: Bearer {TOKEN}")])
-            .arg(&url)
-            .output()
-            .expect("running curl");
-        assert!(out.status.success(), "curl {path}: {out:?}");
-        let text = String::from_utf8_lossy(&out.stdout).into_owned();
-        let (body, code) = text.rsplit_once('\n').unwrap();
-        (code.trim().parse().unwrap(), body.to_string())
+        let cmd = self.lan.server.cmd(tests::require("curl"));
+        tests::curl(cmd, "GET", &url, Some(TOKEN), None, 30)
     }
 
     /// GET on the operators' listener (`[api] listen`, the server namespace's own loopback).
     fn curl_admin(&self, path: &str, token: Option<&str>) -> (u16, String) {
-        let mut cmd = self.lan.server.cmd(tests::require("curl"));
-        cmd.args(["-sS", "--max-time", "30", "-w", "\n%{http_code}"]);
-        if let Some(t) = token {
-            cmd.args(["-H", &format!("Authorization: Bearer {t}")]);
-        }
-        let out = cmd
-            .arg(format!("http://127.0.0.1:6385{path}"))
-            .output()
-            .expect("curl");
-        assert!(out.status.success(), "curl {path}: {out:?}");
-        let text = String::from_utf8_lossy(&out.stdout).into_owned();
-        let (body, code) = text.rsplit_once('\n').unwrap();
-        (code.trim().parse().unwrap(), body.to_string())
+        let url = format!("http://127.0.0.1:6385{path}");
+        let cmd = self.lan.server.cmd(tests::require("curl"));
+        tests::curl(cmd, "GET", &url, token, None, 30)
     }
 
     fn node(&self) -> serde_json::Value {
@@ -188,7 +77,7 @@ fn report(boot_mac: &str) -> String {
 
 #[test]
 fn daemon_inspect_over_the_agent_api() {
-    let srv = Daemon::start(MAC, "");
+    let srv = Daemon::start(MAC, false);
 
     // DHCP: the daemon serves the node its reservation.
     let lease = tests::udhcpc(&srv.lan, srv.dir.path(), &[]).expect("the node got no lease");
@@ -325,8 +214,7 @@ fn daemon_inspect_over_the_agent_api() {
 #[test]
 fn daemon_discovery_enrolls_an_unknown_machine() {
     let other = "52:54:00:00:d0:99";
-    let pool = Daemon::pool_line();
-    let srv = Daemon::start(other, &pool);
+    let srv = Daemon::start(other, true);
     let lease =
         tests::udhcpc(&srv.lan, srv.dir.path(), &[]).expect("the unknown machine got no lease");
     assert!(lease.contains_key("ip"), "{lease:?}");

@@ -140,6 +140,7 @@ port = {port}
     }
 }
 
+/// curl against the daemon at `base` (45 s: long-polls wait up to 30 s).
 fn curl(
     base: &str,
     method: &str,
@@ -147,30 +148,8 @@ fn curl(
     token: Option<&str>,
     body: Option<&str>,
 ) -> (u16, String) {
-    let mut cmd = std::process::Command::new(tests::require("curl"));
-    cmd.args([
-        "-sS",
-        "--max-time",
-        "45",
-        "-X",
-        method,
-        "-w",
-        "\n%{http_code}",
-    ]);
-    if let Some(t) = token {
-        cmd.args(["-H", &format!("Authorization: Bearer {t}")]);
-    }
-    if let Some(b) = body {
-        cmd.args(["-H", "Content-Type: application/json", "--data-binary", b]);
-    }
-    let out = cmd
-        .arg(format!("{base}{path}"))
-        .output()
-        .expect("running curl");
-    assert!(out.status.success(), "curl {method} {path}: {out:?}");
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    let (body, code) = text.rsplit_once('\n').unwrap();
-    (code.trim().parse().unwrap(), body.to_string())
+    let cmd = std::process::Command::new(tests::require("curl"));
+    tests::curl(cmd, method, &format!("{base}{path}"), token, body, 45)
 }
 
 fn json(s: &str) -> serde_json::Value {

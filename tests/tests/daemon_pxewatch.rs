@@ -5,109 +5,43 @@
 //! fetches `/ipxe/<mac>` from the real HTTP boot server in time is left alone.
 
 use std::time::Duration;
-use tests::netns::Lan;
-use tests::proc::Child;
+use tests::lan_seed::{LanSeed, Options};
 
 const MAC: &str = "52:54:00:00:d1:01";
 const MAC_HYP: &str = "52-54-00-00-d1-01";
 const TOKEN: &str = "t0ken-for-tests";
-const PORT: u16 = 8080;
 
-struct Daemon {
-    lan: Lan,
-    seed: Child,
-    _dir: tempfile::TempDir,
+/// The daemon with `[lifecycle] boot_timeout_secs = 2`, one retry.
+struct Daemon(LanSeed);
+
+impl std::ops::Deref for Daemon {
+    type Target = LanSeed;
+    fn deref(&self) -> &LanSeed {
+        &self.0
+    }
 }
 
 impl Daemon {
     fn start() -> Self {
-        let lan = Lan::new(Some(MAC));
-        let dir = tempfile::tempdir().unwrap();
-        let d = dir.path();
-        let http = d.join("http");
-        std::fs::create_dir_all(&http).unwrap();
-        let (kernel, initrd) = tests::fake_ramdisk(d);
-        let store = d.join("seed.redb");
-        tests::import_nodes(&store, &tests::fake_bmc_node("node1", MAC));
-        let config = format!(
-            r#"store = {store:?}
-
-[api]
-token = "{TOKEN}"
-
-[ramdisk]
-kernel = {kernel:?}
-initrd = {initrd:?}
-
-[lifecycle]
-provide_after_inspect = false
-boot_timeout_secs = 2
-boot_retries_max = 1
-
-[netboot]
-interface = "{iface}"
-server_ip = "{srv}"
-state_dir = {state:?}
-
-[netboot.dhcp]
-subnet = "{net}/24"
-router = "{srv}"
-lease_time = 600
-
-[netboot.http]
-root = {http:?}
-port = {PORT}
-
-[[netboot.nodes]]
-mac = "{MAC}"
-ip = "{ip10}"
-hostname = "node1"
-"#,
-            iface = lan.server_if,
-            srv = lan.server_ip(),
-            net = lan.net,
-            state = d.join("state"),
-            ip10 = lan.addr(10),
-        );
-        let cfg = d.join("seed.toml");
-        std::fs::write(&cfg, config).unwrap();
-        let mut cmd = lan.server.cmd(tests::seed_bin());
-        cmd.arg("daemon")
-            .arg("--config")
-            .arg(&cfg)
-            .env("RUST_LOG", "info");
-        let mut seed = Child::spawn("seed-daemon", cmd);
-        seed.wait_for_log("HTTP listening", Duration::from_secs(120));
-        // The node's NIC gets its reserved address by hand: DHCP is not what is tested here.
-        lan.address_client(10);
-        Daemon {
-            lan,
-            seed,
-            _dir: dir,
-        }
+        let opts = Options {
+            node_mac: MAC,
+            client_mac: MAC,
+            token: TOKEN,
+            api_listen: None,
+            discovery_pool: false,
+            rust_log: "info",
+            // The node's NIC gets its reserved address by hand: DHCP is not what is tested here.
+            address_client: true,
+        };
+        Daemon(LanSeed::start(opts, |_| {
+            "[lifecycle]\nprovide_after_inspect = false\nboot_timeout_secs = 2\nboot_retries_max = 1\n"
+                .into()
+        }))
     }
 
-    /// curl from the client namespace (the node): (status, body).
+    /// curl from the client namespace (the node), no body: (status, body).
     fn curl(&self, method: &str, path: &str, token: Option<&str>) -> (u16, String) {
-        let url = format!("http://{}:{PORT}{path}", self.lan.server_ip());
-        let mut cmd = self.lan.client.cmd(tests::require("curl"));
-        cmd.args([
-            "-sS",
-            "--max-time",
-            "30",
-            "-X",
-            method,
-            "-w",
-            "\n%{http_code}",
-        ]);
-        if let Some(t) = token {
-            cmd.args(["-H", &format!("Authorization: Bearer {t}")]);
-        }
-        let out = cmd.arg(&url).output().expect("running curl");
-        assert!(out.status.success(), "curl {method} {path}: {out:?}");
-        let text = String::from_utf8_lossy(&out.stdout).into_owned();
-        let (body, code) = text.rsplit_once('\n').unwrap();
-        (code.trim().parse().unwrap(), body.to_string())
+        self.0.curl(method, path, token, None)
     }
 
     fn node(&self) -> serde_json::Value {

@@ -188,28 +188,12 @@ port = {PORT}
     }
 
     fn curl(&self, method: &str, path: &str) -> (u16, serde_json::Value) {
-        let out = self
-            .ns
-            .cmd(tests::require("curl"))
-            .args([
-                "-sS",
-                "--max-time",
-                "30",
-                "-X",
-                method,
-                "-w",
-                "\n%{http_code}",
-            ])
-            .args(["-H", &format!("Authorization: Bearer {TOKEN}")])
-            .arg(format!("http://127.0.0.1:6385{path}"))
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "curl {path}: {out:?}");
-        let text = String::from_utf8_lossy(&out.stdout).into_owned();
-        let (body, code) = text.rsplit_once('\n').unwrap();
+        let cmd = self.ns.cmd(tests::require("curl"));
+        let url = format!("http://127.0.0.1:6385{path}");
+        let (code, body) = tests::curl(cmd, method, &url, Some(TOKEN), None, 30);
         (
-            code.trim().parse().unwrap(),
-            serde_json::from_str(body).unwrap_or(serde_json::Value::Null),
+            code,
+            serde_json::from_str(&body).unwrap_or(serde_json::Value::Null),
         )
     }
 
