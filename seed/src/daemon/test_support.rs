@@ -1,4 +1,5 @@
-//! What the daemon's unit tests share: an [`ApiRequest`] as the HTTP edge would hand it over.
+//! What the daemon's unit tests share: an [`ApiRequest`] as the HTTP edge would hand it over,
+//! a node behind the fake power driver, the settings, a fake BMC the test keeps.
 
 use netboot::http::ApiRequest;
 
@@ -29,4 +30,54 @@ pub(crate) fn request(
         body: bytes::Bytes::from(body.to_string()),
         peer: "10.0.0.2:1234".parse().unwrap(),
     }
+}
+
+/// A node named `name` with NIC `mac` behind the fake power driver (admin / hunter2), in the
+/// lifecycle's first state.
+pub(crate) fn fake_node(name: &str, mac: &str) -> crate::inventory::Node {
+    use crate::inventory::{Bmc, Node, PowerDriver, Secret};
+    Node::new(
+        name,
+        vec![mac.parse().unwrap()],
+        Bmc {
+            driver: PowerDriver::Fake,
+            address: "fake".into(),
+            port: 623,
+            username: "admin".into(),
+            password: Secret::new("hunter2"),
+        },
+        0,
+    )
+}
+
+/// The daemon settings of the unit tests: server 10.0.0.1:8080, a 7 s heartbeat.
+pub(crate) fn settings(
+    timeouts: crate::lifecycle::Timeouts,
+    provide_after_inspect: bool,
+) -> super::Settings {
+    super::Settings {
+        server_ip: "10.0.0.1".parse().unwrap(),
+        http_port: 8080,
+        timeouts,
+        heartbeat_secs: 7,
+        provide_after_inspect,
+    }
+}
+
+/// Route `node`'s power through a fake BMC the test keeps (its boots and power history).
+pub(crate) fn attach_fake_bmc(
+    d: &super::Daemon,
+    node: &str,
+) -> std::sync::Arc<crate::power::FakeBmc> {
+    use crate::power::{FakeBmc, FakePower, Password};
+    let bmc = FakeBmc::new(node, "admin", Password::new("hunter2"));
+    super::lock(&d.drivers).insert(
+        node.into(),
+        std::sync::Arc::new(FakePower::new(
+            bmc.clone(),
+            "admin",
+            Password::new("hunter2"),
+        )),
+    );
+    bmc
 }

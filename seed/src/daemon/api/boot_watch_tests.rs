@@ -3,10 +3,9 @@
 //! (no extra power-cycle), one whose agent calls in, and a restart with a boot deadline stored.
 
 use super::*;
-use crate::daemon::{lock, Settings};
-use crate::inventory::{Bmc, PowerDriver as DriverKind, Secret};
+use crate::daemon::test_support::{attach_fake_bmc, fake_node, settings};
 use crate::lifecycle::Timeouts;
-use crate::power::{FakeBmc, FakePower, Password};
+use crate::power::FakeBmc;
 use crate::store::memory::MemStore;
 use crate::store::Store;
 use netboot::BootPolicy;
@@ -33,44 +32,15 @@ fn timeouts() -> Timeouts {
 }
 
 fn node(state: State) -> Node {
-    let mut node = Node::new(
-        "n1",
-        vec![MAC.parse().unwrap()],
-        Bmc {
-            driver: DriverKind::Fake,
-            address: "fake".into(),
-            port: 623,
-            username: "admin".into(),
-            password: Secret::new("hunter2"),
-        },
-        0,
-    );
+    let mut node = fake_node("n1", MAC);
     node.lifecycle.state = state;
     node
 }
 
 /// A daemon over `store` whose node `n1` powers through a fake BMC the test keeps.
 fn daemon(store: Arc<dyn Store>) -> Env {
-    let d = Daemon::new(
-        store,
-        Settings {
-            server_ip: "10.0.0.1".parse().unwrap(),
-            http_port: 8080,
-            timeouts: timeouts(),
-            heartbeat_secs: 7,
-            provide_after_inspect: false,
-        },
-    )
-    .unwrap();
-    let bmc = FakeBmc::new("n1", "admin", Password::new("hunter2"));
-    lock(&d.drivers).insert(
-        "n1".into(),
-        Arc::new(FakePower::new(
-            bmc.clone(),
-            "admin",
-            Password::new("hunter2"),
-        )),
-    );
+    let d = Daemon::new(store, settings(timeouts(), false)).unwrap();
+    let bmc = attach_fake_bmc(&d, "n1");
     let api = Api::new(d.clone(), TOKEN);
     Env { d, api, bmc }
 }

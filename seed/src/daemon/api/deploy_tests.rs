@@ -2,10 +2,9 @@
 //! history the tests read.
 
 use super::*;
-use crate::daemon::{lock, Settings};
-use crate::inventory::{Bmc, PowerDriver as DriverKind, Secret};
+use crate::daemon::test_support::{attach_fake_bmc, fake_node, settings};
 use crate::lifecycle::Timeouts;
-use crate::power::{self, FakeBmc, FakePower, Password, PowerState};
+use crate::power::{self, FakeBmc, PowerState};
 use crate::store::memory::MemStore;
 use images::manifest::{Boot, Layout, Stream};
 use images::{ImageStore, Manifest};
@@ -53,41 +52,12 @@ fn image(dir: &Path, body: &[u8]) -> std::path::PathBuf {
 
 fn setup(timeouts: Timeouts) -> Env {
     let store = Arc::new(MemStore::new());
-    let mut node = Node::new(
-        "n1",
-        vec![MAC.parse().unwrap()],
-        Bmc {
-            driver: DriverKind::Fake,
-            address: "fake".into(),
-            port: 623,
-            username: "admin".into(),
-            password: Secret::new("hunter2"),
-        },
-        0,
-    );
+    let mut node = fake_node("n1", MAC);
     node.lifecycle.state = State::Available;
     nodes::create(&*store, &[node]).unwrap();
-    let d = Daemon::new(
-        store,
-        Settings {
-            server_ip: "10.0.0.1".parse().unwrap(),
-            http_port: 8080,
-            timeouts,
-            heartbeat_secs: 7,
-            provide_after_inspect: true,
-        },
-    )
-    .unwrap();
+    let d = Daemon::new(store, settings(timeouts, true)).unwrap();
     // The node's power goes through a fake BMC the test keeps a handle on.
-    let bmc = FakeBmc::new("n1", "admin", Password::new("hunter2"));
-    lock(&d.drivers).insert(
-        "n1".into(),
-        Arc::new(FakePower::new(
-            bmc.clone(),
-            "admin",
-            Password::new("hunter2"),
-        )),
-    );
+    let bmc = attach_fake_bmc(&d, "n1");
     let images = tempfile::tempdir().unwrap();
     let src = tempfile::tempdir().unwrap();
     let store = ImageStore::open(images.path().join("images")).unwrap();

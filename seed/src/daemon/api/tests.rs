@@ -1,8 +1,8 @@
 //! The API handler against an in-memory store and fake BMCs.
 
 use super::*;
+use crate::daemon::test_support::{fake_node, settings};
 use crate::daemon::Settings;
-use crate::inventory::{Bmc, PowerDriver as DriverKind, Secret};
 use crate::lifecycle::Timeouts;
 use crate::store::memory::MemStore;
 use netboot::BootPolicy;
@@ -14,31 +14,10 @@ const TOKEN: &str = "s3cret";
 
 fn setup() -> (Arc<Daemon>, Api) {
     let store = Arc::new(MemStore::new());
-    let mut node = Node::new(
-        "n1",
-        vec![MAC.parse().unwrap()],
-        Bmc {
-            driver: DriverKind::Fake,
-            address: "fake".into(),
-            port: 623,
-            username: "admin".into(),
-            password: Secret::new("hunter2"),
-        },
-        0,
-    );
+    let mut node = fake_node("n1", MAC);
     node.lifecycle.state = State::Manageable;
     nodes::create(&*store, &[node]).unwrap();
-    let d = Daemon::new(
-        store,
-        Settings {
-            server_ip: "10.0.0.1".parse().unwrap(),
-            http_port: 8080,
-            timeouts: Timeouts::default(),
-            heartbeat_secs: 7,
-            provide_after_inspect: true,
-        },
-    )
-    .unwrap();
+    let d = Daemon::new(store, settings(Timeouts::default(), true)).unwrap();
     let api = Api::new(d.clone(), TOKEN);
     (d, api)
 }
@@ -338,18 +317,7 @@ fn discovery_enrolls_a_node() {
 #[tokio::test]
 async fn a_silent_inspection_times_out_and_a_restart_rearms_deadlines() {
     let store: Arc<dyn crate::store::Store> = Arc::new(MemStore::new());
-    let mut node = Node::new(
-        "n1",
-        vec![MAC.parse().unwrap()],
-        Bmc {
-            driver: DriverKind::Fake,
-            address: "fake".into(),
-            port: 623,
-            username: "admin".into(),
-            password: Secret::new("pw"),
-        },
-        0,
-    );
+    let mut node = fake_node("n1", MAC);
     node.lifecycle.state = State::Manageable;
     nodes::create(&*store, &[node]).unwrap();
     // A first daemon starts the inspection and "crashes": its runtime, and the timer it armed,

@@ -2,8 +2,7 @@
 
 use super::*;
 use crate::daemon::api::Api;
-use crate::daemon::Settings;
-use crate::inventory::{Bmc, Node, PowerDriver as DriverKind, Secret};
+use crate::daemon::test_support::{fake_node, settings};
 use crate::lifecycle::Timeouts;
 use crate::store::memory::MemStore;
 use http::Method;
@@ -14,39 +13,15 @@ const TOKEN: &str = "admin-t0ken";
 
 fn setup() -> (Arc<Daemon>, Api) {
     let store = Arc::new(MemStore::new());
-    let node = |name: &str, mac: &str| {
-        Node::new(
-            name,
-            vec![mac.parse().unwrap()],
-            Bmc {
-                driver: DriverKind::Fake,
-                address: "fake".into(),
-                port: 623,
-                username: "admin".into(),
-                password: Secret::new("hunter2"),
-            },
-            0,
-        )
-    };
     nodes::create(
         &*store,
         &[
-            node("node1", "52:54:00:00:00:01"),
-            node("node2", "52:54:00:00:00:02"),
+            fake_node("node1", "52:54:00:00:00:01"),
+            fake_node("node2", "52:54:00:00:00:02"),
         ],
     )
     .unwrap();
-    let d = Daemon::new(
-        store,
-        Settings {
-            server_ip: "10.0.0.1".parse().unwrap(),
-            http_port: 8080,
-            timeouts: Timeouts::default(),
-            heartbeat_secs: 7,
-            provide_after_inspect: true,
-        },
-    )
-    .unwrap();
+    let d = Daemon::new(store, settings(Timeouts::default(), true)).unwrap();
     let api = Api::new(d.clone(), TOKEN);
     (d, api)
 }
