@@ -172,10 +172,19 @@ pub fn write_faults(dir: &Path, faults: &BTreeMap<String, Faults>) -> Result<(),
 pub fn live_pid(path: &Path, needle: &str) -> Option<u32> {
     let pid: u32 = std::fs::read_to_string(path).ok()?.trim().parse().ok()?;
     let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // A zombie has not been reaped yet but is not running.
-    let state = stat.rsplit(')').next()?.split_whitespace().next()?;
-    (state != "Z" && String::from_utf8_lossy(&cmdline).contains(needle)).then_some(pid)
+    (pid_running(pid) && String::from_utf8_lossy(&cmdline).contains(needle)).then_some(pid)
+}
+
+/// Whether process `pid` exists and is not a zombie (a zombie has exited but has not
+/// been reaped yet).
+pub fn pid_running(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| {
+            let state = stat.rsplit(')').next()?.split_whitespace().next()?;
+            Some(state != "Z")
+        })
+        .unwrap_or(false)
 }
 
 /// The `seed lab up` process serving the lab in `dir`, if running.

@@ -55,18 +55,6 @@ fn ok(port: u16, cmd: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-fn pid_alive(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .map(|s| {
-            !s.rsplit(')')
-                .next()
-                .unwrap_or("")
-                .trim_start()
-                .starts_with('Z')
-        })
-        .unwrap_or(false)
-}
-
 /// Wait (bounded) for a DHCPDISCOVER (UDP 68→67, option 53 = 1) from `mac` on the wire.
 fn wait_for_discover(wire: &Wire, mac: [u8; 6], timeout: Duration) -> bool {
     let start = Instant::now();
@@ -130,7 +118,7 @@ fn qemu_ipmitool_powers_a_node_and_pxe_boots_it() {
         .unwrap()
         .pid()
         .expect("QEMU running after power on");
-    assert!(pid_alive(pid1));
+    assert!(qemu::lab::pid_running(pid1));
     assert_eq!(
         node.lock().unwrap().qmp().unwrap().status().unwrap(),
         "running"
@@ -146,7 +134,7 @@ fn qemu_ipmitool_powers_a_node_and_pxe_boots_it() {
         .pid()
         .expect("QEMU running after power cycle");
     assert_ne!(pid1, pid2, "power cycle restarts the machine");
-    assert!(!pid_alive(pid1), "the old QEMU is gone");
+    assert!(!qemu::lab::pid_running(pid1), "the old QEMU is gone");
     // Joined only now, so every frame heard comes from the new QEMU (the old one, diskless,
     // was PXE-booting too). iPXE repeats its DISCOVER for seconds; we cannot miss them all.
     let wire = Wire::join(lab.file().wire).unwrap();
@@ -161,7 +149,10 @@ fn qemu_ipmitool_powers_a_node_and_pxe_boots_it() {
 
     // power off: the process is gone.
     ok(port, &["power", "off"]);
-    assert!(!pid_alive(pid2), "QEMU still running after power off");
+    assert!(
+        !qemu::lab::pid_running(pid2),
+        "QEMU still running after power off"
+    );
     assert!(ok(port, &["power", "status"]).contains("Chassis Power is off"));
     assert!(
         lab.bmc("node1")
@@ -210,7 +201,10 @@ fn qemu_uefi_node_pxe_boots_after_bootdev_pxe_efiboot() {
     );
     let pid = node.lock().unwrap().pid().unwrap();
     drop(lab);
-    assert!(!pid_alive(pid), "dropping the lab kills its QEMU");
+    assert!(
+        !qemu::lab::pid_running(pid),
+        "dropping the lab kills its QEMU"
+    );
 }
 
 #[test]
@@ -387,8 +381,14 @@ fn qemu_seed_lab_cli_up_detach_status_fault_down_destroy() {
 
     let server = qemu::lab::server_pid(&dir).expect("server running");
     assert!(seed_lab(&["down"], &dir).contains("is down"));
-    assert!(!pid_alive(server), "lab server still running after down");
-    assert!(!pid_alive(qemu_pid), "QEMU still running after down");
+    assert!(
+        !qemu::lab::pid_running(server),
+        "lab server still running after down"
+    );
+    assert!(
+        !qemu::lab::pid_running(qemu_pid),
+        "QEMU still running after down"
+    );
     assert!(dir.join("node1/disk0.qcow2").is_file(), "down keeps disks");
     assert!(seed_lab(&["status"], &dir).contains("not serving"));
 

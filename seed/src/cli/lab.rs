@@ -354,12 +354,19 @@ fn down(dir: &Path) -> Result<()> {
     let file = spec::load(dir).with_context(|| format!("no lab in {}", dir.display()))?;
     if let Some(pid) = lab::server_pid(dir) {
         lab::signal(pid, lab::SIGTERM).with_context(|| format!("stopping pid {pid}"))?;
+        // Wait on the process, not on its pid file: the server removes that file after
+        // powering the nodes off but before its runtime and the seed daemon have stopped.
         let start = Instant::now();
-        while lab::server_pid(dir) == Some(pid) && start.elapsed() < Duration::from_secs(20) {
+        while lab::pid_running(pid) && start.elapsed() < Duration::from_secs(20) {
             std::thread::sleep(Duration::from_millis(50));
         }
-        if lab::server_pid(dir) == Some(pid) {
+        if lab::pid_running(pid) {
+            tracing::warn!("lab server {pid} ignored SIGTERM for 20 s; killing it");
             let _ = lab::signal(pid, lab::SIGKILL);
+            let start = Instant::now();
+            while lab::pid_running(pid) && start.elapsed() < Duration::from_secs(5) {
+                std::thread::sleep(Duration::from_millis(50));
+            }
         }
     }
     // Whatever survived (a killed server), by pid file.
