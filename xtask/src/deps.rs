@@ -70,20 +70,49 @@ fn installed(pkg: &str) -> bool {
         .unwrap_or(false)
 }
 
-/// Install whatever of [`PACKAGES`] is missing. A no-op when all are present.
-pub fn install() -> Result<()> {
-    let missing: Vec<&str> = PACKAGES
+fn missing() -> Vec<&'static str> {
+    PACKAGES
         .iter()
         .map(|(p, _)| *p)
         .filter(|p| !installed(p))
-        .collect();
-    if missing.is_empty() {
-        eprintln!(
-            "xtask: deps: all {} Debian packages present",
-            PACKAGES.len()
-        );
-        return Ok(());
+        .collect()
+}
+
+/// Install whatever of [`PACKAGES`] is missing, then check that all are present: an install
+/// can remove a package it conflicts with (a backported `qemu-utils` is removed when
+/// bookworm's `qemu-system-x86` comes in), so a second pass installs what went missing.
+/// A no-op when all are present.
+pub fn install() -> Result<()> {
+    for pass in 1..=2 {
+        let missing = missing();
+        if missing.is_empty() {
+            if pass == 1 {
+                eprintln!(
+                    "xtask: deps: all {} Debian packages present",
+                    PACKAGES.len()
+                );
+            }
+            return Ok(());
+        }
+        if pass == 2 {
+            eprintln!(
+                "xtask: deps: the install removed {}; installing again",
+                missing.join(" ")
+            );
+        }
+        install_missing(&missing)?;
     }
+    let missing = missing();
+    if !missing.is_empty() {
+        bail!(
+            "still missing after installing: {} (see apt-get's output above)",
+            missing.join(" ")
+        );
+    }
+    Ok(())
+}
+
+fn install_missing(missing: &[&str]) -> Result<()> {
     eprintln!("xtask: deps: installing {}", missing.join(" "));
     if !nix_is_root() {
         bail!(
@@ -107,7 +136,7 @@ pub fn install() -> Result<()> {
             Command::new("apt-get")
                 .env("DEBIAN_FRONTEND", "noninteractive")
                 .args(["install", "-y", "-qq", "--no-install-recommends"])
-                .args(&missing),
+                .args(missing),
         )
     })();
     if own_policy {
