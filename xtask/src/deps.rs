@@ -40,6 +40,13 @@ pub const PACKAGES: &[(&str, &str)] = &[
     ("cpio", "initramfs inspection"),
     ("zstd", "image stream inspection and benchmarks"),
     (
+        "gdisk",
+        "sgdisk: reads back the deploy's GPT; the image boot tests partition their disks",
+    ),
+    ("dosfstools", "mkfs.vfat: the Debian image boot test's ESP"),
+    ("e2fsprogs", "mke2fs and dumpe2fs for test disks"),
+    ("busybox", "the image boot tests' fake seed and helpers"),
+    (
         "extlinux",
         "the deploy test installs the BIOS bootloader on a loop disk",
     ),
