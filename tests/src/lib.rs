@@ -146,9 +146,22 @@ pub fn udhcpc(
 }
 
 /// iPXE's boot file `name` (`undionly.kpxe`, `snponly.efi`) from the offline cache's ipxe
-/// package (`cargo xtask fetch`; `$SEED_CACHE`, else `${XDG_CACHE_HOME:-~/.cache}/seed`),
-/// unpacked with `dpkg-deb` into `scratch`. Fails clearly when the package is not fetched.
+/// package, unpacked into `scratch` (see [`cached_package_file`]).
 pub fn ipxe_file(name: &str, scratch: &std::path::Path) -> PathBuf {
+    cached_package_file("ipxe_", &format!("usr/lib/ipxe/{name}"), scratch)
+}
+
+/// The static busybox from the offline cache's busybox-static package, unpacked into `scratch`:
+/// what goes into a guest's initrd. The host's `busybox` may be Debian's dynamically linked one,
+/// which a bare initrd cannot run.
+pub fn static_busybox(scratch: &std::path::Path) -> PathBuf {
+    cached_package_file("busybox-static_", "bin/busybox", scratch)
+}
+
+/// `file` from the offline cache's package whose `.deb` name starts with `deb_prefix`
+/// (`cargo xtask fetch`; `$SEED_CACHE`, else `${XDG_CACHE_HOME:-~/.cache}/seed`), unpacked with
+/// `dpkg-deb` into `scratch`. Fails clearly when the package is not fetched.
+pub fn cached_package_file(deb_prefix: &str, file: &str, scratch: &std::path::Path) -> PathBuf {
     let cache = std::env::var_os("SEED_CACHE")
         .map(PathBuf::from)
         .unwrap_or_else(|| {
@@ -164,12 +177,12 @@ pub fn ipxe_file(name: &str, scratch: &std::path::Path) -> PathBuf {
         .and_then(|rd| {
             rd.flatten().map(|e| e.path()).find(|p| {
                 p.file_name()
-                    .is_some_and(|n| n.to_string_lossy().starts_with("ipxe_"))
+                    .is_some_and(|n| n.to_string_lossy().starts_with(deb_prefix))
             })
         })
         .unwrap_or_else(|| {
             panic!(
-                "no ipxe package in {}/debs: run `cargo xtask fetch`",
+                "no {deb_prefix}* package in {}/debs: run `cargo xtask fetch`",
                 cache.display()
             )
         });
@@ -184,9 +197,9 @@ pub fn ipxe_file(name: &str, scratch: &std::path::Path) -> PathBuf {
         "dpkg-deb -x {}: {out:?}",
         deb.display()
     );
-    let file = scratch.join("usr/lib/ipxe").join(name);
-    assert!(file.is_file(), "{} has no {name}", deb.display());
-    file
+    let path = scratch.join(file);
+    assert!(path.is_file(), "{} has no {file}", deb.display());
+    path
 }
 
 /// Cargo's target directory (`CARGO_TARGET_DIR` or `<workspace>/target`).
