@@ -162,16 +162,7 @@ pub fn static_busybox(scratch: &std::path::Path) -> PathBuf {
 /// (`cargo xtask fetch`; `$SEED_CACHE`, else `${XDG_CACHE_HOME:-~/.cache}/seed`), unpacked with
 /// `dpkg-deb` into `scratch`. Fails clearly when the package is not fetched.
 pub fn cached_package_file(deb_prefix: &str, file: &str, scratch: &std::path::Path) -> PathBuf {
-    let cache = std::env::var_os("SEED_CACHE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            std::env::var_os("XDG_CACHE_HOME")
-                .map(PathBuf::from)
-                .unwrap_or_else(|| {
-                    PathBuf::from(std::env::var_os("HOME").expect("HOME")).join(".cache")
-                })
-                .join("seed")
-        });
+    let cache = seed::cli::lab_seed::cache_dir();
     let deb = std::fs::read_dir(cache.join("debs"))
         .ok()
         .and_then(|rd| {

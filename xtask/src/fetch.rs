@@ -73,18 +73,8 @@ pub fn pins() -> Result<Vec<Pin>> {
     Ok(file.package)
 }
 
-/// The offline cache directory.
-pub fn cache_dir() -> PathBuf {
-    if let Some(dir) = std::env::var_os("SEED_CACHE") {
-        return PathBuf::from(dir);
-    }
-    let base = std::env::var_os("XDG_CACHE_HOME")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(std::env::var_os("HOME").unwrap_or_else(|| "/root".into())).join(".cache")
-        });
-    base.join("seed")
-}
+/// The offline cache directory (one definition, shared with the seed's lab and the tests).
+pub use seed::cli::lab_seed::cache_dir;
 
 /// Where a pinned package's .deb lives in the cache (it may not be fetched yet).
 pub fn deb_path(pin: &Pin) -> PathBuf {

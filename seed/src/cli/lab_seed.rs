@@ -62,8 +62,8 @@ impl Drop for LabSeed {
 const IPXE_FILES: [&str; 2] = ["undionly.kpxe", "snponly.efi"];
 
 /// The offline cache (`$SEED_CACHE`, else `${XDG_CACHE_HOME:-$HOME/.cache}/seed`), as `cargo
-/// xtask fetch` fills it.
-fn cache_dir() -> PathBuf {
+/// xtask fetch` fills it. The one definition: xtask and the tests call this too.
+pub fn cache_dir() -> PathBuf {
     if let Some(dir) = std::env::var_os("SEED_CACHE") {
         return PathBuf::from(dir);
     }
