@@ -3,6 +3,8 @@
 
 use super::*;
 use crate::daemon::metadata::{Signal, SignalStatus};
+use crate::inventory::Allocation;
+use crate::lifecycle::DeployTarget;
 use rand::{rngs::StdRng, SeedableRng};
 
 const TEMPLATE: &str = r#"
