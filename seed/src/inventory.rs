@@ -5,11 +5,13 @@
 //! [`parse_instackenv`]: every entry is checked, and refused with an error naming the entry and
 //! the field, before anything is written. Credentials live in [`Secret`], which never prints.
 
-use crate::lifecycle::Lifecycle;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::str::FromStr;
+
+mod state;
+pub use state::{DeployTarget, Lifecycle, State};
 
 /// A credential. `Debug` and `Display` print `***`; only serde (the store) sees the value.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]

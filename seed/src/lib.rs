@@ -10,3 +10,6 @@ pub mod power;
 pub mod sim;
 pub mod store;
 pub mod template;
+
+#[cfg(test)]
+mod layering;

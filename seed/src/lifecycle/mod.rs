@@ -52,19 +52,18 @@
 //! and hands each event to its family: `common.rs` (any state: maintenance, boot seen,
 //! timeouts, failures, and the helpers steps start and end with), `enroll.rs` (enroll →
 //! verifying → manageable, inspection, provide), `deploy.rs` (deploying's two halves),
-//! `teardown.rs` (deleting, cleaning). `state.rs` is the node record's part, `wipe.rs` the
-//! cleaning plan.
+//! `teardown.rs` (deleting, cleaning); `wipe.rs` the cleaning plan. The node record's part
+//! ([`State`], [`Lifecycle`], [`DeployTarget`]) is data in `crate::inventory`, re-exported here.
 
 mod common;
 mod deploy;
 mod enroll;
-mod state;
 mod teardown;
 #[cfg(test)]
 mod tests;
 mod wipe;
 
-pub use state::{DeployTarget, Lifecycle, State};
+pub use crate::inventory::{DeployTarget, Lifecycle, State};
 pub use wipe::{DiskWipe, Extent, WipePlan};
 
 use crate::inventory::{Node, Properties};

@@ -7,8 +7,7 @@ use std::collections::BTreeSet;
 use rand::Rng;
 use serde_json::{Map, Value as Json};
 
-use super::{Action, MemberStatus, Pass, View};
-use crate::daemon::metadata::SignalStatus;
+use super::{Action, MemberStatus, Pass, SignalStatus, View};
 use crate::lifecycle::{DeployTarget, State};
 use crate::template::{self, Member, Stack};
 

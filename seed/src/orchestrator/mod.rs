@@ -41,6 +41,7 @@ mod record;
 mod release;
 mod requests;
 mod schedule;
+mod signal;
 #[cfg(test)]
 mod tests;
 
@@ -48,6 +49,7 @@ pub use record::{
     Action, MemberRecord, MemberStatus, NodeInfo, Outcome, StackEvent, StackRecord, Status,
 };
 pub use requests::{create, delete, last_event, update, StackError};
+pub use signal::{Signal, SignalStatus};
 
 /// How the engine paces itself.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

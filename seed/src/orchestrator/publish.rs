@@ -6,8 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::{json, Map, Value as Json};
 
-use super::{is_deployment, Action, MemberStatus, Pass, View};
-use crate::daemon::metadata::SignalStatus;
+use super::{is_deployment, Action, MemberStatus, Pass, SignalStatus, View};
 use crate::template::{Member, ResourceType, Stack};
 
 /// Node → (its server member, the entries of the deployments targeting it).

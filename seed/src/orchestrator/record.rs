@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value as Json};
 use std::collections::{BTreeMap, BTreeSet};
 
-use crate::daemon::metadata::Signal;
+use super::Signal;
 use crate::inventory::{Allocation, Node};
 use crate::lifecycle::{DeployTarget, State};
 

@@ -1,5 +1,7 @@
 //! The lifecycle's part of a node record: where the node is ([`State`]), what it deploys
-//! ([`DeployTarget`]) and the step's bookkeeping ([`Lifecycle`]).
+//! ([`DeployTarget`]) and the step's bookkeeping ([`Lifecycle`]). Data only, kept here below
+//! the state machine (`crate::lifecycle`, which moves it) so that the record does not depend
+//! on the machine: `lifecycle` imports `inventory`, never the other way.
 
 use serde::{Deserialize, Serialize};
 use std::fmt;
@@ -128,7 +130,8 @@ pub struct Lifecycle {
     #[serde(default)]
     pub image_written: bool,
     /// While a step waits for the node to PXE-boot toward the seed: when the boot watchdog
-    /// power-cycles it again (ms). Cleared by [`Event::BootSeen`] and when the step ends.
+    /// power-cycles it again (ms). Cleared by [`crate::lifecycle::Event::BootSeen`] and when
+    /// the step ends.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub boot_deadline_ms: Option<u64>,
     /// Power-cycles the boot watchdog made in the current (or last) step; 0 when a step starts.
