@@ -19,22 +19,32 @@
 //! agent picks its work up again; the agent ignores an op it is already running). The
 //! credential is a secret: it is in the command only, never in logs or node views.
 
-use super::{credentials, lock, Daemon, DaemonError};
+use super::locks::{Rank, Ranked};
+use super::{credentials, lock, off_runtime, Daemon, DaemonError};
 use crate::inventory::Node;
 use crate::lifecycle::{DeployTarget, Event, State};
 use crate::store::nodes;
 use images::ImageStore;
 use ramdisk::agent::{Command, DeployCommand, Phase, Progress};
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, OnceLock};
 use tracing::{debug, info};
 
 /// The daemon's deploy state: the image store (set once at start) and the last progress of
 /// each node's agent (memory only: it is for people watching, the lifecycle is in the store).
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct DeployState {
     images: OnceLock<Images>,
-    progress: Mutex<HashMap<String, Progress>>,
+    progress: Ranked<HashMap<String, Progress>>,
+}
+
+impl Default for DeployState {
+    fn default() -> Self {
+        DeployState {
+            images: OnceLock::new(),
+            progress: Ranked::new(Rank::Progress, HashMap::new()),
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -200,6 +210,29 @@ impl Daemon {
             .await
             .map_err(|e| format!("checking image {image}: {e}"))?
             .map_err(|e| chain(&e))?;
+        let (me, name, image, root_hint) = (
+            self.clone(),
+            name.to_string(),
+            image.to_string(),
+            root_hint.clone(),
+        );
+        // The lifecycle lock and a store commit (the credential): off the runtime's threads.
+        off_runtime(move || me.hand_over_deploy(&name, op, &image, root_hint, img)).await
+    }
+
+    /// The locked half of [`Daemon::prepare_deploy`], once the image is verified: if the node
+    /// is still on deploy `op`, issue its credential and queue the agent's command.
+    fn hand_over_deploy(
+        &self,
+        name: &str,
+        op: u64,
+        image: &str,
+        root_hint: Option<String>,
+        img: images::store::Image,
+    ) -> Result<bool, String> {
+        let Some(imgs) = self.deploy.images.get() else {
+            return Err("no image store is configured ([images] dir)".into());
+        };
         let seed_url = self.seed_url();
         let _g = lock(&self.lifecycle_lock);
         let current = match nodes::get(&*self.store, name) {
@@ -227,7 +260,7 @@ impl Daemon {
             node: name.to_string(),
             manifest: img.manifest,
             stream_url,
-            root_hint: root_hint.clone(),
+            root_hint,
             credential,
             seed_url,
         };

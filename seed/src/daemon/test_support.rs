@@ -71,7 +71,7 @@ pub(crate) fn attach_fake_bmc(
 ) -> std::sync::Arc<crate::power::FakeBmc> {
     use crate::power::{FakeBmc, FakePower, Password};
     let bmc = FakeBmc::new(node, "admin", Password::new("hunter2"));
-    super::lock(&d.drivers).insert(
+    super::lock(&d.drivers).by_node.insert(
         node.into(),
         std::sync::Arc::new(FakePower::new(
             bmc.clone(),
