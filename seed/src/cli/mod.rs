@@ -4,7 +4,9 @@
 pub mod bundle;
 pub mod daemon;
 pub mod image;
+#[cfg(feature = "lab")]
 pub mod lab;
+#[cfg(feature = "lab")]
 pub mod lab_seed;
 pub mod netboot;
 pub mod node;
@@ -33,6 +35,7 @@ pub enum Command {
     /// Choose the device a machine boots from next (pxe, disk, cdrom), through its BMC.
     Bootdev(power::BootdevArgs),
     /// A virtual datacenter of QEMU nodes with virtual BMCs on this machine.
+    #[cfg(feature = "lab")]
     Lab(lab::Args),
     /// Enroll machines (instackenv file), list and show them, delete, set maintenance.
     Node(node::Args),
@@ -52,6 +55,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Netboot(args) => netboot::run(args),
         Command::Power(args) => power::run_power(args),
         Command::Bootdev(args) => power::run_bootdev(args),
+        #[cfg(feature = "lab")]
         Command::Lab(args) => lab::run(args),
         Command::Node(args) => node::run(args),
         Command::Daemon(args) => daemon::run(args),
