@@ -136,13 +136,18 @@ pub enum BootMode {
     Uefi,
 }
 
+/// A boot mode that is neither `bios` nor `uefi`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0:?} is not a boot mode (bios or uefi)")]
+pub struct BadBootMode(pub String);
+
 impl FromStr for BootMode {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
+    type Err = BadBootMode;
+    fn from_str(s: &str) -> Result<Self, BadBootMode> {
         match s.to_ascii_lowercase().as_str() {
             "bios" => Ok(BootMode::Bios),
             "uefi" => Ok(BootMode::Uefi),
-            _ => Err(format!("{s:?} is not a boot mode (bios or uefi)")),
+            _ => Err(BadBootMode(s.into())),
         }
     }
 }
@@ -205,20 +210,31 @@ impl Capabilities {
     }
 }
 
+/// Why a capabilities string (`key:value,…`) was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BadCapabilities {
+    #[error("{0:?} is not key:value")]
+    NotKeyValue(String),
+    #[error("{0:?} has an empty key")]
+    EmptyKey(String),
+    #[error("{0:?} is given twice")]
+    Twice(String),
+}
+
 impl FromStr for Capabilities {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
+    type Err = BadCapabilities;
+    fn from_str(s: &str) -> Result<Self, BadCapabilities> {
         let mut map = BTreeMap::new();
         for item in s.split(',').map(str::trim).filter(|i| !i.is_empty()) {
             let (k, v) = item
                 .split_once(':')
-                .ok_or_else(|| format!("{item:?} is not key:value"))?;
+                .ok_or_else(|| BadCapabilities::NotKeyValue(item.into()))?;
             let (k, v) = (k.trim(), v.trim());
             if k.is_empty() {
-                return Err(format!("{item:?} has an empty key"));
+                return Err(BadCapabilities::EmptyKey(item.into()));
             }
             if map.insert(k.to_string(), v.to_string()).is_some() {
-                return Err(format!("{k:?} is given twice"));
+                return Err(BadCapabilities::Twice(k.into()));
             }
         }
         Ok(Capabilities(map))
@@ -384,14 +400,16 @@ enum NumOrString {
     Str(String),
 }
 
+/// A number field holding text that is not a whole number.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0:?} is not a whole number")]
+struct NotANumber(String);
+
 impl NumOrString {
-    fn get(&self) -> Result<u64, String> {
+    fn get(&self) -> Result<u64, NotANumber> {
         match self {
             NumOrString::Num(n) => Ok(*n),
-            NumOrString::Str(s) => s
-                .trim()
-                .parse()
-                .map_err(|_| format!("{s:?} is not a whole number")),
+            NumOrString::Str(s) => s.trim().parse().map_err(|_| NotANumber(s.clone())),
         }
     }
 }
@@ -511,7 +529,7 @@ fn entry_to_node(label: &str, raw: RawNode, now_ms: u64) -> Result<Node, ImportE
     let port = match raw.pm_port {
         None => 623,
         Some(p) => {
-            let p = p.get().map_err(|e| field("pm_port", e))?;
+            let p = p.get().map_err(|e| field("pm_port", e.to_string()))?;
             u16::try_from(p)
                 .ok()
                 .filter(|p| *p != 0)
@@ -523,19 +541,21 @@ fn entry_to_node(label: &str, raw: RawNode, now_ms: u64) -> Result<Node, ImportE
 
     let capabilities: Capabilities = match raw.capabilities {
         None => Capabilities::default(),
-        Some(c) => c.parse().map_err(|e| field("capabilities", e))?,
+        Some(c) => c
+            .parse::<Capabilities>()
+            .map_err(|e| field("capabilities", e.to_string()))?,
     };
     let mut properties = Properties::default();
     if let Some(c) = raw.cpu {
-        let c = c.get().map_err(|e| field("cpu", e))?;
+        let c = c.get().map_err(|e| field("cpu", e.to_string()))?;
         properties.cpus =
             Some(u32::try_from(c).map_err(|_| field("cpu", format!("{c} is too many")))?);
     }
     if let Some(m) = raw.memory {
-        properties.memory_mib = Some(m.get().map_err(|e| field("memory", e))?);
+        properties.memory_mib = Some(m.get().map_err(|e| field("memory", e.to_string()))?);
     }
     if let Some(d) = raw.disk {
-        let gib = d.get().map_err(|e| field("disk", e))?;
+        let gib = d.get().map_err(|e| field("disk", e.to_string()))?;
         let size_bytes = gib
             .checked_mul(1 << 30)
             .ok_or_else(|| field("disk", format!("{gib} GiB is too large")))?;
@@ -546,7 +566,10 @@ fn entry_to_node(label: &str, raw: RawNode, now_ms: u64) -> Result<Node, ImportE
     }
     properties.arch = raw.arch;
     if let Some(mode) = capabilities.0.get("boot_mode") {
-        properties.boot_mode = Some(mode.parse().map_err(|e| field("capabilities", e))?);
+        properties.boot_mode = Some(
+            mode.parse::<BootMode>()
+                .map_err(|e| field("capabilities", e.to_string()))?,
+        );
     }
 
     let name = match raw.name {

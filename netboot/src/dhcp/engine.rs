@@ -178,6 +178,19 @@ enum ChainStage {
     Chained,
 }
 
+/// Why a client gets no address (the reason of an ignored request or a NAK).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+enum NoAddress {
+    #[error("unknown MAC, discovery off")]
+    Unknown,
+    #[error("reserved address {0} is quarantined (a client declined it)")]
+    Quarantined(Ipv4Addr),
+    #[error("no reservation and no pool")]
+    NoPool,
+    #[error("pool {start}..{end} exhausted")]
+    Exhausted { start: Ipv4Addr, end: Ipv4Addr },
+}
+
 /// What the engine decided about one request (turned into a reply and one log line).
 enum Decision {
     Reply {
@@ -345,12 +358,12 @@ impl Engine {
 
     /// Whether to serve this MAC at all; enrolls it with the policy on first sight when
     /// discovery is on.
-    fn admit(&mut self, mac: MacAddr) -> Result<(), String> {
+    fn admit(&mut self, mac: MacAddr) -> Result<(), NoAddress> {
         if self.known(mac) {
             return Ok(());
         }
         if !self.cfg.discovery {
-            return Err("unknown MAC, discovery off".into());
+            return Err(NoAddress::Unknown);
         }
         if self.discovered.len() >= MAX_DISCOVERED_REMEMBERED {
             self.discovered.clear();
@@ -381,19 +394,17 @@ impl Engine {
         mac: MacAddr,
         requested: Option<Ipv4Addr>,
         now: u64,
-    ) -> Result<(Ipv4Addr, Source), String> {
+    ) -> Result<(Ipv4Addr, Source), NoAddress> {
         if let Some(node) = self.nodes.get(&mac) {
             if let Some(ip) = node.ip {
                 if self.leases.quarantined(ip, now) {
-                    return Err(format!(
-                        "reserved address {ip} is quarantined (a client declined it)"
-                    ));
+                    return Err(NoAddress::Quarantined(ip));
                 }
                 return Ok((ip, Source::Reservation(node.hostname.clone())));
             }
         }
         let Some(pool) = self.cfg.pool else {
-            return Err("no reservation and no pool".into());
+            return Err(NoAddress::NoPool);
         };
         let sticky = self.leases.ip_of(mac);
         for ip in [sticky, requested].into_iter().flatten() {
@@ -406,7 +417,10 @@ impl Engine {
             .find(|&ip| self.leases.untouched(ip, now) && self.pool_usable(ip, mac, now))
             .or_else(|| pool.iter().find(|&ip| self.pool_usable(ip, mac, now)))
             .map(|ip| (ip, Source::Pool))
-            .ok_or_else(|| format!("pool {}..{} exhausted", pool.start, pool.end))
+            .ok_or(NoAddress::Exhausted {
+                start: pool.start,
+                end: pool.end,
+            })
     }
 
     fn authoritative(
@@ -429,7 +443,7 @@ impl Engine {
             _ => None,
         };
         if let Err(why) = self.admit(mac) {
-            return Decision::Ignore(why);
+            return Decision::Ignore(why.to_string());
         }
         let lease = u64::from(self.cfg.lease_time);
         match ty {
@@ -443,7 +457,7 @@ impl Engine {
                         why: src.to_string(),
                     }
                 }
-                Err(why) => Decision::Ignore(why),
+                Err(why) => Decision::Ignore(why.to_string()),
             },
             MessageType::Request => {
                 if let Some(sid) = server_id {
@@ -533,7 +547,7 @@ impl Engine {
             return Decision::Silent("not a PXE client (proxy mode)".into());
         }
         if let Err(why) = self.admit(mac) {
-            return Decision::Ignore(why);
+            return Decision::Ignore(why.to_string());
         }
         let kind = match (rx.local_port, ty) {
             (PROXY_PORT, MessageType::Request | MessageType::Inform) => MessageType::Ack,

@@ -74,24 +74,34 @@ fn default_prefix_len() -> u8 {
     24
 }
 
+/// Why a `[wire]` section cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum WireConfigError {
+    #[error("wire.prefix_len {0} is not in 1..=30")]
+    PrefixLen(u8),
+    #[error("wire.group {0} is not a multicast address")]
+    NotMulticast(Ipv4Addr),
+    #[error("wire kind qemu-mcast needs group and port")]
+    NoGroup,
+    #[error("wire kinds tap and af-packet need ifname")]
+    NoIfname,
+}
+
 impl WireConfig {
     /// Check the fields the kind needs.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), WireConfigError> {
         if self.prefix_len == 0 || self.prefix_len > 30 {
-            return Err(format!(
-                "wire.prefix_len {} is not in 1..=30",
-                self.prefix_len
-            ));
+            return Err(WireConfigError::PrefixLen(self.prefix_len));
         }
         match self.kind {
             WireKind::QemuMcast => match (self.group, self.port) {
                 (Some(g), Some(_)) if g.is_multicast() => Ok(()),
-                (Some(g), Some(_)) => Err(format!("wire.group {g} is not a multicast address")),
-                _ => Err("wire kind qemu-mcast needs group and port".into()),
+                (Some(g), Some(_)) => Err(WireConfigError::NotMulticast(g)),
+                _ => Err(WireConfigError::NoGroup),
             },
             WireKind::Tap | WireKind::AfPacket => match &self.ifname {
                 Some(n) if !n.is_empty() => Ok(()),
-                _ => Err("wire kinds tap and af-packet need ifname".into()),
+                _ => Err(WireConfigError::NoIfname),
             },
         }
     }

@@ -20,10 +20,10 @@
 //! credential is a secret: it is in the command only, never in logs or node views.
 
 use super::locks::{Rank, Ranked};
-use super::{credentials, lock, off_runtime, Daemon, DaemonError};
+use super::{chain, credentials, lock, off_runtime, Daemon, DaemonError};
 use crate::inventory::Node;
 use crate::lifecycle::{DeployTarget, Event, State};
-use crate::store::nodes;
+use crate::store::{nodes, StoreError};
 use images::ImageStore;
 use ramdisk::agent::{Command, DeployCommand, Phase, Progress};
 use std::collections::HashMap;
@@ -74,16 +74,30 @@ pub fn check_root_hint(hint: &str) -> Result<(), String> {
     }
 }
 
-/// `e: its source: its source …` (the store's errors keep the detail in their sources).
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
+/// Why a deploy was refused before anything was powered: the reason of `image refused`.
+#[derive(Debug, thiserror::Error)]
+pub enum DeployRefused {
+    #[error("no image store is configured ([images] dir)")]
+    NoImageStore,
+    #[error("checking image {image}")]
+    Check {
+        image: String,
+        #[source]
+        source: tokio::task::JoinError,
+    },
+    #[error(transparent)]
+    Image(#[from] images::store::StoreError),
+    #[error("reading the node")]
+    ReadNode(#[source] StoreError),
+    #[error("issuing the node's credential")]
+    Credential(#[source] StoreError),
+}
+
+impl DeployRefused {
+    /// The whole chain, for the node's `deploy failed` reason.
+    pub fn reason(&self) -> String {
+        chain(self)
     }
-    s
 }
 
 impl Daemon {
@@ -192,24 +206,26 @@ impl Daemon {
 
     /// Carry out [`crate::lifecycle::Action::Deploy`]: verify the image, issue the credential,
     /// queue the agent's command. `Ok(false)`: the node is no longer on deploy `op` (stale
-    /// batch); `Err(reason)`: refused, nothing was done.
+    /// batch); `Err`: refused, nothing was done.
     pub(super) async fn prepare_deploy(
         self: &Arc<Self>,
         name: &str,
         op: u64,
         image: &str,
         root_hint: &Option<String>,
-    ) -> Result<bool, String> {
+    ) -> Result<bool, DeployRefused> {
         let Some(imgs) = self.deploy.images.get() else {
-            return Err("no image store is configured ([images] dir)".into());
+            return Err(DeployRefused::NoImageStore);
         };
         let store = imgs.store.clone();
         let image_name = image.to_string();
         // Hashing a large stream is blocking work.
         let img = tokio::task::spawn_blocking(move || store.verify(&image_name))
             .await
-            .map_err(|e| format!("checking image {image}: {e}"))?
-            .map_err(|e| chain(&e))?;
+            .map_err(|source| DeployRefused::Check {
+                image: image.into(),
+                source,
+            })??;
         let (me, name, image, root_hint) = (
             self.clone(),
             name.to_string(),
@@ -229,23 +245,23 @@ impl Daemon {
         image: &str,
         root_hint: Option<String>,
         img: images::store::Image,
-    ) -> Result<bool, String> {
+    ) -> Result<bool, DeployRefused> {
         let Some(imgs) = self.deploy.images.get() else {
-            return Err("no image store is configured ([images] dir)".into());
+            return Err(DeployRefused::NoImageStore);
         };
         let seed_url = self.seed_url();
         let _g = lock(&self.lifecycle_lock);
         let current = match nodes::get(&*self.store, name) {
             Ok(Some((n, _))) => n,
             Ok(None) => return Ok(false),
-            Err(e) => return Err(format!("reading the node: {}", chain(&e))),
+            Err(e) => return Err(DeployRefused::ReadNode(e)),
         };
         if current.lifecycle.state != State::Deploying || current.lifecycle.op != op {
             debug!(node = name, op, "deploy superseded before it started");
             return Ok(false);
         }
-        let credential = credentials::issue(&*self.store, name)
-            .map_err(|e| format!("issuing the node's credential: {}", chain(&e)))?;
+        let credential =
+            credentials::issue(&*self.store, name).map_err(DeployRefused::Credential)?;
         let stream_url = format!("{seed_url}/{}/{}", imgs.url_path, img.relative);
         info!(
             node = name,

@@ -45,6 +45,17 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
+/// Why a fake agent's call got no answer it could use.
+#[derive(Debug, thiserror::Error)]
+enum CallError {
+    #[error("the daemon is gone")]
+    Gone,
+    #[error("{status}: {body}")]
+    Refused { status: u16, body: String },
+    #[error(transparent)]
+    Json(#[from] serde_json::Error),
+}
+
 /// The capability that gives a fake node a fake agent, and its behaviour.
 pub const CAPABILITY: &str = "fake_agent";
 /// The capability that delays every answer of a fake node's BMC (milliseconds).
@@ -397,12 +408,15 @@ impl FakeMachine {
         agent: &AgentBoot,
         path: &str,
         body: &impl serde::Serialize,
-    ) -> Result<T, String> {
-        let body = serde_json::to_vec(body).map_err(|e| e.to_string())?;
+    ) -> Result<T, CallError> {
+        let body = serde_json::to_vec(body)?;
         match self.call(path, body, agent.token.as_deref()).await {
-            None => Err("the daemon is gone".into()),
-            Some((200..=299, b)) => serde_json::from_slice(&b).map_err(|e| e.to_string()),
-            Some((code, b)) => Err(format!("{code}: {}", String::from_utf8_lossy(&b))),
+            None => Err(CallError::Gone),
+            Some((200..=299, b)) => Ok(serde_json::from_slice(&b)?),
+            Some((status, b)) => Err(CallError::Refused {
+                status,
+                body: String::from_utf8_lossy(&b).into_owned(),
+            }),
         }
     }
 

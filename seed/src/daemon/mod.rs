@@ -64,10 +64,30 @@ pub const FACTS: &str = "facts";
 pub enum DaemonError {
     #[error("no node named {0:?}")]
     NotFound(String),
-    #[error("store")]
-    Store(#[from] StoreError),
+    /// The message carries the whole cause (the daemon logs these with `%e`, one line), so the
+    /// store error is not also given as the source.
+    #[error("store: {}", chain(.0))]
+    Store(StoreError),
     #[error("refused by the lifecycle")]
     Refused(#[from] LifecycleError),
+}
+
+impl From<StoreError> for DaemonError {
+    fn from(e: StoreError) -> Self {
+        DaemonError::Store(e)
+    }
+}
+
+/// `e: its source: its source …`: an error and its whole cause on one line.
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
 }
 
 /// What the daemon needs besides its store.
@@ -534,5 +554,28 @@ impl BootPolicy for Daemon {
             // A conflict means someone enrolled it meanwhile: fine.
             debug!(%mac, error = %e, "discovered MAC not enrolled");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_store_error_shows_its_cause_in_one_line() {
+        let source = serde_json::from_str::<u8>("x").unwrap_err();
+        let e = DaemonError::from(StoreError::Decode {
+            table: "nodes".into(),
+            key: "n1".into(),
+            source,
+        });
+        assert_eq!(
+            e.to_string(),
+            "store: record nodes/n1 does not decode: expected value at line 1 column 1"
+        );
+        assert!(
+            std::error::Error::source(&e).is_none(),
+            "not repeated as a source"
+        );
     }
 }

@@ -101,7 +101,8 @@ impl Daemon {
                         Ok(true) => Ok(()),
                         // The step moved on meanwhile: this batch is stale.
                         Ok(false) => return,
-                        Err(reason) => {
+                        Err(refused) => {
+                            let reason = refused.reason();
                             warn!(node = name, %reason, "deploy refused");
                             let ev = Event::ImageRefused { reason };
                             if let Err(e) = self.apply_blocking(name, ev).await {

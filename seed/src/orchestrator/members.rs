@@ -7,23 +7,23 @@ use std::collections::BTreeSet;
 use rand::Rng;
 use serde_json::{Map, Value as Json};
 
-use super::{Action, MemberStatus, Pass, SignalStatus, View};
+use super::{Action, MemberError, MemberStatus, Pass, SignalStatus, View};
 use crate::lifecycle::{DeployTarget, State};
 use crate::template::{self, Member, Stack};
 
 impl Pass<'_> {
     /// What a server deploys: its `image` and root-device hint.
-    fn target(&self, stack: &Stack, m: &Member) -> Result<DeployTarget, String> {
+    fn target(&self, stack: &Stack, m: &Member) -> Result<DeployTarget, MemberError> {
         let view = View { rec: &self.rec };
         let get = |k: &str| {
             m.properties
                 .get(k)
-                .map(|e| stack.evaluate(e, &view).map_err(|e| e.to_string()))
+                .map(|e| stack.evaluate(e, &view))
                 .transpose()
         };
         let image = match get("image")? {
             Some(Json::String(s)) => s,
-            other => return Err(format!("`image` must be a string, not {other:?}")),
+            other => return Err(MemberError::Image(other)),
         };
         let hint = get("root_device_hint")?.and_then(|h| {
             let h = h.as_object()?.clone();
@@ -69,10 +69,7 @@ impl Pass<'_> {
                             target,
                         });
                     }
-                    Err(e) => {
-                        self.set_member(&m.name, MemberStatus::Failed, &e);
-                        self.fail(&format!("{}: {e}", m.name));
-                    }
+                    Err(e) => self.member_failed(&m.name, &e),
                 }
             }
             State::Deploying => self.set_member(&m.name, MemberStatus::InProgress, ""),
@@ -150,10 +147,7 @@ impl Pass<'_> {
                 r.attributes.insert("value".into(), Json::String(v));
                 self.set_member(&m.name, MemberStatus::Complete, "");
             }
-            Err(e) => {
-                self.set_member(&m.name, MemberStatus::Failed, &e);
-                self.fail(&format!("{}: {e}", m.name));
-            }
+            Err(e) => self.member_failed(&m.name, &e),
         }
     }
 
@@ -172,11 +166,7 @@ impl Pass<'_> {
                 };
                 self.set_member(&m.name, MemberStatus::Complete, "");
             }
-            Err(e) => {
-                let e = e.to_string();
-                self.set_member(&m.name, MemberStatus::Failed, &e);
-                self.fail(&format!("{}: {e}", m.name));
-            }
+            Err(e) => self.member_failed(&m.name, &e),
         }
     }
 

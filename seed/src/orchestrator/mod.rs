@@ -33,7 +33,7 @@ use rand::Rng;
 use serde_json::{json, Map, Value as Json};
 
 use crate::lifecycle::State;
-use crate::template::{Resolver, ResourceType, Stack};
+use crate::template::{self, Resolver, ResourceType, Stack};
 
 mod members;
 mod publish;
@@ -180,6 +180,13 @@ impl Pass<'_> {
         self.event(&name, status, reason);
     }
 
+    /// Member `member` failed with `e`, and the stack with it.
+    fn member_failed(&mut self, member: &str, e: &dyn std::fmt::Display) {
+        let e = e.to_string();
+        self.set_member(member, MemberStatus::Failed, &e);
+        self.fail(&format!("{member}: {e}"));
+    }
+
     fn node(&self, name: &str) -> Option<&NodeInfo> {
         self.nodes.get(name).copied()
     }
@@ -266,6 +273,15 @@ impl Pass<'_> {
         let (name, reason) = (self.rec.name.clone(), self.rec.reason.clone());
         self.event(&name, status, &reason);
     }
+}
+
+/// Why a member cannot be carried out (its reason, in the record and the stack's).
+#[derive(Debug, thiserror::Error)]
+enum MemberError {
+    #[error(transparent)]
+    Template(#[from] template::Error),
+    #[error("`image` must be a string, not {0:?}")]
+    Image(Option<Json>),
 }
 
 /// Software/structured deployments and their groups: what puts a config into nodes' metadata.

@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::{json, Map, Value as Json};
 
-use super::{is_deployment, Action, MemberStatus, Pass, SignalStatus, View};
+use super::{is_deployment, Action, MemberError, MemberStatus, Pass, SignalStatus, View};
 use crate::template::{Member, ResourceType, Stack};
 
 /// Node → (its server member, the entries of the deployments targeting it).
@@ -18,11 +18,9 @@ impl Pass<'_> {
         &self,
         stack: &Stack,
         m: &Member,
-    ) -> Result<(Json, Vec<(String, String)>), String> {
+    ) -> Result<(Json, Vec<(String, String)>), MemberError> {
         let view = View { rec: &self.rec };
-        let props = stack
-            .properties(&m.name, &view)
-            .map_err(|e| e.to_string())?;
+        let props = stack.properties(&m.name, &view)?;
         let targets: Vec<(String, String)> = match m.rtype {
             ResourceType::SoftwareDeployment | ResourceType::StructuredDeployment => props
                 .get("server")
@@ -176,8 +174,7 @@ impl Pass<'_> {
                     deployments.push((m, targets));
                 }
                 Err(e) => {
-                    self.set_member(&m.name, MemberStatus::Failed, &e);
-                    self.fail(&format!("{}: {e}", m.name));
+                    self.member_failed(&m.name, &e);
                     return None;
                 }
             }
