@@ -308,8 +308,8 @@ impl Node {
 pub enum ImportError {
     #[error("not valid JSON")]
     Json(#[source] serde_json::Error),
-    #[error("not valid YAML")]
-    Yaml(#[source] serde_norway::Error),
+    #[error("not valid YAML at line {}, column {}: {}", .0.at.line, .0.at.col, .0.message)]
+    Yaml(yaml11::Error),
     #[error("the file has no top-level `nodes:` list")]
     NoNodes,
     #[error("{entry}: {message}")]
@@ -408,7 +408,11 @@ pub fn parse_instackenv(
     // entry (index and name) instead of a byte offset somewhere in the file.
     let doc: serde_json::Value = match format {
         Format::Json => serde_json::from_str(text).map_err(ImportError::Json)?,
-        Format::Yaml => serde_norway::from_str(text).map_err(ImportError::Yaml)?,
+        // Plain scalars as text: each field's type is decided below, so an unquoted MAC or a
+        // password of digits stays as written (YAML 1.1 makes 52:54:00:12:34:56 a number).
+        Format::Yaml => yaml11::parse_with("instackenv", text, yaml11::Schema::Text)
+            .map_err(ImportError::Yaml)?
+            .map_or(serde_json::Value::Null, |n| n.to_json()),
     };
     let entries = doc
         .get("nodes")
@@ -678,11 +682,14 @@ nodes:
 
     #[test]
     fn unquoted_macs_stay_strings() {
-        // YAML 1.1 would read 00:11:22:33:44:55 as a base-60 number; the parser must not.
-        let y = "nodes:\n  - mac: [00:11:22:33:44:55, 52:54:00:aa:bb:cc]\n    pm_type: ipmi\n    pm_addr: h\n    pm_user: u\n    pm_password: p\n";
+        // YAML 1.1 would read 52:54:00:12:34:56 as a base-60 number and the password 0123 as
+        // octal 83; the import must not.
+        let y = "nodes:\n  - mac: [00:11:22:33:44:55, 52:54:00:12:34:56]\n    pm_type: ipmi\n    pm_addr: h\n    pm_user: u\n    pm_password: 0123\n    cpu: 4\n";
         let n = parse_instackenv(y, Format::Yaml, &[], 0).unwrap();
         assert_eq!(n[0].macs[0].to_string(), "00:11:22:33:44:55");
-        assert_eq!(n[0].macs[1].to_string(), "52:54:00:aa:bb:cc");
+        assert_eq!(n[0].macs[1].to_string(), "52:54:00:12:34:56");
+        assert_eq!(n[0].bmc.password.expose(), "0123");
+        assert_eq!(n[0].properties.cpus, Some(4));
     }
 
     #[test]
