@@ -6,37 +6,11 @@
 //! the field, before anything is written. Credentials live in [`Secret`], which never prints.
 
 use crate::lifecycle::Lifecycle;
+pub use crate::secret::Secret;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::str::FromStr;
-
-/// A credential. `Debug` and `Display` print `***`; only serde (the store) sees the value.
-#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(transparent)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn new(s: impl Into<String>) -> Self {
-        Secret(s.into())
-    }
-    /// The credential itself, for the power driver that has to send it.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("***")
-    }
-}
-
-impl fmt::Display for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("***")
-    }
-}
 
 /// An Ethernet address, printed `52:54:00:12:34:56`.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -521,7 +495,7 @@ fn entry_to_node(label: &str, raw: RawNode, now_ms: u64) -> Result<Node, ImportE
         }
     };
     let username = raw.pm_user.ok_or_else(|| missing("pm_user"))?;
-    let password = Secret(raw.pm_password.ok_or_else(|| missing("pm_password"))?);
+    let password = Secret::new(raw.pm_password.ok_or_else(|| missing("pm_password"))?);
 
     let capabilities: Capabilities = match raw.capabilities {
         None => Capabilities::default(),
