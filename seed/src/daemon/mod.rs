@@ -59,7 +59,8 @@ pub const FACTS: &str = "facts";
 pub enum DaemonError {
     #[error("no node named {0:?}")]
     NotFound(String),
-    #[error("store")]
+    /// The store's own message (its cause stays the source): "store" alone told nothing.
+    #[error(transparent)]
     Store(#[from] StoreError),
     #[error("refused by the lifecycle")]
     Refused(#[from] LifecycleError),

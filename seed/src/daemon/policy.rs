@@ -4,8 +4,11 @@
 //! by TFTP first).
 //!
 //! The ramdisk's command line carries `seed.url=` (where the agent API is) and `seed.token=` (the
-//! node's per-boot agent token, [`super::agent_token`]): the iPXE script is per MAC, so only the
-//! machine that boots as that node gets it.
+//! node's per-boot agent token, [`super::agent_token`]). The iPXE script is served per MAC to
+//! whoever asks for it over plain HTTP: the machine that PXE-boots as that node, but also
+//! anything on the provisioning network that names its MAC. The token ties agent calls to the
+//! node's current step (it rotates with every step and none exists outside inspecting,
+//! deploying and cleaning); it does not prove which machine holds it.
 
 use super::Settings;
 use crate::inventory::Node;
