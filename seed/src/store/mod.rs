@@ -116,7 +116,7 @@ pub enum StoreError {
     Upgrade {
         path: std::path::PathBuf,
         #[source]
-        source: self::redb::upgrade::UpgradeError,
+        source: Box<self::redb::upgrade::UpgradeError>,
     },
     #[error("record {table}/{key} does not decode")]
     Decode {

@@ -22,9 +22,9 @@ const META2: redb2::TableDefinition<&str, u64> = redb2::TableDefinition::new("_m
 #[derive(Debug, thiserror::Error)]
 pub enum UpgradeError {
     #[error("reading it with redb 2")]
-    Read(#[source] redb2::Error),
+    Read(#[source] Box<redb2::Error>),
     #[error("writing the upgraded copy {0}")]
-    Write(PathBuf, #[source] redb::Error),
+    Write(PathBuf, #[source] Box<redb::Error>),
     #[error("keeping the original as {0}")]
     Backup(PathBuf, #[source] std::io::Error),
     #[error("renaming the upgraded copy into place")]
@@ -35,7 +35,7 @@ pub enum UpgradeError {
 pub(super) fn from_v2(path: &Path) -> Result<PathBuf, StoreError> {
     let fail = |source| StoreError::Upgrade {
         path: path.to_path_buf(),
-        source,
+        source: Box::new(source),
     };
     let name = path.file_name().unwrap_or_default().to_string_lossy();
     let tmp = path.with_file_name(format!(".{name}.upgrading"));
@@ -58,8 +58,8 @@ pub(super) fn from_v2(path: &Path) -> Result<PathBuf, StoreError> {
 
 /// Copy every table of the v2 store `from` into a new store at `to`, in one transaction.
 fn copy(from: &Path, to: &Path) -> Result<(), UpgradeError> {
-    let read = |e: redb2::Error| UpgradeError::Read(e);
-    let write = |e: redb::Error| UpgradeError::Write(to.to_path_buf(), e);
+    let read = |e: redb2::Error| UpgradeError::Read(Box::new(e));
+    let write = |e: redb::Error| UpgradeError::Write(to.to_path_buf(), Box::new(e));
     let old = redb2::Database::open(from).map_err(|e| read(e.into()))?;
     let new = redb::Database::create(to).map_err(|e| write(e.into()))?;
     let r = old.begin_read().map_err(|e| read(e.into()))?;
@@ -159,7 +159,10 @@ mod tests {
         let old = redb2::Database::open(&backup).unwrap();
         let r = old.begin_read().unwrap();
         let nodes = r.open_table(Def2::new("nodes")).unwrap();
-        assert_eq!(nodes.get("a").unwrap().unwrap().value(), (3, b"A".as_slice()));
+        assert_eq!(
+            nodes.get("a").unwrap().unwrap().value(),
+            (3, b"A".as_slice())
+        );
         let mut names: Vec<String> = std::fs::read_dir(dir.path())
             .unwrap()
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
@@ -199,12 +202,19 @@ mod tests {
         std::fs::write(blocker.join("x"), b"x").unwrap();
         let e = RedbStore::open(&path).unwrap_err();
         let shown = format!("{e}");
-        assert!(shown.contains("seed.redb") && shown.contains("redb 2"), "{shown}");
         assert!(
-            matches!(&e, StoreError::Upgrade { source: UpgradeError::Write(..), .. }),
+            shown.contains("seed.redb") && shown.contains("redb 2"),
+            "{shown}"
+        );
+        assert!(
+            matches!(&e, StoreError::Upgrade { source, .. } if matches!(**source, UpgradeError::Write(..))),
             "{e:?}"
         );
-        assert_eq!(std::fs::read(&path).unwrap(), before, "the store is untouched");
+        assert_eq!(
+            std::fs::read(&path).unwrap(),
+            before,
+            "the store is untouched"
+        );
         assert!(!dir.path().join("seed.redb.redb2").exists());
     }
 }
