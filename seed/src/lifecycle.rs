@@ -538,7 +538,7 @@ fn transition(
             let boot_due = s.is_busy() && lc.boot_deadline_ms.is_some_and(|d| now >= d);
             if !due && boot_due {
                 if lc.boot_retries >= t.boot_retries_max {
-                    let within = if t.boot_ms % 1000 == 0 {
+                    let within = if t.boot_ms.is_multiple_of(1000) {
                         format!("{} s", t.boot_ms / 1000)
                     } else {
                         format!("{} ms", t.boot_ms)
