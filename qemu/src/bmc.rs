@@ -7,7 +7,7 @@
 
 use crate::ipmi::{BmcConfig, BmcCore, BootDevice, PowerAction};
 use crate::node::Node;
-use rand::Rng;
+use rand::RngExt;
 use serde::{Deserialize, Serialize};
 use std::net::{SocketAddr, UdpSocket};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -136,7 +136,7 @@ impl Drop for VirtualBmc {
 
 fn serve(sock: UdpSocket, s: &Shared) {
     let mut buf = [0u8; 1024];
-    let mut rng = rand::thread_rng();
+    let mut rng = rand::rng();
     while !s.stop.load(Ordering::Relaxed) {
         let (n, peer) = match sock.recv_from(&mut buf) {
             Ok(x) => x,
@@ -157,7 +157,7 @@ fn serve(sock: UdpSocket, s: &Shared) {
         s.stats.received.fetch_add(1, Ordering::Relaxed);
         let faults = s.faults.lock().expect("faults lock").clone();
         if faults.unresponsive
-            || (faults.drop_fraction > 0.0 && rng.gen::<f64>() < faults.drop_fraction)
+            || (faults.drop_fraction > 0.0 && rng.random::<f64>() < faults.drop_fraction)
         {
             s.stats.fault_dropped.fetch_add(1, Ordering::Relaxed);
             continue;

@@ -154,12 +154,12 @@ pub fn read_faults(dir: &Path) -> Result<BTreeMap<String, Faults>, LabError> {
 /// Write `dir/faults.json`.
 pub fn write_faults(dir: &Path, faults: &BTreeMap<String, Faults>) -> Result<(), LabError> {
     let p = dir.join(FAULTS_FILE);
-    let tmp = dir.join(".faults.json.tmp");
-    std::fs::write(
-        &tmp,
-        serde_json::to_string_pretty(faults).expect("serializable"),
+    fsutil::write(
+        &p,
+        serde_json::to_string_pretty(faults)
+            .expect("serializable")
+            .as_bytes(),
     )
-    .and_then(|()| std::fs::rename(&tmp, &p))
     .map_err(|source| LabError::Io {
         what: "writing",
         path: p,

@@ -182,18 +182,15 @@ pub fn load(dir: &Path) -> Result<LabFile, crate::LabError> {
     serde_json::from_str(&text).map_err(|source| crate::LabError::LabFile { path: p, source })
 }
 
-/// Write `dir/lab.json` (atomically: temp file, then rename).
+/// Write `dir/lab.json` durably ([`fsutil::write`]).
 pub fn save(dir: &Path, lab: &LabFile) -> Result<(), crate::LabError> {
     let p = dir.join(LAB_FILE);
-    let tmp = dir.join(".lab.json.tmp");
     let text = serde_json::to_string_pretty(lab).expect("serializable");
-    std::fs::write(&tmp, text + "\n")
-        .and_then(|()| std::fs::rename(&tmp, &p))
-        .map_err(|source| crate::LabError::Io {
-            what: "writing",
-            path: p,
-            source,
-        })
+    fsutil::write(&p, (text + "\n").as_bytes()).map_err(|source| crate::LabError::Io {
+        what: "writing",
+        path: p,
+        source,
+    })
 }
 
 #[cfg(test)]

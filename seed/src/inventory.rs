@@ -5,6 +5,7 @@
 //! [`parse_instackenv`]: every entry is checked, and refused with an error naming the entry and
 //! the field, before anything is written. Credentials live in [`Secret`], which never prints.
 
+pub use crate::secret::Secret;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -12,33 +13,6 @@ use std::str::FromStr;
 
 mod state;
 pub use state::{DeployTarget, Lifecycle, State};
-
-/// A credential. `Debug` and `Display` print `***`; only serde (the store) sees the value.
-#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(transparent)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn new(s: impl Into<String>) -> Self {
-        Secret(s.into())
-    }
-    /// The credential itself, for the power driver that has to send it.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("***")
-    }
-}
-
-impl fmt::Display for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("***")
-    }
-}
 
 /// An Ethernet address, printed `52:54:00:12:34:56`.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -326,8 +300,8 @@ impl Node {
 pub enum ImportError {
     #[error("not valid JSON")]
     Json(#[source] serde_json::Error),
-    #[error("not valid YAML")]
-    Yaml(#[source] serde_norway::Error),
+    #[error("not valid YAML at line {}, column {}: {}", .0.at.line, .0.at.col, .0.message)]
+    Yaml(yaml11::Error),
     #[error("the file has no top-level `nodes:` list")]
     NoNodes,
     #[error("{entry}: {message}")]
@@ -428,7 +402,11 @@ pub fn parse_instackenv(
     // entry (index and name) instead of a byte offset somewhere in the file.
     let doc: serde_json::Value = match format {
         Format::Json => serde_json::from_str(text).map_err(ImportError::Json)?,
-        Format::Yaml => serde_norway::from_str(text).map_err(ImportError::Yaml)?,
+        // Plain scalars as text: each field's type is decided below, so an unquoted MAC or a
+        // password of digits stays as written (YAML 1.1 makes 52:54:00:12:34:56 a number).
+        Format::Yaml => yaml11::parse_with("instackenv", text, yaml11::Schema::Text)
+            .map_err(ImportError::Yaml)?
+            .map_or(serde_json::Value::Null, |n| n.to_json()),
     };
     let entries = doc
         .get("nodes")
@@ -537,7 +515,7 @@ fn entry_to_node(label: &str, raw: RawNode, now_ms: u64) -> Result<Node, ImportE
         }
     };
     let username = raw.pm_user.ok_or_else(|| missing("pm_user"))?;
-    let password = Secret(raw.pm_password.ok_or_else(|| missing("pm_password"))?);
+    let password = Secret::new(raw.pm_password.ok_or_else(|| missing("pm_password"))?);
 
     let capabilities: Capabilities = match raw.capabilities {
         None => Capabilities::default(),
@@ -703,11 +681,14 @@ nodes:
 
     #[test]
     fn unquoted_macs_stay_strings() {
-        // YAML 1.1 would read 00:11:22:33:44:55 as a base-60 number; the parser must not.
-        let y = "nodes:\n  - mac: [00:11:22:33:44:55, 52:54:00:aa:bb:cc]\n    pm_type: ipmi\n    pm_addr: h\n    pm_user: u\n    pm_password: p\n";
+        // YAML 1.1 would read 52:54:00:12:34:56 as a base-60 number and the password 0123 as
+        // octal 83; the import must not.
+        let y = "nodes:\n  - mac: [00:11:22:33:44:55, 52:54:00:12:34:56]\n    pm_type: ipmi\n    pm_addr: h\n    pm_user: u\n    pm_password: 0123\n    cpu: 4\n";
         let n = parse_instackenv(y, Format::Yaml, &[], 0).unwrap();
         assert_eq!(n[0].macs[0].to_string(), "00:11:22:33:44:55");
-        assert_eq!(n[0].macs[1].to_string(), "52:54:00:aa:bb:cc");
+        assert_eq!(n[0].macs[1].to_string(), "52:54:00:12:34:56");
+        assert_eq!(n[0].bmc.password.expose(), "0123");
+        assert_eq!(n[0].properties.cpus, Some(4));
     }
 
     #[test]

@@ -7,6 +7,7 @@ pub mod inventory;
 pub mod lifecycle;
 pub mod orchestrator;
 pub mod power;
+pub mod secret;
 pub mod sim;
 pub mod store;
 pub mod template;

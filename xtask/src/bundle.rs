@@ -167,7 +167,7 @@ pub fn run(args: Args) -> Result<()> {
     let sums = layout::sums(&stage)?;
     std::fs::write(stage.join(layout::SUMS), sums)?;
     remove_dir(&dest)?;
-    std::fs::rename(&stage, &dest)
+    fsutil::rename(&stage, &dest)
         .with_context(|| format!("renaming {} to {}", stage.display(), dest.display()))?;
 
     // 4. The archive.
@@ -306,9 +306,9 @@ fn rfc3339(epoch: u64) -> String {
 /// sha256 and size. The tar crate with explicit headers rather than `images::tree`: that one
 /// holds each file in memory and fixes mtime at 0.
 fn write_archive(dir: &Path, name: &str, epoch: u64, dest: &Path) -> Result<(String, u64)> {
-    let tmp = dest.with_extension("partial");
-    let file =
-        std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
+    let file = fsutil::AtomicFile::new(dest)
+        .with_context(|| format!("creating a temporary file beside {}", dest.display()))?;
+    let tmp = file.temp_path().to_path_buf();
     let mut enc = zstd::Encoder::new(std::io::BufWriter::new(file), ZSTD_LEVEL)?;
     enc.include_checksum(true)?;
     let mut tar = tar::Builder::new(enc);
@@ -370,9 +370,14 @@ fn write_archive(dir: &Path, name: &str, epoch: u64, dest: &Path) -> Result<(Str
     w.flush()?;
     w.into_inner()
         .map_err(|e| e.into_error())?
-        .sync_all()
-        .with_context(|| format!("writing {}", tmp.display()))?;
-    std::fs::rename(&tmp, dest).with_context(|| format!("renaming to {}", dest.display()))?;
+        .commit()
+        .with_context(|| {
+            format!(
+                "writing {} and renaming it to {}",
+                tmp.display(),
+                dest.display()
+            )
+        })?;
     let (digest, size) = images::store::hash_file(dest)?;
     Ok((digest, size))
 }

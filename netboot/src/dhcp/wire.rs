@@ -64,9 +64,9 @@ fn length_ok(code: u8, len: u8) -> bool {
         | 106
         | 152..=155 => len == 4,
         // lists of addresses
-        3..=11 | 41 | 42 | 44 | 45 | 48 | 49 | 65 | 68..=76 | 89 | 92 => len % 4 == 0,
+        3..=11 | 41 | 42 | 44 | 45 | 48 | 49 | 65 | 68..=76 | 89 | 92 => len.is_multiple_of(4),
         // client system architecture: one or more 16-bit types
-        93 => len >= 2 && len % 2 == 0,
+        93 => len >= 2 && len.is_multiple_of(2),
         // rapid commit carries nothing; client FQDN has three fixed bytes; BLQ status a code
         80 => len == 0,
         81 => len >= 3,

@@ -48,11 +48,10 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), CacheError> {
     };
     let dir = path.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir).map_err(err)?;
-    let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(err)?;
-    tmp.write_all(bytes).map_err(err)?;
-    tmp.as_file().sync_all().map_err(err)?;
-    tmp.persist(path).map_err(|e| err(e.error))?;
-    Ok(())
+    // 0600: the metadata may hold secrets (passwords a template generated).
+    let mut f = fsutil::AtomicFile::with_mode(path, 0o600).map_err(err)?;
+    f.write_all(bytes).map_err(err)?;
+    f.commit().map_err(err)
 }
 
 /// Store each source's metadata as `<cache>/<name>.json` (in the order given: later sources

@@ -602,7 +602,7 @@ fn table(rows: &[Vec<String>]) -> String {
 }
 
 fn mib(m: u64) -> String {
-    if m >= 1024 && m % 1024 == 0 {
+    if m >= 1024 && m.is_multiple_of(1024) {
         format!("{} GiB", m / 1024)
     } else {
         format!("{m} MiB")
@@ -613,7 +613,7 @@ fn bytes(b: u64) -> String {
     const GIB: u64 = 1 << 30;
     if b >= GIB {
         let g = b as f64 / GIB as f64;
-        if b % GIB == 0 {
+        if b.is_multiple_of(GIB) {
             format!("{} GiB", b / GIB)
         } else {
             format!("{g:.1} GiB")

@@ -25,7 +25,7 @@ use crate::inventory::Node;
 use crate::lifecycle::{Lifecycle, State};
 use crate::store::{Expect, Op, Store, StoreError};
 use hmac::{Hmac, Mac};
-use rand::RngCore;
+use rand::Rng;
 use sha2::Sha256;
 
 /// The store table and key of the per-seed HMAC key.
@@ -128,7 +128,7 @@ impl AgentTokens {
 
 fn random_key() -> [u8; 32] {
     let mut key = [0u8; 32];
-    rand::thread_rng().fill_bytes(&mut key);
+    rand::rng().fill_bytes(&mut key);
     key
 }
 

@@ -245,8 +245,7 @@ impl Daemon {
         rev: Revision,
     ) -> Result<(), DaemonError> {
         let snapshot = self.snapshot(&rec.name)?;
-        let out =
-            orchestrator::reconcile(rec, &snapshot, now_ms(), &ENGINE, &mut rand::thread_rng());
+        let out = orchestrator::reconcile(rec, &snapshot, now_ms(), &ENGINE, &mut rand::rng());
         if out.record == *rec && out.actions.is_empty() {
             return Ok(());
         }

@@ -53,7 +53,7 @@ pub(super) fn timeout(node: &mut Node, now: u64, t: &Timeouts) -> Vec<Action> {
         return vec![];
     }
     if lc.boot_retries >= t.boot_retries_max {
-        let within = if t.boot_ms % 1000 == 0 {
+        let within = if t.boot_ms.is_multiple_of(1000) {
             format!("{} s", t.boot_ms / 1000)
         } else {
             format!("{} ms", t.boot_ms)
