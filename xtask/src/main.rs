@@ -4,10 +4,12 @@
 //! - `fetch`: the pinned Debian packages into the offline cache (see `fetch.rs`).
 //! - `ramdisk`: the deploy ramdisk, from the cache (see `ramdisk.rs`).
 //! - `image build NAME` / `image list`: golden images, from the cache (see `image.rs`).
+//! - `appliance`: the appliance's ISO, disk image and netboot form (see `appliance.rs`).
 //! - `bundle`: the appliance bundle `seed-<version>/` + `.tar.zst` (see `bundle.rs`).
 //! - `test`: deps, the ramdisk (fetching the offline cache), the tiny and debian images, then fmt check, clippy, and the whole test suite (nextest, grouped so QEMU tests
 //!   do not starve two cores). This is what `.ci/run` runs.
 
+mod appliance;
 mod bench;
 mod bundle;
 mod debian;
@@ -58,6 +60,9 @@ enum Cmd {
     /// The appliance bundle: seed, ramdisk, iPXE, images and a config, as a directory and a
     /// reproducible `.tar.zst` (`--image NAME`…, `--out DIR`, `--debug`).
     Bundle(bundle::Args),
+    /// The appliance: hybrid ISO, disk image (+ qcow2) and netboot kernel + initrd, in
+    /// target/appliance/ (`--image NAME`… to carry, `--offline`).
+    Appliance(appliance::Args),
 }
 
 fn main() -> Result<()> {
@@ -71,6 +76,7 @@ fn main() -> Result<()> {
         Cmd::Bench(args) => bench::run(args),
         Cmd::Lab(args) => lab::run(args),
         Cmd::Bundle(args) => bundle::run(args),
+        Cmd::Appliance(args) => appliance::run(args),
     }
 }
 
