@@ -241,3 +241,83 @@ fn qemu_appliance_seedcfg_config_is_honoured_and_a_broken_one_stops_dhcp() {
         tail(&vm.console(), 40)
     );
 }
+
+/// The netboot form: a host-mode seed (`seed netboot` on the wire, the userspace stack) serves
+/// the appliance's kernel + initrd to its MAC, and its seed.toml by `seed.config=URL`.
+#[test]
+fn qemu_appliance_netboot_form_pxe_boots_from_a_host_seed() {
+    use tests::proc::Child;
+    let dir = built();
+    let tmp = tempfile::tempdir().unwrap();
+    let addr = wire_for("pxe");
+    let http = tmp.path().join("http");
+    std::fs::create_dir_all(http.join("cfg")).unwrap();
+    for f in ["seed-appliance.vmlinuz", "seed-appliance.initrd"] {
+        std::os::unix::fs::symlink(dir.join(f), http.join(f)).unwrap();
+    }
+    // The host seed owns the addresses: the appliance serves ProxyDHCP beside it.
+    std::fs::write(
+        http.join("cfg/seed.toml"),
+        "[provisioning]\naddress = \"10.78.0.2/24\"\n[dhcp]\nmode = \"proxy\"\n\
+         [api]\ntoken = \"pxe-token-1\"\n",
+    )
+    .unwrap();
+    let config = tmp.path().join("netboot.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+server_ip = "10.78.0.1"
+state_dir = "{state}"
+
+[wire]
+kind = "qemu-mcast"
+group = "{group}"
+port = {port}
+
+[dhcp]
+subnet = "10.78.0.0/24"
+router = "10.78.0.1"
+lease_time = 600
+pool = {{ start = "10.78.0.100", end = "10.78.0.150" }}
+
+[http]
+root = "{http}"
+port = 8080
+
+[[nodes]]
+mac = "{mac}"
+ip = "10.78.0.10"
+hostname = "seed-appliance"
+boot = {{ action = "kernel", kernel = "seed-appliance.vmlinuz", initrd = "seed-appliance.initrd", cmdline = "console=ttyS0,115200 seed.config=http://10.78.0.1:8080/cfg/seed.toml" }}
+"#,
+            state = tmp.path().join("state").display(),
+            group = addr.group,
+            port = addr.port,
+            http = http.display(),
+            mac = APPLIANCE_MAC,
+        ),
+    )
+    .unwrap();
+    let mut cmd = std::process::Command::new(tests::seed_bin());
+    cmd.args(["netboot", "--config"]).arg(&config);
+    let mut host = Child::spawn("seed-netboot", cmd);
+    host.wait_for_log("HTTP listening on the wire", Duration::from_secs(30));
+
+    let vm = ApplianceVm::boot(&tmp.path().join("vm"), &options(addr, false, Medium::Pxe));
+    vm.wait_console(
+        "seed-appliance: API answering at http://10.78.0.2:6385",
+        900,
+    );
+    let secs = vm.started.elapsed().as_secs_f64();
+    let console = vm.console();
+    assert!(
+        console.contains("config from seed.config=http://10.78.0.1:8080/cfg/seed.toml"),
+        "{}",
+        tail(&console, 40)
+    );
+    assert!(console.contains("state in RAM"), "{}", tail(&console, 40));
+    let (code, body) = vm.api("GET", "/v1/nodes", "pxe-token-1", None);
+    assert_eq!(code, 200, "{body}");
+    println!("appliance netboot form, SeaBIOS + iPXE: power-on → API answering {secs:.1} s");
+}

@@ -230,22 +230,25 @@ fn network_script(c: &config::Checked) -> String {
     s
 }
 
-/// Root's password hash in `shadow` (busybox `cryptpw`, SHA-512), or a locked entry.
+/// Root's password hash in `shadow` (busybox `mkpasswd`, SHA-512), or a locked entry.
 fn set_password(shadow: &Path, password: Option<&str>) -> Result<()> {
     let hash = match password {
         None => "*".to_string(),
         Some(p) => {
             use std::io::Write;
-            let mut child = std::process::Command::new("cryptpw")
+            let mut child = std::process::Command::new("mkpasswd")
                 .args(["-m", "sha512"])
                 .stdin(std::process::Stdio::piped())
                 .stdout(std::process::Stdio::piped())
                 .spawn()
-                .context("running cryptpw")?;
+                .context("running mkpasswd")?;
             child.stdin.take().expect("piped").write_all(p.as_bytes())?;
             let out = child.wait_with_output()?;
             let h = String::from_utf8_lossy(&out.stdout).trim().to_string();
-            anyhow::ensure!(out.status.success() && h.starts_with('$'), "cryptpw failed");
+            anyhow::ensure!(
+                out.status.success() && h.starts_with('$'),
+                "mkpasswd failed"
+            );
             h
         }
     };
