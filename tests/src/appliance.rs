@@ -199,21 +199,17 @@ pub fn tail(s: &str, n: usize) -> String {
     lines[lines.len().saturating_sub(n)..].join("\n")
 }
 
-/// Byte offset and size of partition `n` (1-based) of a disk image, read by `sfdisk --json`.
+/// Byte offset and size of MBR partition `n` (1-based) of a disk image (the hybrid ISO's
+/// MBR lists the appended partitions: 2 EFI, 3 SEEDCFG, 4 seed-state).
 pub fn partition(img: &Path, n: usize) -> (u64, u64) {
-    let out = Command::new(crate::require("sfdisk"))
-        .arg("--json")
-        .arg(img)
-        .output()
-        .expect("sfdisk");
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|e| panic!("sfdisk --json {}: {e}", img.display()));
-    let p = &v["partitiontable"]["partitions"][n - 1];
-    let sector = v["partitiontable"]["sectorsize"].as_u64().unwrap_or(512);
-    (
-        p["start"].as_u64().expect("partition start") * sector,
-        p["size"].as_u64().expect("partition size") * sector,
-    )
+    let mut mbr = [0u8; 512];
+    std::io::Read::read_exact(&mut std::fs::File::open(img).unwrap(), &mut mbr).unwrap();
+    assert_eq!(mbr[510..512], [0x55, 0xaa], "{} has an MBR", img.display());
+    let e = &mbr[446 + 16 * (n - 1)..446 + 16 * n];
+    let start = u32::from_le_bytes(e[8..12].try_into().unwrap());
+    let size = u32::from_le_bytes(e[12..16].try_into().unwrap());
+    assert!(size > 0, "{} has no partition {n}", img.display());
+    (u64::from(start) * 512, u64::from(size) * 512)
 }
 
 /// A copy of the ISO whose SEEDCFG partition's `seed.toml` is `text` (mtools, no mount).
