@@ -25,7 +25,7 @@ fn options(wire: WireAddr, uefi: bool, medium: Medium) -> Options {
         wire,
         mac: APPLIANCE_MAC.into(),
         bmc_wire: None,
-        memory_mib: 1536,
+        memory_mib: 1024,
     }
 }
 

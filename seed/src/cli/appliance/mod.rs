@@ -216,6 +216,17 @@ fn network_script(c: &config::Checked) -> String {
          ip link set {0} up\nip addr flush dev {0}\nip addr add {1} dev {0}\n",
         p.interface, c.address
     );
+    // Every other NIC not named in the config: a DHCP client in the background (a management
+    // network gets its address; a network without DHCP server costs nothing).
+    let named: Vec<&str> = std::iter::once(p.interface.as_str())
+        .chain(c.raw.interfaces.iter().map(|n| n.name.as_str()))
+        .collect();
+    s.push_str(&format!(
+        "for nic in $(ls /sys/class/net); do\n    case \" lo {} \" in *\" $nic \"*) continue;; esac\n    \
+         ip link set \"$nic\" up\n    \
+         udhcpc -i \"$nic\" -b -t 5 -S -s /etc/udhcpc.script >/dev/null 2>&1\ndone\n",
+        named.join(" ")
+    ));
     for nic in &c.raw.interfaces {
         s.push_str(&format!("ip link set {} up\n", nic.name));
         if nic.address == "dhcp" {

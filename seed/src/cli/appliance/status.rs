@@ -17,7 +17,7 @@ pub struct Args {
     #[arg(long, default_value = "/run/seed")]
     run: PathBuf,
     /// The daemon's log (its last lines are the events shown).
-    #[arg(long, default_value = "/var/log/seed/daemon.log")]
+    #[arg(long, default_value = "/var/lib/seed/log/daemon.log")]
     log: PathBuf,
     /// Seconds between checks.
     #[arg(long, default_value_t = 2)]
