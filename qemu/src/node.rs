@@ -53,6 +53,8 @@ pub struct Node {
     run: RunOptions,
     child: Option<Child>,
     booted_from: Option<BootDevice>,
+    /// Set for the lab's seed machine: its medium and second wire.
+    appliance: Option<crate::appliance::Machine>,
 }
 
 impl Node {
@@ -65,7 +67,31 @@ impl Node {
             run,
             child: None,
             booted_from: None,
+            appliance: None,
         }
+    }
+
+    /// The lab's seed machine `spec` (powered off) living in `dir`, NIC 1 on `wire`, NIC 2 on
+    /// `bmc_wire` (see [`crate::appliance`]).
+    pub fn appliance(
+        spec: &crate::appliance::ApplianceSpec,
+        dir: PathBuf,
+        wire: WireAddr,
+        bmc_wire: Option<WireAddr>,
+        run: RunOptions,
+    ) -> Self {
+        let mut node = Self::new(spec.node_spec(), dir, wire, run);
+        node.appliance = Some(crate::appliance::Machine {
+            medium: spec.medium.clone(),
+            bmc_wire,
+            forward: spec.forward.clone(),
+        });
+        node
+    }
+
+    /// Whether this is the lab's seed machine.
+    pub fn is_appliance(&self) -> bool {
+        self.appliance.is_some()
     }
 
     /// Its spec.
@@ -132,6 +158,9 @@ impl Node {
                 })?;
             }
         }
+        if let Some(a) = &self.appliance {
+            a.prepare(&self.dir)?;
+        }
         Ok(())
     }
 
@@ -167,6 +196,10 @@ impl Node {
             "unix:{},server=on,wait=off",
             self.qmp_path().display()
         ));
+        if let Some(a) = &self.appliance {
+            a.devices(&mut c, self, &self.wire, self.run.nic.device(), boot);
+            return c;
+        }
         let (nic_first, disk_first) = match boot {
             BootDevice::Pxe => (1, 1 + self.spec.macs.len()),
             _ => (1 + self.spec.disks_gib.len(), 1),
