@@ -5,6 +5,7 @@
 //! nothing is bound to or sent from an interface of the host.
 
 pub mod appliance;
+pub mod bmc_relay;
 pub mod image_boot;
 pub mod lan_seed;
 pub mod netns;

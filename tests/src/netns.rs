@@ -45,6 +45,24 @@ impl Netns {
         ip(&all);
     }
 
+    /// Move the calling thread into the namespace: sockets it opens and processes it starts
+    /// (QEMU, when a BMC thread it spawns powers a node on) live there. There is no way back:
+    /// call it on a thread of its own.
+    pub fn enter(&self) {
+        use std::os::fd::AsRawFd;
+        let path = format!("/var/run/netns/{}", self.name);
+        let f = std::fs::File::open(&path).unwrap_or_else(|e| panic!("opening {path}: {e}"));
+        // SAFETY: setns on a descriptor we hold open; affects this thread only.
+        let r = unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) };
+        assert_eq!(
+            r,
+            0,
+            "setns {}: {}",
+            self.name,
+            std::io::Error::last_os_error()
+        );
+    }
+
     /// A command that runs `program` inside the namespace (`ip netns exec`).
     pub fn cmd(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
         let mut c = Command::new("ip");

@@ -231,6 +231,9 @@ impl Engine {
         metrics: &Metrics,
         leases: LeaseTable,
     ) -> Result<Self, DhcpConfigError> {
+        if cfg.mode == DhcpMode::Auto {
+            return Err(DhcpConfigError::Unresolved);
+        }
         let reserved = cfg.check_nodes(nodes)?;
         let nodes = nodes
             .iter()
@@ -312,7 +315,8 @@ impl Engine {
             line.push_str(" on port 4011");
         }
         let decision = match self.cfg.mode {
-            DhcpMode::Authoritative => self.authoritative(&req, ty, mac, now),
+            // `Auto` never gets here: `new` refuses it (the probe decides first).
+            DhcpMode::Authoritative | DhcpMode::Auto => self.authoritative(&req, ty, mac, now),
             DhcpMode::Proxy => self.proxy(ty, mac, &client, rx),
         };
         self.finish(&req, rx, mac, &client, decision, line, now)

@@ -60,6 +60,7 @@ fn config(mode: DhcpMode, discovery: bool) -> DhcpConfig {
         }),
         discovery,
         bootfiles: Bootfiles::default(),
+        probe_secs: 4,
     }
 }
 

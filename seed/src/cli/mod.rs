@@ -7,6 +7,7 @@ pub mod daemon;
 pub mod image;
 pub mod lab;
 pub mod lab_seed;
+pub mod lab_up;
 pub mod netboot;
 pub mod node;
 pub mod power;
