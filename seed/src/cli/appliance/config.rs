@@ -381,14 +381,10 @@ pub fn daemon_toml(c: &Checked, token: &str, paths: &Paths) -> String {
     t
 }
 
-/// The daemon's `[netboot.dhcp] mode` for the appliance's.
+/// The daemon's `[netboot.dhcp] mode` for the appliance's (the same words: `auto` is the
+/// daemon's own probe, `netboot::dhcp::probe`).
 fn daemon_dhcp_mode(m: DhcpMode) -> &'static str {
-    match m {
-        // The daemon's own probe (`mode = "auto"`) is not merged yet: until then `auto` serves
-        // as authoritative.
-        DhcpMode::Auto | DhcpMode::Authoritative => "authoritative",
-        DhcpMode::Proxy => "proxy",
-    }
+    m.as_str()
 }
 
 /// Line (1-based) of byte `offset` and the dotted field whose `key = …` line it is on.

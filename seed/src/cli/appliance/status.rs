@@ -102,10 +102,11 @@ pub fn render(run: &Path, log: &Path) -> String {
         "API           {}   (token: {})\n",
         info.api_url, info.token_file
     ));
-    let dhcp = dhcp_line(&info, log);
+    let body = metrics();
+    let dhcp = dhcp_line(&info, body.as_deref().and_then(parse_dhcp_mode));
     s.push_str(&format!("DHCP          {dhcp}\n"));
     s.push_str(&format!("state         {}\n", info.state));
-    match node_counts() {
+    match body.as_deref().map(parse_node_counts) {
         Some(c) if c.is_empty() => s.push_str("nodes         none enrolled\n"),
         Some(c) => {
             let total: u64 = c.values().sum();
@@ -121,30 +122,35 @@ pub fn render(run: &Path, log: &Path) -> String {
     s
 }
 
-/// What DHCP does: the configured mode, or what the daemon said it chose.
-fn dhcp_line(info: &Info, log: &Path) -> String {
-    let text = std::fs::read_to_string(log).unwrap_or_default();
-    if text.lines().any(|l| l.contains("ProxyDHCP only")) {
-        return format!("proxy (another DHCP server answers on {})", info.interface);
-    }
-    match info.dhcp_mode.as_str() {
-        "proxy" => "proxy (ProxyDHCP only, as configured)".into(),
-        "authoritative" => "authoritative (as configured)".into(),
-        _ => "authoritative (no other DHCP server answered)".into(),
+/// What DHCP does: the mode the daemon serves (its `dhcp_mode` gauge), else the configured one.
+fn dhcp_line(info: &Info, served: Option<&str>) -> String {
+    match (served, info.dhcp_mode.as_str()) {
+        (Some("proxy"), "auto") => format!(
+            "proxy: another DHCP server answers on {} (ProxyDHCP only, no addresses)",
+            info.interface
+        ),
+        (Some("proxy"), _) => "proxy (ProxyDHCP only, as configured)".into(),
+        (Some("authoritative"), "auto") => "authoritative (no other DHCP server answered)".into(),
+        (Some("authoritative"), _) => "authoritative (as configured)".into(),
+        (Some("probing"), _) => format!(
+            "probing: looking for another DHCP server on {}",
+            info.interface
+        ),
+        (_, mode) => format!("{mode} (the seed's API does not answer yet)"),
     }
 }
 
-/// Nodes by state from the daemon's `/metrics` (`seed_nodes{state="…"} N`).
-fn node_counts() -> Option<BTreeMap<String, u64>> {
-    let body = ureq::AgentBuilder::new()
+/// The daemon's `/metrics`: nodes by state (`seed_nodes{state="…"} N`) and the DHCP mode it
+/// serves (`dhcp_mode{mode="…"} 1`).
+fn metrics() -> Option<String> {
+    ureq::AgentBuilder::new()
         .timeout(Duration::from_secs(1))
         .build()
         .get("http://127.0.0.1:6385/metrics")
         .call()
         .ok()?
         .into_string()
-        .ok()?;
-    Some(parse_node_counts(&body))
+        .ok()
 }
 
 fn parse_node_counts(body: &str) -> BTreeMap<String, u64> {
@@ -163,6 +169,14 @@ fn parse_node_counts(body: &str) -> BTreeMap<String, u64> {
         }
     }
     m
+}
+
+fn parse_dhcp_mode(body: &str) -> Option<&str> {
+    body.lines().find_map(|l| {
+        let rest = l.strip_prefix("dhcp_mode{mode=\"")?;
+        let (mode, v) = rest.split_once("\"}")?;
+        (v.trim().parse::<f64>().ok()? > 0.0).then_some(mode)
+    })
 }
 
 /// The daemon log's last `n` lines that say something (ANSI colours dropped, long lines cut).
@@ -238,6 +252,10 @@ mod tests {
         let s = render(d.path(), &d.path().join("log"));
         assert!(s.contains("provisioning  eth0 10.80.0.1/24"), "{s}");
         assert!(s.contains("DHCP          proxy"), "{s}");
+        assert_eq!(
+            parse_dhcp_mode("# x\ndhcp_mode{mode=\"probing\"} 0\ndhcp_mode{mode=\"proxy\"} 1\n"),
+            Some("proxy")
+        );
         assert!(s.contains("node1: inspecting"), "{s}");
         assert!(!s.contains("DEBUG"), "{s}");
     }
