@@ -212,26 +212,34 @@ pub fn partition(img: &Path, n: usize) -> (u64, u64) {
     (u64::from(start) * 512, u64::from(size) * 512)
 }
 
-/// A copy of the ISO whose SEEDCFG partition's `seed.toml` is `text` (mtools, no mount).
-pub fn iso_with_config(iso: &Path, dir: &Path, text: &str) -> PathBuf {
+/// A copy of the ISO whose SEEDCFG partition holds `seed.toml` = `toml` (and `nodes.yaml`),
+/// written with mtools (no mount), as a person edits the stick.
+pub fn iso_with_config(iso: &Path, dir: &Path, toml: &str, nodes: Option<&str>) -> PathBuf {
+    std::fs::create_dir_all(dir).unwrap();
     let copy = dir.join("configured.iso");
     std::fs::copy(iso, &copy).unwrap();
     let (offset, _) = partition(&copy, 3);
-    let src = dir.join("seed.toml");
-    std::fs::write(&src, text).unwrap();
-    let out = Command::new(crate::require("mcopy"))
-        .arg("-o")
-        .arg("-i")
-        .arg(format!("{}@@{offset}", copy.display()))
-        .arg(&src)
-        .arg("::seed.toml")
-        .env("MTOOLS_SKIP_CHECK", "1")
-        .output()
-        .expect("mcopy");
-    assert!(
-        out.status.success(),
-        "mcopy: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let mut files = vec![("seed.toml", toml)];
+    if let Some(n) = nodes {
+        files.push(("nodes.yaml", n));
+    }
+    for (name, text) in files {
+        let src = dir.join(name);
+        std::fs::write(&src, text).unwrap();
+        let out = Command::new(crate::require("mcopy"))
+            .arg("-o")
+            .arg("-i")
+            .arg(format!("{}@@{offset}", copy.display()))
+            .arg(&src)
+            .arg(format!("::{name}"))
+            .env("MTOOLS_SKIP_CHECK", "1")
+            .output()
+            .expect("mcopy");
+        assert!(
+            out.status.success(),
+            "mcopy: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
     copy
 }

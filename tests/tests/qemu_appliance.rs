@@ -7,7 +7,11 @@
 //! Each case prints appliance power-on → API answering (a figure, not an assertion).
 
 use dhcproto::{v4, Decodable, Encodable};
+use qemu::appliance::{ApplianceSpec, Medium as AMedium, PortForward};
+use qemu::node::RunOptions;
+use qemu::spec::{Firmware, LabFile, Plan};
 use qemu::wire::{Wire, WireAddr};
+use qemu::Lab;
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 use tests::appliance::{built, iso_with_config, tail, ApplianceVm, Medium, Options};
@@ -29,69 +33,165 @@ fn options(wire: WireAddr, uefi: bool, medium: Medium) -> Options {
     }
 }
 
-/// Boot, wait for the API, check it answers with the token the console showed; the seconds
-/// from power-on to the API answering.
-fn boot_to_api(vm: &ApplianceVm, what: &str) -> f64 {
-    vm.wait_console("seed-appliance: API answering at", 600);
-    let secs = vm.started.elapsed().as_secs_f64();
-    let token = vm.console_token();
-    let (code, body) = vm.api("GET", "/v1/nodes", &token, None);
-    assert_eq!(code, 200, "GET /v1/nodes: {body}");
-    let (code, _) = vm.api("GET", "/v1/nodes", "wrong-token", None);
-    assert_eq!(code, 401, "a wrong token is refused");
-    println!("appliance {what}: power-on → API answering {secs:.1} s");
-    secs
+/// The SEEDCFG config of a lab's appliance: its BMC-network NIC, a token, DHCP `mode`, and the
+/// lab's nodes (their BMCs on the BMC network) in nodes.yaml.
+fn lab_config(file: &LabFile, address: &str, mode: &str) -> (String, String) {
+    let net = file.bmc_network.as_ref().expect("a BMC network");
+    let toml = format!(
+        "[provisioning]\naddress = \"{address}\"\n[dhcp]\nmode = \"{mode}\"\n\
+         [api]\ntoken = \"{TOKEN}\"\n[[interfaces]]\nname = \"eth1\"\naddress = \"{}/{}\"\n",
+        net.seed_address, net.prefix_len
+    );
+    let mut yaml = String::from("nodes:\n");
+    for n in &file.nodes {
+        let lan = n.bmc.lan.as_ref().expect("a BMC LAN port");
+        yaml += &format!(
+            "  - name: {}\n    mac: [\"{}\"]\n    pm_type: ipmi\n    pm_addr: {}\n    pm_port: {}\n    \
+             pm_user: {}\n    pm_password: {}\n",
+            n.name, n.macs[0], lan.address, lan.port, n.bmc.username, n.bmc.password
+        );
+    }
+    (toml, yaml)
 }
 
-/// The ISO on `medium` under SeaBIOS, then OVMF: up, API answering, config from SEEDCFG, state
-/// where the medium allows.
-fn iso_boots(usb: bool) {
-    let dir = built();
-    let iso = dir.join("seed-appliance.iso");
-    let tmp = tempfile::tempdir().unwrap();
+const TOKEN: &str = "lab-appliance-token";
+
+/// A lab of one node with a BMC network and the appliance as its seed machine (API forwarded
+/// to 127.0.0.1:port through a restricted user NIC); the medium made by `medium(lab file)`.
+fn lab(
+    dir: &std::path::Path,
+    tag: &str,
+    uefi: bool,
+    medium: impl FnOnce(&LabFile) -> AMedium,
+) -> (Lab, u16) {
+    let mut plan = Plan::new(&format!("ap{tag}{}", std::process::id()), 1);
+    plan.memory_mib = 512;
+    plan.bmc_base_port = 0;
+    plan.firmware = if uefi { Firmware::Uefi } else { Firmware::Bios };
+    let mut file = plan.lab_file();
+    let port = tests::free_port();
+    let mut a = ApplianceSpec::new(&file, medium(&file));
+    a.forward = vec![PortForward {
+        host: port,
+        guest: 6385,
+    }];
+    file.appliance = Some(a);
+    let lab = Lab::start(&dir.join("lab"), file, RunOptions::default()).expect("lab");
+    (lab, port)
+}
+
+fn console(lab: &Lab) -> String {
+    let p = lab.appliance().unwrap().lock().unwrap().console_path();
+    String::from_utf8_lossy(&std::fs::read(p).unwrap_or_default()).into_owned()
+}
+
+fn wait_console(lab: &Lab, needle: &str, secs: u64) -> String {
+    let t = Instant::now();
+    loop {
+        let c = console(lab);
+        if let Some(l) = c.lines().find(|l| l.contains(needle)) {
+            return l.to_string();
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(secs),
+            "no {needle:?} on the appliance's console after {secs} s:\n{}",
+            tail(&c, 60)
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+/// `seed node …` against the appliance's API; panics with the output unless it succeeds.
+fn seed_cli(port: u16, args: &[&str]) -> String {
+    let out = std::process::Command::new(tests::seed_bin())
+        .arg("node")
+        .args(args)
+        .env("SEED_API", format!("http://127.0.0.1:{port}"))
+        .env("SEED_TOKEN", TOKEN)
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "seed node {args:?}: {text}");
+    text
+}
+
+/// Power the lab's appliance on; it comes up, answers its API, enrolls node1 from nodes.yaml,
+/// inspects and deploys it with the tiny image through node1's BMC on the BMC network. Prints
+/// power-on → API answering and power-on → node1 active.
+fn comes_up_and_deploys(lab: &Lab, port: u16, what: &str, api_url: &str) {
+    let t0 = Instant::now();
+    lab.power_on_appliance().unwrap();
+    wait_console(
+        lab,
+        &format!("seed-appliance: API answering at {api_url}"),
+        900,
+    );
+    let up = t0.elapsed().as_secs_f64();
+    wait_console(lab, "seed-appliance: enrolled the nodes of nodes.yaml", 60);
+    seed_cli(port, &["inspect", "node1", "--wait"]);
+    seed_cli(port, &["deploy", "node1", "--image", "tiny", "--wait"]);
+    let active = t0.elapsed().as_secs_f64();
+    let list = seed_cli(port, &["list"]);
+    assert!(list.contains("active"), "{list}");
+    println!("appliance {what}: power-on → API answering {up:.1} s, → node1 active {active:.1} s");
+}
+
+/// The ISO as a CD or a USB stick under SeaBIOS, then OVMF.
+fn iso_deploys(usb: bool) {
+    let iso = built().join("seed-appliance.iso");
     for uefi in [false, true] {
+        let tmp = tempfile::tempdir().unwrap();
         let fw = if uefi { "OVMF" } else { "SeaBIOS" };
         let form = if usb { "ISO as USB stick" } else { "ISO as CD" };
         let what = format!("{form}, {fw}");
-        let medium = if usb {
-            Medium::Usb(iso.clone())
-        } else {
-            Medium::Cd(iso.clone())
-        };
-        let vm = ApplianceVm::boot(
-            &tmp.path().join(format!("{usb}-{uefi}")),
-            &options(wire_for(&format!("{usb}{uefi}")), uefi, medium),
+        let (lab, port) = lab(
+            tmp.path(),
+            &format!("{}{}", u8::from(usb), u8::from(uefi)),
+            uefi,
+            |f| {
+                let (toml, yaml) = lab_config(f, "10.80.0.1/24", "auto");
+                let path = iso_with_config(&iso, tmp.path(), &toml, Some(&yaml));
+                if usb {
+                    AMedium::Usb { path }
+                } else {
+                    AMedium::Iso { path }
+                }
+            },
         );
-        boot_to_api(&vm, &what);
-        let console = vm.console();
-        let shown = || tail(&console, 40);
+        comes_up_and_deploys(&lab, port, &what, "http://10.80.0.1:6385");
+        let c = console(&lab);
         assert!(
-            console.contains("config from SEEDCFG on"),
+            c.contains("config from SEEDCFG on"),
             "{what}: {}",
-            shown()
+            tail(&c, 40)
         );
         if usb {
             assert!(
-                console.contains("state persistent on /dev/sd"),
+                c.contains("state persistent on /dev/sd"),
                 "{what}: {}",
-                shown()
+                tail(&c, 40)
             );
         } else {
-            assert!(console.contains("state in RAM"), "{what}: {}", shown());
+            assert!(c.contains("state in RAM"), "{what}: {}", tail(&c, 40));
         }
-        // The status screen shows on the serial console without a login.
-        vm.wait_console("provisioning  eth0 10.80.0.1/24", 30);
+        // The status screen, on the serial console without a login.
+        wait_console(&lab, "provisioning  eth0 10.80.0.1/24", 30);
+        wait_console(&lab, "nodes         1: 1 active", 30);
     }
 }
 
 #[test]
-fn qemu_appliance_iso_boots_as_a_cd_under_bios_and_uefi() {
-    iso_boots(false);
+fn qemu_appliance_iso_as_a_cd_deploys_under_bios_and_uefi() {
+    iso_deploys(false);
 }
 
 #[test]
-fn qemu_appliance_iso_boots_as_a_usb_stick_under_bios_and_uefi() {
-    iso_boots(true);
+fn qemu_appliance_iso_as_a_usb_stick_deploys_under_bios_and_uefi() {
+    iso_deploys(true);
 }
 
 /// A DHCPDISCOVER from `mac` as an Ethernet frame (broadcast, UDP 68 → 67).
@@ -200,6 +300,7 @@ fn qemu_appliance_seedcfg_config_is_honoured_and_a_broken_one_stops_dhcp() {
         &tmp.path().join("good"),
         "[provisioning]\naddress = \"10.80.0.5/24\"\n[api]\ntoken = \"field-token-1\"\n\
          [dhcp]\nmode = \"authoritative\"\n",
+        None,
     );
     let addr = wire_for("good");
     let wire = Wire::join(addr).unwrap();
@@ -229,6 +330,7 @@ fn qemu_appliance_seedcfg_config_is_honoured_and_a_broken_one_stops_dhcp() {
         &iso,
         &tmp.path().join("bad"),
         "# a typo on line 3\n[provisioning]\naddress = \"10.80.0.300/24\"\n",
+        None,
     );
     let addr = wire_for("bad");
     let wire = Wire::join(addr).unwrap();
@@ -250,26 +352,29 @@ fn qemu_appliance_seedcfg_config_is_honoured_and_a_broken_one_stops_dhcp() {
     );
 }
 
-/// The netboot form: a host-mode seed (`seed netboot` on the wire, the userspace stack) serves
-/// the appliance's kernel + initrd to its MAC, and its seed.toml by `seed.config=URL`.
+/// The netboot form, PXE-booted by a host-mode seed (`seed netboot` on the lab's wire through
+/// the userspace stack, serving the kernel + initrd to the appliance's MAC and its seed.toml by
+/// `seed.config=URL`). That seed also hands out addresses, so the appliance (`mode = "auto"`)
+/// finds a DHCP server on its wire and serves ProxyDHCP only; node1 still PXE-boots from it,
+/// getting its address from the host seed, and is inspected and deployed.
 #[test]
-fn qemu_appliance_netboot_form_pxe_boots_from_a_host_seed() {
+fn qemu_appliance_netboot_form_pxe_boots_and_serves_proxy_dhcp_beside_another_server() {
     use tests::proc::Child;
     let dir = built();
     let tmp = tempfile::tempdir().unwrap();
-    let addr = wire_for("pxe");
     let http = tmp.path().join("http");
     std::fs::create_dir_all(http.join("cfg")).unwrap();
     for f in ["seed-appliance.vmlinuz", "seed-appliance.initrd"] {
         std::os::unix::fs::symlink(dir.join(f), http.join(f)).unwrap();
     }
-    // The host seed owns the addresses: the appliance serves ProxyDHCP beside it.
-    std::fs::write(
-        http.join("cfg/seed.toml"),
-        "[provisioning]\naddress = \"10.78.0.2/24\"\n[dhcp]\nmode = \"proxy\"\n\
-         [api]\ntoken = \"pxe-token-1\"\n",
-    )
-    .unwrap();
+    let (lab, port) = lab(tmp.path(), "pxe", false, |f| {
+        let (toml, yaml) = lab_config(f, "10.78.0.2/24", "auto");
+        std::fs::write(http.join("cfg/seed.toml"), toml).unwrap();
+        std::fs::write(http.join("cfg/nodes.yaml"), yaml).unwrap();
+        AMedium::Pxe
+    });
+    let wire = lab.file().wire;
+    let mac = lab.file().appliance.as_ref().unwrap().macs[0].clone();
     let config = tmp.path().join("netboot.toml");
     std::fs::write(
         &config,
@@ -300,10 +405,9 @@ hostname = "seed-appliance"
 boot = {{ action = "kernel", kernel = "seed-appliance.vmlinuz", initrd = "seed-appliance.initrd", cmdline = "console=ttyS0,115200 seed.config=http://10.78.0.1:8080/cfg/seed.toml" }}
 "#,
             state = tmp.path().join("state").display(),
-            group = addr.group,
-            port = addr.port,
+            group = wire.group,
+            port = wire.port,
             http = http.display(),
-            mac = APPLIANCE_MAC,
         ),
     )
     .unwrap();
@@ -312,20 +416,27 @@ boot = {{ action = "kernel", kernel = "seed-appliance.vmlinuz", initrd = "seed-a
     let mut host = Child::spawn("seed-netboot", cmd);
     host.wait_for_log("HTTP listening on the wire", Duration::from_secs(30));
 
-    let vm = ApplianceVm::boot(&tmp.path().join("vm"), &options(addr, false, Medium::Pxe));
-    vm.wait_console(
-        "seed-appliance: API answering at http://10.78.0.2:6385",
-        900,
+    comes_up_and_deploys(
+        &lab,
+        port,
+        "netboot form (PXE), SeaBIOS",
+        "http://10.78.0.2:6385",
     );
-    let secs = vm.started.elapsed().as_secs_f64();
-    let console = vm.console();
+    let c = console(&lab);
     assert!(
-        console.contains("config from seed.config=http://10.78.0.1:8080/cfg/seed.toml"),
+        c.contains("config from seed.config=http://10.78.0.1:8080/cfg/seed.toml"),
         "{}",
-        tail(&console, 40)
+        tail(&c, 40)
     );
-    assert!(console.contains("state in RAM"), "{}", tail(&console, 40));
-    let (code, body) = vm.api("GET", "/v1/nodes", "pxe-token-1", None);
-    assert_eq!(code, 200, "{body}");
-    println!("appliance netboot form, SeaBIOS + iPXE: power-on → API answering {secs:.1} s");
+    assert!(c.contains("state in RAM"), "{}", tail(&c, 40));
+    wait_console(
+        &lab,
+        "DHCP          proxy: another DHCP server answers on eth0",
+        30,
+    );
+    assert!(
+        host.output().contains("10.78.0.1"),
+        "the host seed served: {}",
+        host.output()
+    );
 }
