@@ -4,7 +4,7 @@
 //! the tiny golden image it deploys. With `--appliance [--iso|--usb|--disk|--pxe]` it builds
 //! the appliance (`cargo xtask appliance`) and boots it as the lab's seed VM: the flags become
 //! `seed lab up --appliance-medium FILE --appliance-kind iso|usb|disk|pxe` (default: the ISO
-//! as a CD).
+//! as a CD) and its API is forwarded to 127.0.0.1:16385.
 
 use anyhow::{Context, Result};
 use std::ffi::OsString;
@@ -78,14 +78,21 @@ fn appliance_args(args: &[OsString], dir: &std::path::Path) -> Vec<OsString> {
         }
     }
     let medium = match kind {
-        "disk" => dir.join("seed-appliance.img"),
-        "pxe" => dir.join("seed-appliance.vmlinuz"),
-        _ => dir.join("seed-appliance.iso"),
+        "disk" => Some(dir.join("seed-appliance.img")),
+        "pxe" => None,
+        _ => Some(dir.join("seed-appliance.iso")),
     };
-    out.push("--appliance-medium".into());
-    out.push(medium.into());
+    if let Some(m) = medium {
+        out.push("--appliance-medium".into());
+        out.push(m.into());
+    }
     out.push("--appliance-kind".into());
     out.push(kind.into());
+    // The appliance's API on the host's 127.0.0.1:16385 (a restricted user NIC: no route out).
+    if !args.iter().any(|a| a == "--appliance-forward") {
+        out.push("--appliance-forward".into());
+        out.push("16385:6385".into());
+    }
     out
 }
 
