@@ -180,12 +180,17 @@ pub fn build(out: &Path, images: &[String]) -> Result<Built> {
     )?;
     let iso_root = work.join("iso");
     stage_iso_root(&iso_root, &vmlinuz, &initrd)?;
+    // The EFI image lives inside the ISO 9660 volume: OVMF sizes an El Torito image whose
+    // catalog size is 0 (it is over 32 MiB) by the volume's space, so an image appended after
+    // the volume is cut short and not found. xorriso points MBR partition 2 (0xef) at it.
+    std::fs::hard_link(&efi, iso_root.join("boot/efi.img"))
+        .or_else(|_| std::fs::copy(&efi, iso_root.join("boot/efi.img")).map(|_| ()))?;
     let iso = out.join("seed-appliance.iso");
     let img = out.join("seed-appliance.img");
     for (file, state_mib) in [(&iso, ISO_STATE_MIB), (&img, IMG_STATE_MIB)] {
         let state = work.join(format!("state-{state_mib}.img"));
         mkfs_state(&state, state_mib, epoch)?;
-        xorriso(&iso_root, &efi, &seedcfg, &state, file, epoch)?;
+        xorriso(&iso_root, &seedcfg, &state, file, epoch)?;
     }
     let qcow2 = out.join("seed-appliance.qcow2");
     let _ = std::fs::remove_file(&qcow2);
@@ -508,14 +513,7 @@ fn mkfs_state(path: &Path, mib: u64, epoch: u64) -> Result<()> {
 }
 
 /// The hybrid ISO (also the disk image: the same layout with a bigger state partition).
-fn xorriso(
-    iso_root: &Path,
-    efi: &Path,
-    seedcfg: &Path,
-    state: &Path,
-    out: &Path,
-    epoch: u64,
-) -> Result<()> {
+fn xorriso(iso_root: &Path, seedcfg: &Path, state: &Path, out: &Path, epoch: u64) -> Result<()> {
     let pins = fetch::pins()?;
     let pin = pins
         .iter()
@@ -544,14 +542,10 @@ fn xorriso(
             "-boot-info-table",
             "-eltorito-alt-boot",
             "-e",
-            "--interval:appended_partition_2:all::",
+            "boot/efi.img",
             "-no-emul-boot",
             "-isohybrid-gpt-basdat",
         ])
-        .arg("-append_partition")
-        .arg("2")
-        .arg("0xef")
-        .arg(efi)
         .arg("-append_partition")
         .arg("3")
         .arg("0x0c")
