@@ -294,12 +294,13 @@ fn qemu_appliance_seedcfg_config_is_honoured_and_a_broken_one_stops_dhcp() {
     let iso = dir.join("seed-appliance.iso");
     let tmp = tempfile::tempdir().unwrap();
 
-    // A config that moves the provisioning address and sets the token.
+    // A config that moves the provisioning address and sets the token (discovery on: the
+    // seed answers the test's unknown MAC).
     let good = iso_with_config(
         &iso,
         &tmp.path().join("good"),
         "[provisioning]\naddress = \"10.80.0.5/24\"\n[api]\ntoken = \"field-token-1\"\n\
-         [dhcp]\nmode = \"authoritative\"\n",
+         [dhcp]\nmode = \"authoritative\"\ndiscovery = true\n",
         None,
     );
     let addr = wire_for("good");
