@@ -118,7 +118,9 @@ mod tests {
                 "--appliance-medium",
                 "/t/seed-appliance.iso",
                 "--appliance-kind",
-                "usb"
+                "usb",
+                "--appliance-forward",
+                "16385:6385"
             ]
         );
     }
