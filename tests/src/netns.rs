@@ -28,12 +28,7 @@ pub fn enter(name: &str) {
     let f = std::fs::File::open(&path).unwrap_or_else(|e| panic!("opening {path}: {e}"));
     // SAFETY: setns on a descriptor we hold open; affects this thread only.
     let r = unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) };
-    assert_eq!(
-        r,
-        0,
-        "setns {name}: {}",
-        std::io::Error::last_os_error()
-    );
+    assert_eq!(r, 0, "setns {name}: {}", std::io::Error::last_os_error());
 }
 
 /// One network namespace owned by the test.
@@ -216,9 +211,8 @@ impl Switch {
     /// other end is a port of the bridge.
     pub fn plug(&self, ns: &Netns, ifname: &str) {
         let port = format!("p{}", self.ports.fetch_add(1, Ordering::Relaxed));
-        self.ns.ip(&[
-            "link", "add", &port, "type", "veth", "peer", "name", ifname,
-        ]);
+        self.ns
+            .ip(&["link", "add", &port, "type", "veth", "peer", "name", ifname]);
         self.ns.ip(&["link", "set", ifname, "netns", &ns.name]);
         self.ns.ip(&["link", "set", &port, "master", "br0"]);
         self.ns.ip(&["link", "set", &port, "up"]);

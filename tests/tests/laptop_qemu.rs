@@ -47,7 +47,9 @@ fn laptop_qemu_node_inspected_and_deployed_through_af_packet() {
     // The namespace: br0 joins tap0 (the node) and veth-br; veth-seed (the seed) has no address.
     let ns = Netns::new("lap");
     ns.ip(&["link", "add", "br0", "type", "bridge"]);
-    ns.ip(&["link", "add", "veth-br", "type", "veth", "peer", "name", SEED_IF]);
+    ns.ip(&[
+        "link", "add", "veth-br", "type", "veth", "peer", "name", SEED_IF,
+    ]);
     ns.ip(&["tuntap", "add", "dev", "tap0", "mode", "tap"]);
     for (l, up) in [("veth-br", "br0"), ("tap0", "br0")] {
         ns.ip(&["link", "set", l, "master", up]);
@@ -78,7 +80,7 @@ fn laptop_qemu_node_inspected_and_deployed_through_af_packet() {
 
     // The seed: the lab's configuration, on AF_PACKET instead of the QEMU wire.
     let ws = tests::wire_seed::config(d, lab.file(), vec![spec.clone()], TOKEN);
-    images::ImageStore::open(&ws.images())
+    images::ImageStore::open(ws.images())
         .unwrap()
         .import(&tiny)
         .expect("importing tiny");
@@ -89,7 +91,10 @@ fn laptop_qemu_node_inspected_and_deployed_through_af_packet() {
     );
     let config = ws.config().unwrap();
     assert!(config.contains(&wire), "{config}");
-    let config = config.replace(&wire, &format!("kind = \"af-packet\"\nifname = \"{SEED_IF}\"\n"));
+    let config = config.replace(
+        &wire,
+        &format!("kind = \"af-packet\"\nifname = \"{SEED_IF}\"\n"),
+    );
     std::fs::create_dir_all(ws.dir.join("http")).unwrap();
     let cfg = ws.dir.join("seed.toml");
     std::fs::write(&cfg, config).unwrap();
@@ -100,9 +105,8 @@ fn laptop_qemu_node_inspected_and_deployed_through_af_packet() {
     let mut seed = tests::proc::Child::spawn("seed-daemon", cmd);
     seed.wait_for_log("HTTP listening on the wire", Duration::from_secs(120));
     let port = ws.api_port;
-    let console = || {
-        std::fs::read_to_string(node.lock().unwrap().console_path()).unwrap_or_default()
-    };
+    let console =
+        || std::fs::read_to_string(node.lock().unwrap().console_path()).unwrap_or_default();
     let wait_for = |want: &str, secs: u64, t0: Instant| -> f64 {
         loop {
             let (code, body) = api(&ns, port, "GET", "/v1/nodes/node1", None);

@@ -608,7 +608,11 @@ fn dhcp_auto_probe_finds_dnsmasq_and_serves_proxy_only() {
         .filter(|(_, m)| m.siaddr() == lan.server_ip() && bootfile(m).is_some())
         .collect();
     assert_eq!(from_seed.len(), 1, "{replies:#?}");
-    assert_eq!(from_seed[0].1.yiaddr(), Ipv4Addr::UNSPECIFIED, "no address from the seed");
+    assert_eq!(
+        from_seed[0].1.yiaddr(),
+        Ipv4Addr::UNSPECIFIED,
+        "no address from the seed"
+    );
     assert!(
         replies
             .iter()
@@ -617,13 +621,8 @@ fn dhcp_auto_probe_finds_dnsmasq_and_serves_proxy_only() {
     );
 
     // The mode served is on /metrics.
-    lan.client.ip(&[
-        "addr",
-        "add",
-        &format!("{ip}/24"),
-        "dev",
-        &lan.client_if,
-    ]);
+    lan.client
+        .ip(&["addr", "add", &format!("{ip}/24"), "dev", &lan.client_if]);
     let (code, metrics) = tests::curl(
         lan.client.cmd(tests::require("curl")),
         "GET",
@@ -633,7 +632,10 @@ fn dhcp_auto_probe_finds_dnsmasq_and_serves_proxy_only() {
         20,
     );
     assert_eq!(code, 200);
-    assert!(metrics.contains("dhcp_mode{mode=\"proxy\"} 1\n"), "{metrics}");
+    assert!(
+        metrics.contains("dhcp_mode{mode=\"proxy\"} 1\n"),
+        "{metrics}"
+    );
 }
 
 /// `mode = "auto"` alone on its network: after the probe window, authoritative, as configured

@@ -54,7 +54,10 @@ fn qemu_auto_dhcp_seed_proxies_beside_dnsmasq_and_the_node_boots_from_it() {
         "--dhcp-range=10.77.0.50,10.77.0.59,255.255.255.0,1h",
     ])
     .arg(format!("--pid-file={}", d.join("dnsmasq.pid").display()))
-    .arg(format!("--dhcp-leasefile={}", d.join("dnsmasq.leases").display()));
+    .arg(format!(
+        "--dhcp-leasefile={}",
+        d.join("dnsmasq.leases").display()
+    ));
     let mut dns = Child::spawn("dnsmasq", cmd);
     dns.wait_for_log("DHCP, IP range", Duration::from_secs(10));
 
@@ -132,13 +135,23 @@ boot = {{ action = "kernel", kernel = "vmlinuz", initrd = "initrd.img", cmdline 
         || std::fs::read_to_string(node.lock().unwrap().console_path()).unwrap_or_default();
     let script = wait_line(
         &mut seed,
-        &["HTTP request", "path=/ipxe/", "status=200", "peer=10.77.0.5"],
+        &[
+            "HTTP request",
+            "path=/ipxe/",
+            "status=200",
+            "peer=10.77.0.5",
+        ],
         120,
     );
     let kernel = script.as_ref().and_then(|_| {
         wait_line(
             &mut seed,
-            &["HTTP request", "path=/vmlinuz", "status=200", "peer=10.77.0.5"],
+            &[
+                "HTTP request",
+                "path=/vmlinuz",
+                "status=200",
+                "peer=10.77.0.5",
+            ],
             60,
         )
     });

@@ -40,7 +40,7 @@ impl Which {
 #[derive(Debug, clap::Subcommand)]
 enum Cmd {
     /// Create the lab (nodes powered off) and serve its virtual BMCs until Ctrl-C / SIGTERM.
-    Up(UpArgs),
+    Up(Box<UpArgs>),
     /// Show the lab's nodes, BMCs and power states.
     Status(Which),
     /// Power every node off and stop the BMCs; keep the disks.
@@ -100,7 +100,7 @@ struct FaultArgs {
 
 pub fn run(args: Args) -> Result<()> {
     match args.cmd {
-        Cmd::Up(a) => up(a),
+        Cmd::Up(a) => up(*a),
         Cmd::Status(w) => status(&w.dir()),
         Cmd::Down(w) => down(&w.dir()),
         Cmd::Destroy(w) => {
