@@ -373,7 +373,8 @@ fn down(dir: &Path) -> Result<()> {
 fn fault(a: FaultArgs) -> Result<()> {
     let dir = a.which.dir();
     let file = spec::load(&dir).with_context(|| format!("no lab in {}", dir.display()))?;
-    if !file.nodes.iter().any(|n| n.name == a.node) {
+    let is_appliance = file.appliance.as_ref().is_some_and(|s| s.name == a.node);
+    if !is_appliance && !file.nodes.iter().any(|n| n.name == a.node) {
         bail!("no node {} in lab {}", a.node, file.name);
     }
     if !(0.0..=1.0).contains(&a.drop_fraction) {
