@@ -25,8 +25,9 @@ use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-/// The appliance VM's default name (its directory in the lab).
-pub const DEFAULT_NAME: &str = "seed";
+/// The appliance VM's default name, and its directory in the lab (not `seed`: `<lab>/seed/` is
+/// the host-mode seed's, `seed lab up --seed`).
+pub const DEFAULT_NAME: &str = "appliance";
 /// Default RAM of the appliance VM, MiB (a parameter: the appliance build knows its size).
 pub const DEFAULT_MEMORY_MIB: u32 = 1024;
 

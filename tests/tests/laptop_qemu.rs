@@ -80,7 +80,7 @@ fn laptop_qemu_node_inspected_and_deployed_through_af_packet() {
 
     // The seed: the lab's configuration, on AF_PACKET instead of the QEMU wire.
     let ws = tests::wire_seed::config(d, lab.file(), vec![spec.clone()], TOKEN);
-    images::ImageStore::open(&ws.images())
+    images::ImageStore::open(ws.images())
         .unwrap()
         .import(&tiny)
         .expect("importing tiny");

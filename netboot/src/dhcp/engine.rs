@@ -656,6 +656,9 @@ impl Engine {
                 let file_note = match &boot {
                     Ok(b) => {
                         add_boot(&mut m, b, req);
+                        if self.cfg.mode == DhcpMode::Proxy {
+                            proxy_marks(&mut m, self.server_ip);
+                        }
                         self.note_chain(mac, stage, kind, now);
                         match stage {
                             ChainStage::Off => format!(" file={}", b.file),
@@ -768,6 +771,20 @@ fn add_boot(m: &mut Message, b: &pxe::Boot, req: &Message) {
     // The PXE spec asks the server to echo the client's machine identifier (UUID).
     if let Some(o) = req.opts().get(OptionCode::ClientMachineIdentifier) {
         opts.insert(o.clone());
+    }
+}
+
+/// What makes a ProxyDHCP reply one for iPXE (captured: without them it booted nothing, found
+/// by `qemu_dhcp_probe`): option 60 `PXEClient` (PXE 2.1 §2.2.5), without which iPXE does not
+/// take the offer as ProxyDHCP, and a next-server with the boot file, without which iPXE
+/// judges the reply to carry no PXE options and discards it (`dhcp_has_pxeopts`).
+fn proxy_marks(m: &mut Message, server_ip: Ipv4Addr) {
+    if m.siaddr().is_unspecified() {
+        m.set_siaddr(server_ip);
+    }
+    if m.opts().get(OptionCode::ClassIdentifier).is_none() {
+        m.opts_mut()
+            .insert(DhcpOption::ClassIdentifier(b"PXEClient".to_vec()));
     }
 }
 

@@ -24,8 +24,9 @@ use dhcproto::v4::{
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::time::{Duration, Instant};
 
-/// How long the probe listens, by default.
-pub const DEFAULT_PROBE_SECS: u64 = 4;
+/// How long the probe listens, by default: servers check an address is free before offering it
+/// (dnsmasq pings it and waits 3 s; ISC dhcpd 1 s), so a window under about 4 s misses them.
+pub const DEFAULT_PROBE_SECS: u64 = 6;
 /// DISCOVERs are repeated this often while listening (a lost datagram, a slow server).
 pub const RESEND: Duration = Duration::from_secs(1);
 /// The vendor class the probe's DISCOVERs carry, so another server's log says who asked.

@@ -40,7 +40,7 @@ impl Which {
 #[derive(Debug, clap::Subcommand)]
 enum Cmd {
     /// Create the lab (nodes powered off) and serve its virtual BMCs until Ctrl-C / SIGTERM.
-    Up(UpArgs),
+    Up(Box<UpArgs>),
     /// Show the lab's nodes, BMCs and power states.
     Status(Which),
     /// Power every node off and stop the BMCs; keep the disks.
@@ -100,7 +100,7 @@ struct FaultArgs {
 
 pub fn run(args: Args) -> Result<()> {
     match args.cmd {
-        Cmd::Up(a) => up(a),
+        Cmd::Up(a) => up(*a),
         Cmd::Status(w) => status(&w.dir()),
         Cmd::Down(w) => down(&w.dir()),
         Cmd::Destroy(w) => {
@@ -373,7 +373,8 @@ fn down(dir: &Path) -> Result<()> {
 fn fault(a: FaultArgs) -> Result<()> {
     let dir = a.which.dir();
     let file = spec::load(&dir).with_context(|| format!("no lab in {}", dir.display()))?;
-    if !file.nodes.iter().any(|n| n.name == a.node) {
+    let is_appliance = file.appliance.as_ref().is_some_and(|s| s.name == a.node);
+    if !is_appliance && !file.nodes.iter().any(|n| n.name == a.node) {
         bail!("no node {} in lab {}", a.node, file.name);
     }
     if !(0.0..=1.0).contains(&a.drop_fraction) {
