@@ -208,14 +208,14 @@ fn remove_dir(dir: &Path) -> Result<()> {
 }
 
 /// iPXE's boot files, unpacked from the pinned ipxe package (fetched into the cache if absent).
-struct Ipxe {
+pub(crate) struct Ipxe {
     package: String,
-    files: Vec<(&'static str, PathBuf)>,
+    pub(crate) files: Vec<(&'static str, PathBuf)>,
     /// Holds the unpacked package while the files are copied.
     _dir: tempfile::TempDir,
 }
 
-fn ipxe_files() -> Result<Ipxe> {
+pub(crate) fn ipxe_files() -> Result<Ipxe> {
     let pins = fetch::pins()?;
     let pin = pins
         .iter()
@@ -247,7 +247,7 @@ fn ipxe_files() -> Result<Ipxe> {
 
 /// The commit (with `-dirty` when the worktree has changes to tracked files) and the build
 /// date: `SOURCE_DATE_EPOCH` if set, else the commit's date.
-fn provenance() -> Result<(String, u64)> {
+pub(crate) fn provenance() -> Result<(String, u64)> {
     let git = |args: &[&str]| -> Result<String> {
         let out = Command::new("git")
             .args(args)
@@ -281,7 +281,7 @@ fn provenance() -> Result<(String, u64)> {
 
 /// `YYYY-MM-DDTHH:MM:SSZ` for a Unix time. Hand-written (days → civil date, H. Hinnant's
 /// algorithm) rather than a date crate for one line of BUNDLE.toml.
-fn rfc3339(epoch: u64) -> String {
+pub(crate) fn rfc3339(epoch: u64) -> String {
     let days = (epoch / 86400) as i64;
     let secs = epoch % 86400;
     let z = days + 719_468;

@@ -244,6 +244,9 @@ impl Engine {
         metrics: &Metrics,
         leases: LeaseTable,
     ) -> Result<Self, DhcpConfigError> {
+        if cfg.mode == DhcpMode::Auto {
+            return Err(DhcpConfigError::Unresolved);
+        }
         let reserved = cfg.check_nodes(nodes)?;
         let nodes = nodes
             .iter()
@@ -325,7 +328,8 @@ impl Engine {
             line.push_str(" on port 4011");
         }
         let decision = match self.cfg.mode {
-            DhcpMode::Authoritative => self.authoritative(&req, ty, mac, now),
+            // `Auto` never gets here: `new` refuses it (the probe decides first).
+            DhcpMode::Authoritative | DhcpMode::Auto => self.authoritative(&req, ty, mac, now),
             DhcpMode::Proxy => self.proxy(ty, mac, &client, rx),
         };
         self.finish(&req, rx, mac, &client, decision, line, now)
@@ -666,6 +670,9 @@ impl Engine {
                 let file_note = match &boot {
                     Ok(b) => {
                         add_boot(&mut m, b, req);
+                        if self.cfg.mode == DhcpMode::Proxy {
+                            proxy_marks(&mut m, self.server_ip);
+                        }
                         self.note_chain(mac, stage, kind, now);
                         match stage {
                             ChainStage::Off => format!(" file={}", b.file),
@@ -778,6 +785,20 @@ fn add_boot(m: &mut Message, b: &pxe::Boot, req: &Message) {
     // The PXE spec asks the server to echo the client's machine identifier (UUID).
     if let Some(o) = req.opts().get(OptionCode::ClientMachineIdentifier) {
         opts.insert(o.clone());
+    }
+}
+
+/// What makes a ProxyDHCP reply one for iPXE (captured: without them it booted nothing, found
+/// by `qemu_dhcp_probe`): option 60 `PXEClient` (PXE 2.1 §2.2.5), without which iPXE does not
+/// take the offer as ProxyDHCP, and a next-server with the boot file, without which iPXE
+/// judges the reply to carry no PXE options and discards it (`dhcp_has_pxeopts`).
+fn proxy_marks(m: &mut Message, server_ip: Ipv4Addr) {
+    if m.siaddr().is_unspecified() {
+        m.set_siaddr(server_ip);
+    }
+    if m.opts().get(OptionCode::ClassIdentifier).is_none() {
+        m.opts_mut()
+            .insert(DhcpOption::ClassIdentifier(b"PXEClient".to_vec()));
     }
 }
 

@@ -4,11 +4,12 @@
 //! of kernel sockets: no root, bridge or TAP is needed to join a QEMU lab's socket-multicast
 //! wire, and the same sans-IO DHCP engine and the same hyper HTTP service answer. The link is
 //! one of [`device::McastDevice`] (QEMU `-netdev socket,mcast=`), a TAP interface, or an
-//! AF_PACKET socket on a NIC; optionally every frame is also written to a pcap file under
+//! AF_PACKET socket on a NIC ([`af_packet`], which completes offloaded checksums); optionally every frame is also written to a pcap file under
 //! `state_dir` so a PXE failure opens in Wireshark. ARP and ICMP echo are answered by smoltcp;
 //! IPv6 Router Solicitations by [`ra`] (smoltcp has no IPv6 here), so iPXE does not wait for a
 //! router.
 
+pub mod af_packet;
 pub mod device;
 pub mod ra;
 pub mod services;
@@ -194,11 +195,14 @@ pub fn start(
             let fd = d.as_raw_fd();
             Ok((d, fd))
         }),
-        WireKind::AfPacket => with_pcap(addr, pcap, ra, shutdown, move || {
-            let d = device::af_packet(&ifname)?;
-            let fd = d.as_raw_fd();
-            Ok((d, fd))
-        }),
+        WireKind::AfPacket => {
+            let counters = af_packet::AfPacketCounters::new(metrics);
+            with_pcap(addr, pcap, ra, shutdown, move || {
+                let d = af_packet::AfPacket::open(&ifname, counters)?;
+                let fd = d.as_raw_fd();
+                Ok((d, fd))
+            })
+        }
     }
 }
 

@@ -1,6 +1,7 @@
 //! Command-line front end: one module per top-level subcommand, each with its clap `Args` and a
 //! `run` that returns `anyhow::Result` (context on every error, printed once by `main`).
 
+pub mod appliance;
 pub mod bundle;
 pub mod daemon;
 pub mod image;
@@ -8,6 +9,7 @@ pub mod image;
 pub mod lab;
 #[cfg(feature = "lab")]
 pub mod lab_seed;
+pub mod lab_up;
 pub mod netboot;
 pub mod node;
 pub mod power;
@@ -47,6 +49,8 @@ pub enum Command {
     Image(image::Args),
     /// The appliance bundle (`cargo xtask bundle`): `bundle verify` checks an unpacked one.
     Bundle(bundle::Args),
+    /// What the appliance OS runs (`cargo xtask appliance`): `config` at boot, `status` on its consoles.
+    Appliance(appliance::Args),
 }
 
 /// Run the parsed command line.
@@ -62,6 +66,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Stack(args) => stack::run(args),
         Command::Image(args) => image::run(args),
         Command::Bundle(args) => bundle::run(args),
+        Command::Appliance(args) => appliance::run(args),
     }
 }
 
