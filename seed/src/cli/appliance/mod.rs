@@ -193,9 +193,9 @@ fn token(c: &config::Checked, state: &Path) -> Result<String> {
             return Ok(t);
         }
     }
-    use rand::RngCore;
+    use rand::Rng;
     let mut b = [0u8; 20];
-    rand::thread_rng().fill_bytes(&mut b);
+    rand::rng().fill_bytes(&mut b);
     let t = hex::encode(b);
     write(&file, &format!("{t}\n"), 0o600)?;
     eprintln!(
