@@ -2,6 +2,7 @@
 //! `run` that returns `anyhow::Result` (context on every error, printed once by `main`).
 
 pub mod bundle;
+pub mod client;
 pub mod daemon;
 pub mod image;
 pub mod lab;
@@ -10,6 +11,7 @@ pub mod netboot;
 pub mod node;
 pub mod power;
 pub mod stack;
+pub mod table;
 
 use clap::{Parser, Subcommand};
 

@@ -44,7 +44,7 @@ use crate::power::{
 use crate::store::{nodes, Expect, Op, Store, StoreError};
 use netboot::boot::Chain;
 use netboot::{BootAction, BootPolicy, MacAddr};
-use ramdisk::agent::Command;
+use ::api::Command;
 use std::collections::{HashMap, HashSet};
 use std::net::Ipv4Addr;
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};

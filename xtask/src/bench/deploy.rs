@@ -543,15 +543,12 @@ fn write_path(stream: &Path, sha256: &str, reps: usize, p: &Progress) -> Result<
         // The agent's path, with the same client settings as the agent.
         let dir = tempfile::tempdir()?;
         let start = Instant::now();
-        let resp = ureq::AgentBuilder::new()
-            .timeout_connect(Duration::from_secs(10))
-            .timeout_read(Duration::from_secs(60))
-            .build()
+        let resp = ramdisk::agent::deploy::stream_agent()
             .get(&url)
             .call()
             .context("fetching the stream")?;
         let w = ramdisk::agent::deploy::stream::write(
-            resp.into_reader(),
+            resp.into_body().into_reader(),
             dir.path(),
             sha256,
             size as u64,
@@ -614,7 +611,7 @@ mod tests {
             .call()
             .unwrap();
         let mut out = Vec::new();
-        got.into_reader().read_to_end(&mut out).unwrap();
+        got.into_body().into_reader().read_to_end(&mut out).unwrap();
         assert_eq!(out, body);
     }
 }

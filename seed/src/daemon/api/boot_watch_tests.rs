@@ -57,7 +57,7 @@ impl Env {
     fn view(&self) -> serde_json::Value {
         let r = self
             .api
-            .respond(&req(Method::GET, "/v1/nodes/n1", Some(TOKEN), ""));
+            .respond(&req(Method::GET, "/v1/nodes/n1", Some(TOKEN), "")).await;
         assert_eq!(r.status, 200, "{}", r.body);
         serde_json::from_str(&r.body).unwrap()
     }
@@ -88,7 +88,7 @@ impl Env {
     fn inspect(&self) {
         let r = self
             .api
-            .respond(&req(Method::POST, "/v1/nodes/n1/inspect", Some(TOKEN), ""));
+            .respond(&req(Method::POST, "/v1/nodes/n1/inspect", Some(TOKEN), "")).await;
         assert_eq!(r.status, 202, "{}", r.body);
     }
 }
@@ -156,14 +156,14 @@ async fn an_agent_call_meets_the_boot_deadline_and_a_bad_token_does_not() {
     e.inspect();
     let token = match e.d.boot_action(NETMAC) {
         Some(netboot::BootAction::Kernel { cmdline, .. }) => {
-            ramdisk::agent::KernelArgs::parse(&cmdline).token.unwrap()
+            ::api::agent::KernelArgs::parse(&cmdline).token.unwrap()
         }
         other => panic!("{other:?}"),
     };
     let hb = format!("{{\"boot_mac\":\"{MAC}\"}}");
     let r = e
         .api
-        .respond(&req(Method::POST, "/v1/agent/heartbeat", Some("nope"), &hb));
+        .respond(&req(Method::POST, "/v1/agent/heartbeat", Some("nope"), &hb)).await;
     assert_eq!(r.status, 401);
     assert!(
         e.lifecycle().boot_deadline_ms.is_some(),
@@ -171,7 +171,7 @@ async fn an_agent_call_meets_the_boot_deadline_and_a_bad_token_does_not() {
     );
     let r = e
         .api
-        .respond(&req(Method::POST, "/v1/agent/heartbeat", Some(&token), &hb));
+        .respond(&req(Method::POST, "/v1/agent/heartbeat", Some(&token), &hb)).await;
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(e.lifecycle().boot_deadline_ms, None);
     tokio::time::sleep(Duration::from_millis(3 * BOOT_MS)).await;

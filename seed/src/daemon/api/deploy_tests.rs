@@ -9,7 +9,7 @@ use crate::store::memory::MemStore;
 use images::manifest::{Boot, Layout, Stream};
 use images::{ImageStore, Manifest};
 use netboot::BootPolicy;
-use ramdisk::agent::Command;
+use ::api::agent::Command;
 use sha2::{Digest, Sha256};
 use std::path::Path;
 use std::time::Duration;
@@ -104,7 +104,7 @@ impl Env {
             "/v1/nodes/n1/deploy",
             Some(TOKEN),
             r#"{"image": "tiny", "root_hint": "size>=4"}"#,
-        ))
+        )).await
     }
 
     /// The node's current agent token (what its ramdisk's `seed.token=` says), if any.
@@ -138,10 +138,10 @@ impl Env {
             "/v1/agent/progress",
             tok,
             &p.to_string(),
-        ))
+        )).await
     }
 
-    fn deploy_command(&self) -> Option<ramdisk::agent::DeployCommand> {
+    fn deploy_command(&self) -> Option<::api::agent::DeployCommand> {
         match self.d.pending_command("n1") {
             Command::Deploy(c) => Some(*c),
             _ => None,
@@ -150,7 +150,7 @@ impl Env {
 
     fn booted(&self, token: Option<&str>) -> ApiResponse {
         self.api
-            .respond(&req(Method::POST, "/v1/node/booted", token, ""))
+            .respond(&req(Method::POST, "/v1/node/booted", token, "")).await
     }
 }
 
@@ -187,7 +187,7 @@ async fn deploy_write_reboot_booted_active() {
     // Its command line carries the boot's agent token, which the agent sends from now on.
     let tok = match e.d.boot_action(mac) {
         Some(netboot::BootAction::Kernel { cmdline, .. }) => {
-            ramdisk::agent::KernelArgs::parse(&cmdline).token.unwrap()
+            ::api::agent::KernelArgs::parse(&cmdline).token.unwrap()
         }
         other => panic!("{other:?}"),
     };
@@ -208,7 +208,7 @@ async fn deploy_write_reboot_booted_active() {
         "/v1/agent/facts",
         Some(&tok),
         &facts.to_string(),
-    ));
+    )).await;
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(json(&r)["node"], "n1");
     assert_eq!(e.state(), State::Deploying);
@@ -224,7 +224,7 @@ async fn deploy_write_reboot_booted_active() {
     ] {
         let r = e
             .api
-            .respond(&req(Method::POST, "/v1/agent/heartbeat", bad, &hb));
+            .respond(&req(Method::POST, "/v1/agent/heartbeat", bad, &hb)).await;
         assert_eq!(r.status, 401, "{bad:?}: {}", r.body);
         assert!(!r.body.contains(&cmd.credential), "{}", r.body);
         assert!(!r.body.contains("deploy\""), "{}", r.body);
@@ -243,11 +243,11 @@ async fn deploy_write_reboot_booted_active() {
     // show nowhere else.
     let r = e
         .api
-        .respond(&req(Method::POST, "/v1/agent/heartbeat", Some(&tok), &hb));
+        .respond(&req(Method::POST, "/v1/agent/heartbeat", Some(&tok), &hb)).await;
     assert_eq!(r.status, 200);
     assert!(r.body.contains(&cmd.credential));
     for path in ["/v1/nodes/n1", "/v1/nodes"] {
-        let show = e.api.respond(&req(Method::GET, path, Some(TOKEN), ""));
+        let show = e.api.respond(&req(Method::GET, path, Some(TOKEN), "")).await;
         assert_eq!(show.status, 200);
         assert!(!show.body.contains(&cmd.credential), "{}", show.body);
         assert!(!show.body.contains(&tok), "{}", show.body);
@@ -277,7 +277,7 @@ async fn deploy_write_reboot_booted_active() {
     );
     let v = json(
         &e.api
-            .respond(&req(Method::GET, "/v1/nodes/n1", Some(TOKEN), "")),
+            .respond(&req(Method::GET, "/v1/nodes/n1", Some(TOKEN), "")).await,
     );
     assert_eq!(v["progress"]["phase"], "writing");
     assert_eq!(v["progress"]["bytes"], 7);
@@ -312,7 +312,7 @@ async fn deploy_write_reboot_booted_active() {
     // Undeploy: torn down and the credential revoked.
     let r = e
         .api
-        .respond(&req(Method::POST, "/v1/nodes/n1/undeploy", Some(TOKEN), ""));
+        .respond(&req(Method::POST, "/v1/nodes/n1/undeploy", Some(TOKEN), "")).await;
     assert_eq!(r.status, 202, "{}", r.body);
     assert_eq!(json(&r)["state"], "deleting");
     assert_eq!(e.booted(Some(&cmd.credential)).status, 401);
@@ -350,7 +350,7 @@ async fn deploy_write_reboot_booted_active() {
                 "/v1/agent/heartbeat",
                 Some(&clean_tok),
                 &hb
-            ))
+            )).await
             .status,
         401
     );
@@ -373,7 +373,7 @@ async fn corrupted_image_fails_before_any_power_action_and_a_retry_works() {
     assert_eq!(e.deploy_command(), None);
     let v = json(
         &e.api
-            .respond(&req(Method::GET, "/v1/nodes/n1", Some(TOKEN), "")),
+            .respond(&req(Method::GET, "/v1/nodes/n1", Some(TOKEN), "")).await,
     );
     assert_eq!(v["state"], "deploy failed");
     assert!(v["last_error"].as_str().unwrap().contains("sha256"), "{v}");
@@ -385,7 +385,7 @@ async fn corrupted_image_fails_before_any_power_action_and_a_retry_works() {
         "/v1/nodes/n1/deploy",
         Some(TOKEN),
         r#"{"image": "nope"}"#,
-    ));
+    )).await;
     assert_eq!(r.status, 202);
     e.wait("failed again", |e| {
         e.state().reason().is_some_and(|r| r.contains("nope"))
@@ -430,7 +430,7 @@ async fn agent_failure_fails_the_deploy_with_its_reason() {
     // Bad requests.
     let bad = |body: &str| {
         e.api
-            .respond(&req(Method::POST, "/v1/nodes/n1/deploy", Some(TOKEN), body))
+            .respond(&req(Method::POST, "/v1/nodes/n1/deploy", Some(TOKEN), body)).await
             .status
     };
     assert_eq!(bad("{}"), 400);
@@ -439,19 +439,19 @@ async fn agent_failure_fails_the_deploy_with_its_reason() {
     assert_eq!(bad(r#"{"image": "tiny", "root_hint": "biggest"}"#), 400);
     assert_eq!(
         e.api
-            .respond(&req(Method::POST, "/v1/nodes/n1/deploy", None, "{}"))
+            .respond(&req(Method::POST, "/v1/nodes/n1/deploy", None, "{}")).await
             .status,
         401
     );
     assert_eq!(
         e.api
-            .respond(&req(Method::POST, "/v1/agent/progress", None, "{"))
+            .respond(&req(Method::POST, "/v1/agent/progress", None, "{")).await
             .status,
         400
     );
     assert_eq!(
         e.api
-            .respond(&req(Method::GET, "/v1/node/booted", None, ""))
+            .respond(&req(Method::GET, "/v1/node/booted", None, "")).await
             .status,
         405
     );
@@ -509,7 +509,7 @@ async fn a_restart_fails_unwritten_deploys_and_keeps_written_ones() {
         "/v1/node/booted",
         Some(&cmd.credential),
         "",
-    ));
+    )).await;
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(e.state(), State::Active);
 }

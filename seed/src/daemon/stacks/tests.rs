@@ -80,7 +80,7 @@ fn request(method: Method, path: &str, body: Json) -> ApiRequest {
 }
 
 fn call(api: &Api, method: Method, path: &str, body: Json) -> (StatusCode, Json) {
-    let r = api.respond(&request(method, path, body));
+    let r = api.respond(&request(method, path, body)).await;
     (r.status, serde_json::from_str(&r.body).unwrap())
 }
 
