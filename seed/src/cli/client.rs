@@ -37,7 +37,10 @@ pub struct Client {
 enum Body<'a> {
     None,
     Json(Vec<u8>),
-    Text { content_type: &'a str, text: &'a str },
+    Text {
+        content_type: &'a str,
+        text: &'a str,
+    },
 }
 
 impl Client {
@@ -126,7 +129,12 @@ impl Client {
         self.answer(method, path, resp)
     }
 
-    fn send(&self, method: &str, path: &str, body: Body<'_>) -> anyhow::Result<Response<ureq::Body>> {
+    fn send(
+        &self,
+        method: &str,
+        path: &str,
+        body: Body<'_>,
+    ) -> anyhow::Result<Response<ureq::Body>> {
         let url = format!("{}{path}", self.base);
         let auth = self.auth.as_str();
         let sent = match (method, body) {

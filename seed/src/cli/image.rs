@@ -203,11 +203,7 @@ fn show(img: &ImageView, out: &mut dyn Write) -> anyhow::Result<()> {
         }
     };
     writeln!(out, "image:      {} {}", m.name, m.version)?;
-    writeln!(
-        out,
-        "stream:     {} ({})",
-        img.stream, img.relative
-    )?;
+    writeln!(out, "stream:     {} ({})", img.stream, img.relative)?;
     writeln!(
         out,
         "            {} compressed, {} unpacked",
@@ -347,7 +343,9 @@ mod tests {
         let src = tempfile::tempdir().unwrap();
         let dir = tempfile::tempdir().unwrap();
         let store = ImageStore::open(dir.path()).unwrap();
-        store.import(&built(src.path(), b"a stream").join("manifest.json")).unwrap();
+        store
+            .import(&built(src.path(), b"a stream").join("manifest.json"))
+            .unwrap();
         let d = Daemon::new(
             std::sync::Arc::new(crate::store::memory::MemStore::new()),
             test_support::settings(Default::default(), true),

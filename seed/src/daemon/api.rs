@@ -38,11 +38,11 @@ mod nodes;
 mod stacks;
 
 pub use agent::properties;
+pub(crate) use auth::{NodeCredential, Operator};
 pub use error::ApiError;
-pub use nodes::node_view;
 pub(crate) use error::{BadRequest, NotFound, Unauthorized};
 pub(crate) use extract::{blocking, Name, Payload, Peer, PeerAddr};
-pub(crate) use auth::{NodeCredential, Operator};
+pub use nodes::node_view;
 
 use super::Daemon;
 use axum::extract::State;
@@ -390,10 +390,7 @@ async fn metrics(State(s): State<AppState>) -> Result<impl IntoResponse, ApiErro
     (status = 200, description = "The OpenAPI document", body = Object),
 ))]
 async fn openapi_document() -> impl IntoResponse {
-    (
-        [(header::CONTENT_TYPE, "application/json")],
-        openapi_json(),
-    )
+    ([(header::CONTENT_TYPE, "application/json")], openapi_json())
 }
 
 #[cfg(test)]

@@ -34,12 +34,12 @@ use crate::power::{
     BootDevice, BoxFuture, FakeBmc, FakePower, Password, PowerAction, PowerDriver, PowerError,
     PowerState,
 };
-use netboot::http::{ApiHandler, ApiRequest};
-use netboot::{BootAction, BootPolicy, MacAddr};
 use ::api::agent::{
     Ack, Command, DeployCommand, Heartbeat, KernelArgs, Phase, Progress, Report, WipeCommand,
 };
 use ::api::facts::{BootMode, Dmi, Facts, Nic};
+use netboot::http::{ApiHandler, ApiRequest};
+use netboot::{BootAction, BootPolicy, MacAddr};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;

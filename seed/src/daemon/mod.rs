@@ -42,9 +42,9 @@ use crate::power::{
     PowerState,
 };
 use crate::store::{nodes, Expect, Op, Store, StoreError};
+use ::api::Command;
 use netboot::boot::Chain;
 use netboot::{BootAction, BootPolicy, MacAddr};
-use ::api::Command;
 use std::collections::{HashMap, HashSet};
 use std::net::Ipv4Addr;
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};

@@ -84,9 +84,7 @@ pub(crate) fn attach_fake_bmc(
 
 /// Serve `api` on the operators' listener at 127.0.0.1:<ephemeral>, from its own runtime thread,
 /// until the returned token is cancelled: `(HOST:PORT, token)`.
-pub(crate) fn serve(
-    api: super::api::Api,
-) -> (String, tokio_util::sync::CancellationToken) {
+pub(crate) fn serve(api: super::api::Api) -> (String, tokio_util::sync::CancellationToken) {
     let api = std::sync::Arc::new(api);
     let stop = tokio_util::sync::CancellationToken::new();
     let (tx, rx) = std::sync::mpsc::channel();

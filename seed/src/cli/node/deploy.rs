@@ -53,7 +53,9 @@ pub(super) fn deploy(
             if state != "active" {
                 bail!(
                     "{name}: {}",
-                    node.last_error.as_deref().unwrap_or("deploy did not finish")
+                    node.last_error
+                        .as_deref()
+                        .unwrap_or("deploy did not finish")
                 );
             }
             return Ok(());

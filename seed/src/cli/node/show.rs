@@ -61,7 +61,10 @@ fn rows(n: &NodeView) -> Vec<(&'static str, String)> {
         format!("{} {}:{} user {}", b.driver, b.address, b.port, b.username),
     ));
     rows.push(("capabilities", n.capabilities.to_string()));
-    rows.push(("profile", dash(n.capabilities.profile().map(str::to_string))));
+    rows.push((
+        "profile",
+        dash(n.capabilities.profile().map(str::to_string)),
+    ));
     rows.push(("cpus", dash(p.cpus.map(|c| c.to_string()))));
     rows.push(("memory", dash(p.memory_mib.map(mib))));
     rows.push(("boot mode", dash(p.boot_mode.map(|m| m.to_string()))));

@@ -9,22 +9,22 @@ use std::io::Write;
 const FILE: &str = r#"
 nodes:
   - name: ctrl-0
-mac: ["52:54:00:00:00:01"]
-pm_type: ipmi
-pm_addr: 127.0.0.1
-pm_port: 6230
-pm_user: admin
-pm_password: topsecret
-capabilities: "profile:control,boot_mode:uefi"
-memory: 8192
-disk: 40
+    mac: ["52:54:00:00:00:01"]
+    pm_type: ipmi
+    pm_addr: 127.0.0.1
+    pm_port: 6230
+    pm_user: admin
+    pm_password: topsecret
+    capabilities: "profile:control,boot_mode:uefi"
+    memory: 8192
+    disk: 40
   - name: cmp-0
-mac: ["52:54:00:00:00:02"]
-pm_type: ipmi
-pm_addr: 127.0.0.1
-pm_port: 6231
-pm_user: admin
-pm_password: topsecret
+    mac: ["52:54:00:00:00:02"]
+    pm_type: ipmi
+    pm_addr: 127.0.0.1
+    pm_port: 6231
+    pm_user: admin
+    pm_password: topsecret
 "#;
 
 fn run_to_string(f: impl FnOnce(&mut dyn Write) -> anyhow::Result<()>) -> String {
@@ -53,9 +53,7 @@ fn import_list_show_delete_maintenance() {
     assert!(lines[2].starts_with("ctrl-0"), "{o}");
     assert!(lines[2].contains("enroll") && lines[2].contains("127.0.0.1:6230"));
     assert!(
-        lines[2].contains("control")
-            && lines[2].contains("8 GiB")
-            && lines[2].contains("40 GiB")
+        lines[2].contains("control") && lines[2].contains("8 GiB") && lines[2].contains("40 GiB")
     );
 
     let o = run_to_string(|o| show::show(&s, "ctrl-0", o));

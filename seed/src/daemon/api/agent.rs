@@ -91,7 +91,14 @@ pub(super) async fn heartbeat(
     blocking(move || {
         let d = &s.daemon;
         let name = node_of(d, &hb.boot_mac)?;
-        auth::agent(d, &headers, &name, &hb.boot_mac, peer, "/v1/agent/heartbeat")?;
+        auth::agent(
+            d,
+            &headers,
+            &name,
+            &hb.boot_mac,
+            peer,
+            "/v1/agent/heartbeat",
+        )?;
         Ok(Json(d.pending_command(&name)))
     })
     .await

@@ -20,10 +20,12 @@ pub(crate) struct PeerAddr(pub SocketAddr);
 
 impl Peer {
     pub fn of(parts: &Parts) -> Peer {
-        Peer(parts.extensions.get::<PeerAddr>().map_or_else(
-            || SocketAddr::from(([0, 0, 0, 0], 0)),
-            |p| p.0,
-        ))
+        Peer(
+            parts
+                .extensions
+                .get::<PeerAddr>()
+                .map_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)), |p| p.0),
+        )
     }
 }
 

@@ -177,12 +177,7 @@ async fn every_listed_route_is_routed() {
     for (method, path) in route_list() {
         let p = path.replace("{name}", "nope");
         let r = api
-            .handle(req(
-                method.as_str(),
-                &p,
-                Some("application/json"),
-                "{}",
-            ))
+            .handle(req(method.as_str(), &p, Some("application/json"), "{}"))
             .await;
         assert!(
             !r.body.contains("no such endpoint") && r.status != StatusCode::METHOD_NOT_ALLOWED,
@@ -194,7 +189,9 @@ async fn every_listed_route_is_routed() {
     let r = api.handle(req("GET", "/v1/bogus", None, "")).await;
     assert_eq!(r.status, StatusCode::NOT_FOUND);
     assert_eq!(
-        serde_json::from_str::<::api::ErrorBody>(&r.body).unwrap().error,
+        serde_json::from_str::<::api::ErrorBody>(&r.body)
+            .unwrap()
+            .error,
         "no such endpoint"
     );
     // Without the token, an unknown path says nothing about what exists.

@@ -7,7 +7,9 @@ use crate::lifecycle::Timeouts;
 use crate::store::memory::MemStore;
 use http::Method;
 use netboot::http::ApiHandler;
+use netboot::http::ApiResponse;
 use serde_json::json;
+use std::sync::Arc;
 
 const TOKEN: &str = "admin-t0ken";
 
