@@ -45,7 +45,6 @@ pub(crate) use extract::{blocking, Name, Payload, Peer, PeerAddr};
 pub use nodes::node_view;
 
 use super::Daemon;
-use axum::extract::State;
 use axum::response::IntoResponse;
 use http::{header, HeaderMap, Method, StatusCode, Uri};
 use netboot::http::{ApiHandler, ApiRequest, ApiResponse};
@@ -58,7 +57,9 @@ use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-/// What every handler gets: the daemon, the operators' token, the metrics registry.
+/// What every handler gets: the daemon, the operators' token, the metrics registry. It rides
+/// in each request's extensions ([`extract`]), not in the router, so one route table serves
+/// every [`Api`] and making an `Api` costs an `Arc` (fake machines make one per call).
 #[derive(Clone)]
 pub(crate) struct AppState {
     pub(crate) daemon: Arc<Daemon>,
@@ -128,7 +129,7 @@ impl utoipa::Modify for SecuritySchemes {
 
 /// Every route: each `routes!` entry is a handler whose `#[utoipa::path]` names its method and
 /// path, so the router and the document cannot disagree. Handlers of one path share an entry.
-fn routes() -> OpenApiRouter<AppState> {
+fn routes() -> OpenApiRouter {
     use super::metadata_api as md;
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(metrics))
@@ -159,9 +160,9 @@ fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(images::show_image))
 }
 
-/// The router (without its state) and the document, built once per process.
+/// The router and the document, built once per process.
 struct Table {
-    router: axum::Router<AppState>,
+    router: axum::Router,
     doc: utoipa::openapi::OpenApi,
     json: String,
 }
@@ -222,7 +223,6 @@ pub fn route_list() -> Vec<(Method, String)> {
 #[derive(Clone)]
 pub struct Api {
     state: AppState,
-    router: axum::Router,
 }
 
 impl std::fmt::Debug for Api {
@@ -233,20 +233,19 @@ impl std::fmt::Debug for Api {
 
 impl Api {
     pub fn new(daemon: Arc<Daemon>, token: impl Into<String>) -> Self {
-        let state = AppState {
-            daemon,
-            token: Arc::from(token.into()),
-            metrics: None,
-        };
-        let router = table().router.clone().with_state(state.clone());
-        Api { state, router }
+        Api {
+            state: AppState {
+                daemon,
+                token: Arc::from(token.into()),
+                metrics: None,
+            },
+        }
     }
 
     /// Serve `metrics` at `GET /metrics` (register the daemon's collector on it with
     /// [`super::metrics::register`]).
     pub fn with_metrics(mut self, metrics: Arc<netboot::metrics::Metrics>) -> Self {
         self.state.metrics = Some(metrics);
-        self.router = table().router.clone().with_state(self.state.clone());
         self
     }
 
@@ -280,19 +279,19 @@ impl Api {
 
     /// Answer one request.
     pub async fn respond(&self, req: &ApiRequest) -> ApiResponse {
-        dispatch(self.router.clone(), req.clone()).await
+        dispatch(self.state.clone(), req.clone()).await
     }
 }
 
 impl ApiHandler for Api {
     fn handle(&self, req: ApiRequest) -> Pin<Box<dyn Future<Output = ApiResponse> + Send>> {
-        Box::pin(dispatch(self.router.clone(), req))
+        Box::pin(dispatch(self.state.clone(), req))
     }
 }
 
-/// `req` through the router: an `http::Request` (path without a trailing `/`, the peer as an
-/// extension) in, the answer collected into an [`ApiResponse`] out.
-async fn dispatch(router: axum::Router, req: ApiRequest) -> ApiResponse {
+/// `req` through the router: an `http::Request` (path without a trailing `/`, the peer and the
+/// API's state as extensions) in, the answer collected into an [`ApiResponse`] out.
+async fn dispatch(state: AppState, req: ApiRequest) -> ApiResponse {
     let path = match req.path.trim_end_matches('/') {
         "" => "/",
         p => p,
@@ -309,7 +308,8 @@ async fn dispatch(router: axum::Router, req: ApiRequest) -> ApiResponse {
     *http_req.uri_mut() = uri;
     *http_req.headers_mut() = req.headers;
     http_req.extensions_mut().insert(PeerAddr(req.peer));
-    let resp = match router.oneshot(http_req).await {
+    http_req.extensions_mut().insert(state);
+    let resp = match table().router.clone().oneshot(http_req).await {
         Ok(r) => r,
         Err(never) => match never {},
     };
@@ -341,7 +341,7 @@ async fn collect(resp: axum::response::Response) -> ApiResponse {
 
 /// No route has this path: 404, after the operator's token as for any operator route (a
 /// caller without it learns nothing about which paths exist).
-async fn no_such_endpoint(State(s): State<AppState>, headers: HeaderMap) -> ApiError {
+async fn no_such_endpoint(s: AppState, headers: HeaderMap) -> ApiError {
     if !auth::operator_ok(&s, &headers) {
         return ApiError::unauthorized(auth::OPERATOR_REFUSED);
     }
@@ -349,7 +349,7 @@ async fn no_such_endpoint(State(s): State<AppState>, headers: HeaderMap) -> ApiE
 }
 
 /// A route has this path but not this method: 405 (operator routes check the token first).
-async fn method_not_allowed(State(s): State<AppState>, uri: Uri, headers: HeaderMap) -> ApiError {
+async fn method_not_allowed(s: AppState, uri: Uri, headers: HeaderMap) -> ApiError {
     let path = uri.path();
     if path.starts_with("/v1/agent/") || path == "/v1/node/booted" {
         return ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "use POST");
@@ -371,7 +371,7 @@ async fn method_not_allowed(State(s): State<AppState>, uri: Uri, headers: Header
     (status = 200, description = "Prometheus text exposition format 0.0.4", body = String,
         content_type = "text/plain"),
 ))]
-async fn metrics(State(s): State<AppState>) -> Result<impl IntoResponse, ApiError> {
+async fn metrics(s: AppState) -> Result<impl IntoResponse, ApiError> {
     let body = match &s.metrics {
         Some(m) => m.render(),
         None => s.daemon.metrics().render(s.daemon.store())?,

@@ -24,7 +24,6 @@ use super::{credentials, Daemon, DaemonError};
 use crate::store::nodes;
 use ::api::metadata::{CredentialIssued, MetadataPublished, NodeMetadata, SignalStored};
 use axum::body::Bytes;
-use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use http::{header, StatusCode, Uri};
@@ -118,7 +117,7 @@ pub fn document(node: &str, published: Option<Metadata>) -> Metadata {
         (status = 403, description = "Another node's metadata", body = ::api::ErrorBody),
     ))]
 pub(super) async fn node_metadata(
-    State(s): State<AppState>,
+    s: AppState,
     NodeCredential(node): NodeCredential,
     uri: Uri,
 ) -> Result<Response, ApiError> {
@@ -166,7 +165,7 @@ pub(super) async fn node_metadata(
         (status = 401, response = Unauthorized),
     ))]
 pub(super) async fn node_signal(
-    State(s): State<AppState>,
+    s: AppState,
     NodeCredential(node): NodeCredential,
     Payload(sig): Payload<Signal>,
 ) -> Result<Json<SignalStored>, ApiError> {
@@ -201,7 +200,7 @@ fn node_exists(d: &Daemon, name: &str) -> Result<(), ApiError> {
     ))]
 pub(super) async fn show_metadata(
     _: Operator,
-    State(s): State<AppState>,
+    s: AppState,
     Name(name): Name,
 ) -> Result<Json<NodeMetadata>, ApiError> {
     let d = &s.daemon;
@@ -229,7 +228,7 @@ pub(super) async fn show_metadata(
     ))]
 pub(super) async fn put_metadata(
     _: Operator,
-    State(s): State<AppState>,
+    s: AppState,
     Name(name): Name,
     body: Bytes,
 ) -> Result<Json<MetadataPublished>, ApiError> {
@@ -261,7 +260,7 @@ pub(super) async fn put_metadata(
     ))]
 pub(super) async fn issue_credential(
     _: Operator,
-    State(s): State<AppState>,
+    s: AppState,
     Name(name): Name,
 ) -> Result<(StatusCode, Json<CredentialIssued>), ApiError> {
     node_exists(&s.daemon, &name)?;

@@ -9,7 +9,6 @@ use crate::inventory::{Disk, Mac, Properties};
 use crate::lifecycle::{Event, State as NodeState};
 use crate::store::{nodes, Expect, Op};
 use ::api::{Ack, Command, Facts, Heartbeat, Progress, Report};
-use axum::extract::State;
 use axum::Json;
 use http::HeaderMap;
 use std::sync::Arc;
@@ -29,7 +28,7 @@ use tracing::info;
         (status = 404, response = NotFound),
     ))]
 pub(super) async fn facts(
-    State(s): State<AppState>,
+    s: AppState,
     peer: Peer,
     headers: HeaderMap,
     Payload(report): Payload<Report>,
@@ -83,7 +82,7 @@ pub(super) async fn facts(
         (status = 404, response = NotFound),
     ))]
 pub(super) async fn heartbeat(
-    State(s): State<AppState>,
+    s: AppState,
     peer: Peer,
     headers: HeaderMap,
     Payload(hb): Payload<Heartbeat>,
@@ -119,7 +118,7 @@ pub(super) async fn heartbeat(
         (status = 404, response = NotFound),
     ))]
 pub(super) async fn progress(
-    State(s): State<AppState>,
+    s: AppState,
     peer: Peer,
     headers: HeaderMap,
     Payload(p): Payload<Progress>,

@@ -27,11 +27,11 @@ pub const OPERATOR_REFUSED: &str = "missing or wrong `Authorization: Bearer <tok
 #[derive(Debug, Clone, Copy)]
 pub struct Operator;
 
-impl FromRequestParts<AppState> for Operator {
+impl<S: Send + Sync> FromRequestParts<S> for Operator {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, s: &AppState) -> Result<Self, ApiError> {
-        if operator_ok(s, &parts.headers) {
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
+        if operator_ok(&AppState::of(parts)?, &parts.headers) {
             Ok(Operator)
         } else {
             Err(ApiError::unauthorized(OPERATOR_REFUSED))
@@ -48,10 +48,11 @@ pub fn operator_ok(s: &AppState, headers: &HeaderMap) -> bool {
 #[derive(Debug, Clone)]
 pub struct NodeCredential(pub String);
 
-impl FromRequestParts<AppState> for NodeCredential {
+impl<S: Send + Sync> FromRequestParts<S> for NodeCredential {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, s: &AppState) -> Result<Self, ApiError> {
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
+        let s = AppState::of(parts)?;
         let Some(token) = bearer(&parts.headers).filter(|t| !t.is_empty()) else {
             return Err(ApiError::unauthorized(
                 "missing `Authorization: Bearer <node credential>`",

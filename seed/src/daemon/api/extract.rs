@@ -4,6 +4,7 @@
 //! commits to the store.
 
 use super::{ApiError, AppState};
+
 use axum::body::Bytes;
 use axum::extract::{FromRequest, FromRequestParts, Path, Request};
 use http::request::Parts;
@@ -37,14 +38,35 @@ impl<S: Send + Sync> FromRequestParts<S> for Peer {
     }
 }
 
+/// The daemon, token and metrics of the [`super::Api`] the request came through: the request
+/// carries them (an extension), so the one route table of the process serves every `Api`.
+impl AppState {
+    pub fn of(parts: &Parts) -> Result<AppState, ApiError> {
+        parts.extensions.get::<AppState>().cloned().ok_or_else(|| {
+            ApiError::new(
+                http::StatusCode::INTERNAL_SERVER_ERROR,
+                "the request reached the router without its daemon",
+            )
+        })
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for AppState {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
+        AppState::of(parts)
+    }
+}
+
 /// The `{name}` segment of the route's path (a node, a stack, an image).
 #[derive(Debug, Clone)]
 pub struct Name(pub String);
 
-impl FromRequestParts<AppState> for Name {
+impl<S: Send + Sync> FromRequestParts<S> for Name {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, s: &AppState) -> Result<Self, ApiError> {
+    async fn from_request_parts(parts: &mut Parts, s: &S) -> Result<Self, ApiError> {
         Path::<String>::from_request_parts(parts, s)
             .await
             .map(|Path(n)| Name(n))

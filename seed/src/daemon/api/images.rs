@@ -5,7 +5,7 @@ use super::error::{Conflict, NotFound, Unauthorized};
 use super::{blocking, ApiError, AppState, Name, Operator};
 use ::api::image::{ImageQuery, ImageView};
 use axum::extract::rejection::QueryRejection;
-use axum::extract::{Query, State};
+use axum::extract::Query;
 use axum::Json;
 use http::StatusCode;
 use images::store::StoreError;
@@ -40,7 +40,7 @@ fn refused(e: StoreError) -> ApiError {
     ))]
 pub(super) async fn list_images(
     _: Operator,
-    State(s): State<AppState>,
+    s: AppState,
 ) -> Result<Json<Vec<ImageView>>, ApiError> {
     blocking(move || {
         let Some(store) = s.daemon.images() else {
@@ -64,7 +64,7 @@ pub(super) async fn list_images(
     ))]
 pub(super) async fn show_image(
     _: Operator,
-    State(s): State<AppState>,
+    s: AppState,
     Name(name): Name,
     q: Result<Query<ImageQuery>, QueryRejection>,
 ) -> Result<Json<ImageView>, ApiError> {

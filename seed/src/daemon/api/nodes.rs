@@ -11,7 +11,6 @@ use crate::store::nodes;
 use ::api::node::{BmcView, Booted, DeployRequest, Enrolled, NodeView, UndeployRequest};
 use ::api::Facts;
 use axum::body::Bytes;
-use axum::extract::State;
 use axum::Json;
 use http::{header, HeaderMap, StatusCode};
 use std::sync::Arc;
@@ -72,10 +71,7 @@ fn facts_of(d: &Daemon, name: &str) -> Option<Facts> {
         (status = 200, description = "The nodes, by name", body = Vec<NodeView>),
         (status = 401, response = Unauthorized),
     ))]
-pub(super) async fn list_nodes(
-    _: Operator,
-    State(s): State<AppState>,
-) -> Result<Json<Vec<NodeView>>, ApiError> {
+pub(super) async fn list_nodes(_: Operator, s: AppState) -> Result<Json<Vec<NodeView>>, ApiError> {
     let d = &s.daemon;
     let all = nodes::list(d.store())?;
     Ok(Json(all.iter().map(|(n, _)| with_progress(d, n)).collect()))
@@ -100,7 +96,7 @@ pub(super) async fn list_nodes(
     ))]
 pub(super) async fn enroll_nodes(
     _: Operator,
-    State(s): State<AppState>,
+    s: AppState,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<(StatusCode, Json<Enrolled>), ApiError> {
@@ -142,7 +138,7 @@ pub(super) async fn enroll_nodes(
     ))]
 pub(super) async fn show_node(
     _: Operator,
-    State(s): State<AppState>,
+    s: AppState,
     Name(name): Name,
 ) -> Result<Json<NodeView>, ApiError> {
     let d = &s.daemon;
@@ -181,7 +177,7 @@ async fn request(
     ))]
 pub(super) async fn inspect(
     _: Operator,
-    State(s): State<AppState>,
+    s: AppState,
     Name(name): Name,
 ) -> Result<Accepted, ApiError> {
     request(s, name, |d, n| d.request_inspect(n)).await
@@ -199,7 +195,7 @@ pub(super) async fn inspect(
     ))]
 pub(super) async fn manage(
     _: Operator,
-    State(s): State<AppState>,
+    s: AppState,
     Name(name): Name,
 ) -> Result<Accepted, ApiError> {
     request(s, name, |d, n| d.apply(n, Event::Manage, vec![])).await
@@ -217,7 +213,7 @@ pub(super) async fn manage(
     ))]
 pub(super) async fn provide(
     _: Operator,
-    State(s): State<AppState>,
+    s: AppState,
     Name(name): Name,
 ) -> Result<Accepted, ApiError> {
     request(s, name, |d, n| d.apply(n, Event::Provide, vec![])).await
@@ -237,7 +233,7 @@ pub(super) async fn provide(
     ))]
 pub(super) async fn deploy(
     _: Operator,
-    State(s): State<AppState>,
+    s: AppState,
     Name(name): Name,
     Payload(b): Payload<DeployRequest>,
 ) -> Result<Accepted, ApiError> {
@@ -273,7 +269,7 @@ pub(super) async fn deploy(
     ))]
 pub(super) async fn undeploy(
     _: Operator,
-    State(s): State<AppState>,
+    s: AppState,
     Name(name): Name,
     body: Bytes,
 ) -> Result<Accepted, ApiError> {
@@ -295,7 +291,7 @@ pub(super) async fn undeploy(
         (status = 409, response = Conflict),
     ))]
 pub(super) async fn booted(
-    State(s): State<AppState>,
+    s: AppState,
     NodeCredential(name): NodeCredential,
     peer: Peer,
 ) -> Result<Json<Booted>, ApiError> {

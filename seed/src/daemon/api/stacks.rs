@@ -9,7 +9,6 @@ use crate::inventory::Node;
 use crate::orchestrator::StackRecord;
 use crate::store::nodes;
 use ::api::stack::{MemberView, StackEvent, StackRequest, StackView};
-use axum::extract::State;
 use axum::Json;
 use http::StatusCode;
 use std::collections::BTreeMap;
@@ -74,7 +73,7 @@ async fn shown(
     ))]
 pub(super) async fn list_stacks(
     _: Operator,
-    State(s): State<AppState>,
+    s: AppState,
 ) -> Result<Json<Vec<StackView>>, ApiError> {
     let d = &s.daemon;
     let all = store::list(d.store())?;
@@ -94,7 +93,7 @@ pub(super) async fn list_stacks(
     ))]
 pub(super) async fn create_stack(
     _: Operator,
-    State(s): State<AppState>,
+    s: AppState,
     Payload(b): Payload<StackRequest>,
 ) -> Result<(StatusCode, Json<StackView>), ApiError> {
     shown(s, StatusCode::CREATED, move |d| {
@@ -114,7 +113,7 @@ pub(super) async fn create_stack(
     ))]
 pub(super) async fn show_stack(
     _: Operator,
-    State(s): State<AppState>,
+    s: AppState,
     Name(name): Name,
 ) -> Result<Json<StackView>, ApiError> {
     let d = &s.daemon;
@@ -136,7 +135,7 @@ pub(super) async fn show_stack(
     ))]
 pub(super) async fn update_stack(
     _: Operator,
-    State(s): State<AppState>,
+    s: AppState,
     Name(name): Name,
     Payload(b): Payload<StackRequest>,
 ) -> Result<(StatusCode, Json<StackView>), ApiError> {
@@ -158,7 +157,7 @@ pub(super) async fn update_stack(
     ))]
 pub(super) async fn delete_stack(
     _: Operator,
-    State(s): State<AppState>,
+    s: AppState,
     Name(name): Name,
 ) -> Result<(StatusCode, Json<StackView>), ApiError> {
     shown(s, StatusCode::ACCEPTED, move |d| d.stack_delete(&name)).await
@@ -175,7 +174,7 @@ pub(super) async fn delete_stack(
     ))]
 pub(super) async fn stack_events(
     _: Operator,
-    State(s): State<AppState>,
+    s: AppState,
     Name(name): Name,
 ) -> Result<Json<Vec<StackEvent>>, ApiError> {
     let d = &s.daemon;
