@@ -5,9 +5,10 @@
 //! running lab they show the images its deploys use.
 
 use super::client::{self, Client};
+use crate::daemon::api::image_view;
 use anyhow::Context;
 use api::image::ImageView;
-use images::{Image, ImageStore};
+use images::ImageStore;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
@@ -105,16 +106,6 @@ fn run_api(c: &Client, cmd: ImageCommand, out: &mut dyn Write) -> anyhow::Result
     }
 }
 
-/// A local image as the API shows one.
-fn view(img: Image, verified: bool) -> ImageView {
-    ImageView {
-        manifest: img.manifest,
-        stream: img.stream.display().to_string(),
-        relative: img.relative,
-        verified,
-    }
-}
-
 /// One line per image.
 fn list(all: &[ImageView], out: &mut dyn Write) -> anyhow::Result<()> {
     for img in all {
@@ -139,7 +130,7 @@ fn run_with(store: &ImageStore, cmd: ImageCommand, out: &mut dyn Write) -> anyho
             if all.is_empty() {
                 writeln!(out, "no images in {}", store.dir().display())?;
             }
-            let all: Vec<ImageView> = all.into_iter().map(|i| view(i, false)).collect();
+            let all: Vec<ImageView> = all.into_iter().map(|i| image_view(i, false)).collect();
             list(&all, out)?;
         }
         ImageCommand::Show { name, verify } => {
@@ -149,7 +140,7 @@ fn run_with(store: &ImageStore, cmd: ImageCommand, out: &mut dyn Write) -> anyho
                 store.get(&name)
             }
             .with_context(|| format!("image {name}"))?;
-            show(&view(img, verify), out)?;
+            show(&image_view(img, verify), out)?;
         }
         ImageCommand::Import { path } => {
             let manifest = if path.is_dir() {

@@ -42,6 +42,7 @@ pub(crate) use auth::{NodeCredential, Operator};
 pub use error::ApiError;
 pub(crate) use error::{BadRequest, NotFound, Unauthorized};
 pub(crate) use extract::{blocking, Name, Payload, Peer, PeerAddr};
+pub use images::image_view;
 pub use nodes::node_view;
 
 use super::Daemon;

@@ -65,7 +65,7 @@ pub fn check_root_hint(hint: &str) -> Result<(), String> {
 }
 
 /// `e: its source: its source …` (the store's errors keep the detail in their sources).
-fn chain(e: &dyn std::error::Error) -> String {
+pub(crate) fn chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
     let mut cur = e.source();
     while let Some(c) = cur {

@@ -2,7 +2,7 @@
 //! daemon's API; `--wait` follows the deploy with a progress bar of the agent's phase and bytes.
 
 use super::super::client::Client;
-use anyhow::{bail, Context};
+use anyhow::Context;
 use api::node::{DeployRequest, UndeployRequest};
 use api::{NodeView, Phase};
 use std::time::{Duration, Instant};
@@ -34,38 +34,32 @@ pub(super) fn deploy(
     );
     bar.enable_steady_tick(Duration::from_millis(120));
     let start = Instant::now();
-    loop {
-        let node: NodeView = c
-            .get(&format!("/v1/nodes/{name}"))
-            .with_context(|| format!("reading {name} from the seed"))?;
+    super::follow(c, name, secs, Duration::from_millis(500), |node| {
         let state = node.state.as_str();
-        bar.set_message(deploy_message(name, &node));
+        bar.set_message(deploy_message(name, node));
         if let Some(p) = &node.progress {
             bar.set_length(p.total);
             bar.set_position(p.bytes.min(p.total));
         }
-        if state == "active" || state.contains("fail") || state == "available" {
-            bar.finish_and_clear();
-            println!(
-                "{name}: {state} after {:.0} s",
-                start.elapsed().as_secs_f64()
-            );
-            if state != "active" {
-                bail!(
-                    "{name}: {}",
-                    node.last_error
-                        .as_deref()
-                        .unwrap_or("deploy did not finish")
-                );
-            }
-            return Ok(());
+        if !(state == "active" || state.contains("fail") || state == "available") {
+            return None;
         }
-        anyhow::ensure!(
-            start.elapsed().as_secs() < secs,
-            "{name} is still {state} after {secs} s"
+        bar.finish_and_clear();
+        println!(
+            "{name}: {state} after {:.0} s",
+            start.elapsed().as_secs_f64()
         );
-        std::thread::sleep(Duration::from_millis(500));
-    }
+        Some(if state == "active" {
+            Ok(())
+        } else {
+            Err(anyhow::anyhow!(
+                "{name}: {}",
+                node.last_error
+                    .as_deref()
+                    .unwrap_or("deploy did not finish")
+            ))
+        })
+    })
 }
 
 /// `node: deploying, writing` (the agent's phase while it has one; "booting" once written).

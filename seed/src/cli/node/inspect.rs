@@ -15,30 +15,24 @@ pub(super) fn inspect(c: &Client, name: &str, wait: Option<u64>) -> anyhow::Resu
     let bar = indicatif::ProgressBar::new_spinner();
     bar.enable_steady_tick(Duration::from_millis(120));
     let start = Instant::now();
-    loop {
-        let node: NodeView = c
-            .get(&format!("/v1/nodes/{name}"))
-            .with_context(|| format!("reading {name} from the seed"))?;
+    super::follow(c, name, secs, Duration::from_secs(1), |node| {
         let state = &node.state;
         bar.set_message(format!("{name}: {state} ({}s)", start.elapsed().as_secs()));
-        if state == "available" || state == "manageable" || state.contains("fail") {
-            bar.finish_and_clear();
-            println!(
-                "{name}: {state} after {:.0} s",
-                start.elapsed().as_secs_f64()
-            );
-            if state.contains("fail") {
-                anyhow::bail!(
-                    "{name}: {}",
-                    node.last_error.as_deref().unwrap_or("inspection failed")
-                );
-            }
-            return Ok(());
+        if !(state == "available" || state == "manageable" || state.contains("fail")) {
+            return None;
         }
-        anyhow::ensure!(
-            start.elapsed().as_secs() < secs,
-            "{name} is still {state} after {secs} s"
+        bar.finish_and_clear();
+        println!(
+            "{name}: {state} after {:.0} s",
+            start.elapsed().as_secs_f64()
         );
-        std::thread::sleep(Duration::from_secs(1));
-    }
+        Some(if state.contains("fail") {
+            Err(anyhow::anyhow!(
+                "{name}: {}",
+                node.last_error.as_deref().unwrap_or("inspection failed")
+            ))
+        } else {
+            Ok(())
+        })
+    })
 }

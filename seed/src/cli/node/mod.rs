@@ -180,6 +180,32 @@ fn open_store(path: Option<PathBuf>) -> anyhow::Result<RedbStore> {
     RedbStore::open(&path).with_context(|| format!("opening the store {}", path.display()))
 }
 
+/// Read node `name` every `every` until `step` says it is done (`Some(result)`), at most `secs`
+/// seconds (`--wait`).
+fn follow(
+    c: &Client,
+    name: &str,
+    secs: u64,
+    every: std::time::Duration,
+    mut step: impl FnMut(&api::NodeView) -> Option<anyhow::Result<()>>,
+) -> anyhow::Result<()> {
+    let start = std::time::Instant::now();
+    loop {
+        let node: api::NodeView = c
+            .get(&format!("/v1/nodes/{name}"))
+            .with_context(|| format!("reading {name} from the seed"))?;
+        if let Some(done) = step(&node) {
+            return done;
+        }
+        anyhow::ensure!(
+            start.elapsed().as_secs() < secs,
+            "{name} is still {} after {secs} s",
+            node.state
+        );
+        std::thread::sleep(every);
+    }
+}
+
 fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)

@@ -11,7 +11,8 @@ use http::StatusCode;
 use images::store::StoreError;
 use images::Image;
 
-fn view(img: Image, verified: bool) -> ImageView {
+/// An image as the API shows it (`verified`: its stream was just re-hashed).
+pub fn image_view(img: Image, verified: bool) -> ImageView {
     ImageView {
         manifest: img.manifest,
         stream: img.stream.display().to_string(),
@@ -47,7 +48,9 @@ pub(super) async fn list_images(
             return Ok(Json(vec![]));
         };
         let all = store.list().map_err(refused)?;
-        Ok(Json(all.into_iter().map(|i| view(i, false)).collect()))
+        Ok(Json(
+            all.into_iter().map(|i| image_view(i, false)).collect(),
+        ))
     })
     .await
 }
@@ -79,7 +82,7 @@ pub(super) async fn show_image(
         } else {
             store.get(&name)
         };
-        Ok(Json(view(img.map_err(refused)?, verify)))
+        Ok(Json(image_view(img.map_err(refused)?, verify)))
     })
     .await
 }

@@ -116,7 +116,7 @@ pub(super) async fn enroll_nodes(
         let new = parse_instackenv(text, format, &taken, crate::daemon::now_ms()).map_err(|e| {
             ApiError::new(
                 StatusCode::UNPROCESSABLE_ENTITY,
-                format!("nothing enrolled: {}", error_chain(&e)),
+                format!("nothing enrolled: {}", crate::daemon::deploy::chain(&e)),
             )
         })?;
         d.enroll(&new)?;
@@ -304,16 +304,4 @@ pub(super) async fn booted(
         }))
     })
     .await
-}
-
-/// An error and its sources, `a: b: c`.
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
-    s
 }
