@@ -9,68 +9,15 @@ pub use crate::secret::Secret;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
-use std::str::FromStr;
 
 mod state;
 pub use state::{DeployTarget, Lifecycle, State};
 
-/// An Ethernet address, printed `52:54:00:12:34:56`.
-#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct Mac(pub [u8; 6]);
-
-/// A MAC address that is not six hex octets.
-#[derive(Debug, thiserror::Error)]
-#[error("{0:?} is not a MAC address (want six hex octets like 52:54:00:12:34:56)")]
-pub struct BadMac(pub String);
-
-impl FromStr for Mac {
-    type Err = BadMac;
-    fn from_str(s: &str) -> Result<Self, BadMac> {
-        let t = s.trim();
-        let parts: Vec<&str> = t.split([':', '-']).collect();
-        if parts.len() != 6 {
-            return Err(BadMac(s.into()));
-        }
-        let mut m = [0u8; 6];
-        for (i, p) in parts.iter().enumerate() {
-            if p.is_empty() || p.len() > 2 {
-                return Err(BadMac(s.into()));
-            }
-            m[i] = u8::from_str_radix(p, 16).map_err(|_| BadMac(s.into()))?;
-        }
-        Ok(Mac(m))
-    }
-}
-
-impl fmt::Display for Mac {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let m = self.0;
-        write!(
-            f,
-            "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
-            m[0], m[1], m[2], m[3], m[4], m[5]
-        )
-    }
-}
-
-impl fmt::Debug for Mac {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Display::fmt(self, f)
-    }
-}
-
-impl Serialize for Mac {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(self)
-    }
-}
-
-impl<'de> Deserialize<'de> for Mac {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        s.parse().map_err(serde::de::Error::custom)
-    }
-}
+pub use api::node::{
+    BadBootMode, BadCapabilities, BootMode, Capabilities, Disk, Partition, Properties,
+};
+/// An Ethernet address, printed `52:54:00:12:34:56` (the workspace's one MAC type).
+pub use api::{BadMac, Mac};
 
 /// How the seed talks to a node's BMC.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -100,133 +47,6 @@ pub struct Bmc {
     pub port: u16,
     pub username: String,
     pub password: Secret,
-}
-
-/// The firmware a node boots with.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum BootMode {
-    Bios,
-    Uefi,
-}
-
-/// A boot mode that is neither `bios` nor `uefi`.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0:?} is not a boot mode (bios or uefi)")]
-pub struct BadBootMode(pub String);
-
-impl FromStr for BootMode {
-    type Err = BadBootMode;
-    fn from_str(s: &str) -> Result<Self, BadBootMode> {
-        match s.to_ascii_lowercase().as_str() {
-            "bios" => Ok(BootMode::Bios),
-            "uefi" => Ok(BootMode::Uefi),
-            _ => Err(BadBootMode(s.into())),
-        }
-    }
-}
-
-impl fmt::Display for BootMode {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            BootMode::Bios => "bios",
-            BootMode::Uefi => "uefi",
-        })
-    }
-}
-
-/// A partition found by inspection: where it lies on its disk.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Partition {
-    pub start_bytes: u64,
-    pub size_bytes: u64,
-}
-
-/// A disk found by inspection (or declared at enrollment: size only).
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Disk {
-    /// Kernel name, e.g. `sda` or `vda`; empty when only declared.
-    #[serde(default)]
-    pub name: String,
-    pub size_bytes: u64,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub model: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub serial: Option<String>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub partitions: Vec<Partition>,
-}
-
-/// What a node is made of: declared at enrollment, then filled in by inspection.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Properties {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub cpus: Option<u32>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub memory_mib: Option<u64>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub disks: Vec<Disk>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub boot_mode: Option<BootMode>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub arch: Option<String>,
-}
-
-/// `key:value` pairs such as `profile:control,boot_mode:uefi`.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(transparent)]
-pub struct Capabilities(pub BTreeMap<String, String>);
-
-impl Capabilities {
-    /// The role this node is meant for (`profile:control`).
-    pub fn profile(&self) -> Option<&str> {
-        self.0.get("profile").map(String::as_str)
-    }
-}
-
-/// Why a capabilities string (`key:value,…`) was refused.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum BadCapabilities {
-    #[error("{0:?} is not key:value")]
-    NotKeyValue(String),
-    #[error("{0:?} has an empty key")]
-    EmptyKey(String),
-    #[error("{0:?} is given twice")]
-    Twice(String),
-}
-
-impl FromStr for Capabilities {
-    type Err = BadCapabilities;
-    fn from_str(s: &str) -> Result<Self, BadCapabilities> {
-        let mut map = BTreeMap::new();
-        for item in s.split(',').map(str::trim).filter(|i| !i.is_empty()) {
-            let (k, v) = item
-                .split_once(':')
-                .ok_or_else(|| BadCapabilities::NotKeyValue(item.into()))?;
-            let (k, v) = (k.trim(), v.trim());
-            if k.is_empty() {
-                return Err(BadCapabilities::EmptyKey(item.into()));
-            }
-            if map.insert(k.to_string(), v.to_string()).is_some() {
-                return Err(BadCapabilities::Twice(k.into()));
-            }
-        }
-        Ok(Capabilities(map))
-    }
-}
-
-impl fmt::Display for Capabilities {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let mut first = true;
-        for (k, v) in &self.0 {
-            if !first {
-                f.write_str(",")?;
-            }
-            first = false;
-            write!(f, "{k}:{v}")?;
-        }
-        Ok(())
-    }
 }
 
 /// How a node network-boots, beyond what its state decides.

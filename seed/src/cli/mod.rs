@@ -3,6 +3,7 @@
 
 pub mod appliance;
 pub mod bundle;
+pub mod client;
 pub mod daemon;
 pub mod image;
 #[cfg(feature = "lab")]
@@ -14,6 +15,7 @@ pub mod netboot;
 pub mod node;
 pub mod power;
 pub mod stack;
+pub mod table;
 
 use clap::{Parser, Subcommand};
 

@@ -24,8 +24,8 @@ use super::{chain, credentials, lock, off_runtime, Daemon, DaemonError};
 use crate::inventory::Node;
 use crate::lifecycle::{DeployTarget, Event, State};
 use crate::store::{nodes, StoreError};
+use ::api::agent::{Command, DeployCommand, Phase, Progress};
 use images::ImageStore;
-use ramdisk::agent::{Command, DeployCommand, Phase, Progress};
 use std::collections::HashMap;
 use std::sync::{Arc, OnceLock};
 use tracing::{debug, info};
@@ -330,18 +330,15 @@ impl Daemon {
         Ok(accepted)
     }
 
-    /// "booted" from a deployed image presenting `token`. `Ok(None)`: no node has this
-    /// credential. Repeating it once active is fine (the first-boot service may retry).
-    pub fn node_booted(self: &Arc<Self>, token: &str) -> Result<Option<Node>, DaemonError> {
-        let Some(name) = credentials::verify(&*self.store, token)? else {
-            return Ok(None);
-        };
+    /// "booted" from the deployed image of node `name` (whose credential it presented).
+    /// Repeating it once active is fine (the first-boot service may retry).
+    pub fn node_booted(self: &Arc<Self>, name: &str) -> Result<Node, DaemonError> {
         let (n, _) =
-            nodes::get(&*self.store, &name)?.ok_or_else(|| DaemonError::NotFound(name.clone()))?;
+            nodes::get(&*self.store, name)?.ok_or_else(|| DaemonError::NotFound(name.into()))?;
         if n.lifecycle.state == State::Active {
-            return Ok(Some(n));
+            return Ok(n);
         }
-        self.apply(&name, Event::Deployed, vec![]).map(Some)
+        self.apply(name, Event::Deployed, vec![])
     }
 }
 

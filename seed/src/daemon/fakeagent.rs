@@ -34,12 +34,12 @@ use crate::power::{
     BootDevice, BoxFuture, FakeBmc, FakePower, Password, PowerAction, PowerDriver, PowerError,
     PowerState,
 };
+use ::api::agent::{
+    Ack, Command, DeployCommand, Heartbeat, KernelArgs, Phase, Progress, Report, WipeCommand,
+};
+use ::api::facts::{BootMode, Dmi, Facts, Nic};
 use netboot::http::{ApiHandler, ApiRequest};
 use netboot::{BootAction, BootPolicy, MacAddr};
-use ramdisk::agent::facts::{BootMode, Dmi, Facts, Nic};
-use ramdisk::agent::{
-    Ack, Command, DeployCommand, Heartbeat, Phase, Progress, Report, WipeCommand,
-};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
@@ -132,11 +132,11 @@ pub fn facts(node: &Node) -> Facts {
     let p = &node.properties;
     let cpus = p.cpus.unwrap_or(2 << (h % 4)); // 2, 4, 8 or 16
     let memory_mib = p.memory_mib.unwrap_or(4096 << ((h >> 8) % 4)); // 4–32 GiB
-    let mut disks: Vec<ramdisk::agent::facts::Disk> = p
+    let mut disks: Vec<::api::facts::Disk> = p
         .disks
         .iter()
         .enumerate()
-        .map(|(i, d)| ramdisk::agent::facts::Disk {
+        .map(|(i, d)| ::api::facts::Disk {
             name: if d.name.is_empty() {
                 format!("vd{}", (b'a' + i as u8) as char)
             } else {
@@ -152,7 +152,7 @@ pub fn facts(node: &Node) -> Facts {
         })
         .collect();
     if disks.is_empty() {
-        disks.push(ramdisk::agent::facts::Disk {
+        disks.push(::api::facts::Disk {
             name: "vda".into(),
             size_bytes: (40u64 << 30) << ((h >> 16) % 3), // 40, 80 or 160 GiB
             model: "FAKE DISK".into(),
@@ -317,7 +317,7 @@ impl FakeMachine {
         let disk = self.lock().disk.clone();
         let boot = match (via_network, policy, disk) {
             (true, Some(BootAction::Kernel { cmdline, .. }), _) => Boot::Ramdisk {
-                token: ramdisk::agent::KernelArgs::parse(&cmdline).token,
+                token: KernelArgs::parse(&cmdline).token,
             },
             // iPXE exits (or the firmware boots the disk): a deployed disk boots its image.
             (_, _, Some(credential)) => Boot::Image { credential },

@@ -9,21 +9,15 @@
 //! Tables: `metadata` (node → [`Metadata`] JSON), `signals` (`<node>/<deployment>` → [`Signal`]).
 
 use crate::store::{Expect, Op, Store, StoreError};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
-/// The signal types are the stack engine's (a core): this driver stores them.
+/// The document is the API's type ([`api::metadata::Metadata`]); the signal types are too, and
+/// the stack engine (a core) re-exports them: this driver stores them.
 pub use crate::orchestrator::{Signal, SignalStatus};
+pub use api::metadata::Metadata;
 
 const METADATA: &str = "metadata";
 const SIGNALS: &str = "signals";
-
-/// A node's metadata document and its change counter.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Metadata {
-    /// Bumped on every change; a node that has seen counter N long-polls for > N.
-    pub counter: u64,
-    pub data: serde_json::Value,
-}
 
 fn decode<T: serde::de::DeserializeOwned>(
     table: &str,

@@ -46,10 +46,10 @@ use crate::inventory::{Bmc, Mac, Node, PowerDriver as DriverKind, Secret};
 use crate::lifecycle::{self, Action, Event, LifecycleError, State, Timeouts};
 use crate::power::PowerDriver;
 use crate::store::{nodes, Expect, Op, Store, StoreError};
+use ::api::Command;
 use locks::{Guard, Rank, Ranked, RankedRw};
 use netboot::boot::Chain;
 use netboot::{BootAction, BootPolicy, MacAddr};
-use ramdisk::agent::Command;
 use std::collections::{HashMap, HashSet};
 use std::net::Ipv4Addr;
 use std::sync::{Arc, MutexGuard};
@@ -79,7 +79,7 @@ impl From<StoreError> for DaemonError {
 }
 
 /// `e: its source: its source …`: an error and its whole cause on one line.
-fn chain(e: &dyn std::error::Error) -> String {
+pub(crate) fn chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
     let mut cur = e.source();
     while let Some(c) = cur {

@@ -132,18 +132,9 @@ pub struct StackRecord {
     pub updated_ms: u64,
 }
 
-/// One line of a stack's history.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct StackEvent {
-    pub id: u64,
-    pub time_ms: u64,
-    /// The member, or the stack's own name.
-    pub resource: String,
-    /// `CREATE_IN_PROGRESS`, …
-    pub status: String,
-    #[serde(default)]
-    pub reason: String,
-}
+/// One line of a stack's history (stored, and shown by `GET /v1/stacks/{name}/events`): the
+/// API's type, stored as is.
+pub use api::StackEvent;
 
 /// What the engine sees of a node.
 #[derive(Debug, Clone, PartialEq, Default)]

@@ -141,15 +141,11 @@ fn dhcp_line(info: &Info, served: Option<&str>) -> String {
 }
 
 /// The daemon's `/metrics`: nodes by state (`seed_nodes{state="…"} N`) and the DHCP mode it
-/// serves (`dhcp_mode{mode="…"} 1`).
+/// serves (`dhcp_mode{mode="…"} 1`). Through the CLI's client, without a token (`/metrics` asks
+/// for none), bounded to a second so the screen keeps its pace.
 fn metrics() -> Option<String> {
-    ureq::AgentBuilder::new()
-        .timeout(Duration::from_secs(1))
-        .build()
-        .get("http://127.0.0.1:6385/metrics")
-        .call()
-        .ok()?
-        .into_string()
+    crate::cli::client::Client::anonymous(crate::cli::client::DEFAULT_API, Duration::from_secs(1))
+        .get_text("/metrics")
         .ok()
 }
 
