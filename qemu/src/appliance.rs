@@ -65,6 +65,19 @@ pub enum Medium {
     Pxe,
 }
 
+/// Why `--appliance-kind KIND --appliance-medium PATH` names no medium.
+#[derive(Debug, thiserror::Error)]
+pub enum BadMedium {
+    #[error("appliance kind {0} needs a medium path")]
+    NeedsPath(String),
+    #[error("no initrd.img or initrd in {}", .0.display())]
+    NoInitrd(PathBuf),
+    #[error("appliance kind pxe boots from the network: no medium")]
+    PxeWithPath,
+    #[error("appliance kind {0:?} is not one of iso, usb, disk, kernel, pxe")]
+    Kind(String),
+}
+
 impl Medium {
     /// The kind's name, as `seed lab up --appliance-kind` spells it.
     pub fn kind(&self) -> &'static str {
@@ -80,10 +93,10 @@ impl Medium {
     /// The medium as `--appliance-kind KIND --appliance-medium PATH` gives it. `kernel` takes
     /// a directory holding `vmlinuz` and `initrd.img` (or `initrd`), and `cmdline` if the
     /// kernel needs arguments; `pxe` takes no path.
-    pub fn from_kind(kind: &str, path: Option<&Path>) -> Result<Self, String> {
+    pub fn from_kind(kind: &str, path: Option<&Path>) -> Result<Self, BadMedium> {
         let need = || {
             path.map(Path::to_path_buf)
-                .ok_or_else(|| format!("appliance kind {kind} needs a medium path"))
+                .ok_or_else(|| BadMedium::NeedsPath(kind.into()))
         };
         let abs = |p: PathBuf| std::path::absolute(&p).unwrap_or(p);
         Ok(match kind {
@@ -96,7 +109,7 @@ impl Medium {
                     .iter()
                     .map(|n| dir.join(n))
                     .find(|p| p.is_file())
-                    .ok_or_else(|| format!("no initrd.img or initrd in {}", dir.display()))?;
+                    .ok_or_else(|| BadMedium::NoInitrd(dir.clone()))?;
                 let append = std::fs::read_to_string(dir.join("cmdline"))
                     .map(|s| s.trim().to_string())
                     .unwrap_or_default();
@@ -108,15 +121,9 @@ impl Medium {
             }
             "pxe" => match path {
                 None => Self::Pxe,
-                Some(_) => {
-                    return Err("appliance kind pxe boots from the network: no medium".into())
-                }
+                Some(_) => return Err(BadMedium::PxeWithPath),
             },
-            other => {
-                return Err(format!(
-                    "appliance kind {other:?} is not one of iso, usb, disk, kernel, pxe"
-                ))
-            }
+            other => return Err(BadMedium::Kind(other.into())),
         })
     }
 
@@ -521,12 +528,15 @@ mod tests {
         assert_eq!(Medium::from_kind("pxe", None).unwrap(), Medium::Pxe);
         assert!(Medium::from_kind("iso", None)
             .unwrap_err()
+            .to_string()
             .contains("needs"));
         assert!(Medium::from_kind("floppy", Some(tmp.path()))
             .unwrap_err()
+            .to_string()
             .contains("not one of"));
         assert!(Medium::from_kind("kernel", Some(tmp.path()))
             .unwrap_err()
+            .to_string()
             .contains("initrd"));
         std::fs::write(tmp.path().join("initrd.img"), "i").unwrap();
         std::fs::write(tmp.path().join("cmdline"), "console=ttyS0\n").unwrap();

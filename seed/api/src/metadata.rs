@@ -26,13 +26,18 @@ pub enum SignalStatus {
     Failed,
 }
 
+/// A signal status that is neither `complete` nor `failed`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0:?} is not a signal status (complete or failed)")]
+pub struct BadSignalStatus(pub String);
+
 impl std::str::FromStr for SignalStatus {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
+    type Err = BadSignalStatus;
+    fn from_str(s: &str) -> Result<Self, BadSignalStatus> {
         match s {
             "complete" => Ok(SignalStatus::Complete),
             "failed" => Ok(SignalStatus::Failed),
-            _ => Err(format!("{s:?} is not a signal status (complete or failed)")),
+            _ => Err(BadSignalStatus(s.into())),
         }
     }
 }

@@ -54,16 +54,17 @@ struct Images {
     url_path: String,
 }
 
+/// A root-device hint that is none of the shapes the agent reads.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("root hint {0:?}: expected size>=GIB, serial=…, model=… or name=…")]
+pub struct BadRootHint(pub String);
+
 /// Check a root-device hint's shape (`size>=N` GiB, optionally `G`/`GiB`, `serial=…`,
 /// `model=…`, `name=…`), the same grammar the agent parses, so a typo is a 400 now rather than
 /// a failed deploy later.
-pub fn check_root_hint(hint: &str) -> Result<(), String> {
+pub fn check_root_hint(hint: &str) -> Result<(), BadRootHint> {
     let hint = hint.trim();
-    let bad = || {
-        Err(format!(
-            "root hint {hint:?}: expected size>=GIB, serial=…, model=… or name=…"
-        ))
-    };
+    let bad = || Err(BadRootHint(hint.into()));
     if let Some(n) = hint.strip_prefix("size>=") {
         let n = n.trim().trim_end_matches("GiB").trim_end_matches('G');
         return n.parse::<u64>().map(|_| ()).or_else(|_| bad());

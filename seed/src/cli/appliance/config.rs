@@ -142,19 +142,26 @@ pub struct Cidr {
     pub prefix: u8,
 }
 
+/// Why an `ADDRESS/PREFIX` was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BadCidr {
+    #[error("`{0}` is not ADDRESS/PREFIX (e.g. 10.80.0.1/24)")]
+    Shape(String),
+    #[error("`{0}` is not an IPv4 address")]
+    Address(String),
+    #[error("prefix `{0}` is not a number from 8 to 30")]
+    Prefix(String),
+}
+
 impl Cidr {
-    pub fn parse(s: &str) -> Result<Cidr, String> {
-        let (a, p) = s
-            .split_once('/')
-            .ok_or_else(|| format!("`{s}` is not ADDRESS/PREFIX (e.g. 10.80.0.1/24)"))?;
-        let addr: Ipv4Addr = a
-            .parse()
-            .map_err(|_| format!("`{a}` is not an IPv4 address"))?;
+    pub fn parse(s: &str) -> Result<Cidr, BadCidr> {
+        let (a, p) = s.split_once('/').ok_or_else(|| BadCidr::Shape(s.into()))?;
+        let addr: Ipv4Addr = a.parse().map_err(|_| BadCidr::Address(a.into()))?;
         let prefix: u8 = p
             .parse()
             .ok()
             .filter(|p| (8..=30).contains(p))
-            .ok_or_else(|| format!("prefix `{p}` is not a number from 8 to 30"))?;
+            .ok_or_else(|| BadCidr::Prefix(p.into()))?;
         Ok(Cidr { addr, prefix })
     }
 
@@ -212,8 +219,8 @@ fn check(file: &str, text: &str, raw: ApplianceConfig) -> Result<Checked, Config
         field: format!("{table}.{key}"),
         message,
     };
-    let address =
-        Cidr::parse(&raw.provisioning.address).map_err(|m| err("provisioning", "address", m))?;
+    let address = Cidr::parse(&raw.provisioning.address)
+        .map_err(|m| err("provisioning", "address", m.to_string()))?;
     if address.addr == address.network() {
         return Err(err(
             "provisioning",

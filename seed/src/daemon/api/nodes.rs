@@ -245,7 +245,7 @@ pub(super) async fn deploy(
         .as_deref()
         .map(crate::daemon::deploy::check_root_hint)
     {
-        return Err(ApiError::bad_request(e));
+        return Err(ApiError::bad_request(e.to_string()));
     }
     let target = DeployTarget {
         image: b.image,
