@@ -7,7 +7,8 @@ pub mod inventory;
 pub mod lifecycle;
 pub mod orchestrator;
 pub mod power;
-pub mod secret;
+/// The one secret wrapper: the `api` crate's, so the daemon and the node side share it.
+pub use api::secret;
 pub mod sim;
 pub mod store;
 pub mod template;

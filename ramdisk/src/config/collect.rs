@@ -270,7 +270,7 @@ impl Collector {
     }
 
     fn bearer(&self) -> String {
-        format!("Bearer {}", self.identity.credential.trim())
+        format!("Bearer {}", self.identity.credential.expose().trim())
     }
 
     fn transport_error(url: &str, e: ureq::Error) -> CollectError {

@@ -10,6 +10,7 @@
 
 use crate::facts::Facts;
 use crate::manifest::Manifest;
+use crate::Secret;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -102,8 +103,9 @@ pub struct DeployCommand {
     /// disk that fits the image.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub root_hint: Option<String>,
-    /// The node's credential, written to the state partition (secret: never logged).
-    pub credential: String,
+    /// The node's credential, written to the state partition (secret: `***` in `Debug`).
+    #[schema(value_type = String)]
+    pub credential: Secret,
     /// The seed's base URL as the deployed node should reach it.
     pub seed_url: String,
 }
@@ -233,5 +235,27 @@ mod tests {
             r#"{"command":"wipe","op":7,"full":false,"disks":[{"name":"vda","size_bytes":1073741824}]}"#
         );
         assert_eq!(serde_json::from_str::<Command>(&j).unwrap(), w);
+    }
+
+    #[test]
+    fn a_deploy_command_carries_its_credential_as_a_string_and_never_prints_it() {
+        let d = DeployCommand {
+            op: 3,
+            node: "node1".into(),
+            manifest: crate::manifest::tests::tiny(),
+            stream_url: "http://s/images/x/rootfs.tar.zst".into(),
+            root_hint: None,
+            credential: "s3cret-credential".into(),
+            seed_url: "http://s:8080".into(),
+        };
+        let c = Command::Deploy(Box::new(d));
+        assert!(!format!("{c:?}").contains("s3cret"), "{c:?}");
+        assert!(format!("{c:?}").contains("credential: ***"), "{c:?}");
+        let j = serde_json::to_value(&c).unwrap();
+        assert_eq!(
+            j["credential"], "s3cret-credential",
+            "the wire is unchanged: {j}"
+        );
+        assert_eq!(serde_json::from_value::<Command>(j).unwrap(), c);
     }
 }

@@ -13,7 +13,7 @@
 //! - [`stack`]: stack requests, views and events;
 //! - [`image`] and [`manifest`]: golden images;
 //! - [`error`]: `{"error": "…"}`;
-//! - [`Mac`]: the workspace's one MAC address type.
+//! - [`Mac`]: the workspace's one MAC address type; [`Secret`]: its one secret wrapper.
 
 pub mod agent;
 pub mod error;
@@ -23,6 +23,7 @@ mod mac;
 pub mod manifest;
 pub mod metadata;
 pub mod node;
+pub mod secret;
 pub mod stack;
 
 pub use agent::{Ack, Command, DeployCommand, Heartbeat, Phase, Progress, Report};
@@ -32,4 +33,5 @@ pub use image::ImageView;
 pub use mac::{BadMac, Mac};
 pub use metadata::{Metadata, Signal, SignalStatus};
 pub use node::{NodeView, Properties};
+pub use secret::Secret;
 pub use stack::{StackEvent, StackRequest, StackView};

@@ -2,6 +2,7 @@
 //! the seed serves it and the deploy agent reads it. JSON on disk (`manifest.json` beside the
 //! stream) and on the wire (inside the agent's deploy command).
 
+use crate::Secret;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -96,19 +97,21 @@ pub struct Identity {
     pub node: String,
     /// The seed's base URL (`http://10.80.0.1:8080`).
     pub seed_url: String,
-    /// The node's own credential (`Authorization: Bearer …` on `/v1/node/…`). Secret.
-    pub credential: String,
+    /// The node's own credential (`Authorization: Bearer …` on `/v1/node/…`; `***` in
+    /// `Debug`).
+    #[schema(value_type = String)]
+    pub credential: Secret,
     /// The image deployed (name@sha256).
     pub image: String,
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    #[test]
-    fn manifest_round_trips_as_json() {
-        let m = Manifest {
+    /// A small manifest for the crate's tests.
+    pub(crate) fn tiny() -> Manifest {
+        Manifest {
             name: "tiny".into(),
             version: "0.1.0".into(),
             stream: Stream {
@@ -125,8 +128,27 @@ mod tests {
             min_disk_mib: 512,
             layout: Layout::default(),
             elements: vec!["busybox-base".into()],
-        };
+        }
+    }
+
+    #[test]
+    fn manifest_round_trips_as_json() {
+        let m = tiny();
         let j = serde_json::to_string(&m).unwrap();
         assert_eq!(serde_json::from_str::<Manifest>(&j).unwrap(), m);
+    }
+
+    #[test]
+    fn an_identity_hides_its_credential_but_stores_it_plain() {
+        let id = Identity {
+            node: "node1".into(),
+            seed_url: "http://s:8080".into(),
+            credential: "s3cret".into(),
+            image: "tiny@00".into(),
+        };
+        assert!(!format!("{id:?}").contains("s3cret"), "{id:?}");
+        let j = serde_json::to_value(&id).unwrap();
+        assert_eq!(j["credential"], "s3cret");
+        assert_eq!(serde_json::from_value::<Identity>(j).unwrap(), id);
     }
 }

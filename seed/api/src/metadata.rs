@@ -84,19 +84,10 @@ pub struct NodeMetadata {
 }
 
 /// `POST /v1/nodes/{name}/credential`: a fresh node credential, shown once.
-#[derive(Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct CredentialIssued {
     pub node: String,
-    /// `Authorization: Bearer <credential>` on `/v1/node/…` (secret).
-    pub credential: String,
-}
-
-/// Hand-written so the credential never reaches a log.
-impl std::fmt::Debug for CredentialIssued {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("CredentialIssued")
-            .field("node", &self.node)
-            .field("credential", &"***")
-            .finish()
-    }
+    /// `Authorization: Bearer <credential>` on `/v1/node/…` (secret: `***` in `Debug`).
+    #[schema(value_type = String)]
+    pub credential: crate::Secret,
 }

@@ -278,7 +278,7 @@ impl Daemon {
             manifest: img.manifest,
             stream_url,
             root_hint,
-            credential,
+            credential: credential.into(),
             seed_url,
         };
         lock(&self.deploy.progress).remove(name);

@@ -553,7 +553,7 @@ impl FakeMachine {
                 // Written and synced before it is reported: the seed's power cycle that
                 // follows the report must find the image on the disk.
                 let mut s = self.lock();
-                s.disk = Some(d.credential.clone());
+                s.disk = Some(d.credential.expose().to_string());
                 s.done_op = Some(d.op);
             }
             match self.post::<Command>(agent, "/v1/agent/progress", &p).await {

@@ -274,7 +274,7 @@ pub(super) async fn issue_credential(
             StatusCode::CREATED,
             Json(CredentialIssued {
                 node: name,
-                credential,
+                credential: credential.into(),
             }),
         ))
     })

@@ -188,7 +188,7 @@ async fn deploy_write_reboot_booted_active() {
         .path()
         .join(cmd.stream_url.split("8080/").nth(1).unwrap());
     assert_eq!(std::fs::read(served).unwrap(), b"the tiny image");
-    assert_eq!(cmd.credential.len(), 64);
+    assert_eq!(cmd.credential.expose().len(), 64);
     // Then the node was set to PXE and powered on: it boots the ramdisk.
     e.wait("powered on from PXE", |e| e.bmc.boots() == 1).await;
     assert_eq!(e.bmc.last_boot_device(), Some(power::BootDevice::Pxe));
@@ -238,7 +238,7 @@ async fn deploy_write_reboot_booted_active() {
             .respond(&req(Method::POST, "/v1/agent/heartbeat", bad, &hb))
             .await;
         assert_eq!(r.status, 401, "{bad:?}: {}", r.body);
-        assert!(!r.body.contains(&cmd.credential), "{}", r.body);
+        assert!(!r.body.contains(cmd.credential.expose()), "{}", r.body);
         assert!(!r.body.contains("deploy\""), "{}", r.body);
         assert!(json(&r)["error"].is_string(), "{}", r.body);
     }
@@ -258,14 +258,18 @@ async fn deploy_write_reboot_booted_active() {
         .respond(&req(Method::POST, "/v1/agent/heartbeat", Some(&tok), &hb))
         .await;
     assert_eq!(r.status, 200);
-    assert!(r.body.contains(&cmd.credential));
+    assert!(r.body.contains(cmd.credential.expose()));
     for path in ["/v1/nodes/n1", "/v1/nodes"] {
         let show = e
             .api
             .respond(&req(Method::GET, path, Some(TOKEN), ""))
             .await;
         assert_eq!(show.status, 200);
-        assert!(!show.body.contains(&cmd.credential), "{}", show.body);
+        assert!(
+            !show.body.contains(cmd.credential.expose()),
+            "{}",
+            show.body
+        );
         assert!(!show.body.contains(&tok), "{}", show.body);
     }
 
@@ -317,14 +321,14 @@ async fn deploy_write_reboot_booted_active() {
         "the API token is no node"
     );
     assert_eq!(e.state(), State::Deploying);
-    let r = e.booted(Some(&cmd.credential)).await;
+    let r = e.booted(Some(cmd.credential.expose())).await;
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(json(&r)["state"], "active");
     assert_eq!(e.state(), State::Active);
     // No further power action, and a repeated "booted" is fine.
     tokio::time::sleep(Duration::from_millis(50)).await;
     assert_eq!(e.bmc.boots(), 2);
-    assert_eq!(e.booted(Some(&cmd.credential)).await.status, 200);
+    assert_eq!(e.booted(Some(cmd.credential.expose())).await.status, 200);
 
     // Undeploy: torn down and the credential revoked.
     let r = e
@@ -333,7 +337,7 @@ async fn deploy_write_reboot_booted_active() {
         .await;
     assert_eq!(r.status, 202, "{}", r.body);
     assert_eq!(json(&r)["state"], "deleting");
-    assert_eq!(e.booted(Some(&cmd.credential)).await.status, 401);
+    assert_eq!(e.booted(Some(cmd.credential.expose())).await.status, 401);
     // Powered off → torn down → cleaning: the ramdisk gets the wipe with the cleaning op.
     e.wait("wipe queued, node PXE-booted", |e| {
         matches!(e.d.pending_command("n1"), Command::Wipe(_))
@@ -542,7 +546,7 @@ async fn a_restart_fails_unwritten_deploys_and_keeps_written_ones() {
         .respond(&req(
             Method::POST,
             "/v1/node/booted",
-            Some(&cmd.credential),
+            Some(cmd.credential.expose()),
             "",
         ))
         .await;

@@ -1,13 +1,18 @@
-//! The one wrapper for secrets the seed keeps: [`Secret`] (BMC passwords in the inventory and
-//! the power drivers; `inventory::Secret` and `power::Password` name it).
+//! The workspace's one wrapper for secrets: [`Secret`] — BMC passwords in the inventory and the
+//! power drivers (`seed::secret`, `inventory::Secret` and `power::Password` name it) and the
+//! node credential the API hands a deploy ([`crate::agent::DeployCommand`],
+//! [`crate::manifest::Identity`], [`crate::metadata::CredentialIssued`]). It lives in this leaf
+//! crate so the daemon, the CLI and the static ramdisk agent share it; on the wire and in the
+//! store it is the plain string it always was.
 
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::fmt;
 
 /// A credential. `Debug` and `Display` print `***`; the value is reached only through
-/// [`Secret::expose`] (the driver that sends it) and serde (the store keeps BMC passwords, to
-/// power nodes after a restart; API views never include it). Built on `secrecy`, so the memory
+/// [`Secret::expose`] (the driver or agent that sends it) and serde (the store keeps BMC
+/// passwords, to power nodes after a restart; API views never include them; a deploy command
+/// carries the node's credential to its agent). Built on `secrecy`, so the memory
 /// is zeroed when the secret is dropped.
 #[derive(Clone, Default)]
 pub struct Secret(SecretString);
@@ -40,6 +45,18 @@ impl fmt::Debug for Secret {
 impl fmt::Display for Secret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("***")
+    }
+}
+
+impl From<String> for Secret {
+    fn from(s: String) -> Self {
+        Secret::new(s)
+    }
+}
+
+impl From<&str> for Secret {
+    fn from(s: &str) -> Self {
+        Secret::new(s)
     }
 }
 
