@@ -578,4 +578,22 @@ mod tests {
             "not repeated as a source"
         );
     }
+
+    #[test]
+    fn a_stacks_store_error_and_a_500_show_the_cause_too() {
+        let decode = || StoreError::Decode {
+            table: "stacks".into(),
+            key: "s1".into(),
+            source: serde_json::from_str::<u8>("x").unwrap_err(),
+        };
+        let want = "record stacks/s1 does not decode: expected value at line 1 column 1";
+        let e = stacks::StacksError::from(decode());
+        assert_eq!(e.to_string(), format!("store: {want}"));
+        assert!(std::error::Error::source(&e).is_none());
+        let answer = api::ApiError::from(decode());
+        assert_eq!(
+            answer.to_string(),
+            format!("500 Internal Server Error: {want}")
+        );
+    }
 }

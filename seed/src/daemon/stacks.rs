@@ -40,8 +40,15 @@ pub enum StacksError {
     BadName(String),
     #[error(transparent)]
     Stack(#[from] StackError),
-    #[error("store")]
-    Store(#[from] StoreError),
+    /// As `DaemonError::Store`: the message carries the whole cause, on one line.
+    #[error("store: {}", super::chain(.0))]
+    Store(StoreError),
+}
+
+impl From<StoreError> for StacksError {
+    fn from(e: StoreError) -> Self {
+        StacksError::Store(e)
+    }
 }
 
 fn decode<T: serde::de::DeserializeOwned>(

@@ -38,10 +38,12 @@ impl ApiError {
         Self::new(StatusCode::NOT_FOUND, message)
     }
 
-    /// A failure of the seed itself (500): logged, and its text answered.
+    /// A failure of the seed itself (500): logged, and its text answered, with its whole
+    /// cause (`embedded store: …`, not just `embedded store`).
     pub fn internal(e: &dyn std::error::Error) -> Self {
-        tracing::error!(error = %e, "API");
-        Self::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
+        let message = crate::daemon::chain(e);
+        tracing::error!(error = %message, "API");
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, message)
     }
 }
 
