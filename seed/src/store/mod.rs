@@ -112,6 +112,12 @@ pub enum StoreError {
     BadTable(String),
     #[error("embedded store")]
     Redb(#[source] Box<::redb::Error>),
+    #[error("the store {path} was written by an older seed (redb 2) and could not be upgraded; it is unchanged (move it away to start with an empty store)")]
+    Upgrade {
+        path: std::path::PathBuf,
+        #[source]
+        source: Box<self::redb::upgrade::UpgradeError>,
+    },
     #[error("record {table}/{key} does not decode")]
     Decode {
         table: String,
