@@ -296,35 +296,41 @@ fn write_atomic(path: &Path, body: &[u8]) -> Result<(), StoreError> {
     fsutil::write(path, body).map_err(io(path))
 }
 
+/// A source directory [`ImageStore::import`] takes, holding `body` as the stream of an image
+/// called `name` that boots nothing: for the tests and benches that deploy to fake nodes.
+/// Returns the manifest's path.
+pub fn write_placeholder(dir: &Path, name: &str, body: &[u8]) -> std::io::Result<PathBuf> {
+    use crate::manifest::{Boot, Layout, Stream};
+    std::fs::write(dir.join("rootfs.tar.zst"), body)?;
+    let m = Manifest {
+        name: name.into(),
+        version: "1".into(),
+        stream: Stream {
+            file: "rootfs.tar.zst".into(),
+            sha256: hex::encode(Sha256::digest(body)),
+            size: body.len() as u64,
+            unpacked_size: 0,
+        },
+        boot: Boot {
+            kernel: "boot/vmlinuz".into(),
+            initrd: None,
+            cmdline: "console=ttyS0".into(),
+        },
+        min_disk_mib: 64,
+        layout: Layout::default(),
+        elements: vec![],
+    };
+    let p = dir.join("manifest.json");
+    std::fs::write(&p, serde_json::to_vec(&m).map_err(std::io::Error::other)?)?;
+    Ok(p)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::manifest::{Boot, Layout, Stream};
 
     fn make(dir: &Path, name: &str, body: &[u8]) -> PathBuf {
-        let digest = hex::encode(Sha256::digest(body));
-        std::fs::write(dir.join("rootfs.tar.zst"), body).unwrap();
-        let m = Manifest {
-            name: name.into(),
-            version: "1".into(),
-            stream: Stream {
-                file: "rootfs.tar.zst".into(),
-                sha256: digest,
-                size: body.len() as u64,
-                unpacked_size: 0,
-            },
-            boot: Boot {
-                kernel: "boot/vmlinuz".into(),
-                initrd: None,
-                cmdline: "console=ttyS0".into(),
-            },
-            min_disk_mib: 256,
-            layout: Layout::default(),
-            elements: vec![],
-        };
-        let p = dir.join("manifest.json");
-        std::fs::write(&p, serde_json::to_vec(&m).unwrap()).unwrap();
-        p
+        write_placeholder(dir, name, body).unwrap()
     }
 
     #[test]

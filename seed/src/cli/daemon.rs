@@ -11,7 +11,6 @@ use anyhow::Context;
 use netboot::metrics::Metrics;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use tokio_util::sync::CancellationToken;
 
 /// Run the seed daemon from a config file.
 ///
@@ -71,13 +70,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             deadlines = armed,
             "seed daemon ready (agent API needs the node's per-boot token; REST the bearer token)"
         );
-        let shutdown = CancellationToken::new();
-        let sd = shutdown.clone();
-        tokio::spawn(async move {
-            wait_for_signal().await;
-            tracing::info!("shutting down");
-            sd.cancel();
-        });
+        let shutdown = super::cancel_on_signal();
         if let Some(addr) = cfg.api.listen {
             let listener = tokio::net::TcpListener::bind(addr)
                 .await
@@ -119,13 +112,4 @@ fn install_ramdisk(from: &Path, to: &Path) -> anyhow::Result<()> {
             .with_context(|| format!("copying {} to {}", from.display(), to.display()))?;
     }
     Ok(())
-}
-
-async fn wait_for_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
-    }
 }

@@ -84,3 +84,21 @@ pub fn init_tracing() {
         .with_target(false)
         .try_init();
 }
+
+/// A token cancelled on SIGINT or SIGTERM: how the long-running commands stop cleanly. Call it
+/// inside the tokio runtime.
+pub(crate) fn cancel_on_signal() -> tokio_util::sync::CancellationToken {
+    use tokio::signal::unix::{signal, SignalKind};
+    let token = tokio_util::sync::CancellationToken::new();
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    let cancel = token.clone();
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+        tracing::info!("shutting down");
+        cancel.cancel();
+    });
+    token
+}

@@ -5,7 +5,6 @@ use netboot::config::NetbootConfig;
 use netboot::metrics::Metrics;
 use std::path::PathBuf;
 use std::sync::Arc;
-use tokio_util::sync::CancellationToken;
 
 /// Serve DHCP (or ProxyDHCP), TFTP and HTTP boot for the nodes listed in a config file.
 ///
@@ -44,13 +43,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let metrics = Arc::new(Metrics::default());
     let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     rt.block_on(async move {
-        let shutdown = CancellationToken::new();
-        let sd = shutdown.clone();
-        tokio::spawn(async move {
-            wait_for_signal().await;
-            tracing::info!("shutting down");
-            sd.cancel();
-        });
+        let shutdown = super::cancel_on_signal();
         netboot::server::run(cfg, policy, metrics, shutdown)
             .await
             .context("netboot")
@@ -62,14 +55,5 @@ fn on_off(b: bool) -> &'static str {
         "on"
     } else {
         "off"
-    }
-}
-
-async fn wait_for_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
     }
 }

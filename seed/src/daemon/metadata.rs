@@ -8,8 +8,8 @@
 //!
 //! Tables: `metadata` (node → [`Metadata`] JSON), `signals` (`<node>/<deployment>` → [`Signal`]).
 
+use crate::store::json::{decode, encode};
 use crate::store::{Expect, Op, Store, StoreError};
-use serde::Serialize;
 
 /// The document is the API's type ([`api::metadata::Metadata`]); the signal types are too, and
 /// the stack engine (a core) re-exports them: this driver stores them.
@@ -18,26 +18,6 @@ pub use api::metadata::Metadata;
 
 const METADATA: &str = "metadata";
 const SIGNALS: &str = "signals";
-
-fn decode<T: serde::de::DeserializeOwned>(
-    table: &str,
-    key: &str,
-    b: &[u8],
-) -> Result<T, StoreError> {
-    serde_json::from_slice(b).map_err(|source| StoreError::Decode {
-        table: table.into(),
-        key: key.into(),
-        source,
-    })
-}
-
-fn encode<T: Serialize>(table: &str, key: &str, v: &T) -> Result<Vec<u8>, StoreError> {
-    serde_json::to_vec(v).map_err(|source| StoreError::Encode {
-        table: table.into(),
-        key: key.into(),
-        source,
-    })
-}
 
 /// The node's metadata, if any was published.
 pub fn get(store: &dyn Store, node: &str) -> Result<Option<Metadata>, StoreError> {

@@ -329,11 +329,7 @@ impl Daemon {
                 return Ok(Some(node));
             }
             debug_assert_eq!(actions.first(), Some(&Action::Persist));
-            let value = serde_json::to_vec(&node).map_err(|source| StoreError::Encode {
-                table: nodes::NODES.into(),
-                key: name.into(),
-                source,
-            })?;
+            let value = nodes::encode(&node)?;
             let mut ops = vec![Op::put(nodes::NODES, name, value, Expect::Revision(rev))];
             ops.extend(extra);
             self.store.commit(ops)?;

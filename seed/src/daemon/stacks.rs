@@ -18,8 +18,8 @@ use super::{lock, metadata, now_ms, Daemon, DaemonError};
 use crate::inventory::Allocation;
 use crate::lifecycle::{Event, State};
 use crate::orchestrator::{self, Action, Config, NodeInfo, StackError, StackEvent, StackRecord};
+use crate::store::json::{decode, encode};
 use crate::store::{nodes, Expect, Op, Revision, Store, StoreError};
-use serde::Serialize;
 use std::sync::Arc;
 use std::time::Duration;
 use tracing::{debug, info, warn};
@@ -51,26 +51,6 @@ impl From<StoreError> for StacksError {
     }
 }
 
-fn decode<T: serde::de::DeserializeOwned>(
-    table: &str,
-    key: &str,
-    b: &[u8],
-) -> Result<T, StoreError> {
-    serde_json::from_slice(b).map_err(|source| StoreError::Decode {
-        table: table.into(),
-        key: key.into(),
-        source,
-    })
-}
-
-fn encode<T: Serialize>(table: &str, key: &str, v: &T) -> Result<Vec<u8>, StoreError> {
-    serde_json::to_vec(v).map_err(|source| StoreError::Encode {
-        table: table.into(),
-        key: key.into(),
-        source,
-    })
-}
-
 /// A stack record and its revision.
 pub fn get(store: &dyn Store, name: &str) -> Result<Option<(StackRecord, Revision)>, StoreError> {
     match store.get(STACKS, name)? {
@@ -95,6 +75,14 @@ pub fn events(store: &dyn Store, name: &str) -> Result<Vec<StackEvent>, StoreErr
         .into_iter()
         .map(|(k, r)| decode(EVENTS, &k, &r.value))
         .collect()
+}
+
+/// The stack's record written as `expect` says, with its latest event, in one commit.
+fn record_ops(name: &str, rec: &StackRecord, expect: Expect) -> Result<Vec<Op>, StoreError> {
+    Ok(vec![
+        Op::put(STACKS, name, encode(STACKS, name, rec)?, expect),
+        event_op(name, &orchestrator::last_event(rec))?,
+    ])
 }
 
 fn event_op(stack: &str, e: &StackEvent) -> Result<Op, StoreError> {
@@ -130,11 +118,7 @@ impl Daemon {
             return Err(StacksError::BadName(name.into()));
         }
         let rec = orchestrator::create(name, file, text, params, now_ms())?;
-        let ops = vec![
-            Op::put(STACKS, name, encode(STACKS, name, &rec)?, Expect::Absent),
-            event_op(name, &orchestrator::last_event(&rec))?,
-        ];
-        match self.store.commit(ops) {
+        match self.store.commit(record_ops(name, &rec, Expect::Absent)?) {
             Err(e) if e.is_conflict() => return Err(StacksError::Exists(name.into())),
             r => r?,
         };
@@ -154,15 +138,8 @@ impl Daemon {
         let (old, rev) =
             get(&*self.store, name)?.ok_or_else(|| StacksError::NotFound(name.into()))?;
         let (rec, todo) = orchestrator::update(&old, file, text, params, now_ms())?;
-        self.store.commit(vec![
-            Op::put(
-                STACKS,
-                name,
-                encode(STACKS, name, &rec)?,
-                Expect::Revision(rev),
-            ),
-            event_op(name, &orchestrator::last_event(&rec))?,
-        ])?;
+        self.store
+            .commit(record_ops(name, &rec, Expect::Revision(rev))?)?;
         info!(stack = name, create = ?todo.create, delete = ?todo.delete, replace = ?todo.replace, update = ?todo.update, "stack update");
         self.stacks_wake.notify_one();
         Ok(rec)
@@ -173,15 +150,8 @@ impl Daemon {
         let (old, rev) =
             get(&*self.store, name)?.ok_or_else(|| StacksError::NotFound(name.into()))?;
         let rec = orchestrator::delete(&old, now_ms());
-        self.store.commit(vec![
-            Op::put(
-                STACKS,
-                name,
-                encode(STACKS, name, &rec)?,
-                Expect::Revision(rev),
-            ),
-            event_op(name, &orchestrator::last_event(&rec))?,
-        ])?;
+        self.store
+            .commit(record_ops(name, &rec, Expect::Revision(rev))?)?;
         info!(stack = name, "stack delete");
         self.stacks_wake.notify_one();
         Ok(rec)

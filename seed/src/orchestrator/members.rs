@@ -80,12 +80,7 @@ impl Pass<'_> {
                     .get("name")
                     .and_then(|e| stack.evaluate(e, &view).ok())
                     .unwrap_or_else(|| Json::String(m.name.clone()));
-                let attrs = &mut self
-                    .rec
-                    .members
-                    .get_mut(&m.name)
-                    .expect("record")
-                    .attributes;
+                let attrs = self.attributes_mut(&m.name);
                 attrs.insert("name".into(), name);
                 attrs.insert("node".into(), Json::String(node_name.clone()));
                 attrs.insert(

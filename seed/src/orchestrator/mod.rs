@@ -159,6 +159,16 @@ impl Pass<'_> {
         }));
     }
 
+    /// The attributes of a member the pass has already recorded.
+    fn attributes_mut(&mut self, member: &str) -> &mut Map<String, Json> {
+        &mut self
+            .rec
+            .members
+            .get_mut(member)
+            .expect("the member was recorded")
+            .attributes
+    }
+
     fn set_member(&mut self, member: &str, status: MemberStatus, reason: &str) {
         let m = self.rec.members.entry(member.to_string()).or_default();
         if m.status == status {

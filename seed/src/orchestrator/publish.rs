@@ -263,12 +263,7 @@ impl Pass<'_> {
             }
         }
         if done {
-            let attrs = &mut self
-                .rec
-                .members
-                .get_mut(&m.name)
-                .expect("record")
-                .attributes;
+            let attrs = self.attributes_mut(&m.name);
             attrs.clear();
             let single = matches!(
                 m.rtype,

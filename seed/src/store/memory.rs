@@ -80,14 +80,7 @@ impl Store for MemStore {
                     .and_then(|t| t.get(key))
                     .map(|r| r.revision),
             };
-            if !expect.holds(actual) {
-                return Err(StoreError::Conflict {
-                    table: table.into(),
-                    key: key.into(),
-                    expected: expect,
-                    actual,
-                });
-            }
+            expect.check(table, key, actual)?;
             let after = match op {
                 Op::Put { .. } => Some(next),
                 Op::Delete { .. } => None,

@@ -9,6 +9,7 @@
 //! call returns) and [`memory::MemStore`] (the simulator). [`nodes`] is the typed layer for the
 //! inventory.
 
+pub mod json;
 pub mod memory;
 pub mod nodes;
 pub mod redb;
@@ -53,6 +54,20 @@ impl Expect {
             Expect::Absent => actual.is_none(),
             Expect::Revision(r) => actual == Some(r),
         }
+    }
+
+    /// `Ok` where `table/key`, at revision `actual` (`None`: absent), is what this expects;
+    /// otherwise the [`StoreError::Conflict`] every backend answers.
+    pub fn check(self, table: &str, key: &str, actual: Option<Revision>) -> Result<(), StoreError> {
+        if self.holds(actual) {
+            return Ok(());
+        }
+        Err(StoreError::Conflict {
+            table: table.into(),
+            key: key.into(),
+            expected: self,
+            actual,
+        })
     }
 }
 

@@ -9,19 +9,12 @@ pub const NODES: &str = "nodes";
 pub const MACS: &str = "macs";
 
 fn decode(key: &str, bytes: &[u8]) -> Result<Node, StoreError> {
-    serde_json::from_slice(bytes).map_err(|source| StoreError::Decode {
-        table: NODES.into(),
-        key: key.into(),
-        source,
-    })
+    super::json::decode(NODES, key, bytes)
 }
 
-fn encode(node: &Node) -> Result<Vec<u8>, StoreError> {
-    serde_json::to_vec(node).map_err(|source| StoreError::Encode {
-        table: NODES.into(),
-        key: node.name.clone(),
-        source,
-    })
+/// The node as the bytes of its record.
+pub fn encode(node: &Node) -> Result<Vec<u8>, StoreError> {
+    super::json::encode(NODES, &node.name, node)
 }
 
 /// The node called `name` and the revision it was read at.

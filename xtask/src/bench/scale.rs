@@ -375,32 +375,10 @@ async fn daemon_phases(a: &Args, path: &std::path::Path, p: &Progress) -> Result
 
 /// An image store beside the node store with one image, [`IMAGE`].
 fn image_store(dir: &std::path::Path) -> Result<images::ImageStore> {
-    use images::manifest::{Boot, Layout, Stream};
     let src = dir.join("image-src");
     std::fs::create_dir_all(&src).context("image source dir")?;
-    let stream = src.join("rootfs.tar.zst");
-    std::fs::write(&stream, vec![0x5a; 1 << 20]).context("writing the image stream")?;
-    let (sha256, size) = images::store::hash_file(&stream).context("hashing the stream")?;
-    let m = images::Manifest {
-        name: IMAGE.into(),
-        version: "1".into(),
-        stream: Stream {
-            file: "rootfs.tar.zst".into(),
-            sha256,
-            size,
-            unpacked_size: 0,
-        },
-        boot: Boot {
-            kernel: "boot/vmlinuz".into(),
-            initrd: None,
-            cmdline: "console=ttyS0".into(),
-        },
-        min_disk_mib: 64,
-        layout: Layout::default(),
-        elements: vec![],
-    };
-    let mpath = src.join("manifest.json");
-    std::fs::write(&mpath, serde_json::to_vec(&m)?).context("writing the manifest")?;
+    let mpath = images::store::write_placeholder(&src, IMAGE, &vec![0x5a; 1 << 20])
+        .context("writing the bench image")?;
     let store = images::ImageStore::open(dir.join("images")).context("image store")?;
     store.import(&mpath).context("importing the bench image")?;
     Ok(store)

@@ -94,21 +94,24 @@ pub fn run(args: Args) -> Result<()> {
     }
 }
 
+/// `text` as `path` with `mode`, atomically and durably (the status screen and the boot
+/// scripts read these files while they change).
 fn write(path: &Path, text: &str, mode: u32) -> Result<()> {
     use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let tmp = path.with_extension("tmp");
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(mode)
-        .open(&tmp)
-        .with_context(|| format!("writing {}", tmp.display()))?;
-    f.write_all(text.as_bytes())?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, path).with_context(|| format!("renaming to {}", path.display()))?;
-    Ok(())
+    let mut f = fsutil::AtomicFile::with_mode(path, mode)
+        .with_context(|| format!("writing {}", path.display()))?;
+    f.write_all(text.as_bytes())
+        .and_then(|()| f.commit())
+        .with_context(|| format!("writing {}", path.display()))
+}
+
+/// What the status screen shows: `appliance.json` in the run directory.
+fn write_info(run: &Path, info: &Info) -> Result<()> {
+    write(
+        &run.join("appliance.json"),
+        &serde_json::to_string_pretty(info)?,
+        0o644,
+    )
 }
 
 fn run_config(a: ConfigArgs) -> Result<()> {
@@ -132,11 +135,7 @@ fn run_config(a: ConfigArgs) -> Result<()> {
             let msg = e.to_string();
             info.config_error = Some(msg.clone());
             write(&error_file, &format!("{msg}\n"), 0o644)?;
-            write(
-                &a.run.join("appliance.json"),
-                &serde_json::to_string_pretty(&info)?,
-                0o644,
-            )?;
+            write_info(&a.run, &info)?;
             eprintln!(
                 "seed-appliance: CONFIG ERROR: {msg}\n\
                  seed-appliance: the seed is NOT started (no DHCP, no API). Fix the file and reboot."
@@ -164,11 +163,7 @@ fn run_config(a: ConfigArgs) -> Result<()> {
     info.api_url = format!("http://{}:6385", c.address.addr);
     info.dhcp_mode = c.raw.dhcp.mode.as_str().into();
     info.login = c.raw.operator.password.is_some();
-    write(
-        &a.run.join("appliance.json"),
-        &serde_json::to_string_pretty(&info)?,
-        0o644,
-    )?;
+    write_info(&a.run, &info)?;
     eprintln!(
         "seed-appliance: config from {}: provisioning {} on {}, DHCP {}; state {}",
         a.source,

@@ -9,8 +9,7 @@ use crate::power::{self, FakeBmc, PowerState};
 use crate::store::memory::MemStore;
 use crate::store::nodes;
 use ::api::agent::Command;
-use ::images::manifest::{Boot, Layout, Stream};
-use ::images::{ImageStore, Manifest};
+use ::images::ImageStore;
 use netboot::BootPolicy;
 use sha2::{Digest, Sha256};
 use std::path::Path;
@@ -28,28 +27,7 @@ struct Env {
 
 /// Write a `tiny` image (stream + manifest) into `dir`; returns the manifest path.
 fn image(dir: &Path, body: &[u8]) -> std::path::PathBuf {
-    std::fs::write(dir.join("rootfs.tar.zst"), body).unwrap();
-    let m = Manifest {
-        name: "tiny".into(),
-        version: "1".into(),
-        stream: Stream {
-            file: "rootfs.tar.zst".into(),
-            sha256: hex::encode(Sha256::digest(body)),
-            size: body.len() as u64,
-            unpacked_size: 0,
-        },
-        boot: Boot {
-            kernel: "boot/vmlinuz".into(),
-            initrd: None,
-            cmdline: "console=ttyS0".into(),
-        },
-        min_disk_mib: 64,
-        layout: Layout::default(),
-        elements: vec![],
-    };
-    let p = dir.join("manifest.json");
-    std::fs::write(&p, serde_json::to_vec(&m).unwrap()).unwrap();
-    p
+    ::images::store::write_placeholder(dir, "tiny", body).unwrap()
 }
 
 fn setup(timeouts: Timeouts) -> Env {

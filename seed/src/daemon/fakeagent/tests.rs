@@ -187,32 +187,10 @@ async fn a_dead_agent_times_out_and_a_plain_fake_node_never_reports() {
 
 /// A `tiny` image in a fresh image store the daemon deploys from.
 fn with_image(d: &Daemon) -> tempfile::TempDir {
-    use images::manifest::{Boot, Layout, Stream};
-    use sha2::{Digest, Sha256};
     let dir = tempfile::tempdir().unwrap();
     let src = dir.path().join("src");
     std::fs::create_dir_all(&src).unwrap();
-    let body = b"a fake golden image";
-    std::fs::write(src.join("rootfs.tar.zst"), body).unwrap();
-    let m = images::Manifest {
-        name: "tiny".into(),
-        version: "1".into(),
-        stream: Stream {
-            file: "rootfs.tar.zst".into(),
-            sha256: hex::encode(Sha256::digest(body)),
-            size: body.len() as u64,
-            unpacked_size: 0,
-        },
-        boot: Boot {
-            kernel: "boot/vmlinuz".into(),
-            initrd: None,
-            cmdline: "console=ttyS0".into(),
-        },
-        min_disk_mib: 64,
-        layout: Layout::default(),
-        elements: vec![],
-    };
-    std::fs::write(src.join("manifest.json"), serde_json::to_vec(&m).unwrap()).unwrap();
+    images::store::write_placeholder(&src, "tiny", b"a fake golden image").unwrap();
     let store = images::ImageStore::open(dir.path().join("images")).unwrap();
     store.import(&src.join("manifest.json")).unwrap();
     assert!(d.set_images(store, "images"));

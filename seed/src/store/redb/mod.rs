@@ -113,14 +113,7 @@ impl Store for RedbStore {
             let (table, key, expect) = op.target();
             let mut t = txn.open_table(Def::new(table)).map_err(err)?;
             let actual = t.get(key).map_err(err)?.map(|g| g.value().0);
-            if !expect.holds(actual) {
-                return Err(StoreError::Conflict {
-                    table: table.into(),
-                    key: key.into(),
-                    expected: expect,
-                    actual,
-                });
-            }
+            expect.check(table, key, actual)?;
             match op {
                 Op::Put { value, .. } => {
                     t.insert(key, (next, value.as_slice())).map_err(err)?;
