@@ -296,16 +296,7 @@ fn system_cpio(stream: &Path, release: &str) -> Result<(Vec<u8>, Archive)> {
         .filter_map(|e| e.ok().map(|e| e.path()))
         .find(|p| p.is_dir())
         .context("the kernel package has no lib/modules/<version>")?;
-    let (mods, absent) = ::ramdisk::initramfs::modules::resolve(&moddir, MODULES)?;
-    let mut load = String::new();
-    for m in &mods {
-        let rel = m.rel_path.to_string_lossy().to_string();
-        let data = std::fs::read(moddir.join(&m.rel_path))?;
-        a.file(&format!("lib/modules/{rel}"), 0o644, data);
-        load.push_str(&rel);
-        load.push('\n');
-    }
-    a.file("etc/modules.load", 0o644, load.into_bytes());
+    let (_, absent) = ::ramdisk::initramfs::pack_modules(&mut a, &moddir, MODULES)?;
     if !absent.is_empty() {
         eprintln!(
             "appliance: built into the kernel or absent: {}",

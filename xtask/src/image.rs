@@ -163,7 +163,7 @@ impl Host for CacheHost {
     }
 
     fn initrd(&mut self, spec: &InitrdSpec) -> Result<Vec<u8>, HostError> {
-        use ramdisk::initramfs::{cpio::Archive, modules, write_zstd};
+        use ramdisk::initramfs::{cpio::Archive, pack_modules, write_zstd};
         let mut a = Archive::default();
         for d in ["dev", "proc", "sys", "newroot", "etc", "bin", "run", "tmp"] {
             a.dir(d);
@@ -179,17 +179,7 @@ impl Host for CacheHost {
             }
         }
         let wanted: Vec<&str> = spec.modules.iter().map(String::as_str).collect();
-        let (mods, absent) = modules::resolve(&spec.moddir, &wanted)?;
-        let mut load = String::new();
-        for m in &mods {
-            let rel = m.rel_path.to_string_lossy().to_string();
-            let data = std::fs::read(spec.moddir.join(&m.rel_path))
-                .with_context(|| format!("reading module {rel}"))?;
-            a.file(&format!("lib/modules/{rel}"), 0o644, data);
-            load.push_str(&rel);
-            load.push('\n');
-        }
-        a.file("etc/modules.load", 0o644, load.into_bytes());
+        let (_, absent) = pack_modules(&mut a, &spec.moddir, &wanted)?;
         if !absent.is_empty() {
             eprintln!(
                 "image: initrd: not modules in this kernel (built in or absent): {}",

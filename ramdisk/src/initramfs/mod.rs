@@ -186,24 +186,36 @@ pub fn build(inputs: &Inputs) -> Result<Built, BuildError> {
         UDHCPC_SCRIPT.as_bytes().to_vec(),
     );
     a.file("etc/hostname", 0o644, b"seed-ramdisk\n".to_vec());
-    let (mods, absent) = modules::resolve(&inputs.moddir, DEFAULT_MODULES)?;
+    let (mods, absent) = pack_modules(&mut a, &inputs.moddir, DEFAULT_MODULES)?;
+    Ok(Built {
+        archive: a,
+        modules: mods,
+        absent_modules: absent,
+    })
+}
+
+/// The `wanted` kernel modules of `moddir` and their dependencies into `a` under
+/// `lib/modules/`, listed in load order in `etc/modules.load` (what every init of ours loads).
+/// Returns the modules packed and the wanted names this kernel lacks (built in or absent).
+pub fn pack_modules(
+    a: &mut cpio::Archive,
+    moddir: &Path,
+    wanted: &[&str],
+) -> Result<(Vec<modules::Module>, Vec<String>), BuildError> {
+    let (mods, absent) = modules::resolve(moddir, wanted)?;
     let mut load = String::new();
     for m in &mods {
         let rel = m.rel_path.to_string_lossy().to_string();
         a.file(
             &format!("lib/modules/{rel}"),
             0o644,
-            read(&inputs.moddir.join(&m.rel_path))?,
+            read(&moddir.join(&m.rel_path))?,
         );
         load.push_str(&rel);
         load.push('\n');
     }
     a.file("etc/modules.load", 0o644, load.into_bytes());
-    Ok(Built {
-        archive: a,
-        modules: mods,
-        absent_modules: absent,
-    })
+    Ok((mods, absent))
 }
 
 /// Write the archive compressed with zstd at a fixed level (deterministic output).
