@@ -30,6 +30,7 @@
 //! ([`super::admin`]) every `/v1/` and `/metrics` request.
 
 mod agent;
+mod audit;
 mod auth;
 mod error;
 mod extract;
@@ -304,6 +305,7 @@ async fn dispatch(state: AppState, req: ApiRequest) -> ApiResponse {
     let Ok(uri) = uri.parse::<Uri>() else {
         return collect(ApiError::bad_request("not a valid request path").into_response()).await;
     };
+    let audit = audit::Entry::of(&state, &req);
     let mut http_req = http::Request::new(axum::body::Body::from(req.body));
     *http_req.method_mut() = req.method;
     *http_req.uri_mut() = uri;
@@ -314,6 +316,9 @@ async fn dispatch(state: AppState, req: ApiRequest) -> ApiResponse {
         Ok(r) => r,
         Err(never) => match never {},
     };
+    if let Some(a) = audit {
+        a.log(resp.status());
+    }
     collect(resp).await
 }
 
