@@ -26,6 +26,9 @@ pub struct Options<'a> {
     pub rust_log: &'a str,
     /// Give the client its reserved address by hand (tests where DHCP is not what is tested).
     pub address_client: bool,
+    /// `[api] provisioning`: the REST API on the HTTP boot server too (where `curl` reaches
+    /// it from the client namespace).
+    pub rest_on_provisioning: bool,
 }
 
 /// A running daemon on its LAN; the daemon is killed and the namespaces removed on drop.
@@ -65,7 +68,8 @@ impl LanSeed {
         let listen = opts
             .api_listen
             .map(|l| format!("listen = \"{l}\"\n"))
-            .unwrap_or_default();
+            .unwrap_or_default()
+            + &format!("provisioning = {}\n", opts.rest_on_provisioning);
         let config = format!(
             r#"store = {store:?}
 

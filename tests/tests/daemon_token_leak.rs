@@ -21,36 +21,41 @@ fn token_in(script: &str) -> Option<&str> {
 
 #[test]
 fn daemon_token_leak_another_machine_gets_nothing_usable() {
-    let srv = LanSeed::start(
+    let mut srv = LanSeed::start(
         Options {
             node_mac: MAC,
             client_mac: MAC,
             token: TOKEN,
-            api_listen: None,
+            api_listen: Some("127.0.0.1:6385"),
             discovery_pool: false,
             rust_log: "info",
             address_client: false,
+            rest_on_provisioning: false,
         },
         |_| "[agent]\nheartbeat_secs = 5\n".into(),
     );
+    srv.seed
+        .wait_for_log("API listening", Duration::from_secs(30));
     let attacker = srv.join(ATTACKER_MAC, 66);
     let script_path = format!("/ipxe/{MAC_HYP}");
     let hb = format!("{{\"boot_mac\":\"{MAC}\"}}");
 
-    // The node is being inspected: its script now carries a token.
+    // The operators' API, on its own listener (the server namespace's loopback).
+    let admin = |method: &str, path: &str| {
+        let cmd = srv.lan.server.cmd(tests::require("curl"));
+        let url = format!("http://127.0.0.1:6385{path}");
+        tests::curl(cmd, method, &url, Some(TOKEN), None, 30)
+    };
+    // The REST API is not on the provisioning network at all: not even the right token opens it.
     let (code, body) = srv.curl_from(&attacker, "POST", "/v1/nodes/node1/inspect", None, None);
-    assert_eq!(code, 401, "no operator token, no inspect: {body}");
-    let (code, body) = srv.curl_from(
-        &srv.lan.server,
-        "POST",
-        "/v1/nodes/node1/inspect",
-        Some(TOKEN),
-        None,
-    );
+    assert_eq!(code, 404, "no REST API on the provisioning network: {body}");
+
+    // The node is being inspected: its script now carries a token.
+    let (code, body) = admin("POST", "/v1/nodes/node1/inspect");
     assert_eq!(code, 202, "{body}");
     let mut state = String::new();
     for _ in 0..100 {
-        let (_, n) = srv.curl_from(&srv.lan.server, "GET", "/v1/nodes/node1", Some(TOKEN), None);
+        let (_, n) = admin("GET", "/v1/nodes/node1");
         state = serde_json::from_str::<serde_json::Value>(&n).unwrap()["state"]
             .as_str()
             .unwrap_or_default()
@@ -72,6 +77,10 @@ fn daemon_token_leak_another_machine_gets_nothing_usable() {
     let lease = tests::udhcpc(&srv.lan, srv.dir.path(), &[]).expect("the node got no lease");
     assert_eq!(lease["ip"], srv.lan.addr(10).to_string());
     srv.lan.address_client(10);
+    // (From the node's address too, with the right token.)
+    let (code, body) = srv.curl("GET", "/v1/nodes", Some(TOKEN), None);
+    assert_eq!(code, 404, "{body}");
+    assert!(body.contains("[api] listen"), "{body}");
     let (code, script) = srv.curl("GET", &script_path, None, None);
     assert_eq!(code, 200);
     let tok = token_in(&script)
@@ -93,14 +102,14 @@ fn daemon_token_leak_another_machine_gets_nothing_usable() {
         assert_eq!(code, 401, "{body}");
         assert!(!body.contains("command"), "{body}");
     }
-    // 5. The node API and the operator API without their credentials: nothing.
-    for path in [
-        "/v1/node/metadata",
-        "/v1/nodes/node1",
-        "/v1/nodes/node1/metadata",
+    // 5. The node API without a credential: nothing; the operator API is not there.
+    for (path, want) in [
+        ("/v1/node/metadata", 401),
+        ("/v1/nodes/node1", 404),
+        ("/v1/nodes/node1/metadata", 404),
     ] {
         let (code, body) = srv.curl_from(&attacker, "GET", path, Some(&"0".repeat(64)), None);
-        assert_eq!(code, 401, "{path}: {body}");
+        assert_eq!(code, want, "{path}: {body}");
     }
 
     // The node's own token works: its heartbeat is answered.
@@ -132,7 +141,7 @@ fn daemon_token_leak_another_machine_gets_nothing_usable() {
         })
     };
     assert!(
-        audit("anonymous", "/v1/nodes/node1/inspect", "401"),
+        audit("anonymous", "/v1/nodes/node1/inspect", "404"),
         "{log}"
     );
     assert!(audit("operator", "/v1/nodes/node1/inspect", "202"), "{log}");

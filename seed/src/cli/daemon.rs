@@ -103,9 +103,28 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 shutdown.clone(),
             ));
         }
-        netboot::server::run_with_api(cfg.netboot, daemon, metrics, Some(api), shutdown)
-            .await
-            .context("netboot")
+        // The provisioning network's HTTP port: agent and node routes, and the REST API only
+        // when configured (or when there is no operators' listener).
+        let on_provisioning = if cfg.api.on_provisioning() {
+            if cfg.api.listen.is_none() {
+                tracing::warn!(
+                    "the REST API is served on the provisioning network (no [api] listen): \
+                     every machine being deployed can reach it"
+                );
+            }
+            api
+        } else {
+            Arc::new((*api).clone().without_operators())
+        };
+        netboot::server::run_with_api(
+            cfg.netboot,
+            daemon,
+            metrics,
+            Some(on_provisioning),
+            shutdown,
+        )
+        .await
+        .context("netboot")
     })
 }
 

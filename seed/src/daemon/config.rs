@@ -120,6 +120,18 @@ pub struct ApiConfig {
     /// operators and the CLI off the provisioning network.
     #[serde(default)]
     pub listen: Option<std::net::SocketAddr>,
+    /// Also answer the REST API (operator routes) on the provisioning network's HTTP port,
+    /// where every machine being deployed can reach it. Default: only when there is no
+    /// `listen` (then it is the only way in).
+    #[serde(default)]
+    pub provisioning: Option<bool>,
+}
+
+impl ApiConfig {
+    /// Whether the provisioning network's HTTP port answers operator routes.
+    pub fn on_provisioning(&self) -> bool {
+        self.provisioning.unwrap_or(self.listen.is_none())
+    }
 }
 
 /// What the agent is told.
