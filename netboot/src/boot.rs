@@ -90,12 +90,29 @@ pub trait BootPolicy: Send + Sync + 'static {
     }
 
     /// Called when discovery enrolls a MAC that the policy did not know (DHCP saw it). The
-    /// default does nothing; the daemon creates a node in `enroll` state.
-    fn discovered(&self, _mac: MacAddr) {}
+    /// default does nothing; the daemon creates a node in `enroll` state. `false`: not taken
+    /// now (the daemon's discovery rate limit or cap), ask again when the MAC is seen again.
+    fn discovered(&self, _mac: MacAddr) -> bool {
+        true
+    }
 
     /// Called when this MAC's iPXE script was served: the node got through PXE to the boot
     /// server. The default does nothing; the daemon meets the node's boot watchdog with it.
     fn script_served(&self, _mac: MacAddr) {}
+
+    /// The action of the iPXE script `GET /ipxe/<mac>` from `peer` gets (what the HTTP server
+    /// renders). The default is [`BootPolicy::boot_action`], reported with
+    /// [`BootPolicy::script_served`]; the daemon overrides it to hand a node's per-boot secret
+    /// only to the address that node's DHCP exchange got, once.
+    fn script_for(&self, mac: MacAddr, _peer: std::net::IpAddr) -> Option<BootAction> {
+        let action = self.boot_action(mac);
+        self.script_served(mac);
+        action
+    }
+
+    /// The DHCP server acknowledged `ip` as `mac`'s address (a bound lease, or in proxy mode
+    /// the address the PXE client asked from). The default does nothing.
+    fn address_seen(&self, _mac: MacAddr, _ip: std::net::Ipv4Addr) {}
 }
 
 #[cfg(test)]

@@ -28,6 +28,8 @@ pub struct Faults {
     pub drop_fraction: f64,
     /// Accept power-on commands but leave the machine off (a dead PSU).
     pub fail_power_on: bool,
+    /// Announce only IPMI 1.5, no IPMI 2.0 / RMCP+ (an old BMC, or a downgrade on the path).
+    pub ipmi15_only: bool,
 }
 
 /// Packet counters of one BMC.
@@ -118,6 +120,16 @@ impl VirtualBmc {
         &self.shared.stats
     }
 
+    /// IPMI 1.5 session requests received (each carries the user name; see
+    /// [`Faults::ipmi15_only`]).
+    pub fn ipmi15_session_requests(&self) -> u64 {
+        self.shared
+            .core
+            .lock()
+            .expect("core lock")
+            .ipmi15_session_requests()
+    }
+
     /// The node it drives.
     pub fn node(&self) -> &Arc<Mutex<Node>> {
         &self.shared.node
@@ -203,11 +215,11 @@ pub(crate) fn answer(s: &Shared, data: &[u8], peer: &dyn std::fmt::Display) -> O
         return None;
     }
     let powered = s.node.lock().expect("node lock").is_on();
-    let out = s
-        .core
-        .lock()
-        .expect("core lock")
-        .handle(data, Instant::now(), powered);
+    let out = {
+        let mut core = s.core.lock().expect("core lock");
+        core.set_ipmi15_only(faults.ipmi15_only);
+        core.handle(data, Instant::now(), powered)
+    };
     if let Some(why) = out.dropped {
         tracing::debug!(%peer, ?why, "BMC dropped a datagram");
         s.stats.dropped.fetch_add(1, Ordering::Relaxed);

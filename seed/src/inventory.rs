@@ -47,6 +47,11 @@ pub struct Bmc {
     pub port: u16,
     pub username: String,
     pub password: Secret,
+    /// Let the IPMI driver fall back to an IPMI 1.5 session (the password in clear or MD5,
+    /// no encryption) when the BMC offers no IPMI 2.0 / RMCP+: refused unless set (instackenv
+    /// `allow_ipmi15: true`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub allow_ipmi15: bool,
 }
 
 /// How a node network-boots, beyond what its state decides.
@@ -185,6 +190,9 @@ struct RawNode {
     arch: Option<String>,
     /// `tftp` or `direct` (see [`NodeBoot::chain`]).
     boot_chain: Option<String>,
+    /// See [`Bmc::allow_ipmi15`].
+    #[serde(default)]
+    allow_ipmi15: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -392,6 +400,7 @@ fn entry_to_node(label: &str, raw: RawNode, now_ms: u64) -> Result<Node, ImportE
             port,
             username,
             password,
+            allow_ipmi15: raw.allow_ipmi15,
         },
         now_ms,
     );

@@ -3,7 +3,7 @@
 //! behind the fake power driver; the client namespace plays the node with curl. Each test
 //! adds its own TOML sections (`[lifecycle]`, `[agent]`, `[images]` …).
 
-use crate::netns::Lan;
+use crate::netns::{Lan, Netns, Switch};
 use crate::proc::Child;
 use std::path::Path;
 use std::time::Duration;
@@ -26,11 +26,16 @@ pub struct Options<'a> {
     pub rust_log: &'a str,
     /// Give the client its reserved address by hand (tests where DHCP is not what is tested).
     pub address_client: bool,
+    /// `[api] provisioning`: the REST API on the HTTP boot server too (where `curl` reaches
+    /// it from the client namespace).
+    pub rest_on_provisioning: bool,
 }
 
 /// A running daemon on its LAN; the daemon is killed and the namespaces removed on drop.
 pub struct LanSeed {
     pub lan: Lan,
+    /// The LAN's switch: [`LanSeed::join`] plugs more machines in.
+    pub switch: Switch,
     pub seed: Child,
     /// Store, config, HTTP root (`http/`), fake ramdisk.
     pub dir: tempfile::TempDir,
@@ -40,7 +45,7 @@ impl LanSeed {
     /// Start the daemon. `sections` gets the scratch dir before the config is written (to put
     /// an image in `http/images`, say) and returns extra top-level TOML sections.
     pub fn start(opts: Options, sections: impl FnOnce(&Path) -> String) -> LanSeed {
-        let lan = Lan::new(Some(opts.client_mac));
+        let (lan, switch) = Lan::switched(Some(opts.client_mac));
         let dir = tempfile::tempdir().expect("scratch dir");
         let d = dir.path();
         let http = d.join("http");
@@ -63,7 +68,8 @@ impl LanSeed {
         let listen = opts
             .api_listen
             .map(|l| format!("listen = \"{l}\"\n"))
-            .unwrap_or_default();
+            .unwrap_or_default()
+            + &format!("provisioning = {}\n", opts.rest_on_provisioning);
         let config = format!(
             r#"store = {store:?}
 
@@ -116,7 +122,43 @@ hostname = "node1"
         if opts.address_client {
             lan.address_client(10);
         }
-        LanSeed { lan, seed, dir }
+        LanSeed {
+            lan,
+            switch,
+            seed,
+            dir,
+        }
+    }
+
+    /// Another machine on the same LAN (an attacker, say): a namespace of its own plugged into
+    /// the switch, its NIC with MAC `mac` and the static address `.host/24`.
+    pub fn join(&self, mac: &str, host: u8) -> Netns {
+        let ns = Netns::new("oth");
+        self.switch.plug(&ns, "veth-o");
+        ns.ip(&["link", "set", "veth-o", "address", mac]);
+        let a = format!("{}/24", self.lan.addr(host));
+        ns.ip(&["addr", "add", &a, "dev", "veth-o"]);
+        ns
+    }
+
+    /// curl from namespace `ns` to the HTTP boot server: (status, body).
+    pub fn curl_from(
+        &self,
+        ns: &Netns,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: Option<&str>,
+    ) -> (u16, String) {
+        let url = format!("http://{}:{PORT}{path}", self.lan.server_ip());
+        crate::curl(
+            ns.cmd(crate::require("curl")),
+            method,
+            &url,
+            token,
+            body,
+            30,
+        )
     }
 
     /// curl from the client namespace (the node) to the HTTP boot server, with a bearer

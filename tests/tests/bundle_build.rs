@@ -11,6 +11,9 @@ use std::time::Duration;
 use tests::netns::Netns;
 use tests::proc::Child;
 
+/// The API token the test sets in the bundle's config (its sample `change-me` is refused).
+const TOKEN: &str = "bundle-test-token";
+
 const VERSION: &str = env!("CARGO_PKG_VERSION");
 
 /// `cargo xtask bundle --debug --image tiny --out OUT`; returns the archive's path.
@@ -174,6 +177,9 @@ fn bundle_daemon_serves_its_ramdisk_ipxe_and_image() {
     let bundle = unpack(&archive, &t.path().join("unpacked"));
     let config = std::fs::read_to_string(bundle.join("etc/seed.toml")).unwrap();
     assert!(config.contains("interface = \"lo\""), "{config}");
+    // The shipped sample token is refused at start: set one, as the operator must.
+    let config = config.replace("token = \"change-me\"", &format!("token = \"{TOKEN}\""));
+    std::fs::write(bundle.join("etc/seed.toml"), &config).unwrap();
 
     // A namespace of our own: the shipped config's `lo` and 127.0.0.1 are the namespace's, so
     // nothing is bound on the host. Started from `/`: paths resolve against etc/, not the cwd.
@@ -193,7 +199,7 @@ fn bundle_daemon_serves_its_ramdisk_ipxe_and_image() {
             .arg(dest)
             .arg(url);
         if auth {
-            c.args(["-H", "Authorization: Bearer change-me"]);
+            c.args(["-H", &format!("Authorization: Bearer {TOKEN}")]);
         }
         let o = c.output().expect("running curl");
         assert!(

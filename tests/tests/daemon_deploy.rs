@@ -70,6 +70,7 @@ impl Seed {
             discovery_pool: false,
             rust_log: "info,seed::daemon=debug",
             address_client: true,
+            rest_on_provisioning: true,
         };
         let mut img = None;
         let seed = LanSeed::start(opts, |d| {

@@ -33,6 +33,7 @@ impl Daemon {
             // netboot at debug: the iPXE script log line must not show the agent token.
             rust_log: "info,netboot=debug",
             address_client: false,
+            rest_on_provisioning: true,
         };
         Daemon(LanSeed::start(opts, |_| {
             "[agent]\nheartbeat_secs = 5\n".into()

@@ -32,6 +32,7 @@ impl Daemon {
             rust_log: "info",
             // The node's NIC gets its reserved address by hand: DHCP is not what is tested here.
             address_client: true,
+            rest_on_provisioning: true,
         };
         Daemon(LanSeed::start(opts, |_| {
             "[lifecycle]\nprovide_after_inspect = false\nboot_timeout_secs = 2\nboot_retries_max = 1\n"

@@ -16,7 +16,7 @@ use qemu::Lab;
 use std::time::{Duration, Instant};
 use tests::netns::Netns;
 
-const TOKEN: &str = "laptop";
+const TOKEN: &str = "laptop-lab-token";
 const SEED_IF: &str = "veth-seed";
 
 fn api(ns: &Netns, port: u16, method: &str, path: &str, body: Option<&str>) -> (u16, String) {

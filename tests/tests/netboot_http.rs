@@ -278,3 +278,60 @@ fn http_ipxe_scripts_metrics_and_traversal() {
         "{metrics}"
     );
 }
+
+/// Issue 18, hole 5: a client that never finishes its headers is cut off (the header-read
+/// timeout, 10 s), and past the connection cap (512) a new connection is closed at once while
+/// the ones already open still get answers.
+#[test]
+fn http_slow_clients_and_connection_cap() {
+    use std::io::Write;
+    use std::net::{SocketAddr, TcpStream};
+    let srv = Server::start();
+    let addr = SocketAddr::from((srv.lan.server_ip(), PORT));
+    let client = srv.lan.client.name.clone();
+    let outcome = std::thread::spawn(move || {
+        tests::netns::enter(&client);
+        // Slowloris: half a request, then nothing.
+        let mut slow = TcpStream::connect(addr).unwrap();
+        slow.write_all(b"GET /boot.ipxe HTTP/1.1\r\nHost: seed\r\n")
+            .unwrap();
+        slow.set_read_timeout(Some(Duration::from_secs(40)))
+            .unwrap();
+        let mut buf = [0u8; 1024];
+        let cut = match slow.read(&mut buf) {
+            Ok(_) => true,
+            Err(e) => !matches!(
+                e.kind(),
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+            ),
+        };
+        // The cap: 511 more open (the slow one is closed by now), then one too many.
+        let held: Vec<TcpStream> = (0..512)
+            .map(|_| TcpStream::connect(addr).unwrap())
+            .collect();
+        let mut extra = TcpStream::connect(addr).unwrap();
+        extra
+            .set_read_timeout(Some(Duration::from_secs(20)))
+            .unwrap();
+        let _ = extra.write_all(b"GET /boot.ipxe HTTP/1.1\r\nHost: seed\r\n\r\n");
+        let refused = matches!(extra.read(&mut buf), Ok(0) | Err(_));
+        // One already open is still served.
+        let mut first = &held[0];
+        first
+            .write_all(b"GET /boot.ipxe HTTP/1.1\r\nHost: seed\r\n\r\n")
+            .unwrap();
+        first
+            .set_read_timeout(Some(Duration::from_secs(20)))
+            .unwrap();
+        let n = first.read(&mut buf).unwrap_or(0);
+        let served = String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200");
+        (cut, refused, served)
+    })
+    .join()
+    .unwrap();
+    assert_eq!(
+        outcome,
+        (true, true, true),
+        "(slow cut, over-cap refused, held served)"
+    );
+}

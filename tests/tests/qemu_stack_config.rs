@@ -30,7 +30,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 use tests::tiny_manifest;
 
-const TOKEN: &str = "stack-config";
+const TOKEN: &str = "stack-config-token";
 const NODES: usize = 2;
 
 /// The operators' API with this test's token: (status, body).

@@ -15,7 +15,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 use tests::proc::Child;
 
-const TOKEN: &str = "tftp-chain";
+const TOKEN: &str = "tftp-chain-token";
 
 /// The operators' API with this test's token: (status, body).
 fn api(port: u16, method: &str, path: &str) -> (u16, String) {

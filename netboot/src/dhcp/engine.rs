@@ -374,7 +374,10 @@ impl Engine {
         }
         if self.discovered.insert(mac) {
             info!("DHCP discovered new MAC {mac}: reported to the boot policy");
-            self.policy.discovered(mac);
+            if !self.policy.discovered(mac) {
+                // Not taken now (rate limit, cap): report it again when it asks again.
+                self.discovered.remove(&mac);
+            }
         }
         Ok(())
     }
@@ -693,6 +696,9 @@ impl Engine {
                 } else {
                     format!(" {yiaddr}")
                 };
+                if kind == MessageType::Ack {
+                    self.note_address(req, rx, mac, yiaddr);
+                }
                 bump(match kind {
                     MessageType::Offer => &self.counters.tx_offer,
                     _ => &self.counters.tx_ack,
@@ -700,6 +706,25 @@ impl Engine {
                 info!("{line} → {}{addr}{file_note} ({why})", type_name(kind));
                 Some(self.emit(m, req, rx, kind))
             }
+        }
+    }
+
+    /// Tell the policy which address `mac` has now: the lease an ACK binds or, in proxy mode
+    /// (no lease of ours), the address its PXE REQUEST came from. An authoritative INFORM
+    /// (`yiaddr` 0) names none: its `ciaddr` is the sender's word only.
+    fn note_address(&self, req: &Message, rx: RxInfo, mac: MacAddr, yiaddr: Ipv4Addr) {
+        let ip = if !yiaddr.is_unspecified() {
+            yiaddr
+        } else if self.cfg.mode == DhcpMode::Proxy {
+            match req.ciaddr() {
+                ip if !ip.is_unspecified() => ip,
+                _ => *rx.src.ip(),
+            }
+        } else {
+            return;
+        };
+        if !ip.is_unspecified() {
+            self.policy.address_seen(mac, ip);
         }
     }
 

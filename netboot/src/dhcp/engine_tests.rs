@@ -35,8 +35,9 @@ impl BootPolicy for TestPolicy {
             Chain::Direct
         }
     }
-    fn discovered(&self, mac: MacAddr) {
+    fn discovered(&self, mac: MacAddr) -> bool {
         self.discovered.lock().unwrap().push(mac);
+        true
     }
 }
 

@@ -274,11 +274,22 @@ pub fn save(path: &Path, table: &LeaseTable) -> Result<(), LeaseFileError> {
         path: path.into(),
         source,
     };
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(err)?;
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        if !dir.exists() {
+            // Only the seed reads its state: 0700 (the leases say which machine has which
+            // address).
+            use std::os::unix::fs::DirBuilderExt;
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)
+                .map_err(err)?;
+        }
     }
     let body = serde_json::to_vec_pretty(&table.snapshot()).expect("snapshot serializes");
-    fsutil::write(path, &body).map_err(err)
+    let mut f = fsutil::AtomicFile::with_mode(path, 0o600).map_err(err)?;
+    std::io::Write::write_all(&mut f, &body).map_err(err)?;
+    f.commit().map_err(err)
 }
 
 #[cfg(test)]
@@ -288,6 +299,19 @@ mod tests {
     const A: MacAddr = MacAddr([2, 0, 0, 0, 0, 1]);
     const B: MacAddr = MacAddr([2, 0, 0, 0, 0, 2]);
     const IP: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 100);
+
+    #[test]
+    fn the_lease_file_is_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let t = tempfile::tempdir().unwrap();
+        let path = t.path().join("state/dhcp-leases.json");
+        let mut table = LeaseTable::default();
+        table.bind(A, IP, 1000);
+        save(&path, &table).unwrap();
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&path), 0o600);
+        assert_eq!(mode(path.parent().unwrap()), 0o700);
+    }
 
     #[test]
     fn holds_offers_and_binds_and_frees() {

@@ -2,6 +2,7 @@
 //! `Last-Modified`), per-node iPXE scripts at `/ipxe/{mac}`, the generic `/boot.ipxe`, and
 //! `/metrics`. `server` is the tokio/hyper edge and the request router; `range` parses `Range`.
 
+pub mod limits;
 pub mod range;
 pub mod server;
 

@@ -15,7 +15,6 @@ use futures::TryStreamExt;
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::{combinators::BoxBody, BodyExt, Empty, Full, StreamBody};
 use hyper::body::Frame;
-use hyper_util::rt::TokioIo;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -36,6 +35,8 @@ pub(crate) struct App {
     http_base: String,
     requests: Arc<AtomicU64>,
     bytes: Arc<AtomicU64>,
+    /// Open connections, bounded ([`super::limits`]).
+    slots: super::limits::Slots,
 }
 
 fn bind_tcp(addr: SocketAddr, interface: Option<&str>) -> std::io::Result<tokio::net::TcpListener> {
@@ -112,6 +113,7 @@ impl App {
             ctx,
             root,
             http_base,
+            slots: super::limits::Slots::default(),
         })
     }
 }
@@ -126,18 +128,35 @@ pub(crate) fn spawn_connection<S>(
 ) where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
 {
+    use super::limits;
+    // Over the limit: the stream is dropped, which closes it.
+    let Some(slot) = app.slots.take(peer) else {
+        return;
+    };
     tokio::spawn(async move {
+        let _slot = slot;
+        let activity = limits::Activity::new();
+        let seen = activity.clone();
         let svc = hyper::service::service_fn(move |req| {
             let app = app.clone();
-            async move { Ok::<_, std::convert::Infallible>(app.handle(req, peer).await) }
+            let busy = seen.request();
+            async move {
+                let r = app.handle(req, peer).await;
+                drop(busy);
+                Ok::<_, std::convert::Infallible>(r)
+            }
         });
-        let conn = hyper::server::conn::http1::Builder::new()
-            .keep_alive(true)
-            .serve_connection(TokioIo::new(stream), svc);
+        let conn =
+            limits::http1().serve_connection(limits::Watched::new(stream, activity.clone()), svc);
         tokio::pin!(conn);
         let res = tokio::select! {
             r = conn.as_mut() => r,
             _ = shutdown.cancelled() => {
+                conn.as_mut().graceful_shutdown();
+                conn.await
+            }
+            _ = limits::idle(activity) => {
+                debug!(%peer, "HTTP connection idle: closed");
                 conn.as_mut().graceful_shutdown();
                 conn.await
             }
@@ -182,7 +201,7 @@ impl App {
             (Some(api), _) if raw_path.starts_with("/v1/") => {
                 Self::api(api.clone(), req, peer).await
             }
-            (_, Method::GET | Method::HEAD) => self.route(&req, &raw_path).await,
+            (_, Method::GET | Method::HEAD) => self.route(&req, &raw_path, peer).await,
             _ => {
                 let mut r = status(StatusCode::METHOD_NOT_ALLOWED);
                 r.headers_mut()
@@ -246,7 +265,7 @@ impl App {
         text(r.status, &r.content_type, r.body)
     }
 
-    async fn route<B>(&self, req: &Request<B>, raw_path: &str) -> Response<Body> {
+    async fn route<B>(&self, req: &Request<B>, raw_path: &str, peer: SocketAddr) -> Response<Body> {
         let decoded = match percent_encoding::percent_decode_str(raw_path).decode_utf8() {
             Ok(p) => p.into_owned(),
             Err(_) => return status(StatusCode::BAD_REQUEST),
@@ -272,9 +291,8 @@ impl App {
             let m = m.strip_suffix(".ipxe").unwrap_or(m);
             return match m.parse::<MacAddr>() {
                 Ok(mac) => {
-                    let action = self.ctx.policy.boot_action(mac);
-                    debug!(%mac, ?action, "iPXE script");
-                    self.ctx.policy.script_served(mac);
+                    let action = self.ctx.policy.script_for(mac, peer.ip());
+                    debug!(%mac, %peer, ?action, "iPXE script");
                     text(
                         StatusCode::OK,
                         "text/plain; charset=utf-8",

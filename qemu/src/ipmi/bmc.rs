@@ -120,6 +120,11 @@ pub struct BmcCore {
     sessions: HashMap<u32, Session>,
     rng: StdRng,
     boot_params: HashMap<u8, Vec<u8>>,
+    /// Fault: announce only IPMI 1.5 (an old or downgraded BMC).
+    ipmi15_only: bool,
+    /// IPMI 1.5 session requests received (Get Session Challenge, Activate Session): each
+    /// carries the user name, and Activate Session the password or its hash.
+    ipmi15_session_requests: u64,
 }
 
 fn rand16(rng: &mut StdRng) -> [u8; 16] {
@@ -136,7 +141,20 @@ impl BmcCore {
             sessions: HashMap::new(),
             rng: StdRng::seed_from_u64(seed),
             boot_params: HashMap::new(),
+            ipmi15_only: false,
+            ipmi15_session_requests: 0,
         }
+    }
+
+    /// Fault control: announce only IPMI 1.5 in Get Channel Authentication Capabilities (the
+    /// 1.5 sessions themselves are not implemented: they are counted and refused).
+    pub fn set_ipmi15_only(&mut self, on: bool) {
+        self.ipmi15_only = on;
+    }
+
+    /// IPMI 1.5 session requests received so far.
+    pub fn ipmi15_session_requests(&self) -> u64 {
+        self.ipmi15_session_requests
     }
 
     /// Number of sessions open or being opened.
@@ -525,6 +543,9 @@ impl BmcCore {
         let d = rq.data;
         let ok = |data: &[u8]| message::build_response(rq, CC_OK, data);
         let err = |cc: u8| message::build_response(rq, cc, &[]);
+        if matches!((rq.netfn, rq.cmd), (NETFN_APP, 0x39 | 0x3a)) {
+            self.ipmi15_session_requests += 1;
+        }
         let sessionless = matches!((rq.netfn, rq.cmd), (NETFN_APP, 0x38 | 0x54 | 0x01));
         if session.is_none() && !sessionless {
             return (err(CC_INSUFFICIENT_PRIV), None);
@@ -539,6 +560,10 @@ impl BmcCore {
             (NETFN_APP, 0x38) => {
                 if d.len() < 2 {
                     err(CC_BAD_LENGTH)
+                } else if self.ipmi15_only {
+                    // Extended data saying IPMI 1.5 only (the form `ipmi-rs` falls back on);
+                    // MD5 and straight password.
+                    ok(&[0x01, 0x94, 0x04, 0x01, 0, 0, 0, 0])
                 } else {
                     ok(&[0x01, 0x80, 0x04, 0x02, 0, 0, 0, 0])
                 }

@@ -26,6 +26,12 @@ pub struct Args {
 pub fn run(args: Args) -> anyhow::Result<()> {
     let cfg = DaemonConfig::load(&args.config)
         .with_context(|| format!("loading {}", args.config.display()))?;
+    if let Some(why) = crate::daemon::config::weak_token(cfg.api.token.expose()) {
+        anyhow::bail!(
+            "{}: [api] token {why}; the daemon does not start with it",
+            args.config.display()
+        );
+    }
     let http = cfg
         .netboot
         .http
@@ -34,10 +40,13 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     install_ramdisk(&cfg.ramdisk.kernel, &http.root.join(RAMDISK_KERNEL))?;
     install_ramdisk(&cfg.ramdisk.initrd, &http.root.join(RAMDISK_INITRD))?;
     if let Some(dir) = cfg.store.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        private_dir(dir)?;
     }
+    private_dir(&cfg.netboot.state_dir)?;
     let store = RedbStore::open(&cfg.store)
         .with_context(|| format!("opening the store {}", cfg.store.display()))?;
+    // The store holds every BMC password and the agent token key: the seed's user only.
+    set_mode(&cfg.store, 0o600)?;
     let settings = Settings {
         server_ip: cfg.netboot.server_ip,
         http_port: http.port,
@@ -56,11 +65,17 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let images = images::ImageStore::open(&images_dir)
         .with_context(|| format!("opening the image store {}", images_dir.display()))?;
     daemon.set_images(images, &images_url);
+    daemon.set_reservations(
+        cfg.netboot
+            .nodes
+            .iter()
+            .filter_map(|n| n.ip.map(|ip| (n.mac, ip))),
+    );
     let metrics = Arc::new(Metrics::default());
     // The daemon's gauges and histograms follow the netboot counters at every `/metrics`.
     crate::daemon::metrics::register(&daemon, &metrics);
     let api =
-        Arc::new(Api::new(daemon.clone(), cfg.api.token.clone()).with_metrics(metrics.clone()));
+        Arc::new(Api::new(daemon.clone(), cfg.api.token.expose()).with_metrics(metrics.clone()));
     let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     rt.block_on(async move {
         let armed = daemon.resume().context("re-arming deadlines")?;
@@ -81,10 +96,56 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 shutdown.clone(),
             ));
         }
-        netboot::server::run_with_api(cfg.netboot, daemon, metrics, Some(api), shutdown)
-            .await
-            .context("netboot")
+        // The provisioning network's HTTP port: agent and node routes, and the REST API only
+        // when configured (or when there is no operators' listener).
+        let on_provisioning = if cfg.api.on_provisioning() {
+            if cfg.api.listen.is_none() {
+                tracing::warn!(
+                    "the REST API is served on the provisioning network (no [api] listen): \
+                     every machine being deployed can reach it"
+                );
+            }
+            api
+        } else {
+            Arc::new((*api).clone().without_operators())
+        };
+        netboot::server::run_with_api(
+            cfg.netboot,
+            daemon,
+            metrics,
+            Some(on_provisioning),
+            shutdown,
+        )
+        .await
+        .context("netboot")
     })
+}
+
+/// Create `dir` (and its parents) 0700 if missing: what the seed keeps there (the store, the
+/// DHCP leases) is for its own user only. An existing directory is left as it is (it may be
+/// shared, `/var/lib` say), with a warning when others may look into it.
+fn private_dir(dir: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    match std::fs::metadata(dir) {
+        Ok(m) if m.permissions().mode() & 0o077 != 0 => tracing::warn!(
+            dir = %dir.display(),
+            mode = format!("{:o}", m.permissions().mode() & 0o777),
+            "the seed's state directory is open to other users (0700 recommended)"
+        ),
+        Ok(_) => {}
+        Err(_) => std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .with_context(|| format!("creating {}", dir.display()))?,
+    }
+    Ok(())
+}
+
+fn set_mode(path: &Path, mode: u32) -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+        .with_context(|| format!("making {} private ({mode:o})", path.display()))
 }
 
 /// Hard-link `from` to `to` (same filesystem), else copy. A missing file is a warning: the

@@ -93,6 +93,9 @@ struct FaultArgs {
     /// Accept power-on but leave the node off.
     #[arg(long)]
     fail_power_on: bool,
+    /// Announce only IPMI 1.5, no RMCP+ (the seed's driver must refuse it).
+    #[arg(long)]
+    ipmi15_only: bool,
     /// Clear this node's faults (the default when no fault is given).
     #[arg(long)]
     clear: bool,
@@ -385,6 +388,7 @@ fn fault(a: FaultArgs) -> Result<()> {
         unresponsive: a.unresponsive,
         drop_fraction: a.drop_fraction,
         fail_power_on: a.fail_power_on,
+        ipmi15_only: a.ipmi15_only,
     };
     let mut all = lab::read_faults(&dir)?;
     if a.clear || f == Faults::default() {

@@ -33,7 +33,7 @@ pub struct SeedArgs {
     #[arg(long, default_value_t = 6385)]
     pub api_port: u16,
     /// The API's bearer token.
-    #[arg(long, default_value = "lab")]
+    #[arg(long, default_value = "lab-seed-token")]
     pub token: String,
     /// Nodes (comma separated names) that take the TFTP chain: their iPXE ROM first loads
     /// `undionly.kpxe` (BIOS) / `snponly.efi` (UEFI) by TFTP. Applied when the nodes are
@@ -194,14 +194,14 @@ pub struct WireSeed {
 }
 
 impl WireSeed {
-    /// The lab's defaults: token `lab`, API on 6385, no TFTP, discovery on.
+    /// The lab's defaults: token `lab-seed-token`, API on 6385, no TFTP, discovery on.
     pub fn new(dir: &Path, wire: WireAddr, nodes: Vec<NodeSpec>, ramdisk: &Path) -> WireSeed {
         WireSeed {
             dir: dir.into(),
             wire,
             nodes,
             ramdisk: ramdisk.into(),
-            token: "lab".into(),
+            token: "lab-seed-token".into(),
             api_port: 6385,
             tftp: false,
             discovery: true,

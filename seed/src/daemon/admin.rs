@@ -7,8 +7,7 @@
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
-use hyper_util::rt::TokioIo;
-use netboot::http::{ApiHandler, ApiRequest, API_BODY_LIMIT};
+use netboot::http::{limits, ApiHandler, ApiRequest, API_BODY_LIMIT};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
@@ -22,6 +21,7 @@ pub async fn serve(
     if let Ok(addr) = listener.local_addr() {
         tracing::info!(%addr, "API listening");
     }
+    let slots = limits::Slots::default();
     loop {
         let (stream, peer) = tokio::select! {
             _ = shutdown.cancelled() => return,
@@ -34,16 +34,35 @@ pub async fn serve(
                 }
             },
         };
+        // The same bounds as the boot server: connections, header-read and idle timeouts.
+        let Some(slot) = slots.take(peer) else {
+            continue;
+        };
         let api = api.clone();
         tokio::spawn(async move {
+            let _slot = slot;
+            let activity = limits::Activity::new();
+            let seen = activity.clone();
             let svc =
                 hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
                     let api = api.clone();
-                    async move { Ok::<_, std::convert::Infallible>(handle(api, req, peer).await) }
+                    let busy = seen.request();
+                    async move {
+                        let r = handle(api, req, peer).await;
+                        drop(busy);
+                        Ok::<_, std::convert::Infallible>(r)
+                    }
                 });
-            let _ = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), svc)
-                .await;
+            let conn = limits::http1()
+                .serve_connection(limits::Watched::new(stream, activity.clone()), svc);
+            tokio::pin!(conn);
+            tokio::select! {
+                _ = conn.as_mut() => {}
+                _ = limits::idle(activity) => {
+                    conn.as_mut().graceful_shutdown();
+                    let _ = conn.await;
+                }
+            }
         });
     }
 }

@@ -1,9 +1,8 @@
 //! Per-boot agent tokens: what the ramdisk agent presents on `/v1/agent/*`
 //! (`Authorization: Bearer <token>`), so that reporting for a node or fetching its work (a
 //! deploy carries the node's credential) takes what the seed handed that node's ramdisk boot for
-//! the current step. It travels in the node's iPXE script, which anything on the provisioning
-//! network can fetch for a MAC it knows (see [`super::policy`]): a guard against callers off
-//! that network and against stale boots, not against a hostile machine on it.
+//! the current step. It travels in the node's iPXE script, handed only to the address DHCP
+//! gave that node and only once per boot ([`super::handout`]).
 //!
 //! The token of one boot is `hex(HMAC-SHA256(key, "seed agent token v1" ‖ node ‖ op ‖ state))`
 //! (32 bytes, 64 URL-safe characters), where `key` is a per-seed random secret kept in the store
@@ -148,6 +147,7 @@ mod tests {
                 port: 623,
                 username: "u".into(),
                 password: Secret::new("p"),
+                allow_ipmi15: false,
             },
             0,
         );

@@ -30,6 +30,7 @@
 //! ([`super::admin`]) every `/v1/` and `/metrics` request.
 
 mod agent;
+mod audit;
 mod auth;
 mod error;
 mod extract;
@@ -67,6 +68,9 @@ pub(crate) struct AppState {
     token: Arc<str>,
     /// Rendered at `GET /metrics` (the netboot counters and, once registered, the daemon's).
     metrics: Option<Arc<netboot::metrics::Metrics>>,
+    /// Whether this API answers operator routes (false: the provisioning network's HTTP port
+    /// when the REST API lives only on the operators' listener, see [`Api::without_operators`]).
+    operators: bool,
 }
 
 #[derive(OpenApi)]
@@ -239,8 +243,18 @@ impl Api {
                 daemon,
                 token: Arc::from(token.into()),
                 metrics: None,
+                operators: true,
             },
         }
+    }
+
+    /// The same API without the operator routes: every one answers 404 (after nothing is
+    /// looked at), so the REST API is not reachable where this one serves — the provisioning
+    /// network's HTTP port, unless `[api] provisioning = true`. Agent and node routes, the
+    /// OpenAPI document and `/metrics` stay.
+    pub fn without_operators(mut self) -> Self {
+        self.state.operators = false;
+        self
     }
 
     /// Serve `metrics` at `GET /metrics` (register the daemon's collector on it with
@@ -304,6 +318,18 @@ async fn dispatch(state: AppState, req: ApiRequest) -> ApiResponse {
     let Ok(uri) = uri.parse::<Uri>() else {
         return collect(ApiError::bad_request("not a valid request path").into_response()).await;
     };
+    let audit = audit::Entry::of(&state, &req);
+    if !state.operators && operator_path(path) {
+        let refused = ApiError::not_found(
+            "the REST API is not served on the provisioning network: use the operators' \
+             listener ([api] listen), or set [api] provisioning = true",
+        )
+        .into_response();
+        if let Some(a) = audit {
+            a.log(refused.status());
+        }
+        return collect(refused).await;
+    }
     let mut http_req = http::Request::new(axum::body::Body::from(req.body));
     *http_req.method_mut() = req.method;
     *http_req.uri_mut() = uri;
@@ -314,7 +340,18 @@ async fn dispatch(state: AppState, req: ApiRequest) -> ApiResponse {
         Ok(r) => r,
         Err(never) => match never {},
     };
+    if let Some(a) = audit {
+        a.log(resp.status());
+    }
     collect(resp).await
+}
+
+/// Whether `path` is an operator route (not the agent's, a deployed node's or open).
+fn operator_path(path: &str) -> bool {
+    !(path.starts_with("/v1/agent/")
+        || path.starts_with("/v1/node/")
+        || path == "/v1/openapi.json"
+        || path == "/metrics")
 }
 
 async fn collect(resp: axum::response::Response) -> ApiResponse {

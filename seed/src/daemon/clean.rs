@@ -140,6 +140,7 @@ mod tests {
             port: 623,
             username: "u".into(),
             password: Secret::new("p"),
+            allow_ipmi15: false,
         };
         let mut n = Node::new("n1", vec![], bmc, 0);
         n.properties.disks = disks;

@@ -69,17 +69,69 @@ impl DaemonConfig {
     }
 }
 
+/// The shortest `[api] token` the daemon starts with.
+pub const MIN_TOKEN_LEN: usize = 12;
+
+/// Tokens from samples, documentation and habit: refused whatever their length.
+const SAMPLE_TOKENS: [&str; 10] = [
+    "change-me",
+    "changeme",
+    "change_me",
+    "secret",
+    "password",
+    "token",
+    "admin",
+    "seed",
+    "test",
+    "replace-me",
+];
+
+/// Why `[api] token` is too weak to start with, if it is: a sample token, shorter than
+/// [`MIN_TOKEN_LEN`], one repeated character, or with spaces or control characters.
+pub fn weak_token(token: &str) -> Option<String> {
+    let lower = token.to_ascii_lowercase();
+    if SAMPLE_TOKENS.contains(&lower.as_str()) || lower.contains("change-me") {
+        return Some("is a sample token: set your own (e.g. `openssl rand -hex 32`)".into());
+    }
+    if token.chars().count() < MIN_TOKEN_LEN {
+        return Some(format!(
+            "is shorter than {MIN_TOKEN_LEN} characters (e.g. `openssl rand -hex 32`)"
+        ));
+    }
+    if token.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Some("holds spaces or control characters".into());
+    }
+    let mut chars = token.chars();
+    let first = chars.next();
+    if chars.all(|c| Some(c) == first) {
+        return Some("is one character repeated".into());
+    }
+    None
+}
+
 /// The REST API (`/v1/nodes…`). The agent endpoints (`/v1/agent/…`) take the node's per-boot
-/// agent token instead ([`super::agent_token`]).
+/// agent token instead ([`super::agent_token`]). Its `Debug` hides the token.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ApiConfig {
     /// Requests must carry `Authorization: Bearer <token>`.
-    pub token: String,
+    pub token: crate::secret::Secret,
     /// Also serve the API on this address with kernel sockets (e.g. `127.0.0.1:6385`), for
     /// operators and the CLI off the provisioning network.
     #[serde(default)]
     pub listen: Option<std::net::SocketAddr>,
+    /// Also answer the REST API (operator routes) on the provisioning network's HTTP port,
+    /// where every machine being deployed can reach it. Default: only when there is no
+    /// `listen` (then it is the only way in).
+    #[serde(default)]
+    pub provisioning: Option<bool>,
+}
+
+impl ApiConfig {
+    /// Whether the provisioning network's HTTP port answers operator routes.
+    pub fn on_provisioning(&self) -> bool {
+        self.provisioning.unwrap_or(self.listen.is_none())
+    }
 }
 
 /// What the agent is told.
@@ -232,7 +284,7 @@ impl DaemonConfig {
                     .into(),
             ));
         }
-        if raw.api.token.trim().is_empty() {
+        if raw.api.token.expose().trim().is_empty() {
             return Err(DaemonConfigError::Invalid("[api] token is empty".into()));
         }
         if raw.agent.heartbeat_secs == 0 {
@@ -308,7 +360,7 @@ port = 8080
     #[test]
     fn parses_with_defaults() {
         let c = DaemonConfig::from_toml(OK).unwrap();
-        assert_eq!(c.api.token, "t0k");
+        assert_eq!(c.api.token.expose(), "t0k");
         assert_eq!(c.agent.heartbeat_secs, 10);
         assert!(c.lifecycle.provide_after_inspect);
         assert_eq!(c.lifecycle.deploy_timeout_secs, 1800);
@@ -390,8 +442,39 @@ root = "../share"
     #[test]
     fn sample_config_is_valid() {
         let c = DaemonConfig::from_toml(include_str!("../../examples/seed.toml")).unwrap();
-        assert_eq!(c.api.token, "change-me");
+        assert_eq!(c.api.token.expose(), "change-me");
+        assert!(
+            weak_token(c.api.token.expose()).is_some(),
+            "the sample is refused at start"
+        );
         assert!(c.netboot.dhcp.is_some());
+    }
+
+    #[test]
+    fn weak_tokens_are_named() {
+        for t in [
+            "change-me",
+            "CHANGE-ME",
+            "secret",
+            "t0k",
+            "short-token",
+            "xxxxxxxxxxxxxxxx",
+        ] {
+            assert!(weak_token(t).is_some(), "{t}");
+        }
+        assert!(weak_token("has a space in it").is_some());
+        assert!(weak_token("please-change-me-now").is_some());
+        for t in ["t0ken-for-tests", "0123456789abcdef0123456789abcdef"] {
+            assert_eq!(weak_token(t), None, "{t}");
+        }
+    }
+
+    #[test]
+    fn the_token_stays_out_of_debug() {
+        let c = DaemonConfig::from_toml(OK).unwrap();
+        let shown = format!("{c:?}");
+        assert!(!shown.contains("t0k\""), "{shown}");
+        assert!(shown.contains("***"), "{shown}");
     }
 
     #[test]

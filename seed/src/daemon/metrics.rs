@@ -276,6 +276,7 @@ mod tests {
             port: 623,
             username: "u".into(),
             password: Secret::new("p"),
+            allow_ipmi15: false,
         };
         let mut nodes_ = Vec::new();
         for i in 0..3u8 {

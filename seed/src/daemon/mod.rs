@@ -31,7 +31,9 @@ pub mod clean;
 pub mod config;
 pub mod credentials;
 pub mod deploy;
+mod discovery;
 pub mod fakeagent;
+mod handout;
 mod locks;
 pub mod metadata;
 pub mod metadata_api;
@@ -169,6 +171,8 @@ struct BootTable {
     /// Nodes whose boot watchdog is armed (kept by `refresh`), so that script fetches and
     /// agent calls only take the lifecycle lock when there is a deadline to meet.
     awaiting_boot: HashSet<String>,
+    /// Who may get each MAC's agent token ([`handout`]).
+    handouts: handout::Handouts,
 }
 
 /// What the lifecycle lock holds besides the right to step nodes.
@@ -176,6 +180,8 @@ struct BootTable {
 struct Sequencing {
     /// Nodes asked to inspect while still in `enroll`: inspect once verification succeeds.
     inspect_after_verify: HashSet<String>,
+    /// DHCP discovery's enrolment budget.
+    discovery: discovery::Budget,
 }
 
 /// The power drivers (under `Daemon::drivers`).
@@ -495,7 +501,20 @@ impl Daemon {
     }
 
     /// Enroll a node for a MAC that DHCP discovery saw: `node-<mac-hyphens>`, no BMC yet.
-    fn enroll_discovered(&self, mac: MacAddr) -> Result<(), DaemonError> {
+    /// `false` when refused for now by the discovery rate limit or cap ([`discovery`]).
+    fn enroll_discovered(&self, mac: MacAddr) -> Result<bool, DaemonError> {
+        let mut seq = lock(&self.lifecycle_lock);
+        if !seq.discovery.admit(std::time::Instant::now()) {
+            return Ok(false);
+        }
+        let pending = nodes::list(&*self.store)?
+            .iter()
+            .filter(|(n, _)| discovery::pending(n))
+            .count();
+        if pending >= discovery::MAX_PENDING {
+            seq.discovery.full(pending);
+            return Ok(false);
+        }
         let name = format!("node-{}", mac.hyphenated());
         let node = Node::new(
             name.clone(),
@@ -507,14 +526,15 @@ impl Daemon {
                 port: 623,
                 username: String::new(),
                 password: Secret::new(""),
+                allow_ipmi15: false,
             },
             now_ms(),
         );
-        let _g = lock(&self.lifecycle_lock);
         nodes::create(&*self.store, std::slice::from_ref(&node))?;
         self.refresh(&node);
+        drop(seq);
         info!(node = %name, %mac, "discovered and enrolled");
-        Ok(())
+        Ok(true)
     }
 }
 
@@ -545,10 +565,22 @@ impl BootPolicy for Daemon {
         }
     }
 
-    fn discovered(&self, mac: MacAddr) {
-        if let Err(e) = self.enroll_discovered(mac) {
-            // A conflict means someone enrolled it meanwhile: fine.
-            debug!(%mac, error = %e, "discovered MAC not enrolled");
+    fn script_for(&self, mac: MacAddr, peer: std::net::IpAddr) -> Option<BootAction> {
+        self.script_action(mac, peer)
+    }
+
+    fn address_seen(&self, mac: MacAddr, ip: Ipv4Addr) {
+        self.note_address(mac, ip);
+    }
+
+    fn discovered(&self, mac: MacAddr) -> bool {
+        match self.enroll_discovered(mac) {
+            Ok(taken) => taken,
+            Err(e) => {
+                // A conflict means someone enrolled it meanwhile: fine.
+                debug!(%mac, error = %e, "discovered MAC not enrolled");
+                true
+            }
         }
     }
 }

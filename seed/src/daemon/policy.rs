@@ -4,12 +4,10 @@
 //! by TFTP first).
 //!
 //! The ramdisk's command line carries `seed.url=` (where the agent API is) and `seed.token=` (the
-//! node's per-boot agent token, [`super::agent_token`]). The token is as private as the node's
-//! iPXE script, which is served per MAC over plain HTTP (and TFTP) without authentication:
-//! anything on the provisioning network that knows the node's MAC (it is on the wire) can fetch
-//! it while the step runs. What it does keep out is everything off that network, and any
-//! token of another step (it rotates with every step and is void outside inspecting, deploying
-//! and cleaning).
+//! node's per-boot agent token, [`super::agent_token`]). The boot table holds the full action;
+//! the iPXE script served over HTTP carries the token only to the address DHCP gave the node,
+//! once per boot ([`super::handout`]). The token rotates with every step and is void outside
+//! inspecting, deploying and cleaning.
 
 use super::Settings;
 use crate::inventory::Node;
@@ -155,6 +153,7 @@ mod tests {
             port: 623,
             username: "u".into(),
             password: Secret::new("p"),
+            allow_ipmi15: false,
         };
         let mut node = crate::inventory::Node::new("n", vec![Mac(mac.0)], bmc, 0);
         let s = settings();

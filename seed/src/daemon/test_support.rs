@@ -45,6 +45,7 @@ pub(crate) fn fake_node(name: &str, mac: &str) -> crate::inventory::Node {
             port: 623,
             username: "admin".into(),
             password: Secret::new("hunter2"),
+            allow_ipmi15: false,
         },
         0,
     )

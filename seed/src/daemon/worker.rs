@@ -180,12 +180,16 @@ impl Daemon {
 fn build_driver(name: &str, bmc: &Bmc) -> Arc<dyn PowerDriver> {
     let password = Password::new(bmc.password.expose());
     match bmc.driver {
-        DriverKind::Ipmi => Arc::new(IpmiDriver::new(IpmiConfig::new(
-            bmc.address.clone(),
-            bmc.port,
-            bmc.username.clone(),
-            password,
-        ))),
+        DriverKind::Ipmi => {
+            let mut cfg = IpmiConfig::new(
+                bmc.address.clone(),
+                bmc.port,
+                bmc.username.clone(),
+                password,
+            );
+            cfg.allow_ipmi15 = bmc.allow_ipmi15;
+            Arc::new(IpmiDriver::new(cfg))
+        }
         DriverKind::Fake => {
             let fake = FakeBmc::new(name, bmc.username.clone(), password.clone());
             Arc::new(FakePower::new(fake, bmc.username.clone(), password))

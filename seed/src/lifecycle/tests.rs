@@ -29,6 +29,7 @@ fn node() -> Node {
             port: 623,
             username: "admin".into(),
             password: Secret::new("pw"),
+            allow_ipmi15: false,
         },
         0,
     )

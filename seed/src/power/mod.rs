@@ -14,6 +14,7 @@
 pub mod chassis;
 mod fake;
 mod ipmi;
+pub mod ipmi_caps;
 
 pub use fake::{FakeBmc, FakePower};
 pub use ipmi::{IpmiConfig, IpmiDriver};

@@ -182,6 +182,7 @@ pub fn run(cfg: &SimConfig, store: &dyn Store) -> Result<SimReport, SimError> {
                     port: 6230 + (i % 1000) as u16,
                     username: "admin".into(),
                     password: Secret::new("password"),
+                    allow_ipmi15: false,
                 },
                 0,
             )

@@ -92,6 +92,7 @@ pub(crate) mod tests {
                 port: 6230,
                 username: "admin".into(),
                 password: Secret::new("pw"),
+                allow_ipmi15: false,
             },
             1,
         )

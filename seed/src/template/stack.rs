@@ -400,6 +400,10 @@ fn index_var(params: &BTreeMap<String, Json>, group: &Resource) -> Result<String
     }
 }
 
+/// The most members one group may have: far above any seed's machine room, far below what
+/// exhausts its memory (a token holder's `count: 1e12` is an error, not an allocation).
+pub const MAX_GROUP_COUNT: usize = 10_000;
+
 /// The member indices of a group: the first `count` indices not removed before. Members
 /// named in `removal_policies` that exist in the old stack are removed for good (Heat's
 /// name blacklist), so scaling in removes them and later scale-outs never reuse them.
@@ -413,7 +417,8 @@ fn group_indices(
         None => 1,
         Some(e) => {
             let v = resolve_params(params, e)?.as_literal();
-            v.as_ref()
+            let n = v
+                .as_ref()
                 .and_then(|v| v.as_u64().or_else(|| v.as_str()?.trim().parse().ok()))
                 .ok_or_else(|| {
                     Error::at(
@@ -424,7 +429,17 @@ fn group_indices(
                             v.map(|v| v.to_string()).unwrap_or_else(|| "a resource attribute".into())
                         )),
                     )
-                })? as usize
+                })?;
+            if n > MAX_GROUP_COUNT as u64 {
+                return Err(Error::at(
+                    &e.at,
+                    Problem::Eval(format!(
+                        "`count` of `{}` is {n}: at most {MAX_GROUP_COUNT}",
+                        group.name
+                    )),
+                ));
+            }
+            n as usize
         }
     };
     let removed = removed.entry(group.name.clone()).or_default();

@@ -708,3 +708,20 @@ fn template_read_error_names_the_path() {
     assert!(matches!(e, Error::Read { .. }));
     assert!(e.to_string().contains("/nonexistent/t.yaml"));
 }
+
+#[test]
+fn a_group_count_is_bounded() {
+    let text = "heat_template_version: 2021-04-16
+resources:
+  grp:
+    type: OS::Heat::ResourceGroup
+    properties:
+      count: 1000000000000
+      resource_def: {type: OS::Seed::Server, properties: {image: x}}
+";
+    let e = Stack::new(Template::parse("big.yaml", text).unwrap(), &[]).unwrap_err();
+    assert!(e.to_string().contains("at most 10000"), "{e}");
+    let ok = text.replace("1000000000000", "3");
+    let s = Stack::new(Template::parse("ok.yaml", &ok).unwrap(), &[]).unwrap();
+    assert_eq!(s.members.len(), 3);
+}

@@ -30,7 +30,7 @@ use std::time::{Duration, Instant};
 
 /// TripleO's stated power-off → working machine figure.
 const TRIPLEO_SECS: f64 = 360.0;
-const TOKEN: &str = "bench";
+const TOKEN: &str = "bench-token-x";
 
 #[derive(Debug, clap::Args)]
 pub struct Args {

@@ -65,7 +65,7 @@ fn behaviour(a: &Args, i: usize) -> &'static str {
     }
 }
 
-const TOKEN: &str = "bench-scale";
+const TOKEN: &str = "bench-scale-token";
 const IMAGE: &str = "overcloud-full";
 
 /// One phase's outcome.

@@ -105,11 +105,19 @@ impl DhcpMode {
     }
 }
 
-#[derive(Debug, Clone, Deserialize, PartialEq, Default)]
+#[derive(Clone, Deserialize, PartialEq, Default)]
 #[serde(deny_unknown_fields)]
 pub struct Api {
     /// The REST API's bearer token; none: generated at first boot and kept on the state partition.
     pub token: Option<String>,
+}
+
+impl std::fmt::Debug for Api {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Api")
+            .field("token", &self.token.as_ref().map(|_| "***"))
+            .finish()
+    }
 }
 
 #[derive(Clone, Deserialize, PartialEq, Default)]
@@ -289,12 +297,9 @@ fn check(file: &str, text: &str, raw: ApplianceConfig) -> Result<Checked, Config
                 format!("`{SAMPLE_TOKEN}` is the sample token: set your own, or remove the line to have one generated"),
             ));
         }
-        if t.len() < 8 || t.chars().any(|c| c.is_whitespace() || c.is_control()) {
-            return Err(err(
-                "api",
-                "token",
-                "needs 8 or more characters and no spaces".into(),
-            ));
+        // The daemon refuses to start with a weak token: say so here, at the line.
+        if let Some(why) = crate::daemon::config::weak_token(t) {
+            return Err(err("api", "token", why));
         }
     }
     if let Some(p) = &raw.operator.password {

@@ -358,6 +358,23 @@ fn discovery_enrolls_a_node() {
     assert_eq!(nodes::list(d.store()).unwrap().len(), 2);
 }
 
+/// Hole 7: a flood of made-up MACs enrols a burst, not a node per packet; refused MACs are
+/// reported again (not taken), and the next ones wait for the rate.
+#[test]
+fn discovery_is_rate_limited() {
+    let (d, _api) = setup();
+    let before = nodes::list(d.store()).unwrap().len();
+    let taken = (0..1000u32)
+        .filter(|i| {
+            let b = i.to_be_bytes();
+            d.discovered(netboot::MacAddr([0x02, 0x66, b[0], b[1], b[2], b[3]]))
+        })
+        .count();
+    let enrolled = nodes::list(d.store()).unwrap().len() - before;
+    assert_eq!(taken, crate::daemon::discovery::BURST as usize);
+    assert_eq!(enrolled, taken);
+}
+
 #[tokio::test]
 async fn a_silent_inspection_times_out_and_a_restart_rearms_deadlines() {
     let store: Arc<dyn crate::store::Store> = Arc::new(MemStore::new());

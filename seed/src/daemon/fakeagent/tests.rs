@@ -21,6 +21,7 @@ fn fake_node(name: &str, i: u8, caps: &str) -> Node {
             port: 623,
             username: "admin".into(),
             password: Secret::new("pw"),
+            allow_ipmi15: false,
         },
         0,
     );

@@ -63,6 +63,7 @@ fn store_with(nodes_: &[(&str, &str)]) -> Arc<MemStore> {
                     port: 623,
                     username: "admin".into(),
                     password: Secret::new("pw"),
+                    allow_ipmi15: false,
                 },
                 0,
             );
