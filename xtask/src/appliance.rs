@@ -41,9 +41,12 @@ pub struct Args {
 
 /// The drivers the appliance loads at boot (dependencies added from each module's modinfo):
 /// QEMU's devices (virtio, e1000, AHCI, USB storage on xHCI/EHCI, the CD) and the common server
-/// NICs whose drivers work without firmware files.
+/// NICs whose drivers work without firmware files. `virtio_rng`: a VM whose CPU has no RDRAND
+/// (QEMU's TCG default) never gets its kernel's random pool ready without it, and every
+/// `getrandom` (the API token, the agent-token key) waits forever.
 const MODULES: &[&str] = &[
     "virtio_pci",
+    "virtio_rng",
     "virtio_net",
     "virtio_blk",
     "virtio_scsi",
