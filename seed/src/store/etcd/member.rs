@@ -13,7 +13,7 @@
 
 use super::super::StoreError;
 use super::bridge::etcd_err;
-use super::EtcdStore;
+use super::{EtcdStore, TlsFiles};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -140,6 +140,8 @@ pub struct MemberSpec {
     /// Raft heartbeat and election timeouts (etcd's defaults: 100 and 1000 ms).
     pub heartbeat_ms: u64,
     pub election_ms: u64,
+    /// Peer and client TLS with client certificates (`https://` URLs), from [`super::tls`].
+    pub tls: Option<TlsFiles>,
 }
 
 impl MemberSpec {
@@ -155,6 +157,7 @@ impl MemberSpec {
             cluster_token: "seed".into(),
             heartbeat_ms: 100,
             election_ms: 1000,
+            tls: None,
         }
     }
 
@@ -166,7 +169,7 @@ impl MemberSpec {
             .map(|(n, u)| format!("{n}={u}"))
             .collect::<Vec<_>>()
             .join(",");
-        vec![
+        let mut args = vec![
             format!("--name={}", self.name),
             format!("--data-dir={}", self.data_dir.display()),
             format!("--listen-client-urls={}", self.client_url),
@@ -184,9 +187,25 @@ impl MemberSpec {
             format!("--initial-cluster-token={}", self.cluster_token),
             format!("--heartbeat-interval={}", self.heartbeat_ms),
             format!("--election-timeout={}", self.election_ms),
+            // See DEFAULT_MAX_TXN_OPS; the request size stays etcd's default.
+            format!("--max-txn-ops={}", super::DEFAULT_MAX_TXN_OPS),
             "--logger=zap".into(),
             "--log-outputs=stderr".into(),
-        ]
+        ];
+        if let Some(t) = &self.tls {
+            let (ca, cert, key) = (t.ca.display(), t.cert.display(), t.key.display());
+            args.extend([
+                format!("--trusted-ca-file={ca}"),
+                format!("--cert-file={cert}"),
+                format!("--key-file={key}"),
+                "--client-cert-auth".into(),
+                format!("--peer-trusted-ca-file={ca}"),
+                format!("--peer-cert-file={cert}"),
+                format!("--peer-key-file={key}"),
+                "--peer-client-cert-auth".into(),
+            ]);
+        }
+        args
     }
 
     /// The command that runs this member with `bin`.
@@ -382,12 +401,28 @@ pub fn free_ports(n: usize) -> Vec<u16> {
 pub struct LocalCluster {
     pub members: Vec<Member>,
     pub dir: PathBuf,
+    /// The client certificate when the members require one.
+    pub client_tls: Option<TlsFiles>,
 }
 
 impl LocalCluster {
     /// Start `n` members under `dir` and wait (≤ 30 s) until the cluster takes writes.
     pub fn start(n: usize, dir: &Path) -> Result<LocalCluster, Box<dyn std::error::Error>> {
+        Self::start_with(n, dir, false)
+    }
+
+    /// The same, with peer and client TLS from a CA generated under `dir/pki` (the client
+    /// certificate for [`LocalCluster::config`] is `dir/pki/client.pem`).
+    pub fn start_with(
+        n: usize,
+        dir: &Path,
+        tls: bool,
+    ) -> Result<LocalCluster, Box<dyn std::error::Error>> {
         let bin = etcd_binary()?;
+        let pki = tls
+            .then(|| super::tls::Pki::create(&dir.join("pki")))
+            .transpose()?;
+        let scheme = if tls { "https" } else { "http" };
         let ports = free_ports(2 * n);
         let specs: Vec<MemberSpec> = (0..n)
             .map(|i| {
@@ -395,14 +430,18 @@ impl LocalCluster {
                 let mut s = MemberSpec::new(
                     &name,
                     &dir.join(&name),
-                    &format!("http://127.0.0.1:{}", ports[2 * i]),
-                    &format!("http://127.0.0.1:{}", ports[2 * i + 1]),
+                    &format!("{scheme}://127.0.0.1:{}", ports[2 * i]),
+                    &format!("{scheme}://127.0.0.1:{}", ports[2 * i + 1]),
                 );
                 s.heartbeat_ms = 50;
                 s.election_ms = 500;
-                s
+                if let Some(p) = &pki {
+                    s.tls = Some(p.member(&name, &["127.0.0.1".into(), "localhost".into()])?);
+                }
+                Ok(s)
             })
-            .collect();
+            .collect::<Result<_, super::tls::TlsError>>()?;
+        let client_tls = pki.as_ref().map(|p| p.client("client")).transpose()?;
         let cluster: Vec<(String, String)> = specs
             .iter()
             .map(|s| (s.name.clone(), s.peer_url.clone()))
@@ -417,6 +456,7 @@ impl LocalCluster {
         let c = LocalCluster {
             members,
             dir: dir.into(),
+            client_tls,
         };
         let store = EtcdStore::connect(&c.config())?;
         if let Err(e) = wait_ready(&store, Duration::from_secs(30)) {
@@ -439,6 +479,8 @@ impl LocalCluster {
 
     /// A store configuration for this cluster (every member an endpoint).
     pub fn config(&self) -> super::EtcdConfig {
-        super::EtcdConfig::new(self.endpoints())
+        let mut c = super::EtcdConfig::new(self.endpoints());
+        c.tls = self.client_tls.clone();
+        c
     }
 }

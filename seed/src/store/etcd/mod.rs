@@ -20,6 +20,7 @@ pub mod chunk;
 pub mod election;
 pub mod fence;
 pub mod member;
+pub mod tls;
 mod txn;
 
 #[cfg(test)]
@@ -34,8 +35,13 @@ use std::time::Duration;
 
 /// etcd's default `--max-request-bytes` (1.5 MiB): the largest request a member accepts.
 pub const DEFAULT_MAX_REQUEST_BYTES: usize = 1536 * 1024;
-/// etcd's default `--max-txn-ops`: the most operations in one transaction.
-pub const DEFAULT_MAX_TXN_OPS: usize = 128;
+/// The `--max-txn-ops` of the members the seed runs (etcd's default is 128): the most
+/// operations in one transaction. Enrolling a batch of nodes, allocating a stack's nodes and
+/// deleting a stack's events are each one commit, all-or-nothing, and can hold thousands of
+/// small writes; the request stays within etcd's default 1.5 MiB (large values are chunked).
+/// A cluster run with a lower limit is named in `[store] max_txn_ops`; a larger commit is then
+/// refused with [`StoreError::TooLarge`] before it is sent.
+pub const DEFAULT_MAX_TXN_OPS: usize = 16384;
 
 /// Client TLS: the CA that signed the members' certificates, and this client's certificate.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize, serde::Serialize)]

@@ -306,14 +306,53 @@ fn member_command_line() {
     assert!(args.contains(&"--data-dir=/var/lib/etcd".into()));
 }
 
-/// A commit over etcd's op limit is refused before it is sent, with a clear error.
+/// Large commits pass on the seed's members; over a cluster's op limit a commit is refused
+/// before it is sent, with a clear error.
 #[test]
 fn too_many_ops_is_a_clear_error() {
-    let (_d, _c, s) = cluster(1);
-    let ops: Vec<Op> = (0..200)
-        .map(|i| Op::put("t", &format!("k{i}"), vec![], Expect::Absent))
-        .collect();
-    let e = s.commit(ops).unwrap_err();
+    let (_d, c, s) = cluster(1);
+    let ops = |n: usize| -> Vec<Op> {
+        (0..n)
+            .map(|i| Op::put("t", &format!("k{i}"), vec![], Expect::Absent))
+            .collect()
+    };
+    // Thousands of small writes are one commit on the seed's members.
+    s.commit(ops(3000)).unwrap();
+    assert_eq!(s.list("t", "").unwrap().len(), 3000);
+    s.commit(
+        (0..3000)
+            .map(|i| Op::delete("t", &format!("k{i}"), Expect::Any))
+            .collect(),
+    )
+    .unwrap();
+    // A cluster with etcd's default limit: the client refuses before sending.
+    let mut cfg = c.config();
+    cfg.max_txn_ops = 128;
+    let s = EtcdStore::connect(&cfg).unwrap();
+    let e = s.commit(ops(200)).unwrap_err();
     assert!(matches!(e, StoreError::TooLarge { .. }), "{e}");
     assert!(s.list("t", "").unwrap().is_empty());
+}
+
+/// Peer and client TLS with the seed's CA: a client with its certificate works, one without
+/// is refused.
+#[test]
+fn tls_with_client_certificates() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = LocalCluster::start_with(3, dir.path(), true).expect("TLS members start");
+    let s = EtcdStore::connect(&c.config()).unwrap();
+    s.put("nodes", "n", b"over TLS".to_vec(), Expect::Absent)
+        .unwrap();
+    assert_eq!(s.get("nodes", "n").unwrap().unwrap().value, b"over TLS");
+    let key = std::fs::metadata(&c.client_tls.as_ref().unwrap().key).unwrap();
+    assert_eq!(
+        std::os::unix::fs::PermissionsExt::mode(&key.permissions()) & 0o777,
+        0o600
+    );
+    let mut anon = c.config();
+    anon.tls = None;
+    anon.timeout = Duration::from_secs(2);
+    assert!(EtcdStore::connect(&anon)
+        .and_then(|s| s.get("nodes", "n"))
+        .is_err());
 }
