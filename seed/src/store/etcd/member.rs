@@ -419,6 +419,7 @@ impl LocalCluster {
         tls: bool,
     ) -> Result<LocalCluster, Box<dyn std::error::Error>> {
         let bin = etcd_binary()?;
+        std::fs::create_dir_all(dir)?;
         let pki = tls
             .then(|| super::tls::Pki::create(&dir.join("pki")))
             .transpose()?;
