@@ -11,6 +11,7 @@
 //! writes can be fenced). [`nodes`] is the typed layer for the inventory; [`migrate`] copies a
 //! whole store into another (redb ⇄ etcd) with a checksum of what was copied.
 
+pub mod config;
 pub mod etcd;
 pub mod memory;
 pub mod migrate;
