@@ -24,7 +24,7 @@ use std::time::Duration;
 #[derive(Debug, Clone, PartialEq)]
 pub enum RawStore {
     Path(PathBuf),
-    Table(RawStoreTable),
+    Table(Box<RawStoreTable>),
 }
 
 /// The `[store]` table.
@@ -67,7 +67,7 @@ impl<'de> Deserialize<'de> for RawStore {
             }
             fn visit_map<A: serde::de::MapAccess<'de>>(self, m: A) -> Result<RawStore, A::Error> {
                 RawStoreTable::deserialize(serde::de::value::MapAccessDeserializer::new(m))
-                    .map(RawStore::Table)
+                    .map(|t| RawStore::Table(Box::new(t)))
             }
         }
         d.deserialize_any(V)
@@ -237,7 +237,7 @@ mod tests {
     fn a_path_is_redb() {
         assert!(matches!(
             parse("store = \"/var/lib/seed.redb\"").unwrap(),
-            StoreConfig::Redb { path } if path == PathBuf::from("/var/lib/seed.redb")
+            StoreConfig::Redb { path } if path == std::path::Path::new("/var/lib/seed.redb")
         ));
         assert!(matches!(
             parse("[store]\nbackend = \"redb\"\npath = \"x.redb\"").unwrap(),
