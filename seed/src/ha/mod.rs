@@ -11,6 +11,8 @@
 //! commands), the stack reconcile loop, DHCP answers and boot-policy decisions. Followers serve
 //! the read API and redirect writes to the leader ([`Ha::leader`]'s API address).
 
+pub mod images;
+
 use crate::store::config::HaSettings;
 use crate::store::etcd::election::{Candidate, Election, ElectionConfig, Role};
 use crate::store::etcd::{EtcdConfig, EtcdStore, Fence};
