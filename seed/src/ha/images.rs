@@ -92,7 +92,7 @@ pub fn replicas(
 pub fn usable(store: &EtcdStore, digest: &str) -> Result<bool, StoreError> {
     let members = member::member_list(store)?.len();
     let holders = store.list(REPLICAS, &format!("{digest}/"))?.len();
-    Ok(holders >= members / 2 + 1)
+    Ok(holders > members / 2)
 }
 
 /// Fetch every image some member holds and `local` lacks, verify it on import, register it.
