@@ -12,6 +12,7 @@
 //! the read API and redirect writes to the leader ([`Ha::leader`]'s API address).
 
 pub mod images;
+pub mod leases;
 
 use crate::store::config::HaSettings;
 use crate::store::etcd::election::{Candidate, Election, ElectionConfig, Role};
