@@ -11,6 +11,7 @@
 //! commands), the stack reconcile loop, DHCP answers and boot-policy decisions. Followers serve
 //! the read API and redirect writes to the leader ([`Ha::leader`]'s API address).
 
+pub mod float;
 pub mod images;
 pub mod leases;
 
