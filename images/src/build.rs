@@ -251,10 +251,7 @@ fn apply(cx: &mut Ctx, el: &Loaded, host: &mut dyn Host) -> Result<(), BuildErro
         let dir = host
             .package(&k.package)
             .map_err(host_err(name, format!("kernel package {}", k.package)))?;
-        let (kver, moddir) = kernel_version(&dir).map_err(|message| BuildError::Invalid {
-            element: name.into(),
-            message,
-        })?;
+        let (kver, moddir) = kernel_version(name, &dir)?;
         let vmlinuz = dir.join(format!("boot/vmlinuz-{kver}"));
         cx.tree
             .file_from("boot/vmlinuz", 0o644, &vmlinuz)
@@ -285,11 +282,15 @@ fn apply(cx: &mut Ctx, el: &Loaded, host: &mut dyn Host) -> Result<(), BuildErro
     Ok(())
 }
 
-/// The kernel version (`6.1.0-56-amd64`) and modules dir of an unpacked kernel package.
-fn kernel_version(dir: &Path) -> Result<(String, PathBuf), String> {
+/// The kernel version (`6.1.0-56-amd64`) and modules dir of an unpacked kernel package (of
+/// element `element`).
+fn kernel_version(element: &str, dir: &Path) -> Result<(String, PathBuf), BuildError> {
     let mods = dir.join("lib/modules");
     let mut found: Vec<PathBuf> = std::fs::read_dir(&mods)
-        .map_err(|e| format!("{}: {e}", mods.display()))?
+        .map_err(|source| BuildError::Io {
+            path: mods.clone(),
+            source,
+        })?
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| p.is_dir())
         .collect();
@@ -299,11 +300,14 @@ fn kernel_version(dir: &Path) -> Result<(String, PathBuf), String> {
             one.file_name().unwrap().to_string_lossy().into_owned(),
             one.clone(),
         )),
-        _ => Err(format!(
-            "{} holds {} kernel versions, expected one",
-            mods.display(),
-            found.len()
-        )),
+        _ => Err(BuildError::Invalid {
+            element: element.into(),
+            message: format!(
+                "{} holds {} kernel versions, expected one",
+                mods.display(),
+                found.len()
+            ),
+        }),
     }
 }
 
@@ -366,11 +370,15 @@ fn finish(cx: &mut Ctx, host: &mut dyn Host) -> Result<(), BuildError> {
             .file("etc/inittab", 0o644, inittab(&cx.services).into_bytes())
             .map_err(tree_err(gen))?;
     } else {
-        crate::debian::install_units(&mut cx.tree, &cx.services).map_err(|message| {
-            BuildError::Invalid {
+        crate::debian::install_units(&mut cx.tree, &cx.services).map_err(|e| match e {
+            crate::debian::UnitError::Tree(source) => BuildError::Tree {
                 element: gen.into(),
-                message,
-            }
+                source,
+            },
+            other => BuildError::Invalid {
+                element: gen.into(),
+                message: other.to_string(),
+            },
         })?;
     }
     // Accounts: root always (the Debian base has its own), then the declared users.

@@ -85,7 +85,7 @@ pub fn load_base<R: Read>(tree: &mut Tree, tar: R) -> Result<Loaded, TreeError> 
         if raw.trim_start_matches("./").trim_matches('/').is_empty() {
             continue; // the root itself
         }
-        let path = image_path(&raw).map_err(|m| refuse(&raw, m))?;
+        let path = image_path(&raw).map_err(|m| refuse(&raw, m.to_string()))?;
         let h = e.header();
         let kind = h.entry_type();
         if kind.is_character_special() || kind.is_block_special() || kind.is_fifo() {
@@ -116,7 +116,8 @@ pub fn load_base<R: Read>(tree: &mut Tree, tar: R) -> Result<Loaded, TreeError> 
                 .link_name()
                 .map_err(io(&path))?
                 .ok_or_else(|| refuse(&path, "hard link without a target"))?;
-            let target = image_path(&target.to_string_lossy()).map_err(|m| refuse(&path, m))?;
+            let target =
+                image_path(&target.to_string_lossy()).map_err(|m| refuse(&path, m.to_string()))?;
             let node = match tree.get(&target) {
                 Some(
                     node @ crate::tree::Node {
@@ -167,17 +168,25 @@ pub fn load_base<R: Read>(tree: &mut Tree, tar: R) -> Result<Loaded, TreeError> 
 /// Where generated units go.
 pub const UNIT_DIR: &str = "etc/systemd/system";
 
+/// Why a service cannot become a systemd unit.
+#[derive(Debug, thiserror::Error)]
+pub enum UnitError {
+    #[error("service name {0:?} cannot name a systemd unit (letters, digits, - _ . :)")]
+    BadName(String),
+    #[error("service {service}: exec {exec:?} is not absolute")]
+    NotAbsolute { service: String, exec: String },
+    #[error(transparent)]
+    Tree(#[from] TreeError),
+}
+
 /// The unit file name of a service (`<name>.service`), or why the name cannot be one.
-pub fn unit_name(s: &Service) -> Result<String, String> {
+pub fn unit_name(s: &Service) -> Result<String, UnitError> {
     let ok = !s.name.is_empty()
         && s.name
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ':'));
     if !ok {
-        return Err(format!(
-            "service name {:?} cannot name a systemd unit (letters, digits, - _ . :)",
-            s.name
-        ));
+        return Err(UnitError::BadName(s.name.clone()));
     }
     Ok(format!("{}.service", s.name))
 }
@@ -190,13 +199,13 @@ fn exec_literal(cmd: &str) -> String {
 
 /// The unit file of an element's service. `wait_units` are the `wait` services' units: the
 /// others start after them (busybox init runs `wait` entries to completion first).
-pub fn unit(element: &str, s: &Service, wait_units: &[String]) -> Result<String, String> {
+pub fn unit(element: &str, s: &Service, wait_units: &[String]) -> Result<String, UnitError> {
     let name = unit_name(s)?;
     if !s.exec.starts_with('/') {
-        return Err(format!(
-            "service {}: exec {:?} is not absolute",
-            s.name, s.exec
-        ));
+        return Err(UnitError::NotAbsolute {
+            service: s.name.clone(),
+            exec: s.exec.clone(),
+        });
     }
     let mut after = vec![
         "local-fs.target".to_string(),
@@ -238,7 +247,7 @@ pub fn unit(element: &str, s: &Service, wait_units: &[String]) -> Result<String,
 
 /// Put the services' units into `/etc/systemd/system`, each enabled by its
 /// `multi-user.target.wants` link.
-pub fn install_units(tree: &mut Tree, services: &[(String, Service)]) -> Result<(), String> {
+pub fn install_units(tree: &mut Tree, services: &[(String, Service)]) -> Result<(), UnitError> {
     let wait: Vec<String> = services
         .iter()
         .filter(|(_, s)| s.kind == ServiceKind::Wait)
@@ -248,13 +257,11 @@ pub fn install_units(tree: &mut Tree, services: &[(String, Service)]) -> Result<
         let name = unit_name(s)?;
         let text = unit(el, s, &wait)?;
         let path = format!("{UNIT_DIR}/{name}");
-        tree.file(&path, 0o644, text.into_bytes())
-            .map_err(|e| e.to_string())?;
+        tree.file(&path, 0o644, text.into_bytes())?;
         tree.symlink(
             &format!("{UNIT_DIR}/multi-user.target.wants/{name}"),
             &format!("/{path}"),
-        )
-        .map_err(|e| e.to_string())?;
+        )?;
     }
     Ok(())
 }

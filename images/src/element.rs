@@ -215,35 +215,48 @@ pub fn parse_str<T: serde::de::DeserializeOwned>(path: &Path, text: &str) -> Res
     })
 }
 
+/// Why a declared path was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PathError {
+    #[error("{0:?} is not UTF-8")]
+    NotUtf8(String),
+    #[error("{0:?} leaves the image root")]
+    LeavesImage(String),
+    #[error("{0:?} names no file")]
+    NoFile(String),
+    #[error("{0:?} leaves the element directory")]
+    LeavesElement(String),
+}
+
 /// A path inside the image: relative, no `..`, no empty name. Leading `/` is accepted and dropped.
-pub fn image_path(p: &str) -> Result<String, String> {
+pub fn image_path(p: &str) -> Result<String, PathError> {
     let trimmed = p.trim_start_matches('/');
     let mut parts = Vec::new();
     for c in Path::new(trimmed).components() {
         match c {
             Component::Normal(s) => parts.push(
                 s.to_str()
-                    .ok_or_else(|| format!("{p:?} is not UTF-8"))?
+                    .ok_or_else(|| PathError::NotUtf8(p.into()))?
                     .to_string(),
             ),
             Component::CurDir => {}
-            _ => return Err(format!("{p:?} leaves the image root")),
+            _ => return Err(PathError::LeavesImage(p.into())),
         }
     }
     if parts.is_empty() {
-        return Err(format!("{p:?} names no file"));
+        return Err(PathError::NoFile(p.into()));
     }
     Ok(parts.join("/"))
 }
 
 /// A path inside an element's directory: relative and without `..`.
-pub fn element_path(dir: &Path, p: &str) -> Result<PathBuf, String> {
+pub fn element_path(dir: &Path, p: &str) -> Result<PathBuf, PathError> {
     let rel = Path::new(p);
     if rel
         .components()
         .any(|c| !matches!(c, Component::Normal(_) | Component::CurDir))
     {
-        return Err(format!("{p:?} leaves the element directory"));
+        return Err(PathError::LeavesElement(p.into()));
     }
     Ok(dir.join(rel))
 }

@@ -165,7 +165,7 @@ impl ImageStore {
         let dest = self.dir.join(&digest);
         std::fs::create_dir_all(&dest).map_err(io(&dest))?;
         let stream = dest.join(&m.stream.file);
-        std::fs::rename(&partial, &stream).map_err(io(&stream))?;
+        fsutil::rename(&partial, &stream).map_err(io(&stream))?;
         let mpath = dest.join("manifest.json");
         let body = serde_json::to_vec_pretty(&m).map_err(|source| StoreError::Manifest {
             path: mpath.clone(),
@@ -291,11 +291,9 @@ fn check(m: &Manifest, path: &Path, digest: &str, size: u64) -> Result<(), Store
 }
 
 fn write_atomic(path: &Path, body: &[u8]) -> Result<(), StoreError> {
-    // `.<file>.tmp`: never an image name (those cannot start with '.'), skipped by `list`.
-    let file = path.file_name().unwrap_or_default().to_string_lossy();
-    let tmp = path.with_file_name(format!(".{file}.tmp"));
-    std::fs::write(&tmp, body).map_err(io(&tmp))?;
-    std::fs::rename(&tmp, path).map_err(io(path))
+    // The temporary file is `.<file>.<random>.tmp`: never an image name (those cannot start
+    // with '.'), skipped by `list`.
+    fsutil::write(path, body).map_err(io(path))
 }
 
 #[cfg(test)]

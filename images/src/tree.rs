@@ -361,10 +361,11 @@ impl Tree {
         b.into_inner().map_err(io_err(out))
     }
 
-    /// Write `rootfs.tar.zst` to `dest` (via a temporary file beside it), returning its digest.
+    /// Write `rootfs.tar.zst` to `dest` (via a temporary file beside it, [`fsutil::AtomicFile`]),
+    /// returning its digest.
     pub fn write_stream(&self, dest: &Path) -> Result<Written, TreeError> {
-        let tmp = dest.with_extension("partial");
-        let f = std::fs::File::create(&tmp).map_err(io_err(&tmp))?;
+        let f = fsutil::AtomicFile::new(dest).map_err(io_err(dest))?;
+        let tmp = f.temp_path().to_path_buf();
         let hashing = HashingWriter {
             inner: io::BufWriter::new(f),
             hash: Sha256::new(),
@@ -379,9 +380,8 @@ impl Tree {
             .inner
             .into_inner()
             .map_err(|e| io_err(&tmp)(e.into_error()))?
-            .sync_all()
-            .map_err(io_err(&tmp))?;
-        std::fs::rename(&tmp, dest).map_err(io_err(dest))?;
+            .commit()
+            .map_err(io_err(dest))?;
         Ok(Written {
             sha256: hex::encode(hashing.hash.finalize()),
             size: hashing.n,

@@ -127,7 +127,8 @@ impl NetbootConfig {
                 .map_err(|e| ConfigError::Invalid(format!("[dhcp] and [[nodes]] disagree: {e}")))?;
         }
         if let Some(wire) = &self.wire {
-            wire.validate().map_err(ConfigError::Invalid)?;
+            wire.validate()
+                .map_err(|e| ConfigError::Invalid(e.to_string()))?;
             if self.interface.is_some() {
                 return Err(ConfigError::Invalid(
                     "interface binds kernel sockets; with [wire] name the NIC in wire.ifname"

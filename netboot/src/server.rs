@@ -152,7 +152,15 @@ async fn run_on_wire(
     if let Some(dhcp) = cfg.dhcp.clone() {
         let (ctx, sd, st) = (ctx.clone(), shutdown.clone(), stack.clone());
         let nodes = cfg.nodes.clone();
+        let mac = wire.mac_for(cfg.server_ip);
         tasks.spawn(async move {
+            // `mode = "auto"`: look for another server before answering anything.
+            let dhcp = tokio::select! {
+                r = crate::dhcp::probe_edge::decide_on_wire(&ctx, dhcp, &st, mac) => {
+                    r.map_err(ServeError::Dhcp)?
+                }
+                _ = sd.cancelled() => return Ok(()),
+            };
             services::serve_dhcp(st, ctx, dhcp, nodes, sd)
                 .await
                 .map_err(ServeError::Dhcp)

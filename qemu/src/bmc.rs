@@ -3,11 +3,12 @@
 //!
 //! One thread per BMC (blocking socket with a short read timeout): a BMC sees a handful of
 //! packets a second, and this keeps the library usable from plain `#[test]`s and from the CLI
-//! without imposing an async runtime.
+//! without imposing an async runtime. [`VirtualBmc::start_lan`] adds a second edge, the BMC's
+//! LAN port on the lab's BMC network ([`crate::bmc_lan`]), sharing the same core.
 
 use crate::ipmi::{BmcConfig, BmcCore, BootDevice, PowerAction};
 use crate::node::Node;
-use rand::Rng;
+use rand::RngExt;
 use serde::{Deserialize, Serialize};
 use std::net::{SocketAddr, UdpSocket};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -42,10 +43,10 @@ pub struct BmcStats {
     pub fault_dropped: AtomicU64,
 }
 
-struct Shared {
+pub(crate) struct Shared {
     faults: Mutex<Faults>,
-    stop: AtomicBool,
-    stats: BmcStats,
+    pub(crate) stop: AtomicBool,
+    pub(crate) stats: BmcStats,
     node: Arc<Mutex<Node>>,
     core: Mutex<BmcCore>,
 }
@@ -55,12 +56,14 @@ pub struct VirtualBmc {
     addr: SocketAddr,
     shared: Arc<Shared>,
     thread: Option<JoinHandle<()>>,
+    lan: Option<crate::bmc_lan::LanEdge>,
 }
 
 impl std::fmt::Debug for VirtualBmc {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("VirtualBmc")
             .field("addr", &self.addr)
+            .field("lan", &self.lan_addr())
             .finish()
     }
 }
@@ -90,6 +93,7 @@ impl VirtualBmc {
             addr,
             shared,
             thread: Some(thread),
+            lan: None,
         })
     }
 
@@ -122,9 +126,35 @@ impl VirtualBmc {
     /// Stop serving (idempotent).
     pub fn stop(&mut self) {
         self.shared.stop.store(true, Ordering::Relaxed);
+        if let Some(lan) = &mut self.lan {
+            lan.stop();
+        }
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
+    }
+
+    /// Also answer on the lab's BMC network, as the host `lan.address` (UDP 623) with its
+    /// own Ethernet address, through the seed's userspace stack ([`crate::bmc_lan`]). The
+    /// same sessions, faults and counters serve both edges.
+    pub fn start_lan(
+        &mut self,
+        lan: &crate::spec::BmcLan,
+        net: &crate::spec::BmcNetwork,
+    ) -> std::io::Result<()> {
+        if self.lan.is_none() {
+            self.lan = Some(crate::bmc_lan::LanEdge::start(
+                self.shared.clone(),
+                lan,
+                net,
+            )?);
+        }
+        Ok(())
+    }
+
+    /// Where it answers on the BMC network, if it does.
+    pub fn lan_addr(&self) -> Option<std::net::SocketAddrV4> {
+        self.lan.as_ref().map(|l| l.addr())
     }
 }
 
@@ -136,7 +166,6 @@ impl Drop for VirtualBmc {
 
 fn serve(sock: UdpSocket, s: &Shared) {
     let mut buf = [0u8; 1024];
-    let mut rng = rand::thread_rng();
     while !s.stop.load(Ordering::Relaxed) {
         let (n, peer) = match sock.recv_from(&mut buf) {
             Ok(x) => x,
@@ -154,36 +183,43 @@ fn serve(sock: UdpSocket, s: &Shared) {
                 continue;
             }
         };
-        s.stats.received.fetch_add(1, Ordering::Relaxed);
-        let faults = s.faults.lock().expect("faults lock").clone();
-        if faults.unresponsive
-            || (faults.drop_fraction > 0.0 && rng.gen::<f64>() < faults.drop_fraction)
-        {
-            s.stats.fault_dropped.fetch_add(1, Ordering::Relaxed);
-            continue;
-        }
-        let powered = s.node.lock().expect("node lock").is_on();
-        let out = s
-            .core
-            .lock()
-            .expect("core lock")
-            .handle(&buf[..n], Instant::now(), powered);
-        if let Some(why) = out.dropped {
-            tracing::debug!(%peer, ?why, "BMC dropped a datagram");
-            s.stats.dropped.fetch_add(1, Ordering::Relaxed);
-        }
-        if let Some(action) = out.action {
-            act(s, action, &faults);
-        }
-        if let Some(reply) = out.reply {
-            if faults.delay_ms > 0 {
-                std::thread::sleep(Duration::from_millis(faults.delay_ms));
-            }
+        if let Some(reply) = answer(s, &buf[..n], &peer) {
             if sock.send_to(&reply, peer).is_ok() {
                 s.stats.replied.fetch_add(1, Ordering::Relaxed);
             }
         }
     }
+}
+
+/// One datagram through faults, the core and the machine: the reply to send, if any (the
+/// caller sends it and counts it). Both edges (127.0.0.1 and the BMC network) share it.
+pub(crate) fn answer(s: &Shared, data: &[u8], peer: &dyn std::fmt::Display) -> Option<Vec<u8>> {
+    s.stats.received.fetch_add(1, Ordering::Relaxed);
+    let faults = s.faults.lock().expect("faults lock").clone();
+    if faults.unresponsive
+        || (faults.drop_fraction > 0.0 && rand::rng().random::<f64>() < faults.drop_fraction)
+    {
+        s.stats.fault_dropped.fetch_add(1, Ordering::Relaxed);
+        return None;
+    }
+    let powered = s.node.lock().expect("node lock").is_on();
+    let out = s
+        .core
+        .lock()
+        .expect("core lock")
+        .handle(data, Instant::now(), powered);
+    if let Some(why) = out.dropped {
+        tracing::debug!(%peer, ?why, "BMC dropped a datagram");
+        s.stats.dropped.fetch_add(1, Ordering::Relaxed);
+    }
+    if let Some(action) = out.action {
+        act(s, action, &faults);
+    }
+    let reply = out.reply?;
+    if faults.delay_ms > 0 {
+        std::thread::sleep(Duration::from_millis(faults.delay_ms));
+    }
+    Some(reply)
 }
 
 /// Carry out a Chassis Control action. Real BMCs acknowledge first and act asynchronously;

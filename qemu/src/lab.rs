@@ -28,6 +28,8 @@ pub struct Lab {
     file: LabFile,
     nodes: Vec<Arc<Mutex<Node>>>,
     bmcs: Vec<VirtualBmc>,
+    /// The seed machine and its BMC, when `file.appliance` is set.
+    appliance: Option<(Arc<Mutex<Node>>, VirtualBmc)>,
 }
 
 impl Lab {
@@ -37,7 +39,9 @@ impl Lab {
     }
 
     /// Bring up the lab described by `file` in `dir`: node directories and disks, one BMC per
-    /// node (ports 0 become the ports bound), and `lab.json` written with the result.
+    /// node (ports 0 become the ports bound; each also on the BMC network when the lab has
+    /// one), the seed machine and its BMC when `file.appliance` is set (powered off, as the
+    /// nodes), and `lab.json` written with the result.
     pub fn start(dir: &Path, mut file: LabFile, run: RunOptions) -> Result<Self, LabError> {
         std::fs::create_dir_all(dir).map_err(|source| LabError::Io {
             what: "creating",
@@ -49,26 +53,39 @@ impl Lab {
             file: file.clone(),
             nodes: vec![],
             bmcs: vec![],
+            appliance: None,
         };
+        let net = file.bmc_network.clone();
         for spec in &mut file.nodes {
             let node = Node::new(spec.clone(), dir.join(&spec.name), file.wire, run.clone());
             node.prepare()?;
             let node = Arc::new(Mutex::new(node));
-            let bind = SocketAddr::from((spec.bmc.address, spec.bmc.port));
-            let config = BmcConfig {
-                username: spec.bmc.username.clone(),
-                password: spec.bmc.password.clone(),
-                guid: guid(&file.name, &spec.name),
-            };
-            let bmc = VirtualBmc::start(bind, config, node.clone())
-                .map_err(|source| LabError::Bind { addr: bind, source })?;
-            spec.bmc.port = bmc.addr().port();
+            let bmc = start_bmc(
+                &file.name,
+                &mut spec.bmc,
+                &spec.name,
+                net.as_ref(),
+                node.clone(),
+            )?;
             lab.nodes.push(node);
             lab.bmcs.push(bmc);
         }
+        if let Some(a) = &mut file.appliance {
+            let node = Node::appliance(
+                a,
+                dir.join(&a.name),
+                file.wire,
+                net.as_ref().map(|n| n.wire),
+                run.clone(),
+            );
+            node.prepare()?;
+            let node = Arc::new(Mutex::new(node));
+            let bmc = start_bmc(&file.name, &mut a.bmc, &a.name, net.as_ref(), node.clone())?;
+            lab.appliance = Some((node, bmc));
+        }
         lab.file = file;
         spec::save(dir, &lab.file)?;
-        tracing::info!(lab = %lab.file.name, dir = %dir.display(), nodes = lab.nodes.len(), "lab up");
+        tracing::info!(lab = %lab.file.name, dir = %dir.display(), nodes = lab.nodes.len(), appliance = lab.appliance.is_some(), "lab up");
         Ok(lab)
     }
 
@@ -94,11 +111,37 @@ impl Lab {
         self.bmcs.get(i)
     }
 
+    /// The seed machine (appliance VM), if the lab has one.
+    pub fn appliance(&self) -> Option<&Arc<Mutex<Node>>> {
+        self.appliance.as_ref().map(|(n, _)| n)
+    }
+
+    /// The seed machine's own BMC.
+    pub fn appliance_bmc(&self) -> Option<&VirtualBmc> {
+        self.appliance.as_ref().map(|(_, b)| b)
+    }
+
+    /// Power the seed machine on from its medium (what `seed lab up` does for it); nothing
+    /// if the lab has none or it already runs.
+    pub fn power_on_appliance(&self) -> Result<(), LabError> {
+        let (Some((node, _)), Some(spec)) = (&self.appliance, &self.file.appliance) else {
+            return Ok(());
+        };
+        let mut node = node.lock().unwrap_or_else(|e| e.into_inner());
+        node.power_on(spec.medium.boot_device())
+    }
+
     /// Read `faults.json` and apply it: nodes not named get their faults cleared. A missing
     /// file clears every fault.
     pub fn apply_faults_file(&self) -> Result<(), LabError> {
         let faults = read_faults(&self.dir)?;
         for (spec, bmc) in self.file.nodes.iter().zip(&self.bmcs) {
+            let f = faults.get(&spec.name).cloned().unwrap_or_default();
+            if bmc.faults() != f {
+                bmc.set_fault(f);
+            }
+        }
+        if let (Some(spec), Some((_, bmc))) = (&self.file.appliance, &self.appliance) {
             let f = faults.get(&spec.name).cloned().unwrap_or_default();
             if bmc.faults() != f {
                 bmc.set_fault(f);
@@ -112,6 +155,10 @@ impl Lab {
         for b in &mut self.bmcs {
             b.stop();
         }
+        if let Some((node, bmc)) = &mut self.appliance {
+            bmc.stop();
+            let _ = node.lock().unwrap_or_else(|e| e.into_inner()).power_off();
+        }
         for n in &self.nodes {
             let mut n = n.lock().unwrap_or_else(|e| e.into_inner());
             let _ = n.power_off();
@@ -123,6 +170,34 @@ impl Drop for Lab {
     fn drop(&mut self) {
         self.shutdown();
     }
+}
+
+/// Start the BMC of machine `name` (127.0.0.1, and its LAN port on `net` when it has one);
+/// a port 0 in `bmc` becomes the port bound.
+fn start_bmc(
+    lab: &str,
+    bmc: &mut spec::BmcSpec,
+    name: &str,
+    net: Option<&spec::BmcNetwork>,
+    node: Arc<Mutex<Node>>,
+) -> Result<VirtualBmc, LabError> {
+    let bind = SocketAddr::from((bmc.address, bmc.port));
+    let config = BmcConfig {
+        username: bmc.username.clone(),
+        password: bmc.password.clone(),
+        guid: guid(lab, name),
+    };
+    let mut v = VirtualBmc::start(bind, config, node)
+        .map_err(|source| LabError::Bind { addr: bind, source })?;
+    bmc.port = v.addr().port();
+    if let (Some(lan), Some(net)) = (&bmc.lan, net) {
+        v.start_lan(lan, net).map_err(|source| LabError::Io {
+            what: "joining the BMC network for the BMC of",
+            path: PathBuf::from(name),
+            source,
+        })?;
+    }
+    Ok(v)
 }
 
 /// A stable system GUID per node.
@@ -154,12 +229,12 @@ pub fn read_faults(dir: &Path) -> Result<BTreeMap<String, Faults>, LabError> {
 /// Write `dir/faults.json`.
 pub fn write_faults(dir: &Path, faults: &BTreeMap<String, Faults>) -> Result<(), LabError> {
     let p = dir.join(FAULTS_FILE);
-    let tmp = dir.join(".faults.json.tmp");
-    std::fs::write(
-        &tmp,
-        serde_json::to_string_pretty(faults).expect("serializable"),
+    fsutil::write(
+        &p,
+        serde_json::to_string_pretty(faults)
+            .expect("serializable")
+            .as_bytes(),
     )
-    .and_then(|()| std::fs::rename(&tmp, &p))
     .map_err(|source| LabError::Io {
         what: "writing",
         path: p,

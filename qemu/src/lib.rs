@@ -2,12 +2,18 @@
 //! that tie them together for tests, developers and users.
 //!
 //! - [`ipmi`]: the sans-IO IPMI v2.0 / RMCP+ BMC core.
-//! - [`bmc`]: its UDP edge with fault controls, driving a [`node::Node`].
+//! - [`bmc`]: its UDP edge with fault controls, driving a [`node::Node`]; each BMC also
+//!   answers on the lab's BMC network ([`spec::BmcNetwork`], 10.81.0.0/24) through the seed's
+//!   userspace IP stack.
 //! - [`node`] and [`qmp`]: one QEMU process and its control socket.
 //! - [`wire`]: the multicast-on-loopback Ethernet all NICs share, and a sniffer/injector.
 //! - [`spec`] and [`lab`]: `lab.json`, lab directories, and a running [`Lab`].
+//! - [`appliance`]: the lab's slot for the seed machine (an appliance VM booted from an ISO,
+//!   USB stick, disk image or kernel + initrd, with its own BMC).
 
+pub mod appliance;
 pub mod bmc;
+mod bmc_lan;
 pub mod ipmi;
 pub mod lab;
 pub mod node;
@@ -15,9 +21,10 @@ pub mod qmp;
 pub mod spec;
 pub mod wire;
 
+pub use appliance::{ApplianceSpec, Medium};
 pub use bmc::{Faults, VirtualBmc};
 pub use lab::Lab;
-pub use spec::{Firmware, LabFile, NodeSpec, Plan};
+pub use spec::{BmcNetwork, Firmware, LabFile, NodeSpec, Plan};
 
 use std::path::PathBuf;
 

@@ -53,6 +53,10 @@ pub struct Node {
     run: RunOptions,
     child: Option<Child>,
     booted_from: Option<BootDevice>,
+    /// Set for the lab's seed machine: its medium and second wire.
+    appliance: Option<crate::appliance::Machine>,
+    /// TAP interfaces for NICs 1, 2, … instead of the wire (see [`Node::set_taps`]).
+    taps: Vec<String>,
 }
 
 impl Node {
@@ -65,7 +69,40 @@ impl Node {
             run,
             child: None,
             booted_from: None,
+            appliance: None,
+            taps: Vec::new(),
         }
+    }
+
+    /// Put NIC `i` on the existing TAP interface `taps[i]` (QEMU opens it, with the kernel's
+    /// offloads: `vnet_hdr` as QEMU defaults) instead of the lab's wire; NICs past the list
+    /// stay on the wire. For a node on a real bridge, in a test's network namespace (QEMU is
+    /// started in the namespace of the thread that powers the node on: its BMC's).
+    pub fn set_taps(&mut self, taps: Vec<String>) {
+        self.taps = taps;
+    }
+
+    /// The lab's seed machine `spec` (powered off) living in `dir`, NIC 1 on `wire`, NIC 2 on
+    /// `bmc_wire` (see [`crate::appliance`]).
+    pub fn appliance(
+        spec: &crate::appliance::ApplianceSpec,
+        dir: PathBuf,
+        wire: WireAddr,
+        bmc_wire: Option<WireAddr>,
+        run: RunOptions,
+    ) -> Self {
+        let mut node = Self::new(spec.node_spec(), dir, wire, run);
+        node.appliance = Some(crate::appliance::Machine {
+            medium: spec.medium.clone(),
+            bmc_wire,
+            forward: spec.forward.clone(),
+        });
+        node
+    }
+
+    /// Whether this is the lab's seed machine.
+    pub fn is_appliance(&self) -> bool {
+        self.appliance.is_some()
     }
 
     /// Its spec.
@@ -132,6 +169,9 @@ impl Node {
                 })?;
             }
         }
+        if let Some(a) = &self.appliance {
+            a.prepare(&self.dir)?;
+        }
         Ok(())
     }
 
@@ -167,13 +207,22 @@ impl Node {
             "unix:{},server=on,wait=off",
             self.qmp_path().display()
         ));
+        if let Some(a) = &self.appliance {
+            a.devices(&mut c, self, &self.wire, self.run.nic.device(), boot);
+            return c;
+        }
         let (nic_first, disk_first) = match boot {
             BootDevice::Pxe => (1, 1 + self.spec.macs.len()),
             _ => (1 + self.spec.disks_gib.len(), 1),
         };
         for (i, mac) in self.spec.macs.iter().enumerate() {
             let id = format!("n{i}");
-            c.arg("-netdev").arg(self.wire.netdev(&id));
+            match self.taps.get(i) {
+                Some(tap) => c
+                    .arg("-netdev")
+                    .arg(format!("tap,id={id},ifname={tap},script=no,downscript=no")),
+                None => c.arg("-netdev").arg(self.wire.netdev(&id)),
+            };
             c.arg("-device").arg(format!(
                 "{},netdev={id},mac={mac},bootindex={}",
                 self.run.nic.device(),
@@ -381,5 +430,19 @@ mod tests {
         );
         assert!(uefi.contains("file=/x/n/OVMF_VARS.fd") && uefi.contains("-accel kvm"));
         assert!(uefi.contains("-device e1000,"));
+
+        let mut tapped = Node::new(
+            lab.nodes[0].clone(),
+            "/x/t".into(),
+            lab.wire,
+            RunOptions::default(),
+        );
+        tapped.set_taps(vec!["tap7".into()]);
+        let t = args(&tapped.command(BootDevice::Pxe));
+        assert!(
+            t.contains("-netdev tap,id=n0,ifname=tap7,script=no,downscript=no"),
+            "{t}"
+        );
+        assert!(!t.contains("mcast="), "{t}");
     }
 }

@@ -15,15 +15,70 @@ pub const DEFAULT_PASSWORD: &str = "password";
 /// First BMC port of the default lab (ipmitool's examples use 623; that needs root).
 pub const DEFAULT_BMC_PORT: u16 = 6231;
 
-/// A lab: its name, its wire and its nodes.
+/// A lab: its name, its wires, its nodes and (optionally) the seed machine.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LabFile {
     /// Lab name.
     pub name: String,
-    /// The wire every NIC attaches to.
+    /// The provisioning wire every node NIC attaches to.
     pub wire: WireAddr,
     /// The nodes.
     pub nodes: Vec<NodeSpec>,
+    /// The BMC network: a second wire on which every virtual BMC also answers IPMI at its own
+    /// address (`nodes[].bmc.lan`). Absent in labs created before it existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bmc_network: Option<BmcNetwork>,
+    /// The seed machine (appliance VM), when the lab has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub appliance: Option<crate::appliance::ApplianceSpec>,
+}
+
+/// The lab's BMC network, as a datacenter's out-of-band management LAN.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BmcNetwork {
+    /// The QEMU multicast wire (BMC LAN ports, the appliance VM's NIC 2).
+    pub wire: WireAddr,
+    /// Network address (10.81.0.0).
+    pub network: Ipv4Addr,
+    /// Prefix length (24).
+    pub prefix_len: u8,
+    /// The address kept for the seed's own NIC on this network (10.81.0.1); nothing in the lab
+    /// uses it.
+    pub seed_address: Ipv4Addr,
+}
+
+impl BmcNetwork {
+    /// The BMC network of lab `name`: 10.81.0.0/24 on a wire of its own.
+    pub fn for_lab(name: &str) -> Self {
+        let prov = WireAddr::for_lab(name);
+        let mut wire = WireAddr::for_lab(&format!("{name}/bmc"));
+        if wire == prov {
+            wire.port = wire.port.wrapping_add(1).max(30000);
+        }
+        Self {
+            wire,
+            network: BMC_NETWORK,
+            prefix_len: 24,
+            seed_address: host(BMC_NETWORK, 1),
+        }
+    }
+
+    /// The address of the BMC of machine `index` (0: the seed machine, 1: node1, …):
+    /// `.10 + index`; `None` past the /24.
+    pub fn bmc_address(&self, index: usize) -> Option<Ipv4Addr> {
+        let host_part = 10 + index;
+        (host_part < 255).then(|| host(self.network, host_part as u8))
+    }
+}
+
+/// The BMC network's prefix (a /24).
+pub const BMC_NETWORK: Ipv4Addr = Ipv4Addr::new(10, 81, 0, 0);
+/// The UDP port every BMC answers IPMI on, on the BMC network (RMCP's 623).
+pub const BMC_LAN_PORT: u16 = 623;
+
+fn host(net: Ipv4Addr, h: u8) -> Ipv4Addr {
+    let o = net.octets();
+    Ipv4Addr::new(o[0], o[1], o[2], h)
 }
 
 /// One node: a QEMU machine and its BMC.
@@ -56,6 +111,39 @@ pub struct BmcSpec {
     pub username: String,
     /// Password.
     pub password: String,
+    /// Its LAN port on the lab's BMC network, when the lab has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lan: Option<BmcLan>,
+}
+
+/// A virtual BMC's LAN port on the BMC network ([`BmcNetwork`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BmcLan {
+    /// Its address (10.81.0.11 for node1).
+    pub address: Ipv4Addr,
+    /// Always [`BMC_LAN_PORT`].
+    pub port: u16,
+    /// Its Ethernet address.
+    pub mac: String,
+}
+
+impl BmcLan {
+    /// The LAN port of machine `index` of lab `lab` on `net` (`None` past the /24).
+    pub fn new(lab: &str, net: &BmcNetwork, index: usize) -> Option<Self> {
+        let address = net.bmc_address(index)?;
+        let h = fnv1a(lab.as_bytes());
+        Some(Self {
+            address,
+            port: BMC_LAN_PORT,
+            // Locally administered, unique per lab and address.
+            mac: format!(
+                "02:bc:{:02x}:{:02x}:00:{:02x}",
+                (h >> 8) as u8,
+                h as u8,
+                address.octets()[3]
+            ),
+        })
+    }
 }
 
 /// Firmware of a node.
@@ -87,6 +175,8 @@ pub struct Plan {
     pub firmware: Firmware,
     /// First BMC port (node N gets base + N − 1); 0 = any free ports.
     pub bmc_base_port: u16,
+    /// Give the lab a BMC network ([`BmcNetwork`]).
+    pub bmc_network: bool,
 }
 
 impl Plan {
@@ -102,11 +192,23 @@ impl Plan {
             disks_gib: vec![4],
             firmware: Firmware::Bios,
             bmc_base_port: DEFAULT_BMC_PORT,
+            bmc_network: true,
+        }
+    }
+
+    /// The BMC port of node `index` (1: node1 …), 0 when ports are chosen at start.
+    pub fn bmc_port(&self, index: usize) -> u16 {
+        if self.bmc_base_port == 0 {
+            0
+        } else {
+            self.bmc_base_port
+                .saturating_add(index.saturating_sub(1) as u16)
         }
     }
 
     /// The lab this plan describes.
     pub fn lab_file(&self) -> LabFile {
+        let net = self.bmc_network.then(|| BmcNetwork::for_lab(&self.name));
         LabFile {
             name: self.name.clone(),
             wire: WireAddr::for_lab(&self.name),
@@ -114,22 +216,26 @@ impl Plan {
                 .map(|i| NodeSpec {
                     name: format!("node{}", i + 1),
                     macs: (0..self.nics).map(|n| mac(&self.name, i, n)).collect(),
-                    bmc: BmcSpec {
-                        address: Ipv4Addr::LOCALHOST,
-                        port: if self.bmc_base_port == 0 {
-                            0
-                        } else {
-                            self.bmc_base_port.saturating_add(i as u16)
-                        },
-                        username: DEFAULT_USER.into(),
-                        password: DEFAULT_PASSWORD.into(),
-                    },
+                    bmc: self.bmc_spec(net.as_ref(), i + 1),
                     firmware: self.firmware,
                     memory_mib: self.memory_mib,
                     cpus: self.cpus,
                     disks_gib: self.disks_gib.clone(),
                 })
                 .collect(),
+            bmc_network: net,
+            appliance: None,
+        }
+    }
+
+    /// The BMC of node `index` (1: node1, …) on `net`, if any.
+    fn bmc_spec(&self, net: Option<&BmcNetwork>, index: usize) -> BmcSpec {
+        BmcSpec {
+            address: Ipv4Addr::LOCALHOST,
+            port: self.bmc_port(index),
+            username: DEFAULT_USER.into(),
+            password: DEFAULT_PASSWORD.into(),
+            lan: net.and_then(|n| BmcLan::new(&self.name, n, index)),
         }
     }
 }
@@ -182,18 +288,15 @@ pub fn load(dir: &Path) -> Result<LabFile, crate::LabError> {
     serde_json::from_str(&text).map_err(|source| crate::LabError::LabFile { path: p, source })
 }
 
-/// Write `dir/lab.json` (atomically: temp file, then rename).
+/// Write `dir/lab.json` durably ([`fsutil::write`]).
 pub fn save(dir: &Path, lab: &LabFile) -> Result<(), crate::LabError> {
     let p = dir.join(LAB_FILE);
-    let tmp = dir.join(".lab.json.tmp");
     let text = serde_json::to_string_pretty(lab).expect("serializable");
-    std::fs::write(&tmp, text + "\n")
-        .and_then(|()| std::fs::rename(&tmp, &p))
-        .map_err(|source| crate::LabError::Io {
-            what: "writing",
-            path: p,
-            source,
-        })
+    fsutil::write(&p, (text + "\n").as_bytes()).map_err(|source| crate::LabError::Io {
+        what: "writing",
+        path: p,
+        source,
+    })
 }
 
 #[cfg(test)]
@@ -229,6 +332,44 @@ mod tests {
             Some([0x52, 0x54, 0, 1, 2, 10])
         );
         assert_eq!(parse_mac("52:54:00:01:02"), None);
+    }
+
+    #[test]
+    fn plans_give_each_bmc_an_address_on_the_bmc_network() {
+        let lab = Plan::new("n", 3).lab_file();
+        let net = lab.bmc_network.clone().expect("a BMC network by default");
+        assert_eq!(net.network, Ipv4Addr::new(10, 81, 0, 0));
+        assert_eq!(net.seed_address, Ipv4Addr::new(10, 81, 0, 1));
+        assert_ne!(net.wire, lab.wire, "a wire of its own");
+        let lans: Vec<_> = lab
+            .nodes
+            .iter()
+            .map(|n| n.bmc.lan.clone().unwrap())
+            .collect();
+        assert_eq!(
+            lans.iter()
+                .map(|l| l.address.to_string())
+                .collect::<Vec<_>>(),
+            ["10.81.0.11", "10.81.0.12", "10.81.0.13"]
+        );
+        assert!(lans
+            .iter()
+            .all(|l| l.port == 623 && parse_mac(&l.mac).is_some()));
+        assert_ne!(lans[0].mac, lans[1].mac);
+        assert_eq!(net.bmc_address(244), Some(Ipv4Addr::new(10, 81, 0, 254)));
+        assert_eq!(net.bmc_address(245), None);
+        // Without one, nothing about it is written.
+        let mut plan = Plan::new("n", 1);
+        plan.bmc_network = false;
+        let text = serde_json::to_string(&plan.lab_file()).unwrap();
+        assert!(
+            !text.contains("bmc_network") && !text.contains("lan"),
+            "{text}"
+        );
+        let back: LabFile =
+            serde_json::from_str(&serde_json::to_string(&Plan::new("n", 2).lab_file()).unwrap())
+                .unwrap();
+        assert_eq!(back, Plan::new("n", 2).lab_file());
     }
 
     #[test]

@@ -5,96 +5,19 @@
 //! [`parse_instackenv`]: every entry is checked, and refused with an error naming the entry and
 //! the field, before anything is written. Credentials live in [`Secret`], which never prints.
 
-use crate::lifecycle::Lifecycle;
+pub use crate::secret::Secret;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
-use std::str::FromStr;
 
-/// A credential. `Debug` and `Display` print `***`; only serde (the store) sees the value.
-#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(transparent)]
-pub struct Secret(String);
+mod state;
+pub use state::{DeployTarget, Lifecycle, State};
 
-impl Secret {
-    pub fn new(s: impl Into<String>) -> Self {
-        Secret(s.into())
-    }
-    /// The credential itself, for the power driver that has to send it.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("***")
-    }
-}
-
-impl fmt::Display for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("***")
-    }
-}
-
-/// An Ethernet address, printed `52:54:00:12:34:56`.
-#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct Mac(pub [u8; 6]);
-
-/// A MAC address that is not six hex octets.
-#[derive(Debug, thiserror::Error)]
-#[error("{0:?} is not a MAC address (want six hex octets like 52:54:00:12:34:56)")]
-pub struct BadMac(pub String);
-
-impl FromStr for Mac {
-    type Err = BadMac;
-    fn from_str(s: &str) -> Result<Self, BadMac> {
-        let t = s.trim();
-        let parts: Vec<&str> = t.split([':', '-']).collect();
-        if parts.len() != 6 {
-            return Err(BadMac(s.into()));
-        }
-        let mut m = [0u8; 6];
-        for (i, p) in parts.iter().enumerate() {
-            if p.is_empty() || p.len() > 2 {
-                return Err(BadMac(s.into()));
-            }
-            m[i] = u8::from_str_radix(p, 16).map_err(|_| BadMac(s.into()))?;
-        }
-        Ok(Mac(m))
-    }
-}
-
-impl fmt::Display for Mac {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let m = self.0;
-        write!(
-            f,
-            "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
-            m[0], m[1], m[2], m[3], m[4], m[5]
-        )
-    }
-}
-
-impl fmt::Debug for Mac {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Display::fmt(self, f)
-    }
-}
-
-impl Serialize for Mac {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(self)
-    }
-}
-
-impl<'de> Deserialize<'de> for Mac {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        s.parse().map_err(serde::de::Error::custom)
-    }
-}
+pub use api::node::{
+    BadBootMode, BadCapabilities, BootMode, Capabilities, Disk, Partition, Properties,
+};
+/// An Ethernet address, printed `52:54:00:12:34:56` (the workspace's one MAC type).
+pub use api::{BadMac, Mac};
 
 /// How the seed talks to a node's BMC.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -124,117 +47,6 @@ pub struct Bmc {
     pub port: u16,
     pub username: String,
     pub password: Secret,
-}
-
-/// The firmware a node boots with.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum BootMode {
-    Bios,
-    Uefi,
-}
-
-impl FromStr for BootMode {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s.to_ascii_lowercase().as_str() {
-            "bios" => Ok(BootMode::Bios),
-            "uefi" => Ok(BootMode::Uefi),
-            _ => Err(format!("{s:?} is not a boot mode (bios or uefi)")),
-        }
-    }
-}
-
-impl fmt::Display for BootMode {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            BootMode::Bios => "bios",
-            BootMode::Uefi => "uefi",
-        })
-    }
-}
-
-/// A partition found by inspection: where it lies on its disk.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Partition {
-    pub start_bytes: u64,
-    pub size_bytes: u64,
-}
-
-/// A disk found by inspection (or declared at enrollment: size only).
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Disk {
-    /// Kernel name, e.g. `sda` or `vda`; empty when only declared.
-    #[serde(default)]
-    pub name: String,
-    pub size_bytes: u64,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub model: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub serial: Option<String>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub partitions: Vec<Partition>,
-}
-
-/// What a node is made of: declared at enrollment, then filled in by inspection.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Properties {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub cpus: Option<u32>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub memory_mib: Option<u64>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub disks: Vec<Disk>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub boot_mode: Option<BootMode>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub arch: Option<String>,
-}
-
-/// `key:value` pairs such as `profile:control,boot_mode:uefi`.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(transparent)]
-pub struct Capabilities(pub BTreeMap<String, String>);
-
-impl Capabilities {
-    /// The role this node is meant for (`profile:control`).
-    pub fn profile(&self) -> Option<&str> {
-        self.0.get("profile").map(String::as_str)
-    }
-}
-
-impl FromStr for Capabilities {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        let mut map = BTreeMap::new();
-        for item in s.split(',').map(str::trim).filter(|i| !i.is_empty()) {
-            let (k, v) = item
-                .split_once(':')
-                .ok_or_else(|| format!("{item:?} is not key:value"))?;
-            let (k, v) = (k.trim(), v.trim());
-            if k.is_empty() {
-                return Err(format!("{item:?} has an empty key"));
-            }
-            if map.insert(k.to_string(), v.to_string()).is_some() {
-                return Err(format!("{k:?} is given twice"));
-            }
-        }
-        Ok(Capabilities(map))
-    }
-}
-
-impl fmt::Display for Capabilities {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let mut first = true;
-        for (k, v) in &self.0 {
-            if !first {
-                f.write_str(",")?;
-            }
-            first = false;
-            write!(f, "{k}:{v}")?;
-        }
-        Ok(())
-    }
 }
 
 /// How a node network-boots, beyond what its state decides.
@@ -308,8 +120,8 @@ impl Node {
 pub enum ImportError {
     #[error("not valid JSON")]
     Json(#[source] serde_json::Error),
-    #[error("not valid YAML")]
-    Yaml(#[source] serde_norway::Error),
+    #[error("not valid YAML at line {}, column {}: {}", .0.at.line, .0.at.col, .0.message)]
+    Yaml(yaml11::Error),
     #[error("the file has no top-level `nodes:` list")]
     NoNodes,
     #[error("{entry}: {message}")]
@@ -382,14 +194,16 @@ enum NumOrString {
     Str(String),
 }
 
+/// A number field holding text that is not a whole number.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0:?} is not a whole number")]
+struct NotANumber(String);
+
 impl NumOrString {
-    fn get(&self) -> Result<u64, String> {
+    fn get(&self) -> Result<u64, NotANumber> {
         match self {
             NumOrString::Num(n) => Ok(*n),
-            NumOrString::Str(s) => s
-                .trim()
-                .parse()
-                .map_err(|_| format!("{s:?} is not a whole number")),
+            NumOrString::Str(s) => s.trim().parse().map_err(|_| NotANumber(s.clone())),
         }
     }
 }
@@ -408,7 +222,11 @@ pub fn parse_instackenv(
     // entry (index and name) instead of a byte offset somewhere in the file.
     let doc: serde_json::Value = match format {
         Format::Json => serde_json::from_str(text).map_err(ImportError::Json)?,
-        Format::Yaml => serde_norway::from_str(text).map_err(ImportError::Yaml)?,
+        // Plain scalars as text: each field's type is decided below, so an unquoted MAC or a
+        // password of digits stays as written (YAML 1.1 makes 52:54:00:12:34:56 a number).
+        Format::Yaml => yaml11::parse_with("instackenv", text, yaml11::Schema::Text)
+            .map_err(ImportError::Yaml)?
+            .map_or(serde_json::Value::Null, |n| n.to_json()),
     };
     let entries = doc
         .get("nodes")
@@ -509,7 +327,7 @@ fn entry_to_node(label: &str, raw: RawNode, now_ms: u64) -> Result<Node, ImportE
     let port = match raw.pm_port {
         None => 623,
         Some(p) => {
-            let p = p.get().map_err(|e| field("pm_port", e))?;
+            let p = p.get().map_err(|e| field("pm_port", e.to_string()))?;
             u16::try_from(p)
                 .ok()
                 .filter(|p| *p != 0)
@@ -517,23 +335,25 @@ fn entry_to_node(label: &str, raw: RawNode, now_ms: u64) -> Result<Node, ImportE
         }
     };
     let username = raw.pm_user.ok_or_else(|| missing("pm_user"))?;
-    let password = Secret(raw.pm_password.ok_or_else(|| missing("pm_password"))?);
+    let password = Secret::new(raw.pm_password.ok_or_else(|| missing("pm_password"))?);
 
     let capabilities: Capabilities = match raw.capabilities {
         None => Capabilities::default(),
-        Some(c) => c.parse().map_err(|e| field("capabilities", e))?,
+        Some(c) => c
+            .parse::<Capabilities>()
+            .map_err(|e| field("capabilities", e.to_string()))?,
     };
     let mut properties = Properties::default();
     if let Some(c) = raw.cpu {
-        let c = c.get().map_err(|e| field("cpu", e))?;
+        let c = c.get().map_err(|e| field("cpu", e.to_string()))?;
         properties.cpus =
             Some(u32::try_from(c).map_err(|_| field("cpu", format!("{c} is too many")))?);
     }
     if let Some(m) = raw.memory {
-        properties.memory_mib = Some(m.get().map_err(|e| field("memory", e))?);
+        properties.memory_mib = Some(m.get().map_err(|e| field("memory", e.to_string()))?);
     }
     if let Some(d) = raw.disk {
-        let gib = d.get().map_err(|e| field("disk", e))?;
+        let gib = d.get().map_err(|e| field("disk", e.to_string()))?;
         let size_bytes = gib
             .checked_mul(1 << 30)
             .ok_or_else(|| field("disk", format!("{gib} GiB is too large")))?;
@@ -544,7 +364,10 @@ fn entry_to_node(label: &str, raw: RawNode, now_ms: u64) -> Result<Node, ImportE
     }
     properties.arch = raw.arch;
     if let Some(mode) = capabilities.0.get("boot_mode") {
-        properties.boot_mode = Some(mode.parse().map_err(|e| field("capabilities", e))?);
+        properties.boot_mode = Some(
+            mode.parse::<BootMode>()
+                .map_err(|e| field("capabilities", e.to_string()))?,
+        );
     }
 
     let name = match raw.name {
@@ -678,11 +501,14 @@ nodes:
 
     #[test]
     fn unquoted_macs_stay_strings() {
-        // YAML 1.1 would read 00:11:22:33:44:55 as a base-60 number; the parser must not.
-        let y = "nodes:\n  - mac: [00:11:22:33:44:55, 52:54:00:aa:bb:cc]\n    pm_type: ipmi\n    pm_addr: h\n    pm_user: u\n    pm_password: p\n";
+        // YAML 1.1 would read 52:54:00:12:34:56 as a base-60 number and the password 0123 as
+        // octal 83; the import must not.
+        let y = "nodes:\n  - mac: [00:11:22:33:44:55, 52:54:00:12:34:56]\n    pm_type: ipmi\n    pm_addr: h\n    pm_user: u\n    pm_password: 0123\n    cpu: 4\n";
         let n = parse_instackenv(y, Format::Yaml, &[], 0).unwrap();
         assert_eq!(n[0].macs[0].to_string(), "00:11:22:33:44:55");
-        assert_eq!(n[0].macs[1].to_string(), "52:54:00:aa:bb:cc");
+        assert_eq!(n[0].macs[1].to_string(), "52:54:00:12:34:56");
+        assert_eq!(n[0].bmc.password.expose(), "0123");
+        assert_eq!(n[0].properties.cpus, Some(4));
     }
 
     #[test]

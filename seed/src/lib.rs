@@ -8,6 +8,11 @@ pub mod inventory;
 pub mod lifecycle;
 pub mod orchestrator;
 pub mod power;
+/// The one secret wrapper: the `api` crate's, so the daemon and the node side share it.
+pub use api::secret;
 pub mod sim;
 pub mod store;
 pub mod template;
+
+#[cfg(test)]
+mod layering;

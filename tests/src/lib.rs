@@ -4,6 +4,8 @@
 //! Network rule: every address used here lives on a veth inside a namespace the fixture created;
 //! nothing is bound to or sent from an interface of the host.
 
+pub mod appliance;
+pub mod bmc_relay;
 pub mod ha;
 pub mod image_boot;
 pub mod lan_seed;

@@ -21,6 +21,16 @@ fn ip(args: &[&str]) {
     );
 }
 
+/// Move the calling thread into the namespace named `name` (see [`Netns::enter`]).
+pub fn enter(name: &str) {
+    use std::os::fd::AsRawFd;
+    let path = format!("/var/run/netns/{name}");
+    let f = std::fs::File::open(&path).unwrap_or_else(|e| panic!("opening {path}: {e}"));
+    // SAFETY: setns on a descriptor we hold open; affects this thread only.
+    let r = unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) };
+    assert_eq!(r, 0, "setns {name}: {}", std::io::Error::last_os_error());
+}
+
 /// One network namespace owned by the test.
 #[derive(Debug)]
 pub struct Netns {
@@ -43,6 +53,13 @@ impl Netns {
         let mut all = vec!["-n", self.name.as_str()];
         all.extend_from_slice(args);
         ip(&all);
+    }
+
+    /// Move the calling thread into the namespace: sockets it opens and processes it starts
+    /// (QEMU, when a BMC thread it spawns powers a node on) live there. There is no way back:
+    /// call it on a thread of its own.
+    pub fn enter(&self) {
+        enter(&self.name);
     }
 
     /// A command that runs `program` inside the namespace (`ip netns exec`).
@@ -118,6 +135,39 @@ impl Lan {
         }
     }
 
+    /// The same two namespaces, joined through a [`Switch`] instead of directly, so that more
+    /// namespaces (another DHCP server, say) and TAPs can join the LAN: (LAN, its switch).
+    pub fn switched(client_mac: Option<&str>) -> (Self, Switch) {
+        let sw = Switch::new();
+        let server = Netns::new("srv");
+        let client = Netns::new("cli");
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let third = ((std::process::id() as usize * 7 + n as usize) % 250) as u8;
+        let net = Ipv4Addr::new(10, 200 + (n % 8) as u8, third, 0);
+        let (server_if, client_if) = ("veth-s".to_string(), "veth-c".to_string());
+        sw.plug(&server, &server_if);
+        sw.plug(&client, &client_if);
+        if let Some(mac) = client_mac {
+            client.ip(&["link", "set", &client_if, "address", mac]);
+        }
+        let o = net.octets();
+        server.ip(&[
+            "addr",
+            "add",
+            &format!("{}.{}.{}.1/24", o[0], o[1], o[2]),
+            "dev",
+            &server_if,
+        ]);
+        let lan = Self {
+            server,
+            client,
+            server_if,
+            client_if,
+            net,
+        };
+        (lan, sw)
+    }
+
     /// The address `.host` in this LAN's /24.
     pub fn addr(&self, host: u8) -> Ipv4Addr {
         let o = self.net.octets();
@@ -133,5 +183,52 @@ impl Lan {
     pub fn address_client(&self, host: u8) {
         let a = format!("{}/24", self.addr(host));
         self.client.ip(&["addr", "add", &a, "dev", &self.client_if]);
+    }
+}
+
+/// An Ethernet switch for several namespaces: a namespace of its own holding bridge `br0`.
+/// [`Switch::plug`] joins another namespace to it by a veth pair; [`Switch::tap`] adds a TAP
+/// port for a QEMU NIC started inside the switch's namespace ([`Netns::enter`]).
+#[derive(Debug)]
+pub struct Switch {
+    pub ns: Netns,
+    ports: AtomicU32,
+}
+
+impl Switch {
+    /// A switch with no ports.
+    pub fn new() -> Self {
+        let ns = Netns::new("sw");
+        ns.ip(&["link", "add", "br0", "type", "bridge"]);
+        ns.ip(&["link", "set", "br0", "up"]);
+        Self {
+            ns,
+            ports: AtomicU32::new(0),
+        }
+    }
+
+    /// Plug `ns` in: a veth pair whose end `ifname` is in `ns` (up, no address) and whose
+    /// other end is a port of the bridge.
+    pub fn plug(&self, ns: &Netns, ifname: &str) {
+        let port = format!("p{}", self.ports.fetch_add(1, Ordering::Relaxed));
+        self.ns
+            .ip(&["link", "add", &port, "type", "veth", "peer", "name", ifname]);
+        self.ns.ip(&["link", "set", ifname, "netns", &ns.name]);
+        self.ns.ip(&["link", "set", &port, "master", "br0"]);
+        self.ns.ip(&["link", "set", &port, "up"]);
+        ns.ip(&["link", "set", ifname, "up"]);
+    }
+
+    /// A TAP port `name` on the bridge.
+    pub fn tap(&self, name: &str) {
+        self.ns.ip(&["tuntap", "add", "dev", name, "mode", "tap"]);
+        self.ns.ip(&["link", "set", name, "master", "br0"]);
+        self.ns.ip(&["link", "set", name, "up"]);
+    }
+}
+
+impl Default for Switch {
+    fn default() -> Self {
+        Self::new()
     }
 }

@@ -3,7 +3,8 @@
 //! agents enrolled with `seed node import` through the API, inspected with `seed node inspect`,
 //! listed with `seed node list` (which finds the running daemon by itself), one deployed with
 //! `seed node deploy` (its fake agent writes the "image" and its "image" reports booted with the
-//! node's credential); `/metrics` on both listeners counts them, `/v1/openapi.json` parses;
+//! node's credential); `/metrics` on both listeners counts them, `/v1/openapi.json` parses,
+//! `seed image list|show` show the daemon's image;
 //! then `seed node undeploy` brings it back to `available` through cleaning (its fake agent
 //! plays the wipe the daemon hands it).
 
@@ -35,6 +36,7 @@ fn seed(ns: &Netns, args: &[&str]) -> std::process::Output {
         .env("SEED_TOKEN", TOKEN)
         .env_remove("SEED_API")
         .env_remove("SEED_STORE")
+        .env_remove("SEED_IMAGES_DIR")
         .output()
         .expect("running seed")
 }
@@ -278,8 +280,17 @@ port = 8080
         let (code, body) = curl(&ns, url);
         assert_eq!(code, 200, "{url}");
         let doc: serde_json::Value = serde_json::from_str(&body).expect("OpenAPI is JSON");
-        assert_eq!(doc["openapi"], "3.0.3");
+        assert_eq!(doc["openapi"], "3.1.0");
         assert!(doc["paths"]["/v1/nodes"]["post"].is_object(), "{url}");
     }
+
+    // `seed image list|show` beside the running daemon show its image store (under its HTTP
+    // root, not the directory the command would open by itself).
+    let out = seed(&ns, &["image", "list"]);
+    let list = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success() && list.starts_with("tiny "), "{out:?}");
+    let out = seed(&ns, &["image", "show", "tiny", "--verify"]);
+    let show = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(show.contains("(verified)"), "{out:?}");
     assert!(daemon.is_running(), "{}", daemon.output());
 }

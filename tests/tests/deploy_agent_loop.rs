@@ -172,7 +172,7 @@ fn deploy_writes_a_bootable_disk() {
         assert_eq!((m.mode() & 0o777, m.uid()), (0o600, 0));
         let id: images::Identity = serde_json::from_slice(&std::fs::read(&p).unwrap()).unwrap();
         assert_eq!(id.node, "node-1");
-        assert_eq!(id.credential, "s3cret-credential");
+        assert_eq!(id.credential.expose(), "s3cret-credential");
         assert_eq!(id.seed_url, "http://10.80.0.1:8080");
         assert_eq!(id.image, format!("tiny@{}", cmd.manifest.stream.sha256));
     }

@@ -528,3 +528,127 @@ fn dhcp_perfdhcp_completes_four_way_exchanges() {
         );
     }
 }
+
+/// dnsmasq in `ns` on `iface`, handing out `lo`–`hi`, with its DHCP log on stdout.
+fn dnsmasq(ns: &tests::netns::Netns, iface: &str, lo: Ipv4Addr, hi: Ipv4Addr, dir: &Path) -> Child {
+    let mut cmd = ns.cmd(tests::require("dnsmasq"));
+    cmd.args([
+        "--no-daemon",
+        "--conf-file=/dev/null",
+        "--bind-interfaces",
+        "--port=0",
+        "--no-resolv",
+        "--log-dhcp",
+        "--log-facility=-",
+    ])
+    .arg(format!("--interface={iface}"))
+    .arg(format!("--dhcp-range={lo},{hi},255.255.255.0,1h"))
+    .arg(format!("--pid-file={}", dir.join("dnsmasq.pid").display()))
+    .arg(format!(
+        "--dhcp-leasefile={}",
+        dir.join("dnsmasq.leases").display()
+    ));
+    let mut dns = Child::spawn("dnsmasq", cmd);
+    dns.wait_for_log("DHCP, IP range", Duration::from_secs(10));
+    dns
+}
+
+/// `mode = "auto"` beside another DHCP server (dnsmasq, in a namespace of its own on the same
+/// switch): the seed's probe draws dnsmasq's OFFER (after dnsmasq's 3 s ping check of the
+/// address: the probe must listen longer than that), the seed serves ProxyDHCP only and says
+/// so, a client's address comes from dnsmasq, and a PXE DISCOVER gets the seed's boot offer
+/// (no address) beside dnsmasq's address offer.
+#[test]
+fn dhcp_auto_probe_finds_dnsmasq_and_serves_proxy_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let (lan, sw) = Lan::switched(Some(NODE1_MAC));
+    let other = tests::netns::Netns::new("dns");
+    sw.plug(&other, "veth-d");
+    let o = lan.net.octets();
+    other.ip(&[
+        "addr",
+        "add",
+        &format!("{}.{}.{}.2/24", o[0], o[1], o[2]),
+        "dev",
+        "veth-d",
+    ]);
+    let dns = dnsmasq(&other, "veth-d", lan.addr(50), lan.addr(60), dir.path());
+    let cfg = write_config(&lan, dir.path(), "mode = \"auto\"\nprobe_secs = 5");
+    let seed = start_seed(&lan, &cfg);
+    let log = seed.output();
+    assert!(
+        log.contains(&format!("another DHCP server ({}) offered", lan.addr(2))),
+        "{log}\ndnsmasq:\n{}",
+        dns.output()
+    );
+    assert!(log.contains("dhcp: serving (proxy)"), "{log}");
+    assert!(
+        dns.output().contains("DHCPDISCOVER(veth-d)"),
+        "dnsmasq heard the probe:\n{}",
+        dns.output()
+    );
+
+    // A client's address comes from dnsmasq; no boot file for an OS client.
+    let env = tests::udhcpc(&lan, dir.path(), &["-B"]).expect("no lease from dnsmasq");
+    let ip: Ipv4Addr = env["ip"].parse().unwrap();
+    assert!((50..=60).contains(&ip.octets()[3]), "{ip} is not dnsmasq's");
+    assert!(!env.contains_key("boot_file"));
+
+    // A PXE client gets the seed's boot information, and its address from dnsmasq only.
+    let discover = message(mac_bytes(NODE1_MAC), MessageType::Discover, pxe_opts());
+    let replies = exchange(
+        &lan,
+        68,
+        BROADCAST_67,
+        vec![encode(&discover)],
+        Duration::from_secs(2),
+    );
+    let from_seed: Vec<_> = replies
+        .iter()
+        .filter(|(_, m)| m.siaddr() == lan.server_ip() && bootfile(m).is_some())
+        .collect();
+    assert_eq!(from_seed.len(), 1, "{replies:#?}");
+    assert_eq!(
+        from_seed[0].1.yiaddr(),
+        Ipv4Addr::UNSPECIFIED,
+        "no address from the seed"
+    );
+    assert!(
+        replies
+            .iter()
+            .any(|(_, m)| (50..=60).contains(&m.yiaddr().octets()[3])),
+        "dnsmasq's offer: {replies:#?}"
+    );
+
+    // The mode served is on /metrics.
+    lan.client
+        .ip(&["addr", "add", &format!("{ip}/24"), "dev", &lan.client_if]);
+    let (code, metrics) = tests::curl(
+        lan.client.cmd(tests::require("curl")),
+        "GET",
+        &format!("http://{}:8080/metrics", lan.server_ip()),
+        None,
+        None,
+        20,
+    );
+    assert_eq!(code, 200);
+    assert!(
+        metrics.contains("dhcp_mode{mode=\"proxy\"} 1\n"),
+        "{metrics}"
+    );
+}
+
+/// `mode = "auto"` alone on its network: after the probe window, authoritative, as configured
+/// otherwise (node1 gets its reservation).
+#[test]
+fn dhcp_auto_probe_alone_serves_addresses() {
+    let dir = tempfile::tempdir().unwrap();
+    let lan = Lan::new(Some(NODE1_MAC));
+    let cfg = write_config(&lan, dir.path(), "mode = \"auto\"\nprobe_secs = 2");
+    let seed = start_seed(&lan, &cfg);
+    let log = seed.output();
+    assert!(log.contains("no other DHCP server answered"), "{log}");
+    assert!(log.contains("dhcp: serving (authoritative)"), "{log}");
+    let env = tests::udhcpc(&lan, dir.path(), &[]).expect("a lease from the seed");
+    assert_eq!(env["ip"], lan.addr(10).to_string());
+}

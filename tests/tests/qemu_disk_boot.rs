@@ -93,6 +93,7 @@ fn boot(firmware: Firmware, disk_file: &std::path::Path, want: &[&str]) {
             port: 0,
             username: "admin".into(),
             password: "password".into(),
+            lan: None,
         },
         firmware,
         memory_mib: 512,

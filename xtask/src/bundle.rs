@@ -167,7 +167,7 @@ pub fn run(args: Args) -> Result<()> {
     let sums = layout::sums(&stage)?;
     std::fs::write(stage.join(layout::SUMS), sums)?;
     remove_dir(&dest)?;
-    std::fs::rename(&stage, &dest)
+    fsutil::rename(&stage, &dest)
         .with_context(|| format!("renaming {} to {}", stage.display(), dest.display()))?;
 
     // 4. The archive.
@@ -208,14 +208,14 @@ fn remove_dir(dir: &Path) -> Result<()> {
 }
 
 /// iPXE's boot files, unpacked from the pinned ipxe package (fetched into the cache if absent).
-struct Ipxe {
+pub(crate) struct Ipxe {
     package: String,
-    files: Vec<(&'static str, PathBuf)>,
+    pub(crate) files: Vec<(&'static str, PathBuf)>,
     /// Holds the unpacked package while the files are copied.
     _dir: tempfile::TempDir,
 }
 
-fn ipxe_files() -> Result<Ipxe> {
+pub(crate) fn ipxe_files() -> Result<Ipxe> {
     let pins = fetch::pins()?;
     let pin = pins
         .iter()
@@ -247,7 +247,7 @@ fn ipxe_files() -> Result<Ipxe> {
 
 /// The commit (with `-dirty` when the worktree has changes to tracked files) and the build
 /// date: `SOURCE_DATE_EPOCH` if set, else the commit's date.
-fn provenance() -> Result<(String, u64)> {
+pub(crate) fn provenance() -> Result<(String, u64)> {
     let git = |args: &[&str]| -> Result<String> {
         let out = Command::new("git")
             .args(args)
@@ -281,7 +281,7 @@ fn provenance() -> Result<(String, u64)> {
 
 /// `YYYY-MM-DDTHH:MM:SSZ` for a Unix time. Hand-written (days → civil date, H. Hinnant's
 /// algorithm) rather than a date crate for one line of BUNDLE.toml.
-fn rfc3339(epoch: u64) -> String {
+pub(crate) fn rfc3339(epoch: u64) -> String {
     let days = (epoch / 86400) as i64;
     let secs = epoch % 86400;
     let z = days + 719_468;
@@ -306,9 +306,9 @@ fn rfc3339(epoch: u64) -> String {
 /// sha256 and size. The tar crate with explicit headers rather than `images::tree`: that one
 /// holds each file in memory and fixes mtime at 0.
 fn write_archive(dir: &Path, name: &str, epoch: u64, dest: &Path) -> Result<(String, u64)> {
-    let tmp = dest.with_extension("partial");
-    let file =
-        std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
+    let file = fsutil::AtomicFile::new(dest)
+        .with_context(|| format!("creating a temporary file beside {}", dest.display()))?;
+    let tmp = file.temp_path().to_path_buf();
     let mut enc = zstd::Encoder::new(std::io::BufWriter::new(file), ZSTD_LEVEL)?;
     enc.include_checksum(true)?;
     let mut tar = tar::Builder::new(enc);
@@ -370,9 +370,14 @@ fn write_archive(dir: &Path, name: &str, epoch: u64, dest: &Path) -> Result<(Str
     w.flush()?;
     w.into_inner()
         .map_err(|e| e.into_error())?
-        .sync_all()
-        .with_context(|| format!("writing {}", tmp.display()))?;
-    std::fs::rename(&tmp, dest).with_context(|| format!("renaming to {}", dest.display()))?;
+        .commit()
+        .with_context(|| {
+            format!(
+                "writing {} and renaming it to {}",
+                tmp.display(),
+                dest.display()
+            )
+        })?;
     let (digest, size) = images::store::hash_file(dest)?;
     Ok((digest, size))
 }

@@ -183,7 +183,7 @@ pub fn base_tar() -> Result<PathBuf> {
         ))
         .env("SOURCE_DATE_EPOCH", SOURCE_DATE_EPOCH);
     crate::run(&mut cmd).context("building the Debian base (offline, from the cache)")?;
-    std::fs::rename(&partial, &out)?;
+    fsutil::rename(&partial, &out)?;
     eprintln!(
         "debian: base {} ({:.1} MiB, {} packages) in {:.1}s",
         out.display(),

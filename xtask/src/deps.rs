@@ -68,6 +68,14 @@ pub const PACKAGES: &[(&str, &str)] = &[
         "builds the Debian golden image base offline from the cached debs",
     ),
     (
+        "xorriso",
+        "builds the appliance's hybrid ISO and disk image (El Torito BIOS + EFI, MBR/GPT)",
+    ),
+    (
+        "mtools",
+        "mdir/mcopy: the appliance tests read and edit the SEEDCFG FAT partition",
+    ),
+    (
         "apt-utils",
         "apt-ftparchive: the flat local repository mmdebstrap installs the base from",
     ),

@@ -168,7 +168,7 @@ fn download(pin: &Pin, debs: &Path) -> Result<()> {
     }
     let got = tmp.join(pin.file_name());
     let res = verify(pin, &got).and_then(|()| {
-        std::fs::rename(&got, deb_path(pin))
+        fsutil::rename(&got, &deb_path(pin))
             .with_context(|| format!("moving {} into the cache", got.display()))
     });
     std::fs::remove_dir_all(&tmp).ok();

@@ -4,10 +4,13 @@
 //! - `fetch`: the pinned Debian packages into the offline cache (see `fetch.rs`).
 //! - `ramdisk`: the deploy ramdisk, from the cache (see `ramdisk.rs`).
 //! - `image build NAME` / `image list`: golden images, from the cache (see `image.rs`).
+//! - `appliance`: the appliance's ISO, disk image and netboot form (see `appliance.rs`).
 //! - `bundle`: the appliance bundle `seed-<version>/` + `.tar.zst` (see `bundle.rs`).
-//! - `test`: deps, the ramdisk (fetching the offline cache), the tiny and debian images, then fmt check, clippy, and the whole test suite (nextest, grouped so QEMU tests
+//! - `test`: deps, the ramdisk (fetching the offline cache), the tiny and debian images, the
+//!   appliance, then fmt check, clippy, and the whole test suite (nextest, grouped so QEMU tests
 //!   do not starve two cores). This is what `.ci/run` runs.
 
+mod appliance;
 mod bench;
 mod bundle;
 mod debian;
@@ -58,6 +61,9 @@ enum Cmd {
     /// The appliance bundle: seed, ramdisk, iPXE, images and a config, as a directory and a
     /// reproducible `.tar.zst` (`--image NAME`…, `--out DIR`, `--debug`).
     Bundle(bundle::Args),
+    /// The appliance: hybrid ISO, disk image (+ qcow2) and netboot kernel + initrd, in
+    /// target/appliance/ (`--image NAME`… to carry, `--offline`).
+    Appliance(appliance::Args),
 }
 
 fn main() -> Result<()> {
@@ -71,6 +77,7 @@ fn main() -> Result<()> {
         Cmd::Bench(args) => bench::run(args),
         Cmd::Lab(args) => lab::run(args),
         Cmd::Bundle(args) => bundle::run(args),
+        Cmd::Appliance(args) => appliance::run(args),
     }
 }
 
@@ -117,6 +124,16 @@ fn test(filter: &[String], no_lint: bool) -> Result<()> {
     eprintln!(
         "xtask: debian image built in {:.0}s",
         debian.elapsed().as_secs_f64()
+    );
+    // The qemu_appliance tests boot the appliance (it carries the two images above).
+    let appliance = Instant::now();
+    appliance::build(
+        &root().join("target/appliance"),
+        &["tiny".to_string(), "debian".to_string()],
+    )?;
+    eprintln!(
+        "xtask: appliance built in {:.0}s",
+        appliance.elapsed().as_secs_f64()
     );
     if !no_lint {
         run(cargo().args(["fmt", "--all", "--check"]))?;

@@ -178,6 +178,19 @@ enum ChainStage {
     Chained,
 }
 
+/// Why a client gets no address (the reason of an ignored request or a NAK).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+enum NoAddress {
+    #[error("unknown MAC, discovery off")]
+    Unknown,
+    #[error("reserved address {0} is quarantined (a client declined it)")]
+    Quarantined(Ipv4Addr),
+    #[error("no reservation and no pool")]
+    NoPool,
+    #[error("pool {start}..{end} exhausted")]
+    Exhausted { start: Ipv4Addr, end: Ipv4Addr },
+}
+
 /// What the engine decided about one request (turned into a reply and one log line).
 enum Decision {
     Reply {
@@ -231,6 +244,9 @@ impl Engine {
         metrics: &Metrics,
         leases: LeaseTable,
     ) -> Result<Self, DhcpConfigError> {
+        if cfg.mode == DhcpMode::Auto {
+            return Err(DhcpConfigError::Unresolved);
+        }
         let reserved = cfg.check_nodes(nodes)?;
         let nodes = nodes
             .iter()
@@ -318,7 +334,8 @@ impl Engine {
             line.push_str(" on port 4011");
         }
         let decision = match self.cfg.mode {
-            DhcpMode::Authoritative => self.authoritative(&req, ty, mac, now),
+            // `Auto` never gets here: `new` refuses it (the probe decides first).
+            DhcpMode::Authoritative | DhcpMode::Auto => self.authoritative(&req, ty, mac, now),
             DhcpMode::Proxy => self.proxy(ty, mac, &client, rx),
         };
         self.finish(&req, rx, mac, &client, decision, line, now)
@@ -351,12 +368,12 @@ impl Engine {
 
     /// Whether to serve this MAC at all; enrolls it with the policy on first sight when
     /// discovery is on.
-    fn admit(&mut self, mac: MacAddr) -> Result<(), String> {
+    fn admit(&mut self, mac: MacAddr) -> Result<(), NoAddress> {
         if self.known(mac) {
             return Ok(());
         }
         if !self.cfg.discovery {
-            return Err("unknown MAC, discovery off".into());
+            return Err(NoAddress::Unknown);
         }
         if self.discovered.len() >= MAX_DISCOVERED_REMEMBERED {
             self.discovered.clear();
@@ -387,19 +404,17 @@ impl Engine {
         mac: MacAddr,
         requested: Option<Ipv4Addr>,
         now: u64,
-    ) -> Result<(Ipv4Addr, Source), String> {
+    ) -> Result<(Ipv4Addr, Source), NoAddress> {
         if let Some(node) = self.nodes.get(&mac) {
             if let Some(ip) = node.ip {
                 if self.leases.quarantined(ip, now) {
-                    return Err(format!(
-                        "reserved address {ip} is quarantined (a client declined it)"
-                    ));
+                    return Err(NoAddress::Quarantined(ip));
                 }
                 return Ok((ip, Source::Reservation(node.hostname.clone())));
             }
         }
         let Some(pool) = self.cfg.pool else {
-            return Err("no reservation and no pool".into());
+            return Err(NoAddress::NoPool);
         };
         let sticky = self.leases.ip_of(mac);
         for ip in [sticky, requested].into_iter().flatten() {
@@ -412,7 +427,10 @@ impl Engine {
             .find(|&ip| self.leases.untouched(ip, now) && self.pool_usable(ip, mac, now))
             .or_else(|| pool.iter().find(|&ip| self.pool_usable(ip, mac, now)))
             .map(|ip| (ip, Source::Pool))
-            .ok_or_else(|| format!("pool {}..{} exhausted", pool.start, pool.end))
+            .ok_or(NoAddress::Exhausted {
+                start: pool.start,
+                end: pool.end,
+            })
     }
 
     fn authoritative(
@@ -435,7 +453,7 @@ impl Engine {
             _ => None,
         };
         if let Err(why) = self.admit(mac) {
-            return Decision::Ignore(why);
+            return Decision::Ignore(why.to_string());
         }
         let lease = u64::from(self.cfg.lease_time);
         match ty {
@@ -449,7 +467,7 @@ impl Engine {
                         why: src.to_string(),
                     }
                 }
-                Err(why) => Decision::Ignore(why),
+                Err(why) => Decision::Ignore(why.to_string()),
             },
             MessageType::Request => {
                 if let Some(sid) = server_id {
@@ -539,7 +557,7 @@ impl Engine {
             return Decision::Silent("not a PXE client (proxy mode)".into());
         }
         if let Err(why) = self.admit(mac) {
-            return Decision::Ignore(why);
+            return Decision::Ignore(why.to_string());
         }
         let kind = match (rx.local_port, ty) {
             (PROXY_PORT, MessageType::Request | MessageType::Inform) => MessageType::Ack,
@@ -658,6 +676,9 @@ impl Engine {
                 let file_note = match &boot {
                     Ok(b) => {
                         add_boot(&mut m, b, req);
+                        if self.cfg.mode == DhcpMode::Proxy {
+                            proxy_marks(&mut m, self.server_ip);
+                        }
                         self.note_chain(mac, stage, kind, now);
                         match stage {
                             ChainStage::Off => format!(" file={}", b.file),
@@ -770,6 +791,20 @@ fn add_boot(m: &mut Message, b: &pxe::Boot, req: &Message) {
     // The PXE spec asks the server to echo the client's machine identifier (UUID).
     if let Some(o) = req.opts().get(OptionCode::ClientMachineIdentifier) {
         opts.insert(o.clone());
+    }
+}
+
+/// What makes a ProxyDHCP reply one for iPXE (captured: without them it booted nothing, found
+/// by `qemu_dhcp_probe`): option 60 `PXEClient` (PXE 2.1 §2.2.5), without which iPXE does not
+/// take the offer as ProxyDHCP, and a next-server with the boot file, without which iPXE
+/// judges the reply to carry no PXE options and discards it (`dhcp_has_pxeopts`).
+fn proxy_marks(m: &mut Message, server_ip: Ipv4Addr) {
+    if m.siaddr().is_unspecified() {
+        m.set_siaddr(server_ip);
+    }
+    if m.opts().get(OptionCode::ClassIdentifier).is_none() {
+        m.opts_mut()
+            .insert(DhcpOption::ClassIdentifier(b"PXEClient".to_vec()));
     }
 }
 

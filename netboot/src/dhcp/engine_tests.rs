@@ -60,6 +60,7 @@ fn config(mode: DhcpMode, discovery: bool) -> DhcpConfig {
         }),
         discovery,
         bootfiles: Bootfiles::default(),
+        probe_secs: 4,
     }
 }
 
@@ -605,6 +606,44 @@ fn proxy_mode_offers_boot_info_without_an_address() {
     assert!(rig
         .send(&request(STRANGER, MessageType::Discover, pxe_opts(0)))
         .is_none());
+}
+
+/// iPXE (a ROM or chainloaded) takes a ProxyDHCP reply only if it says `PXEClient` and names a
+/// next-server beside the boot file; captured: without them it booted nothing.
+#[test]
+fn proxy_replies_to_ipxe_say_pxeclient() {
+    let mut rig = Rig::proxy();
+    let (offer, _) = rig
+        .send(&request(NODE1, MessageType::Discover, ipxe_opts(0)))
+        .unwrap();
+    assert_eq!(
+        bootfile(&offer).as_deref(),
+        Some("http://10.200.1.1:8080/ipxe/52-54-00-00-00-01")
+    );
+    assert_eq!(offer.yiaddr(), Ipv4Addr::UNSPECIFIED);
+    assert_eq!(offer.siaddr(), SERVER);
+    assert_eq!(
+        opt(&offer, OptionCode::ClassIdentifier),
+        Some(&DhcpOption::ClassIdentifier(b"PXEClient".to_vec()))
+    );
+    let client_ip = Ipv4Addr::new(10, 200, 1, 50);
+    let mut req = request(NODE1, MessageType::Request, ipxe_opts(0));
+    req.set_ciaddr(client_ip);
+    let (ack, _) = rig
+        .send_on(&req, SocketAddrV4::new(client_ip, 4011), PROXY_PORT)
+        .unwrap();
+    assert_eq!(ack.siaddr(), SERVER);
+    assert_eq!(
+        opt(&ack, OptionCode::ClassIdentifier),
+        Some(&DhcpOption::ClassIdentifier(b"PXEClient".to_vec()))
+    );
+    // Authoritative replies to iPXE stay as they were.
+    let mut rig = Rig::new(false);
+    let (offer, _) = rig
+        .send(&request(NODE1, MessageType::Discover, ipxe_opts(0)))
+        .unwrap();
+    assert!(opt(&offer, OptionCode::ClassIdentifier).is_none());
+    assert_eq!(offer.siaddr(), Ipv4Addr::UNSPECIFIED);
 }
 
 #[test]

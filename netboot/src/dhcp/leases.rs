@@ -11,7 +11,6 @@
 use crate::MacAddr;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
-use std::io::Write;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 
@@ -307,7 +306,8 @@ pub fn load(path: &Path) -> Result<LeaseTable, LeaseFileError> {
     Ok(LeaseTable::from_snapshot(snap))
 }
 
-/// Atomically replace `path` with the snapshot of `table` (temporary file, fsync, rename).
+/// Durably replace `path` with the snapshot of `table` ([`fsutil::write`]: temporary file,
+/// fsync, rename, fsync of the directory).
 pub fn save(path: &Path, table: &LeaseTable) -> Result<(), LeaseFileError> {
     let err = |source| LeaseFileError::Write {
         path: path.into(),
@@ -316,14 +316,8 @@ pub fn save(path: &Path, table: &LeaseTable) -> Result<(), LeaseFileError> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).map_err(err)?;
     }
-    let tmp = path.with_extension("json.tmp");
     let body = serde_json::to_vec_pretty(&table.snapshot()).expect("snapshot serializes");
-    let mut f = std::fs::File::create(&tmp).map_err(err)?;
-    f.write_all(&body).map_err(err)?;
-    f.sync_data().map_err(err)?;
-    drop(f);
-    std::fs::rename(&tmp, path).map_err(err)?;
-    Ok(())
+    fsutil::write(path, &body).map_err(err)
 }
 
 #[cfg(test)]

@@ -5,10 +5,14 @@
 //! - [`pxe`] classifies the client (firmware PXE, iPXE, UEFI HTTP Boot) and picks its boot file;
 //! - [`leases`] is the lease table and its on-disk snapshot;
 //! - [`engine`] is the sans-IO core: bytes + arrival port + wall-clock time in, replies out;
+//! - [`probe`] is the sans-IO guard that, in `mode = "auto"`, looks for another DHCP server
+//!   before any answer, and [`probe_edge`] drives it (and publishes the mode served);
 //! - [`udp`] is the tokio transport that drives the engine on kernel sockets.
 
 pub mod engine;
 pub mod leases;
+pub mod probe;
+pub mod probe_edge;
 pub mod pxe;
 pub mod udp;
 pub mod wire;
@@ -31,6 +35,21 @@ pub enum DhcpMode {
     /// ProxyDHCP: another server hands out addresses; we answer PXE clients only, with boot
     /// information and no address, on port 67 (OFFER) and 4011 (REQUEST → ACK).
     Proxy,
+    /// Look first ([`probe`]): a DISCOVER with the seed's own MAC, `probe_secs` of listening;
+    /// `Proxy` if another server offered an address, else `Authoritative`. Decided once, before
+    /// the first answer; the engine only ever runs in the mode decided.
+    Auto,
+}
+
+impl DhcpMode {
+    /// The mode's name, as in the config file.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DhcpMode::Authoritative => "authoritative",
+            DhcpMode::Proxy => "proxy",
+            DhcpMode::Auto => "auto",
+        }
+    }
 }
 
 /// A dynamic address range, both ends included.
@@ -96,10 +115,16 @@ struct RawDhcpConfig {
     discovery: bool,
     #[serde(default)]
     bootfiles: Bootfiles,
+    #[serde(default = "default_probe_secs")]
+    probe_secs: u64,
 }
 
 fn default_lease_time() -> u32 {
     3600
+}
+
+fn default_probe_secs() -> u64 {
+    probe::DEFAULT_PROBE_SECS
 }
 
 /// The `[dhcp]` section, validated on its own (cross-section checks, such as reservations lying
@@ -119,6 +144,8 @@ pub struct DhcpConfig {
     /// Answer unknown MACs (from the pool in authoritative mode) and report them to the policy.
     pub discovery: bool,
     pub bootfiles: Bootfiles,
+    /// How long `mode = "auto"` listens for another server before answering anything.
+    pub probe_secs: u64,
 }
 
 impl Default for DhcpConfig {
@@ -132,6 +159,7 @@ impl Default for DhcpConfig {
             pool: None,
             discovery: false,
             bootfiles: Bootfiles::default(),
+            probe_secs: default_probe_secs(),
         }
     }
 }
@@ -139,8 +167,12 @@ impl Default for DhcpConfig {
 /// Why a `[dhcp]` section (or its combination with the rest of the file) was refused.
 #[derive(Debug, thiserror::Error)]
 pub enum DhcpConfigError {
-    #[error("[dhcp] mode = \"authoritative\" needs `subnet`")]
+    #[error("[dhcp] mode = \"authoritative\" (or \"auto\", which may become it) needs `subnet`")]
     MissingSubnet,
+    #[error("[dhcp] probe_secs must be between 1 and 60, not {0}")]
+    ProbeSecs(u64),
+    #[error("[dhcp] mode = \"auto\" is decided by the probe before the server starts")]
+    Unresolved,
     #[error("[dhcp] lease_time must be between 60 and 31536000 seconds, not {0}")]
     LeaseTime(u32),
     #[error("[dhcp] pool {start}..{end} is empty or reversed")]
@@ -170,8 +202,11 @@ impl TryFrom<RawDhcpConfig> for DhcpConfig {
         if !(60..=31_536_000).contains(&raw.lease_time) {
             return Err(DhcpConfigError::LeaseTime(raw.lease_time));
         }
-        if raw.mode == DhcpMode::Authoritative && raw.subnet.is_none() {
+        if raw.mode != DhcpMode::Proxy && raw.subnet.is_none() {
             return Err(DhcpConfigError::MissingSubnet);
+        }
+        if !(1..=60).contains(&raw.probe_secs) {
+            return Err(DhcpConfigError::ProbeSecs(raw.probe_secs));
         }
         if let Some(pool) = raw.pool {
             if u32::from(pool.start) > u32::from(pool.end) {
@@ -201,6 +236,7 @@ impl TryFrom<RawDhcpConfig> for DhcpConfig {
             pool: raw.pool,
             discovery: raw.discovery,
             bootfiles: raw.bootfiles,
+            probe_secs: raw.probe_secs,
         })
     }
 }
@@ -292,6 +328,21 @@ mod tests {
             assert!(err.contains(needle), "{text:?}: {err}");
         }
         assert_eq!(parse("mode = \"proxy\"").unwrap().mode, DhcpMode::Proxy);
+        let auto = parse("mode = \"auto\"\nsubnet = \"10.0.0.0/24\"\nprobe_secs = 2").unwrap();
+        assert_eq!((auto.mode, auto.probe_secs), (DhcpMode::Auto, 2));
+        assert!(parse("mode = \"auto\"")
+            .unwrap_err()
+            .to_string()
+            .contains("auto"));
+        assert!(parse("subnet = \"10.0.0.0/24\"\nprobe_secs = 0")
+            .unwrap_err()
+            .to_string()
+            .contains("probe_secs"));
+        assert_eq!(
+            parse("subnet = \"10.0.0.0/24\"").unwrap().mode,
+            DhcpMode::Authoritative,
+            "no mode: authoritative, as before auto existed"
+        );
     }
 
     #[test]

@@ -76,19 +76,21 @@ pub async fn serve(
     nodes: Vec<NodeEntry>,
     shutdown: CancellationToken,
 ) -> io::Result<()> {
+    // `mode = "auto"`: look for another server before answering anything.
+    let cfg = tokio::select! {
+        r = super::probe_edge::decide_kernel(&ctx, cfg) => r?,
+        _ = shutdown.cancelled() => return Ok(()),
+    };
     let (mut engine, keeper, loaded, mode) = open_engine(&ctx, cfg, &nodes)?;
     let iface = ctx.interface.as_deref();
     let main = bind(SERVER_PORT, iface)?;
     let proxy = match mode {
         DhcpMode::Proxy => Some(bind(PROXY_PORT, iface)?),
-        DhcpMode::Authoritative => None,
+        DhcpMode::Authoritative | DhcpMode::Auto => None,
     };
     info!(
         "dhcp: serving ({}) on {} port 67{}; {} known node(s), {loaded} lease(s) from {}",
-        match mode {
-            DhcpMode::Authoritative => "authoritative",
-            DhcpMode::Proxy => "proxy",
-        },
+        mode.as_str(),
         iface.unwrap_or("all interfaces"),
         if proxy.is_some() { " and 4011" } else { "" },
         nodes.len(),

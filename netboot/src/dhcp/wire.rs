@@ -21,6 +21,8 @@ pub enum Malformed {
     Truncated(usize),
     #[error("not a BOOTREQUEST (op={0})")]
     NotRequest(u8),
+    #[error("not a BOOTREPLY (op={0})")]
+    NotReply(u8),
     #[error("not Ethernet (htype={htype}, hlen={hlen})")]
     NotEthernet { htype: u8, hlen: u8 },
     #[error("no DHCP magic cookie")]
@@ -64,9 +66,9 @@ fn length_ok(code: u8, len: u8) -> bool {
         | 106
         | 152..=155 => len == 4,
         // lists of addresses
-        3..=11 | 41 | 42 | 44 | 45 | 48 | 49 | 65 | 68..=76 | 89 | 92 => len % 4 == 0,
+        3..=11 | 41 | 42 | 44 | 45 | 48 | 49 | 65 | 68..=76 | 89 | 92 => len.is_multiple_of(4),
         // client system architecture: one or more 16-bit types
-        93 => len >= 2 && len % 2 == 0,
+        93 => len >= 2 && len.is_multiple_of(2),
         // rapid commit carries nothing; client FQDN has three fixed bytes; BLQ status a code
         80 => len == 0,
         81 => len >= 3,
@@ -78,11 +80,24 @@ fn length_ok(code: u8, len: u8) -> bool {
 
 /// Check the framing of `pkt`. `Ok` means `dhcproto` can decode it without tripping over it.
 pub fn check(pkt: &[u8]) -> Result<(), Malformed> {
+    check_op(pkt, 1)
+}
+
+/// [`check`] for a BOOTREPLY (another server's OFFER, heard by [`super::probe`]).
+pub fn check_reply(pkt: &[u8]) -> Result<(), Malformed> {
+    check_op(pkt, 2)
+}
+
+fn check_op(pkt: &[u8], op: u8) -> Result<(), Malformed> {
     if pkt.len() < HEADER_LEN {
         return Err(Malformed::Truncated(pkt.len()));
     }
-    if pkt[0] != 1 {
-        return Err(Malformed::NotRequest(pkt[0]));
+    if pkt[0] != op {
+        return Err(if op == 1 {
+            Malformed::NotRequest(pkt[0])
+        } else {
+            Malformed::NotReply(pkt[0])
+        });
     }
     let (htype, hlen) = (pkt[1], pkt[2]);
     if htype != 1 || hlen != 6 {
@@ -121,6 +136,16 @@ pub fn check(pkt: &[u8]) -> Result<(), Malformed> {
 /// a decoder panic on some input [`check`] did not foresee costs one packet, never the server.
 pub fn decode_request(pkt: &[u8]) -> Result<(Message, MessageType), Malformed> {
     check(pkt)?;
+    let decoded = std::panic::catch_unwind(|| Message::decode(&mut Decoder::new(pkt)))
+        .map_err(|_| Malformed::Decode("decoder panicked".into()))?
+        .map_err(|e| Malformed::Decode(e.to_string()))?;
+    let ty = decoded.opts().msg_type().ok_or(Malformed::NoMessageType)?;
+    Ok((decoded, ty))
+}
+
+/// Check and decode a reply, as [`decode_request`] does a request.
+pub fn decode_reply(pkt: &[u8]) -> Result<(Message, MessageType), Malformed> {
+    check_reply(pkt)?;
     let decoded = std::panic::catch_unwind(|| Message::decode(&mut Decoder::new(pkt)))
         .map_err(|_| Malformed::Decode("decoder panicked".into()))?
         .map_err(|e| Malformed::Decode(e.to_string()))?;

@@ -50,11 +50,11 @@ pub struct ApiRequest {
     pub peer: std::net::SocketAddr,
 }
 
-/// The handler's answer: a status and a JSON (or text) body.
+/// The handler's answer: a status and a JSON (or text) body of the given content type.
 #[derive(Debug, Clone)]
 pub struct ApiResponse {
     pub status: http::StatusCode,
-    pub content_type: &'static str,
+    pub content_type: String,
     pub body: String,
 }
 
@@ -63,7 +63,7 @@ impl ApiResponse {
     pub fn json(status: http::StatusCode, value: &impl serde::Serialize) -> Self {
         Self {
             status,
-            content_type: "application/json",
+            content_type: "application/json".into(),
             body: serde_json::to_string(value).unwrap_or_else(|_| "null".into()),
         }
     }

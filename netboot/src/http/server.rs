@@ -148,12 +148,14 @@ pub(crate) fn spawn_connection<S>(
     });
 }
 
-fn text(status: StatusCode, content_type: &'static str, body: String) -> Response<Body> {
+fn text(status: StatusCode, content_type: &str, body: String) -> Response<Body> {
     let len = body.len();
     let mut r = Response::new(Full::new(Bytes::from(body)).map_err(|n| match n {}).boxed());
     *r.status_mut() = status;
     let h = r.headers_mut();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    let ct = HeaderValue::from_str(content_type)
+        .unwrap_or_else(|_| HeaderValue::from_static("application/octet-stream"));
+    h.insert(header::CONTENT_TYPE, ct);
     h.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
     r
 }
@@ -241,7 +243,7 @@ impl App {
                 peer,
             })
             .await;
-        text(r.status, r.content_type, r.body)
+        text(r.status, &r.content_type, r.body)
     }
 
     async fn route<B>(&self, req: &Request<B>, raw_path: &str) -> Response<Body> {

@@ -4,11 +4,12 @@
 //! of kernel sockets: no root, bridge or TAP is needed to join a QEMU lab's socket-multicast
 //! wire, and the same sans-IO DHCP engine and the same hyper HTTP service answer. The link is
 //! one of [`device::McastDevice`] (QEMU `-netdev socket,mcast=`), a TAP interface, or an
-//! AF_PACKET socket on a NIC; optionally every frame is also written to a pcap file under
+//! AF_PACKET socket on a NIC ([`af_packet`], which completes offloaded checksums); optionally every frame is also written to a pcap file under
 //! `state_dir` so a PXE failure opens in Wireshark. ARP and ICMP echo are answered by smoltcp;
 //! IPv6 Router Solicitations by [`ra`] (smoltcp has no IPv6 here), so iPXE does not wait for a
 //! router.
 
+pub mod af_packet;
 pub mod device;
 pub mod ra;
 pub mod services;
@@ -74,24 +75,34 @@ fn default_prefix_len() -> u8 {
     24
 }
 
+/// Why a `[wire]` section cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum WireConfigError {
+    #[error("wire.prefix_len {0} is not in 1..=30")]
+    PrefixLen(u8),
+    #[error("wire.group {0} is not a multicast address")]
+    NotMulticast(Ipv4Addr),
+    #[error("wire kind qemu-mcast needs group and port")]
+    NoGroup,
+    #[error("wire kinds tap and af-packet need ifname")]
+    NoIfname,
+}
+
 impl WireConfig {
     /// Check the fields the kind needs.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), WireConfigError> {
         if self.prefix_len == 0 || self.prefix_len > 30 {
-            return Err(format!(
-                "wire.prefix_len {} is not in 1..=30",
-                self.prefix_len
-            ));
+            return Err(WireConfigError::PrefixLen(self.prefix_len));
         }
         match self.kind {
             WireKind::QemuMcast => match (self.group, self.port) {
                 (Some(g), Some(_)) if g.is_multicast() => Ok(()),
-                (Some(g), Some(_)) => Err(format!("wire.group {g} is not a multicast address")),
-                _ => Err("wire kind qemu-mcast needs group and port".into()),
+                (Some(g), Some(_)) => Err(WireConfigError::NotMulticast(g)),
+                _ => Err(WireConfigError::NoGroup),
             },
             WireKind::Tap | WireKind::AfPacket => match &self.ifname {
                 Some(n) if !n.is_empty() => Ok(()),
-                _ => Err("wire kinds tap and af-packet need ifname".into()),
+                _ => Err(WireConfigError::NoIfname),
             },
         }
     }
@@ -184,11 +195,14 @@ pub fn start(
             let fd = d.as_raw_fd();
             Ok((d, fd))
         }),
-        WireKind::AfPacket => with_pcap(addr, pcap, ra, shutdown, move || {
-            let d = device::af_packet(&ifname)?;
-            let fd = d.as_raw_fd();
-            Ok((d, fd))
-        }),
+        WireKind::AfPacket => {
+            let counters = af_packet::AfPacketCounters::new(metrics);
+            with_pcap(addr, pcap, ra, shutdown, move || {
+                let d = af_packet::AfPacket::open(&ifname, counters)?;
+                let fd = d.as_raw_fd();
+                Ok((d, fd))
+            })
+        }
     }
 }
 

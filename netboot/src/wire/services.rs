@@ -42,14 +42,11 @@ pub async fn serve_dhcp(
     let main = stack.udp_bind(SERVER_PORT)?;
     let proxy = match mode {
         DhcpMode::Proxy => Some(stack.udp_bind(PROXY_PORT)?),
-        DhcpMode::Authoritative => None,
+        DhcpMode::Authoritative | DhcpMode::Auto => None,
     };
     info!(
         "dhcp: serving ({}) on the wire port 67{}; {} known node(s), {loaded} lease(s) from {}",
-        match mode {
-            DhcpMode::Authoritative => "authoritative",
-            DhcpMode::Proxy => "proxy",
-        },
+        mode.as_str(),
         if proxy.is_some() { " and 4011" } else { "" },
         nodes.len(),
         keeper.describe()

@@ -7,7 +7,7 @@
 use super::crypto::{self, RakpInputs};
 use super::message::{self, payload, Frame, Malformed, Request};
 use super::{BootDevice, BootOverride, PowerAction};
-use rand::{rngs::StdRng, RngCore, SeedableRng};
+use rand::{rngs::StdRng, Rng, SeedableRng};
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 

@@ -142,7 +142,7 @@ pub fn aes_encrypt(k2: &[u8], iv: [u8; AES_BLOCK], payload: &[u8]) -> Vec<u8> {
 /// Decrypt what [`aes_encrypt`] produced; `None` when it is not whole blocks or its padding is
 /// inconsistent (a wrong key shows up here).
 pub fn aes_decrypt(k2: &[u8], data: &[u8]) -> Option<Vec<u8>> {
-    if data.len() < 2 * AES_BLOCK || data.len() % AES_BLOCK != 0 {
+    if data.len() < 2 * AES_BLOCK || !data.len().is_multiple_of(AES_BLOCK) {
         return None;
     }
     let (iv, body) = data.split_at(AES_BLOCK);

@@ -159,6 +159,18 @@ fn io_err<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> D
     }
 }
 
+/// The HTTP client that fetches an image stream: 10 s to connect, then at most 60 s between two
+/// reads (a whole image takes as long as it takes); never through a proxy; a 4xx/5xx is an
+/// error.
+pub fn stream_agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .timeout_connect(Some(Duration::from_secs(10)))
+        .timeout_per_read(Some(Duration::from_secs(60)))
+        .proxy(None)
+        .build()
+        .new_agent()
+}
+
 /// Deploy `cmd` onto one of `disks`. `progress(phase, bytes, total)` is called at each phase and
 /// every [`Env::progress_every`] while writing. [`Phase::Done`] and [`Phase::Failed`] are the
 /// caller's to report, from the result.
@@ -263,10 +275,7 @@ fn write_disk(
     let root = env.work_dir.join("root");
     mounts.mount(&root_dev, &root)?;
     let url = &cmd.stream_url;
-    let resp = ureq::AgentBuilder::new()
-        .timeout_connect(Duration::from_secs(10))
-        .timeout_read(Duration::from_secs(60))
-        .build()
+    let resp = stream_agent()
         .get(url)
         .call()
         .map_err(|e| DeployError::Fetch {
@@ -275,7 +284,7 @@ fn write_disk(
         })?;
     let started = Instant::now();
     let written = stream::write(
-        resp.into_reader(),
+        resp.into_body().into_reader(),
         &root,
         &cmd.manifest.stream.sha256,
         total,

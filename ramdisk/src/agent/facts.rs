@@ -1,59 +1,9 @@
 //! Hardware facts, read from `/proc` and `/sys` under a root directory (`/` on a node; a fake
 //! tree in tests): CPUs, RAM, disks with size/model/serial, NICs with MAC and link, DMI identity,
-//! and the boot mode.
+//! and the boot mode ([`api::facts`], the report's types, re-exported here).
 
-use serde::{Deserialize, Serialize};
+pub use api::facts::{BootMode, Disk, Dmi, Facts, Nic};
 use std::path::Path;
-
-/// Everything the agent reports about its machine.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Facts {
-    pub cpus: u32,
-    pub cpu_model: String,
-    /// Installed memory in MiB: online memory blocks × block size (what the VM or DIMMs give),
-    /// not MemTotal, which the kernel has already taken its share of.
-    pub memory_mib: u64,
-    pub disks: Vec<Disk>,
-    pub nics: Vec<Nic>,
-    pub dmi: Dmi,
-    pub boot_mode: BootMode,
-}
-
-/// A block device that is a whole disk.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Disk {
-    pub name: String,
-    pub size_bytes: u64,
-    pub model: String,
-    pub serial: String,
-    pub rotational: bool,
-}
-
-/// A network interface.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Nic {
-    pub name: String,
-    pub mac: String,
-    pub link: bool,
-    pub driver: String,
-}
-
-/// The machine's SMBIOS identity.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Dmi {
-    pub vendor: String,
-    pub product: String,
-    pub serial: String,
-    pub uuid: String,
-}
-
-/// How the firmware booted us.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum BootMode {
-    Bios,
-    Uefi,
-}
 
 fn read_trim(p: &Path) -> String {
     std::fs::read_to_string(p)

@@ -44,9 +44,13 @@ fn main() {
         log("warning: no seed.token= on the kernel command line; calling the seed without one");
     }
     let agent = Client {
-        http: ureq::AgentBuilder::new()
-            .timeout(Duration::from_secs(10))
-            .build(),
+        http: ureq::Agent::config_builder()
+            .timeout_global(Some(Duration::from_secs(10)))
+            // A refusal's reason is in its body: read it rather than a bare status error.
+            .http_status_as_error(false)
+            .proxy(None)
+            .build()
+            .new_agent(),
         auth,
     };
     let report = Report {
@@ -54,15 +58,9 @@ fn main() {
         facts,
     };
     let ack: Ack = loop {
-        match agent
-            .post(&format!("{url}/v1/agent/facts"))
-            .send_json(&report)
-        {
-            Ok(resp) => match resp.into_json() {
-                Ok(ack) => break ack,
-                Err(e) => log(&format!("bad answer to facts report: {e}")),
-            },
-            Err(e) => log(&format!("reporting facts to {url}: {e}; retrying in 3 s")),
+        match agent.post(&format!("{url}/v1/agent/facts"), &report) {
+            Ok(ack) => break ack,
+            Err(e) => log(&format!("reporting facts: {e}; retrying in 3 s")),
         }
         std::thread::sleep(Duration::from_secs(3));
     };
@@ -89,11 +87,7 @@ fn main() {
                 let last = matches!(p.phase, Phase::Done | Phase::Failed);
                 post_progress(&agent, &url, &p, if last { 40 } else { 1 })
             }
-            Err(_) => agent
-                .post(&format!("{url}/v1/agent/heartbeat"))
-                .send_json(&hb)
-                .map_err(|e| e.to_string())
-                .and_then(|r| r.into_json::<Command>().map_err(|e| e.to_string())),
+            Err(_) => agent.post(&format!("{url}/v1/agent/heartbeat"), &hb),
         };
         match cmd {
             Ok(Command::None) => {}
@@ -141,13 +135,27 @@ struct Client {
 }
 
 impl Client {
-    /// A POST to an agent endpoint, with the token when there is one.
-    fn post(&self, url: &str) -> ureq::Request {
-        let r = self.http.post(url);
-        match &self.auth {
-            Some(a) => r.set("Authorization", a),
-            None => r,
+    /// POST `body` as JSON to an agent endpoint (with the token when there is one): the answer,
+    /// or what went wrong (with the seed's own reason when it refused).
+    fn post<T: serde::de::DeserializeOwned>(
+        &self,
+        url: &str,
+        body: &impl serde::Serialize,
+    ) -> Result<T, String> {
+        let mut r = self.http.post(url);
+        if let Some(a) = &self.auth {
+            r = r.header("Authorization", a);
         }
+        let mut resp = r.send_json(body).map_err(|e| format!("{url}: {e}"))?;
+        let status = resp.status();
+        if !status.is_success() {
+            let text = resp.body_mut().read_to_string().unwrap_or_default();
+            let reason = serde_json::from_str::<api::ErrorBody>(&text).map_or(text, |b| b.error);
+            return Err(format!("{url}: {} {}", status.as_u16(), reason.trim()));
+        }
+        resp.body_mut()
+            .read_json()
+            .map_err(|e| format!("the answer of {url}: {e}"))
     }
 }
 
@@ -158,12 +166,7 @@ fn post_progress(agent: &Client, url: &str, p: &Progress, tries: u32) -> Result<
         if i > 0 {
             std::thread::sleep(Duration::from_secs(3));
         }
-        match agent
-            .post(&format!("{url}/v1/agent/progress"))
-            .send_json(p)
-            .map_err(|e| e.to_string())
-            .and_then(|r| r.into_json::<Command>().map_err(|e| e.to_string()))
-        {
+        match agent.post(&format!("{url}/v1/agent/progress"), p) {
             Ok(c) => return Ok(c),
             Err(e) => {
                 log(&format!("progress report: {e}"));

@@ -67,7 +67,7 @@ struct SignalArgs {
     /// The deployment (or wait condition) this signal is for.
     #[arg(long)]
     deployment: String,
-    #[arg(long, value_enum)]
+    #[arg(long, value_parser = signal_status())]
     status: collect::SignalStatus,
     /// Why it failed.
     #[arg(long)]
@@ -391,6 +391,13 @@ fn run_collect(c: CollectArgs) -> anyhow::Result<u8> {
         std::thread::sleep(pause);
         pause = (pause * 2).min(std::time::Duration::from_secs(60));
     }
+}
+
+/// `complete` or `failed` (listed in `--help`), parsed into the API's [`collect::SignalStatus`].
+fn signal_status() -> impl clap::builder::TypedValueParser<Value = collect::SignalStatus> {
+    use clap::builder::TypedValueParser;
+    clap::builder::PossibleValuesParser::new(["complete", "failed"])
+        .try_map(|s| s.parse::<collect::SignalStatus>())
 }
 
 fn run_signal(s: SignalArgs) -> anyhow::Result<u8> {

@@ -244,23 +244,18 @@ pub fn write_file(path: &Path, body: &[u8], control: &Control) -> Result<Outcome
     tracing::info!(path = %path.display(), "writing");
     let dir = path.parent().unwrap_or(Path::new("/"));
     fs::create_dir_all(dir).map_err(io("creating directory", dir))?;
-    let mut tmp = tempfile::Builder::new()
-        .prefix(".seed-config.")
-        .tempfile_in(dir)
+    // Created 0600, given its mode and owner before any content is visible under `path`.
+    let mut tmp = fsutil::AtomicFile::with_mode(path, 0o600)
         .map_err(io("creating a temporary file in", dir))?;
-    tmp.write_all(body).map_err(io("writing", tmp.path()))?;
-    let file = tmp.as_file();
+    tmp.write_all(body)
+        .map_err(io("writing", tmp.temp_path()))?;
+    let file = tmp.file();
     file.set_permissions(fs::Permissions::from_mode(mode))
         .map_err(io("setting the mode of", path))?;
     if uid.is_some() || gid.is_some() {
         std::os::unix::fs::fchown(file, uid, gid).map_err(io("changing the owner of", path))?;
     }
-    file.sync_all().map_err(io("writing", path))?;
-    tmp.persist(path).map_err(|e| ApplyError::Io {
-        what: "renaming into place",
-        path: path.to_path_buf(),
-        source: e.error,
-    })?;
+    tmp.commit().map_err(io("renaming into place", path))?;
     Ok(Outcome::Written)
 }
 

@@ -48,11 +48,10 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), CacheError> {
     };
     let dir = path.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir).map_err(err)?;
-    let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(err)?;
-    tmp.write_all(bytes).map_err(err)?;
-    tmp.as_file().sync_all().map_err(err)?;
-    tmp.persist(path).map_err(|e| err(e.error))?;
-    Ok(())
+    // 0600: the metadata may hold secrets (passwords a template generated).
+    let mut f = fsutil::AtomicFile::with_mode(path, 0o600).map_err(err)?;
+    f.write_all(bytes).map_err(err)?;
+    f.commit().map_err(err)
 }
 
 /// Store each source's metadata as `<cache>/<name>.json` (in the order given: later sources
@@ -115,7 +114,7 @@ pub enum CollectError {
     Transport {
         url: String,
         #[source]
-        source: Box<ureq::Transport>,
+        source: Box<ureq::Error>,
     },
     /// The seed refused or failed the request.
     #[error("{url} answered {status}: {body}")]
@@ -162,34 +161,8 @@ pub fn read_identity(path: &Path) -> Result<Identity, CollectError> {
     })
 }
 
-/// The document the seed serves.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Document {
-    pub counter: u64,
-    pub data: Value,
-}
-
-/// How a deployment ended (the seed's `SignalStatus`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "snake_case")]
-pub enum SignalStatus {
-    Complete,
-    Failed,
-}
-
-/// What `POST /v1/node/signal` takes (the same JSON as the seed's `Signal`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Signal {
-    pub deployment: String,
-    pub status: SignalStatus,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub reason: Option<String>,
-    #[serde(default)]
-    pub outputs: serde_json::Map<String, Value>,
-    /// The metadata counter applied when signalling.
-    #[serde(default)]
-    pub counter: u64,
-}
+/// The document the seed serves, and the signal this node posts back: the API's own types.
+pub use api::metadata::{Metadata as Document, Signal, SignalStatus};
 
 /// The cache's bookkeeping.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -264,9 +237,14 @@ impl Collector {
         Collector {
             identity,
             cache: cache.into(),
-            agent: ureq::AgentBuilder::new()
-                .timeout_connect(Duration::from_secs(5))
-                .build(),
+            agent: ureq::Agent::config_builder()
+                .timeout_connect(Some(Duration::from_secs(5)))
+                // Refusals are read (status and body) rather than turned into bare errors.
+                .http_status_as_error(false)
+                // The seed is on the provisioning network: never through a proxy.
+                .proxy(None)
+                .build()
+                .new_agent(),
             retries: 3,
             backoff: Duration::from_secs(1),
         }
@@ -292,21 +270,24 @@ impl Collector {
     }
 
     fn bearer(&self) -> String {
-        format!("Bearer {}", self.identity.credential.trim())
+        format!("Bearer {}", self.identity.credential.expose().trim())
     }
 
-    fn status_error(url: String, e: ureq::Error) -> CollectError {
-        match e {
-            ureq::Error::Status(status, resp) => CollectError::Status {
-                url,
-                status,
-                body: resp.into_string().unwrap_or_default(),
-            },
-            ureq::Error::Transport(t) => CollectError::Transport {
-                url,
-                source: Box::new(t),
-            },
+    fn transport_error(url: &str, e: ureq::Error) -> CollectError {
+        CollectError::Transport {
+            url: url.to_string(),
+            source: Box::new(e),
         }
+    }
+
+    /// A refusal (4xx/5xx) as [`CollectError::Status`] with the seed's answer.
+    fn refused(url: &str, resp: &mut ureq::http::Response<ureq::Body>) -> Option<CollectError> {
+        let status = resp.status().as_u16();
+        (status >= 400).then(|| CollectError::Status {
+            url: url.to_string(),
+            status,
+            body: resp.body_mut().read_to_string().unwrap_or_default(),
+        })
     }
 
     /// One request: the document if it differs from `since`, `None` on 304 (unchanged after
@@ -320,20 +301,29 @@ impl Collector {
         if let Some(n) = since {
             url.push_str(&format!("?since={n}&wait={wait_secs}"));
         }
-        let resp = self
+        let mut resp = self
             .agent
             .get(&url)
-            .set("Authorization", &self.bearer())
+            .header("Authorization", &self.bearer())
             // The seed holds the request for up to `wait`; give it room to answer.
-            .timeout(Duration::from_secs(wait_secs + 15))
+            .config()
+            .timeout_global(Some(Duration::from_secs(wait_secs + 15)))
+            .build()
             .call()
-            .map_err(|e| Self::status_error(url.clone(), e))?;
+            .map_err(|e| Self::transport_error(&url, e))?;
+        if let Some(e) = Self::refused(&url, &mut resp) {
+            return Err(e);
+        }
         if resp.status() == 304 {
             return Ok(None);
         }
         let doc: Document = resp
-            .into_json()
-            .map_err(|source| CollectError::Body { url, source })?;
+            .body_mut()
+            .read_json()
+            .map_err(|e| CollectError::Body {
+                url,
+                source: std::io::Error::other(e),
+            })?;
         Ok(Some(doc))
     }
 
@@ -462,13 +452,19 @@ impl Collector {
     pub fn signal(&self, sig: &Signal) -> Result<(), CollectError> {
         let url = self.url("/v1/node/signal");
         self.with_retry("signalling", || {
-            self.agent
+            let mut resp = self
+                .agent
                 .post(&url)
-                .set("Authorization", &self.bearer())
-                .timeout(Duration::from_secs(15))
+                .header("Authorization", &self.bearer())
+                .config()
+                .timeout_global(Some(Duration::from_secs(15)))
+                .build()
                 .send_json(sig)
-                .map(|_| ())
-                .map_err(|e| Self::status_error(url.clone(), e))
+                .map_err(|e| Self::transport_error(&url, e))?;
+            match Self::refused(&url, &mut resp) {
+                Some(e) => Err(e),
+                None => Ok(()),
+            }
         })
     }
 

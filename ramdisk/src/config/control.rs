@@ -3,13 +3,10 @@
 //! (`allow_empty`, default true; when false an empty result deletes the file instead).
 //!
 //! os-apply-config loads these with PyYAML, which speaks YAML 1.1: `mode: 0755` is octal
-//! 493, `yes`/`on` are booleans. yaml-rust2 (YAML 1.2) would read `0755` as decimal, so the
-//! document is parsed with yaml-rust2's event parser and its plain scalars are resolved with
-//! YAML 1.1's rules here.
+//! 493, `yes`/`on` are booleans. [`yaml11`] reads them the same way.
 
 use nix::unistd::{Gid, Group, Uid, User};
-use yaml_rust2::parser::{Event, EventReceiver, Parser};
-use yaml_rust2::scanner::TScalarStyle;
+use yaml11::Value;
 
 /// What a control file asks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -78,113 +75,41 @@ fn py_octal(v: i64) -> String {
     format!("{sign}0o{:o}", v.unsigned_abs())
 }
 
-/// A resolved YAML 1.1 scalar.
-#[derive(Debug, Clone, PartialEq)]
-enum Scalar {
-    Null,
-    Bool(bool),
-    Int(i64),
-    Str(String),
-}
-
-impl Scalar {
-    fn show(&self) -> String {
-        match self {
-            Scalar::Null => "None".into(),
-            Scalar::Bool(b) => if *b { "True" } else { "False" }.into(),
-            Scalar::Int(i) => i.to_string(),
-            Scalar::Str(s) => s.clone(),
-        }
-    }
-}
-
-/// YAML 1.1 (PyYAML) resolution of a plain scalar.
-fn resolve_plain(s: &str) -> Scalar {
-    match s {
-        "" | "~" | "null" | "Null" | "NULL" => return Scalar::Null,
-        "yes" | "Yes" | "YES" | "true" | "True" | "TRUE" | "on" | "On" | "ON" => {
-            return Scalar::Bool(true)
-        }
-        "no" | "No" | "NO" | "false" | "False" | "FALSE" | "off" | "Off" | "OFF" => {
-            return Scalar::Bool(false)
-        }
-        _ => {}
-    }
-    let (neg, digits) = match s.as_bytes().first() {
-        Some(b'-') => (true, &s[1..]),
-        Some(b'+') => (false, &s[1..]),
-        _ => (false, s),
-    };
-    let clean: String = digits.chars().filter(|&c| c != '_').collect();
-    let parsed = if let Some(bin) = clean.strip_prefix("0b") {
-        i64::from_str_radix(bin, 2).ok()
-    } else if let Some(hex) = clean.strip_prefix("0x") {
-        i64::from_str_radix(hex, 16).ok()
-    } else if clean.len() > 1 && clean.starts_with('0') {
-        i64::from_str_radix(&clean[1..], 8).ok()
-    } else if !clean.is_empty() && clean.bytes().all(|b| b.is_ascii_digit()) {
-        clean.parse().ok()
-    } else {
-        None
-    };
-    match parsed {
-        Some(i) if !digits.starts_with('_') => Scalar::Int(if neg { -i } else { i }),
-        _ => Scalar::Str(s.to_string()),
-    }
-}
-
-#[derive(Default)]
-struct Events(Vec<Event>);
-
-impl EventReceiver for Events {
-    fn on_event(&mut self, ev: Event) {
-        self.0.push(ev);
+/// A scalar as Python prints it in os-apply-config's messages (`None`, `True`, `0755` → `493`).
+fn show(v: &Value) -> String {
+    match v {
+        Value::Null => "None".into(),
+        Value::Bool(b) => if *b { "True" } else { "False" }.into(),
+        Value::Int(i) => i.to_string(),
+        Value::Float(f) => format!("{f:?}"),
+        Value::Str(s) => s.clone(),
+        Value::List(_) | Value::Map(_) => "<collection>".into(),
     }
 }
 
 /// Parse the text of a control file.
 pub fn parse(text: &str) -> Result<Control, ControlError> {
-    let mut events = Events::default();
-    Parser::new_from_str(text)
-        .load(&mut events, false)
-        .map_err(|e| ControlError::Yaml(e.to_string()))?;
-    let body: Vec<Event> = events
-        .0
-        .into_iter()
-        .filter(|e| {
-            !matches!(
-                e,
-                Event::StreamStart | Event::StreamEnd | Event::DocumentStart | Event::DocumentEnd
-            )
-        })
-        .collect();
+    let root = yaml11::parse(".oac", text).map_err(|e| ControlError::Yaml(e.to_string()))?;
     let mut control = Control::default();
-    let pairs = match body.as_slice() {
-        [] => return Ok(control), // empty document: all defaults
-        [Event::Scalar(s, TScalarStyle::Plain, ..)] if resolve_plain(s) == Scalar::Null => {
-            return Ok(control)
-        }
-        [Event::MappingStart(..), inner @ .., Event::MappingEnd] => inner,
-        _ => return Err(ControlError::NotADict),
+    let pairs = match root.map(|n| n.value) {
+        None | Some(Value::Null) => return Ok(control), // empty document: all defaults
+        Some(Value::Map(pairs)) => pairs,
+        Some(_) => return Err(ControlError::NotADict),
     };
-    for pair in pairs.chunks(2) {
-        let [Event::Scalar(key, ..), Event::Scalar(raw, style, ..)] = pair else {
+    for (key, node) in pairs {
+        let value = node.value;
+        if matches!(value, Value::List(_) | Value::Map(_)) {
             return Err(ControlError::NotADict);
-        };
-        let value = if *style == TScalarStyle::Plain {
-            resolve_plain(raw)
-        } else {
-            Scalar::Str(raw.clone())
-        };
-        match key.as_str() {
+        }
+        match key.name.as_str() {
             "allow_empty" => match value {
-                Scalar::Bool(b) => control.allow_empty = b,
-                other => return Err(ControlError::AllowEmpty(other.show())),
+                Value::Bool(b) => control.allow_empty = b,
+                other => return Err(ControlError::AllowEmpty(show(&other))),
             },
             "mode" => match value {
-                Scalar::Int(m) if (0..=0o777).contains(&m) => control.mode = Some(m as u32),
-                Scalar::Int(m) => return Err(ControlError::ModeRange(m)),
-                other => return Err(ControlError::ModeNotNumeric(other.show())),
+                Value::Int(m) if (0..=0o777).contains(&m) => control.mode = Some(m as u32),
+                Value::Int(m) => return Err(ControlError::ModeRange(m)),
+                other => return Err(ControlError::ModeNotNumeric(show(&other))),
             },
             "owner" => control.owner = Some(resolve_id("owner", value)?),
             "group" => control.group = Some(resolve_id("group", value)?),
@@ -194,30 +119,30 @@ pub fn parse(text: &str) -> Result<Control, ControlError> {
     Ok(control)
 }
 
-fn resolve_id(kind: &'static str, value: Scalar) -> Result<u32, ControlError> {
+fn resolve_id(kind: &'static str, value: Value) -> Result<u32, ControlError> {
     let missing = |v: String| match kind {
         "owner" => ControlError::NoUser(v),
         _ => ControlError::NoGroup(v),
     };
     let id = match (&value, kind) {
-        (Scalar::Int(i), "owner") => u32::try_from(*i)
+        (Value::Int(i), "owner") => u32::try_from(*i)
             .ok()
             .and_then(|u| User::from_uid(Uid::from_raw(u)).ok().flatten())
             .map(|u| u.uid.as_raw()),
-        (Scalar::Int(i), _) => u32::try_from(*i)
+        (Value::Int(i), _) => u32::try_from(*i)
             .ok()
             .and_then(|g| Group::from_gid(Gid::from_raw(g)).ok().flatten())
             .map(|g| g.gid.as_raw()),
-        (Scalar::Str(s), "owner") => User::from_name(s).ok().flatten().map(|u| u.uid.as_raw()),
-        (Scalar::Str(s), _) => Group::from_name(s).ok().flatten().map(|g| g.gid.as_raw()),
+        (Value::Str(s), "owner") => User::from_name(s).ok().flatten().map(|u| u.uid.as_raw()),
+        (Value::Str(s), _) => Group::from_name(s).ok().flatten().map(|g| g.gid.as_raw()),
         (other, _) => {
             return Err(ControlError::IdType {
                 kind,
-                value: other.show(),
+                value: show(other),
             })
         }
     };
-    id.ok_or_else(|| missing(value.show()))
+    id.ok_or_else(|| missing(show(&value)))
 }
 
 #[cfg(test)]
@@ -233,6 +158,9 @@ mod tests {
         assert_eq!(parse("owner: 0\n").unwrap().owner, Some(0));
         assert_eq!(parse("group: 0\n").unwrap().group, Some(0));
         assert_eq!(parse("group: root\n").unwrap().group, Some(0));
+        // YAML 1.1 booleans, as PyYAML reads them.
+        assert!(!parse("allow_empty: Off\n").unwrap().allow_empty);
+        assert!(parse("allow_empty: True\n").unwrap().allow_empty);
         let all = parse("mode: 0600\nowner: root\ngroup: 0\nallow_empty: no\n").unwrap();
         assert_eq!(
             all,

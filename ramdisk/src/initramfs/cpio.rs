@@ -37,6 +37,15 @@ impl Archive {
         }
     }
 
+    /// Add a directory with its own mode (parents 0755 if missing; an existing one takes it).
+    pub fn dir_mode(&mut self, path: &str, mode: u32) {
+        self.dir(path);
+        let path = path.trim_matches('/');
+        if !path.is_empty() {
+            self.entries.insert(path.to_string(), Entry::Dir { mode });
+        }
+    }
+
     fn parent(&mut self, path: &str) {
         if let Some((parent, _)) = path.rsplit_once('/') {
             self.dir(parent);

@@ -44,7 +44,7 @@ pub fn needed(path: &Path) -> Result<Vec<String>, DynlibError> {
     if let Some((dyns, link)) = sections.dynamic(endian, data).map_err(bad)? {
         let strings = sections.strings(endian, data, link).map_err(bad)?;
         for d in dyns {
-            if d.tag32(endian) == Some(object::elf::DT_NEEDED) {
+            if d.tag(endian) == object::elf::DT_NEEDED {
                 let name = d.string(endian, strings).map_err(bad)?;
                 out.push(String::from_utf8_lossy(name).into_owned());
             }

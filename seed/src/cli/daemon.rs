@@ -69,7 +69,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         tracing::info!(
             store = %cfg.store.display(),
             deadlines = armed,
-            "seed daemon ready (agent API unauthenticated; REST needs the bearer token)"
+            "seed daemon ready (agent API needs the node's per-boot token; REST the bearer token)"
         );
         let shutdown = CancellationToken::new();
         let sd = shutdown.clone();

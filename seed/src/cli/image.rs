@@ -1,8 +1,14 @@
 //! `seed image list|show|import|delete`: the seed's image store (content-addressed, verified on
-//! import), opened directly from its directory like `seed node` opens the node store.
+//! import), opened directly from its directory like `seed node` opens the node store. `list`
+//! and `show` read the running daemon's store through its API instead when one is named
+//! (`--api`, `SEED_API`) or answers on 127.0.0.1:6385 and no `--dir` was given, so beside a
+//! running lab they show the images its deploys use.
 
+use super::client::{self, Client};
+use crate::daemon::api::image_view;
 use anyhow::Context;
-use images::{Image, ImageStore, Manifest};
+use api::image::ImageView;
+use images::ImageStore;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
@@ -14,6 +20,13 @@ pub struct Args {
     /// ${XDG_STATE_HOME:-$HOME/.local/state}/seed/images].
     #[arg(long, env = "SEED_IMAGES_DIR", global = true, value_name = "DIR")]
     pub dir: Option<PathBuf>,
+    /// The daemon's API, for `list` and `show` [default: http://127.0.0.1:6385 when it answers
+    /// and no --dir is given; else the store directory is opened].
+    #[arg(long, env = "SEED_API", global = true, value_name = "URL")]
+    pub api: Option<String>,
+    /// The API's bearer token.
+    #[arg(long, env = "SEED_TOKEN", hide_env_values = true, global = true)]
+    pub token: Option<String>,
     #[command(subcommand)]
     pub command: ImageCommand,
 }
@@ -54,34 +67,71 @@ fn default_dir() -> anyhow::Result<PathBuf> {
 
 /// Run `seed image …`.
 pub fn run(args: Args) -> anyhow::Result<()> {
+    let out = &mut std::io::stdout().lock();
+    if matches!(args.command, ImageCommand::List | ImageCommand::Show { .. }) {
+        if let Some(url) = client::daemon_url(args.api.as_deref(), args.dir.is_some()) {
+            let c = Client::new(&url, args.token.as_deref())?;
+            return run_api(&c, args.command, out);
+        }
+    }
     let dir = match args.dir {
         Some(d) => d,
         None => default_dir()?,
     };
     let store =
         ImageStore::open(&dir).with_context(|| format!("opening image store {}", dir.display()))?;
-    run_with(&store, args.command, &mut std::io::stdout().lock())
+    run_with(&store, args.command, out)
+}
+
+/// `list` and `show` from the daemon's image store, through its API.
+fn run_api(c: &Client, cmd: ImageCommand, out: &mut dyn Write) -> anyhow::Result<()> {
+    match cmd {
+        ImageCommand::List => {
+            let all: Vec<ImageView> = c.get("/v1/images")?;
+            if all.is_empty() {
+                writeln!(out, "no images in the seed at {}", c.base())?;
+            }
+            list(&all, out)
+        }
+        ImageCommand::Show { name, verify } => {
+            let query = if verify { "?verify=true" } else { "" };
+            let img: ImageView = c
+                .get(&format!("/v1/images/{name}{query}"))
+                .with_context(|| format!("image {name}"))?;
+            show(&img, out)
+        }
+        ImageCommand::Import { .. } | ImageCommand::Delete { .. } => {
+            unreachable!("import and delete open the store directory")
+        }
+    }
+}
+
+/// One line per image.
+fn list(all: &[ImageView], out: &mut dyn Write) -> anyhow::Result<()> {
+    for img in all {
+        let m = &img.manifest;
+        writeln!(
+            out,
+            "{:<16} {:<10} {:>10} min disk {:>6} MiB  sha256 {}",
+            m.name,
+            m.version,
+            human(m.stream.size),
+            m.min_disk_mib,
+            short(&m.stream.sha256)
+        )?;
+    }
+    Ok(())
 }
 
 fn run_with(store: &ImageStore, cmd: ImageCommand, out: &mut dyn Write) -> anyhow::Result<()> {
     match cmd {
         ImageCommand::List => {
-            let list = store.list().context("listing images")?;
-            if list.is_empty() {
+            let all = store.list().context("listing images")?;
+            if all.is_empty() {
                 writeln!(out, "no images in {}", store.dir().display())?;
             }
-            for img in list {
-                let m = &img.manifest;
-                writeln!(
-                    out,
-                    "{:<16} {:<10} {:>10} min disk {:>6} MiB  sha256 {}",
-                    m.name,
-                    m.version,
-                    human(m.stream.size),
-                    m.min_disk_mib,
-                    short(&m.stream.sha256)
-                )?;
-            }
+            let all: Vec<ImageView> = all.into_iter().map(|i| image_view(i, false)).collect();
+            list(&all, out)?;
         }
         ImageCommand::Show { name, verify } => {
             let img = if verify {
@@ -90,7 +140,7 @@ fn run_with(store: &ImageStore, cmd: ImageCommand, out: &mut dyn Write) -> anyho
                 store.get(&name)
             }
             .with_context(|| format!("image {name}"))?;
-            show(&img, verify, out)?;
+            show(&image_view(img, verify), out)?;
         }
         ImageCommand::Import { path } => {
             let manifest = if path.is_dir() {
@@ -133,8 +183,8 @@ fn human(bytes: u64) -> String {
     }
 }
 
-fn show(img: &Image, verified: bool, out: &mut dyn Write) -> anyhow::Result<()> {
-    let m: &Manifest = &img.manifest;
+fn show(img: &ImageView, out: &mut dyn Write) -> anyhow::Result<()> {
+    let m = &img.manifest;
     let l = &m.layout;
     let mib = |v: u64| {
         if v == 0 {
@@ -144,12 +194,7 @@ fn show(img: &Image, verified: bool, out: &mut dyn Write) -> anyhow::Result<()> 
         }
     };
     writeln!(out, "image:      {} {}", m.name, m.version)?;
-    writeln!(
-        out,
-        "stream:     {} ({})",
-        img.stream.display(),
-        img.relative
-    )?;
+    writeln!(out, "stream:     {} ({})", img.stream, img.relative)?;
     writeln!(
         out,
         "            {} compressed, {} unpacked",
@@ -160,7 +205,7 @@ fn show(img: &Image, verified: bool, out: &mut dyn Write) -> anyhow::Result<()> 
         out,
         "sha256:     {}{}",
         m.stream.sha256,
-        if verified { " (verified)" } else { "" }
+        if img.verified { " (verified)" } else { "" }
     )?;
     writeln!(out, "kernel:     /{}", m.boot.kernel)?;
     writeln!(
@@ -199,7 +244,7 @@ fn show(img: &Image, verified: bool, out: &mut dyn Write) -> anyhow::Result<()> 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use images::{Boot, Layout, Stream};
+    use images::{Boot, Layout, Manifest, Stream};
     use sha2::Digest;
 
     fn built(dir: &Path, body: &[u8]) -> PathBuf {
@@ -279,5 +324,56 @@ mod tests {
         let chain = format!("{e:#}");
         assert!(chain.contains("has sha256"), "{chain}");
         assert!(store.list().unwrap().is_empty());
+    }
+
+    /// `seed image list|show` beside a running daemon read the daemon's image store, not a
+    /// directory of their own.
+    #[test]
+    fn list_and_show_through_the_api() {
+        use crate::daemon::{api::Api, test_support, Daemon};
+        let src = tempfile::tempdir().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let store = ImageStore::open(dir.path()).unwrap();
+        store
+            .import(&built(src.path(), b"a stream").join("manifest.json"))
+            .unwrap();
+        let d = Daemon::new(
+            std::sync::Arc::new(crate::store::memory::MemStore::new()),
+            test_support::settings(Default::default(), true),
+        )
+        .unwrap();
+        assert!(d.set_images(store, "images"));
+        let (addr, stop) = test_support::serve(Api::new(d, "tok"));
+        let c = Client::new(&addr, Some("tok")).unwrap();
+        let run = |cmd| {
+            let mut out = Vec::new();
+            run_api(&c, cmd, &mut out).map(|()| String::from_utf8(out).unwrap())
+        };
+        let s = run(ImageCommand::List).unwrap();
+        assert!(
+            s.starts_with("tiny ") && s.contains("min disk    200 MiB"),
+            "{s}"
+        );
+        let s = run(ImageCommand::Show {
+            name: "tiny".into(),
+            verify: true,
+        })
+        .unwrap();
+        assert!(s.contains("(verified)"), "{s}");
+        assert!(s.contains(&dir.path().display().to_string()), "{s}");
+        assert!(s.contains("elements:   busybox-base, debian-kernel"), "{s}");
+        let e = run(ImageCommand::Show {
+            name: "nope".into(),
+            verify: false,
+        })
+        .unwrap_err();
+        assert!(format!("{e:#}").contains("404"), "{e:#}");
+        // The rule `seed node list` uses: a named API wins, a named directory keeps it local.
+        assert_eq!(
+            client::daemon_url(Some(&addr), false).as_deref(),
+            Some(format!("http://{addr}").as_str())
+        );
+        assert_eq!(client::daemon_url(None, true), None);
+        stop.cancel();
     }
 }

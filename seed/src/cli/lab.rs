@@ -6,7 +6,7 @@
 
 use anyhow::{bail, Context, Result};
 use qemu::node::{NicModel, RunOptions};
-use qemu::spec::{self, Firmware, LabFile, Plan};
+use qemu::spec::{self, LabFile};
 use qemu::{lab, Faults, Lab};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -40,7 +40,7 @@ impl Which {
 #[derive(Debug, clap::Subcommand)]
 enum Cmd {
     /// Create the lab (nodes powered off) and serve its virtual BMCs until Ctrl-C / SIGTERM.
-    Up(UpArgs),
+    Up(Box<UpArgs>),
     /// Show the lab's nodes, BMCs and power states.
     Status(Which),
     /// Power every node off and stop the BMCs; keep the disks.
@@ -55,36 +55,22 @@ enum Cmd {
 struct UpArgs {
     #[command(flatten)]
     which: Which,
-    /// Number of nodes (ignored when the lab already exists).
-    #[arg(long, default_value_t = 1)]
-    nodes: usize,
-    /// RAM per node, MiB.
-    #[arg(long, default_value_t = 512)]
-    memory: u32,
-    /// vCPUs per node.
-    #[arg(long, default_value_t = 1)]
-    cpus: u32,
-    /// NICs per node.
-    #[arg(long, default_value_t = 1)]
-    nics: usize,
-    /// Disk sizes in GiB, comma separated ("" or "none": no disk).
-    #[arg(long, default_value = "4")]
-    disks: String,
-    /// UEFI firmware (OVMF) instead of SeaBIOS.
-    #[arg(long)]
-    uefi: bool,
+    #[command(flatten)]
+    shape: super::lab_up::Shape,
     /// Use KVM acceleration (default: TCG, works everywhere).
     #[arg(long)]
     kvm: bool,
     /// Emulate Intel e1000 NICs instead of virtio-net.
     #[arg(long)]
     e1000: bool,
-    /// BMC port of node1; node N gets PORT + N − 1. 0: any free ports.
-    #[arg(long, default_value_t = spec::DEFAULT_BMC_PORT)]
-    bmc_port: u16,
+    /// When the lab exists with other options: destroy it (disks included) and create it anew.
+    #[arg(long)]
+    recreate: bool,
     /// Run the lab in the background and return once it serves.
     #[arg(long)]
     detach: bool,
+    #[command(flatten)]
+    appliance: super::lab_up::ApplianceArgs,
     #[command(flatten)]
     seed: super::lab_seed::SeedArgs,
 }
@@ -114,7 +100,7 @@ struct FaultArgs {
 
 pub fn run(args: Args) -> Result<()> {
     match args.cmd {
-        Cmd::Up(a) => up(a),
+        Cmd::Up(a) => up(*a),
         Cmd::Status(w) => status(&w.dir()),
         Cmd::Down(w) => down(&w.dir()),
         Cmd::Destroy(w) => {
@@ -136,25 +122,11 @@ fn up(a: UpArgs) -> Result<()> {
             dir.display()
         );
     }
+    // Decided before detaching, so that a refusal is printed here.
+    let file = super::lab_up::resolve(&a.which.name, &dir, &a.shape, &a.appliance, a.recreate)?;
     if a.detach {
         return detach(&dir);
     }
-    let file: LabFile = if dir.join(spec::LAB_FILE).exists() {
-        spec::load(&dir)?
-    } else {
-        let mut plan = Plan::new(&a.which.name, a.nodes);
-        plan.memory_mib = a.memory;
-        plan.cpus = a.cpus;
-        plan.nics = a.nics;
-        plan.disks_gib = parse_disks(&a.disks)?;
-        plan.firmware = if a.uefi {
-            Firmware::Uefi
-        } else {
-            Firmware::Bios
-        };
-        plan.bmc_base_port = a.bmc_port;
-        plan.lab_file()
-    };
     let run = RunOptions {
         kvm: a.kvm,
         nic: if a.e1000 {
@@ -174,6 +146,8 @@ fn up(a: UpArgs) -> Result<()> {
     } else {
         None
     };
+    lab.power_on_appliance()
+        .context("powering the seed machine on")?;
     // Written once everything serves (the seed's API included): `--detach` returns on it.
     let pid_file = dir.join(lab::SERVER_PID);
     std::fs::write(&pid_file, std::process::id().to_string())
@@ -252,20 +226,6 @@ fn detach(dir: &Path) -> Result<()> {
     Ok(())
 }
 
-fn parse_disks(s: &str) -> Result<Vec<u32>> {
-    if s.trim().is_empty() || s.trim() == "none" {
-        return Ok(vec![]);
-    }
-    s.split(',')
-        .map(|d| {
-            d.trim()
-                .trim_end_matches(['G', 'g'])
-                .parse()
-                .with_context(|| format!("--disks: {d:?} is not a size in GiB"))
-        })
-        .collect()
-}
-
 fn print_table(dir: &Path, file: &LabFile, with_power: bool) {
     println!(
         "lab {}  dir {}  wire {}:{}",
@@ -274,10 +234,18 @@ fn print_table(dir: &Path, file: &LabFile, with_power: bool) {
         file.wire.group,
         file.wire.port
     );
+    if let Some(net) = &file.bmc_network {
+        println!(
+            "BMC network {}/{} on wire {}:{} (BMCs answer IPMI at BMC LAN:623; the seed's own \
+             address there: {})",
+            net.network, net.prefix_len, net.wire.group, net.wire.port, net.seed_address
+        );
+    }
     let mut rows = vec![vec![
         "NODE".to_string(),
         "MACS".into(),
         "BMC".into(),
+        "BMC LAN".into(),
         "FIRMWARE".into(),
         "RAM".into(),
         "CPUS".into(),
@@ -286,11 +254,16 @@ fn print_table(dir: &Path, file: &LabFile, with_power: bool) {
     if with_power {
         rows[0].push("POWER".into());
     }
-    for n in &file.nodes {
+    let appliance = file.appliance.as_ref().map(|a| a.node_spec());
+    for n in file.nodes.iter().chain(appliance.as_ref()) {
         let mut row = vec![
             n.name.clone(),
             n.macs.join(","),
             format!("{}:{}", n.bmc.address, n.bmc.port),
+            n.bmc
+                .lan
+                .as_ref()
+                .map_or_else(|| "-".into(), |l| l.address.to_string()),
             format!("{:?}", n.firmware).to_lowercase(),
             format!("{}M", n.memory_mib),
             n.cpus.to_string(),
@@ -322,6 +295,18 @@ fn print_table(dir: &Path, file: &LabFile, with_power: bool) {
             .map(|(cell, w)| format!("{cell:<w$}"))
             .collect();
         println!("{}", line.join("  ").trim_end());
+    }
+    if let Some(a) = &file.appliance {
+        println!(
+            "{} is the seed machine: {} {}, console {}",
+            a.name,
+            a.medium.kind(),
+            a.medium
+                .files()
+                .first()
+                .map_or_else(|| "(network boot)".into(), |p| p.display().to_string()),
+            dir.join(&a.name).join("console.log").display()
+        );
     }
     if let Some(n) = file.nodes.first() {
         println!(
@@ -370,8 +355,9 @@ fn down(dir: &Path) -> Result<()> {
         }
     }
     // Whatever survived (a killed server), by pid file.
-    for n in &file.nodes {
-        if let Some(pid) = lab::qemu_pid(dir, &n.name) {
+    let machines = file.nodes.iter().map(|n| &n.name);
+    for name in machines.chain(file.appliance.iter().map(|a| &a.name)) {
+        if let Some(pid) = lab::qemu_pid(dir, name) {
             let _ = lab::signal(pid, lab::SIGKILL);
         }
     }
@@ -387,7 +373,8 @@ fn down(dir: &Path) -> Result<()> {
 fn fault(a: FaultArgs) -> Result<()> {
     let dir = a.which.dir();
     let file = spec::load(&dir).with_context(|| format!("no lab in {}", dir.display()))?;
-    if !file.nodes.iter().any(|n| n.name == a.node) {
+    let is_appliance = file.appliance.as_ref().is_some_and(|s| s.name == a.node);
+    if !is_appliance && !file.nodes.iter().any(|n| n.name == a.node) {
         bail!("no node {} in lab {}", a.node, file.name);
     }
     if !(0.0..=1.0).contains(&a.drop_fraction) {

@@ -146,6 +146,24 @@ pub fn instackenv(nodes: &[NodeSpec], chain_tftp: &[String], extra: &str) -> Str
     s
 }
 
+/// [`instackenv`] with each node's BMC at its address on the lab's BMC network
+/// (`nodes[].bmc.lan`, UDP 623), as a seed machine on that network enrolls them; nodes without
+/// one keep 127.0.0.1.
+pub fn instackenv_on_bmc_network(nodes: &[NodeSpec], chain_tftp: &[String], extra: &str) -> String {
+    let on_lan: Vec<NodeSpec> = nodes
+        .iter()
+        .map(|n| {
+            let mut n = n.clone();
+            if let Some(lan) = n.bmc.lan.clone() {
+                n.bmc.address = lan.address;
+                n.bmc.port = lan.port;
+            }
+            n
+        })
+        .collect();
+    instackenv(&on_lan, chain_tftp, extra)
+}
+
 /// A seed daemon on a lab's wire: one configuration for `seed lab up --seed` and the QEMU tests,
 /// so what the tests check is what a person runs. The daemon joins the wire as 10.80.0.1, gives
 /// each of `nodes`' MACs a fixed address from 10.80.0.10 up (strangers get .200–.250), serves
@@ -446,6 +464,23 @@ fn wait_for_api(child: &mut Child, port: u16, log: &Path) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_bmc_network_inventory_names_each_bmc_at_its_lan_address() {
+        let lab = qemu::Plan::new("inv", 2).lab_file();
+        let text = instackenv_on_bmc_network(&lab.nodes, &[], "");
+        assert!(
+            text.contains("pm_addr: 10.81.0.11\n    pm_port: 623\n"),
+            "{text}"
+        );
+        assert!(text.contains("pm_addr: 10.81.0.12\n"), "{text}");
+        assert!(!text.contains("127.0.0.1"), "{text}");
+        let local = instackenv(&lab.nodes, &[], "");
+        assert!(
+            local.contains("pm_addr: 127.0.0.1\n    pm_port: 6231\n"),
+            "{local}"
+        );
+    }
 
     #[test]
     fn imports_built_images_and_tolerates_none() {

@@ -1,15 +1,21 @@
 //! Command-line front end: one module per top-level subcommand, each with its clap `Args` and a
 //! `run` that returns `anyhow::Result` (context on every error, printed once by `main`).
 
+pub mod appliance;
 pub mod bundle;
+pub mod client;
 pub mod daemon;
 pub mod image;
+#[cfg(feature = "lab")]
 pub mod lab;
+#[cfg(feature = "lab")]
 pub mod lab_seed;
+pub mod lab_up;
 pub mod netboot;
 pub mod node;
 pub mod power;
 pub mod stack;
+pub mod table;
 
 use clap::{Parser, Subcommand};
 
@@ -33,6 +39,7 @@ pub enum Command {
     /// Choose the device a machine boots from next (pxe, disk, cdrom), through its BMC.
     Bootdev(power::BootdevArgs),
     /// A virtual datacenter of QEMU nodes with virtual BMCs on this machine.
+    #[cfg(feature = "lab")]
     Lab(lab::Args),
     /// Enroll machines (instackenv file), list and show them, delete, set maintenance.
     Node(node::Args),
@@ -44,6 +51,8 @@ pub enum Command {
     Image(image::Args),
     /// The appliance bundle (`cargo xtask bundle`): `bundle verify` checks an unpacked one.
     Bundle(bundle::Args),
+    /// What the appliance OS runs (`cargo xtask appliance`): `config` at boot, `status` on its consoles.
+    Appliance(appliance::Args),
 }
 
 /// Run the parsed command line.
@@ -52,12 +61,14 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Netboot(args) => netboot::run(args),
         Command::Power(args) => power::run_power(args),
         Command::Bootdev(args) => power::run_bootdev(args),
+        #[cfg(feature = "lab")]
         Command::Lab(args) => lab::run(args),
         Command::Node(args) => node::run(args),
         Command::Daemon(args) => daemon::run(args),
         Command::Stack(args) => stack::run(args),
         Command::Image(args) => image::run(args),
         Command::Bundle(args) => bundle::run(args),
+        Command::Appliance(args) => appliance::run(args),
     }
 }
 

@@ -2,9 +2,10 @@
 //! API (like `seed node inspect`); `--wait` follows the stack with a spinner showing each
 //! member's state until it completes or fails.
 
-use crate::daemon::stacks::{StackRequest, StackView};
-use crate::orchestrator::StackEvent;
+use super::client::Client;
+use super::table::{self, table};
 use anyhow::Context;
+use api::stack::{StackEvent, StackRequest, StackView};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -69,65 +70,13 @@ pub struct Change {
     pub wait: Option<u64>,
 }
 
-struct Client {
-    api: String,
-    auth: String,
-    agent: ureq::Agent,
-}
-
-impl Client {
-    fn new(api: &str, token: &str) -> Client {
-        Client {
-            api: api.trim_end_matches('/').to_string(),
-            auth: format!("Bearer {token}"),
-            agent: ureq::AgentBuilder::new()
-                .timeout(Duration::from_secs(30))
-                .build(),
-        }
-    }
-
-    /// Call the API; a refusal becomes an error carrying the seed's message. `Ok(None)` is 404.
-    fn call(
-        &self,
-        method: &str,
-        path: &str,
-        body: Option<serde_json::Value>,
-    ) -> anyhow::Result<Option<serde_json::Value>> {
-        let url = format!("{}{path}", self.api);
-        let req = self
-            .agent
-            .request(method, &url)
-            .set("Authorization", &self.auth);
-        let res = match body {
-            Some(b) => req.send_json(b),
-            None => req.call(),
-        };
-        match res {
-            Ok(r) => Ok(Some(r.into_json().context("the seed's answer")?)),
-            Err(ureq::Error::Status(404, _)) if method == "GET" => Ok(None),
-            Err(ureq::Error::Status(code, r)) => {
-                let body: serde_json::Value = r.into_json().unwrap_or_default();
-                let msg = body["error"].as_str().unwrap_or("no reason given");
-                anyhow::bail!("the seed refused ({code}): {msg}")
-            }
-            Err(e) => Err(e).with_context(|| format!("reaching the seed at {}", self.api)),
-        }
-    }
-
-    fn stack(&self, name: &str) -> anyhow::Result<Option<StackView>> {
-        self.call("GET", &format!("/v1/stacks/{name}"), None)?
-            .map(|v| serde_json::from_value(v).context("the seed's stack"))
-            .transpose()
-    }
-}
-
 pub fn run(args: Args) -> anyhow::Result<()> {
-    let c = Client::new(&args.api, &args.token);
+    let c = Client::new(&args.api, Some(&args.token))?;
     match args.command {
         StackCommand::Create(ch) => change(&c, ch, true),
         StackCommand::Update(ch) => change(&c, ch, false),
         StackCommand::Delete { name, wait } => {
-            c.call("DELETE", &format!("/v1/stacks/{name}"), None)?;
+            let _: StackView = c.delete(&format!("/v1/stacks/{name}"))?;
             println!("{name}: delete requested");
             if let Some(secs) = wait {
                 follow(&c, &name, secs, true)?;
@@ -135,21 +84,13 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             Ok(())
         }
         StackCommand::Show { name } => {
-            let s = c
-                .stack(&name)?
-                .with_context(|| format!("no stack named {name:?}"))?;
+            let s = stack(&c, &name)?.with_context(|| format!("no stack named {name:?}"))?;
             print!("{}", show(&s));
             Ok(())
         }
         StackCommand::List => {
-            let v = c.call("GET", "/v1/stacks", None)?.unwrap_or_default();
-            let all: Vec<StackView> = serde_json::from_value(v).context("the seed's stacks")?;
-            let mut rows = vec![vec![
-                "NAME".to_string(),
-                "STATUS".into(),
-                "MEMBERS".into(),
-                "REASON".into(),
-            ]];
+            let all: Vec<StackView> = c.get("/v1/stacks")?;
+            let mut rows = vec![table::header(&["NAME", "STATUS", "MEMBERS", "REASON"])];
             for s in &all {
                 rows.push(vec![
                     s.name.clone(),
@@ -162,10 +103,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             Ok(())
         }
         StackCommand::Events { name } => {
-            let v = c
-                .call("GET", &format!("/v1/stacks/{name}/events"), None)?
+            let events: Vec<StackEvent> = c
+                .get_opt(&format!("/v1/stacks/{name}/events"))?
                 .with_context(|| format!("no stack named {name:?}"))?;
-            let events: Vec<StackEvent> = serde_json::from_value(v).context("the seed's events")?;
             for e in events {
                 println!(
                     "{:>5}  {}  {:<24} {:<20} {}",
@@ -199,13 +139,11 @@ fn change(c: &Client, ch: Change, create: bool) -> anyhow::Result<()> {
         template: text,
         params,
     };
-    let body = serde_json::to_value(&body).context("encoding the request")?;
-    let (method, path) = if create {
-        ("POST", "/v1/stacks".to_string())
+    let _: StackView = if create {
+        c.post("/v1/stacks", &body)?
     } else {
-        ("PUT", format!("/v1/stacks/{}", ch.name))
+        c.put(&format!("/v1/stacks/{}", ch.name), &body)?
     };
-    c.call(method, &path, Some(body))?;
     println!(
         "{}: {} requested",
         ch.name,
@@ -217,13 +155,18 @@ fn change(c: &Client, ch: Change, create: bool) -> anyhow::Result<()> {
     }
 }
 
+/// One stack; `None` if there is none of that name.
+fn stack(c: &Client, name: &str) -> anyhow::Result<Option<StackView>> {
+    c.get_opt(&format!("/v1/stacks/{name}"))
+}
+
 /// Poll the stack with a spinner until it is no longer in progress (or gone, for a delete).
 fn follow(c: &Client, name: &str, secs: u64, gone_ok: bool) -> anyhow::Result<()> {
     let bar = indicatif::ProgressBar::new_spinner();
     bar.enable_steady_tick(Duration::from_millis(120));
     let start = Instant::now();
     loop {
-        let Some(s) = c.stack(name)? else {
+        let Some(s) = stack(c, name)? else {
             bar.finish_and_clear();
             anyhow::ensure!(gone_ok, "{name} disappeared");
             println!("{name}: deleted after {} s", start.elapsed().as_secs());
@@ -261,12 +204,7 @@ pub fn show(s: &StackView) -> String {
         "stack:    {}\nstatus:   {}\nreason:   {}\n",
         s.name, s.status, s.reason
     );
-    let mut rows = vec![vec![
-        "MEMBER".to_string(),
-        "STATUS".into(),
-        "NODE".into(),
-        "NODE STATE".into(),
-    ]];
+    let mut rows = vec![table::header(&["MEMBER", "STATUS", "NODE", "NODE STATE"])];
     for m in &s.members {
         rows.push(vec![
             m.name.clone(),
@@ -285,24 +223,6 @@ pub fn show(s: &StackView) -> String {
     out
 }
 
-fn table(rows: &[Vec<String>]) -> String {
-    let cols = rows.first().map_or(0, Vec::len);
-    let width: Vec<usize> = (0..cols)
-        .map(|c| rows.iter().map(|r| r[c].len()).max().unwrap_or(0))
-        .collect();
-    let mut out = String::new();
-    for r in rows {
-        let line: Vec<String> = r
-            .iter()
-            .zip(&width)
-            .map(|(cell, w)| format!("{cell:<w$}"))
-            .collect();
-        out.push_str(line.join("  ").trim_end());
-        out.push('\n');
-    }
-    out
-}
-
 fn when(ms: u64) -> String {
     let secs = (ms / 1000) as i64;
     let (h, m, s) = ((secs / 3600) % 24, (secs / 60) % 60, secs % 60);
@@ -312,7 +232,7 @@ fn when(ms: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::daemon::stacks::MemberView;
+    use api::stack::MemberView;
 
     #[test]
     fn show_prints_members_and_outputs() {

@@ -54,7 +54,7 @@ async fn handle(
     peer: SocketAddr,
 ) -> hyper::Response<Full<Bytes>> {
     let (parts, body) = req.into_parts();
-    let reply = |status: http::StatusCode, ct: &'static str, body: String| {
+    let reply = |status: http::StatusCode, ct: &str, body: String| {
         hyper::Response::builder()
             .status(status)
             .header(http::header::CONTENT_TYPE, ct)
@@ -89,5 +89,5 @@ async fn handle(
             peer,
         })
         .await;
-    reply(r.status, r.content_type, r.body)
+    reply(r.status, &r.content_type, r.body)
 }

@@ -1,7 +1,9 @@
 //! Per-boot agent tokens: what the ramdisk agent presents on `/v1/agent/*`
-//! (`Authorization: Bearer <token>`), so that only the machine the seed booted into the ramdisk
-//! for a step can report for that node or fetch its work (a deploy carries the node's
-//! credential).
+//! (`Authorization: Bearer <token>`), so that reporting for a node or fetching its work (a
+//! deploy carries the node's credential) takes what the seed handed that node's ramdisk boot for
+//! the current step. It travels in the node's iPXE script, which anything on the provisioning
+//! network can fetch for a MAC it knows (see [`super::policy`]): a guard against callers off
+//! that network and against stale boots, not against a hostile machine on it.
 //!
 //! The token of one boot is `hex(HMAC-SHA256(key, "seed agent token v1" ‖ node ‖ op ‖ state))`
 //! (32 bytes, 64 URL-safe characters), where `key` is a per-seed random secret kept in the store
@@ -23,7 +25,7 @@ use crate::inventory::Node;
 use crate::lifecycle::{Lifecycle, State};
 use crate::store::{Expect, Op, Store, StoreError};
 use hmac::{Hmac, Mac};
-use rand::RngCore;
+use rand::Rng;
 use sha2::Sha256;
 
 /// The store table and key of the per-seed HMAC key.
@@ -126,7 +128,7 @@ impl AgentTokens {
 
 fn random_key() -> [u8; 32] {
     let mut key = [0u8; 32];
-    rand::thread_rng().fill_bytes(&mut key);
+    rand::rng().fill_bytes(&mut key);
     key
 }
 

@@ -1,749 +1,397 @@
-//! The daemon's HTTP API under `/v1/`, served by the netboot HTTP server:
+//! The daemon's HTTP API under `/v1/` (and `/metrics`): one typed router, its requests and
+//! answers the [`::api`] crate's types, its OpenAPI document generated from the same
+//! declarations.
 //!
-//! - agent, with `Authorization: Bearer <agent token>`: the per-boot token of the node the
-//!   request is about (found by the report's MAC), which the seed put on that node's ramdisk
-//!   command line as `seed.token=` ([`super::agent_token`]; valid only while the node is
-//!   inspecting, deploying or cleaning, and only for that step). Missing or wrong → 401 (JSON
-//!   error, counted as `seed_agent_auth_failures_total`, logged at warn without the token) and
-//!   nothing changes; an unknown MAC → 404. `POST /v1/agent/facts` ([`Report`] → [`Ack`]),
-//!   `POST /v1/agent/heartbeat` ([`Heartbeat`] → [`Command`]: a deploy's command carries the
-//!   node's credential, so only its own agent ever gets it), `POST /v1/agent/progress`
-//!   ([`Progress`] → [`Command`]: a deploy's phase and bytes; a report whose `op` is not the
-//!   node's current deploy is dropped, `done` means the image is written, `failed` fails the
-//!   deploy with the agent's `error`);
-//! - deployed nodes, with `Authorization: Bearer <node credential>` (401 missing or unknown):
-//!   `POST /v1/node/booted` (the image's first boot: the credential's owner becomes active);
-//! - REST, with `Authorization: Bearer <token>` (401 without): `GET /v1/nodes`,
-//!   `POST /v1/nodes` (enroll an instackenv list, JSON or YAML),
-//!   `GET /v1/nodes/NAME` (with `progress`, the agent's last deploy report),
-//!   `POST /v1/nodes/NAME/{inspect,manage,provide}`, `POST /v1/nodes/NAME/deploy` (JSON
-//!   `{"image": "tiny", "root_hint": "size>=4"}`, hint optional) and
-//!   `POST /v1/nodes/NAME/undeploy` (optional JSON `{"full_wipe": true}`: power off, tear down,
-//!   clean, revoke the node's credential).
-//! - the metadata service ([`super::metadata_api`]): `GET /v1/node/metadata` (long-poll) and
-//!   `POST /v1/node/signal` with the node's own credential; `PUT/GET /v1/nodes/NAME/metadata`
-//!   and `POST /v1/nodes/NAME/credential` with the token;
-//! - open: `GET /v1/openapi.json` (the API's description, `seed/openapi.yaml`), `GET /metrics`
-//!   (Prometheus text: netboot counters and [`super::metrics`]).
+//! **One route = one declaration.** Each handler carries its `#[utoipa::path]` (method, path,
+//! body, answers, credential) and [`routes`] registers it with `utoipa_axum::routes!`, which
+//! adds it to the axum router and to the document at once: nothing else lists routes, and
+//! `GET /v1/openapi.json` serves what the code declares. The routes:
 //!
-//! [`ROUTES`] lists every route the router knows; a test keeps it, the router and the OpenAPI
-//! document in step. Passwords, node credentials and agent tokens never leave: node views carry
-//! the BMC address and user only.
+//! - agent ([`agent`]), with the node's per-boot agent token (`seed.token=`, found by the MAC in
+//!   the body; 401 counted as `seed_agent_auth_failures_total`; unknown MAC 404):
+//!   `POST /v1/agent/facts`, `/v1/agent/heartbeat` (a deploy's command carries the node's
+//!   credential, so only its own agent ever gets it), `/v1/agent/progress` (a report whose `op`
+//!   is not the node's current deploy is dropped; `done` means written, `failed` fails it);
+//! - deployed nodes, with the node's credential: `POST /v1/node/booted` (its image's first
+//!   boot: active), and the metadata service ([`super::metadata_api`]):
+//!   `GET /v1/node/metadata` (long-poll), `POST /v1/node/signal`;
+//! - operators, with the API's token ([`nodes`], [`stacks`], [`images`], and the operator side
+//!   of [`super::metadata_api`]): `/v1/nodes…` (enroll an instackenv list, list, show, inspect,
+//!   manage, provide, deploy, undeploy, metadata, credential), `/v1/stacks…`, `/v1/images…`;
+//! - open: `GET /v1/openapi.json`, `GET /metrics` (netboot counters and [`super::metrics`]).
+//!
+//! Errors are one type ([`ApiError`] → `{"error": "…"}`), credentials one check each
+//! ([`auth`]). Handlers whose work commits to the store run it on the blocking pool
+//! ([`extract::blocking`]); the metadata long-poll waits asynchronously. Passwords, node
+//! credentials and agent tokens never leave: node views carry the BMC address and user only.
+//!
+//! The router is reached through netboot's [`ApiHandler`] ([`Api`]): the netboot HTTP server
+//! hands it every `/v1/` request on the provisioning network, and the operators' listener
+//! ([`super::admin`]) every `/v1/` and `/metrics` request.
 
-use super::{metadata_api, Daemon, DaemonError, FACTS};
-use crate::inventory::{BootMode, Disk, Mac, Node, Properties};
-use crate::lifecycle::{Event, State};
-use crate::store::{nodes, Expect, Op};
-use http::{Method, StatusCode};
+mod agent;
+mod auth;
+mod error;
+mod extract;
+mod images;
+mod nodes;
+mod stacks;
+
+pub use agent::properties;
+pub(crate) use auth::{NodeCredential, Operator};
+pub use error::ApiError;
+pub(crate) use error::{BadRequest, NotFound, Unauthorized};
+pub(crate) use extract::{blocking, Name, Payload, Peer, PeerAddr};
+pub use images::image_view;
+pub use nodes::node_view;
+
+use super::Daemon;
+use axum::response::IntoResponse;
+use http::{header, HeaderMap, Method, StatusCode, Uri};
 use netboot::http::{ApiHandler, ApiRequest, ApiResponse};
-use ramdisk::agent::{facts::Facts, Ack, Heartbeat, Progress, Report};
-use serde::{Deserialize, Serialize};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, OnceLock};
-use tracing::{info, warn};
+use tower::ServiceExt;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
-/// Every route the router answers (method, OpenAPI path template). Keep in step with
-/// [`Api::handle`] (and so [`Api::respond`]) and `seed/openapi.yaml`: the tests check both.
-pub const ROUTES: &[(&str, &str)] = &[
-    ("GET", "/metrics"),
-    ("GET", "/v1/openapi.json"),
-    ("POST", "/v1/agent/facts"),
-    ("POST", "/v1/agent/heartbeat"),
-    ("POST", "/v1/agent/progress"),
-    ("POST", "/v1/node/booted"),
-    ("GET", "/v1/nodes"),
-    ("POST", "/v1/nodes"),
-    ("GET", "/v1/nodes/{name}"),
-    ("POST", "/v1/nodes/{name}/inspect"),
-    ("POST", "/v1/nodes/{name}/manage"),
-    ("POST", "/v1/nodes/{name}/provide"),
-    ("POST", "/v1/nodes/{name}/deploy"),
-    ("POST", "/v1/nodes/{name}/undeploy"),
-    ("GET", "/v1/nodes/{name}/metadata"),
-    ("PUT", "/v1/nodes/{name}/metadata"),
-    ("POST", "/v1/nodes/{name}/credential"),
-    ("GET", "/v1/node/metadata"),
-    ("POST", "/v1/node/signal"),
-    ("GET", "/v1/stacks"),
-    ("POST", "/v1/stacks"),
-    ("GET", "/v1/stacks/{name}"),
-    ("PUT", "/v1/stacks/{name}"),
-    ("DELETE", "/v1/stacks/{name}"),
-    ("GET", "/v1/stacks/{name}/events"),
-];
+/// What every handler gets: the daemon, the operators' token, the metrics registry. It rides
+/// in each request's extensions ([`extract`]), not in the router, so one route table serves
+/// every [`Api`] and making an `Api` costs an `Arc` (fake machines make one per call).
+#[derive(Clone)]
+pub(crate) struct AppState {
+    pub(crate) daemon: Arc<Daemon>,
+    token: Arc<str>,
+    /// Rendered at `GET /metrics` (the netboot counters and, once registered, the daemon's).
+    metrics: Option<Arc<netboot::metrics::Metrics>>,
+}
 
-/// The OpenAPI document, written by hand in YAML.
-pub const OPENAPI_YAML: &str = include_str!("../../openapi.yaml");
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "seed",
+        version = "1",
+        description = "The seed daemon's API: the REST API operators and the `seed` CLI use \
+            (bearer token), the agent API the deploy ramdisk uses (with the node's per-boot \
+            agent token from the ramdisk's `seed.token=` command line), and the node API a \
+            deployed machine uses with its per-node credential.\n\nThe same router answers on \
+            the netboot HTTP server (provisioning network) and on the operators' listener \
+            (`[api] listen`, e.g. 127.0.0.1:6385). BMC passwords never appear in any response. \
+            Generated from the code (`seed::daemon::api`)."
+    ),
+    servers((url = "http://127.0.0.1:6385")),
+    tags(
+        (name = "nodes", description = "Operators: enroll, look at and drive nodes"),
+        (name = "stacks", description = "Operators: stacks of nodes from Heat-style templates"),
+        (name = "images", description = "Operators: the seed's golden images"),
+        (name = "agent", description = "The deploy ramdisk's agent"),
+        (name = "node", description = "A deployed node, with its own credential"),
+        (name = "meta", description = "This document and the metrics"),
+    ),
+    components(
+        schemas(::api::ErrorBody),
+        responses(error::BadRequest, error::Unauthorized, error::NotFound, error::Conflict)
+    ),
+    modifiers(&SecuritySchemes)
+)]
+struct ApiDoc;
 
-/// The OpenAPI document as JSON (converted once from [`OPENAPI_YAML`]).
-pub fn openapi_json() -> &'static str {
-    static JSON: OnceLock<String> = OnceLock::new();
-    JSON.get_or_init(|| {
-        let v: serde_json::Value = match serde_norway::from_str(OPENAPI_YAML) {
-            Ok(v) => v,
-            Err(e) => {
-                // The unit test parses it: this only happens with a broken build.
-                tracing::error!(error = %e, "seed/openapi.yaml does not parse");
-                serde_json::json!({"error": "the OpenAPI document does not parse"})
-            }
+/// The three credentials as OpenAPI security schemes.
+struct SecuritySchemes;
+
+impl utoipa::Modify for SecuritySchemes {
+    fn modify(&self, doc: &mut utoipa::openapi::OpenApi) {
+        let c = doc.components.get_or_insert_with(Default::default);
+        let bearer = |what: &str| {
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some(what.to_string()))
+                    .build(),
+            )
         };
-        serde_json::to_string_pretty(&v).unwrap_or_default()
+        c.add_security_scheme("token", bearer("The API's token (`[api] token`)"));
+        c.add_security_scheme(
+            "agent_token",
+            bearer(
+                "The node's per-boot agent token: the `seed.token=` of the ramdisk's kernel \
+                 command line, valid for the node's current inspect, deploy or clean step",
+            ),
+        );
+        c.add_security_scheme(
+            "node_credential",
+            bearer("The node's own credential, written by the deploy into its identity file"),
+        );
+    }
+}
+
+/// Every route: each `routes!` entry is a handler whose `#[utoipa::path]` names its method and
+/// path, so the router and the document cannot disagree. Handlers of one path share an entry.
+fn routes() -> OpenApiRouter {
+    use super::metadata_api as md;
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(metrics))
+        .routes(routes!(openapi_document))
+        .routes(routes!(agent::facts))
+        .routes(routes!(agent::heartbeat))
+        .routes(routes!(agent::progress))
+        .routes(routes!(nodes::booted))
+        .routes(routes!(md::node_metadata))
+        .routes(routes!(md::node_signal))
+        .routes(routes!(nodes::list_nodes, nodes::enroll_nodes))
+        .routes(routes!(nodes::show_node))
+        .routes(routes!(nodes::inspect))
+        .routes(routes!(nodes::manage))
+        .routes(routes!(nodes::provide))
+        .routes(routes!(nodes::deploy))
+        .routes(routes!(nodes::undeploy))
+        .routes(routes!(md::show_metadata, md::put_metadata))
+        .routes(routes!(md::issue_credential))
+        .routes(routes!(stacks::list_stacks, stacks::create_stack))
+        .routes(routes!(
+            stacks::show_stack,
+            stacks::update_stack,
+            stacks::delete_stack
+        ))
+        .routes(routes!(stacks::stack_events))
+        .routes(routes!(images::list_images))
+        .routes(routes!(images::show_image))
+}
+
+/// The router and the document, built once per process.
+struct Table {
+    router: axum::Router,
+    doc: utoipa::openapi::OpenApi,
+    json: String,
+}
+
+fn table() -> &'static Table {
+    static TABLE: OnceLock<Table> = OnceLock::new();
+    TABLE.get_or_init(|| {
+        let (router, doc) = routes().split_for_parts();
+        let router = router
+            .fallback(no_such_endpoint)
+            .method_not_allowed_fallback(method_not_allowed);
+        let json = doc.to_pretty_json().unwrap_or_else(|e| {
+            // Serialising a document of plain maps cannot fail; keep serving the API if it did.
+            tracing::error!(error = %e, "the OpenAPI document does not serialise");
+            String::from("{}")
+        });
+        Table { router, doc, json }
     })
 }
 
-/// The [`ApiHandler`] of the daemon.
-#[derive(Debug)]
+/// The OpenAPI document (generated from the routes).
+pub fn openapi() -> &'static utoipa::openapi::OpenApi {
+    &table().doc
+}
+
+/// The OpenAPI document as JSON, as `GET /v1/openapi.json` serves it.
+pub fn openapi_json() -> &'static str {
+    &table().json
+}
+
+/// Every route the router answers: (method, path template), from the document.
+pub fn route_list() -> Vec<(Method, String)> {
+    let mut out = vec![];
+    for (path, item) in &openapi().paths.paths {
+        let ops = [
+            (Method::GET, &item.get),
+            (Method::PUT, &item.put),
+            (Method::POST, &item.post),
+            (Method::DELETE, &item.delete),
+            (Method::PATCH, &item.patch),
+            (Method::HEAD, &item.head),
+        ];
+        for (m, op) in ops {
+            if op.is_some() {
+                out.push((m, path.clone()));
+            }
+        }
+    }
+    out
+}
+
+/// The [`ApiHandler`] of the daemon: the typed router with this daemon and token.
+///
+/// The router is called as a tower service ([`ServiceExt::oneshot`]) on requests the HTTP
+/// edges have already read, rather than served by axum itself: nodes reach the API through
+/// netboot's HTTP server, which also runs on the userspace wire (smoltcp), where there is no
+/// `TcpListener` for axum to accept on. The peer's address travels as a request extension.
+#[derive(Clone)]
 pub struct Api {
-    daemon: Arc<Daemon>,
-    token: String,
-    /// Rendered at `GET /metrics` (the netboot counters and, once registered, the daemon's).
-    metrics: Option<Arc<netboot::metrics::Metrics>>,
+    state: AppState,
+}
+
+impl std::fmt::Debug for Api {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Api").finish_non_exhaustive()
+    }
 }
 
 impl Api {
     pub fn new(daemon: Arc<Daemon>, token: impl Into<String>) -> Self {
         Api {
-            daemon,
-            token: token.into(),
-            metrics: None,
+            state: AppState {
+                daemon,
+                token: Arc::from(token.into()),
+                metrics: None,
+            },
         }
     }
 
     /// Serve `metrics` at `GET /metrics` (register the daemon's collector on it with
     /// [`super::metrics::register`]).
     pub fn with_metrics(mut self, metrics: Arc<netboot::metrics::Metrics>) -> Self {
-        self.metrics = Some(metrics);
+        self.state.metrics = Some(metrics);
         self
     }
 
     /// An in-process operator request (benches, tools): `method path` with a JSON `body`,
     /// authenticated with this API's own token. Returns the status code and the body.
-    pub fn local(&self, method: &str, path: &str, body: &str) -> (u16, String) {
-        let mut headers = http::HeaderMap::new();
-        if let Ok(v) = http::HeaderValue::from_str(&format!("Bearer {}", self.token)) {
-            headers.insert(http::header::AUTHORIZATION, v);
+    pub async fn local(&self, method: &str, path: &str, body: &str) -> (u16, String) {
+        let mut headers = HeaderMap::new();
+        if let Ok(v) = http::HeaderValue::from_str(&format!("Bearer {}", self.state.token)) {
+            headers.insert(header::AUTHORIZATION, v);
         }
         headers.insert(
-            http::header::CONTENT_TYPE,
+            header::CONTENT_TYPE,
             http::HeaderValue::from_static("application/json"),
         );
-        let r = self.respond(&ApiRequest {
-            method: method.parse().unwrap_or(Method::GET),
-            path: path.into(),
-            query: None,
-            headers,
-            body: bytes::Bytes::copy_from_slice(body.as_bytes()),
-            peer: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
-        });
+        let (path, query) = match path.split_once('?') {
+            Some((p, q)) => (p, Some(q.to_string())),
+            None => (path, None),
+        };
+        let r = self
+            .respond(&ApiRequest {
+                method: method.parse().unwrap_or(Method::GET),
+                path: path.into(),
+                query,
+                headers,
+                body: bytes::Bytes::copy_from_slice(body.as_bytes()),
+                peer: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
+            })
+            .await;
         (r.status.as_u16(), r.body)
     }
 
-    /// Answer one request (synchronous: store writes are short; power runs in node workers).
-    pub fn respond(&self, req: &ApiRequest) -> ApiResponse {
-        let path = req.path.trim_end_matches('/');
-        match (req.method.clone(), path) {
-            (Method::GET, "/metrics") => return self.metrics(),
-            (Method::GET, "/v1/openapi.json") => {
-                return ApiResponse {
-                    status: StatusCode::OK,
-                    content_type: "application/json",
-                    body: openapi_json().to_string(),
-                }
-            }
-            (Method::POST, "/v1/agent/facts") => return self.facts(req),
-            (Method::POST, "/v1/agent/heartbeat") => return self.heartbeat(req),
-            (Method::POST, "/v1/agent/progress") => return self.progress(req),
-            (Method::POST, "/v1/node/booted") => return self.booted(req),
-            (
-                _,
-                "/v1/agent/facts"
-                | "/v1/agent/heartbeat"
-                | "/v1/agent/progress"
-                | "/v1/node/booted",
-            ) => return error(StatusCode::METHOD_NOT_ALLOWED, "use POST"),
-            _ => {}
-        }
-        if !self.authorized(req) {
-            return error(
-                StatusCode::UNAUTHORIZED,
-                "missing or wrong `Authorization: Bearer <token>`",
-            );
-        }
-        if let Some(rest) = path.strip_prefix("/v1/stacks") {
-            return super::stacks::route(&self.daemon, req, rest);
-        }
-        let Some(rest) = path.strip_prefix("/v1/nodes") else {
-            return error(StatusCode::NOT_FOUND, "no such endpoint");
-        };
-        let parts: Vec<&str> = rest.split('/').filter(|p| !p.is_empty()).collect();
-        match (req.method.clone(), parts.as_slice()) {
-            (Method::GET, []) => self.list(),
-            (Method::POST, []) => self.import(req),
-            (Method::GET, [name]) => self.show(name),
-            (Method::POST, [name, verb @ ("deploy" | "undeploy")]) => {
-                self.deploy_request(name, verb, &req.body)
-            }
-            (Method::POST, [name, verb]) => self.request(name, verb),
-            (_, [] | [_] | [_, _]) => error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed"),
-            _ => error(StatusCode::NOT_FOUND, "no such endpoint"),
-        }
-    }
-
-    /// `GET /metrics`: the netboot counters with the daemon's collector, or the daemon's
-    /// metrics alone when no registry was given.
-    fn metrics(&self) -> ApiResponse {
-        let body = match &self.metrics {
-            Some(m) => m.render(),
-            None => match self.daemon.metrics().render(self.daemon.store()) {
-                Ok(t) => t,
-                Err(e) => return internal(&e),
-            },
-        };
-        ApiResponse {
-            status: StatusCode::OK,
-            content_type: "text/plain; version=0.0.4; charset=utf-8",
-            body,
-        }
-    }
-
-    /// `POST /v1/nodes`: enroll an instackenv list (JSON, or YAML unless the content type
-    /// says JSON); all of it or nothing. 201 with the names enrolled.
-    fn import(&self, req: &ApiRequest) -> ApiResponse {
-        use crate::inventory::{parse_instackenv, Format};
-        let Ok(text) = std::str::from_utf8(&req.body) else {
-            return error(StatusCode::BAD_REQUEST, "the body is not UTF-8");
-        };
-        let json = req
-            .headers
-            .get(http::header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| v.contains("json"));
-        let format = if json { Format::Json } else { Format::Yaml };
-        let store = self.daemon.store();
-        let taken: Vec<_> = match nodes::list(store) {
-            Ok(all) => all.into_iter().map(|(n, _)| (n.name, n.macs)).collect(),
-            Err(e) => return internal(&e),
-        };
-        let new = match parse_instackenv(text, format, &taken, super::now_ms()) {
-            Ok(n) => n,
-            Err(e) => {
-                return error(
-                    StatusCode::UNPROCESSABLE_ENTITY,
-                    &format!("nothing enrolled: {}", error_chain(&e)),
-                )
-            }
-        };
-        if let Err(e) = self.daemon.enroll(&new) {
-            return daemon_error(&e);
-        }
-        let names: Vec<&str> = new.iter().map(|n| n.name.as_str()).collect();
-        info!(count = names.len(), "nodes enrolled through the API");
-        ApiResponse::json(
-            StatusCode::CREATED,
-            &serde_json::json!({ "enrolled": names }),
-        )
-    }
-
-    fn authorized(&self, req: &ApiRequest) -> bool {
-        let Some(given) = bearer(req) else {
-            return false;
-        };
-        constant_time_eq(given.as_bytes(), self.token.as_bytes())
-    }
-
-    fn list(&self) -> ApiResponse {
-        match nodes::list(self.daemon.store()) {
-            Ok(all) => {
-                let views: Vec<NodeView> = all
-                    .iter()
-                    .map(|(n, _)| {
-                        NodeView::new(n, self.facts_of(&n.name))
-                            .with_progress(self.daemon.last_progress(&n.name))
-                    })
-                    .collect();
-                ApiResponse::json(StatusCode::OK, &views)
-            }
-            Err(e) => internal(&e),
-        }
-    }
-
-    fn show(&self, name: &str) -> ApiResponse {
-        match nodes::get(self.daemon.store(), name) {
-            Ok(Some((n, _))) => ApiResponse::json(
-                StatusCode::OK,
-                &NodeView::new(&n, self.facts_of(name))
-                    .with_progress(self.daemon.last_progress(name)),
-            ),
-            Ok(None) => error(StatusCode::NOT_FOUND, &format!("no node named {name:?}")),
-            Err(e) => internal(&e),
-        }
-    }
-
-    fn facts_of(&self, name: &str) -> Option<serde_json::Value> {
-        let rec = self.daemon.store().get(FACTS, name).ok()??;
-        serde_json::from_slice(&rec.value).ok()
-    }
-
-    fn request(&self, name: &str, verb: &str) -> ApiResponse {
-        let d = &self.daemon;
-        let res = match verb {
-            "inspect" => d.request_inspect(name),
-            "manage" => d.apply(name, Event::Manage, vec![]),
-            "provide" => d.apply(name, Event::Provide, vec![]),
-            _ => return error(StatusCode::NOT_FOUND, &format!("unknown request {verb:?}")),
-        };
-        match res {
-            Ok(n) => ApiResponse::json(
-                StatusCode::ACCEPTED,
-                &NodeView::new(&n, self.facts_of(name)),
-            ),
-            Err(e) => daemon_error(&e),
-        }
-    }
-
-    /// `POST /v1/nodes/NAME/deploy` and `…/undeploy`.
-    fn deploy_request(&self, name: &str, verb: &str, body: &[u8]) -> ApiResponse {
-        #[derive(Deserialize)]
-        #[serde(deny_unknown_fields)]
-        struct DeployBody {
-            image: String,
-            #[serde(default)]
-            root_hint: Option<String>,
-        }
-        #[derive(Deserialize, Default)]
-        #[serde(deny_unknown_fields)]
-        struct UndeployBody {
-            #[serde(default)]
-            full_wipe: bool,
-        }
-        let d = &self.daemon;
-        let res = if verb == "deploy" {
-            let b: DeployBody = match serde_json::from_slice(body) {
-                Ok(b) => b,
-                Err(e) => {
-                    return error(
-                        StatusCode::BAD_REQUEST,
-                        &format!("expected {{\"image\": NAME, \"root_hint\": HINT}}: {e}"),
-                    )
-                }
-            };
-            if b.image.trim().is_empty() {
-                return error(StatusCode::BAD_REQUEST, "the image name is empty");
-            }
-            if let Some(Err(e)) = b.root_hint.as_deref().map(super::deploy::check_root_hint) {
-                return error(StatusCode::BAD_REQUEST, &e);
-            }
-            let target = crate::lifecycle::DeployTarget {
-                image: b.image,
-                root_hint: b.root_hint.filter(|h| !h.trim().is_empty()),
-            };
-            d.request_deploy(name, target)
-        } else {
-            let b: UndeployBody = if body.iter().all(u8::is_ascii_whitespace) {
-                UndeployBody::default()
-            } else {
-                match serde_json::from_slice(body) {
-                    Ok(b) => b,
-                    Err(e) => {
-                        return error(
-                            StatusCode::BAD_REQUEST,
-                            &format!("expected {{\"full_wipe\": BOOL}} or nothing: {e}"),
-                        )
-                    }
-                }
-            };
-            d.request_undeploy(name, b.full_wipe)
-        };
-        match res {
-            Ok(n) => ApiResponse::json(
-                StatusCode::ACCEPTED,
-                &NodeView::new(&n, self.facts_of(name)),
-            ),
-            Err(e) => daemon_error(&e),
-        }
-    }
-
-    /// `POST /v1/agent/progress`: recorded (or dropped if stale); answered with the command.
-    fn progress(&self, req: &ApiRequest) -> ApiResponse {
-        let p: Progress = match serde_json::from_slice(&req.body) {
-            Ok(p) => p,
-            Err(e) => {
-                return error(
-                    StatusCode::BAD_REQUEST,
-                    &format!("not a progress report: {e}"),
-                )
-            }
-        };
-        let mac: Mac = match p.boot_mac.parse() {
-            Ok(m) => m,
-            Err(e) => return error(StatusCode::BAD_REQUEST, &e.to_string()),
-        };
-        let name = match nodes::by_mac(self.daemon.store(), mac) {
-            Ok(Some(n)) => n,
-            Ok(None) => return error(StatusCode::NOT_FOUND, &format!("no node has MAC {mac}")),
-            Err(e) => return internal(&e),
-        };
-        if let Err(r) = self.agent_authorized(req, &name, &p.boot_mac) {
-            return r;
-        }
-        match self.daemon.agent_progress(&name, p) {
-            Ok(_) => ApiResponse::json(StatusCode::OK, &self.daemon.pending_command(&name)),
-            Err(e) => daemon_error(&e),
-        }
-    }
-
-    /// `POST /v1/node/booted` with the node's credential.
-    fn booted(&self, req: &ApiRequest) -> ApiResponse {
-        let unauthorized = || {
-            error(
-                StatusCode::UNAUTHORIZED,
-                "missing or unknown `Authorization: Bearer <node credential>`",
-            )
-        };
-        let Some(token) = bearer(req).filter(|t| !t.is_empty()) else {
-            return unauthorized();
-        };
-        match self.daemon.node_booted(token) {
-            Ok(Some(n)) => {
-                info!(node = %n.name, peer = %req.peer, "deployed image booted");
-                ApiResponse::json(
-                    StatusCode::OK,
-                    &serde_json::json!({"node": n.name, "state": n.lifecycle.state.name()}),
-                )
-            }
-            Ok(None) => {
-                info!(peer = %req.peer, "booted with an unknown credential refused");
-                unauthorized()
-            }
-            Err(e) => daemon_error(&e),
-        }
-    }
-
-    fn facts(&self, req: &ApiRequest) -> ApiResponse {
-        let report: Report = match serde_json::from_slice(&req.body) {
-            Ok(r) => r,
-            Err(e) => return error(StatusCode::BAD_REQUEST, &format!("not a facts report: {e}")),
-        };
-        let name = match self.find(&report.boot_mac, &report.facts) {
-            Ok(Some(n)) => n,
-            Ok(None) => {
-                info!(boot_mac = %report.boot_mac, peer = %req.peer, "facts from an unknown machine refused");
-                return error(
-                    StatusCode::NOT_FOUND,
-                    &format!("no node has MAC {} or any reported NIC", report.boot_mac),
-                );
-            }
-            Err(e) => return e,
-        };
-        if let Err(r) = self.agent_authorized(req, &name, &report.boot_mac) {
-            return r;
-        }
-        match self.daemon.facts_are_no_inspection(&name) {
-            // The ramdisk's agent reports facts at every boot: while deploying they only say
-            // "up", and the agent goes on to heartbeat for its deploy command.
-            Ok(true) => {
-                return ApiResponse::json(
-                    StatusCode::OK,
-                    &Ack {
-                        node: name,
-                        heartbeat_secs: self.daemon.settings().heartbeat_secs,
-                    },
-                )
-            }
-            Ok(false) => {}
-            Err(e) => return daemon_error(&e),
-        }
-        let stored = serde_json::to_vec(&report.facts).unwrap_or_default();
-        let props = properties(&report.facts);
-        let d = &self.daemon;
-        match d.apply(
-            &name,
-            Event::Inspected(props),
-            vec![Op::put(FACTS, &name, stored, Expect::Any)],
-        ) {
-            Ok(n) => {
-                if d.settings().provide_after_inspect && n.lifecycle.state == State::Manageable {
-                    if let Err(e) = d.apply(&name, Event::Provide, vec![]) {
-                        tracing::warn!(node = %name, error = %e, "provide after inspection");
-                    }
-                }
-                ApiResponse::json(
-                    StatusCode::OK,
-                    &Ack {
-                        node: name,
-                        heartbeat_secs: d.settings().heartbeat_secs,
-                    },
-                )
-            }
-            Err(e) => daemon_error(&e),
-        }
-    }
-
-    fn heartbeat(&self, req: &ApiRequest) -> ApiResponse {
-        let hb: Heartbeat = match serde_json::from_slice(&req.body) {
-            Ok(h) => h,
-            Err(e) => return error(StatusCode::BAD_REQUEST, &format!("not a heartbeat: {e}")),
-        };
-        let mac: Mac = match hb.boot_mac.parse() {
-            Ok(m) => m,
-            Err(e) => return error(StatusCode::BAD_REQUEST, &e.to_string()),
-        };
-        match nodes::by_mac(self.daemon.store(), mac) {
-            Ok(Some(name)) => match self.agent_authorized(req, &name, &hb.boot_mac) {
-                // Only the node's own agent gets its command (a deploy's carries its credential).
-                Ok(()) => ApiResponse::json(StatusCode::OK, &self.daemon.pending_command(&name)),
-                Err(r) => r,
-            },
-            Ok(None) => error(StatusCode::NOT_FOUND, &format!("no node has MAC {mac}")),
-            Err(e) => internal(&e),
-        }
-    }
-
-    /// Whether the agent call carries node `name`'s current per-boot token; the 401 to answer
-    /// when not (counted, and logged with the node and MAC, never the token).
-    fn agent_authorized(&self, req: &ApiRequest, name: &str, mac: &str) -> Result<(), ApiResponse> {
-        let presented = bearer(req).filter(|t| !t.is_empty());
-        let ok = match presented {
-            Some(t) => match self.daemon.agent_token_ok(name, t) {
-                Ok(ok) => ok,
-                Err(e) => return Err(daemon_error(&e)),
-            },
-            None => false,
-        };
-        if ok {
-            // Its agent runs: the node got through PXE (meets the boot watchdog).
-            self.daemon.boot_seen(name);
-            return Ok(());
-        }
-        self.daemon.metrics().agent_auth_failure();
-        let why = if presented.is_some() {
-            "not the node's current agent token"
-        } else {
-            "no agent token"
-        };
-        warn!(node = name, %mac, peer = %req.peer, path = %req.path, why, "agent call refused");
-        Err(error(
-            StatusCode::UNAUTHORIZED,
-            "missing or wrong `Authorization: Bearer <agent token>` (the seed.token= of this \
-             node's current ramdisk boot)",
-        ))
-    }
-
-    /// The node owning the boot MAC, else any of the reported NICs' MACs.
-    fn find(&self, boot_mac: &str, facts: &Facts) -> Result<Option<String>, ApiResponse> {
-        let boot: Mac = boot_mac.parse().map_err(|e: crate::inventory::BadMac| {
-            error(StatusCode::BAD_REQUEST, &e.to_string())
-        })?;
-        let others = facts.nics.iter().filter_map(|n| n.mac.parse::<Mac>().ok());
-        for mac in std::iter::once(boot).chain(others) {
-            match nodes::by_mac(self.daemon.store(), mac) {
-                Ok(Some(name)) => return Ok(Some(name)),
-                Ok(None) => {}
-                Err(e) => return Err(internal(&e)),
-            }
-        }
-        Ok(None)
-    }
-}
-
-type ApiFuture = Pin<Box<dyn Future<Output = ApiResponse> + Send + 'static>>;
-
-impl Api {
-    /// The metadata service ([`metadata_api`]): `/v1/node/{metadata,signal}` with the node's
-    /// credential, `/v1/nodes/NAME/{metadata,credential}` with the admin token. `None` for any
-    /// other path. The node `GET` is async: it may long-poll.
-    fn metadata_routes(&self, req: &ApiRequest) -> Option<ApiFuture> {
-        let ready = |r: ApiResponse| -> Option<ApiFuture> { Some(Box::pin(async move { r })) };
-        let path = req.path.trim_end_matches('/');
-        match (req.method.clone(), path) {
-            (Method::GET, "/v1/node/metadata") => {
-                return Some(Box::pin(metadata_api::get(
-                    self.daemon.clone(),
-                    req.clone(),
-                )))
-            }
-            (Method::POST, "/v1/node/signal") => {
-                return ready(metadata_api::signal(&self.daemon, req))
-            }
-            (_, "/v1/node/metadata" | "/v1/node/signal") => {
-                return ready(error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed"))
-            }
-            _ => {}
-        }
-        let (name, what) = path.strip_prefix("/v1/nodes/")?.split_once('/')?;
-        if !matches!(what, "metadata" | "credential") {
-            return None;
-        }
-        if !self.authorized(req) {
-            return ready(error(
-                StatusCode::UNAUTHORIZED,
-                "missing or wrong `Authorization: Bearer <token>`",
-            ));
-        }
-        ready(match (req.method.clone(), what) {
-            (Method::GET, "metadata") => metadata_api::show(&self.daemon, name),
-            (Method::PUT, "metadata") => metadata_api::put(&self.daemon, name, req),
-            (Method::POST, "credential") => metadata_api::issue_credential(&self.daemon, name),
-            _ => error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed"),
-        })
+    /// Answer one request.
+    pub async fn respond(&self, req: &ApiRequest) -> ApiResponse {
+        dispatch(self.state.clone(), req.clone()).await
     }
 }
 
 impl ApiHandler for Api {
-    fn handle(
-        &self,
-        req: ApiRequest,
-    ) -> Pin<Box<dyn Future<Output = ApiResponse> + Send + 'static>> {
-        if let Some(f) = self.metadata_routes(&req) {
-            return f;
+    fn handle(&self, req: ApiRequest) -> Pin<Box<dyn Future<Output = ApiResponse> + Send>> {
+        Box::pin(dispatch(self.state.clone(), req))
+    }
+}
+
+/// `req` through the router: an `http::Request` (path without a trailing `/`, the peer and the
+/// API's state as extensions) in, the answer collected into an [`ApiResponse`] out.
+async fn dispatch(state: AppState, req: ApiRequest) -> ApiResponse {
+    let path = match req.path.trim_end_matches('/') {
+        "" => "/",
+        p => p,
+    };
+    let uri = match &req.query {
+        Some(q) => format!("{path}?{q}"),
+        None => path.to_string(),
+    };
+    let Ok(uri) = uri.parse::<Uri>() else {
+        return collect(ApiError::bad_request("not a valid request path").into_response()).await;
+    };
+    let mut http_req = http::Request::new(axum::body::Body::from(req.body));
+    *http_req.method_mut() = req.method;
+    *http_req.uri_mut() = uri;
+    *http_req.headers_mut() = req.headers;
+    http_req.extensions_mut().insert(PeerAddr(req.peer));
+    http_req.extensions_mut().insert(state);
+    let resp = match table().router.clone().oneshot(http_req).await {
+        Ok(r) => r,
+        Err(never) => match never {},
+    };
+    collect(resp).await
+}
+
+async fn collect(resp: axum::response::Response) -> ApiResponse {
+    let (parts, body) = resp.into_parts();
+    let body = match axum::body::to_bytes(body, usize::MAX).await {
+        Ok(b) => b,
+        Err(e) => {
+            tracing::error!(error = %e, "API: the answer's body");
+            bytes::Bytes::new()
         }
-        let resp = self.respond(&req);
-        Box::pin(async move { resp })
+    };
+    ApiResponse {
+        status: parts.status,
+        // Every answer the router makes is JSON but `/metrics`; a 304 has no body and keeps
+        // the JSON type it always had.
+        content_type: parts
+            .headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("application/json")
+            .to_string(),
+        body: String::from_utf8_lossy(&body).into_owned(),
     }
 }
 
-/// What inspection found, in inventory terms.
-pub fn properties(f: &Facts) -> Properties {
-    let opt = |s: &str| (!s.is_empty()).then(|| s.to_string());
-    Properties {
-        cpus: Some(f.cpus),
-        memory_mib: Some(f.memory_mib),
-        disks: f
-            .disks
-            .iter()
-            .map(|d| Disk {
-                name: d.name.clone(),
-                size_bytes: d.size_bytes,
-                model: opt(&d.model),
-                serial: opt(&d.serial),
-                partitions: vec![],
-            })
-            .collect(),
-        boot_mode: Some(match f.boot_mode {
-            ramdisk::agent::facts::BootMode::Bios => BootMode::Bios,
-            ramdisk::agent::facts::BootMode::Uefi => BootMode::Uefi,
-        }),
-        arch: None,
+/// No route has this path: 404, after the operator's token as for any operator route (a
+/// caller without it learns nothing about which paths exist).
+async fn no_such_endpoint(s: AppState, headers: HeaderMap) -> ApiError {
+    if !auth::operator_ok(&s, &headers) {
+        return ApiError::unauthorized(auth::OPERATOR_REFUSED);
     }
+    ApiError::not_found("no such endpoint")
 }
 
-/// A node as the API shows it: no password.
-#[derive(Serialize)]
-struct NodeView<'a> {
-    name: &'a str,
-    macs: &'a [Mac],
-    state: &'static str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    reason: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    maintenance: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    last_error: Option<&'a str>,
-    bmc: BmcView<'a>,
-    properties: &'a Properties,
-    capabilities: &'a crate::inventory::Capabilities,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    facts: Option<serde_json::Value>,
-    /// The agent's last deploy progress (memory only).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    progress: Option<Progress>,
-    /// Power-cycles by the PXE boot watchdog in the current (or last) step.
-    boot_retries: u32,
-    updated_ms: u64,
-}
-
-#[derive(Serialize)]
-struct BmcView<'a> {
-    driver: String,
-    address: &'a str,
-    port: u16,
-    username: &'a str,
-}
-
-impl<'a> NodeView<'a> {
-    fn new(n: &'a Node, facts: Option<serde_json::Value>) -> Self {
-        let lc = &n.lifecycle;
-        NodeView {
-            name: &n.name,
-            macs: &n.macs,
-            state: lc.state.name(),
-            reason: lc.state.reason(),
-            maintenance: lc.maintenance.as_deref(),
-            last_error: lc.last_error.as_deref(),
-            bmc: BmcView {
-                driver: n.bmc.driver.to_string(),
-                address: &n.bmc.address,
-                port: n.bmc.port,
-                username: &n.bmc.username,
-            },
-            properties: &n.properties,
-            capabilities: &n.capabilities,
-            facts,
-            progress: None,
-            boot_retries: lc.boot_retries,
-            updated_ms: n.updated_ms,
-        }
+/// A route has this path but not this method: 405 (operator routes check the token first).
+async fn method_not_allowed(s: AppState, uri: Uri, headers: HeaderMap) -> ApiError {
+    let path = uri.path();
+    if path.starts_with("/v1/agent/") || path == "/v1/node/booted" {
+        return ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "use POST");
     }
-
-    fn with_progress(mut self, p: Option<Progress>) -> Self {
-        self.progress = p;
-        self
+    let open = path.starts_with("/v1/node/") || path == "/metrics" || path == "/v1/openapi.json";
+    if !open && !auth::operator_ok(&s, &headers) {
+        return ApiError::unauthorized(auth::OPERATOR_REFUSED);
     }
+    ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method not allowed")
 }
 
-/// The token of `Authorization: Bearer <token>`, trimmed.
-fn bearer(req: &ApiRequest) -> Option<&str> {
-    req.headers
-        .get(http::header::AUTHORIZATION)?
-        .to_str()
-        .ok()?
-        .strip_prefix("Bearer ")
-        .map(str::trim)
+/// Prometheus metrics.
+///
+/// Netboot counters (DHCP, TFTP, HTTP) and the daemon's: `seed_nodes{state}`,
+/// `seed_inspect_duration_seconds`, `seed_deploy_duration_seconds` (histograms),
+/// `seed_inspect_failures_total`, `seed_deploy_failures_total`, `seed_transitions_total`,
+/// `seed_agent_auth_failures_total` (agent calls refused for their token).
+#[utoipa::path(get, path = "/metrics", tag = "meta", responses(
+    (status = 200, description = "Prometheus text exposition format 0.0.4", body = String,
+        content_type = "text/plain"),
+))]
+async fn metrics(s: AppState) -> Result<impl IntoResponse, ApiError> {
+    let body = match &s.metrics {
+        Some(m) => m.render(),
+        None => s.daemon.metrics().render(s.daemon.store())?,
+    };
+    Ok((
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        body,
+    ))
 }
 
-#[derive(Serialize)]
-struct ErrorBody<'a> {
-    error: &'a str,
-}
-
-fn error(status: StatusCode, msg: &str) -> ApiResponse {
-    ApiResponse::json(status, &ErrorBody { error: msg })
-}
-
-fn internal(e: &dyn std::error::Error) -> ApiResponse {
-    tracing::error!(error = %e, "API");
-    error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string())
-}
-
-fn daemon_error(e: &DaemonError) -> ApiResponse {
-    match e {
-        DaemonError::NotFound(_) => error(StatusCode::NOT_FOUND, &e.to_string()),
-        DaemonError::Refused(inner) => error(StatusCode::CONFLICT, &inner.to_string()),
-        DaemonError::Store(s) if s.is_conflict() => error(StatusCode::CONFLICT, &s.to_string()),
-        DaemonError::Store(s) => internal(s),
-    }
-}
-
-/// An error and its sources, `a: b: c`.
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
-    s
-}
-
-/// Token comparison whose time does not depend on where the first difference is (hand-written:
-/// five lines do not justify a crate).
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+/// This document, as JSON.
+#[utoipa::path(get, path = "/v1/openapi.json", tag = "meta", responses(
+    (status = 200, description = "The OpenAPI document", body = Object),
+))]
+async fn openapi_document() -> impl IntoResponse {
+    ([(header::CONTENT_TYPE, "application/json")], openapi_json())
 }
 
 #[cfg(test)]

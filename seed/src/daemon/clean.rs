@@ -18,7 +18,7 @@ use super::{lock, Daemon};
 use crate::inventory::Node;
 use crate::lifecycle::{Action, Event, State, WipePlan};
 use crate::store::nodes;
-use ramdisk::agent::{Command, WipeCommand, WipeDisk, WipeExtent};
+use ::api::agent::{Command, WipeCommand, WipeDisk, WipeExtent};
 use std::sync::Arc;
 use tracing::{debug, info, warn};
 

@@ -6,7 +6,7 @@
 //! so issuing a new credential revokes the node's previous one in the same commit.
 
 use crate::store::{Expect, Op, Store, StoreError};
-use rand::RngCore;
+use rand::Rng;
 use sha2::{Digest, Sha256};
 
 const BY_HASH: &str = "credentials";
@@ -19,7 +19,7 @@ fn hash(token: &str) -> String {
 /// Issue a fresh credential for `node` (durable before it is returned), revoking the old one.
 pub fn issue(store: &dyn Store, node: &str) -> Result<String, StoreError> {
     let mut raw = [0u8; 32];
-    rand::thread_rng().fill_bytes(&mut raw);
+    rand::rng().fill_bytes(&mut raw);
     let token = hex::encode(raw);
     let h = hash(&token);
     let mut ops = Vec::new();

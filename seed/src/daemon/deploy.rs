@@ -19,22 +19,32 @@
 //! agent picks its work up again; the agent ignores an op it is already running). The
 //! credential is a secret: it is in the command only, never in logs or node views.
 
-use super::{credentials, lock, Daemon, DaemonError};
+use super::locks::{Rank, Ranked};
+use super::{chain, credentials, lock, off_runtime, Daemon, DaemonError};
 use crate::inventory::Node;
 use crate::lifecycle::{DeployTarget, Event, State};
-use crate::store::nodes;
+use crate::store::{nodes, StoreError};
+use ::api::agent::{Command, DeployCommand, Phase, Progress};
 use images::ImageStore;
-use ramdisk::agent::{Command, DeployCommand, Phase, Progress};
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, OnceLock};
 use tracing::{debug, info};
 
 /// The daemon's deploy state: the image store (set once at start) and the last progress of
 /// each node's agent (memory only: it is for people watching, the lifecycle is in the store).
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct DeployState {
     images: OnceLock<Images>,
-    progress: Mutex<HashMap<String, Progress>>,
+    progress: Ranked<HashMap<String, Progress>>,
+}
+
+impl Default for DeployState {
+    fn default() -> Self {
+        DeployState {
+            images: OnceLock::new(),
+            progress: Ranked::new(Rank::Progress, HashMap::new()),
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -44,16 +54,17 @@ struct Images {
     url_path: String,
 }
 
+/// A root-device hint that is none of the shapes the agent reads.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("root hint {0:?}: expected size>=GIB, serial=…, model=… or name=…")]
+pub struct BadRootHint(pub String);
+
 /// Check a root-device hint's shape (`size>=N` GiB, optionally `G`/`GiB`, `serial=…`,
 /// `model=…`, `name=…`), the same grammar the agent parses, so a typo is a 400 now rather than
 /// a failed deploy later.
-pub fn check_root_hint(hint: &str) -> Result<(), String> {
+pub fn check_root_hint(hint: &str) -> Result<(), BadRootHint> {
     let hint = hint.trim();
-    let bad = || {
-        Err(format!(
-            "root hint {hint:?}: expected size>=GIB, serial=…, model=… or name=…"
-        ))
-    };
+    let bad = || Err(BadRootHint(hint.into()));
     if let Some(n) = hint.strip_prefix("size>=") {
         let n = n.trim().trim_end_matches("GiB").trim_end_matches('G');
         return n.parse::<u64>().map(|_| ()).or_else(|_| bad());
@@ -64,16 +75,30 @@ pub fn check_root_hint(hint: &str) -> Result<(), String> {
     }
 }
 
-/// `e: its source: its source …` (the store's errors keep the detail in their sources).
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
+/// Why a deploy was refused before anything was powered: the reason of `image refused`.
+#[derive(Debug, thiserror::Error)]
+pub enum DeployRefused {
+    #[error("no image store is configured ([images] dir)")]
+    NoImageStore,
+    #[error("checking image {image}")]
+    Check {
+        image: String,
+        #[source]
+        source: tokio::task::JoinError,
+    },
+    #[error(transparent)]
+    Image(#[from] images::store::StoreError),
+    #[error("reading the node")]
+    ReadNode(#[source] StoreError),
+    #[error("issuing the node's credential")]
+    Credential(#[source] StoreError),
+}
+
+impl DeployRefused {
+    /// The whole chain, for the node's `deploy failed` reason.
+    pub fn reason(&self) -> String {
+        chain(self)
     }
-    s
 }
 
 impl Daemon {
@@ -182,37 +207,62 @@ impl Daemon {
 
     /// Carry out [`crate::lifecycle::Action::Deploy`]: verify the image, issue the credential,
     /// queue the agent's command. `Ok(false)`: the node is no longer on deploy `op` (stale
-    /// batch); `Err(reason)`: refused, nothing was done.
+    /// batch); `Err`: refused, nothing was done.
     pub(super) async fn prepare_deploy(
         self: &Arc<Self>,
         name: &str,
         op: u64,
         image: &str,
         root_hint: &Option<String>,
-    ) -> Result<bool, String> {
+    ) -> Result<bool, DeployRefused> {
         let Some(imgs) = self.deploy.images.get() else {
-            return Err("no image store is configured ([images] dir)".into());
+            return Err(DeployRefused::NoImageStore);
         };
         let store = imgs.store.clone();
         let image_name = image.to_string();
         // Hashing a large stream is blocking work.
         let img = tokio::task::spawn_blocking(move || store.verify(&image_name))
             .await
-            .map_err(|e| format!("checking image {image}: {e}"))?
-            .map_err(|e| chain(&e))?;
+            .map_err(|source| DeployRefused::Check {
+                image: image.into(),
+                source,
+            })??;
+        let (me, name, image, root_hint) = (
+            self.clone(),
+            name.to_string(),
+            image.to_string(),
+            root_hint.clone(),
+        );
+        // The lifecycle lock and a store commit (the credential): off the runtime's threads.
+        off_runtime(move || me.hand_over_deploy(&name, op, &image, root_hint, img)).await
+    }
+
+    /// The locked half of [`Daemon::prepare_deploy`], once the image is verified: if the node
+    /// is still on deploy `op`, issue its credential and queue the agent's command.
+    fn hand_over_deploy(
+        &self,
+        name: &str,
+        op: u64,
+        image: &str,
+        root_hint: Option<String>,
+        img: images::store::Image,
+    ) -> Result<bool, DeployRefused> {
+        let Some(imgs) = self.deploy.images.get() else {
+            return Err(DeployRefused::NoImageStore);
+        };
         let seed_url = self.seed_url();
         let _g = lock(&self.lifecycle_lock);
         let current = match nodes::get(&*self.store, name) {
             Ok(Some((n, _))) => n,
             Ok(None) => return Ok(false),
-            Err(e) => return Err(format!("reading the node: {}", chain(&e))),
+            Err(e) => return Err(DeployRefused::ReadNode(e)),
         };
         if current.lifecycle.state != State::Deploying || current.lifecycle.op != op {
             debug!(node = name, op, "deploy superseded before it started");
             return Ok(false);
         }
-        let credential = credentials::issue(&*self.store, name)
-            .map_err(|e| format!("issuing the node's credential: {}", chain(&e)))?;
+        let credential =
+            credentials::issue(&*self.store, name).map_err(DeployRefused::Credential)?;
         let stream_url = format!("{seed_url}/{}/{}", imgs.url_path, img.relative);
         info!(
             node = name,
@@ -227,8 +277,8 @@ impl Daemon {
             node: name.to_string(),
             manifest: img.manifest,
             stream_url,
-            root_hint: root_hint.clone(),
-            credential,
+            root_hint,
+            credential: credential.into(),
             seed_url,
         };
         lock(&self.deploy.progress).remove(name);
@@ -281,18 +331,15 @@ impl Daemon {
         Ok(accepted)
     }
 
-    /// "booted" from a deployed image presenting `token`. `Ok(None)`: no node has this
-    /// credential. Repeating it once active is fine (the first-boot service may retry).
-    pub fn node_booted(self: &Arc<Self>, token: &str) -> Result<Option<Node>, DaemonError> {
-        let Some(name) = credentials::verify(&*self.store, token)? else {
-            return Ok(None);
-        };
+    /// "booted" from the deployed image of node `name` (whose credential it presented).
+    /// Repeating it once active is fine (the first-boot service may retry).
+    pub fn node_booted(self: &Arc<Self>, name: &str) -> Result<Node, DaemonError> {
         let (n, _) =
-            nodes::get(&*self.store, &name)?.ok_or_else(|| DaemonError::NotFound(name.clone()))?;
+            nodes::get(&*self.store, name)?.ok_or_else(|| DaemonError::NotFound(name.into()))?;
         if n.lifecycle.state == State::Active {
-            return Ok(Some(n));
+            return Ok(n);
         }
-        self.apply(&name, Event::Deployed, vec![]).map(Some)
+        self.apply(name, Event::Deployed, vec![])
     }
 }
 

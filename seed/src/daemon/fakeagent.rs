@@ -34,16 +34,27 @@ use crate::power::{
     BootDevice, BoxFuture, FakeBmc, FakePower, Password, PowerAction, PowerDriver, PowerError,
     PowerState,
 };
+use ::api::agent::{
+    Ack, Command, DeployCommand, Heartbeat, KernelArgs, Phase, Progress, Report, WipeCommand,
+};
+use ::api::facts::{BootMode, Dmi, Facts, Nic};
 use netboot::http::{ApiHandler, ApiRequest};
 use netboot::{BootAction, BootPolicy, MacAddr};
-use ramdisk::agent::facts::{BootMode, Dmi, Facts, Nic};
-use ramdisk::agent::{
-    Ack, Command, DeployCommand, Heartbeat, Phase, Progress, Report, WipeCommand,
-};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
+
+/// Why a fake agent's call got no answer it could use.
+#[derive(Debug, thiserror::Error)]
+enum CallError {
+    #[error("the daemon is gone")]
+    Gone,
+    #[error("{status}: {body}")]
+    Refused { status: u16, body: String },
+    #[error(transparent)]
+    Json(#[from] serde_json::Error),
+}
 
 /// The capability that gives a fake node a fake agent, and its behaviour.
 pub const CAPABILITY: &str = "fake_agent";
@@ -121,11 +132,11 @@ pub fn facts(node: &Node) -> Facts {
     let p = &node.properties;
     let cpus = p.cpus.unwrap_or(2 << (h % 4)); // 2, 4, 8 or 16
     let memory_mib = p.memory_mib.unwrap_or(4096 << ((h >> 8) % 4)); // 4–32 GiB
-    let mut disks: Vec<ramdisk::agent::facts::Disk> = p
+    let mut disks: Vec<::api::facts::Disk> = p
         .disks
         .iter()
         .enumerate()
-        .map(|(i, d)| ramdisk::agent::facts::Disk {
+        .map(|(i, d)| ::api::facts::Disk {
             name: if d.name.is_empty() {
                 format!("vd{}", (b'a' + i as u8) as char)
             } else {
@@ -141,7 +152,7 @@ pub fn facts(node: &Node) -> Facts {
         })
         .collect();
     if disks.is_empty() {
-        disks.push(ramdisk::agent::facts::Disk {
+        disks.push(::api::facts::Disk {
             name: "vda".into(),
             size_bytes: (40u64 << 30) << ((h >> 16) % 3), // 40, 80 or 160 GiB
             model: "FAKE DISK".into(),
@@ -306,7 +317,7 @@ impl FakeMachine {
         let disk = self.lock().disk.clone();
         let boot = match (via_network, policy, disk) {
             (true, Some(BootAction::Kernel { cmdline, .. }), _) => Boot::Ramdisk {
-                token: ramdisk::agent::KernelArgs::parse(&cmdline).token,
+                token: KernelArgs::parse(&cmdline).token,
             },
             // iPXE exits (or the firmware boots the disk): a deployed disk boots its image.
             (_, _, Some(credential)) => Boot::Image { credential },
@@ -397,12 +408,15 @@ impl FakeMachine {
         agent: &AgentBoot,
         path: &str,
         body: &impl serde::Serialize,
-    ) -> Result<T, String> {
-        let body = serde_json::to_vec(body).map_err(|e| e.to_string())?;
+    ) -> Result<T, CallError> {
+        let body = serde_json::to_vec(body)?;
         match self.call(path, body, agent.token.as_deref()).await {
-            None => Err("the daemon is gone".into()),
-            Some((200..=299, b)) => serde_json::from_slice(&b).map_err(|e| e.to_string()),
-            Some((code, b)) => Err(format!("{code}: {}", String::from_utf8_lossy(&b))),
+            None => Err(CallError::Gone),
+            Some((200..=299, b)) => Ok(serde_json::from_slice(&b)?),
+            Some((status, b)) => Err(CallError::Refused {
+                status,
+                body: String::from_utf8_lossy(&b).into_owned(),
+            }),
         }
     }
 
@@ -539,7 +553,7 @@ impl FakeMachine {
                 // Written and synced before it is reported: the seed's power cycle that
                 // follows the report must find the image on the disk.
                 let mut s = self.lock();
-                s.disk = Some(d.credential.clone());
+                s.disk = Some(d.credential.expose().to_string());
                 s.done_op = Some(d.op);
             }
             match self.post::<Command>(agent, "/v1/agent/progress", &p).await {

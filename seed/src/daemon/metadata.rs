@@ -9,42 +9,15 @@
 //! Tables: `metadata` (node → [`Metadata`] JSON), `signals` (`<node>/<deployment>` → [`Signal`]).
 
 use crate::store::{Expect, Op, Store, StoreError};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
+
+/// The document is the API's type ([`api::metadata::Metadata`]); the signal types are too, and
+/// the stack engine (a core) re-exports them: this driver stores them.
+pub use crate::orchestrator::{Signal, SignalStatus};
+pub use api::metadata::Metadata;
 
 const METADATA: &str = "metadata";
 const SIGNALS: &str = "signals";
-
-/// A node's metadata document and its change counter.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Metadata {
-    /// Bumped on every change; a node that has seen counter N long-polls for > N.
-    pub counter: u64,
-    pub data: serde_json::Value,
-}
-
-/// How a deployment ended on a node.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum SignalStatus {
-    Complete,
-    Failed,
-}
-
-/// A node's report that one of its deployments (or wait conditions) finished.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Signal {
-    /// The software deployment or wait-condition handle this signal is for.
-    pub deployment: String,
-    pub status: SignalStatus,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub reason: Option<String>,
-    /// Outputs (`deploy_stdout`, … or any key/value the node sends).
-    #[serde(default)]
-    pub outputs: serde_json::Map<String, serde_json::Value>,
-    /// The metadata counter the node had applied when it signalled.
-    #[serde(default)]
-    pub counter: u64,
-}
 
 fn decode<T: serde::de::DeserializeOwned>(
     table: &str,

@@ -1,7 +1,8 @@
 //! The metadata service: what a node reads and posts with its own credential, and the operator
 //! routes beside it.
 //!
-//! Node side (`Authorization: Bearer <node credential>`, [`super::credentials`]):
+//! Node side (`Authorization: Bearer <node credential>`, [`super::credentials`], checked by the
+//! API's node-credential extractor):
 //! - `GET /v1/node/metadata[?since=N&wait=S]` → `{counter, data}` of the credential's node.
 //!   With `since`, it answers at once if the counter differs from N (a node ahead of a rebuilt
 //!   store is answered too), else when the node's metadata changes, else after S seconds (at
@@ -16,39 +17,28 @@
 //! Metadata carries secrets (generated passwords): logs name the node, the counter and the
 //! deployment, never the data, outputs, reasons or credentials.
 
+use super::api::{blocking, ApiError, AppState, Name, NodeCredential, Operator, Payload};
+use super::api::{BadRequest, NotFound, Unauthorized};
 use super::metadata::{self, Metadata, Signal};
 use super::{credentials, Daemon, DaemonError};
 use crate::store::nodes;
-use http::StatusCode;
-use netboot::http::{ApiRequest, ApiResponse};
-use serde::Serialize;
-use std::sync::Arc;
+use ::api::metadata::{CredentialIssued, MetadataPublished, NodeMetadata, SignalStored};
+use axum::body::Bytes;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use http::{header, StatusCode, Uri};
 use std::time::Duration;
 use tracing::{debug, info, warn};
 
 /// The longest a long-poll is held.
 pub const MAX_WAIT_SECS: u64 = 60;
 
-#[derive(Serialize)]
-struct ErrorBody<'a> {
-    error: &'a str,
-}
-
-fn error(status: StatusCode, msg: &str) -> ApiResponse {
-    ApiResponse::json(status, &ErrorBody { error: msg })
-}
-
-fn internal(e: &dyn std::error::Error) -> ApiResponse {
-    tracing::error!(error = %e, "metadata API");
-    error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string())
-}
-
-fn not_modified() -> ApiResponse {
-    ApiResponse {
-        status: StatusCode::NOT_MODIFIED,
-        content_type: "application/json",
-        body: String::new(),
-    }
+/// A `since` or `wait` that is not a number.
+#[derive(Debug, thiserror::Error)]
+#[error("{what} must be a non-negative integer, not {value:?}")]
+pub struct BadQuery {
+    what: &'static str,
+    value: String,
 }
 
 /// The parameters of `GET /v1/node/metadata`.
@@ -62,14 +52,16 @@ pub struct Query {
 impl Query {
     /// Parse `since=N&wait=S&node=NAME` (unknown keys ignored; `wait` capped at
     /// [`MAX_WAIT_SECS`]).
-    pub fn parse(q: Option<&str>) -> Result<Query, String> {
+    pub fn parse(q: Option<&str>) -> Result<Query, BadQuery> {
         let mut out = Query::default();
         for pair in q.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
             let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
             let v = percent_encoding::percent_decode_str(v).decode_utf8_lossy();
-            let num = |what: &str| {
-                v.parse::<u64>()
-                    .map_err(|_| format!("{what} must be a non-negative integer, not {v:?}"))
+            let num = |what: &'static str| {
+                v.parse::<u64>().map_err(|_| BadQuery {
+                    what,
+                    value: v.to_string(),
+                })
             };
             match k {
                 "since" => out.since = Some(num("since")?),
@@ -79,31 +71,6 @@ impl Query {
             }
         }
         Ok(out)
-    }
-}
-
-/// The node whose credential the request carries, or the 401 to answer.
-pub fn authenticate(d: &Daemon, req: &ApiRequest) -> Result<String, ApiResponse> {
-    let given = req
-        .headers
-        .get(http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim)
-        .filter(|t| !t.is_empty());
-    let Some(token) = given else {
-        return Err(error(
-            StatusCode::UNAUTHORIZED,
-            "missing `Authorization: Bearer <node credential>`",
-        ));
-    };
-    match credentials::verify(d.store(), token) {
-        Ok(Some(node)) => Ok(node),
-        Ok(None) => {
-            warn!(peer = %req.peer, path = %req.path, "unknown node credential refused");
-            Err(error(StatusCode::UNAUTHORIZED, "unknown node credential"))
-        }
-        Err(e) => Err(internal(&e)),
     }
 }
 
@@ -130,40 +97,54 @@ pub fn document(node: &str, published: Option<Metadata>) -> Metadata {
     }
 }
 
-/// `GET /v1/node/metadata`: the credential's node's document, long-polled on `since`/`wait`.
-pub async fn get(d: Arc<Daemon>, req: ApiRequest) -> ApiResponse {
-    let node = match authenticate(&d, &req) {
-        Ok(n) => n,
-        Err(r) => return r,
-    };
-    let q = match Query::parse(req.query.as_deref()) {
-        Ok(q) => q,
-        Err(e) => return error(StatusCode::BAD_REQUEST, &e),
-    };
+/// This node's metadata document, long-polled on its change counter.
+///
+/// With `since`, answers at once if the counter differs from it (a node ahead of a rebuilt
+/// store is answered too), else when the node's metadata changes, else after `wait` seconds
+/// (at most 60) with 304. `data` always carries the node's identity (`seed.node`).
+#[utoipa::path(get, path = "/v1/node/metadata", tag = "node",
+    security(("node_credential" = [])),
+    params(
+        ("since" = Option<u64>, Query, description = "The counter the node has"),
+        ("wait" = Option<u64>, Query, description = "Seconds to wait for a change (at most 60)"),
+        ("node" = Option<String>, Query, description = "Only the credential's own node"),
+    ),
+    responses(
+        (status = 200, description = "The document", body = Metadata),
+        (status = 304, description = "Unchanged after waiting"),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, description = "Another node's metadata", body = ::api::ErrorBody),
+    ))]
+pub(super) async fn node_metadata(
+    s: AppState,
+    NodeCredential(node): NodeCredential,
+    uri: Uri,
+) -> Result<Response, ApiError> {
+    let d = &s.daemon;
+    let q = Query::parse(uri.query()).map_err(|e| ApiError::bad_request(e.to_string()))?;
     if let Some(other) = q.node.as_deref().filter(|o| *o != node) {
         warn!(node = %node, asked = %other, "a node asked for another node's metadata");
-        return error(
+        return Err(ApiError::new(
             StatusCode::FORBIDDEN,
             "a node credential reads only its own node's metadata",
-        );
+        ));
     }
     // Subscribed before reading, so a change between the read and the wait still wakes us.
     let mut rx = d.metadata_notifier().subscribe(&node);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(q.wait_secs);
     let mut logged = false;
     loop {
-        let published = match metadata::get(d.store(), &node) {
-            Ok(m) => m,
-            Err(e) => return internal(&e),
-        };
+        let published = metadata::get(d.store(), &node)?;
         let counter = published.as_ref().map_or(0, |m| m.counter);
         if q.since != Some(counter) {
             debug!(node = %node, counter, "metadata served");
-            return ApiResponse::json(StatusCode::OK, &document(&node, published));
+            return Ok(Json(document(&node, published)).into_response());
         }
         if tokio::time::Instant::now() >= deadline {
             debug!(node = %node, counter, "metadata unchanged");
-            return not_modified();
+            let json = [(header::CONTENT_TYPE, "application/json")];
+            return Ok((StatusCode::NOT_MODIFIED, json).into_response());
         }
         if !logged {
             debug!(node = %node, since = counter, wait = q.wait_secs, "metadata long-poll waiting");
@@ -174,100 +155,130 @@ pub async fn get(d: Arc<Daemon>, req: ApiRequest) -> ApiResponse {
     }
 }
 
-/// `POST /v1/node/signal`: store the credential's node's [`Signal`].
-pub fn signal(d: &Daemon, req: &ApiRequest) -> ApiResponse {
-    let node = match authenticate(d, req) {
-        Ok(n) => n,
-        Err(r) => return r,
-    };
-    let sig: Signal = match serde_json::from_slice(&req.body) {
-        Ok(s) => s,
-        Err(e) => return error(StatusCode::BAD_REQUEST, &format!("not a signal: {e}")),
-    };
+/// Tell the seed how one of this node's deployments (or wait conditions) went.
+#[utoipa::path(post, path = "/v1/node/signal", tag = "node",
+    security(("node_credential" = [])),
+    request_body = Signal,
+    responses(
+        (status = 200, description = "Stored", body = SignalStored),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+    ))]
+pub(super) async fn node_signal(
+    s: AppState,
+    NodeCredential(node): NodeCredential,
+    Payload(sig): Payload<Signal>,
+) -> Result<Json<SignalStored>, ApiError> {
     if sig.deployment.trim().is_empty() {
-        return error(StatusCode::BAD_REQUEST, "the signal names no deployment");
+        return Err(ApiError::bad_request("the signal names no deployment"));
     }
-    match d.store_signal(&node, &sig) {
-        Ok(()) => ApiResponse::json(
-            StatusCode::OK,
-            &serde_json::json!({"node": node, "deployment": sig.deployment}),
-        ),
-        Err(e) => internal(&e),
+    blocking(move || {
+        s.daemon.store_signal(&node, &sig)?;
+        Ok(Json(SignalStored {
+            node,
+            deployment: sig.deployment,
+        }))
+    })
+    .await
+}
+
+fn node_exists(d: &Daemon, name: &str) -> Result<(), ApiError> {
+    match nodes::get(d.store(), name)? {
+        Some(_) => Ok(()),
+        None => Err(DaemonError::NotFound(name.into()).into()),
     }
 }
 
-fn node_exists(d: &Daemon, name: &str) -> Result<(), ApiResponse> {
-    match nodes::get(d.store(), name) {
-        Ok(Some(_)) => Ok(()),
-        Ok(None) => Err(error(
-            StatusCode::NOT_FOUND,
-            &DaemonError::NotFound(name.into()).to_string(),
-        )),
-        Err(e) => Err(internal(&e)),
-    }
+/// The document a node is served, and the signals it sent.
+#[utoipa::path(get, path = "/v1/nodes/{name}/metadata", tag = "nodes",
+    security(("token" = [])),
+    params(("name" = String, Path, description = "The node's name")),
+    responses(
+        (status = 200, description = "The node's document and signals", body = NodeMetadata),
+        (status = 401, response = Unauthorized),
+        (status = 404, response = NotFound),
+    ))]
+pub(super) async fn show_metadata(
+    _: Operator,
+    s: AppState,
+    Name(name): Name,
+) -> Result<Json<NodeMetadata>, ApiError> {
+    let d = &s.daemon;
+    node_exists(d, &name)?;
+    let doc = document(&name, metadata::get(d.store(), &name)?);
+    let signals = metadata::signals(d.store(), &name)?;
+    Ok(Json(NodeMetadata {
+        node: name,
+        counter: doc.counter,
+        data: doc.data,
+        signals,
+    }))
 }
 
-/// `PUT /v1/nodes/NAME/metadata` (operator): publish a JSON object as the node's metadata.
-pub fn put(d: &Daemon, name: &str, req: &ApiRequest) -> ApiResponse {
-    if let Err(r) = node_exists(d, name) {
-        return r;
-    }
-    let data: serde_json::Value = match serde_json::from_slice(&req.body) {
+/// Publish a JSON object as the node's metadata by hand (its long-polls wake).
+#[utoipa::path(put, path = "/v1/nodes/{name}/metadata", tag = "nodes",
+    security(("token" = [])),
+    params(("name" = String, Path, description = "The node's name")),
+    request_body(content = Object, description = "The document: a JSON object"),
+    responses(
+        (status = 200, description = "Published", body = MetadataPublished),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 404, response = NotFound),
+    ))]
+pub(super) async fn put_metadata(
+    _: Operator,
+    s: AppState,
+    Name(name): Name,
+    body: Bytes,
+) -> Result<Json<MetadataPublished>, ApiError> {
+    node_exists(&s.daemon, &name)?;
+    let data: serde_json::Value = match serde_json::from_slice(&body) {
         Ok(v @ serde_json::Value::Object(_)) => v,
-        Ok(_) => return error(StatusCode::BAD_REQUEST, "metadata must be a JSON object"),
-        Err(e) => return error(StatusCode::BAD_REQUEST, &format!("not JSON: {e}")),
+        Ok(_) => return Err(ApiError::bad_request("metadata must be a JSON object")),
+        Err(e) => return Err(ApiError::bad_request(format!("not JSON: {e}"))),
     };
-    match d.publish_metadata(name, data) {
-        Ok(counter) => ApiResponse::json(
-            StatusCode::OK,
-            &serde_json::json!({"node": name, "counter": counter}),
-        ),
-        Err(e) => internal(&e),
-    }
+    blocking(move || {
+        let counter = s.daemon.publish_metadata(&name, data)?;
+        Ok(Json(MetadataPublished {
+            node: name,
+            counter,
+        }))
+    })
+    .await
 }
 
-/// `GET /v1/nodes/NAME/metadata` (operator): the document the node is served, and its signals.
-pub fn show(d: &Daemon, name: &str) -> ApiResponse {
-    if let Err(r) = node_exists(d, name) {
-        return r;
-    }
-    let res =
-        metadata::get(d.store(), name).and_then(|m| Ok((m, metadata::signals(d.store(), name)?)));
-    match res {
-        Ok((m, signals)) => {
-            let doc = document(name, m);
-            ApiResponse::json(
-                StatusCode::OK,
-                &serde_json::json!({
-                    "node": name,
-                    "counter": doc.counter,
-                    "data": doc.data,
-                    "signals": signals,
-                }),
-            )
-        }
-        Err(e) => internal(&e),
-    }
-}
-
-/// `POST /v1/nodes/NAME/credential` (operator): a fresh credential for the node, shown once.
-pub fn issue_credential(d: &Daemon, name: &str) -> ApiResponse {
-    if let Err(r) = node_exists(d, name) {
-        return r;
-    }
-    match credentials::issue(d.store(), name) {
-        Ok(token) => {
-            info!(
-                node = name,
-                "node credential issued (the previous one is revoked)"
-            );
-            ApiResponse::json(
-                StatusCode::CREATED,
-                &serde_json::json!({"node": name, "credential": token}),
-            )
-        }
-        Err(e) => internal(&e),
-    }
+/// A fresh credential for the node, shown once (the previous one is revoked; only its hash is
+/// stored).
+#[utoipa::path(post, path = "/v1/nodes/{name}/credential", tag = "nodes",
+    security(("token" = [])),
+    params(("name" = String, Path, description = "The node's name")),
+    responses(
+        (status = 201, description = "The credential", body = CredentialIssued),
+        (status = 401, response = Unauthorized),
+        (status = 404, response = NotFound),
+    ))]
+pub(super) async fn issue_credential(
+    _: Operator,
+    s: AppState,
+    Name(name): Name,
+) -> Result<(StatusCode, Json<CredentialIssued>), ApiError> {
+    node_exists(&s.daemon, &name)?;
+    blocking(move || {
+        let credential = credentials::issue(s.daemon.store(), &name)?;
+        info!(
+            node = %name,
+            "node credential issued (the previous one is revoked)"
+        );
+        Ok((
+            StatusCode::CREATED,
+            Json(CredentialIssued {
+                node: name,
+                credential: credential.into(),
+            }),
+        ))
+    })
+    .await
 }
 
 #[cfg(test)]

@@ -18,6 +18,11 @@
 //! when the node's driver is `fake`. A `power off` the lifecycle asks for is also offered to the
 //! agent as its next heartbeat [`Command`], so a node still running the ramdisk can shut down
 //! by itself.
+//!
+//! Store commits fsync. The node workers, the timers and the stack reconcile loop make theirs
+//! on tokio's blocking pool ([`off_runtime`], `spawn_blocking`), never on a runtime worker
+//! thread; so do the calls that only wait for the lifecycle lock, which another thread holds
+//! across its commit.
 
 pub mod admin;
 pub mod agent_token;
@@ -27,6 +32,7 @@ pub mod config;
 pub mod credentials;
 pub mod deploy;
 pub mod fakeagent;
+mod locks;
 pub mod metadata;
 pub mod metadata_api;
 pub mod metrics;
@@ -34,20 +40,19 @@ pub mod policy;
 pub mod stacks;
 #[cfg(test)]
 pub(crate) mod test_support;
+mod worker;
 
 use crate::inventory::{Bmc, Mac, Node, PowerDriver as DriverKind, Secret};
-use crate::lifecycle::{self, Action, BootDevice, Event, LifecycleError, State, Timeouts};
-use crate::power::{
-    self, FakeBmc, FakePower, IpmiConfig, IpmiDriver, Password, PowerAction, PowerDriver,
-    PowerState,
-};
+use crate::lifecycle::{self, Action, Event, LifecycleError, State, Timeouts};
+use crate::power::PowerDriver;
 use crate::store::{nodes, Expect, Op, Store, StoreError};
+use ::api::Command;
+use locks::{Guard, Rank, Ranked, RankedRw};
 use netboot::boot::Chain;
 use netboot::{BootAction, BootPolicy, MacAddr};
-use ramdisk::agent::Command;
 use std::collections::{HashMap, HashSet};
 use std::net::Ipv4Addr;
-use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::sync::{Arc, MutexGuard};
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
@@ -59,10 +64,30 @@ pub const FACTS: &str = "facts";
 pub enum DaemonError {
     #[error("no node named {0:?}")]
     NotFound(String),
-    #[error("store")]
-    Store(#[from] StoreError),
+    /// The message carries the whole cause (the daemon logs these with `%e`, one line), so the
+    /// store error is not also given as the source.
+    #[error("store: {}", chain(.0))]
+    Store(StoreError),
     #[error("refused by the lifecycle")]
     Refused(#[from] LifecycleError),
+}
+
+impl From<StoreError> for DaemonError {
+    fn from(e: StoreError) -> Self {
+        DaemonError::Store(e)
+    }
+}
+
+/// `e: its source: its source …`: an error and its whole cause on one line.
+pub(crate) fn chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
 }
 
 /// What the daemon needs besides its store.
@@ -78,27 +103,54 @@ pub struct Settings {
 }
 
 /// The daemon's shared state.
+///
+/// Its `impl` is spread by concern: this file (construction, [`Daemon::apply`], timers, the
+/// boot table), `worker.rs` (the node workers and their power drivers), `deploy.rs` (images, the agent's deploy
+/// command and progress, "booted"), `clean.rs` (tear-down and the wipe command) and `stacks.rs`
+/// (stack records and the reconcile loop); `api.rs`, `metadata_api.rs` and `fakeagent.rs` only
+/// call it.
+///
+/// # Locks
+///
+/// Six locks, each taken only while every lock the thread already holds comes earlier in this
+/// list (debug builds check it on every acquisition and panic naming both locks, see `locks.rs`):
+///
+/// 1. `lifecycle_lock` — serialises every read-check-write of a node record: [`Daemon::apply`]
+///    (read → [`lifecycle::step`] → commit → refresh), enrollment, stack allocation and release,
+///    and handing an agent its deploy or wipe command only if the node is still on that op. It
+///    is held across store commits, so it is taken off the runtime's worker threads except by
+///    the API handlers. Its data: the nodes to inspect once their BMC is verified.
+/// 2. `drivers` — each node's power driver (made on first use, kept so IPMI sessions and fake
+///    BMCs live on) and the fake machines' timing.
+/// 3. `boot` (read-write) — the boot table: each MAC's boot action and chain, and the nodes
+///    whose boot watchdog is armed. Written by `refresh` under `lifecycle_lock` on every write of
+///    a node; read by netboot (DHCP, TFTP, HTTP) and fake machines without any other lock.
+/// 4. `commands` — each agent's next heartbeat command (memory only).
+/// 5. `deploy.progress` — each agent's last progress report (memory only).
+/// 6. `workers` — each node's worker queue (made on first use).
+///
+/// In practice only `lifecycle_lock` is held while taking another (`boot`, `commands`,
+/// `deploy.progress`); the others are taken alone. Locks inside other parts are leaves, taken
+/// last and holding nothing else: the store's own, `metrics`' histograms, the metadata
+/// notifier's map, a fake machine's state. No lock is held across an `.await` (the guards are
+/// `!Send`).
 pub struct Daemon {
     /// Itself, for drivers and tasks that call back into the daemon (fake machines).
     me: std::sync::Weak<Daemon>,
     store: Arc<dyn Store>,
     settings: Settings,
-    /// MAC → boot action and chain, rebuilt for a node on every write of that node.
-    boot: RwLock<HashMap<MacAddr, policy::BootEntry>>,
-    /// Serialises read-step-persist of every node (store writes are short and synchronous).
-    lifecycle_lock: Mutex<()>,
+    /// MAC → boot action and chain, and who awaits a boot; rebuilt for a node on every write.
+    boot: RankedRw<BootTable>,
+    /// Serialises read-step-persist of every node; holds who inspects after verification.
+    lifecycle_lock: Ranked<Sequencing>,
     /// What each node's agent gets on its next heartbeat.
-    commands: Mutex<HashMap<String, Command>>,
+    commands: Ranked<HashMap<String, Command>>,
     /// One power driver per node, kept so IPMI sessions (and fake BMC state) live on.
-    drivers: Mutex<HashMap<String, Arc<dyn PowerDriver>>>,
+    drivers: Ranked<Drivers>,
     /// One worker per node executing its hardware actions in order.
-    workers: Mutex<HashMap<String, mpsc::UnboundedSender<Vec<Action>>>>,
-    /// Nodes asked to inspect while still in `enroll`: inspect once verification succeeds.
-    inspect_after_verify: Mutex<HashSet<String>>,
+    workers: Ranked<HashMap<String, mpsc::UnboundedSender<Vec<Action>>>>,
     /// Step durations and counts for `/metrics`.
     metrics: metrics::DaemonMetrics,
-    /// How fast fake machines (`fake_agent` nodes) boot and report.
-    fake_timing: Mutex<fakeagent::Timing>,
     /// Wakes metadata long-polls and whoever waits for signals.
     metadata_notify: metadata::Notifier,
     /// Wakes the stack reconcile loop (a node changed, a stack was asked for).
@@ -107,9 +159,31 @@ pub struct Daemon {
     deploy: deploy::DeployState,
     /// Mints and checks the ramdisk agents' per-boot tokens.
     agent_tokens: agent_token::AgentTokens,
-    /// Nodes whose boot watchdog is armed (kept by [`Daemon::refresh`]), so that script fetches
-    /// and agent calls only take the lifecycle lock when there is a deadline to meet.
-    awaiting_boot: Mutex<HashSet<String>>,
+}
+
+/// What the boot table holds (under `Daemon::boot`).
+#[derive(Default)]
+struct BootTable {
+    /// MAC → boot action and chain.
+    by_mac: HashMap<MacAddr, policy::BootEntry>,
+    /// Nodes whose boot watchdog is armed (kept by `refresh`), so that script fetches and
+    /// agent calls only take the lifecycle lock when there is a deadline to meet.
+    awaiting_boot: HashSet<String>,
+}
+
+/// What the lifecycle lock holds besides the right to step nodes.
+#[derive(Default)]
+struct Sequencing {
+    /// Nodes asked to inspect while still in `enroll`: inspect once verification succeeds.
+    inspect_after_verify: HashSet<String>,
+}
+
+/// The power drivers (under `Daemon::drivers`).
+#[derive(Default)]
+struct Drivers {
+    by_node: HashMap<String, Arc<dyn PowerDriver>>,
+    /// How fast fake machines (`fake_agent` nodes) made from now on boot and report.
+    fake_timing: fakeagent::Timing,
 }
 
 impl std::fmt::Debug for Daemon {
@@ -120,9 +194,23 @@ impl std::fmt::Debug for Daemon {
     }
 }
 
-/// A std mutex whose data stays valid after a panic elsewhere (plain maps).
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
+/// Take one of the daemon's mutexes (in the order [`Daemon`] documents).
+fn lock<T>(m: &Ranked<T>) -> Guard<MutexGuard<'_, T>> {
+    m.lock()
+}
+
+/// Run `f` on tokio's blocking pool and wait for it: what the node workers and timers do with
+/// the store (commits fsync, and the lifecycle lock is held across them) must not block a
+/// runtime worker thread. A panic in `f` resumes here.
+async fn off_runtime<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    match tokio::task::spawn_blocking(f).await {
+        Ok(v) => v,
+        Err(e) => match e.try_into_panic() {
+            Ok(panic) => std::panic::resume_unwind(panic),
+            // Cancelled: the runtime is shutting down, and this task goes with it.
+            Err(_) => std::future::pending().await,
+        },
+    }
 }
 
 /// Milliseconds since the Unix epoch: the lifecycle's clock (`created_ms`, deadlines).
@@ -145,19 +233,16 @@ impl Daemon {
             me: me.clone(),
             store,
             settings,
-            boot: RwLock::new(HashMap::new()),
-            lifecycle_lock: Mutex::new(()),
-            commands: Mutex::new(HashMap::new()),
-            drivers: Mutex::new(HashMap::new()),
-            workers: Mutex::new(HashMap::new()),
-            inspect_after_verify: Mutex::new(HashSet::new()),
+            boot: RankedRw::new(Rank::Boot, BootTable::default()),
+            lifecycle_lock: Ranked::new(Rank::Lifecycle, Sequencing::default()),
+            commands: Ranked::new(Rank::Commands, HashMap::new()),
+            drivers: Ranked::new(Rank::Drivers, Drivers::default()),
+            workers: Ranked::new(Rank::Workers, HashMap::new()),
             metrics: metrics::DaemonMetrics::default(),
-            fake_timing: Mutex::new(fakeagent::Timing::default()),
             metadata_notify: metadata::Notifier::default(),
             stacks_wake: tokio::sync::Notify::new(),
             deploy: deploy::DeployState::default(),
             agent_tokens,
-            awaiting_boot: Mutex::new(HashSet::new()),
         });
         for (n, _) in nodes::list(&*d.store)? {
             d.refresh(&n);
@@ -180,7 +265,7 @@ impl Daemon {
 
     /// How fast fake machines created from now on boot and report.
     pub fn set_fake_timing(&self, timing: fakeagent::Timing) {
-        *lock(&self.fake_timing) = timing;
+        lock(&self.drivers).fake_timing = timing;
     }
 
     /// Re-arm the deadlines (the step's and the boot watchdog's) of nodes that were busy when
@@ -342,9 +427,11 @@ impl Daemon {
         let (node, _) =
             nodes::get(&*self.store, name)?.ok_or_else(|| DaemonError::NotFound(name.into()))?;
         if node.lifecycle.state == State::Enroll && node.lifecycle.maintenance.is_none() {
-            lock(&self.inspect_after_verify).insert(name.into());
+            lock(&self.lifecycle_lock)
+                .inspect_after_verify
+                .insert(name.into());
             return self.apply(name, Event::Manage, vec![]).inspect_err(|_| {
-                lock(&self.inspect_after_verify).remove(name);
+                lock(&self.lifecycle_lock).inspect_after_verify.remove(name);
             });
         }
         self.apply(name, Event::Inspect, vec![])
@@ -353,7 +440,7 @@ impl Daemon {
     /// Node `name` showed it booted toward the seed (its iPXE script was served, or its agent
     /// called in): meet its boot watchdog. Cheap and a no-op unless one is armed.
     pub fn boot_seen(self: &Arc<Self>, name: &str) {
-        if !lock(&self.awaiting_boot).contains(name) {
+        if !self.boot.read().awaiting_boot.contains(name) {
             return;
         }
         match self.apply(name, Event::BootSeen, vec![]) {
@@ -364,19 +451,16 @@ impl Daemon {
 
     /// Rebuild the boot table entries of `node` (with its current agent token, if any).
     fn refresh(&self, node: &Node) {
-        {
-            let mut awaiting = lock(&self.awaiting_boot);
-            if node.lifecycle.boot_deadline_ms.is_some() {
-                awaiting.insert(node.name.clone());
-            } else {
-                awaiting.remove(&node.name);
-            }
-        }
         let token = self.agent_tokens.current(&node.name, &node.lifecycle);
-        let mut table = self.boot.write().unwrap_or_else(|p| p.into_inner());
+        let mut table = self.boot.write();
+        if node.lifecycle.boot_deadline_ms.is_some() {
+            table.awaiting_boot.insert(node.name.clone());
+        } else {
+            table.awaiting_boot.remove(&node.name);
+        }
         for &mac in &node.macs {
             let mac = to_netboot(mac);
-            table.insert(
+            table.by_mac.insert(
                 mac,
                 policy::entry(node, mac, &self.settings, token.as_deref()),
             );
@@ -396,143 +480,12 @@ impl Daemon {
         let wait = std::time::Duration::from_millis(at_ms.saturating_sub(now_ms()));
         tokio::spawn(async move {
             tokio::time::sleep(wait).await;
-            match me.apply(&name, Event::Timeout, vec![]) {
+            let node = name.clone();
+            match off_runtime(move || me.apply(&node, Event::Timeout, vec![])).await {
                 Ok(_) => {}
                 Err(e) => debug!(node = %name, error = %e, "timeout not applied"),
             }
         });
-    }
-
-    fn enqueue(self: &Arc<Self>, name: &str, actions: Vec<Action>) {
-        let mut workers = lock(&self.workers);
-        let tx = workers.entry(name.to_string()).or_insert_with(|| {
-            let (tx, rx) = mpsc::unbounded_channel();
-            tokio::spawn(self.clone().worker(name.to_string(), rx));
-            tx
-        });
-        if tx.send(actions).is_err() {
-            warn!(node = name, "node worker is gone; actions dropped");
-        }
-    }
-
-    async fn worker(self: Arc<Self>, name: String, mut rx: mpsc::UnboundedReceiver<Vec<Action>>) {
-        while let Some(batch) = rx.recv().await {
-            self.execute(&name, batch).await;
-        }
-    }
-
-    fn driver(&self, name: &str, bmc: &Bmc) -> Arc<dyn PowerDriver> {
-        lock(&self.drivers)
-            .entry(name.to_string())
-            .or_insert_with(|| match self.me.upgrade() {
-                Some(me) if bmc.driver == DriverKind::Fake => {
-                    let node = nodes::get(&*self.store, name)
-                        .ok()
-                        .flatten()
-                        .map(|(n, _)| n);
-                    let timing = *lock(&self.fake_timing);
-                    node.and_then(|n| fakeagent::driver(&me, &n, timing))
-                        .unwrap_or_else(|| build_driver(name, bmc))
-                }
-                _ => build_driver(name, bmc),
-            })
-            .clone()
-    }
-
-    /// Run one transition's hardware actions in order; the first failure fails the step.
-    async fn execute(self: &Arc<Self>, name: &str, batch: Vec<Action>) {
-        let node = match nodes::get(&*self.store, name) {
-            Ok(Some((n, _))) => n,
-            Ok(None) => return,
-            Err(e) => {
-                warn!(node = name, error = %e, "reading node for its actions");
-                return;
-            }
-        };
-        let drv = self.driver(name, &node.bmc);
-        let mut follow = None;
-        // A deleting node's power-off done → torn down (cleaning starts).
-        let tearing_down = node.lifecycle.state == State::Deleting
-            && node.lifecycle.maintenance.is_none()
-            && batch.contains(&Action::PowerOff);
-        for action in batch {
-            let res = match &action {
-                Action::VerifyPower => drv.status().await.map(|_| {
-                    follow = Some(Event::Verified);
-                }),
-                Action::SetBootDevice(d) => {
-                    let dev = match d {
-                        BootDevice::Pxe => power::BootDevice::Pxe,
-                        BootDevice::Disk => power::BootDevice::Disk,
-                    };
-                    drv.set_boot_device(dev, false).await
-                }
-                Action::PowerOn => drv.power(PowerAction::On).await,
-                Action::PowerOff => drv.power(PowerAction::Off).await,
-                Action::Reboot => match drv.status().await {
-                    Ok(PowerState::On) => drv.power(PowerAction::Cycle).await,
-                    Ok(PowerState::Off) => drv.power(PowerAction::On).await,
-                    Err(e) => Err(e),
-                },
-                Action::Deploy {
-                    op,
-                    image,
-                    root_hint,
-                } => {
-                    // Checked before anything else of the batch: a refused image fails the
-                    // step with nothing powered.
-                    match self.prepare_deploy(name, *op, image, root_hint).await {
-                        Ok(true) => Ok(()),
-                        // The step moved on meanwhile: this batch is stale.
-                        Ok(false) => return,
-                        Err(reason) => {
-                            warn!(node = name, %reason, "deploy refused");
-                            let ev = Event::ImageRefused { reason };
-                            if let Err(e) = self.apply(name, ev, vec![]) {
-                                debug!(node = name, error = %e, "refusal not recorded");
-                            }
-                            return;
-                        }
-                    }
-                }
-                Action::WipeDisks(plan) => {
-                    // Queued before the node is powered into the ramdisk; a stale batch (the
-                    // node moved on) stops here.
-                    if !self.prepare_wipe(name, node.lifecycle.op, plan) {
-                        return;
-                    }
-                    Ok(())
-                }
-                Action::Persist | Action::Deadline { .. } => Ok(()),
-            };
-            match res {
-                Ok(()) => debug!(node = name, ?action, bmc = %drv.target(), "done"),
-                Err(e) => {
-                    warn!(node = name, ?action, error = %e, "power action failed");
-                    let reason = format!("{action:?}: {e}");
-                    if let Err(e) = self.apply(name, Event::Failed { reason }, vec![]) {
-                        debug!(node = name, error = %e, "failure not recorded as a step failure");
-                    }
-                    return;
-                }
-            }
-        }
-        if tearing_down {
-            self.torn_down(name, node.lifecycle.op);
-        }
-        if let Some(ev) = follow {
-            match self.apply(name, ev, vec![]) {
-                Ok(n) if n.lifecycle.state == State::Manageable => {
-                    if lock(&self.inspect_after_verify).remove(name) {
-                        if let Err(e) = self.apply(name, Event::Inspect, vec![]) {
-                            warn!(node = name, error = %e, "inspect after verification");
-                        }
-                    }
-                }
-                Ok(_) => {}
-                Err(e) => warn!(node = name, error = %e, "verification result"),
-            }
-        }
     }
 
     /// Enroll `new` nodes (all or none) and answer for their MACs from now on.
@@ -569,35 +522,15 @@ impl Daemon {
     }
 }
 
-fn build_driver(name: &str, bmc: &Bmc) -> Arc<dyn PowerDriver> {
-    let password = Password::new(bmc.password.expose());
-    match bmc.driver {
-        DriverKind::Ipmi => Arc::new(IpmiDriver::new(IpmiConfig::new(
-            bmc.address.clone(),
-            bmc.port,
-            bmc.username.clone(),
-            password,
-        ))),
-        DriverKind::Fake => {
-            let fake = FakeBmc::new(name, bmc.username.clone(), password.clone());
-            Arc::new(FakePower::new(fake, bmc.username.clone(), password))
-        }
-    }
-}
-
 impl BootPolicy for Daemon {
     fn boot_action(&self, mac: MacAddr) -> Option<BootAction> {
-        self.boot
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&mac)
-            .map(|e| e.action.clone())
+        self.boot.read().by_mac.get(&mac).map(|e| e.action.clone())
     }
 
     fn chain(&self, mac: MacAddr) -> Chain {
         self.boot
             .read()
-            .unwrap_or_else(|p| p.into_inner())
+            .by_mac
             .get(&mac)
             .map_or(Chain::Direct, |e| e.chain)
     }
@@ -606,7 +539,7 @@ impl BootPolicy for Daemon {
         let Some(me) = self.me.upgrade() else {
             return;
         };
-        if lock(&self.awaiting_boot).is_empty() {
+        if self.boot.read().awaiting_boot.is_empty() {
             return;
         }
         match nodes::by_mac(&*self.store, Mac(mac.0)) {
@@ -621,5 +554,46 @@ impl BootPolicy for Daemon {
             // A conflict means someone enrolled it meanwhile: fine.
             debug!(%mac, error = %e, "discovered MAC not enrolled");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_store_error_shows_its_cause_in_one_line() {
+        let source = serde_json::from_str::<u8>("x").unwrap_err();
+        let e = DaemonError::from(StoreError::Decode {
+            table: "nodes".into(),
+            key: "n1".into(),
+            source,
+        });
+        assert_eq!(
+            e.to_string(),
+            "store: record nodes/n1 does not decode: expected value at line 1 column 1"
+        );
+        assert!(
+            std::error::Error::source(&e).is_none(),
+            "not repeated as a source"
+        );
+    }
+
+    #[test]
+    fn a_stacks_store_error_and_a_500_show_the_cause_too() {
+        let decode = || StoreError::Decode {
+            table: "stacks".into(),
+            key: "s1".into(),
+            source: serde_json::from_str::<u8>("x").unwrap_err(),
+        };
+        let want = "record stacks/s1 does not decode: expected value at line 1 column 1";
+        let e = stacks::StacksError::from(decode());
+        assert_eq!(e.to_string(), format!("store: {want}"));
+        assert!(std::error::Error::source(&e).is_none());
+        let answer = api::ApiError::from(decode());
+        assert_eq!(
+            answer.to_string(),
+            format!("500 Internal Server Error: {want}")
+        );
     }
 }

@@ -4,8 +4,12 @@
 //! by TFTP first).
 //!
 //! The ramdisk's command line carries `seed.url=` (where the agent API is) and `seed.token=` (the
-//! node's per-boot agent token, [`super::agent_token`]): the iPXE script is per MAC, so only the
-//! machine that boots as that node gets it.
+//! node's per-boot agent token, [`super::agent_token`]). The token is as private as the node's
+//! iPXE script, which is served per MAC over plain HTTP (and TFTP) without authentication:
+//! anything on the provisioning network that knows the node's MAC (it is on the wire) can fetch
+//! it while the step runs. What it does keep out is everything off that network, and any
+//! token of another step (it rotates with every step and is void outside inspecting, deploying
+//! and cleaning).
 
 use super::Settings;
 use crate::inventory::Node;

@@ -12,17 +12,14 @@
 //! the next pass, level-triggered, asks for the same remaining work. The loop runs every
 //! second and whenever a node changes.
 //!
-//! The `/v1/stacks` routes are here too ([`route`]); `api.rs` only dispatches to them.
+//! The `/v1/stacks` routes are in `daemon::api` (stacks); their views are [`api::stack`]'s.
 
 use super::{lock, metadata, now_ms, Daemon, DaemonError};
-use crate::inventory::{Allocation, Node};
+use crate::inventory::Allocation;
 use crate::lifecycle::{Event, State};
 use crate::orchestrator::{self, Action, Config, NodeInfo, StackError, StackEvent, StackRecord};
 use crate::store::{nodes, Expect, Op, Revision, Store, StoreError};
-use http::{Method, StatusCode};
-use netboot::http::{ApiRequest, ApiResponse};
-use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
+use serde::Serialize;
 use std::sync::Arc;
 use std::time::Duration;
 use tracing::{debug, info, warn};
@@ -43,8 +40,15 @@ pub enum StacksError {
     BadName(String),
     #[error(transparent)]
     Stack(#[from] StackError),
-    #[error("store")]
-    Store(#[from] StoreError),
+    /// As `DaemonError::Store`: the message carries the whole cause, on one line.
+    #[error("store: {}", super::chain(.0))]
+    Store(StoreError),
+}
+
+impl From<StoreError> for StacksError {
+    fn from(e: StoreError) -> Self {
+        StacksError::Store(e)
+    }
 }
 
 fn decode<T: serde::de::DeserializeOwned>(
@@ -245,8 +249,7 @@ impl Daemon {
         rev: Revision,
     ) -> Result<(), DaemonError> {
         let snapshot = self.snapshot(&rec.name)?;
-        let out =
-            orchestrator::reconcile(rec, &snapshot, now_ms(), &ENGINE, &mut rand::thread_rng());
+        let out = orchestrator::reconcile(rec, &snapshot, now_ms(), &ENGINE, &mut rand::rng());
         if out.record == *rec && out.actions.is_empty() {
             return Ok(());
         }
@@ -359,182 +362,6 @@ impl Daemon {
         )])?;
         info!(stack, node, state = %n.lifecycle.state, "released");
         Ok(())
-    }
-}
-
-/// A stack as the API shows it.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct StackView {
-    pub name: String,
-    pub status: String,
-    pub reason: String,
-    pub members: Vec<MemberView>,
-    #[serde(default)]
-    pub outputs: Option<serde_json::Map<String, serde_json::Value>>,
-    pub created_ms: u64,
-    pub updated_ms: u64,
-}
-
-/// One member: its status and, for servers, its node and the node's state.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct MemberView {
-    pub name: String,
-    pub status: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub node: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub node_state: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub reason: Option<String>,
-}
-
-impl StackView {
-    fn new(rec: &StackRecord, nodes: &BTreeMap<String, Node>) -> StackView {
-        StackView {
-            name: rec.name.clone(),
-            status: rec.status.name(),
-            reason: rec.reason.clone(),
-            members: rec
-                .members
-                .iter()
-                .map(|(m, r)| MemberView {
-                    name: m.clone(),
-                    status: serde_json::to_value(r.status)
-                        .ok()
-                        .and_then(|v| v.as_str().map(str::to_string))
-                        .unwrap_or_default(),
-                    node: r.node.clone(),
-                    node_state: r
-                        .node
-                        .as_ref()
-                        .and_then(|n| nodes.get(n))
-                        .map(|n| n.lifecycle.state.name().to_string()),
-                    reason: r.reason.clone(),
-                })
-                .collect(),
-            outputs: rec.outputs.clone(),
-            created_ms: rec.created_ms,
-            updated_ms: rec.updated_ms,
-        }
-    }
-}
-
-/// The body of `POST /v1/stacks` and `PUT /v1/stacks/NAME`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct StackRequest {
-    /// Ignored on PUT (the path names the stack).
-    #[serde(default)]
-    pub name: String,
-    /// The template's file name, for error messages.
-    #[serde(default = "default_file")]
-    pub file: String,
-    pub template: String,
-    #[serde(default)]
-    pub params: BTreeMap<String, String>,
-}
-
-fn default_file() -> String {
-    "template.yaml".into()
-}
-
-#[derive(Serialize)]
-struct ErrorBody<'a> {
-    error: &'a str,
-}
-
-fn error(status: StatusCode, msg: &str) -> ApiResponse {
-    ApiResponse::json(status, &ErrorBody { error: msg })
-}
-
-fn refused(e: &StacksError) -> ApiResponse {
-    let status = match e {
-        StacksError::NotFound(_) => StatusCode::NOT_FOUND,
-        StacksError::Exists(_) | StacksError::Stack(StackError::Busy { .. }) => {
-            StatusCode::CONFLICT
-        }
-        StacksError::BadName(_) | StacksError::Stack(StackError::Template(_)) => {
-            StatusCode::BAD_REQUEST
-        }
-        StacksError::Store(s) if s.is_conflict() => StatusCode::CONFLICT,
-        StacksError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
-    };
-    error(status, &e.to_string())
-}
-
-fn view(d: &Daemon, rec: &StackRecord) -> Result<StackView, StoreError> {
-    let nodes = nodes::list(d.store())?
-        .into_iter()
-        .map(|(n, _)| (n.name.clone(), n))
-        .collect();
-    Ok(StackView::new(rec, &nodes))
-}
-
-/// `/v1/stacks…` (authenticated by the caller): `rest` is the path after `/v1/stacks`.
-pub fn route(d: &Daemon, req: &ApiRequest, rest: &str) -> ApiResponse {
-    let parts: Vec<&str> = rest.split('/').filter(|p| !p.is_empty()).collect();
-    let body = || -> Result<StackRequest, ApiResponse> {
-        serde_json::from_slice(&req.body).map_err(|e| {
-            error(
-                StatusCode::BAD_REQUEST,
-                &format!("not a stack request: {e}"),
-            )
-        })
-    };
-    let shown = |r: Result<StackRecord, StacksError>, status| match r {
-        Ok(rec) => match view(d, &rec) {
-            Ok(v) => ApiResponse::json(status, &v),
-            Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
-        },
-        Err(e) => refused(&e),
-    };
-    let params = |b: &StackRequest| b.params.clone().into_iter().collect::<Vec<_>>();
-    match (req.method.clone(), parts.as_slice()) {
-        (Method::GET, []) => match list(d.store()) {
-            Ok(all) => {
-                let views: Result<Vec<_>, _> = all.iter().map(|(r, _)| view(d, r)).collect();
-                match views {
-                    Ok(v) => ApiResponse::json(StatusCode::OK, &v),
-                    Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
-                }
-            }
-            Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
-        },
-        (Method::POST, []) => match body() {
-            Ok(b) => shown(
-                d.stack_create(&b.name, &b.file, &b.template, params(&b)),
-                StatusCode::CREATED,
-            ),
-            Err(r) => r,
-        },
-        (Method::GET, [name]) => shown(
-            get(d.store(), name)
-                .map_err(StacksError::from)
-                .and_then(|r| {
-                    r.map(|(r, _)| r)
-                        .ok_or_else(|| StacksError::NotFound(name.to_string()))
-                }),
-            StatusCode::OK,
-        ),
-        (Method::PUT, [name]) => match body() {
-            Ok(b) => shown(
-                d.stack_update(name, &b.file, &b.template, params(&b)),
-                StatusCode::ACCEPTED,
-            ),
-            Err(r) => r,
-        },
-        (Method::DELETE, [name]) => shown(d.stack_delete(name), StatusCode::ACCEPTED),
-        (Method::GET, [name, "events"]) => match get(d.store(), name) {
-            Ok(Some(_)) => match events(d.store(), name) {
-                Ok(ev) => ApiResponse::json(StatusCode::OK, &ev),
-                Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
-            },
-            Ok(None) => refused(&StacksError::NotFound(name.to_string())),
-            Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
-        },
-        (_, [] | [_] | [_, "events"]) => {
-            error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed")
-        }
-        _ => error(StatusCode::NOT_FOUND, "no such endpoint"),
     }
 }
 

@@ -71,7 +71,7 @@ pub(crate) fn attach_fake_bmc(
 ) -> std::sync::Arc<crate::power::FakeBmc> {
     use crate::power::{FakeBmc, FakePower, Password};
     let bmc = FakeBmc::new(node, "admin", Password::new("hunter2"));
-    super::lock(&d.drivers).insert(
+    super::lock(&d.drivers).by_node.insert(
         node.into(),
         std::sync::Arc::new(FakePower::new(
             bmc.clone(),
@@ -80,4 +80,26 @@ pub(crate) fn attach_fake_bmc(
         )),
     );
     bmc
+}
+
+/// Serve `api` on the operators' listener at 127.0.0.1:<ephemeral>, from its own runtime thread,
+/// until the returned token is cancelled: `(HOST:PORT, token)`.
+pub(crate) fn serve(api: super::api::Api) -> (String, tokio_util::sync::CancellationToken) {
+    let api = std::sync::Arc::new(api);
+    let stop = tokio_util::sync::CancellationToken::new();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let s2 = stop.clone();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            tx.send(l.local_addr().unwrap()).unwrap();
+            super::admin::serve(l, api, s2).await;
+        });
+    });
+    let addr = rx.recv().unwrap();
+    (format!("{addr}"), stop)
 }

@@ -139,12 +139,15 @@ fn download(url: &str, limit: u64, to: &Path) -> Result<u64, ReplicaError> {
         url: url.into(),
         reason,
     };
-    let resp = ureq::get(url)
-        .timeout(std::time::Duration::from_secs(300))
-        .call()
-        .map_err(|e| fail(e.to_string()))?;
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .timeout_global(Some(std::time::Duration::from_secs(300)))
+        .proxy(None)
+        .build()
+        .new_agent();
+    let mut resp = agent.get(url).call().map_err(|e| fail(e.to_string()))?;
     let mut f = std::fs::File::create(to)?;
-    std::io::copy(&mut resp.into_reader().take(limit), &mut f).map_err(|e| fail(e.to_string()))
+    let mut body = resp.body_mut().as_reader();
+    std::io::copy(&mut (&mut body).take(limit), &mut f).map_err(|e| fail(e.to_string()))
 }
 
 fn fetch_one(

@@ -2,7 +2,8 @@
 //! the daemon and lifecycle would move them, with deploys finishing or failing on command.
 
 use super::*;
-use crate::daemon::metadata::{Signal, SignalStatus};
+use crate::inventory::Allocation;
+use crate::lifecycle::DeployTarget;
 use rand::{rngs::StdRng, SeedableRng};
 
 const TEMPLATE: &str = r#"

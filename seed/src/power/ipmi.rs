@@ -666,7 +666,7 @@ mod tests {
         let d = driver_for(623, 100, 0);
         let s = format!("{d:?} {:?}", d.inner.cfg);
         assert!(!s.contains("password\""), "{s}");
-        assert!(s.contains("Password(***)"), "{s}");
+        assert!(s.contains("password: ***"), "{s}");
     }
 
     #[test]

@@ -131,33 +131,9 @@ pub trait PowerDriver: Send + Sync {
     ) -> BoxFuture<'_, Result<(), PowerError>>;
 }
 
-/// A password that never shows up in `Debug` output or logs.
-#[derive(Clone, Default, PartialEq, Eq)]
-pub struct Password(String);
-
-impl Password {
-    pub fn new(s: impl Into<String>) -> Self {
-        Self(s.into())
-    }
-
-    /// The secret itself: only for the wire.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Password {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Password(***)")
-    }
-}
-
-impl std::str::FromStr for Password {
-    type Err = std::convert::Infallible;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Ok(Self(s.to_string()))
-    }
-}
+/// A BMC password: the seed's one secret wrapper, which never shows up in `Debug` output or
+/// logs.
+pub use crate::secret::Secret as Password;
 
 /// Why a BMC operation failed, in words an operator can act on.
 #[derive(Debug, thiserror::Error)]

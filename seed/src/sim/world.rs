@@ -5,7 +5,7 @@
 use crate::inventory::{BootMode, Disk, Partition, Properties};
 use crate::lifecycle::BootDevice;
 use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
+use rand::{RngExt, SeedableRng};
 
 /// How often things go wrong. Probabilities are per attempt, in `0.0..=1.0`.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -70,13 +70,13 @@ impl Machine {
     pub fn new(seed: u64, index: usize, faults: &Faults) -> Machine {
         let mut rng =
             StdRng::seed_from_u64(seed ^ (index as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
-        let slow = rng.gen_bool(faults.slow_machines.clamp(0.0, 1.0));
-        let broken = rng.gen_bool(faults.broken_machines.clamp(0.0, 1.0));
+        let slow = rng.random_bool(faults.slow_machines.clamp(0.0, 1.0));
+        let broken = rng.random_bool(faults.broken_machines.clamp(0.0, 1.0));
         let gib = 1u64 << 30;
-        let size = rng.gen_range(20..200u64) * gib;
+        let size = rng.random_range(20..200u64) * gib;
         let hardware = Properties {
-            cpus: Some(rng.gen_range(1..=8u32) * 4),
-            memory_mib: Some(rng.gen_range(4..=64u64) * 1024),
+            cpus: Some(rng.random_range(1..=8u32) * 4),
+            memory_mib: Some(rng.random_range(4..=64u64) * 1024),
             disks: vec![Disk {
                 name: "vda".into(),
                 size_bytes: size,
@@ -93,7 +93,7 @@ impl Machine {
                     },
                 ],
             }],
-            boot_mode: Some(if rng.gen_bool(0.5) {
+            boot_mode: Some(if rng.random_bool(0.5) {
                 BootMode::Uefi
             } else {
                 BootMode::Bios
@@ -115,7 +115,7 @@ impl Machine {
     }
 
     fn delay(&mut self, lo: u64, hi: u64) -> u64 {
-        let d = self.rng.gen_range(lo..=hi);
+        let d = self.rng.random_range(lo..=hi);
         if self.slow {
             d * 10
         } else {
@@ -126,7 +126,7 @@ impl Machine {
     /// A BMC command: its reply delay, or the error it fails with.
     pub fn bmc(&mut self, faults: &Faults, what: &str) -> Outcome {
         let d = self.delay(50, 500);
-        if self.rng.gen_bool(faults.bmc_error.clamp(0.0, 1.0)) {
+        if self.rng.random_bool(faults.bmc_error.clamp(0.0, 1.0)) {
             Outcome::Fail(d, format!("bmc: {what}: no response"))
         } else {
             Outcome::Ok(d)
@@ -145,8 +145,8 @@ impl Machine {
             Job::Deploy => self.delay(60_000, 300_000),
             Job::Clean => self.delay(10_000, 120_000),
         };
-        let vanish = self.rng.gen_bool(faults.agent_vanish.clamp(0.0, 1.0));
-        let error = self.rng.gen_bool(faults.agent_error.clamp(0.0, 1.0));
+        let vanish = self.rng.random_bool(faults.agent_vanish.clamp(0.0, 1.0));
+        let error = self.rng.random_bool(faults.agent_error.clamp(0.0, 1.0));
         if vanish {
             return Outcome::Silent;
         }

@@ -138,6 +138,12 @@ pub enum StoreError {
     /// The store cannot do this (e.g. list its tables).
     #[error("{0} is not supported by this store")]
     Unsupported(&'static str),
+    #[error("the store {path} was written by an older seed (redb 2) and could not be upgraded; it is unchanged (move it away to start with an empty store)")]
+    Upgrade {
+        path: std::path::PathBuf,
+        #[source]
+        source: Box<self::redb::upgrade::UpgradeError>,
+    },
     #[error("record {table}/{key} does not decode")]
     Decode {
         table: String,

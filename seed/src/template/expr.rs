@@ -8,7 +8,7 @@
 
 use serde_json::Value as Json;
 
-use super::yaml::{Location, Node, Value};
+use super::yaml::{Location, Node, NodeExt, Value};
 use super::{Error, Problem};
 
 /// A template value with the location where it starts.

@@ -4,7 +4,7 @@
 use regex::Regex;
 use serde_json::Value as Json;
 
-use super::yaml::{Location, Node, Value};
+use super::yaml::{Location, Node, NodeExt, Value};
 use super::{Error, Problem};
 
 /// A parameter's type.

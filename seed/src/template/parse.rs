@@ -9,7 +9,7 @@ use std::path::Path;
 use super::expr::{Expr, ExprKind};
 use super::params::{unknown_key, Parameter};
 use super::types::{names, Kind, PropSpec, ResourceType};
-use super::yaml::{self, Location, Node, Value};
+use super::yaml::{self, Location, Node, NodeExt, Value};
 use super::{Error, Problem};
 
 /// A parsed and checked HOT template.

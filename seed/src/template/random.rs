@@ -2,7 +2,7 @@
 //! resource (the randomness is passed in, so this stays deterministic under test).
 
 use rand::seq::SliceRandom;
-use rand::Rng;
+use rand::{Rng, RngExt};
 use serde_json::Value as Json;
 
 use super::Problem;
@@ -79,12 +79,12 @@ pub fn random_string(properties: &Json, rng: &mut impl Rng) -> Result<String, Pr
     let mut out: Vec<char> = Vec::with_capacity(length);
     for (chars, min) in &pools {
         for _ in 0..*min {
-            out.push(chars[rng.gen_range(0..chars.len())]);
+            out.push(chars[rng.random_range(0..chars.len())]);
         }
     }
     let all: Vec<char> = pools.iter().flat_map(|(c, _)| c.iter().copied()).collect();
     while out.len() < length {
-        out.push(all[rng.gen_range(0..all.len())]);
+        out.push(all[rng.random_range(0..all.len())]);
     }
     out.shuffle(rng);
     Ok(out.into_iter().collect())

@@ -518,6 +518,42 @@ fn template_versions_by_date_and_name_are_accepted() {
     }
 }
 
+/// Heat reads templates with PyYAML (YAML 1.1): `True`, `False`, `yes` and `off` are booleans
+/// there, and TripleO's templates write them so. A YAML 1.2 reader took `True` for a string.
+#[test]
+fn template_yaml_1_1_booleans_as_heat() {
+    let t = Template::parse(
+        "b.yaml",
+        "heat_template_version: 2018-08-31
+parameters:
+  pw:
+    type: string
+    hidden: True
+  flag:
+    type: boolean
+    default: yes
+outputs:
+  disabled:
+    value: False
+  flag:
+    value: {get_param: flag}
+  quoted:
+    value: 'False'
+  switch:
+    value: off
+",
+    )
+    .unwrap();
+    assert!(t.parameters[0].hidden, "`hidden: True` is a boolean");
+    assert_eq!(t.parameters[1].default, Some(json!(true)));
+    let stack = Stack::new(t, &params(&["pw=hunter22"])).unwrap();
+    let outputs: BTreeMap<String, Json> = stack.outputs(&Fake).unwrap().into_iter().collect();
+    assert_eq!(outputs["disabled"], json!(false));
+    assert_eq!(outputs["flag"], json!(true));
+    assert_eq!(outputs["quoted"], json!("False"));
+    assert_eq!(outputs["switch"], json!(false));
+}
+
 #[test]
 fn template_parameter_types_convert() {
     let t = Template::parse(

@@ -249,8 +249,10 @@ fn end_to_end(
     let nodes: Vec<String> = (1..=n).map(|i| format!("node{i}")).collect();
     // The daemon starts after the lab: wait until it answers for every node.
     let deadline = Instant::now() + Duration::from_secs(120);
+    let client = seed::cli::client::Client::new(&api, Some(TOKEN))?;
     for node in &nodes {
-        while http_status(api_port, &format!("/v1/nodes/{node}")) != Some(200) {
+        let path = format!("/v1/nodes/{node}");
+        while client.get::<serde_json::Value>(&path).is_err() {
             if Instant::now() > deadline {
                 bail!(
                     "the seed's API did not answer for {node} within 120 s; {}",
@@ -352,21 +354,6 @@ fn seed_cli(seed: &Path, args: &[&str], api: &str) -> Result<()> {
         String::from_utf8_lossy(&out.stderr).trim()
     );
     Ok(())
-}
-
-/// The status of `GET path` on the API, `None` when it does not answer. Hand-written: xtask
-/// has no async runtime at hand here, and a status line is all this needs.
-fn http_status(port: u16, path: &str) -> Option<u16> {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {TOKEN}\r\nConnection: close\r\n\r\n"
-    )
-    .ok()?;
-    let mut line = String::new();
-    BufReader::new(s).read_line(&mut line).ok()?;
-    line.split_whitespace().nth(1)?.parse().ok()
 }
 
 fn log_tail(path: &Path) -> String {
@@ -543,15 +530,12 @@ fn write_path(stream: &Path, sha256: &str, reps: usize, p: &Progress) -> Result<
         // The agent's path, with the same client settings as the agent.
         let dir = tempfile::tempdir()?;
         let start = Instant::now();
-        let resp = ureq::AgentBuilder::new()
-            .timeout_connect(Duration::from_secs(10))
-            .timeout_read(Duration::from_secs(60))
-            .build()
+        let resp = ramdisk::agent::deploy::stream_agent()
             .get(&url)
             .call()
             .context("fetching the stream")?;
         let w = ramdisk::agent::deploy::stream::write(
-            resp.into_reader(),
+            resp.into_body().into_reader(),
             dir.path(),
             sha256,
             size as u64,
@@ -614,7 +598,7 @@ mod tests {
             .call()
             .unwrap();
         let mut out = Vec::new();
-        got.into_reader().read_to_end(&mut out).unwrap();
+        got.into_body().into_reader().read_to_end(&mut out).unwrap();
         assert_eq!(out, body);
     }
 }

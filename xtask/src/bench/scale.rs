@@ -367,7 +367,7 @@ async fn daemon_phases(
             })
             .collect();
         let body = serde_json::json!({ "nodes": entries }).to_string();
-        let (code, resp) = api.local("POST", "/v1/nodes", &body);
+        let (code, resp) = api.local("POST", "/v1/nodes", &body).await;
         if code == 201 {
             enrolled += chunk.len();
         } else {
@@ -392,7 +392,10 @@ async fn daemon_phases(
         a,
         &daemon,
         &names,
-        |name| api.local("POST", &format!("/v1/nodes/{name}/inspect"), ""),
+        async |name: &str| {
+            api.local("POST", &format!("/v1/nodes/{name}/inspect"), "")
+                .await
+        },
         |s, last_error| match s {
             State::Available => Some(true),
             State::InspectFailed { .. } => Some(false),
@@ -410,11 +413,13 @@ async fn daemon_phases(
     phases.push(ph);
 
     // Deploy, if this daemon can.
-    let probe = api.local(
-        "POST",
-        "/v1/nodes/__probe__/deploy",
-        &serde_json::json!({ "image": IMAGE }).to_string(),
-    );
+    let probe = api
+        .local(
+            "POST",
+            "/v1/nodes/__probe__/deploy",
+            &serde_json::json!({ "image": IMAGE }).to_string(),
+        )
+        .await;
     if probe.1.contains("unknown request") || probe.1.contains("no such endpoint") {
         p.say("deploy: this daemon has no deploy endpoint yet; skipped");
         phases.push(Phase {
@@ -445,7 +450,10 @@ async fn daemon_phases(
             a,
             &daemon,
             &names,
-            |name| api.local("POST", &format!("/v1/nodes/{name}/deploy"), &body),
+            async |name: &str| {
+                api.local("POST", &format!("/v1/nodes/{name}/deploy"), &body)
+                    .await
+            },
             |s, _| match s {
                 State::Active => Some(true),
                 State::DeployFailed { .. } => Some(false),
@@ -513,7 +521,7 @@ async fn deploy_by_stack(a: &Args, daemon: &Arc<Daemon>, api: &Api, p: &Progress
         servers
     );
     let body = serde_json::json!({"name": "bench", "file": "bench.yaml", "template": template});
-    let (code, resp) = api.local("POST", "/v1/stacks", &body.to_string());
+    let (code, resp) = api.local("POST", "/v1/stacks", &body.to_string()).await;
     if code != 201 {
         return Phase {
             name: "deploy",
@@ -534,7 +542,7 @@ async fn deploy_by_stack(a: &Args, daemon: &Arc<Daemon>, api: &Api, p: &Progress
     while t.elapsed() < limit {
         // The stack view reads every node: poll less often for large stacks.
         tokio::time::sleep(Duration::from_millis((a.nodes as u64 / 5).max(500))).await;
-        let (code, v) = api.local("GET", "/v1/stacks/bench", "");
+        let (code, v) = api.local("GET", "/v1/stacks/bench", "").await;
         let Ok(v) = serde_json::from_str::<serde_json::Value>(&v) else {
             continue;
         };
@@ -577,7 +585,7 @@ async fn drive(
     a: &Args,
     daemon: &Arc<Daemon>,
     names: &[String],
-    request: impl Fn(&str) -> (u16, String),
+    request: impl AsyncFn(&str) -> (u16, String),
     done: impl Fn(&State, bool) -> Option<bool>,
 ) -> Phase {
     let t = Instant::now();
@@ -589,7 +597,7 @@ async fn drive(
     while !(queue.is_empty() && inflight.is_empty()) && t.elapsed() < limit {
         while inflight.len() < a.concurrency {
             let Some(n) = queue.pop_front() else { break };
-            let (code, body) = request(n);
+            let (code, body) = request(n).await;
             if (200..300).contains(&code) {
                 inflight.push(n);
             } else {

@@ -4,9 +4,12 @@
 
 use super::*;
 use crate::daemon::test_support::{attach_fake_bmc, fake_node, settings};
+use crate::inventory::Node;
+use crate::lifecycle::State;
 use crate::lifecycle::Timeouts;
 use crate::power::FakeBmc;
 use crate::store::memory::MemStore;
+use crate::store::nodes;
 use crate::store::Store;
 use netboot::BootPolicy;
 use std::time::Duration;
@@ -54,10 +57,11 @@ fn setup() -> Env {
 use crate::daemon::test_support::request as req;
 
 impl Env {
-    fn view(&self) -> serde_json::Value {
+    async fn view(&self) -> serde_json::Value {
         let r = self
             .api
-            .respond(&req(Method::GET, "/v1/nodes/n1", Some(TOKEN), ""));
+            .respond(&req(Method::GET, "/v1/nodes/n1", Some(TOKEN), ""))
+            .await;
         assert_eq!(r.status, 200, "{}", r.body);
         serde_json::from_str(&r.body).unwrap()
     }
@@ -85,10 +89,11 @@ impl Env {
         );
     }
 
-    fn inspect(&self) {
+    async fn inspect(&self) {
         let r = self
             .api
-            .respond(&req(Method::POST, "/v1/nodes/n1/inspect", Some(TOKEN), ""));
+            .respond(&req(Method::POST, "/v1/nodes/n1/inspect", Some(TOKEN), ""))
+            .await;
         assert_eq!(r.status, 202, "{}", r.body);
     }
 }
@@ -96,15 +101,15 @@ impl Env {
 #[tokio::test]
 async fn a_node_that_never_fetches_its_script_is_cycled_then_inspect_fails() {
     let e = setup();
-    e.inspect();
+    e.inspect().await;
     e.wait("powered on into PXE", |e| e.bmc.boots() == 1).await;
-    assert_eq!(e.view()["boot_retries"], 0);
+    assert_eq!(e.view().await["boot_retries"], 0);
     // Nothing fetched: the watchdog power-cycles it again, into PXE, and says so.
     e.wait("a second power-on", |e| e.bmc.boots() == 2).await;
     e.wait("the retry recorded", |e| e.lifecycle().boot_retries == 1)
         .await;
-    assert_eq!(e.view()["state"], "inspecting");
-    assert_eq!(e.view()["boot_retries"], 1);
+    assert_eq!(e.view().await["state"], "inspecting");
+    assert_eq!(e.view().await["boot_retries"], 1);
     assert_eq!(
         e.bmc.last_boot_device(),
         Some(crate::power::BootDevice::Pxe)
@@ -112,7 +117,7 @@ async fn a_node_that_never_fetches_its_script_is_cycled_then_inspect_fails() {
     // Still nothing after the last retry: inspect failed, with the reason, powered off.
     e.wait("inspect failed", |e| e.lifecycle().state.is_failed())
         .await;
-    let v = e.view();
+    let v = e.view().await;
     let reason = "no PXE boot reached the seed within 300 ms, 3 power-ons";
     assert_eq!(v["state"], "inspect failed");
     assert_eq!(v["reason"], reason);
@@ -134,7 +139,7 @@ async fn a_node_that_never_fetches_its_script_is_cycled_then_inspect_fails() {
 #[tokio::test]
 async fn a_node_whose_script_is_served_in_time_is_not_cycled() {
     let e = setup();
-    e.inspect();
+    e.inspect().await;
     e.wait("powered on into PXE", |e| e.bmc.boots() == 1).await;
     assert!(e.lifecycle().boot_deadline_ms.is_some());
     // What the HTTP boot server does when it serves `/ipxe/<mac>`.
@@ -153,17 +158,18 @@ async fn a_node_whose_script_is_served_in_time_is_not_cycled() {
 #[tokio::test]
 async fn an_agent_call_meets_the_boot_deadline_and_a_bad_token_does_not() {
     let e = setup();
-    e.inspect();
+    e.inspect().await;
     let token = match e.d.boot_action(NETMAC) {
         Some(netboot::BootAction::Kernel { cmdline, .. }) => {
-            ramdisk::agent::KernelArgs::parse(&cmdline).token.unwrap()
+            ::api::agent::KernelArgs::parse(&cmdline).token.unwrap()
         }
         other => panic!("{other:?}"),
     };
     let hb = format!("{{\"boot_mac\":\"{MAC}\"}}");
     let r = e
         .api
-        .respond(&req(Method::POST, "/v1/agent/heartbeat", Some("nope"), &hb));
+        .respond(&req(Method::POST, "/v1/agent/heartbeat", Some("nope"), &hb))
+        .await;
     assert_eq!(r.status, 401);
     assert!(
         e.lifecycle().boot_deadline_ms.is_some(),
@@ -171,7 +177,8 @@ async fn an_agent_call_meets_the_boot_deadline_and_a_bad_token_does_not() {
     );
     let r = e
         .api
-        .respond(&req(Method::POST, "/v1/agent/heartbeat", Some(&token), &hb));
+        .respond(&req(Method::POST, "/v1/agent/heartbeat", Some(&token), &hb))
+        .await;
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(e.lifecycle().boot_deadline_ms, None);
     tokio::time::sleep(Duration::from_millis(3 * BOOT_MS)).await;

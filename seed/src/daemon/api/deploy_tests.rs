@@ -3,13 +3,15 @@
 
 use super::*;
 use crate::daemon::test_support::{attach_fake_bmc, fake_node, settings};
+use crate::lifecycle::State;
 use crate::lifecycle::Timeouts;
 use crate::power::{self, FakeBmc, PowerState};
 use crate::store::memory::MemStore;
-use images::manifest::{Boot, Layout, Stream};
-use images::{ImageStore, Manifest};
+use crate::store::nodes;
+use ::api::agent::Command;
+use ::images::manifest::{Boot, Layout, Stream};
+use ::images::{ImageStore, Manifest};
 use netboot::BootPolicy;
-use ramdisk::agent::Command;
 use sha2::{Digest, Sha256};
 use std::path::Path;
 use std::time::Duration;
@@ -98,13 +100,15 @@ impl Env {
         panic!("{what}: still not true; node {:?}", self.state());
     }
 
-    fn deploy(&self) -> ApiResponse {
-        self.api.respond(&req(
-            Method::POST,
-            "/v1/nodes/n1/deploy",
-            Some(TOKEN),
-            r#"{"image": "tiny", "root_hint": "size>=4"}"#,
-        ))
+    async fn deploy(&self) -> ApiResponse {
+        self.api
+            .respond(&req(
+                Method::POST,
+                "/v1/nodes/n1/deploy",
+                Some(TOKEN),
+                r#"{"image": "tiny", "root_hint": "size>=4"}"#,
+            ))
+            .await
     }
 
     /// The node's current agent token (what its ramdisk's `seed.token=` says), if any.
@@ -114,12 +118,13 @@ impl Env {
     }
 
     /// A progress report with the node's current agent token.
-    fn progress(&self, op: u64, phase: &str, bytes: u64, error: Option<&str>) -> ApiResponse {
+    async fn progress(&self, op: u64, phase: &str, bytes: u64, error: Option<&str>) -> ApiResponse {
         let tok = self.agent_token();
         self.progress_with(tok.as_deref(), op, phase, bytes, error)
+            .await
     }
 
-    fn progress_with(
+    async fn progress_with(
         &self,
         tok: Option<&str>,
         op: u64,
@@ -133,24 +138,27 @@ impl Env {
         if let Some(e) = error {
             p["error"] = e.into();
         }
-        self.api.respond(&req(
-            Method::POST,
-            "/v1/agent/progress",
-            tok,
-            &p.to_string(),
-        ))
+        self.api
+            .respond(&req(
+                Method::POST,
+                "/v1/agent/progress",
+                tok,
+                &p.to_string(),
+            ))
+            .await
     }
 
-    fn deploy_command(&self) -> Option<ramdisk::agent::DeployCommand> {
+    fn deploy_command(&self) -> Option<::api::agent::DeployCommand> {
         match self.d.pending_command("n1") {
             Command::Deploy(c) => Some(*c),
             _ => None,
         }
     }
 
-    fn booted(&self, token: Option<&str>) -> ApiResponse {
+    async fn booted(&self, token: Option<&str>) -> ApiResponse {
         self.api
             .respond(&req(Method::POST, "/v1/node/booted", token, ""))
+            .await
     }
 }
 
@@ -158,7 +166,7 @@ impl Env {
 async fn deploy_write_reboot_booted_active() {
     let e = setup(Timeouts::default());
     let mac = netboot::MacAddr([0x52, 0x54, 0, 0, 0, 1]);
-    let r = e.deploy();
+    let r = e.deploy().await;
     assert_eq!(r.status, 202, "{}", r.body);
     assert_eq!(json(&r)["state"], "deploying");
     e.wait("deploy command queued", |e| e.deploy_command().is_some())
@@ -180,14 +188,14 @@ async fn deploy_write_reboot_booted_active() {
         .path()
         .join(cmd.stream_url.split("8080/").nth(1).unwrap());
     assert_eq!(std::fs::read(served).unwrap(), b"the tiny image");
-    assert_eq!(cmd.credential.len(), 64);
+    assert_eq!(cmd.credential.expose().len(), 64);
     // Then the node was set to PXE and powered on: it boots the ramdisk.
     e.wait("powered on from PXE", |e| e.bmc.boots() == 1).await;
     assert_eq!(e.bmc.last_boot_device(), Some(power::BootDevice::Pxe));
     // Its command line carries the boot's agent token, which the agent sends from now on.
     let tok = match e.d.boot_action(mac) {
         Some(netboot::BootAction::Kernel { cmdline, .. }) => {
-            ramdisk::agent::KernelArgs::parse(&cmdline).token.unwrap()
+            ::api::agent::KernelArgs::parse(&cmdline).token.unwrap()
         }
         other => panic!("{other:?}"),
     };
@@ -203,12 +211,15 @@ async fn deploy_write_reboot_booted_active() {
             "boot_mode": "bios"
         }
     });
-    let r = e.api.respond(&req(
-        Method::POST,
-        "/v1/agent/facts",
-        Some(&tok),
-        &facts.to_string(),
-    ));
+    let r = e
+        .api
+        .respond(&req(
+            Method::POST,
+            "/v1/agent/facts",
+            Some(&tok),
+            &facts.to_string(),
+        ))
+        .await;
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(json(&r)["node"], "n1");
     assert_eq!(e.state(), State::Deploying);
@@ -224,16 +235,17 @@ async fn deploy_write_reboot_booted_active() {
     ] {
         let r = e
             .api
-            .respond(&req(Method::POST, "/v1/agent/heartbeat", bad, &hb));
+            .respond(&req(Method::POST, "/v1/agent/heartbeat", bad, &hb))
+            .await;
         assert_eq!(r.status, 401, "{bad:?}: {}", r.body);
-        assert!(!r.body.contains(&cmd.credential), "{}", r.body);
+        assert!(!r.body.contains(cmd.credential.expose()), "{}", r.body);
         assert!(!r.body.contains("deploy\""), "{}", r.body);
         assert!(json(&r)["error"].is_string(), "{}", r.body);
     }
     // Nor can it report progress (mark the image written): nothing recorded, nothing moves.
-    let r = e.progress_with(None, op, "done", 14, None);
+    let r = e.progress_with(None, op, "done", 14, None).await;
     assert_eq!(r.status, 401, "{}", r.body);
-    let r = e.progress_with(Some("forged"), op, "done", 14, None);
+    let r = e.progress_with(Some("forged"), op, "done", 14, None).await;
     assert_eq!(r.status, 401, "{}", r.body);
     assert_eq!(e.d.last_progress("n1"), None);
     assert_eq!(e.state(), State::Deploying);
@@ -243,18 +255,26 @@ async fn deploy_write_reboot_booted_active() {
     // show nowhere else.
     let r = e
         .api
-        .respond(&req(Method::POST, "/v1/agent/heartbeat", Some(&tok), &hb));
+        .respond(&req(Method::POST, "/v1/agent/heartbeat", Some(&tok), &hb))
+        .await;
     assert_eq!(r.status, 200);
-    assert!(r.body.contains(&cmd.credential));
+    assert!(r.body.contains(cmd.credential.expose()));
     for path in ["/v1/nodes/n1", "/v1/nodes"] {
-        let show = e.api.respond(&req(Method::GET, path, Some(TOKEN), ""));
+        let show = e
+            .api
+            .respond(&req(Method::GET, path, Some(TOKEN), ""))
+            .await;
         assert_eq!(show.status, 200);
-        assert!(!show.body.contains(&cmd.credential), "{}", show.body);
+        assert!(
+            !show.body.contains(cmd.credential.expose()),
+            "{}",
+            show.body
+        );
         assert!(!show.body.contains(&tok), "{}", show.body);
     }
 
     // A report of another op is dropped: nothing recorded, nothing moves.
-    let r = e.progress(op + 7, "done", 14, None);
+    let r = e.progress(op + 7, "done", 14, None).await;
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(e.d.last_progress("n1"), None);
     assert_eq!(e.state(), State::Deploying);
@@ -268,7 +288,7 @@ async fn deploy_write_reboot_booted_active() {
     );
 
     // Writing: recorded and shown.
-    let r = e.progress(op, "writing", 7, None);
+    let r = e.progress(op, "writing", 7, None).await;
     assert_eq!(r.status, 200, "{}", r.body);
     assert!(
         r.body.contains("\"deploy\""),
@@ -277,13 +297,14 @@ async fn deploy_write_reboot_booted_active() {
     );
     let v = json(
         &e.api
-            .respond(&req(Method::GET, "/v1/nodes/n1", Some(TOKEN), "")),
+            .respond(&req(Method::GET, "/v1/nodes/n1", Some(TOKEN), ""))
+            .await,
     );
     assert_eq!(v["progress"]["phase"], "writing");
     assert_eq!(v["progress"]["bytes"], 7);
 
     // Done: boot from disk, power-cycled, still deploying (never active half-way).
-    let r = e.progress(op, "done", 14, None);
+    let r = e.progress(op, "done", 14, None).await;
     assert_eq!(r.status, 200);
     e.wait("cycled into the disk", |e| e.bmc.boots() == 2).await;
     assert_eq!(e.bmc.last_boot_device(), Some(power::BootDevice::Disk));
@@ -292,30 +313,31 @@ async fn deploy_write_reboot_booted_active() {
     assert_eq!(e.d.pending_command("n1"), Command::None);
 
     // booted: no or a forged credential is 401 and changes nothing.
-    assert_eq!(e.booted(None).status, 401);
-    assert_eq!(e.booted(Some("forged")).status, 401);
+    assert_eq!(e.booted(None).await.status, 401);
+    assert_eq!(e.booted(Some("forged")).await.status, 401);
     assert_eq!(
-        e.booted(Some(TOKEN)).status,
+        e.booted(Some(TOKEN)).await.status,
         401,
         "the API token is no node"
     );
     assert_eq!(e.state(), State::Deploying);
-    let r = e.booted(Some(&cmd.credential));
+    let r = e.booted(Some(cmd.credential.expose())).await;
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(json(&r)["state"], "active");
     assert_eq!(e.state(), State::Active);
     // No further power action, and a repeated "booted" is fine.
     tokio::time::sleep(Duration::from_millis(50)).await;
     assert_eq!(e.bmc.boots(), 2);
-    assert_eq!(e.booted(Some(&cmd.credential)).status, 200);
+    assert_eq!(e.booted(Some(cmd.credential.expose())).await.status, 200);
 
     // Undeploy: torn down and the credential revoked.
     let r = e
         .api
-        .respond(&req(Method::POST, "/v1/nodes/n1/undeploy", Some(TOKEN), ""));
+        .respond(&req(Method::POST, "/v1/nodes/n1/undeploy", Some(TOKEN), ""))
+        .await;
     assert_eq!(r.status, 202, "{}", r.body);
     assert_eq!(json(&r)["state"], "deleting");
-    assert_eq!(e.booted(Some(&cmd.credential)).status, 401);
+    assert_eq!(e.booted(Some(cmd.credential.expose())).await.status, 401);
     // Powered off → torn down → cleaning: the ramdisk gets the wipe with the cleaning op.
     e.wait("wipe queued, node PXE-booted", |e| {
         matches!(e.d.pending_command("n1"), Command::Wipe(_))
@@ -330,14 +352,16 @@ async fn deploy_write_reboot_booted_active() {
     let clean_tok = e.agent_token().unwrap();
     assert_ne!(clean_tok, tok);
     assert_eq!(
-        e.progress_with(Some(&tok), w.op, "done", 14, None).status,
+        e.progress_with(Some(&tok), w.op, "done", 14, None)
+            .await
+            .status,
         401
     );
     assert_eq!(e.state(), State::Cleaning);
     // The deploy's late report is stale; the wipe's "done" makes the node available, off.
-    assert_eq!(e.progress(cmd.op, "done", 14, None).status, 200);
+    assert_eq!(e.progress(cmd.op, "done", 14, None).await.status, 200);
     assert_eq!(e.state(), State::Cleaning);
-    let r = e.progress(w.op, "done", 14, None);
+    let r = e.progress(w.op, "done", 14, None).await;
     assert_eq!(r.status, 200);
     assert_eq!(json(&r)["command"], "power_off");
     assert_eq!(e.state(), State::Available);
@@ -351,6 +375,7 @@ async fn deploy_write_reboot_booted_active() {
                 Some(&clean_tok),
                 &hb
             ))
+            .await
             .status,
         401
     );
@@ -364,7 +389,7 @@ async fn corrupted_image_fails_before_any_power_action_and_a_retry_works() {
     let img = e.d.images().unwrap().get("tiny").unwrap();
     std::thread::sleep(Duration::from_millis(20)); // a new mtime: verify re-hashes
     std::fs::write(&img.stream, b"the evil image").unwrap();
-    assert_eq!(e.deploy().status, 202);
+    assert_eq!(e.deploy().await.status, 202);
     e.wait("deploy failed", |e| e.state().is_failed()).await;
     let reason = e.state().reason().unwrap().to_string();
     assert!(reason.contains("sha256"), "{reason}");
@@ -373,19 +398,23 @@ async fn corrupted_image_fails_before_any_power_action_and_a_retry_works() {
     assert_eq!(e.deploy_command(), None);
     let v = json(
         &e.api
-            .respond(&req(Method::GET, "/v1/nodes/n1", Some(TOKEN), "")),
+            .respond(&req(Method::GET, "/v1/nodes/n1", Some(TOKEN), ""))
+            .await,
     );
     assert_eq!(v["state"], "deploy failed");
     assert!(v["last_error"].as_str().unwrap().contains("sha256"), "{v}");
 
     // A missing image too.
     std::fs::write(&img.stream, b"the tiny image").unwrap();
-    let r = e.api.respond(&req(
-        Method::POST,
-        "/v1/nodes/n1/deploy",
-        Some(TOKEN),
-        r#"{"image": "nope"}"#,
-    ));
+    let r = e
+        .api
+        .respond(&req(
+            Method::POST,
+            "/v1/nodes/n1/deploy",
+            Some(TOKEN),
+            r#"{"image": "nope"}"#,
+        ))
+        .await;
     assert_eq!(r.status, 202);
     e.wait("failed again", |e| {
         e.state().reason().is_some_and(|r| r.contains("nope"))
@@ -394,7 +423,7 @@ async fn corrupted_image_fails_before_any_power_action_and_a_retry_works() {
     assert_eq!(e.bmc.commands(), 0);
 
     // The image repaired: the retry deploys.
-    assert_eq!(e.deploy().status, 202);
+    assert_eq!(e.deploy().await.status, 202);
     e.wait("deploy command queued", |e| e.deploy_command().is_some())
         .await;
     e.wait("powered on", |e| e.bmc.boots() == 1).await;
@@ -405,18 +434,20 @@ async fn corrupted_image_fails_before_any_power_action_and_a_retry_works() {
 #[tokio::test]
 async fn agent_failure_fails_the_deploy_with_its_reason() {
     let e = setup(Timeouts::default());
-    assert_eq!(e.deploy().status, 202);
+    assert_eq!(e.deploy().await.status, 202);
     e.wait("deploy command queued", |e| e.deploy_command().is_some())
         .await;
     let op = e.deploy_command().unwrap().op;
     e.wait("powered on", |e| e.bmc.power_state() == PowerState::On)
         .await;
-    let r = e.progress(
-        op,
-        "failed",
-        3,
-        Some("disk vda is 1 GiB, the image needs 2"),
-    );
+    let r = e
+        .progress(
+            op,
+            "failed",
+            3,
+            Some("disk vda is 1 GiB, the image needs 2"),
+        )
+        .await;
     assert_eq!(r.status, 200);
     assert_eq!(json(&r)["command"], "power_off");
     assert_eq!(
@@ -428,30 +459,37 @@ async fn agent_failure_fails_the_deploy_with_its_reason() {
     e.wait("powered off", |e| e.bmc.power_state() == PowerState::Off)
         .await;
     // Bad requests.
-    let bad = |body: &str| {
+    let bad = async |body: &str| {
         e.api
             .respond(&req(Method::POST, "/v1/nodes/n1/deploy", Some(TOKEN), body))
+            .await
             .status
     };
-    assert_eq!(bad("{}"), 400);
-    assert_eq!(bad(r#"{"image": " "}"#), 400);
-    assert_eq!(bad(r#"{"image": "tiny", "bogus": 1}"#), 400);
-    assert_eq!(bad(r#"{"image": "tiny", "root_hint": "biggest"}"#), 400);
+    assert_eq!(bad("{}").await, 400);
+    assert_eq!(bad(r#"{"image": " "}"#).await, 400);
+    assert_eq!(bad(r#"{"image": "tiny", "bogus": 1}"#).await, 400);
+    assert_eq!(
+        bad(r#"{"image": "tiny", "root_hint": "biggest"}"#).await,
+        400
+    );
     assert_eq!(
         e.api
             .respond(&req(Method::POST, "/v1/nodes/n1/deploy", None, "{}"))
+            .await
             .status,
         401
     );
     assert_eq!(
         e.api
             .respond(&req(Method::POST, "/v1/agent/progress", None, "{"))
+            .await
             .status,
         400
     );
     assert_eq!(
         e.api
             .respond(&req(Method::GET, "/v1/node/booted", None, ""))
+            .await
             .status,
         405
     );
@@ -463,11 +501,11 @@ async fn a_silent_boot_times_out_into_deploy_failed() {
         deploy_ms: 300,
         ..Timeouts::default()
     });
-    assert_eq!(e.deploy().status, 202);
+    assert_eq!(e.deploy().await.status, 202);
     e.wait("deploy command queued", |e| e.deploy_command().is_some())
         .await;
     let op = e.deploy_command().unwrap().op;
-    e.progress(op, "done", 14, None);
+    e.progress(op, "done", 14, None).await;
     e.wait("timed out", |e| e.state().is_failed()).await;
     assert!(
         e.state().reason().unwrap().contains("booted"),
@@ -479,7 +517,7 @@ async fn a_silent_boot_times_out_into_deploy_failed() {
 #[tokio::test]
 async fn a_restart_fails_unwritten_deploys_and_keeps_written_ones() {
     let e = setup(Timeouts::default());
-    assert_eq!(e.deploy().status, 202);
+    assert_eq!(e.deploy().await.status, 202);
     e.wait("deploy command queued", |e| e.deploy_command().is_some())
         .await;
     // A second daemon over the same store: the agent command is gone with the first one.
@@ -491,12 +529,12 @@ async fn a_restart_fails_unwritten_deploys_and_keeps_written_ones() {
         e.state()
     );
     // Written: it only waits for "booted", which the store can still check.
-    assert_eq!(e.deploy().status, 202);
+    assert_eq!(e.deploy().await.status, 202);
     e.wait("deploy command queued", |e| e.deploy_command().is_some())
         .await;
     let cmd = e.deploy_command().unwrap();
     let tok = e.agent_token().unwrap();
-    assert_eq!(e.progress(cmd.op, "done", 14, None).status, 200);
+    assert_eq!(e.progress(cmd.op, "done", 14, None).await.status, 200);
     let again = Daemon::new(e.d.store.clone(), e.d.settings.clone()).unwrap();
     assert_eq!(again.resume().unwrap(), 1, "its deadline is re-armed");
     assert_eq!(e.state(), State::Deploying);
@@ -504,12 +542,14 @@ async fn a_restart_fails_unwritten_deploys_and_keeps_written_ones() {
     assert!(again.agent_token_ok("n1", &tok).unwrap());
     assert!(!again.agent_token_ok("n1", "forged").unwrap());
     let api = Api::new(again, TOKEN);
-    let r = api.respond(&req(
-        Method::POST,
-        "/v1/node/booted",
-        Some(&cmd.credential),
-        "",
-    ));
+    let r = api
+        .respond(&req(
+            Method::POST,
+            "/v1/node/booted",
+            Some(cmd.credential.expose()),
+            "",
+        ))
+        .await;
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(e.state(), State::Active);
 }

@@ -3,10 +3,13 @@
 use super::*;
 use crate::daemon::test_support::{fake_node, settings};
 use crate::daemon::Settings;
+use crate::daemon::FACTS;
+use crate::lifecycle::State;
 use crate::lifecycle::Timeouts;
 use crate::store::memory::MemStore;
+use crate::store::nodes;
+use ::api::agent::Command;
 use netboot::BootPolicy;
-use ramdisk::agent::Command;
 use std::time::Duration;
 
 const MAC: &str = "52:54:00:00:00:01";
@@ -42,25 +45,32 @@ fn report(boot_mac: &str, nic_mac: &str) -> String {
     .to_string()
 }
 
-#[test]
-fn rest_needs_the_token_and_hides_passwords() {
+#[tokio::test]
+async fn rest_needs_the_token_and_hides_passwords() {
     let (_d, api) = setup();
     assert_eq!(
-        api.respond(&req(Method::GET, "/v1/nodes", None, "")).status,
+        api.respond(&req(Method::GET, "/v1/nodes", None, ""))
+            .await
+            .status,
         401
     );
     assert_eq!(
         api.respond(&req(Method::GET, "/v1/nodes", Some("wrong"), ""))
+            .await
             .status,
         401
     );
-    let r = api.respond(&req(Method::GET, "/v1/nodes", Some(TOKEN), ""));
+    let r = api
+        .respond(&req(Method::GET, "/v1/nodes", Some(TOKEN), ""))
+        .await;
     assert_eq!(r.status, 200);
     assert!(!r.body.contains("hunter2"), "{}", r.body);
     let v = json(&r);
     assert_eq!(v[0]["name"], "n1");
     assert_eq!(v[0]["state"], "manageable");
-    let r = api.respond(&req(Method::GET, "/v1/nodes/nope", Some(TOKEN), ""));
+    let r = api
+        .respond(&req(Method::GET, "/v1/nodes/nope", Some(TOKEN), ""))
+        .await;
     assert_eq!(r.status, 404);
 }
 
@@ -71,7 +81,9 @@ async fn inspect_boot_facts_heartbeat() {
     assert_eq!(d.boot_action(mac), Some(netboot::BootAction::Exit));
     assert_eq!(d.boot_action(netboot::MacAddr([2; 6])), None);
 
-    let r = api.respond(&req(Method::POST, "/v1/nodes/n1/inspect", Some(TOKEN), ""));
+    let r = api
+        .respond(&req(Method::POST, "/v1/nodes/n1/inspect", Some(TOKEN), ""))
+        .await;
     assert_eq!(r.status, 202, "{}", r.body);
     assert_eq!(json(&r)["state"], "inspecting");
     match d.boot_action(mac) {
@@ -95,33 +107,41 @@ async fn inspect_boot_facts_heartbeat() {
     assert_eq!(drv.status().await.unwrap(), crate::power::PowerState::On);
 
     // Unknown machine: refused, nothing written.
-    let r = api.respond(&req(
-        Method::POST,
-        "/v1/agent/facts",
-        Some(&tok),
-        &report("02:00:00:00:00:09", "02:00:00:00:00:0a"),
-    ));
+    let r = api
+        .respond(&req(
+            Method::POST,
+            "/v1/agent/facts",
+            Some(&tok),
+            &report("02:00:00:00:00:09", "02:00:00:00:00:0a"),
+        ))
+        .await;
     assert_eq!(r.status, 404);
     assert!(d.store().get(FACTS, "n1").unwrap().is_none());
     assert_eq!(
         api.respond(&req(Method::POST, "/v1/agent/facts", Some(&tok), "{"))
+            .await
             .status,
         400
     );
 
     // Found by a NIC MAC even when the boot MAC is unknown.
-    let r = api.respond(&req(
-        Method::POST,
-        "/v1/agent/facts",
-        Some(&tok),
-        &report("02:00:00:00:00:09", MAC),
-    ));
+    let r = api
+        .respond(&req(
+            Method::POST,
+            "/v1/agent/facts",
+            Some(&tok),
+            &report("02:00:00:00:00:09", MAC),
+        ))
+        .await;
     assert_eq!(r.status, 200, "{}", r.body);
     let ack = json(&r);
     assert_eq!(ack["node"], "n1");
     assert_eq!(ack["heartbeat_secs"], 7);
 
-    let v = json(&api.respond(&req(Method::GET, "/v1/nodes/n1", Some(TOKEN), "")));
+    let v = json(
+        &api.respond(&req(Method::GET, "/v1/nodes/n1", Some(TOKEN), ""))
+            .await,
+    );
     assert_eq!(v["state"], "available");
     assert_eq!(v["properties"]["memory_mib"], 2048);
     assert_eq!(v["properties"]["disks"][0]["name"], "vda");
@@ -131,19 +151,23 @@ async fn inspect_boot_facts_heartbeat() {
     assert_eq!(d.pending_command("n1"), Command::PowerOff);
 
     // Out of inspecting, the boot's token is dead: heartbeats and a second report get 401.
-    let r = api.respond(&req(
-        Method::POST,
-        "/v1/agent/heartbeat",
-        Some(&tok),
-        &format!("{{\"boot_mac\":\"{MAC}\"}}"),
-    ));
+    let r = api
+        .respond(&req(
+            Method::POST,
+            "/v1/agent/heartbeat",
+            Some(&tok),
+            &format!("{{\"boot_mac\":\"{MAC}\"}}"),
+        ))
+        .await;
     assert_eq!(r.status, 401, "{}", r.body);
-    let r = api.respond(&req(
-        Method::POST,
-        "/v1/agent/facts",
-        Some(&tok),
-        &report(MAC, MAC),
-    ));
+    let r = api
+        .respond(&req(
+            Method::POST,
+            "/v1/agent/facts",
+            Some(&tok),
+            &report(MAC, MAC),
+        ))
+        .await;
     assert_eq!(r.status, 401, "{}", r.body);
 }
 
@@ -152,7 +176,7 @@ async fn inspect_boot_facts_heartbeat() {
 fn cmdline_token(d: &Daemon, mac: netboot::MacAddr) -> Option<String> {
     match d.boot_action(mac)? {
         netboot::BootAction::Kernel { cmdline, .. } => {
-            ramdisk::agent::KernelArgs::parse(&cmdline).token
+            ::api::agent::KernelArgs::parse(&cmdline).token
         }
         _ => None,
     }
@@ -175,12 +199,14 @@ async fn agent_calls_need_the_nodes_current_token() {
         "no token outside the ramdisk"
     );
     for n in ["n1", "n2"] {
-        let r = api.respond(&req(
-            Method::POST,
-            &format!("/v1/nodes/{n}/inspect"),
-            Some(TOKEN),
-            "",
-        ));
+        let r = api
+            .respond(&req(
+                Method::POST,
+                &format!("/v1/nodes/{n}/inspect"),
+                Some(TOKEN),
+                "",
+            ))
+            .await;
         assert_eq!(r.status, 202, "{}", r.body);
     }
     let tok1 = cmdline_token(&d, mac1).unwrap();
@@ -202,7 +228,7 @@ async fn agent_calls_need_the_nodes_current_token() {
             ("/v1/agent/heartbeat", hb1.clone()),
             ("/v1/agent/progress", progress1.clone()),
         ] {
-            let r = api.respond(&req(Method::POST, path, bad, &body));
+            let r = api.respond(&req(Method::POST, path, bad, &body)).await;
             assert_eq!(r.status, 401, "{path} with {bad:?}: {}", r.body);
             assert!(json(&r)["error"].as_str().unwrap().contains("agent token"));
             refused += 1;
@@ -220,7 +246,7 @@ async fn agent_calls_need_the_nodes_current_token() {
 
     // The tokens show in no API output.
     for path in ["/v1/nodes", "/v1/nodes/n1", "/v1/nodes/n2"] {
-        let r = api.respond(&req(Method::GET, path, Some(TOKEN), ""));
+        let r = api.respond(&req(Method::GET, path, Some(TOKEN), "")).await;
         assert_eq!(r.status, 200);
         assert!(
             !r.body.contains(&tok1) && !r.body.contains(&tok2),
@@ -236,40 +262,56 @@ async fn agent_calls_need_the_nodes_current_token() {
     }
 
     // The right token works, for its own node only.
-    let r = api.respond(&req(Method::POST, "/v1/agent/heartbeat", Some(&tok1), &hb1));
+    let r = api
+        .respond(&req(Method::POST, "/v1/agent/heartbeat", Some(&tok1), &hb1))
+        .await;
     assert_eq!(r.status, 200, "{}", r.body);
-    let r = api.respond(&req(
-        Method::POST,
-        "/v1/agent/facts",
-        Some(&tok1),
-        &report(MAC, MAC),
-    ));
+    let r = api
+        .respond(&req(
+            Method::POST,
+            "/v1/agent/facts",
+            Some(&tok1),
+            &report(MAC, MAC),
+        ))
+        .await;
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(state("n1"), State::Available);
     assert_eq!(state("n2"), State::Inspecting, "n2 untouched");
 
     // n1 left the ramdisk: its token no longer works; n2's still does.
-    let r = api.respond(&req(Method::POST, "/v1/agent/heartbeat", Some(&tok1), &hb1));
+    let r = api
+        .respond(&req(Method::POST, "/v1/agent/heartbeat", Some(&tok1), &hb1))
+        .await;
     assert_eq!(r.status, 401, "{}", r.body);
     let hb2 = format!("{{\"boot_mac\":\"{MAC2}\"}}");
-    let r = api.respond(&req(Method::POST, "/v1/agent/heartbeat", Some(&tok2), &hb2));
+    let r = api
+        .respond(&req(Method::POST, "/v1/agent/heartbeat", Some(&tok2), &hb2))
+        .await;
     assert_eq!(r.status, 200, "{}", r.body);
 
     // A new step is a new boot with a new token.
-    let r = api.respond(&req(Method::POST, "/v1/nodes/n1/manage", Some(TOKEN), ""));
+    let r = api
+        .respond(&req(Method::POST, "/v1/nodes/n1/manage", Some(TOKEN), ""))
+        .await;
     assert_eq!(r.status, 202, "{}", r.body);
-    let r = api.respond(&req(Method::POST, "/v1/nodes/n1/inspect", Some(TOKEN), ""));
+    let r = api
+        .respond(&req(Method::POST, "/v1/nodes/n1/inspect", Some(TOKEN), ""))
+        .await;
     assert_eq!(r.status, 202, "{}", r.body);
     let again = cmdline_token(&d, mac1).unwrap();
     assert_ne!(again, tok1);
-    let r = api.respond(&req(Method::POST, "/v1/agent/heartbeat", Some(&tok1), &hb1));
+    let r = api
+        .respond(&req(Method::POST, "/v1/agent/heartbeat", Some(&tok1), &hb1))
+        .await;
     assert_eq!(r.status, 401, "{}", r.body);
-    let r = api.respond(&req(
-        Method::POST,
-        "/v1/agent/heartbeat",
-        Some(&again),
-        &hb1,
-    ));
+    let r = api
+        .respond(&req(
+            Method::POST,
+            "/v1/agent/heartbeat",
+            Some(&again),
+            &hb1,
+        ))
+        .await;
     assert_eq!(r.status, 200, "{}", r.body);
 }
 
@@ -279,7 +321,9 @@ async fn inspect_from_enroll_verifies_first() {
     let (mut n, rev) = nodes::get(d.store(), "n1").unwrap().unwrap();
     n.lifecycle.state = State::Enroll;
     nodes::update(d.store(), &n, rev).unwrap();
-    let r = api.respond(&req(Method::POST, "/v1/nodes/n1/inspect", Some(TOKEN), ""));
+    let r = api
+        .respond(&req(Method::POST, "/v1/nodes/n1/inspect", Some(TOKEN), ""))
+        .await;
     assert_eq!(r.status, 202, "{}", r.body);
     assert_eq!(json(&r)["state"], "verifying");
     let mut state = String::new();

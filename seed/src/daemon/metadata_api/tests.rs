@@ -7,7 +7,9 @@ use crate::lifecycle::Timeouts;
 use crate::store::memory::MemStore;
 use http::Method;
 use netboot::http::ApiHandler;
+use netboot::http::ApiResponse;
 use serde_json::json;
+use std::sync::Arc;
 
 const TOKEN: &str = "admin-t0ken";
 
@@ -409,40 +411,4 @@ fn query_parsing() {
         }
     );
     assert!(Query::parse(Some("wait=-1")).is_err());
-}
-
-#[test]
-fn the_node_agents_signal_is_the_seeds_signal() {
-    use ramdisk::config::collect;
-    let mut outputs = serde_json::Map::new();
-    outputs.insert("deploy_status_code".into(), 2.into());
-    for (status, want) in [
-        (
-            collect::SignalStatus::Complete,
-            metadata::SignalStatus::Complete,
-        ),
-        (
-            collect::SignalStatus::Failed,
-            metadata::SignalStatus::Failed,
-        ),
-    ] {
-        let node = collect::Signal {
-            deployment: "d".into(),
-            status,
-            reason: Some("r".into()),
-            outputs: outputs.clone(),
-            counter: 9,
-        };
-        let seed: Signal = serde_json::from_value(serde_json::to_value(&node).unwrap()).unwrap();
-        assert_eq!(seed.status, want);
-        assert_eq!(
-            (
-                seed.deployment.as_str(),
-                seed.reason.as_deref(),
-                seed.counter
-            ),
-            ("d", Some("r"), 9)
-        );
-        assert_eq!(seed.outputs, outputs);
-    }
 }

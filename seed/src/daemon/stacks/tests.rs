@@ -5,10 +5,14 @@ use super::*;
 use crate::daemon::api::Api;
 use crate::daemon::metadata::{put_signal, Signal, SignalStatus};
 use crate::daemon::Settings;
+use crate::inventory::Node;
 use crate::inventory::{Bmc, Capabilities, PowerDriver as DriverKind, Secret};
 use crate::lifecycle::Timeouts;
 use crate::store::memory::MemStore;
+use http::{Method, StatusCode};
+use netboot::http::ApiRequest;
 use serde_json::{json, Value as Json};
+use std::collections::BTreeMap;
 
 const TOKEN: &str = "t0k";
 
@@ -79,8 +83,8 @@ fn request(method: Method, path: &str, body: Json) -> ApiRequest {
     crate::daemon::test_support::request(method, path, Some(TOKEN), &body.to_string())
 }
 
-fn call(api: &Api, method: Method, path: &str, body: Json) -> (StatusCode, Json) {
-    let r = api.respond(&request(method, path, body));
+async fn call(api: &Api, method: Method, path: &str, body: Json) -> (StatusCode, Json) {
+    let r = api.respond(&request(method, path, body)).await;
     (r.status, serde_json::from_str(&r.body).unwrap())
 }
 
@@ -132,7 +136,8 @@ async fn create_through_the_api_survives_a_restart_and_completes() {
         Method::POST,
         "/v1/stacks",
         json!({"name": "oc", "file": "oc.yaml", "template": TEMPLATE}),
-    );
+    )
+    .await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
     assert_eq!(body["status"], "CREATE_IN_PROGRESS");
     let (status, _) = call(
@@ -140,7 +145,8 @@ async fn create_through_the_api_survives_a_restart_and_completes() {
         Method::POST,
         "/v1/stacks",
         json!({"name": "oc", "template": TEMPLATE}),
-    );
+    )
+    .await;
     assert_eq!(status, StatusCode::CONFLICT);
 
     d.reconcile_stacks().unwrap();
@@ -159,7 +165,7 @@ async fn create_through_the_api_survives_a_restart_and_completes() {
         play_nodes(&d);
         d.reconcile_stacks().unwrap();
     }
-    let (status, body) = call(&api, Method::GET, "/v1/stacks/oc", json!(null));
+    let (status, body) = call(&api, Method::GET, "/v1/stacks/oc", json!(null)).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(body["status"], "CREATE_COMPLETE", "{body}");
     assert_eq!(body["outputs"]["control_node"], "ctl");
@@ -167,7 +173,7 @@ async fn create_through_the_api_survives_a_restart_and_completes() {
     let members = body["members"].as_array().unwrap();
     let control = members.iter().find(|m| m["name"] == "control").unwrap();
     assert_eq!(control["node_state"], "active");
-    let (_, events) = call(&api, Method::GET, "/v1/stacks/oc/events", json!(null));
+    let (_, events) = call(&api, Method::GET, "/v1/stacks/oc/events", json!(null)).await;
     let statuses: Vec<&str> = events
         .as_array()
         .unwrap()
@@ -183,21 +189,22 @@ async fn create_through_the_api_survives_a_restart_and_completes() {
         Method::PUT,
         "/v1/stacks/oc",
         json!({"template": TEMPLATE, "params": {"compute_count": "3"}}),
-    );
+    )
+    .await;
     assert_eq!(status, StatusCode::ACCEPTED, "{body}");
     for _ in 0..6 {
         d.reconcile_stacks().unwrap();
         play_nodes(&d);
     }
     d.reconcile_stacks().unwrap();
-    let (_, body) = call(&api, Method::GET, "/v1/stacks/oc", json!(null));
+    let (_, body) = call(&api, Method::GET, "/v1/stacks/oc", json!(null)).await;
     assert_eq!(body["status"], "UPDATE_COMPLETE", "{body}");
     let after = allocations(&d);
     assert_eq!(after.len(), 4);
     assert_eq!(after["compute-2"], "c3");
 
     // Delete: every node is released (deleted by the lifecycle) and the record goes.
-    let (status, _) = call(&api, Method::DELETE, "/v1/stacks/oc", json!(null));
+    let (status, _) = call(&api, Method::DELETE, "/v1/stacks/oc", json!(null)).await;
     assert_eq!(status, StatusCode::ACCEPTED);
     d.reconcile_stacks().unwrap();
     d.reconcile_stacks().unwrap();
@@ -206,7 +213,7 @@ async fn create_through_the_api_survives_a_restart_and_completes() {
         assert_eq!(node(&d, n).lifecycle.state, State::Deleting, "{n}");
         assert!(metadata::get(d.store(), n).unwrap().is_none());
     }
-    let (status, _) = call(&api, Method::GET, "/v1/stacks/oc", json!(null));
+    let (status, _) = call(&api, Method::GET, "/v1/stacks/oc", json!(null)).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
 }
 
@@ -220,9 +227,10 @@ async fn not_enough_nodes_allocates_nothing() {
         Method::POST,
         "/v1/stacks",
         json!({"name": "oc", "template": TEMPLATE}),
-    );
+    )
+    .await;
     d.reconcile_stacks().unwrap();
-    let (_, body) = call(&api, Method::GET, "/v1/stacks/oc", json!(null));
+    let (_, body) = call(&api, Method::GET, "/v1/stacks/oc", json!(null)).await;
     assert_eq!(body["status"], "CREATE_FAILED");
     assert!(
         body["reason"]
@@ -245,13 +253,14 @@ async fn template_errors_are_400_with_the_place() {
         Method::POST,
         "/v1/stacks",
         json!({"name": "oc", "file": "bad.yaml", "template": bad}),
-    );
+    )
+    .await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     let msg = body["error"].as_str().unwrap();
     assert!(msg.starts_with("bad.yaml:5:"), "{msg}");
-    let (status, _) = call(&api, Method::GET, "/v1/stacks", json!(null));
+    let (status, _) = call(&api, Method::GET, "/v1/stacks", json!(null)).await;
     assert_eq!(status, StatusCode::OK);
-    let (status, _) = call(&api, Method::GET, "/v1/stacks/nope/events", json!(null));
+    let (status, _) = call(&api, Method::GET, "/v1/stacks/nope/events", json!(null)).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
 }
 
@@ -266,7 +275,8 @@ async fn group_deployment_metadata_survives_completion() {
         Method::POST,
         "/v1/stacks",
         json!({"name": "oc", "file": "lab-overcloud.yaml", "template": template}),
-    );
+    )
+    .await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
     for _ in 0..8 {
         d.reconcile_stacks().unwrap();
@@ -275,7 +285,7 @@ async fn group_deployment_metadata_survives_completion() {
     for _ in 0..3 {
         d.reconcile_stacks().unwrap();
     }
-    let (_, body) = call(&api, Method::GET, "/v1/stacks/oc", json!(null));
+    let (_, body) = call(&api, Method::GET, "/v1/stacks/oc", json!(null)).await;
     assert_eq!(body["status"], "CREATE_COMPLETE", "{body}");
     for n in ["ctl", "c1", "c2"] {
         let m = metadata::get(d.store(), n).unwrap().unwrap();

@@ -1,8 +1,11 @@
 //! The embedded [`Store`]: one `redb` file. Each commit is one redb write transaction with
-//! immediate durability, so it is on disk (fsync'd) before [`Store::commit`] returns.
+//! immediate durability, so it is on disk (fsync'd) before [`Store::commit`] returns. A file
+//! written by an older seed (redb 2's format) is upgraded on open ([`upgrade`]).
+
+pub mod upgrade;
 
 use super::{check_table, Op, Record, Revision, Store, StoreError};
-use redb::{Database, ReadableTable, ReadableTableMetadata, TableDefinition};
+use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
 use std::path::Path;
 
 /// Values are `(revision, bytes)`.
@@ -27,11 +30,19 @@ impl std::fmt::Debug for RedbStore {
 }
 
 impl RedbStore {
-    /// Open the store file, creating it (not its directory) if missing. Only one process may
-    /// have it open at a time.
+    /// Open the store file, creating it (not its directory) if missing, upgrading it if an
+    /// older seed wrote it with redb 2. Only one process may have it open at a time.
     pub fn open(path: &Path) -> Result<RedbStore, StoreError> {
-        let db = Database::create(path).map_err(err)?;
-        Ok(RedbStore { db })
+        let db = match Database::create(path) {
+            Err(redb::DatabaseError::UpgradeRequired(2)) => {
+                upgrade::from_v2(path)?;
+                Database::create(path)
+            }
+            other => other,
+        };
+        Ok(RedbStore {
+            db: db.map_err(err)?,
+        })
     }
 }
 
@@ -44,13 +55,14 @@ impl Store for RedbStore {
             Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
             Err(e) => return Err(err(e)),
         };
-        Ok(t.get(key).map_err(err)?.map(|g| {
+        let record = t.get(key).map_err(err)?.map(|g| {
             let (revision, value) = g.value();
             Record {
                 revision,
                 value: value.to_vec(),
             }
-        }))
+        });
+        Ok(record)
     }
 
     fn list(&self, table: &str, prefix: &str) -> Result<Vec<(String, Record)>, StoreError> {

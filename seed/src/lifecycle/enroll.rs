@@ -1,0 +1,81 @@
+//! From enrollment to `available`: verifying the BMC (`enroll` → `verifying` → `manageable`),
+//! inspection (`inspecting`, `inspect failed`), `provide`, and `manage` back from a stable state.
+
+use super::common::{begin, boot_watch, succeed};
+use super::{Action, BootDevice, Event, State, Timeouts};
+use crate::inventory::{Node, Properties};
+
+/// `manage`, `verified`, `inspect`, `inspected`, `provide`; `None` where the state refuses it.
+pub(super) fn transition(
+    node: &mut Node,
+    event: Event,
+    now: u64,
+    t: &Timeouts,
+) -> Option<Vec<Action>> {
+    use Action as A;
+    use State as S;
+    let lc = &mut node.lifecycle;
+    Some(match (&lc.state, event) {
+        (S::Enroll, Event::Manage) => {
+            let retry = lc.last_error.is_some();
+            begin(lc, S::Verifying, retry, now + t.verify_ms);
+            vec![
+                A::Persist,
+                A::VerifyPower,
+                A::Deadline {
+                    at_ms: now + t.verify_ms,
+                },
+            ]
+        }
+        (S::Verifying, Event::Verified) => {
+            succeed(lc, S::Manageable);
+            vec![A::Persist]
+        }
+        (S::Manageable | S::InspectFailed { .. }, Event::Inspect) => {
+            let retry = matches!(lc.state, S::InspectFailed { .. });
+            let at = now + t.inspect_ms;
+            begin(lc, S::Inspecting, retry, at);
+            let mut a = vec![
+                A::Persist,
+                A::SetBootDevice(BootDevice::Pxe),
+                A::Reboot,
+                A::Deadline { at_ms: at },
+            ];
+            a.extend(boot_watch(lc, now, t));
+            a
+        }
+        (S::Inspecting, Event::Inspected(found)) => {
+            succeed(lc, S::Manageable);
+            merge_properties(&mut node.properties, found);
+            vec![A::Persist, A::PowerOff]
+        }
+        (S::InspectFailed { .. } | S::CleanFailed { .. } | S::Available, Event::Manage) => {
+            lc.state = S::Manageable;
+            vec![A::Persist]
+        }
+        (S::Manageable, Event::Provide) => {
+            lc.state = S::Available;
+            vec![A::Persist]
+        }
+        _ => return None,
+    })
+}
+
+/// Inspection is authoritative for what it found; declared values stay where it found nothing.
+fn merge_properties(have: &mut Properties, found: Properties) {
+    if found.cpus.is_some() {
+        have.cpus = found.cpus;
+    }
+    if found.memory_mib.is_some() {
+        have.memory_mib = found.memory_mib;
+    }
+    if !found.disks.is_empty() {
+        have.disks = found.disks;
+    }
+    if found.boot_mode.is_some() {
+        have.boot_mode = found.boot_mode;
+    }
+    if found.arch.is_some() {
+        have.arch = found.arch;
+    }
+}
