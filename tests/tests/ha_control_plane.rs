@@ -93,6 +93,8 @@ fn ha_control_plane_partition_and_quorum() {
             let s = HaSettings {
                 name: format!("c{i}"),
                 lease_ttl: Duration::from_secs(2),
+                advertise: None,
+                floating: None,
             };
             Ha::start(&c, &s, &format!("http://c{i}.invalid:6385")).unwrap()
         }));

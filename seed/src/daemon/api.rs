@@ -33,6 +33,7 @@ mod agent;
 mod auth;
 mod error;
 mod extract;
+pub mod forward;
 mod images;
 mod nodes;
 mod stacks;
@@ -67,6 +68,8 @@ pub(crate) struct AppState {
     token: Arc<str>,
     /// Rendered at `GET /metrics` (the netboot counters and, once registered, the daemon's).
     metrics: Option<Arc<netboot::metrics::Metrics>>,
+    /// In HA: who leads; a follower forwards its writes there ([`forward`]).
+    leadership: Option<Arc<dyn forward::Leadership>>,
 }
 
 #[derive(OpenApi)]
@@ -239,12 +242,19 @@ impl Api {
                 daemon,
                 token: Arc::from(token.into()),
                 metrics: None,
+                leadership: None,
             },
         }
     }
 
     /// Serve `metrics` at `GET /metrics` (register the daemon's collector on it with
     /// [`super::metrics::register`]).
+    /// In HA: forward writes to the leader while this daemon follows ([`forward`]).
+    pub fn with_leadership(mut self, l: Arc<dyn forward::Leadership>) -> Self {
+        self.state.leadership = Some(l);
+        self
+    }
+
     pub fn with_metrics(mut self, metrics: Arc<netboot::metrics::Metrics>) -> Self {
         self.state.metrics = Some(metrics);
         self
@@ -293,6 +303,11 @@ impl ApiHandler for Api {
 /// `req` through the router: an `http::Request` (path without a trailing `/`, the peer and the
 /// API's state as extensions) in, the answer collected into an [`ApiResponse`] out.
 async fn dispatch(state: AppState, req: ApiRequest) -> ApiResponse {
+    if let Some(l) = &state.leadership {
+        if forward::must_forward(&**l, &req.method) {
+            return forward::to_leader(l.clone(), req).await;
+        }
+    }
     let path = match req.path.trim_end_matches('/') {
         "" => "/",
         p => p,

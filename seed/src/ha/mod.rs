@@ -157,6 +157,44 @@ impl Ha {
     }
 }
 
+/// Render this daemon's HA counters at every `/metrics`: whether it leads, the commits etcd
+/// refused because its term had ended (a zombie leader's writes) and the writes refused before
+/// reaching etcd because it did not lead.
+pub fn register_metrics(ha: &Arc<Ha>, registry: &netboot::metrics::Metrics) {
+    let weak = Arc::downgrade(ha);
+    registry.add_collector(Box::new(move || {
+        let Some(ha) = weak.upgrade() else {
+            return String::new();
+        };
+        format!(
+            "# HELP seed_ha_leader Whether this daemon leads (1) or not (0).\n\
+             # TYPE seed_ha_leader gauge\n\
+             seed_ha_leader {}\n\
+             # HELP seed_ha_fenced_writes_rejected_total Commits etcd refused: this daemon's term had ended.\n\
+             # TYPE seed_ha_fenced_writes_rejected_total counter\n\
+             seed_ha_fenced_writes_rejected_total {}\n\
+             # HELP seed_ha_writes_refused_locally_total Writes refused before etcd: not the leader.\n\
+             # TYPE seed_ha_writes_refused_locally_total counter\n\
+             seed_ha_writes_refused_locally_total {}\n",
+            u8::from(ha.is_leader()),
+            ha.fence.rejected_count(),
+            ha.fence.refused_locally_count(),
+        )
+    }));
+}
+
+impl crate::daemon::api::forward::Leadership for Ha {
+    fn leads(&self) -> bool {
+        self.is_leader()
+    }
+
+    fn leader_api(&self) -> Option<String> {
+        self.leader()
+            .filter(|l| l.name != self.me.name)
+            .map(|l| l.api)
+    }
+}
+
 /// A boot policy that answers only while this daemon leads: followers stay silent on DHCP and
 /// decide no boots (nodes reach the leader at the floating address).
 pub struct LeaderOnly<P> {
@@ -214,6 +252,8 @@ mod tests {
         HaSettings {
             name: name.into(),
             lease_ttl: Duration::from_secs(2),
+            advertise: None,
+            floating: None,
         }
     }
 

@@ -11,6 +11,8 @@
 //! timeout_secs = 5                          # one store call at most
 //! max_txn_ops = 16384                       # the members' --max-txn-ops
 //! tls = { ca = "pki/ca.pem", cert = "pki/seed-a.pem", key = "pki/seed-a-key.pem" }
+//! advertise = "http://10.0.1.1:6385"        # followers forward writes here while this leads
+//! floating_address = "10.0.0.100/24"        # held by the leader on the netboot interface
 //! ```
 //!
 //! The raw form is parsed strictly (unknown keys are errors) and checked into [`StoreConfig`].
@@ -50,6 +52,10 @@ pub struct RawStoreTable {
     pub max_request_bytes: Option<usize>,
     #[serde(default)]
     pub tls: Option<TlsFiles>,
+    #[serde(default)]
+    pub advertise: Option<String>,
+    #[serde(default)]
+    pub floating_address: Option<String>,
 }
 
 impl<'de> Deserialize<'de> for RawStore {
@@ -79,6 +85,11 @@ impl<'de> Deserialize<'de> for RawStore {
 pub struct HaSettings {
     pub name: String,
     pub lease_ttl: Duration,
+    /// The API URL the other daemons forward writes to while this one leads (default: the
+    /// daemon's `[api] listen` address).
+    pub advertise: Option<String>,
+    /// The provisioning address the leader holds (`IP/PREFIX`, on the netboot interface).
+    pub floating: Option<(std::net::Ipv4Addr, u8)>,
 }
 
 /// A checked store configuration.
@@ -105,6 +116,10 @@ pub enum StoreConfigError {
     Ttl(u64),
     #[error("[store] {0} is not valid for backend \"{1}\"")]
     NotFor(&'static str, &'static str),
+    #[error("[store] advertise {0:?} is not an http:// or https:// URL")]
+    Advertise(String),
+    #[error("[store] floating_address {0:?}: expected IPV4/PREFIX, e.g. 10.0.0.100/24")]
+    Floating(String),
     #[error("[store] name {0:?}: letters, digits, '-', '_', '.'; 1 to 63")]
     Name(String),
 }
@@ -136,6 +151,8 @@ impl TryFrom<RawStore> for StoreConfig {
                     ("tls", t.tls.is_some()),
                     ("lease_ttl_secs", t.lease_ttl_secs.is_some()),
                     ("max_txn_ops", t.max_txn_ops.is_some()),
+                    ("advertise", t.advertise.is_some()),
+                    ("floating_address", t.floating_address.is_some()),
                 ];
                 if let Some((k, _)) = etcd_only.iter().find(|(_, set)| *set) {
                     return Err(StoreConfigError::NotFor(k, "redb"));
@@ -175,6 +192,20 @@ impl TryFrom<RawStore> for StoreConfig {
                 {
                     return Err(StoreConfigError::Name(name));
                 }
+                if let Some(a) = &t.advertise {
+                    if !a.starts_with("http://") && !a.starts_with("https://") {
+                        return Err(StoreConfigError::Advertise(a.clone()));
+                    }
+                }
+                let floating = match &t.floating_address {
+                    None => None,
+                    Some(f) => Some(
+                        f.split_once('/')
+                            .and_then(|(ip, p)| Some((ip.parse().ok()?, p.parse().ok()?)))
+                            .filter(|(_, p): &(std::net::Ipv4Addr, u8)| (1..=32).contains(p))
+                            .ok_or_else(|| StoreConfigError::Floating(f.clone()))?,
+                    ),
+                };
                 let mut etcd = EtcdConfig::new(t.endpoints);
                 if let Some(p) = t.prefix {
                     etcd.prefix = p;
@@ -188,6 +219,8 @@ impl TryFrom<RawStore> for StoreConfig {
                     ha: HaSettings {
                         name,
                         lease_ttl: Duration::from_secs(ttl),
+                        advertise: t.advertise,
+                        floating,
                     },
                 })
             }

@@ -245,6 +245,8 @@ fn candidate(name: &str, a: &Args) -> Result<()> {
     let settings = HaSettings {
         name: name.into(),
         lease_ttl: Duration::from_secs(a.ttl),
+        advertise: None,
+        floating: None,
     };
     let mut cfg = EtcdConfig::new(a.endpoints.clone());
     cfg.timeout = Duration::from_secs(1);
