@@ -258,6 +258,8 @@ fn power_off(n: &Node) {
     let mut m = lock(&n.machine);
     m.powered = false;
     m.generation += 1;
+    // A deploy under way dies with the power; a finished one stays on the disk.
+    m.doing_op = None;
 }
 
 fn power_on(n: &Arc<Node>, device: Option<BootDevice>) {
@@ -265,6 +267,7 @@ fn power_on(n: &Arc<Node>, device: Option<BootDevice>) {
         let mut m = lock(&n.machine);
         m.powered = true;
         m.generation += 1;
+        m.doing_op = None;
         m.generation
     };
     n.counters.power_ons.fetch_add(1, Ordering::Relaxed);

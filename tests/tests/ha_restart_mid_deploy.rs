@@ -238,8 +238,14 @@ port = {PORT}
         .collect();
     eprintln!("per node (deploy commands, deploys done, image boots): {per_node:?}");
     for (n, s) in &farm {
+        // An image written just before the kill gets its boot from disk ordered again (the
+        // order may have died with the daemon): a second image boot, never a second deploy.
         assert_eq!(
-            (s.deploy_commands, s.deploys_done, s.image_boots_reported),
+            (
+                s.deploy_commands,
+                s.deploys_done,
+                s.image_boots_reported.min(1)
+            ),
             (1, 1, 1),
             "{n}: deploy commands, deploys done, image boots: {per_node:?}\n{}",
             daemon.output()

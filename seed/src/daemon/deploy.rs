@@ -182,12 +182,30 @@ impl Daemon {
     ///
     /// The exception is a node on the `fake` driver: its agent ran inside the seed process
     /// that stopped, so nothing carries on; it fails now with a reason saying to deploy again,
-    /// rather than at its deadline. Written images keep waiting for "booted".
+    /// rather than at its deadline. A written image gets its boot from disk ordered again.
     pub(super) fn resume_deploys(self: &Arc<Self>) -> Result<(usize, usize), DaemonError> {
         let (mut resumed, mut failed) = (0, 0);
         for (n, _) in nodes::list(&*self.store)? {
             let lc = &n.lifecycle;
-            if lc.state != State::Deploying || lc.image_written || lc.maintenance.is_some() {
+            if lc.state != State::Deploying || lc.maintenance.is_some() {
+                continue;
+            }
+            if lc.image_written {
+                // The image is written; the boot into it may have been lost with the daemon
+                // that ordered it (its hardware actions were in memory): order it again. A node
+                // already running its image is rebooted into it once more, nothing is
+                // rewritten, and its first-boot service says "booted" again.
+                if n.bmc.driver == crate::inventory::PowerDriver::Ipmi {
+                    info!(node = %n.name, op = lc.op, "deploy resumed: boot from disk ordered again");
+                    self.enqueue(
+                        &n.name,
+                        vec![
+                            Action::SetBootDevice(crate::lifecycle::BootDevice::Disk),
+                            Action::Reboot,
+                        ],
+                    );
+                    resumed += 1;
+                }
                 continue;
             }
             match (&n.bmc.driver, &lc.target) {
