@@ -27,6 +27,19 @@ pub struct ServiceContext {
     pub http_base: Option<String>,
     /// Handler for `/v1/…` on the HTTP server (the seed daemon's agent and REST APIs).
     pub api: Option<Arc<dyn crate::http::ApiHandler>>,
+    /// Where DHCP leases are kept: `None` is the lease file in `state_dir`.
+    pub leases: Option<Arc<dyn crate::dhcp::leases::LeaseKeeper>>,
+}
+
+impl ServiceContext {
+    /// The lease keeper: the given one, or the file in the state directory.
+    pub fn lease_keeper(&self) -> Arc<dyn crate::dhcp::leases::LeaseKeeper> {
+        self.leases.clone().unwrap_or_else(|| {
+            Arc::new(crate::dhcp::leases::LeaseFile(
+                crate::dhcp::leases::lease_path(&self.state_dir),
+            ))
+        })
+    }
 }
 
 /// A service failed to start or died.
@@ -60,6 +73,19 @@ pub async fn run_with_api(
     api: Option<Arc<dyn crate::http::ApiHandler>>,
     shutdown: CancellationToken,
 ) -> Result<(), ServeError> {
+    run_with_leases(cfg, policy, metrics, api, None, shutdown).await
+}
+
+/// [`run_with_api`], with the DHCP leases kept by `leases` instead of the state directory's
+/// file (the seed daemon's store in HA).
+pub async fn run_with_leases(
+    cfg: NetbootConfig,
+    policy: Arc<dyn BootPolicy>,
+    metrics: Arc<Metrics>,
+    api: Option<Arc<dyn crate::http::ApiHandler>>,
+    leases: Option<Arc<dyn crate::dhcp::leases::LeaseKeeper>>,
+    shutdown: CancellationToken,
+) -> Result<(), ServeError> {
     let http_base = cfg
         .http
         .as_ref()
@@ -72,6 +98,7 @@ pub async fn run_with_api(
         metrics,
         http_base,
         api,
+        leases,
     });
     let mut tasks = tokio::task::JoinSet::new();
     if let Some(wire) = cfg.wire.clone() {

@@ -3,6 +3,7 @@
 
 pub mod cli;
 pub mod daemon;
+pub mod ha;
 pub mod inventory;
 pub mod lifecycle;
 pub mod orchestrator;

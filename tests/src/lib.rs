@@ -6,6 +6,8 @@
 
 pub mod appliance;
 pub mod bmc_relay;
+pub mod farm;
+pub mod ha;
 pub mod image_boot;
 pub mod lan_seed;
 pub mod netns;

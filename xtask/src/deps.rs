@@ -37,6 +37,10 @@ pub const PACKAGES: &[(&str, &str)] = &[
     ("ipmitool", "the IPMI client nobody here wrote"),
     ("openipmi", "ipmi_sim, a BMC simulator nobody here wrote"),
     ("protobuf-compiler", "protoc for etcd-client"),
+    (
+        "libprotobuf-dev",
+        "google/protobuf/*.proto, which etcd-client's protos import",
+    ),
     ("cpio", "initramfs inspection"),
     ("zstd", "image stream inspection and benchmarks"),
     (

@@ -282,6 +282,12 @@ impl Engine {
         &self.leases
     }
 
+    /// Take `leases` instead of the table in memory (another writer changed the kept table:
+    /// an HA takeover). Offers in flight are forgotten; bound leases are what was kept.
+    pub fn set_leases(&mut self, leases: LeaseTable) {
+        self.leases = leases;
+    }
+
     /// Whether the bound leases changed since the last call: if so, persist [`Engine::leases`]
     /// before sending the reply.
     pub fn take_dirty(&mut self) -> bool {

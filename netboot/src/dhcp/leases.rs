@@ -228,6 +228,44 @@ pub enum LeaseFileError {
         #[source]
         source: std::io::Error,
     },
+    /// A [`LeaseKeeper`] other than the file failed (the seed daemon's store: no quorum, or
+    /// this daemon no longer leads).
+    #[error("lease store: {0}")]
+    Keeper(String),
+}
+
+/// Where the lease table is kept. Bound leases are saved (durably) before the ACK that bound
+/// them leaves; a save that fails withholds the reply. [`LeaseFile`] is the default; the seed
+/// daemon keeps them in its store in HA, so that a new leader hands out no conflicting address
+/// and renews the old leader's leases.
+pub trait LeaseKeeper: Send + Sync {
+    /// The table at start.
+    fn load(&self) -> Result<LeaseTable, LeaseFileError>;
+    /// Persist `table` (durable when it returns).
+    fn save(&self, table: &LeaseTable) -> Result<(), LeaseFileError>;
+    /// A table to take instead of the one in memory, when another writer may have changed the
+    /// kept one (a takeover): checked before each packet, so it must be cheap when `None`.
+    fn reload(&self) -> Option<LeaseTable> {
+        None
+    }
+    /// Where the leases are, for logs.
+    fn describe(&self) -> String;
+}
+
+/// The lease file in the state directory.
+#[derive(Debug, Clone)]
+pub struct LeaseFile(pub PathBuf);
+
+impl LeaseKeeper for LeaseFile {
+    fn load(&self) -> Result<LeaseTable, LeaseFileError> {
+        load(&self.0)
+    }
+    fn save(&self, table: &LeaseTable) -> Result<(), LeaseFileError> {
+        save(&self.0, table)
+    }
+    fn describe(&self) -> String {
+        self.0.display().to_string()
+    }
 }
 
 impl From<LeaseFileError> for std::io::Error {
@@ -237,6 +275,7 @@ impl From<LeaseFileError> for std::io::Error {
             LeaseFileError::Read { source, .. } | LeaseFileError::Write { source, .. } => {
                 source.kind()
             }
+            LeaseFileError::Keeper(_) => std::io::ErrorKind::Other,
         };
         std::io::Error::new(kind, e)
     }

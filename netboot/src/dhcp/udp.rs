@@ -45,15 +45,15 @@ async fn recv_opt(sock: Option<&UdpSocket>, buf: &mut [u8]) -> io::Result<(usize
     }
 }
 
-/// The engine with its lease table loaded from `state_dir`, shared by both transports: (engine,
-/// lease file, leases loaded, mode).
+/// The engine with its lease table loaded from the context's lease keeper, shared by both
+/// transports: (engine, keeper, leases loaded, mode).
 pub(crate) fn open_engine(
     ctx: &ServiceContext,
     cfg: DhcpConfig,
     nodes: &[NodeEntry],
-) -> io::Result<(Engine, std::path::PathBuf, usize, DhcpMode)> {
-    let path = leases::lease_path(&ctx.state_dir);
-    let table = leases::load(&path)?;
+) -> io::Result<(Engine, Arc<dyn leases::LeaseKeeper>, usize, DhcpMode)> {
+    let keeper = ctx.lease_keeper();
+    let table = keeper.load()?;
     let loaded = table.len();
     let mode = cfg.mode;
     let engine = Engine::new(
@@ -66,7 +66,7 @@ pub(crate) fn open_engine(
         table,
     )
     .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
-    Ok((engine, path, loaded, mode))
+    Ok((engine, keeper, loaded, mode))
 }
 
 /// Serve DHCP on kernel sockets until `shutdown`.
@@ -81,7 +81,7 @@ pub async fn serve(
         r = super::probe_edge::decide_kernel(&ctx, cfg) => r?,
         _ = shutdown.cancelled() => return Ok(()),
     };
-    let (mut engine, path, loaded, mode) = open_engine(&ctx, cfg, &nodes)?;
+    let (mut engine, keeper, loaded, mode) = open_engine(&ctx, cfg, &nodes)?;
     let iface = ctx.interface.as_deref();
     let main = bind(SERVER_PORT, iface)?;
     let proxy = match mode {
@@ -94,7 +94,7 @@ pub async fn serve(
         iface.unwrap_or("all interfaces"),
         if proxy.is_some() { " and 4011" } else { "" },
         nodes.len(),
-        path.display()
+        keeper.describe()
     );
     /// Packets handled per lease-file commit, at most, per socket.
     const BATCH: usize = 64;
@@ -117,6 +117,9 @@ pub async fn serve(
         // Group commit: handle this packet and whatever else is already queued (bounded),
         // persist the lease table once, then send every reply. Each ACK still leaves only after
         // its lease is on disk, but under load one fsync serves a whole batch.
+        if let Some(t) = keeper.reload() {
+            engine.set_leases(t);
+        }
         let mut replies = Vec::new();
         if let SocketAddr::V4(src) = src {
             let pkt = if on_proxy { &buf_proxy[..n] } else { &buf[..n] };
@@ -147,7 +150,7 @@ pub async fn serve(
             }
         }
         if engine.take_dirty() {
-            if let Err(e) = leases::save(&path, engine.leases()) {
+            if let Err(e) = keeper.save(engine.leases()) {
                 error!(
                     "dhcp: {}; {} repl(ies) withheld",
                     error_chain(&e as &dyn std::error::Error),

@@ -522,6 +522,7 @@ mod tests {
             metrics: metrics.clone(),
             http_base: None,
             api: None,
+            leases: None,
         });
         let cfg: TftpConfig = toml::from_str(&format!(
             "root = {:?}\nport = {port}\ntimeout = 2",

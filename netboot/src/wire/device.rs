@@ -149,6 +149,68 @@ pub fn af_packet(ifname: &str) -> io::Result<phy::RawSocket> {
     Ok(d)
 }
 
+/// A gratuitous ARP (an ARP request for `ip` from `ip`, to everyone): neighbours that know `ip`
+/// update their entry to `mac`. Announces a floating address that moved to this host.
+pub fn gratuitous_arp_frame(mac: [u8; 6], ip: Ipv4Addr) -> [u8; 42] {
+    let mut f = [0u8; 42];
+    f[0..6].copy_from_slice(&[0xff; 6]);
+    f[6..12].copy_from_slice(&mac);
+    f[12..14].copy_from_slice(&[0x08, 0x06]); // ARP
+    f[14..22].copy_from_slice(&[0, 1, 0x08, 0x00, 6, 4, 0, 1]); // Ethernet, IPv4, request
+    f[22..28].copy_from_slice(&mac);
+    f[28..32].copy_from_slice(&ip.octets());
+    // Target hardware address left zero, target protocol address = the sender's.
+    f[38..42].copy_from_slice(&ip.octets());
+    f
+}
+
+/// Send a gratuitous ARP for `ip` on `ifname` (with the NIC's own MAC), `count` times 100 ms
+/// apart (needs CAP_NET_RAW).
+pub fn send_gratuitous_arp(ifname: &str, ip: Ipv4Addr, count: usize) -> io::Result<()> {
+    let frame = gratuitous_arp_frame(hardware_address(ifname)?, ip);
+    let mut dev = af_packet(ifname)?;
+    for i in 0..count {
+        if i > 0 {
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        let tx = dev
+            .transmit(Instant::now())
+            .ok_or_else(|| io::Error::new(io::ErrorKind::WouldBlock, "AF_PACKET send"))?;
+        phy::TxToken::consume(tx, frame.len(), |buf| buf.copy_from_slice(&frame));
+    }
+    Ok(())
+}
+
+/// The MAC of `ifname` in the caller's network namespace (SIOCGIFHWADDR; `/sys/class/net`
+/// shows the namespace sysfs was mounted in, which may be another).
+pub fn hardware_address(ifname: &str) -> io::Result<[u8; 6]> {
+    let sock = Socket::new(Domain::IPV4, Type::DGRAM, None)?;
+    // SAFETY: a zeroed ifreq is valid; the name is copied in bounded (NUL-terminated), and the
+    // ioctl writes only within the struct we pass.
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    let name = ifname.as_bytes();
+    if name.len() >= req.ifr_name.len() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "interface name too long",
+        ));
+    }
+    for (d, s) in req.ifr_name.iter_mut().zip(name) {
+        *d = *s as libc::c_char;
+    }
+    let r = unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFHWADDR, &mut req) };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: SIOCGIFHWADDR filled the hwaddr member of the union.
+    let data = unsafe { req.ifr_ifru.ifru_hwaddr.sa_data };
+    let mut mac = [0u8; 6];
+    for (m, d) in mac.iter_mut().zip(data.iter()) {
+        *m = *d as u8;
+    }
+    Ok(mac)
+}
+
 fn set_nonblocking(fd: RawFd) -> io::Result<()> {
     // SAFETY: fcntl on a descriptor we own; no memory is passed.
     let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
@@ -162,6 +224,17 @@ fn set_nonblocking(fd: RawFd) -> io::Result<()> {
 mod tests {
     use super::*;
     use smoltcp::phy::{RxToken, TxToken};
+
+    #[test]
+    fn a_gratuitous_arp_announces_the_sender() {
+        let f = gratuitous_arp_frame([2, 0, 0, 0, 0, 9], Ipv4Addr::new(10, 0, 0, 1));
+        assert_eq!(&f[..6], &[0xff; 6]);
+        assert_eq!(&f[12..14], &[8, 6]);
+        assert_eq!(&f[20..22], &[0, 1], "request");
+        assert_eq!(&f[22..28], &[2, 0, 0, 0, 0, 9]);
+        assert_eq!(&f[28..32], &[10, 0, 0, 1]);
+        assert_eq!(&f[38..42], &[10, 0, 0, 1], "target = sender");
+    }
 
     fn group_port() -> (Ipv4Addr, u16) {
         let pid = std::process::id();

@@ -5,7 +5,7 @@ use super::stack::Stack;
 use super::WireUdp;
 use crate::config::NodeEntry;
 use crate::dhcp::engine::{RxInfo, PROXY_PORT, SERVER_PORT};
-use crate::dhcp::{leases, DhcpConfig, DhcpMode};
+use crate::dhcp::{DhcpConfig, DhcpMode};
 use crate::server::ServiceContext;
 use crate::tftp::root::Root;
 use std::io;
@@ -38,7 +38,7 @@ pub async fn serve_dhcp(
     nodes: Vec<NodeEntry>,
     shutdown: CancellationToken,
 ) -> io::Result<()> {
-    let (mut engine, path, loaded, mode) = crate::dhcp::udp::open_engine(&ctx, cfg, &nodes)?;
+    let (mut engine, keeper, loaded, mode) = crate::dhcp::udp::open_engine(&ctx, cfg, &nodes)?;
     let main = stack.udp_bind(SERVER_PORT)?;
     let proxy = match mode {
         DhcpMode::Proxy => Some(stack.udp_bind(PROXY_PORT)?),
@@ -49,7 +49,7 @@ pub async fn serve_dhcp(
         mode.as_str(),
         if proxy.is_some() { " and 4011" } else { "" },
         nodes.len(),
-        path.display()
+        keeper.describe()
     );
     let mut buf = vec![0u8; 4096];
     let mut buf_proxy = vec![0u8; 4096];
@@ -67,9 +67,12 @@ pub async fn serve_dhcp(
             }
         };
         let pkt = if on_proxy { &buf_proxy[..n] } else { &buf[..n] };
+        if let Some(t) = keeper.reload() {
+            engine.set_leases(t);
+        }
         let reply = engine.handle(pkt, RxInfo { src, local_port }, SystemTime::now());
         if engine.take_dirty() {
-            if let Err(e) = leases::save(&path, engine.leases()) {
+            if let Err(e) = keeper.save(engine.leases()) {
                 error!(
                     "dhcp: {}; reply withheld",
                     crate::dhcp::udp::error_chain(&e as &dyn std::error::Error)

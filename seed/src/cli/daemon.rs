@@ -1,18 +1,31 @@
 //! `seed daemon`: the store, the lifecycle driver, netboot answered from node state, and the
 //! agent/REST API on the netboot HTTP server. See `seed/examples/seed.toml`.
 
+use crate::daemon::agent_token::AgentTokens;
 use crate::daemon::api::Api;
 use crate::daemon::config::DaemonConfig;
 use crate::daemon::policy::{RAMDISK_INITRD, RAMDISK_KERNEL};
 use crate::daemon::{Daemon, Settings};
+use crate::ha::float::FloatingAddress;
+use crate::ha::leases::StoreLeases;
+use crate::ha::{Ha, LeaderOnly};
 use crate::lifecycle::Timeouts;
+use crate::store::config::StoreConfig;
 use crate::store::redb::RedbStore;
+use crate::store::Store;
 use anyhow::Context;
+use netboot::dhcp::leases::LeaseKeeper;
 use netboot::metrics::Metrics;
+use netboot::BootPolicy;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use tokio_util::sync::CancellationToken;
 
 /// Run the seed daemon from a config file.
+///
+/// With `[store] backend = "etcd"` the daemon is one of several on a shared etcd store: it
+/// campaigns, and only while it leads does it drive the lifecycle, answer DHCP and boots, and
+/// reconcile stacks; as a follower it serves reads and forwards writes to the leader.
 ///
 /// The config names the store file, the API token, the ramdisk files and a [netboot] section
 /// of the same shape as `seed netboot`'s file. Stops cleanly on Ctrl-C or SIGTERM.
@@ -39,14 +52,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         .context("[netboot.http] is required")?;
     install_ramdisk(&cfg.ramdisk.kernel, &http.root.join(RAMDISK_KERNEL))?;
     install_ramdisk(&cfg.ramdisk.initrd, &http.root.join(RAMDISK_INITRD))?;
-    if let Some(dir) = cfg.store.parent().filter(|d| !d.as_os_str().is_empty()) {
-        private_dir(dir)?;
-    }
     private_dir(&cfg.netboot.state_dir)?;
-    let store = RedbStore::open(&cfg.store)
-        .with_context(|| format!("opening the store {}", cfg.store.display()))?;
-    // The store holds every BMC password and the agent token key: the seed's user only.
-    set_mode(&cfg.store, 0o600)?;
+    let (store, ha) = open_store(&cfg, http.port)?;
     let settings = Settings {
         server_ip: cfg.netboot.server_ip,
         http_port: http.port,
@@ -60,7 +67,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         heartbeat_secs: cfg.agent.heartbeat_secs,
         provide_after_inspect: cfg.lifecycle.provide_after_inspect,
     };
-    let daemon = Daemon::new(Arc::new(store), settings).context("loading nodes")?;
+    let daemon = Daemon::new(store, settings).context("loading nodes")?;
     let (images_dir, images_url) = cfg.images_dir()?;
     let images = images::ImageStore::open(&images_dir)
         .with_context(|| format!("opening the image store {}", images_dir.display()))?;
@@ -74,18 +81,62 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let metrics = Arc::new(Metrics::default());
     // The daemon's gauges and histograms follow the netboot counters at every `/metrics`.
     crate::daemon::metrics::register(&daemon, &metrics);
-    let api =
-        Arc::new(Api::new(daemon.clone(), cfg.api.token.expose()).with_metrics(metrics.clone()));
+    let mut api = Api::new(daemon.clone(), cfg.api.token.expose()).with_metrics(metrics.clone());
+    if let Some(ha) = &ha {
+        crate::ha::register_metrics(ha, &metrics);
+        api = api.with_leadership(ha.clone());
+        let h = ha.clone();
+        daemon.set_leader_gate(Arc::new(move || h.is_leader()));
+    }
+    let api = Arc::new(api);
+    let floating = match (&ha, &cfg.store) {
+        (Some(_), StoreConfig::Etcd { ha: s, .. }) => match s.floating {
+            None => None,
+            Some((ip, prefix)) => Some(FloatingAddress {
+                iface: cfg
+                    .netboot
+                    .interface
+                    .clone()
+                    .context("[store] floating_address needs [netboot] interface")?,
+                ip,
+                prefix,
+            }),
+        },
+        _ => None,
+    };
     let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     rt.block_on(async move {
-        let armed = daemon.resume().context("re-arming deadlines")?;
-        daemon.spawn_stacks();
-        tracing::info!(
-            store = %cfg.store.display(),
-            deadlines = armed,
-            "seed daemon ready (agent API needs the node's per-boot token; REST the bearer token)"
-        );
         let shutdown = super::cancel_on_signal();
+        let (policy, leases): (Arc<dyn BootPolicy>, Option<Arc<dyn LeaseKeeper>>) = match ha {
+            None => {
+                let armed = daemon.resume().context("re-arming deadlines")?;
+                daemon.spawn_stacks();
+                tracing::info!(
+                    deadlines = armed,
+                    "seed daemon ready (agent API needs the node's per-boot token; REST the bearer token)"
+                );
+                (daemon.clone(), None)
+            }
+            Some(ha) => {
+                let leases = Arc::new(StoreLeases::new(ha.store.clone()));
+                tracing::info!(
+                    name = %ha.me.name,
+                    api = %ha.me.api,
+                    "seed daemon ready in the HA control plane: leader duties once elected"
+                );
+                tokio::spawn(leader_duties(
+                    ha.clone(),
+                    daemon.clone(),
+                    leases.clone(),
+                    floating,
+                    shutdown.clone(),
+                ));
+                (
+                    Arc::new(LeaderOnly::new(daemon.clone(), ha)),
+                    Some(leases as Arc<dyn LeaseKeeper>),
+                )
+            }
+        };
         if let Some(addr) = cfg.api.listen {
             let listener = tokio::net::TcpListener::bind(addr)
                 .await
@@ -109,11 +160,12 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         } else {
             Arc::new((*api).clone().without_operators())
         };
-        netboot::server::run_with_api(
+        netboot::server::run_with_leases(
             cfg.netboot,
-            daemon,
+            policy,
             metrics,
             Some(on_provisioning),
+            leases,
             shutdown,
         )
         .await
@@ -146,6 +198,81 @@ fn set_mode(path: &Path, mode: u32) -> anyhow::Result<()> {
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
         .with_context(|| format!("making {} private ({mode:o})", path.display()))
+}
+
+/// The daemon's store, and its HA membership when the store is etcd.
+type StoreAndMembership = (Arc<dyn Store>, Option<Arc<Ha>>);
+
+/// The daemon's store: the redb file, or (HA) the etcd store fenced by this daemon's term, with
+/// its membership. The agent-token key is shared by every daemon: made (once, whoever comes
+/// first) through the unfenced client, since a follower's fenced store writes nothing.
+fn open_store(cfg: &DaemonConfig, http_port: u16) -> anyhow::Result<StoreAndMembership> {
+    match &cfg.store {
+        StoreConfig::Redb { path } => {
+            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                private_dir(dir)?;
+            }
+            let store = RedbStore::open(path)
+                .with_context(|| format!("opening the store {}", path.display()))?;
+            // The store holds every BMC password and the agent token key: the seed's user only.
+            set_mode(path, 0o600)?;
+            tracing::info!(store = %path.display(), "store: redb");
+            Ok((Arc::new(store), None))
+        }
+        StoreConfig::Etcd { etcd, ha } => {
+            let api = match (&ha.advertise, cfg.api.listen) {
+                (Some(a), _) => a.clone(),
+                (None, Some(l)) if !l.ip().is_unspecified() => format!("http://{l}"),
+                _ => format!("http://{}:{http_port}", cfg.netboot.server_ip),
+            };
+            let member =
+                Arc::new(Ha::start(etcd, ha, &api).with_context(|| {
+                    format!("joining the store at {}", etcd.endpoints.join(","))
+                })?);
+            AgentTokens::load_or_create(&member.raw).context("the agent token key")?;
+            tracing::info!(endpoints = %etcd.endpoints.join(","), name = %ha.name, "store: etcd");
+            Ok((member.store.clone(), Some(member)))
+        }
+    }
+}
+
+/// Each time this daemon starts to lead: take the DHCP leases over, hold the floating address,
+/// rebuild the boot table and the agents' commands and re-arm every deadline from the store,
+/// and run the stack reconcile loop, all until the term ends (then the address is let go).
+async fn leader_duties(
+    ha: Arc<Ha>,
+    daemon: Arc<Daemon>,
+    leases: Arc<StoreLeases>,
+    floating: Option<FloatingAddress>,
+    stop: CancellationToken,
+) {
+    ha.duties(stop, move |term| {
+        let (d, floating) = (daemon.clone(), floating.clone());
+        leases.takeover();
+        tokio::spawn(async move {
+            if let Some(f) = floating.clone() {
+                match tokio::task::spawn_blocking(move || f.claim()).await {
+                    Ok(Ok(())) => tracing::info!("floating address claimed"),
+                    Ok(Err(e)) => tracing::warn!(error = %e, "claiming the floating address"),
+                    Err(e) => tracing::warn!(error = %e, "claiming the floating address"),
+                }
+            }
+            let me = d.clone();
+            match tokio::task::spawn_blocking(move || me.take_over()).await {
+                Ok(Ok(n)) => tracing::info!(deadlines = n, "leading: work re-armed from the store"),
+                Ok(Err(e)) => tracing::warn!(error = %e, "taking over from the store"),
+                Err(e) => tracing::warn!(error = %e, "taking over from the store"),
+            }
+            d.spawn_stacks_until(term.clone());
+            term.cancelled().await;
+            if let Some(f) = floating {
+                if let Err(e) = tokio::task::spawn_blocking(move || f.release()).await {
+                    tracing::warn!(error = %e, "releasing the floating address");
+                }
+            }
+        });
+    })
+    .await;
 }
 
 /// Hard-link `from` to `to` (same filesystem), else copy. A missing file is a warning: the

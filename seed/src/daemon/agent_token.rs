@@ -34,6 +34,9 @@ const KEY: &str = "hmac-sha256";
 /// Domain separation: this key signs nothing else, but say what the MAC is of.
 const CONTEXT: &[u8] = b"seed agent token v1";
 
+/// Domain separation of the deploy credentials the same key derives.
+const CREDENTIAL: &[u8] = b"seed node credential v1";
+
 /// The states in which the node runs the ramdisk's agent (and so has a token).
 pub fn ramdisk_state(state: &State) -> bool {
     matches!(
@@ -105,6 +108,22 @@ impl AgentTokens {
         m
     }
 
+    /// The credential deploy `op` of node `name` writes onto the node:
+    /// `hex(HMAC-SHA256(key, "seed node credential v1" ‖ node ‖ op))`. Derived, like the agent
+    /// token, so that a seed restarted (or a new leader) mid-deploy hands the agent the very
+    /// command it is already carrying out: the deploy goes on instead of starting over, and the
+    /// image's first boot presents a credential the store still knows (the store keeps only
+    /// its hash, see [`super::credentials`]).
+    pub fn credential(&self, name: &str, op: u64) -> String {
+        let mut m = <Hmac<Sha256> as Mac>::new_from_slice(&self.key)
+            .expect("HMAC takes a key of any length");
+        for field in [CREDENTIAL, name.as_bytes(), &op.to_be_bytes()] {
+            m.update(&(field.len() as u64).to_be_bytes());
+            m.update(field);
+        }
+        hex::encode(m.finalize().into_bytes())
+    }
+
     /// The token of node `name`'s current boot, `None` unless it is in a ramdisk state.
     pub fn current(&self, name: &str, lc: &Lifecycle) -> Option<String> {
         ramdisk_state(&lc.state).then(|| hex::encode(self.mac(name, lc).finalize().into_bytes()))
@@ -154,6 +173,22 @@ mod tests {
         n.lifecycle.state = state;
         n.lifecycle.op = op;
         n
+    }
+
+    #[test]
+    fn deploy_credentials_are_per_node_and_op_and_differ_from_tokens() {
+        let t = AgentTokens::with_key([7; 32]);
+        let c = t.credential("n1", 3);
+        assert_eq!(
+            c,
+            t.credential("n1", 3),
+            "the same deploy gets the same credential"
+        );
+        assert_ne!(c, t.credential("n1", 4));
+        assert_ne!(c, t.credential("n2", 3));
+        assert_ne!(c, AgentTokens::with_key([8; 32]).credential("n1", 3));
+        let n = node("n1", State::Deploying, 3);
+        assert_ne!(Some(c), t.current("n1", &n.lifecycle));
     }
 
     #[test]

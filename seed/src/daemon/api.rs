@@ -34,6 +34,7 @@ mod audit;
 mod auth;
 mod error;
 mod extract;
+pub mod forward;
 mod images;
 mod nodes;
 mod stacks;
@@ -71,6 +72,8 @@ pub(crate) struct AppState {
     /// Whether this API answers operator routes (false: the provisioning network's HTTP port
     /// when the REST API lives only on the operators' listener, see [`Api::without_operators`]).
     operators: bool,
+    /// In HA: who leads; a follower forwards its writes there ([`forward`]).
+    leadership: Option<Arc<dyn forward::Leadership>>,
 }
 
 #[derive(OpenApi)]
@@ -244,6 +247,7 @@ impl Api {
                 token: Arc::from(token.into()),
                 metrics: None,
                 operators: true,
+                leadership: None,
             },
         }
     }
@@ -259,6 +263,12 @@ impl Api {
 
     /// Serve `metrics` at `GET /metrics` (register the daemon's collector on it with
     /// [`super::metrics::register`]).
+    /// In HA: forward writes to the leader while this daemon follows ([`forward`]).
+    pub fn with_leadership(mut self, l: Arc<dyn forward::Leadership>) -> Self {
+        self.state.leadership = Some(l);
+        self
+    }
+
     pub fn with_metrics(mut self, metrics: Arc<netboot::metrics::Metrics>) -> Self {
         self.state.metrics = Some(metrics);
         self
@@ -307,6 +317,11 @@ impl ApiHandler for Api {
 /// `req` through the router: an `http::Request` (path without a trailing `/`, the peer and the
 /// API's state as extensions) in, the answer collected into an [`ApiResponse`] out.
 async fn dispatch(state: AppState, req: ApiRequest) -> ApiResponse {
+    if let Some(l) = &state.leadership {
+        if forward::must_forward(&**l, &req.method) {
+            return forward::to_leader(l.clone(), req).await;
+        }
+    }
     let path = match req.path.trim_end_matches('/') {
         "" => "/",
         p => p,

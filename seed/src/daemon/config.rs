@@ -5,6 +5,7 @@
 //! directory of that file (so an unpacked bundle's `etc/seed.toml` works wherever the bundle
 //! is); [`DaemonConfig::from_toml`] leaves them as written.
 
+use crate::store::config::{RawStore, StoreConfig};
 use netboot::config::NetbootConfig;
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
@@ -12,8 +13,9 @@ use std::path::{Path, PathBuf};
 /// A validated daemon configuration.
 #[derive(Debug, Clone)]
 pub struct DaemonConfig {
-    /// The redb store file.
-    pub store: PathBuf,
+    /// The store: a redb file (`store = "FILE"`), or etcd shared with other daemons (`[store]`,
+    /// see [`crate::store::config`]).
+    pub store: StoreConfig,
     pub api: ApiConfig,
     pub agent: AgentConfig,
     pub ramdisk: RamdiskConfig,
@@ -240,7 +242,7 @@ impl Default for LifecycleConfig {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Raw {
-    store: PathBuf,
+    store: RawStore,
     api: ApiConfig,
     #[serde(default)]
     agent: AgentConfig,
@@ -292,8 +294,10 @@ impl DaemonConfig {
                 "[agent] heartbeat_secs must be at least 1".into(),
             ));
         }
+        let store = StoreConfig::try_from(raw.store)
+            .map_err(|e| DaemonConfigError::Invalid(e.to_string()))?;
         let cfg = DaemonConfig {
-            store: raw.store,
+            store,
             api: raw.api,
             agent: raw.agent,
             ramdisk: raw.ramdisk,
@@ -329,7 +333,7 @@ impl DaemonConfig {
                 *p = base.join(&*p);
             }
         };
-        fix(&mut self.store);
+        self.store.resolve_paths(base);
         fix(&mut self.ramdisk.kernel);
         fix(&mut self.ramdisk.initrd);
         fix(&mut self.netboot.state_dir);
@@ -420,7 +424,9 @@ root = "../share"
         )
         .unwrap();
         let c = DaemonConfig::load(&file).unwrap();
-        assert_eq!(c.store, etc.join("../var/seed.redb"));
+        assert!(
+            matches!(&c.store, StoreConfig::Redb { path } if *path == etc.join("../var/seed.redb"))
+        );
         assert_eq!(c.ramdisk.kernel, etc.join("../share/ramdisk/vmlinuz"));
         assert_eq!(c.ramdisk.initrd, PathBuf::from("/abs/initramfs.zst"));
         assert_eq!(c.netboot.state_dir, etc.join("../var/netboot"));
@@ -436,7 +442,9 @@ root = "../share"
         );
         // from_toml alone keeps what was written.
         let raw = DaemonConfig::from_toml(&std::fs::read_to_string(&file).unwrap()).unwrap();
-        assert_eq!(raw.store, PathBuf::from("../var/seed.redb"));
+        assert!(
+            matches!(&raw.store, StoreConfig::Redb { path } if path.as_path() == Path::new("../var/seed.redb"))
+        );
     }
 
     #[test]

@@ -21,16 +21,26 @@ pub fn issue(store: &dyn Store, node: &str) -> Result<String, StoreError> {
     let mut raw = [0u8; 32];
     rand::rng().fill_bytes(&mut raw);
     let token = hex::encode(raw);
-    let h = hash(&token);
+    issue_token(store, node, &token)?;
+    Ok(token)
+}
+
+/// Make `token` `node`'s credential (durable when it returns), revoking the old one; nothing is
+/// written when it already is (a deploy handed over again after a restart).
+pub fn issue_token(store: &dyn Store, node: &str, token: &str) -> Result<(), StoreError> {
+    let h = hash(token);
     let mut ops = Vec::new();
     if let Some(old) = store.get(BY_NODE, node)? {
         let old = String::from_utf8_lossy(&old.value).into_owned();
+        if old == h {
+            return Ok(());
+        }
         ops.push(Op::delete(BY_HASH, &old, Expect::Any));
     }
     ops.push(Op::put(BY_HASH, &h, node.as_bytes().to_vec(), Expect::Any));
     ops.push(Op::put(BY_NODE, node, h.into_bytes(), Expect::Any));
     store.commit(ops)?;
-    Ok(token)
+    Ok(())
 }
 
 /// The node a presented token belongs to, if any.
@@ -69,6 +79,16 @@ mod tests {
         let t1b = issue(&s, "node1").unwrap();
         assert_eq!(verify(&s, &t1).unwrap(), None, "old credential revoked");
         assert_eq!(verify(&s, &t1b).unwrap().as_deref(), Some("node1"));
+        issue_token(&s, "node1", "derived").unwrap();
+        let rev = s.get(BY_NODE, "node1").unwrap().unwrap().revision;
+        issue_token(&s, "node1", "derived").unwrap();
+        assert_eq!(
+            s.get(BY_NODE, "node1").unwrap().unwrap().revision,
+            rev,
+            "no rewrite"
+        );
+        assert_eq!(verify(&s, "derived").unwrap().as_deref(), Some("node1"));
+        assert_eq!(verify(&s, &t1b).unwrap(), None);
         revoke(&s, "node1").unwrap();
         assert_eq!(verify(&s, &t1b).unwrap(), None);
         // The store holds hashes, never the token.

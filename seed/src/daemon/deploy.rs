@@ -17,12 +17,14 @@
 //!
 //! The deploy command is repeated on every heartbeat until the image is written (a rebooted
 //! agent picks its work up again; the agent ignores an op it is already running). The
-//! credential is a secret: it is in the command only, never in logs or node views.
+//! credential is a secret: it is in the command only, never in logs or node views. It is
+//! derived from the seed's key and (node, op), so a seed restarted or a new leader hands the
+//! same command back ([`Daemon::resume_deploys`]): deploys in flight continue, never restart.
 
 use super::locks::{Rank, Ranked};
 use super::{chain, credentials, lock, off_runtime, Daemon, DaemonError};
 use crate::inventory::Node;
-use crate::lifecycle::{DeployTarget, Event, State};
+use crate::lifecycle::{Action, DeployTarget, Event, State};
 use crate::store::{nodes, StoreError};
 use ::api::agent::{Command, DeployCommand, Phase, Progress};
 use images::ImageStore;
@@ -170,27 +172,69 @@ impl Daemon {
         }
     }
 
-    /// At start: deploys whose image was not yet written lost their agent command (memory
-    /// only) and cannot get it back (the store keeps only the credential's hash, and a new one
-    /// would not match what an agent already writing has): fail them now, with a reason saying
-    /// to deploy again, rather than at their deadline. Written ones keep waiting for "booted".
-    pub(super) fn fail_interrupted_deploys(self: &Arc<Self>) -> Result<usize, DaemonError> {
-        let mut failed = 0;
+    /// At start, and when this daemon starts to lead: deploys whose image was not yet written
+    /// get their agent command back, the very one the agent may already be carrying out (same
+    /// op, same derived credential, see [`super::agent_token::AgentTokens::credential`]), with
+    /// no power action: the agent, which kept retrying while the seed was away, goes on where
+    /// its progress is (it ignores a command for the op it is running), and a node that had
+    /// not booted yet is power-cycled by its boot watchdog, re-armed by
+    /// [`Daemon::resume`]. A failover or a restart does not start deploys over.
+    ///
+    /// The exception is a node on the `fake` driver: its agent ran inside the seed process
+    /// that stopped, so nothing carries on; it fails now with a reason saying to deploy again,
+    /// rather than at its deadline. A written image gets its boot from disk ordered again.
+    pub(super) fn resume_deploys(self: &Arc<Self>) -> Result<(usize, usize), DaemonError> {
+        let (mut resumed, mut failed) = (0, 0);
         for (n, _) in nodes::list(&*self.store)? {
             let lc = &n.lifecycle;
-            if lc.state == State::Deploying && !lc.image_written && lc.maintenance.is_none() {
-                let reason = "the seed restarted before the image was written; deploy again";
-                self.apply(
-                    &n.name,
-                    Event::Failed {
-                        reason: reason.into(),
-                    },
-                    vec![],
-                )?;
-                failed += 1;
+            if lc.state != State::Deploying || lc.maintenance.is_some() {
+                continue;
+            }
+            if lc.image_written {
+                // The image is written; the boot into it may have been lost with the daemon
+                // that ordered it (its hardware actions were in memory): order it again. A node
+                // already running its image is rebooted into it once more, nothing is
+                // rewritten, and its first-boot service says "booted" again.
+                if n.bmc.driver == crate::inventory::PowerDriver::Ipmi {
+                    info!(node = %n.name, op = lc.op, "deploy resumed: boot from disk ordered again");
+                    self.enqueue(
+                        &n.name,
+                        vec![
+                            Action::SetBootDevice(crate::lifecycle::BootDevice::Disk),
+                            Action::Reboot,
+                        ],
+                    );
+                    resumed += 1;
+                }
+                continue;
+            }
+            match (&n.bmc.driver, &lc.target) {
+                (crate::inventory::PowerDriver::Ipmi, Some(t)) => {
+                    info!(node = %n.name, op = lc.op, "deploy resumed: the agent's op is handed back");
+                    self.enqueue(
+                        &n.name,
+                        vec![Action::Deploy {
+                            op: lc.op,
+                            image: t.image.clone(),
+                            root_hint: t.root_hint.clone(),
+                        }],
+                    );
+                    resumed += 1;
+                }
+                _ => {
+                    let reason = "the seed restarted before the image was written; deploy again";
+                    self.apply(
+                        &n.name,
+                        Event::Failed {
+                            reason: reason.into(),
+                        },
+                        vec![],
+                    )?;
+                    failed += 1;
+                }
             }
         }
-        Ok(failed)
+        Ok((resumed, failed))
     }
 
     /// Whether a facts report from node `name`'s agent is just the ramdisk saying it is up for
@@ -261,8 +305,11 @@ impl Daemon {
             debug!(node = name, op, "deploy superseded before it started");
             return Ok(false);
         }
-        let credential =
-            credentials::issue(&*self.store, name).map_err(DeployRefused::Credential)?;
+        // Derived from (node, op): handing the same deploy over again (after a restart or a
+        // failover) gives the agent the same credential, and rewrites nothing.
+        let credential = self.agent_tokens.credential(name, op);
+        credentials::issue_token(&*self.store, name, &credential)
+            .map_err(DeployRefused::Credential)?;
         let stream_url = format!("{seed_url}/{}/{}", imgs.url_path, img.relative);
         info!(
             node = name,

@@ -161,7 +161,13 @@ pub struct Daemon {
     deploy: deploy::DeployState,
     /// Mints and checks the ramdisk agents' per-boot tokens.
     agent_tokens: agent_token::AgentTokens,
+    /// In HA: whether this daemon leads right now ([`Daemon::set_leader_gate`]); unset, it
+    /// always acts (one daemon on its own store).
+    leader_gate: std::sync::OnceLock<LeaderGate>,
 }
+
+/// "Do I lead now?", asked before each hardware action (see [`Daemon::acting`]).
+pub type LeaderGate = Arc<dyn Fn() -> bool + Send + Sync>;
 
 /// What the boot table holds (under `Daemon::boot`).
 #[derive(Default)]
@@ -249,6 +255,7 @@ impl Daemon {
             stacks_wake: tokio::sync::Notify::new(),
             deploy: deploy::DeployState::default(),
             agent_tokens,
+            leader_gate: std::sync::OnceLock::new(),
         });
         for (n, _) in nodes::list(&*d.store)? {
             d.refresh(&n);
@@ -279,7 +286,7 @@ impl Daemon {
     /// already past fires at once: the lifecycle fails the step, or power-cycles a node whose
     /// PXE boot never reached the seed.
     pub fn resume(self: &Arc<Self>) -> Result<usize, DaemonError> {
-        self.fail_interrupted_deploys()?;
+        self.resume_deploys()?;
         self.resume_cleaning()?;
         let mut armed = 0;
         for (n, _) in nodes::list(&*self.store)? {
@@ -296,6 +303,30 @@ impl Daemon {
             armed += usize::from(any);
         }
         Ok(armed)
+    }
+
+    /// In HA: act (power, the agents' commands) only while `gate` says this daemon leads. Its
+    /// store writes are fenced anyway; this keeps a deposed leader's queued hardware actions
+    /// from running. Only the first call counts.
+    pub fn set_leader_gate(&self, gate: LeaderGate) {
+        let _ = self.leader_gate.set(gate);
+    }
+
+    /// Whether this daemon may act on hardware now: always on its own store, only while it
+    /// leads in HA.
+    pub fn acting(&self) -> bool {
+        self.leader_gate.get().is_none_or(|g| g())
+    }
+
+    /// This daemon starts to lead (HA): what another daemon did meanwhile is in the store
+    /// only, so the boot table is rebuilt from it, the agents' commands are re-derived and
+    /// every deadline re-armed ([`Daemon::resume`]). Returns how many deadlines.
+    pub fn take_over(self: &Arc<Self>) -> Result<usize, DaemonError> {
+        lock(&self.commands).clear();
+        for (n, _) in nodes::list(&*self.store)? {
+            self.refresh(&n);
+        }
+        self.resume()
     }
 
     /// Feed `event` to node `name` now. `extra` writes go into the same commit as the node, so

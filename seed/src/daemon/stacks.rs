@@ -159,9 +159,14 @@ impl Daemon {
 
     /// Run the reconcile loop: every second, and whenever a node or stack changes.
     pub fn spawn_stacks(self: &Arc<Self>) {
+        self.spawn_stacks_until(tokio_util::sync::CancellationToken::new());
+    }
+
+    /// The reconcile loop until `stop` (in HA: the end of this daemon's term).
+    pub fn spawn_stacks_until(self: &Arc<Self>, stop: tokio_util::sync::CancellationToken) {
         let me = self.clone();
         tokio::spawn(async move {
-            loop {
+            while !stop.is_cancelled() {
                 let d = me.clone();
                 let started = std::time::Instant::now();
                 match tokio::task::spawn_blocking(move || d.reconcile_stacks()).await {
@@ -173,6 +178,7 @@ impl Daemon {
                 tokio::select! {
                     _ = me.stacks_wake.notified() => {}
                     _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    _ = stop.cancelled() => break,
                 }
                 // A pass reads every node, and with thousands of nodes changing state a pass
                 // would start on every change: pause as long as the last pass took (capped), so

@@ -57,6 +57,15 @@ impl Daemon {
 
     /// Run one transition's hardware actions in order; the first failure fails the step.
     async fn execute(self: &Arc<Self>, name: &str, batch: Vec<Action>) {
+        if !self.acting() {
+            // A deposed leader: the new one re-derives the node's work from the store.
+            warn!(
+                node = name,
+                actions = batch.len(),
+                "not the leader: hardware actions dropped"
+            );
+            return;
+        }
         let node = match nodes::get(&*self.store, name) {
             Ok(Some((n, _))) => n,
             Ok(None) => return,

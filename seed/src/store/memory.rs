@@ -111,6 +111,16 @@ impl Store for MemStore {
         }
         Ok(vec![next; n])
     }
+
+    fn tables(&self) -> Result<Vec<String>, StoreError> {
+        Ok(self
+            .lock()
+            .tables
+            .iter()
+            .filter(|(_, t)| !t.is_empty())
+            .map(|(n, _)| n.clone())
+            .collect())
+    }
 }
 
 #[cfg(test)]

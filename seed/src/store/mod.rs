@@ -1,4 +1,4 @@
-//! The state store: one trait, an embedded implementation (one file) and, later, etcd.
+//! The state store: one trait, an embedded implementation (one file) and etcd for HA.
 //!
 //! [`Store`] is a set of named tables of keyed byte records. Every write gets a new revision
 //! from one store-wide counter (like etcd's `mod_revision`, so a deleted and re-created key never
@@ -6,11 +6,16 @@
 //! that read revision 7 and writes with `Expect::Revision(7)` gets [`StoreError::Conflict`]
 //! instead of silently losing someone else's update. [`Store::commit`] applies several writes
 //! all-or-nothing. Implementations: [`redb::RedbStore`] (one file; a write is durable before the
-//! call returns) and [`memory::MemStore`] (the simulator). [`nodes`] is the typed layer for the
-//! inventory.
+//! call returns), [`memory::MemStore`] (the simulator) and [`etcd::EtcdStore`] (the HA control
+//! plane: revisions are etcd's `mod_revision`, a commit is one etcd transaction, and a leader's
+//! writes can be fenced). [`nodes`] is the typed layer for the inventory; [`migrate`] copies a
+//! whole store into another (redb ⇄ etcd) with a checksum of what was copied.
 
+pub mod config;
+pub mod etcd;
 pub mod json;
 pub mod memory;
+pub mod migrate;
 pub mod nodes;
 pub mod redb;
 
@@ -123,10 +128,31 @@ pub enum StoreError {
         expected: Expect,
         actual: Option<Revision>,
     },
-    #[error("table name {0:?} is reserved or empty")]
+    #[error("table name {0:?} is reserved, empty or contains '/'")]
     BadTable(String),
     #[error("embedded store")]
     Redb(#[source] Box<::redb::Error>),
+    /// An etcd call failed or timed out (no quorum, no member reachable, …).
+    #[error("etcd: {what}")]
+    Etcd {
+        what: String,
+        #[source]
+        source: Option<Box<etcd_client::Error>>,
+    },
+    /// This store handle writes only while its daemon leads, and it does not lead.
+    #[error("not the leader: writes go through the leader")]
+    NotLeader,
+    /// The write was part of a transaction fenced by the leader key's revision, and that key is
+    /// gone or was re-created: a newer leader exists, nothing was written.
+    #[error("fenced: leadership (key {key}, revision {revision}) was lost, nothing written")]
+    Fenced { key: String, revision: Revision },
+    /// A commit that cannot be one etcd request (too many operations or bytes even after large
+    /// values were chunked out of it).
+    #[error("commit too large for one etcd request: {what}")]
+    TooLarge { what: String },
+    /// The store cannot do this (e.g. list its tables).
+    #[error("{0} is not supported by this store")]
+    Unsupported(&'static str),
     #[error("the store {path} was written by an older seed (redb 2) and could not be upgraded; it is unchanged (move it away to start with an empty store)")]
     Upgrade {
         path: std::path::PathBuf,
@@ -153,11 +179,23 @@ impl StoreError {
     pub fn is_conflict(&self) -> bool {
         matches!(self, StoreError::Conflict { .. })
     }
+
+    /// The write was refused because this writer does not (or no longer) lead.
+    pub fn is_fenced(&self) -> bool {
+        matches!(self, StoreError::Fenced { .. } | StoreError::NotLeader)
+    }
+
+    /// The store could not be reached or has no quorum: retry later, nothing is known to be
+    /// written or not (a commit may still have been applied; a re-read tells).
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, StoreError::Etcd { .. })
+    }
 }
 
-/// Tables whose names start with `_` belong to the implementation.
+/// Tables whose names start with `_` belong to the implementation; `/` separates a table from
+/// its keys in etcd.
 fn check_table(t: &str) -> Result<(), StoreError> {
-    if t.is_empty() || t.starts_with('_') {
+    if t.is_empty() || t.starts_with('_') || t.contains('/') {
         return Err(StoreError::BadTable(t.into()));
     }
     Ok(())
@@ -173,6 +211,11 @@ pub trait Store: Send + Sync {
     /// failing op is reported as a conflict. Returns the revision of each op (for a delete, the
     /// revision of the commit). Durable when it returns.
     fn commit(&self, ops: Vec<Op>) -> Result<Vec<Revision>, StoreError>;
+
+    /// The names of the tables that hold at least one record, sorted (for [`migrate`]).
+    fn tables(&self) -> Result<Vec<String>, StoreError> {
+        Err(StoreError::Unsupported("listing tables"))
+    }
 
     fn put(
         &self,
@@ -199,7 +242,70 @@ pub(crate) mod suite {
         cas(s);
         atomic_commit(s);
         tables_and_prefixes(s);
+        same_key_twice(s);
+        large_values(s);
         nodes::tests::suite(s);
+    }
+
+    /// Two ops on one key in one commit: each expectation is checked against the state the ops
+    /// before it leave, the last write wins.
+    fn same_key_twice(s: &dyn Store) {
+        s.commit(vec![
+            Op::put("twice", "k", b"1".to_vec(), Expect::Absent),
+            Op::put("twice", "k", b"2".to_vec(), Expect::Any),
+        ])
+        .unwrap();
+        assert_eq!(s.get("twice", "k").unwrap().unwrap().value, b"2");
+        s.commit(vec![
+            Op::delete("twice", "k", Expect::Any),
+            Op::put("twice", "k", b"3".to_vec(), Expect::Absent),
+        ])
+        .unwrap();
+        assert_eq!(s.get("twice", "k").unwrap().unwrap().value, b"3");
+        // The second op expects no record, but the first one just wrote it.
+        assert!(s
+            .commit(vec![
+                Op::put("twice", "j", b"1".to_vec(), Expect::Absent),
+                Op::put("twice", "j", b"2".to_vec(), Expect::Absent),
+            ])
+            .unwrap_err()
+            .is_conflict());
+        assert_eq!(s.get("twice", "j").unwrap(), None);
+    }
+
+    /// Values larger than one etcd request (1.5 MiB by default) round-trip, in a commit with
+    /// other writes, and are replaced and deleted like any other.
+    fn large_values(s: &dyn Store) {
+        let big: Vec<u8> = (0..3_500_000u32).map(|i| (i % 251) as u8).collect();
+        let r = s
+            .commit(vec![
+                Op::put("big", "a", big.clone(), Expect::Absent),
+                Op::put("big", "b", b"small".to_vec(), Expect::Absent),
+            ])
+            .unwrap();
+        let got = s.get("big", "a").unwrap().unwrap();
+        assert_eq!(got.revision, r[0]);
+        assert!(got.value == big, "the large value came back changed");
+        let listed = s.list("big", "").unwrap();
+        assert_eq!(listed.len(), 2);
+        assert!(listed[0].1.value == big);
+        // Replaced by a CAS against the revision it was read at, then by a small value.
+        let mut big2 = big.clone();
+        big2.reverse();
+        let r2 = s
+            .put("big", "a", big2.clone(), Expect::Revision(got.revision))
+            .unwrap();
+        assert!(s
+            .put("big", "a", vec![], Expect::Revision(got.revision))
+            .unwrap_err()
+            .is_conflict());
+        assert!(s.get("big", "a").unwrap().unwrap().value == big2);
+        s.put("big", "a", b"now small".to_vec(), Expect::Revision(r2))
+            .unwrap();
+        assert_eq!(s.get("big", "a").unwrap().unwrap().value, b"now small");
+        s.put("big", "c", big.clone(), Expect::Absent).unwrap();
+        s.delete("big", "c", Expect::Any).unwrap();
+        assert_eq!(s.get("big", "c").unwrap(), None);
     }
 
     fn basic(s: &dyn Store) {
@@ -221,6 +327,7 @@ pub(crate) mod suite {
         assert!(r3 > r2);
         assert!(s.put("_meta", "x", vec![], Expect::Any).is_err());
         assert!(s.get("", "x").is_err());
+        assert!(s.get("a/b", "x").is_err());
     }
 
     fn cas(s: &dyn Store) {

@@ -8,6 +8,8 @@
 //!   See [`scale`].
 //! - `deploy`: QEMU nodes power-off → active with the tiny image, beside `qemu -kernel`, and
 //!   the image-write path beside `curl | zstd -d | tar -x`. See [`deploy`].
+//! - `failover`: the HA leader killed, paused, cut off → the next leader's first write, and the
+//!   deposed leader's writes fenced off. See [`failover`].
 //!
 //! Figures are reported against targets, never asserted: the bench fails only when it cannot
 //! set up (no root, a tool missing), not when the seed is slow or a service is missing.
@@ -15,6 +17,7 @@
 mod delay;
 mod deploy;
 mod env;
+mod failover;
 mod ipmi;
 mod netboot;
 mod scale;
@@ -41,6 +44,9 @@ enum Which {
     /// QEMU lab nodes inspected and deployed with the tiny image (power-off → active), beside
     /// booting its kernel directly, and the image-write path beside curl | zstd | tar.
     Deploy(deploy::Args),
+    /// Three HA candidates on three etcd members: time from the leader killed, paused or cut
+    /// off to the next leader's first write; the deposed leader's writes fenced off.
+    Failover(failover::Args),
 }
 
 pub fn run(args: Args) -> Result<()> {
@@ -49,6 +55,7 @@ pub fn run(args: Args) -> Result<()> {
         Which::Ipmi => ipmi::run(),
         Which::Scale(a) => scale::run(a),
         Which::Deploy(a) => deploy::run(a),
+        Which::Failover(a) => failover::run(a),
     }
 }
 

@@ -6,6 +6,12 @@
 //! phase, peak RSS (VmHWM), the store file's size, beside the simulator (`seed::sim`) for the
 //! same N on the same kind of store.
 //!
+//! `--store etcd` runs the same on etcd instead of redb: `--etcd-members` members (Debian's
+//! etcd from the offline cache) on 127.0.0.1, started for the bench and stopped after it; the
+//! simulator runs on the same cluster under another key prefix. The store size is then the
+//! members' database files together (each member holds a full copy; WALs left out) and the
+//! peak RSS the daemon's alone.
+//!
 //! Bounded: each phase stops after `--phase-timeout` seconds (and says how many nodes were
 //! left); nothing here is asserted, the figures are reported.
 
@@ -15,6 +21,8 @@ use seed::daemon::api::Api;
 use seed::daemon::fakeagent::Timing;
 use seed::daemon::{Daemon, Settings};
 use seed::lifecycle::{State, Timeouts};
+use seed::store::etcd::member::LocalCluster;
+use seed::store::etcd::EtcdStore;
 use seed::store::redb::RedbStore;
 use seed::store::{nodes, Store};
 use std::sync::Arc;
@@ -51,6 +59,87 @@ pub struct Args {
     /// Every K-th node's fake agent is 10 times slower (0: none).
     #[arg(long, default_value_t = 0, value_name = "K")]
     slow_every: usize,
+    /// The daemon's store.
+    #[arg(long, value_enum, default_value_t = StoreKind::Redb)]
+    store: StoreKind,
+    /// With `--store etcd`: how many etcd members (on 127.0.0.1).
+    #[arg(long, default_value_t = 3)]
+    etcd_members: usize,
+}
+
+/// Which store the bench runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum StoreKind {
+    Redb,
+    Etcd,
+}
+
+/// The stores of one bench run: a redb file each, or one etcd cluster with a prefix each.
+struct Stores {
+    kind: StoreKind,
+    dir: std::path::PathBuf,
+    cluster: Option<LocalCluster>,
+}
+
+impl Stores {
+    fn new(a: &Args, dir: &std::path::Path, p: &Progress) -> Result<Stores> {
+        let cluster = match a.store {
+            StoreKind::Redb => None,
+            StoreKind::Etcd => {
+                p.say(format!("etcd: starting {} members", a.etcd_members));
+                let c = LocalCluster::start(a.etcd_members, &dir.join("etcd"))
+                    .map_err(|e| anyhow::anyhow!("{e}"))
+                    .context("starting etcd (run `cargo xtask fetch` for the cached etcd)")?;
+                Some(c)
+            }
+        };
+        Ok(Stores {
+            kind: a.store,
+            dir: dir.into(),
+            cluster,
+        })
+    }
+
+    /// The store called `name` (a file, or a key prefix).
+    fn open(&self, name: &str) -> Result<Arc<dyn Store>> {
+        Ok(match &self.cluster {
+            None => Arc::new(
+                RedbStore::open(&self.dir.join(format!("{name}.redb")))
+                    .context("opening the store")?,
+            ),
+            Some(c) => {
+                let mut cfg = c.config();
+                cfg.prefix = format!("/{name}/");
+                Arc::new(EtcdStore::connect(&cfg).context("connecting to etcd")?)
+            }
+        })
+    }
+
+    /// Bytes on disk: the store file, or every member's bbolt file (`member/snap/db`; the WAL,
+    /// preallocated in 64 MiB segments, is left out).
+    fn bytes(&self, name: &str) -> u64 {
+        match &self.cluster {
+            None => std::fs::metadata(self.dir.join(format!("{name}.redb")))
+                .map(|m| m.len())
+                .unwrap_or(0),
+            Some(c) => c
+                .members
+                .iter()
+                .map(|m| {
+                    std::fs::metadata(m.spec.data_dir.join("member/snap/db"))
+                        .map(|m| m.len())
+                        .unwrap_or(0)
+                })
+                .sum(),
+        }
+    }
+
+    fn describe(&self) -> String {
+        match &self.cluster {
+            None => "redb".into(),
+            Some(c) => format!("etcd ({} members)", c.members.len()),
+        }
+    }
 }
 
 /// The fake agent behaviour of node `i`.
@@ -87,7 +176,7 @@ pub fn run(a: Args) -> Result<()> {
     );
     let p = Progress::new();
     let dir = tempfile::tempdir().context("temporary directory")?;
-    let path = dir.path().join("seed.redb");
+    let stores = Stores::new(&a, dir.path(), &p)?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -95,29 +184,33 @@ pub fn run(a: Args) -> Result<()> {
         .context("tokio runtime")?;
     reset_peak_rss();
     let total = Instant::now();
-    let phases = rt.block_on(daemon_phases(&a, &path, &p))?;
+    let store = stores.open("seed")?;
+    let phases = rt.block_on(daemon_phases(&a, store, dir.path(), &p))?;
     let daemon_wall = total.elapsed();
     let daemon_rss = peak_rss_kib();
-    let store_bytes = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+    let store_bytes = stores.bytes("seed");
     rt.shutdown_timeout(Duration::from_secs(5));
 
     let sim = if a.no_sim {
         None
     } else {
-        p.say(format!("simulator: {} nodes on a redb store", a.nodes));
+        p.say(format!(
+            "simulator: {} nodes on {}",
+            a.nodes,
+            stores.describe()
+        ));
         reset_peak_rss();
-        let spath = dir.path().join("sim.redb");
-        let store = RedbStore::open(&spath).context("simulator store")?;
+        let store = stores.open("sim")?;
         let t = Instant::now();
         let report =
-            seed::sim::run(&seed::sim::SimConfig::new(a.nodes, 1), &store).context("simulator")?;
+            seed::sim::run(&seed::sim::SimConfig::new(a.nodes, 1), &*store).context("simulator")?;
         let wall = t.elapsed();
-        Some((
-            report,
-            wall,
-            peak_rss_kib(),
-            std::fs::metadata(&spath).map(|m| m.len()).unwrap_or(0),
-        ))
+        let bytes = match stores.kind {
+            StoreKind::Redb => stores.bytes("sim"),
+            // The same cluster: what the simulator added.
+            StoreKind::Etcd => stores.bytes("sim").saturating_sub(store_bytes),
+        };
+        Some((report, wall, peak_rss_kib(), bytes))
     };
 
     println!();
@@ -127,8 +220,13 @@ pub fn run(a: Args) -> Result<()> {
         .map_or("", |p| p.note.as_str());
     println!(
         "scale: {} fake nodes, {} in flight, fake BMC delay {} ms, failing agents every {}, slow \
-         every {} (0: none); daemon in process over redb; deploy: {how}",
-        a.nodes, a.concurrency, a.bmc_delay_ms, a.fail_every, a.slow_every
+         every {} (0: none); daemon in process over {}; deploy: {how}",
+        a.nodes,
+        a.concurrency,
+        a.bmc_delay_ms,
+        a.fail_every,
+        a.slow_every,
+        stores.describe()
     );
     let mut rows = Vec::new();
     for ph in &phases {
@@ -205,7 +303,7 @@ pub fn run(a: Args) -> Result<()> {
         met: String::new(),
     });
     rows.push(Row {
-        metric: "store file [MiB]".into(),
+        metric: "store on disk [MiB]".into(),
         seed: format!("{:.1}", store_bytes as f64 / 1048576.0),
         peer: sim_store,
         target: "-".into(),
@@ -215,10 +313,14 @@ pub fn run(a: Args) -> Result<()> {
     Ok(())
 }
 
-async fn daemon_phases(a: &Args, path: &std::path::Path, p: &Progress) -> Result<Vec<Phase>> {
-    let store = RedbStore::open(path).context("opening the store")?;
+async fn daemon_phases(
+    a: &Args,
+    store: Arc<dyn Store>,
+    dir: &std::path::Path,
+    p: &Progress,
+) -> Result<Vec<Phase>> {
     let daemon = Daemon::new(
-        Arc::new(store),
+        store,
         Settings {
             server_ip: "127.0.0.1".parse().expect("ip"),
             http_port: 8080,
@@ -236,7 +338,7 @@ async fn daemon_phases(a: &Args, path: &std::path::Path, p: &Progress) -> Result
     });
     // The image every node is deployed with: a small stream in an image store (verified by
     // the provisioner before each deploy, as in production).
-    let images = image_store(path.parent().context("store dir")?)?;
+    let images = image_store(dir)?;
     daemon.set_images(images, "images");
     let api = Api::new(daemon.clone(), TOKEN);
     let names: Vec<String> = (0..a.nodes).map(|i| format!("n{i:05}")).collect();
