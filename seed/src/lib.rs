@@ -1,6 +1,7 @@
 //! The seed daemon and CLI as a library: inventory, lifecycle, power drivers and orchestration.
 //! The `seed` binary (`main.rs`) is a thin clap front end over these modules.
 
+pub mod cache;
 pub mod cli;
 pub mod daemon;
 pub mod ha;

@@ -61,19 +61,8 @@ impl Drop for LabSeed {
 /// The iPXE boot files served by TFTP.
 const IPXE_FILES: [&str; 2] = ["undionly.kpxe", "snponly.efi"];
 
-/// The offline cache (`$SEED_CACHE`, else `${XDG_CACHE_HOME:-$HOME/.cache}/seed`), as `cargo
-/// xtask fetch` fills it. The one definition: xtask and the tests call this too.
-pub fn cache_dir() -> PathBuf {
-    if let Some(dir) = std::env::var_os("SEED_CACHE") {
-        return PathBuf::from(dir);
-    }
-    std::env::var_os("XDG_CACHE_HOME")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(std::env::var_os("HOME").unwrap_or_else(|| "/root".into())).join(".cache")
-        })
-        .join("seed")
-}
+/// The offline cache: [`crate::cache::dir`] (kept here for the callers that name it so).
+pub use crate::cache::dir as cache_dir;
 
 /// Where iPXE's boot files are: `--ipxe`, the installed ipxe package, or the cache's ipxe .deb
 /// unpacked (once) under `dir`. `None` when there is none.

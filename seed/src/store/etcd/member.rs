@@ -68,7 +68,7 @@ pub fn etcdctl_binary() -> Result<Option<PathBuf>, MemberError> {
 /// `file` from the cached .deb whose name starts with `prefix`, unpacked once (atomically:
 /// into a temporary directory renamed into place, so parallel tests never see half of it).
 fn cached_binary(prefix: &str, file: &str) -> Result<Option<PathBuf>, MemberError> {
-    let cache = crate::cli::lab_seed::cache_dir();
+    let cache = crate::cache::dir();
     let Ok(entries) = std::fs::read_dir(cache.join("debs")) else {
         return Ok(None);
     };
