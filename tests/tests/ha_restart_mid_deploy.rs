@@ -16,7 +16,7 @@ use tests::farm::{FarmNode, FarmSpec};
 use tests::netns::Netns;
 use tests::proc::Child;
 
-const TOKEN: &str = "farm-token";
+const TOKEN: &str = "ha-restart-farm-token";
 const PORT: u16 = 8080;
 const N: usize = 4;
 
