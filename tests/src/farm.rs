@@ -65,6 +65,10 @@ pub struct FarmNode {
     pub cpus: u32,
     #[serde(default = "default_ram")]
     pub memory_mib: u64,
+    /// The address its firmware has (what the seed's DHCP gave it, or its reservation): its
+    /// iPXE script is fetched from there. None: from the namespace's own address.
+    #[serde(default)]
+    pub ip: Option<std::net::Ipv4Addr>,
 }
 
 fn default_cpus() -> u32 {
@@ -308,9 +312,16 @@ fn boot(n: &Arc<Node>, generation: u64, device: Option<BootDevice>) {
         if !current(n, generation) {
             return;
         }
-        match http().get(&url).call() {
-            Ok(mut r) if r.status().is_success() => {
-                script = r.body_mut().read_to_string().ok();
+        let answer = match n.spec.ip {
+            Some(src) => crate::bound_get::get(src, &url, Duration::from_secs(3)).ok(),
+            None => http().get(&url).call().ok().and_then(|mut r| {
+                let body = r.body_mut().read_to_string().ok()?;
+                Some((r.status().as_u16(), body))
+            }),
+        };
+        match answer {
+            Some((200..=299, body)) => {
+                script = Some(body);
                 break;
             }
             _ => {

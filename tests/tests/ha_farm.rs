@@ -167,6 +167,17 @@ port = {HTTP}
     )
 }
 
+/// The machines' `[[netboot.nodes]]` reservations (appended after the last section).
+fn reservations(nodes: &[FarmNode]) -> String {
+    nodes
+        .iter()
+        .map(|n| {
+            let ip = n.ip.expect("an address");
+            format!("\n[[netboot.nodes]]\nmac = \"{}\"\nip = \"{ip}\"\n", n.mac)
+        })
+        .collect()
+}
+
 struct Api<'a> {
     from: &'a Host,
 }
@@ -258,6 +269,25 @@ fn ha_farm_stack_survives_kill_pause_and_cut() {
     let farm_host = sw.attach("farm", 30);
     let o = sw.net.octets();
     let float = Ipv4Addr::new(o[0], o[1], o[2], 100);
+    // The machines (their reservations go into every daemon's configuration).
+    let nodes: Vec<FarmNode> = (0..N)
+        .map(|i| FarmNode {
+            name: format!("n{i:02}"),
+            mac: format!("52:54:00:fb:00:{i:02x}"),
+            bmc: std::net::SocketAddr::from((farm_host.ip, 7000 + i as u16)),
+            user: "admin".into(),
+            password: format!("pw{i}"),
+            cpus: 4,
+            memory_mib: 8192,
+            ip: Some(Ipv4Addr::new(o[0], o[1], o[2], 150 + i as u8)),
+        })
+        .collect();
+    // Each machine's address on the farm's interface: the leader hands a node's agent token
+    // only to a script asked from the address reserved for its MAC.
+    for n in &nodes {
+        let ip = format!("{}/24", n.ip.unwrap());
+        farm_host.ns.ip(&["addr", "add", &ip, "dev", "eth0"]);
+    }
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let specs = etcd_specs(&hosts.iter().collect::<Vec<_>>(), d);
@@ -282,7 +312,11 @@ fn ha_farm_stack_survives_kill_pause_and_cut() {
             let sd = d.join(format!("seed{i}"));
             std::fs::create_dir_all(sd.join("http")).unwrap();
             import_golden(&sd.join("http/images"), &sd);
-            std::fs::write(sd.join("seed.toml"), config(i, h, float, &endpoints, &sd)).unwrap();
+            std::fs::write(
+                sd.join("seed.toml"),
+                config(i, h, float, &endpoints, &sd) + &reservations(&nodes),
+            )
+            .unwrap();
             Seed {
                 host: h,
                 dir: sd,
@@ -301,18 +335,7 @@ fn ha_farm_stack_survives_kill_pause_and_cut() {
     );
     eprintln!("three daemons up, one leads: {:?}", t0.elapsed());
 
-    // The machines, and their enrollment through a daemon that may be a follower.
-    let nodes: Vec<FarmNode> = (0..N)
-        .map(|i| FarmNode {
-            name: format!("n{i:02}"),
-            mac: format!("52:54:00:fb:00:{i:02x}"),
-            bmc: std::net::SocketAddr::from((farm_host.ip, 7000 + i as u16)),
-            user: "admin".into(),
-            password: format!("pw{i}"),
-            cpus: 4,
-            memory_mib: 8192,
-        })
-        .collect();
+    // Their enrollment, through a daemon that may be a follower.
     let inv = serde_json::json!({
         "nodes": nodes
             .iter()

@@ -91,6 +91,17 @@ fn states(ns: &Netns) -> BTreeMap<String, String> {
         .collect()
 }
 
+/// The machines' `[[netboot.nodes]]` reservations (appended after the last section).
+fn reservations(nodes: &[FarmNode]) -> String {
+    nodes
+        .iter()
+        .map(|n| {
+            let ip = n.ip.expect("an address");
+            format!("\n[[netboot.nodes]]\nmac = \"{}\"\nip = \"{ip}\"\n", n.mac)
+        })
+        .collect()
+}
+
 fn spawn_daemon(ns: &Netns, d: &std::path::Path) -> Child {
     let mut cmd = ns.cmd(tests::seed_bin());
     cmd.arg("daemon")
@@ -131,6 +142,9 @@ fn ha_restart_mid_deploy_continues_each_deploy() {
             password: format!("pw{i}"),
             cpus: 4,
             memory_mib: 8192,
+            // Each machine's own address on loopback, reserved below: the daemon hands a
+            // node's token only to a script asked from the node's address.
+            ip: Some(std::net::Ipv4Addr::new(127, 0, 0, 10 + i as u8)),
         })
         .collect();
     let inv: String = nodes
@@ -175,7 +189,7 @@ port = {PORT}
         missing = d.join("no-ramdisk"),
         state = d.join("state"),
         http = d.join("http"),
-    );
+    ) + &reservations(&nodes);
     std::fs::write(d.join("seed.toml"), config).unwrap();
 
     let spec = FarmSpec {
