@@ -177,16 +177,19 @@ fn bundle_daemon_serves_its_ramdisk_ipxe_and_image() {
     let bundle = unpack(&archive, &t.path().join("unpacked"));
     let config = std::fs::read_to_string(bundle.join("etc/seed.toml")).unwrap();
     assert!(config.contains("interface = \"lo\""), "{config}");
-    // The shipped sample token is refused at start: set one, as the operator must.
+    // The shipped sample token is refused at start: set one, as the operator must. The edited
+    // copy sits beside the shipped file (relative paths resolve against etc/), so the check
+    // after the run still proves the daemon changed nothing the bundle ships.
     let config = config.replace("token = \"change-me\"", &format!("token = \"{TOKEN}\""));
-    std::fs::write(bundle.join("etc/seed.toml"), &config).unwrap();
+    let operator = bundle.join("etc/operator.toml");
+    std::fs::write(&operator, &config).unwrap();
 
     // A namespace of our own: the shipped config's `lo` and 127.0.0.1 are the namespace's, so
     // nothing is bound on the host. Started from `/`: paths resolve against etc/, not the cwd.
     let ns = Netns::new("bundle");
     let mut cmd = ns.cmd(bundle.join("bin/seed"));
     cmd.args(["daemon", "--config"])
-        .arg(bundle.join("etc/seed.toml"))
+        .arg(&operator)
         .current_dir("/")
         .env("RUST_LOG", "info");
     let mut daemon = Child::spawn("seed-daemon", cmd);

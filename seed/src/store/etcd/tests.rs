@@ -199,7 +199,20 @@ fn quorum_lost_and_regained() {
 
     let spec2 = c.members[2].spec.clone();
     c.members[2].kill();
-    fs.put("t", "k", b"2".to_vec(), Expect::Any).unwrap();
+    // Two of three still commit. If the killed member led etcd's raft, the other two elect a
+    // new raft leader first; under load that can outlast one 2 s call, so retry (bounded).
+    wait_for(
+        "a write commits with two members",
+        Duration::from_secs(20),
+        || match s.put("t", "k", b"2".to_vec(), Expect::Any) {
+            Ok(_) => true,
+            Err(e) => {
+                assert!(e.is_unavailable(), "only unavailability is expected: {e}");
+                false
+            }
+        },
+    );
+    assert_eq!(s.get("t", "k").unwrap().unwrap().value, b"2");
 
     let spec1 = c.members[1].spec.clone();
     c.members[1].kill();
