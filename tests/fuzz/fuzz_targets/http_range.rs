@@ -13,7 +13,7 @@ fuzz_target!(|data: &[u8]| {
     let len = u64::from_be_bytes(b);
     let header = seed_fuzz::text(header);
     for body_len in [len, len % 4096] {
-        if let ByteRange::Partial { start, end } = parse(Some(&header), body_len) {
+        if let ByteRange::Partial { start, end } = parse(Some(&*header), body_len) {
             assert!(
                 start <= end && end < body_len,
                 "{header:?} on {body_len}: {start}-{end}"
