@@ -8,7 +8,9 @@
 //! - `bundle`: the appliance bundle `seed-<version>/` + `.tar.zst` (see `bundle.rs`).
 //! - `test`: deps, the ramdisk (fetching the offline cache), the tiny and debian images, the
 //!   appliance, then fmt check, clippy, and the whole test suite (nextest, grouped so QEMU tests
-//!   do not starve two cores). This is what `.ci/run` runs.
+//!   do not starve two cores); with `--fuzz` a short fuzz pass after them. This is what
+//!   `.ci/run` runs.
+//! - `fuzz [--target T] [--time S]`: the libFuzzer targets of `tests/fuzz/` (see `fuzz.rs`).
 
 mod appliance;
 mod bench;
@@ -16,6 +18,7 @@ mod bundle;
 mod debian;
 mod deps;
 mod fetch;
+mod fuzz;
 mod image;
 mod lab;
 mod ramdisk;
@@ -40,13 +43,17 @@ struct Cli {
 enum Cmd {
     /// Install the Debian packages the tests, benchmarks and lab need (apt-get; root).
     Deps,
-    /// Install deps, then run fmt check, clippy and every test. What CI runs.
+    /// Install deps, then run fmt check, clippy and every test (`--fuzz`: then a short fuzz
+    /// pass). What CI runs.
     Test {
         /// Only run tests whose name matches (passed to nextest as a filter).
         filter: Vec<String>,
         /// Skip fmt and clippy.
         #[arg(long)]
         no_lint: bool,
+        /// End with a short fuzz pass (every target for 10 s; builds the fuzz crate on nightly).
+        #[arg(long)]
+        fuzz: bool,
     },
     /// Download the pinned Debian packages into the offline cache and verify them.
     Fetch(fetch::Args),
@@ -61,6 +68,9 @@ enum Cmd {
     /// The appliance bundle: seed, ramdisk, iPXE, images and a config, as a directory and a
     /// reproducible `.tar.zst` (`--image NAME`…, `--out DIR`, `--debug`).
     Bundle(bundle::Args),
+    /// Fuzz: build the libFuzzer targets of tests/fuzz and run each (`--target T`) for
+    /// `--time S` seconds; a table of executions, coverage and crashes (non-zero on a crash).
+    Fuzz(fuzz::Args),
     /// The appliance: hybrid ISO, disk image (+ qcow2) and netboot kernel + initrd, in
     /// target/appliance/ (`--image NAME`… to carry, `--offline`).
     Appliance(appliance::Args),
@@ -70,7 +80,11 @@ fn main() -> Result<()> {
     let cli = Cli::parse();
     match cli.cmd {
         Cmd::Deps => deps::install(),
-        Cmd::Test { filter, no_lint } => test(&filter, no_lint),
+        Cmd::Test {
+            filter,
+            no_lint,
+            fuzz,
+        } => test(&filter, no_lint, fuzz),
         Cmd::Fetch(args) => fetch::run(args),
         Cmd::Ramdisk(args) => ramdisk::run(args),
         Cmd::Image(args) => image::run(args),
@@ -78,6 +92,7 @@ fn main() -> Result<()> {
         Cmd::Lab(args) => lab::run(args),
         Cmd::Bundle(args) => bundle::run(args),
         Cmd::Appliance(args) => appliance::run(args),
+        Cmd::Fuzz(args) => fuzz::run(args),
     }
 }
 
@@ -109,7 +124,10 @@ pub fn cargo() -> Command {
     Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
 }
 
-fn test(filter: &[String], no_lint: bool) -> Result<()> {
+/// Seconds per fuzz target in `cargo xtask test`.
+const CI_FUZZ_SECS: u64 = 10;
+
+fn test(filter: &[String], no_lint: bool, with_fuzz: bool) -> Result<()> {
     let start = Instant::now();
     deps::install()?;
     // The QEMU tests boot the real ramdisk: fetch the pinned packages and build it first.
@@ -163,6 +181,21 @@ fn test(filter: &[String], no_lint: bool) -> Result<()> {
         c.args(["test", "--workspace", "--no-fail-fast"]);
         c.args(filter);
         run(&mut c)?;
+    }
+    if with_fuzz {
+        // Every fuzz target for a short, fixed time: the seed corpus and whatever a few
+        // seconds of mutation reach must not panic (the long runs are `cargo xtask fuzz`).
+        // Opt-in until its cost is measured: the fuzz crate is a second, nightly, release
+        // build of most of the workspace, and CI must stay under 60 minutes.
+        let fuzz_start = Instant::now();
+        fuzz::run(fuzz::Args {
+            targets: Vec::new(),
+            time: CI_FUZZ_SECS,
+        })?;
+        eprintln!(
+            "xtask: fuzz pass finished in {:.0}s",
+            fuzz_start.elapsed().as_secs_f64()
+        );
     }
     eprintln!(
         "xtask: test finished in {:.0}s",
