@@ -8,17 +8,22 @@
 //! - `bundle`: the appliance bundle `seed-<version>/` + `.tar.zst` (see `bundle.rs`).
 //! - `test`: deps, the ramdisk (fetching the offline cache), the tiny and debian images, the
 //!   appliance, then fmt check, clippy, and the whole test suite (nextest, grouped so QEMU tests
-//!   do not starve two cores). This is what `.ci/run` runs.
+//!   do not starve two cores), then short versions of the crash campaign and the API fuzzing.
+//!   This is what `.ci/run` runs.
+//! - `campaign crash`: kill -9 of the daemon during fake-machine deploys (see `campaign.rs`).
+//! - `schemathesis`: the API fuzzed against its OpenAPI document (see `schemathesis.rs`).
 
 mod appliance;
 mod bench;
 mod bundle;
+mod campaign;
 mod debian;
 mod deps;
 mod fetch;
 mod image;
 mod lab;
 mod ramdisk;
+mod schemathesis;
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
@@ -64,6 +69,10 @@ enum Cmd {
     /// The appliance: hybrid ISO, disk image (+ qcow2) and netboot kernel + initrd, in
     /// target/appliance/ (`--image NAME`… to carry, `--offline`).
     Appliance(appliance::Args),
+    /// Campaigns: `campaign crash [--runs N] [--nodes M]` (kill -9 of the daemon mid-deploy).
+    Campaign(campaign::Args),
+    /// Fuzz the daemon's API against its OpenAPI document with schemathesis (from PyPI).
+    Schemathesis(schemathesis::Args),
 }
 
 fn main() -> Result<()> {
@@ -78,6 +87,8 @@ fn main() -> Result<()> {
         Cmd::Lab(args) => lab::run(args),
         Cmd::Bundle(args) => bundle::run(args),
         Cmd::Appliance(args) => appliance::run(args),
+        Cmd::Campaign(args) => campaign::run(args),
+        Cmd::Schemathesis(args) => schemathesis::run(args),
     }
 }
 
@@ -103,6 +114,13 @@ pub fn run(cmd: &mut Command) -> Result<()> {
         bail!("{shown} failed ({status})");
     }
     Ok(())
+}
+
+/// The cargo target directory (`CARGO_TARGET_DIR` or `target/`).
+pub fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join("target"))
 }
 
 pub fn cargo() -> Command {
@@ -164,6 +182,14 @@ fn test(filter: &[String], no_lint: bool) -> Result<()> {
         c.args(filter);
         run(&mut c)?;
     }
+    // Short versions of the standing proofs (issue 18): a few crash runs, a bounded fuzz.
+    let campaigns = Instant::now();
+    campaign::crash(3, 10)?;
+    schemathesis::fuzz(&schemathesis::Args::ci())?;
+    eprintln!(
+        "xtask: crash campaign and schemathesis in {:.0}s",
+        campaigns.elapsed().as_secs_f64()
+    );
     eprintln!(
         "xtask: test finished in {:.0}s",
         start.elapsed().as_secs_f64()
