@@ -336,7 +336,7 @@ impl Rig {
     /// Stop the daemon (kill) and the farm, keeping the logs; the namespace goes on drop.
     fn stop(&mut self) {
         self.kill_daemon();
-        self.farm.take();
+        drop(self.farm.take());
     }
 }
 

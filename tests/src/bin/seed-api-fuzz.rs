@@ -133,6 +133,9 @@ port = 8080
             .collect();
         eprintln!("seed-api-fuzz: daemon errors:\n{}", errors.join("\n"));
     }
+    // exit() runs no destructors: stop the daemon, remove the namespace and the directory first.
     drop(daemon);
+    drop(ns);
+    drop(dir);
     std::process::exit(status.code().unwrap_or(1));
 }
