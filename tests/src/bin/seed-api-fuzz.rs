@@ -2,7 +2,7 @@
 //! namespace of its own (API and HTTP boot server on its loopback), with three fake-power
 //! nodes (fake agents) and an image, fuzzed by schemathesis (`ST`, the `st` of a venv) against
 //! the OpenAPI document the daemon serves (`/v1/openapi.json`), with the operators' token:
-//! no 5xx, every response as the document says (status, content type, schema). Run by
+//! no 5xx, every documented response's body as the document says. Run by
 //! `cargo xtask schemathesis`; exits with `st`'s status.
 
 use std::path::Path;
@@ -112,7 +112,10 @@ port = 8080
     st.args(["run", "http://127.0.0.1:6385/v1/openapi.json"])
         .args(["--url", "http://127.0.0.1:6385"])
         .args(["-H", &format!("Authorization: Bearer {TOKEN}")])
-        .args(["--checks", "all"])
+        // No 5xx; every documented answer's body as the document says. (`all` adds checks
+        // such as status_code_conformance and ignored_auth: pass `--checks all` after the
+        // arguments to try them.)
+        .args(["--checks", "not_a_server_error,response_schema_conformance"])
         .args(["--max-examples", &examples.to_string()])
         .args(["--max-time", &secs.to_string()])
         .args(["--request-timeout", "10", "--workers", "1", "--seed", "18"])
