@@ -7,6 +7,7 @@
 pub mod appliance;
 pub mod bmc_relay;
 pub mod bound_get;
+pub mod crash_campaign;
 pub mod farm;
 pub mod ha;
 pub mod image_boot;

@@ -76,6 +76,10 @@ pub const PACKAGES: &[(&str, &str)] = &[
         "mdir/mcopy: the appliance tests read and edit the SEEDCFG FAT partition",
     ),
     (
+        "python3-venv",
+        "the venv `cargo xtask schemathesis` installs schemathesis (PyPI, pinned) into",
+    ),
+    (
         "apt-utils",
         "apt-ftparchive: the flat local repository mmdebstrap installs the base from",
     ),

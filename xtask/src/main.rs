@@ -8,13 +8,16 @@
 //! - `bundle`: the appliance bundle `seed-<version>/` + `.tar.zst` (see `bundle.rs`).
 //! - `test`: deps, the ramdisk (fetching the offline cache), the tiny and debian images, the
 //!   appliance, then fmt check, clippy, and the whole test suite (nextest, grouped so QEMU tests
-//!   do not starve two cores); with `--fuzz` a short fuzz pass after them. This is what
-//!   `.ci/run` runs.
+//!   do not starve two cores); with `--fuzz` a short fuzz pass after them, with `--campaigns`
+//!   short versions of the crash campaign and the API fuzzing. This is what `.ci/run` runs.
 //! - `fuzz [--target T] [--time S]`: the libFuzzer targets of `tests/fuzz/` (see `fuzz.rs`).
+//! - `campaign crash`: kill -9 of the daemon during fake-machine deploys (see `campaign.rs`).
+//! - `schemathesis`: the API fuzzed against its OpenAPI document (see `schemathesis.rs`).
 
 mod appliance;
 mod bench;
 mod bundle;
+mod campaign;
 mod debian;
 mod deps;
 mod fetch;
@@ -22,6 +25,7 @@ mod fuzz;
 mod image;
 mod lab;
 mod ramdisk;
+mod schemathesis;
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
@@ -54,6 +58,9 @@ enum Cmd {
         /// End with a short fuzz pass (every target for 10 s; builds the fuzz crate on nightly).
         #[arg(long)]
         fuzz: bool,
+        /// End with short versions of the crash campaign (3 runs × 10 nodes) and schemathesis.
+        #[arg(long)]
+        campaigns: bool,
     },
     /// Download the pinned Debian packages into the offline cache and verify them.
     Fetch(fetch::Args),
@@ -74,6 +81,10 @@ enum Cmd {
     /// The appliance: hybrid ISO, disk image (+ qcow2) and netboot kernel + initrd, in
     /// target/appliance/ (`--image NAME`… to carry, `--offline`).
     Appliance(appliance::Args),
+    /// Campaigns: `campaign crash [--runs N] [--nodes M]` (kill -9 of the daemon mid-deploy).
+    Campaign(campaign::Args),
+    /// Fuzz the daemon's API against its OpenAPI document with schemathesis (from PyPI).
+    Schemathesis(schemathesis::Args),
 }
 
 fn main() -> Result<()> {
@@ -84,7 +95,8 @@ fn main() -> Result<()> {
             filter,
             no_lint,
             fuzz,
-        } => test(&filter, no_lint, fuzz),
+            campaigns,
+        } => test(&filter, no_lint, fuzz, campaigns),
         Cmd::Fetch(args) => fetch::run(args),
         Cmd::Ramdisk(args) => ramdisk::run(args),
         Cmd::Image(args) => image::run(args),
@@ -93,6 +105,8 @@ fn main() -> Result<()> {
         Cmd::Bundle(args) => bundle::run(args),
         Cmd::Appliance(args) => appliance::run(args),
         Cmd::Fuzz(args) => fuzz::run(args),
+        Cmd::Campaign(args) => campaign::run(args),
+        Cmd::Schemathesis(args) => schemathesis::run(args),
     }
 }
 
@@ -120,6 +134,13 @@ pub fn run(cmd: &mut Command) -> Result<()> {
     Ok(())
 }
 
+/// The cargo target directory (`CARGO_TARGET_DIR` or `target/`).
+pub fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join("target"))
+}
+
 pub fn cargo() -> Command {
     Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
 }
@@ -127,7 +148,7 @@ pub fn cargo() -> Command {
 /// Seconds per fuzz target in `cargo xtask test`.
 const CI_FUZZ_SECS: u64 = 10;
 
-fn test(filter: &[String], no_lint: bool, with_fuzz: bool) -> Result<()> {
+fn test(filter: &[String], no_lint: bool, with_fuzz: bool, with_campaigns: bool) -> Result<()> {
     let start = Instant::now();
     deps::install()?;
     // The QEMU tests boot the real ramdisk: fetch the pinned packages and build it first.
@@ -195,6 +216,16 @@ fn test(filter: &[String], no_lint: bool, with_fuzz: bool) -> Result<()> {
         eprintln!(
             "xtask: fuzz pass finished in {:.0}s",
             fuzz_start.elapsed().as_secs_f64()
+        );
+    }
+    // Short versions of the standing proofs (issue 18): a few crash runs, a bounded API fuzz.
+    if with_campaigns {
+        let campaigns = Instant::now();
+        campaign::crash(3, 10)?;
+        schemathesis::fuzz(&schemathesis::Args::ci())?;
+        eprintln!(
+            "xtask: crash campaign and schemathesis in {:.0}s",
+            campaigns.elapsed().as_secs_f64()
         );
     }
     eprintln!(
