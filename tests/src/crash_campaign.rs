@@ -155,7 +155,7 @@ fn import_golden(http: &Path, work: &Path) {
         elements: vec![],
     };
     std::fs::write(src.join("manifest.json"), serde_json::to_vec(&m).unwrap()).unwrap();
-    images::ImageStore::open(&http.join("images"))
+    images::ImageStore::open(http.join("images"))
         .unwrap()
         .import(&src.join("manifest.json"))
         .unwrap();

@@ -46,7 +46,7 @@ fn image(http: &Path, work: &Path) {
         serde_json::to_vec(&m).expect("json"),
     )
     .expect("manifest");
-    images::ImageStore::open(&http.join("images"))
+    images::ImageStore::open(http.join("images"))
         .and_then(|s| s.import(&src.join("manifest.json")))
         .expect("importing the image");
 }
