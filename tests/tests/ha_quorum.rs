@@ -271,7 +271,7 @@ fn ha_quorum_lost_and_back() {
         })
     });
     let farm_before = tests::farm::read_status(&status);
-    for i in 0..3 {
+    for (i, seed) in seeds.iter().enumerate() {
         let (code, body) = inspect(i, "q1");
         assert_eq!(code, 503, "seed{i}: an inspect without quorum: {body}");
         assert!(
@@ -281,7 +281,7 @@ fn ha_quorum_lost_and_back() {
         let (code, body) = api.call(addr(i), "GET", "/v1/nodes", None);
         assert_eq!(code, 503, "seed{i}: a read without quorum: {body}");
         assert!(body.contains("unavailable"), "seed{i}: {body}");
-        let log = seeds[i].child.output();
+        let log = seed.child.output();
         assert!(
             log.contains("not leading: etcd lease lost or unreachable"),
             "seed{i}'s log says why:\n{log}"
