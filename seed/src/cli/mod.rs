@@ -15,6 +15,7 @@ pub mod netboot;
 pub mod node;
 pub mod power;
 pub mod stack;
+pub mod store;
 pub mod table;
 
 use clap::{Parser, Subcommand};
@@ -47,6 +48,8 @@ pub enum Command {
     Daemon(daemon::Args),
     /// Create, update, delete and look at stacks (Heat-style templates) on a running seed.
     Stack(stack::Args),
+    /// The state store: `store migrate --from redb:FILE --to etcd:URL` (and back), `store checksum`.
+    Store(store::Args),
     /// Golden images in the seed's store: list, show, import (verified), delete.
     Image(image::Args),
     /// The appliance bundle (`cargo xtask bundle`): `bundle verify` checks an unpacked one.
@@ -66,6 +69,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Node(args) => node::run(args),
         Command::Daemon(args) => daemon::run(args),
         Command::Stack(args) => stack::run(args),
+        Command::Store(args) => store::run(args),
         Command::Image(args) => image::run(args),
         Command::Bundle(args) => bundle::run(args),
         Command::Appliance(args) => appliance::run(args),

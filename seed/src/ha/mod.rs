@@ -101,6 +101,20 @@ impl Ha {
         }
     }
 
+    /// Why this daemon cannot act now because of the store (`None`: it can, or it follows a
+    /// leader that can).
+    pub fn unavailable(&self) -> Option<String> {
+        match self.role() {
+            Role::Unavailable { why } => Some(format!("the store is unavailable: {why}")),
+            Role::Leader { .. } if !self.is_leader() => Some(
+                "this daemon's etcd lease was not renewed within its TTL (no quorum, or no \
+                 member reachable)"
+                    .into(),
+            ),
+            _ => None,
+        }
+    }
+
     pub fn status(&self) -> HaStatus {
         let role = self.role();
         HaStatus {
@@ -170,6 +184,9 @@ pub fn register_metrics(ha: &Arc<Ha>, registry: &netboot::metrics::Metrics) {
             "# HELP seed_ha_leader Whether this daemon leads (1) or not (0).\n\
              # TYPE seed_ha_leader gauge\n\
              seed_ha_leader {}\n\
+             # HELP seed_ha_store_available Whether this daemon reaches a store with quorum (1) or not (0: it does nothing).\n\
+             # TYPE seed_ha_store_available gauge\n\
+             seed_ha_store_available {}\n\
              # HELP seed_ha_fenced_writes_rejected_total Commits etcd refused: this daemon's term had ended.\n\
              # TYPE seed_ha_fenced_writes_rejected_total counter\n\
              seed_ha_fenced_writes_rejected_total {}\n\
@@ -177,6 +194,7 @@ pub fn register_metrics(ha: &Arc<Ha>, registry: &netboot::metrics::Metrics) {
              # TYPE seed_ha_writes_refused_locally_total counter\n\
              seed_ha_writes_refused_locally_total {}\n",
             u8::from(ha.is_leader()),
+            u8::from(ha.unavailable().is_none()),
             ha.fence.rejected_count(),
             ha.fence.refused_locally_count(),
         )
@@ -192,6 +210,10 @@ impl crate::daemon::api::forward::Leadership for Ha {
         self.leader()
             .filter(|l| l.name != self.me.name)
             .map(|l| l.api)
+    }
+
+    fn why_not(&self) -> Option<String> {
+        self.unavailable()
     }
 }
 

@@ -409,5 +409,20 @@ pub(crate) mod suite {
         assert_eq!(keys, ["stack/a", "stack/b"]);
         assert_eq!(s.list("kv", "").unwrap().len(), 4);
         assert!(s.list("never-written", "").unwrap().is_empty());
+        // Tables with records are listed, sorted, without the implementation's own; a table
+        // whose records are all deleted is not.
+        s.put("emptied", "k", vec![1], Expect::Absent).unwrap();
+        s.delete("emptied", "k", Expect::Any).unwrap();
+        let tables = s.tables().unwrap();
+        assert!(tables.windows(2).all(|w| w[0] < w[1]), "{tables:?}");
+        for t in ["kv", "kv2"] {
+            assert!(tables.iter().any(|x| x == t), "{t} in {tables:?}");
+        }
+        assert!(
+            !tables
+                .iter()
+                .any(|t| t == "emptied" || t == "never-written" || t.starts_with('_')),
+            "{tables:?}"
+        );
     }
 }

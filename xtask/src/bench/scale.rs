@@ -6,7 +6,8 @@
 //! phase, peak RSS (VmHWM), the store file's size, beside the simulator (`seed::sim`) for the
 //! same N on the same kind of store.
 //!
-//! `--store etcd` runs the same on etcd instead of redb: `--etcd-members` members (Debian's
+//! `--store etcd` runs the same on etcd instead of redb (`--store both`: redb, then etcd, their
+//! figures side by side in one table): `--etcd-members` members (Debian's
 //! etcd from the offline cache) on 127.0.0.1, started for the bench and stopped after it; the
 //! simulator runs on the same cluster under another key prefix. The store size is then the
 //! members' database files together (each member holds a full copy; WALs left out) and the
@@ -72,6 +73,8 @@ pub struct Args {
 enum StoreKind {
     Redb,
     Etcd,
+    /// redb, then etcd, in one run: the figures side by side.
+    Both,
 }
 
 /// The stores of one bench run: a redb file each, or one etcd cluster with a prefix each.
@@ -82,9 +85,9 @@ struct Stores {
 }
 
 impl Stores {
-    fn new(a: &Args, dir: &std::path::Path, p: &Progress) -> Result<Stores> {
-        let cluster = match a.store {
-            StoreKind::Redb => None,
+    fn new(a: &Args, kind: StoreKind, dir: &std::path::Path, p: &Progress) -> Result<Stores> {
+        let cluster = match kind {
+            StoreKind::Redb | StoreKind::Both => None,
             StoreKind::Etcd => {
                 p.say(format!("etcd: starting {} members", a.etcd_members));
                 let c = LocalCluster::start(a.etcd_members, &dir.join("etcd"))
@@ -94,7 +97,7 @@ impl Stores {
             }
         };
         Ok(Stores {
-            kind: a.store,
+            kind,
             dir: dir.into(),
             cluster,
         })
@@ -169,14 +172,41 @@ struct Phase {
     note: String,
 }
 
+/// One run's figures: the daemon's phases and, unless `--no-sim`, the simulator's.
+struct Outcome {
+    store: String,
+    phases: Vec<Phase>,
+    wall: Duration,
+    rss_kib: u64,
+    store_bytes: u64,
+    /// The simulator's report, wall time, peak RSS (KiB) and store bytes.
+    sim: Option<(seed::sim::SimReport, Duration, u64, u64)>,
+}
+
 pub fn run(a: Args) -> Result<()> {
     anyhow::ensure!(
         a.nodes > 0 && a.concurrency > 0,
         "--nodes and --concurrency must be > 0"
     );
     let p = Progress::new();
+    match a.store {
+        StoreKind::Both => {
+            let redb = measure(&a, StoreKind::Redb, &p)?;
+            let etcd = measure(&a, StoreKind::Etcd, &p)?;
+            print_both(&a, &redb, &etcd);
+        }
+        kind => {
+            let o = measure(&a, kind, &p)?;
+            print_one(&a, &o);
+        }
+    }
+    Ok(())
+}
+
+/// The daemon's phases (then the simulator's run) on one kind of store.
+fn measure(a: &Args, kind: StoreKind, p: &Progress) -> Result<Outcome> {
     let dir = tempfile::tempdir().context("temporary directory")?;
-    let stores = Stores::new(&a, dir.path(), &p)?;
+    let stores = Stores::new(a, kind, dir.path(), p)?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -185,9 +215,10 @@ pub fn run(a: Args) -> Result<()> {
     reset_peak_rss();
     let total = Instant::now();
     let store = stores.open("seed")?;
-    let phases = rt.block_on(daemon_phases(&a, store, dir.path(), &p))?;
-    let daemon_wall = total.elapsed();
-    let daemon_rss = peak_rss_kib();
+    p.say(format!("daemon on {}", stores.describe()));
+    let phases = rt.block_on(daemon_phases(a, store, dir.path(), p))?;
+    let wall = total.elapsed();
+    let rss_kib = peak_rss_kib();
     let store_bytes = stores.bytes("seed");
     rt.shutdown_timeout(Duration::from_secs(5));
 
@@ -206,35 +237,63 @@ pub fn run(a: Args) -> Result<()> {
             seed::sim::run(&seed::sim::SimConfig::new(a.nodes, 1), &*store).context("simulator")?;
         let wall = t.elapsed();
         let bytes = match stores.kind {
-            StoreKind::Redb => stores.bytes("sim"),
             // The same cluster: what the simulator added.
             StoreKind::Etcd => stores.bytes("sim").saturating_sub(store_bytes),
+            _ => stores.bytes("sim"),
         };
         Some((report, wall, peak_rss_kib(), bytes))
     };
+    Ok(Outcome {
+        store: stores.describe(),
+        phases,
+        wall,
+        rss_kib,
+        store_bytes,
+        sim,
+    })
+}
 
-    println!();
-    let how = phases
+fn rate(ph: &Phase) -> f64 {
+    if ph.wall.as_secs_f64() > 0.0 {
+        ph.ok as f64 / ph.wall.as_secs_f64()
+    } else {
+        0.0
+    }
+}
+
+fn phase<'a>(o: &'a Outcome, name: &str) -> Option<&'a Phase> {
+    o.phases.iter().find(|p| p.name == name)
+}
+
+fn deploy_note(o: &Outcome) -> &str {
+    o.phases
         .iter()
         .find(|p| p.name == "deploy")
-        .map_or("", |p| p.note.as_str());
+        .map_or("", |p| p.note.as_str())
+}
+
+fn active(o: &Outcome) -> String {
+    o.phases
+        .iter()
+        .find(|p| p.name == "deploy")
+        .map_or("-".into(), |p| p.ok.to_string())
+}
+
+fn print_one(a: &Args, o: &Outcome) {
+    println!();
     println!(
         "scale: {} fake nodes, {} in flight, fake BMC delay {} ms, failing agents every {}, slow \
-         every {} (0: none); daemon in process over {}; deploy: {how}",
+         every {} (0: none); daemon in process over {}; deploy: {}",
         a.nodes,
         a.concurrency,
         a.bmc_delay_ms,
         a.fail_every,
         a.slow_every,
-        stores.describe()
+        o.store,
+        deploy_note(o)
     );
     let mut rows = Vec::new();
-    for ph in &phases {
-        let rate = if ph.wall.as_secs_f64() > 0.0 {
-            ph.ok as f64 / ph.wall.as_secs_f64()
-        } else {
-            0.0
-        };
+    for ph in &o.phases {
         rows.push(Row {
             metric: format!("{} wall [s]", ph.name),
             seed: format!("{:.2}", ph.wall.as_secs_f64()),
@@ -251,13 +310,13 @@ pub fn run(a: Args) -> Result<()> {
         });
         rows.push(Row {
             metric: format!("{} rate [nodes/s]", ph.name),
-            seed: format!("{rate:.0}"),
+            seed: format!("{:.0}", rate(ph)),
             peer: "-".into(),
             target: "-".into(),
             met: ph.note.clone(),
         });
     }
-    let (sim_wall, sim_rss, sim_store, sim_active, sim_virtual) = match &sim {
+    let (sim_wall, sim_rss, sim_store, sim_active, sim_virtual) = match &o.sim {
         Some((r, wall, rss, bytes)) => (
             format!("{:.2}", wall.as_secs_f64()),
             format!("{}", rss / 1024),
@@ -267,50 +326,99 @@ pub fn run(a: Args) -> Result<()> {
         ),
         None => ("-".into(), "-".into(), "-".into(), "-".into(), "-".into()),
     };
-    rows.push(Row {
-        metric: "all phases wall [s] (peer: simulator wall)".into(),
-        seed: format!("{:.2}", daemon_wall.as_secs_f64()),
-        peer: sim_wall,
-        target: "-".into(),
+    let row = |metric: &str, seed: String, peer: String, target: String| Row {
+        metric: metric.into(),
+        seed,
+        peer,
+        target,
         met: String::new(),
-    });
-    rows.push(Row {
-        metric: "simulated (virtual) time to all active [s]".into(),
-        seed: "-".into(),
-        peer: sim_virtual,
-        target: "-".into(),
-        met: String::new(),
-    });
-    rows.push(Row {
-        metric: "nodes active at the end".into(),
-        seed: phases
-            .iter()
-            .find(|p| p.name == "deploy")
-            .map_or("-".into(), |p| p.ok.to_string()),
-        peer: sim_active,
-        target: phases
+    };
+    rows.push(row(
+        "all phases wall [s] (peer: simulator wall)",
+        format!("{:.2}", o.wall.as_secs_f64()),
+        sim_wall,
+        "-".into(),
+    ));
+    rows.push(row(
+        "simulated (virtual) time to all active [s]",
+        "-".into(),
+        sim_virtual,
+        "-".into(),
+    ));
+    rows.push(row(
+        "nodes active at the end",
+        active(o),
+        sim_active,
+        o.phases
             .iter()
             .find(|p| p.name == "deploy")
             .map_or(a.nodes, |p| p.target)
             .to_string(),
-        met: String::new(),
-    });
-    rows.push(Row {
-        metric: "peak RSS [MiB]".into(),
-        seed: format!("{}", daemon_rss / 1024),
-        peer: sim_rss,
-        target: "-".into(),
-        met: String::new(),
-    });
-    rows.push(Row {
-        metric: "store on disk [MiB]".into(),
-        seed: format!("{:.1}", store_bytes as f64 / 1048576.0),
-        peer: sim_store,
-        target: "-".into(),
-        met: String::new(),
-    });
+    ));
+    rows.push(row(
+        "peak RSS [MiB]",
+        format!("{}", o.rss_kib / 1024),
+        sim_rss,
+        "-".into(),
+    ));
+    rows.push(row(
+        "store on disk [MiB]",
+        format!("{:.1}", o.store_bytes as f64 / 1048576.0),
+        sim_store,
+        "-".into(),
+    ));
     print_table(&rows);
-    Ok(())
+}
+
+/// `--store both`: the daemon's figures on redb (column "seed") and on etcd (column "peer").
+fn print_both(a: &Args, redb: &Outcome, etcd: &Outcome) {
+    println!();
+    println!(
+        "scale: {} fake nodes, {} in flight, fake BMC delay {} ms; daemon in process; column \
+         \"seed\" = {}, column \"peer\" = {}; deploy: {}",
+        a.nodes,
+        a.concurrency,
+        a.bmc_delay_ms,
+        redb.store,
+        etcd.store,
+        deploy_note(redb)
+    );
+    let mut rows = Vec::new();
+    let pair = |metric: String, f: &dyn Fn(&Outcome) -> String| Row {
+        metric,
+        seed: f(redb),
+        peer: f(etcd),
+        target: "-".into(),
+        met: String::new(),
+    };
+    for ph in &redb.phases {
+        let name = ph.name;
+        rows.push(pair(format!("{name} wall [s]"), &|o| {
+            phase(o, name).map_or("-".into(), |p| format!("{:.2}", p.wall.as_secs_f64()))
+        }));
+        rows.push(pair(format!("{name} ok/failures/left [nodes]"), &|o| {
+            phase(o, name).map_or("-".into(), |p| format!("{}/{}/{}", p.ok, p.failed, p.left))
+        }));
+        rows.push(pair(format!("{name} rate [nodes/s]"), &|o| {
+            phase(o, name).map_or("-".into(), |p| format!("{:.0}", rate(p)))
+        }));
+    }
+    rows.push(pair("all phases wall [s]".into(), &|o| {
+        format!("{:.2}", o.wall.as_secs_f64())
+    }));
+    rows.push(pair("nodes active at the end".into(), &active));
+    rows.push(pair("peak RSS [MiB]".into(), &|o| {
+        format!("{}", o.rss_kib / 1024)
+    }));
+    rows.push(pair("store on disk [MiB]".into(), &|o| {
+        format!("{:.1}", o.store_bytes as f64 / 1048576.0)
+    }));
+    rows.push(pair("simulator wall [s]".into(), &|o| {
+        o.sim
+            .as_ref()
+            .map_or("-".into(), |s| format!("{:.2}", s.1.as_secs_f64()))
+    }));
+    print_table(&rows);
 }
 
 async fn daemon_phases(

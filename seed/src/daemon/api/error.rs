@@ -45,6 +45,27 @@ impl ApiError {
         tracing::error!(error = %message, "API");
         Self::new(StatusCode::INTERNAL_SERVER_ERROR, message)
     }
+
+    /// The store cannot be reached or has no quorum (503): nothing is wrong with the request,
+    /// nothing was done that the store does not show; retry when the store is back.
+    pub fn store_unavailable(e: &StoreError) -> Self {
+        let message = format!(
+            "the store is unavailable (no etcd quorum or no member reachable), nothing was \
+             done: {}; retry",
+            crate::daemon::chain(e)
+        );
+        tracing::warn!(error = %message, "API");
+        Self::new(StatusCode::SERVICE_UNAVAILABLE, message)
+    }
+
+    /// A store failure as the API answers it: 503 when the store is unavailable, else 500.
+    pub fn store(e: &StoreError) -> Self {
+        if e.is_unavailable() {
+            Self::store_unavailable(e)
+        } else {
+            Self::internal(e)
+        }
+    }
 }
 
 impl std::fmt::Display for ApiError {
@@ -64,7 +85,7 @@ impl IntoResponse for ApiError {
 
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
-        ApiError::internal(&e)
+        ApiError::store(&e)
     }
 }
 
@@ -76,7 +97,7 @@ impl From<DaemonError> for ApiError {
             DaemonError::Store(s) if s.is_conflict() => {
                 ApiError::new(StatusCode::CONFLICT, s.to_string())
             }
-            DaemonError::Store(s) => ApiError::internal(s),
+            DaemonError::Store(s) => ApiError::store(s),
         }
     }
 }
@@ -92,6 +113,7 @@ impl From<StacksError> for ApiError {
                 StatusCode::BAD_REQUEST
             }
             StacksError::Store(s) if s.is_conflict() => StatusCode::CONFLICT,
+            StacksError::Store(s) if s.is_unavailable() => return ApiError::store_unavailable(s),
             StacksError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
         };
         ApiError::new(status, e.to_string())

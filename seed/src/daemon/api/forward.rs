@@ -26,6 +26,11 @@ pub trait Leadership: Send + Sync {
     fn leads(&self) -> bool;
     /// The leader's API base URL (`http://HOST:PORT`), when known and not this daemon.
     fn leader_api(&self) -> Option<String>;
+    /// Why this daemon cannot act now, when it knows (the store unavailable: no quorum, no
+    /// member reachable): answered with the 503s below so that callers see the cause.
+    fn why_not(&self) -> Option<String> {
+        None
+    }
 }
 
 /// Whether `req` is a write this daemon must hand to the leader.
@@ -38,12 +43,20 @@ pub(super) async fn to_leader(l: Arc<dyn Leadership>, req: ApiRequest) -> ApiRes
     let unavailable = |why: String| async move {
         super::collect(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, why).into_response()).await
     };
+    let why = l.why_not().map(|w| format!(" ({w})")).unwrap_or_default();
     if req.headers.contains_key(FORWARDED) {
-        return unavailable("forwarded to a daemon that does not lead: retry".into()).await;
+        return unavailable(format!(
+            "forwarded to a daemon that does not lead{why}: retry"
+        ))
+        .await;
     }
     let Some(base) = l.leader_api() else {
-        return unavailable("no leader now (election under way or no store quorum): retry".into())
-            .await;
+        let why = if why.is_empty() {
+            " (election under way or no store quorum)".to_string()
+        } else {
+            why
+        };
+        return unavailable(format!("no leader now{why}: retry")).await;
     };
     let path = match &req.query {
         Some(q) => format!("{}?{q}", req.path),

@@ -29,6 +29,12 @@ impl std::fmt::Debug for Bridge {
 }
 
 /// A failed etcd call as a store error.
+/// Whether `e` is a failure to connect to a member: the request never left this process.
+fn never_sent(e: &StoreError) -> bool {
+    matches!(e, StoreError::Etcd { source: Some(src), .. }
+        if format!("{src}").contains("tcp connect error"))
+}
+
 pub fn etcd_err(what: &str, e: etcd_client::Error) -> StoreError {
     StoreError::Etcd {
         what: what.to_string(),
@@ -93,7 +99,32 @@ impl Bridge {
 
     /// Run `f(client)` on the client runtime and wait for its result, at most the call
     /// timeout. Never call it from a task of the client runtime itself.
+    ///
+    /// A call that could not connect to the member it was routed to (a member down: the
+    /// client's balancer still routes to it until it notices) never reached etcd, so it is
+    /// sent again, within the same timeout; with quorum kept, a store call succeeds through
+    /// the members that are up instead of failing one time in three.
     pub fn call<T, F, Fut>(&self, what: &str, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(etcd_client::Client) -> Fut + Clone,
+        Fut: Future<Output = Result<T, StoreError>> + Send + 'static,
+    {
+        const PAUSE: Duration = Duration::from_millis(50);
+        let deadline = std::time::Instant::now() + self.timeout;
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match self.call_once(what, f.clone(), left) {
+                Err(e) if never_sent(&e) && left > PAUSE * 2 => {
+                    tracing::debug!(error = %e, "etcd call not sent (member down): again");
+                    std::thread::sleep(PAUSE);
+                }
+                r => return r,
+            }
+        }
+    }
+
+    fn call_once<T, F, Fut>(&self, what: &str, f: F, timeout: Duration) -> Result<T, StoreError>
     where
         T: Send + 'static,
         F: FnOnce(etcd_client::Client) -> Fut,
@@ -101,7 +132,6 @@ impl Bridge {
     {
         let (tx, rx) = mpsc::sync_channel(1);
         let fut = f(self.client.clone());
-        let timeout = self.timeout;
         let task = self.rt().spawn(async move {
             let r = match tokio::time::timeout(timeout, fut).await {
                 Ok(r) => r,

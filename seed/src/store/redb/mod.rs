@@ -5,7 +5,9 @@
 pub mod upgrade;
 
 use super::{check_table, Op, Record, Revision, Store, StoreError};
-use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
+use redb::{
+    Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition, TableHandle,
+};
 use std::path::Path;
 
 /// Values are `(revision, bytes)`.
@@ -125,6 +127,30 @@ impl Store for RedbStore {
         }
         txn.commit().map_err(err)?;
         Ok(vec![next; ops.len()])
+    }
+
+    fn tables(&self) -> Result<Vec<String>, StoreError> {
+        let txn = self.db.begin_read().map_err(err)?;
+        let mut out = vec![];
+        for h in txn.list_tables().map_err(err)? {
+            let name = h.name();
+            if check_table(name).is_err() {
+                continue; // `_meta`: the implementation's own
+            }
+            let t = txn.open_table(Def::new(name)).map_err(err)?;
+            if !t.is_empty().map_err(err)? {
+                out.push(name.to_string());
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+}
+
+impl RedbStore {
+    /// Whether `e` says another process (a running daemon) has the file open.
+    pub fn is_locked(e: &StoreError) -> bool {
+        matches!(e, StoreError::Redb(b) if matches!(**b, redb::Error::DatabaseAlreadyOpen))
     }
 }
 
