@@ -16,6 +16,7 @@ pub mod node;
 pub mod power;
 pub mod stack;
 pub mod table;
+pub mod token;
 
 use clap::{Parser, Subcommand};
 
@@ -49,6 +50,8 @@ pub enum Command {
     Stack(stack::Args),
     /// Golden images in the seed's store: list, show, import (verified), delete.
     Image(image::Args),
+    /// Named API tokens with roles (admin, operator, reader) on a running seed.
+    Token(token::Args),
     /// The appliance bundle (`cargo xtask bundle`): `bundle verify` checks an unpacked one.
     Bundle(bundle::Args),
     /// What the appliance OS runs (`cargo xtask appliance`): `config` at boot, `status` on its consoles.
@@ -67,6 +70,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Daemon(args) => daemon::run(args),
         Command::Stack(args) => stack::run(args),
         Command::Image(args) => image::run(args),
+        Command::Token(args) => token::run(args),
         Command::Bundle(args) => bundle::run(args),
         Command::Appliance(args) => appliance::run(args),
     }
