@@ -180,7 +180,8 @@ struct RawNode {
     pm_addr: Option<String>,
     pm_port: Option<NumOrString>,
     pm_user: Option<String>,
-    pm_password: Option<String>,
+    /// `***` in `Debug`.
+    pm_password: Option<Secret>,
     capabilities: Option<String>,
     cpu: Option<NumOrString>,
     /// MiB.
@@ -343,7 +344,7 @@ fn entry_to_node(label: &str, raw: RawNode, now_ms: u64) -> Result<Node, ImportE
         }
     };
     let username = raw.pm_user.ok_or_else(|| missing("pm_user"))?;
-    let password = Secret::new(raw.pm_password.ok_or_else(|| missing("pm_password"))?);
+    let password = raw.pm_password.ok_or_else(|| missing("pm_password"))?;
 
     let capabilities: Capabilities = match raw.capabilities {
         None => Capabilities::default(),

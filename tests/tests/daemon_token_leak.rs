@@ -130,6 +130,13 @@ fn daemon_token_leak_another_machine_gets_nothing_usable() {
     let state = srv.dir.path().join("state");
     assert_eq!(mode(&state), 0o700);
     assert_eq!(mode(&state.join("dhcp-leases.json")), 0o600);
+    // BMC passwords sealed at rest, with the key file beside the store (not in it).
+    assert_eq!(mode(&srv.dir.path().join("seed.redb.key")), 0o600);
+    let bytes = std::fs::read(srv.dir.path().join("seed.redb")).unwrap();
+    assert!(
+        !bytes.windows(7).any(|w| w == b"hunter2"),
+        "a BMC password in clear in the store file"
+    );
 
     // Hole 3's audit trail: every state-changing request, who, what, the result.
     let audit = |who: &str, path: &str, status: &str| {
@@ -144,9 +151,59 @@ fn daemon_token_leak_another_machine_gets_nothing_usable() {
         audit("anonymous", "/v1/nodes/node1/inspect", "404"),
         "{log}"
     );
-    assert!(audit("operator", "/v1/nodes/node1/inspect", "202"), "{log}");
+    // The config file's token is the bootstrap admin, named `config`.
+    assert!(audit("config", "/v1/nodes/node1/inspect", "202"), "{log}");
+    assert!(log.contains("role=\"admin\""), "{log}");
     assert!(audit("agent", "/v1/agent/heartbeat", "401"), "{log}");
     assert!(audit("agent", "/v1/agent/heartbeat", "200"), "{log}");
+
+    // Hole 3: a named reader token made with `seed token create` against the real daemon.
+    let cli = |token: &str, args: &[&str]| {
+        let mut c = srv.lan.server.cmd(tests::seed_bin());
+        c.arg("token").args(args);
+        c.args(["--api", "http://127.0.0.1:6385", "--token", token]);
+        c.output().expect("running seed token")
+    };
+    let out = cli(
+        TOKEN,
+        &["create", "dash", "--role", "reader", "--expires", "1d"],
+    );
+    assert!(out.status.success(), "{out:?}");
+    let reader = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    let as_reader = |method: &str, path: &str| {
+        let cmd = srv.lan.server.cmd(tests::require("curl"));
+        let url = format!("http://127.0.0.1:6385{path}");
+        tests::curl(cmd, method, &url, Some(&reader), None, 30)
+    };
+    assert_eq!(as_reader("GET", "/v1/nodes").0, 200);
+    let (code, body) = as_reader("POST", "/v1/nodes/node1/inspect");
+    assert_eq!(code, 403, "{body}");
+    let out = cli(&reader, &["list"]);
+    assert!(!out.status.success(), "a reader lists tokens: {out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("403"),
+        "{out:?}"
+    );
+    let out = cli(TOKEN, &["list"]);
+    let list = String::from_utf8_lossy(&out.stdout);
+    assert!(list.contains("dash") && list.contains("reader"), "{out:?}");
+    assert!(cli(TOKEN, &["revoke", "dash"]).status.success());
+    assert_eq!(as_reader("GET", "/v1/nodes").0, 401);
+    let log = srv.seed.output();
+    assert!(
+        audit_in(&log, "dash", "/v1/nodes/node1/inspect", "403"),
+        "the refusal is audited under the token's name: {log}"
+    );
+    assert!(!log.contains(&reader), "a token reached the log");
+}
+
+fn audit_in(log: &str, who: &str, path: &str, status: &str) -> bool {
+    log.lines().any(|l| {
+        l.contains(" audit ")
+            && l.contains(&format!("who=\"{who}\""))
+            && l.contains(&format!("path={path} "))
+            && l.contains(&format!("status={status}"))
+    })
 }
 
 /// Hole 3: `seed daemon` does not start with the sample config's token (nor any weak one), and

@@ -13,6 +13,7 @@
 //! - [`stack`]: stack requests, views and events;
 //! - [`image`] and [`manifest`]: golden images;
 //! - [`error`]: `{"error": "…"}`;
+//! - [`token`]: named API tokens and their roles;
 //! - [`Mac`]: the workspace's one MAC address type; [`Secret`]: its one secret wrapper.
 
 pub mod agent;
@@ -25,6 +26,7 @@ pub mod metadata;
 pub mod node;
 pub mod secret;
 pub mod stack;
+pub mod token;
 
 pub use agent::{Ack, Command, DeployCommand, Heartbeat, Phase, Progress, Report};
 pub use error::ErrorBody;
@@ -35,3 +37,4 @@ pub use metadata::{Metadata, Signal, SignalStatus};
 pub use node::{NodeView, Properties};
 pub use secret::Secret;
 pub use stack::{StackEvent, StackRequest, StackView};
+pub use token::{Role, TokenCreated, TokenRequest, TokenView};

@@ -6,10 +6,32 @@
 //! line should print whole, and [`CredentialIssued`] hides its credential.
 
 use serde::{Deserialize, Serialize};
+use std::fmt;
 use utoipa::ToSchema;
 
-/// A node's metadata document and its change counter (`GET /v1/node/metadata`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+impl fmt::Debug for Metadata {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Metadata")
+            .field("counter", &self.counter)
+            .field("data", &format_args!("***"))
+            .finish()
+    }
+}
+
+impl fmt::Debug for NodeMetadata {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("NodeMetadata")
+            .field("node", &self.node)
+            .field("counter", &self.counter)
+            .field("data", &format_args!("***"))
+            .field("signals", &self.signals.len())
+            .finish()
+    }
+}
+
+/// A node's metadata document and its change counter (`GET /v1/node/metadata`). `Debug`
+/// shows the counter, never the document (generated passwords).
+#[derive(Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Metadata {
     /// Bumped on every change; a node that has seen counter N long-polls for > N. 0: nothing
     /// published yet.
@@ -74,8 +96,9 @@ pub struct MetadataPublished {
     pub counter: u64,
 }
 
-/// `GET /v1/nodes/{name}/metadata`: the document the node is served, and its signals.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+/// `GET /v1/nodes/{name}/metadata`: the document the node is served, and its signals. `Debug`
+/// hides the document.
+#[derive(Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct NodeMetadata {
     pub node: String,
     pub counter: u64,
@@ -90,4 +113,27 @@ pub struct CredentialIssued {
     /// `Authorization: Bearer <credential>` on `/v1/node/…` (secret: `***` in `Debug`).
     #[schema(value_type = String)]
     pub credential: crate::Secret,
+}
+
+#[cfg(test)]
+mod debug_tests {
+    use super::*;
+
+    #[test]
+    fn documents_stay_out_of_debug() {
+        let data = serde_json::json!({"admin_password": "hunter2"});
+        let m = Metadata {
+            counter: 3,
+            data: data.clone(),
+        };
+        let n = NodeMetadata {
+            node: "n1".into(),
+            counter: 3,
+            data,
+            signals: vec![],
+        };
+        for text in [format!("{m:?}"), format!("{n:?}")] {
+            assert!(!text.contains("hunter2") && text.contains("***"), "{text}");
+        }
+    }
 }

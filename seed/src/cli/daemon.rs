@@ -11,7 +11,7 @@ use crate::ha::leases::StoreLeases;
 use crate::ha::{Ha, LeaderOnly};
 use crate::lifecycle::Timeouts;
 use crate::store::config::StoreConfig;
-use crate::store::redb::RedbStore;
+use crate::store::sealed;
 use crate::store::Store;
 use anyhow::Context;
 use netboot::dhcp::leases::LeaseKeeper;
@@ -212,10 +212,15 @@ fn open_store(cfg: &DaemonConfig, http_port: u16) -> anyhow::Result<StoreAndMemb
             if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
                 private_dir(dir)?;
             }
-            let store = RedbStore::open(path)
+            // BMC passwords sealed with the key file beside the store (`<file>.key`, 0600).
+            let store = sealed::open_redb(path)
                 .with_context(|| format!("opening the store {}", path.display()))?;
-            // The store holds every BMC password and the agent token key: the seed's user only.
+            // The store holds the agent token key and the sealed BMC passwords: the seed's user
+            // only.
             set_mode(path, 0o600)?;
+            store
+                .seal_existing()
+                .context("sealing the BMC passwords an older seed stored in clear")?;
             tracing::info!(store = %path.display(), "store: redb");
             Ok((Arc::new(store), None))
         }

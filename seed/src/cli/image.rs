@@ -26,7 +26,7 @@ pub struct Args {
     pub api: Option<String>,
     /// The API's bearer token.
     #[arg(long, env = "SEED_TOKEN", hide_env_values = true, global = true)]
-    pub token: Option<String>,
+    pub token: Option<api::Secret>,
     #[command(subcommand)]
     pub command: ImageCommand,
 }
@@ -70,7 +70,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let out = &mut std::io::stdout().lock();
     if matches!(args.command, ImageCommand::List | ImageCommand::Show { .. }) {
         if let Some(url) = client::daemon_url(args.api.as_deref(), args.dir.is_some()) {
-            let c = Client::new(&url, args.token.as_deref())?;
+            let c = Client::new(&url, args.token.as_ref().map(api::Secret::expose))?;
             return run_api(&c, args.command, out);
         }
     }

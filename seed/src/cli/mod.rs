@@ -17,6 +17,7 @@ pub mod power;
 pub mod stack;
 pub mod store;
 pub mod table;
+pub mod token;
 
 use clap::{Parser, Subcommand};
 
@@ -52,6 +53,8 @@ pub enum Command {
     Store(store::Args),
     /// Golden images in the seed's store: list, show, import (verified), delete.
     Image(image::Args),
+    /// Named API tokens with roles (admin, operator, reader) on a running seed.
+    Token(token::Args),
     /// The appliance bundle (`cargo xtask bundle`): `bundle verify` checks an unpacked one.
     Bundle(bundle::Args),
     /// What the appliance OS runs (`cargo xtask appliance`): `config` at boot, `status` on its consoles.
@@ -71,6 +74,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Stack(args) => stack::run(args),
         Command::Store(args) => store::run(args),
         Command::Image(args) => image::run(args),
+        Command::Token(args) => token::run(args),
         Command::Bundle(args) => bundle::run(args),
         Command::Appliance(args) => appliance::run(args),
     }

@@ -31,7 +31,7 @@ pub struct Args {
         global = true,
         default_value = ""
     )]
-    pub token: String,
+    pub token: api::Secret,
 }
 
 #[derive(Debug, clap::Subcommand)]
@@ -71,7 +71,7 @@ pub struct Change {
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
-    let c = Client::new(&args.api, Some(&args.token))?;
+    let c = Client::new(&args.api, Some(args.token.expose()))?;
     match args.command {
         StackCommand::Create(ch) => change(&c, ch, true),
         StackCommand::Update(ch) => change(&c, ch, false),

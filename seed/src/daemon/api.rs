@@ -15,9 +15,11 @@
 //! - deployed nodes, with the node's credential: `POST /v1/node/booted` (its image's first
 //!   boot: active), and the metadata service ([`super::metadata_api`]):
 //!   `GET /v1/node/metadata` (long-poll), `POST /v1/node/signal`;
-//! - operators, with the API's token ([`nodes`], [`stacks`], [`images`], and the operator side
-//!   of [`super::metadata_api`]): `/v1/nodes…` (enroll an instackenv list, list, show, inspect,
-//!   manage, provide, deploy, undeploy, metadata, credential), `/v1/stacks…`, `/v1/images…`;
+//! - operators, with an API token whose role allows the request ([`auth`]: `reader` GETs,
+//!   `operator` also acts, `admin` also manages tokens) ([`nodes`], [`stacks`], [`images`],
+//!   [`tokens`], and the operator side of [`super::metadata_api`]): `/v1/nodes…` (enroll an
+//!   instackenv list, list, show, inspect, manage, provide, deploy, undeploy, metadata,
+//!   credential), `/v1/stacks…`, `/v1/images…`, `/v1/tokens…`;
 //! - open: `GET /v1/openapi.json`, `GET /metrics` (netboot counters and [`super::metrics`]).
 //!
 //! Errors are one type ([`ApiError`] → `{"error": "…"}`), credentials one check each
@@ -38,9 +40,10 @@ pub mod forward;
 mod images;
 mod nodes;
 mod stacks;
+mod tokens;
 
 pub use agent::properties;
-pub(crate) use auth::{NodeCredential, Operator};
+pub(crate) use auth::{Admin, NodeCredential, Operator, SecretsReader};
 pub use error::ApiError;
 pub(crate) use error::{BadRequest, NotFound, Unauthorized};
 pub(crate) use extract::{blocking, Name, Payload, Peer, PeerAddr};
@@ -94,13 +97,20 @@ pub(crate) struct AppState {
         (name = "nodes", description = "Operators: enroll, look at and drive nodes"),
         (name = "stacks", description = "Operators: stacks of nodes from Heat-style templates"),
         (name = "images", description = "Operators: the seed's golden images"),
+        (name = "tokens", description = "Admins: named API tokens with roles"),
         (name = "agent", description = "The deploy ramdisk's agent"),
         (name = "node", description = "A deployed node, with its own credential"),
         (name = "meta", description = "This document and the metrics"),
     ),
     components(
         schemas(::api::ErrorBody),
-        responses(error::BadRequest, error::Unauthorized, error::NotFound, error::Conflict)
+        responses(
+            error::BadRequest,
+            error::Unauthorized,
+            error::Forbidden,
+            error::NotFound,
+            error::Conflict
+        )
     ),
     modifiers(&SecuritySchemes)
 )]
@@ -120,7 +130,14 @@ impl utoipa::Modify for SecuritySchemes {
                     .build(),
             )
         };
-        c.add_security_scheme("token", bearer("The API's token (`[api] token`)"));
+        c.add_security_scheme(
+            "token",
+            bearer(
+                "An API token: `[api] token` (role admin) or a named token from \
+                 `POST /v1/tokens` (role admin, operator or reader: reader may only GET; \
+                 operator may also act on nodes, stacks and images; admin manages tokens)",
+            ),
+        );
         c.add_security_scheme(
             "agent_token",
             bearer(
@@ -166,6 +183,8 @@ fn routes() -> OpenApiRouter {
         .routes(routes!(stacks::stack_events))
         .routes(routes!(images::list_images))
         .routes(routes!(images::show_image))
+        .routes(routes!(tokens::list_tokens, tokens::create_token))
+        .routes(routes!(tokens::revoke_token))
 }
 
 /// The router and the document, built once per process.
@@ -333,7 +352,11 @@ async fn dispatch(state: AppState, req: ApiRequest) -> ApiResponse {
     let Ok(uri) = uri.parse::<Uri>() else {
         return collect(ApiError::bad_request("not a valid request path").into_response()).await;
     };
-    let audit = audit::Entry::of(&state, &req);
+    // Operator routes: the token is looked up once, for the handler's role check and the
+    // audit line alike.
+    let authn =
+        (state.operators && operator_path(path)).then(|| auth::authenticate(&state, &req.headers));
+    let audit = audit::Entry::of(&req, authn.as_ref());
     if !state.operators && operator_path(path) {
         let refused = ApiError::not_found(
             "the REST API is not served on the provisioning network: use the operators' \
@@ -350,6 +373,9 @@ async fn dispatch(state: AppState, req: ApiRequest) -> ApiResponse {
     *http_req.uri_mut() = uri;
     *http_req.headers_mut() = req.headers;
     http_req.extensions_mut().insert(PeerAddr(req.peer));
+    if let Some(a) = authn {
+        http_req.extensions_mut().insert(a);
+    }
     http_req.extensions_mut().insert(state);
     let resp = match table().router.clone().oneshot(http_req).await {
         Ok(r) => r,
@@ -457,3 +483,6 @@ mod deploy_tests;
 
 #[cfg(test)]
 mod boot_watch_tests;
+
+#[cfg(test)]
+mod token_tests;

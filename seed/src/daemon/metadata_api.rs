@@ -17,7 +17,7 @@
 //! Metadata carries secrets (generated passwords): logs name the node, the counter and the
 //! deployment, never the data, outputs, reasons or credentials.
 
-use super::api::{blocking, ApiError, AppState, Name, NodeCredential, Operator, Payload};
+use super::api::{blocking, ApiError, AppState, Name, NodeCredential, Payload, SecretsReader};
 use super::api::{BadRequest, NotFound, Unauthorized};
 use super::metadata::{self, Metadata, Signal};
 use super::{credentials, Daemon, DaemonError};
@@ -199,7 +199,7 @@ fn node_exists(d: &Daemon, name: &str) -> Result<(), ApiError> {
         (status = 404, response = NotFound),
     ))]
 pub(super) async fn show_metadata(
-    _: Operator,
+    _: SecretsReader,
     s: AppState,
     Name(name): Name,
 ) -> Result<Json<NodeMetadata>, ApiError> {
@@ -227,7 +227,7 @@ pub(super) async fn show_metadata(
         (status = 404, response = NotFound),
     ))]
 pub(super) async fn put_metadata(
-    _: Operator,
+    _: SecretsReader,
     s: AppState,
     Name(name): Name,
     body: Bytes,
@@ -259,7 +259,7 @@ pub(super) async fn put_metadata(
         (status = 404, response = NotFound),
     ))]
 pub(super) async fn issue_credential(
-    _: Operator,
+    _: SecretsReader,
     s: AppState,
     Name(name): Name,
 ) -> Result<(StatusCode, Json<CredentialIssued>), ApiError> {

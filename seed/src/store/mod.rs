@@ -18,6 +18,7 @@ pub mod memory;
 pub mod migrate;
 pub mod nodes;
 pub mod redb;
+pub mod sealed;
 
 use std::fmt;
 
@@ -158,6 +159,21 @@ pub enum StoreError {
         path: std::path::PathBuf,
         #[source]
         source: Box<self::redb::upgrade::UpgradeError>,
+    },
+    /// A sealed secret ([`sealed`]) that does not open: the key file is not the one it was
+    /// sealed with, or the record was altered.
+    #[error("record {table}/{key}: {why}")]
+    Sealed {
+        table: String,
+        key: String,
+        why: String,
+    },
+    /// The key file of [`sealed`] cannot be read or created.
+    #[error("the secrets key file {path}")]
+    KeyFile {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
     },
     #[error("record {table}/{key} does not decode")]
     Decode {

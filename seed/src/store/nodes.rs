@@ -82,7 +82,7 @@ pub(crate) mod tests {
     use super::*;
     use crate::inventory::{Bmc, PowerDriver, Secret};
 
-    fn node(name: &str, mac: &str) -> Node {
+    pub(crate) fn node(name: &str, mac: &str) -> Node {
         Node::new(
             name,
             vec![mac.parse().unwrap()],

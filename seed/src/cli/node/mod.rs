@@ -15,7 +15,7 @@ mod local;
 mod show;
 
 use super::client::{self, Client};
-use crate::store::redb::RedbStore;
+use crate::store::sealed::{self, SealedStore};
 use anyhow::Context;
 use std::path::PathBuf;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -122,14 +122,14 @@ pub struct Remote {
     pub api: Option<String>,
     /// The API's bearer token.
     #[arg(long, env = "SEED_TOKEN", hide_env_values = true)]
-    pub token: Option<String>,
+    pub token: Option<api::Secret>,
 }
 
 impl Remote {
     /// A client of the daemon to use, if any ([`client::daemon_url`]).
     pub fn client(&self, store_given: bool) -> anyhow::Result<Option<Client>> {
         client::daemon_url(self.api.as_deref(), store_given)
-            .map(|url| Client::new(&url, self.token.as_deref()))
+            .map(|url| Client::new(&url, self.token.as_ref().map(api::Secret::expose)))
             .transpose()
     }
 }
@@ -142,12 +142,12 @@ pub struct ApiArgs {
     pub api: String,
     /// The API's bearer token.
     #[arg(long, env = "SEED_TOKEN", hide_env_values = true)]
-    pub token: String,
+    pub token: api::Secret,
 }
 
 impl ApiArgs {
     pub fn client(&self) -> anyhow::Result<Client> {
-        Client::new(&self.api, Some(&self.token))
+        Client::new(&self.api, Some(self.token.expose()))
     }
 }
 
@@ -169,7 +169,7 @@ pub fn default_store_path() -> anyhow::Result<PathBuf> {
     Ok(base.join("seed").join("seed.redb"))
 }
 
-fn open_store(path: Option<PathBuf>) -> anyhow::Result<RedbStore> {
+fn open_store(path: Option<PathBuf>) -> anyhow::Result<SealedStore> {
     let path = match path {
         Some(p) => p,
         None => default_store_path()?,
@@ -177,7 +177,7 @@ fn open_store(path: Option<PathBuf>) -> anyhow::Result<RedbStore> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
-    RedbStore::open(&path).with_context(|| format!("opening the store {}", path.display()))
+    sealed::open_redb(&path).with_context(|| format!("opening the store {}", path.display()))
 }
 
 /// Read node `name` every `every` until `step` says it is done (`Some(result)`), at most `secs`

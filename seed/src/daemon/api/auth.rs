@@ -1,8 +1,14 @@
 //! The API's three credentials, one check each (all `Authorization: Bearer …`):
 //!
-//! - [`Operator`]: the API's token (`[api] token`), compared in constant time. Every operator
-//!   handler takes it first, so the 401 comes before anything else is looked at; the routes
-//!   test checks each route the OpenAPI document says needs it refuses a request without it.
+//! - [`Operator`] and [`Admin`]: an API token — `[api] token` (the bootstrap admin, named
+//!   `config`) or a named token of [`crate::daemon::api_tokens`] with its role. [`Operator`]
+//!   asks for `reader` on `GET`/`HEAD` and `operator` otherwise; [`SecretsReader`] asks for
+//!   `operator` even on `GET` (what it reads holds secrets); [`Admin`] for `admin` (tokens).
+//!   No, unknown, expired or revoked token: 401; a role too low: 403 naming the role needed.
+//!   Every operator handler takes one first, so the refusal comes before anything else is
+//!   looked at; the routes test checks each route the OpenAPI document says needs a token
+//!   refuses a request without one. The request is authenticated once ([`authenticate`], by
+//!   the dispatcher, which also hands the caller to the audit line).
 //! - [`NodeCredential`]: a deployed node's credential ([`super::super::credentials`]); the
 //!   extractor's value is the node's name, so a handler can only act for the node whose
 //!   credential it was given.
@@ -13,35 +19,125 @@
 
 use super::extract::Peer;
 use super::{ApiError, AppState};
-use crate::daemon::{credentials, Daemon};
+use crate::daemon::api_tokens::{self, constant_time_eq, Caller, Lookup, CONFIG_NAME};
+use crate::daemon::{credentials, now_ms, Daemon};
+use ::api::token::Role;
 use axum::extract::FromRequestParts;
 use http::request::Parts;
-use http::HeaderMap;
+use http::{HeaderMap, Method, StatusCode};
 use std::sync::Arc;
 use tracing::warn;
 
-/// The answer to an operator request without the API's token.
+/// The answer to an operator request without a valid API token.
 pub const OPERATOR_REFUSED: &str = "missing or wrong `Authorization: Bearer <token>`";
 
-/// The operator: the request carries the API's token.
-#[derive(Debug, Clone, Copy)]
-pub struct Operator;
+/// Who an operator request is, as the dispatcher found it (a request extension).
+#[derive(Debug, Clone)]
+pub enum Authn {
+    Caller(Caller),
+    /// No token, or one refused: the 401's message.
+    Refused(String),
+    /// The store could not be read: the 500's message.
+    Failed(String),
+}
+
+impl Authn {
+    /// The caller, when known.
+    pub fn caller(&self) -> Option<&Caller> {
+        match self {
+            Authn::Caller(c) => Some(c),
+            _ => None,
+        }
+    }
+}
+
+/// Who the token of `headers` is: the config's token first (constant time), then the store's.
+pub fn authenticate(s: &AppState, headers: &HeaderMap) -> Authn {
+    let Some(given) = bearer(headers).filter(|t| !t.is_empty()) else {
+        return Authn::Refused(OPERATOR_REFUSED.into());
+    };
+    if constant_time_eq(given.as_bytes(), s.token.as_bytes()) {
+        return Authn::Caller(Caller {
+            name: CONFIG_NAME.into(),
+            role: Role::Admin,
+        });
+    }
+    match api_tokens::lookup(s.daemon.store(), given, now_ms() / 1000) {
+        Ok(Lookup::Valid(c)) => Authn::Caller(c),
+        Ok(Lookup::Unknown) => Authn::Refused(OPERATOR_REFUSED.into()),
+        Ok(Lookup::Revoked(n)) => Authn::Refused(format!("API token `{n}` is revoked")),
+        Ok(Lookup::Expired(n)) => Authn::Refused(format!("API token `{n}` has expired")),
+        Err(e) => Authn::Failed(format!("reading the API tokens: {e}")),
+    }
+}
+
+/// The request's caller if its role is `needed` or above: else 401 (no valid token) or 403.
+fn require(parts: &Parts, needed: Role) -> Result<Caller, ApiError> {
+    let authn = match parts.extensions.get::<Authn>() {
+        Some(a) => a.clone(),
+        None => authenticate(&AppState::of(parts)?, &parts.headers),
+    };
+    match authn {
+        Authn::Caller(c) if c.role >= needed => Ok(c),
+        Authn::Caller(c) => Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            format!(
+                "token `{}` has role {}: {} {} needs role {needed}",
+                c.name,
+                c.role,
+                parts.method,
+                parts.uri.path()
+            ),
+        )),
+        Authn::Refused(why) => Err(ApiError::unauthorized(why)),
+        Authn::Failed(why) => Err(ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, why)),
+    }
+}
+
+/// An operator request: role `reader` for `GET`/`HEAD`, `operator` for anything else.
+#[derive(Debug, Clone)]
+pub struct Operator(#[allow(dead_code)] pub Caller);
 
 impl<S: Send + Sync> FromRequestParts<S> for Operator {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
-        if operator_ok(&AppState::of(parts)?, &parts.headers) {
-            Ok(Operator)
+        let needed = if matches!(parts.method, Method::GET | Method::HEAD) {
+            Role::Reader
         } else {
-            Err(ApiError::unauthorized(OPERATOR_REFUSED))
-        }
+            Role::Operator
+        };
+        require(parts, needed).map(Operator)
     }
 }
 
-/// Whether `headers` carry the API's token.
+/// A read of secrets (a node's metadata holds generated passwords): role `operator`.
+#[derive(Debug, Clone)]
+pub struct SecretsReader(#[allow(dead_code)] pub Caller);
+
+impl<S: Send + Sync> FromRequestParts<S> for SecretsReader {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
+        require(parts, Role::Operator).map(SecretsReader)
+    }
+}
+
+/// Token management: role `admin`.
+#[derive(Debug, Clone)]
+pub struct Admin(#[allow(dead_code)] pub Caller);
+
+impl<S: Send + Sync> FromRequestParts<S> for Admin {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
+        require(parts, Role::Admin).map(Admin)
+    }
+}
+
+/// Whether `headers` carry a valid API token (any role).
 pub fn operator_ok(s: &AppState, headers: &HeaderMap) -> bool {
-    bearer(headers).is_some_and(|given| constant_time_eq(given.as_bytes(), s.token.as_bytes()))
+    matches!(authenticate(s, headers), Authn::Caller(_))
 }
 
 /// A deployed node, by its credential: the node's name.
@@ -110,13 +206,4 @@ pub fn bearer(headers: &HeaderMap) -> Option<&str> {
         .ok()?
         .strip_prefix("Bearer ")
         .map(str::trim)
-}
-
-/// Token comparison whose time does not depend on where the first difference is (hand-written:
-/// five lines do not justify a crate).
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }

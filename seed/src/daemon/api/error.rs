@@ -149,3 +149,8 @@ pub struct NotFound(#[allow(dead_code)] ErrorBody);
 #[derive(ToResponse)]
 #[response(description = "Refused in the current state")]
 pub struct Conflict(#[allow(dead_code)] ErrorBody);
+
+/// The token is valid but its role is too low for the route (the answer names the role needed).
+#[derive(ToResponse)]
+#[response(description = "The token's role is too low for this request")]
+pub struct Forbidden(#[allow(dead_code)] ErrorBody);

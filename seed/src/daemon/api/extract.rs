@@ -95,6 +95,10 @@ impl Described for ::api::Signal {
 impl Described for ::api::StackRequest {
     const WHAT: &'static str = "not a stack request";
 }
+impl Described for ::api::TokenRequest {
+    const WHAT: &'static str =
+        "expected {\"name\": NAME, \"role\": \"admin\"|\"operator\"|\"reader\", \"expires_in_secs\": N}";
+}
 impl Described for ::api::node::DeployRequest {
     const WHAT: &'static str = "expected {\"image\": NAME, \"root_hint\": HINT}";
 }

@@ -79,6 +79,9 @@ const SURFACE: &[(&str, &str)] = &[
     ("GET", "/v1/stacks/{name}/events"),
     ("GET", "/v1/images"),
     ("GET", "/v1/images/{name}"),
+    ("GET", "/v1/tokens"),
+    ("POST", "/v1/tokens"),
+    ("DELETE", "/v1/tokens/{name}"),
 ];
 
 #[test]
