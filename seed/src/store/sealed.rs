@@ -313,7 +313,7 @@ mod tests {
         assert!(matches!(e, StoreError::Sealed { .. }), "{e}");
         // Moved onto another node's record, it does not open either (the name is bound).
         let sealed = raw.get(NODES, "new").unwrap().unwrap();
-        let mut v: serde_json::Value = serde_json::from_slice(&sealed.value).unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&sealed.value).unwrap();
         let moved = v["bmc"]["password"].clone();
         let r = raw.get(NODES, "old").unwrap().unwrap();
         let mut o: serde_json::Value = serde_json::from_slice(&r.value).unwrap();
