@@ -6,11 +6,20 @@
 //! them under `/ipxe/`. The initrd is loaded under a fixed name and named on the kernel command
 //! line (`initrd=…`): UEFI's Linux EFI stub needs that to find it, BIOS kernels ignore it.
 //! Line breaks in configured values are flattened so a value can never add script commands.
+//!
+//! A kernel script retries its fetches: when the kernel or initrd download fails (the seed's
+//! leader died mid-transfer and the floating address moved, a cable was re-plugged), iPXE frees
+//! what it loaded, waits [`RETRY_SECS`] and fetches both again from the same address — where the
+//! next leader answers. The script itself is not asked for again: its agent token is handed out
+//! once per boot. A node that never gets through is power-cycled by the seed's boot watchdog.
 
 use crate::{BootAction, MacAddr};
 
 /// The name the initrd is registered under in iPXE (`initrd --name`).
 const INITRD_NAME: &str = "initrd.img";
+
+/// Seconds iPXE waits before fetching a node's kernel and initrd again after a failure.
+pub const RETRY_SECS: u32 = 5;
 
 /// The script for a node: its action, or `exit` for an unknown node (`None`).
 pub fn render(action: Option<&BootAction>, http_base: &str) -> String {
@@ -31,8 +40,13 @@ pub fn render(action: Option<&BootAction>, http_base: &str) -> String {
             let cmdline = cmdline.trim();
             let sep = if cmdline.is_empty() { "" } else { " " };
             format!(
-                "#!ipxe\nkernel {kernel} initrd={INITRD_NAME}{sep}{cmdline}\n\
-                 initrd --name {INITRD_NAME} {initrd}\nboot\n"
+                "#!ipxe\n:fetch\n\
+                 kernel {kernel} initrd={INITRD_NAME}{sep}{cmdline} || goto retry\n\
+                 initrd --name {INITRD_NAME} {initrd} || goto retry\n\
+                 boot || goto retry\n\
+                 :retry\n\
+                 echo seed: fetching the boot files failed, again in {RETRY_SECS} s\n\
+                 imgfree\nsleep {RETRY_SECS}\ngoto fetch\n"
             )
         }
     }
@@ -84,10 +98,14 @@ mod tests {
         };
         assert_eq!(
             render(Some(&a), BASE),
-            "#!ipxe\n\
-             kernel http://10.200.1.1:8080/boot/vmlinuz initrd=initrd.img console=ttyS0 quiet\n\
-             initrd --name initrd.img http://10.200.1.1:8080/boot/initrd.img\n\
-             boot\n"
+            "#!ipxe\n:fetch\n\
+             kernel http://10.200.1.1:8080/boot/vmlinuz initrd=initrd.img console=ttyS0 quiet \
+             || goto retry\n\
+             initrd --name initrd.img http://10.200.1.1:8080/boot/initrd.img || goto retry\n\
+             boot || goto retry\n\
+             :retry\n\
+             echo seed: fetching the boot files failed, again in 5 s\n\
+             imgfree\nsleep 5\ngoto fetch\n"
         );
         let b = BootAction::Kernel {
             kernel: "http://mirror/vmlinuz".into(),
@@ -96,11 +114,11 @@ mod tests {
         };
         let s = render(Some(&b), "http://x:1/");
         assert!(
-            s.contains("\nkernel http://mirror/vmlinuz initrd=initrd.img\n"),
+            s.contains("\nkernel http://mirror/vmlinuz initrd=initrd.img || goto retry\n"),
             "{s}"
         );
         assert!(
-            s.contains("\ninitrd --name initrd.img https://mirror/initrd\n"),
+            s.contains("\ninitrd --name initrd.img https://mirror/initrd || goto retry\n"),
             "{s}"
         );
     }
@@ -130,7 +148,7 @@ mod tests {
             cmdline: "a\nchain http://evil/".into(),
         };
         let s = render(Some(&a), BASE);
-        assert_eq!(s.lines().count(), 4, "{s}");
+        assert_eq!(s.lines().count(), 10, "{s}");
         assert!(!s.lines().any(|l| l.starts_with("chain") || l == "shell"));
     }
 }

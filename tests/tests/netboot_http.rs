@@ -214,15 +214,17 @@ fn http_ipxe_scripts_metrics_and_traversal() {
     assert!(script.starts_with("#!ipxe\n"), "{script}");
     assert!(
         script.contains(&format!(
-            "\nkernel http://{ip}:{PORT}/boot/vmlinuz initrd=initrd.img console=ttyS0\n"
+            "\nkernel http://{ip}:{PORT}/boot/vmlinuz initrd=initrd.img console=ttyS0 || goto retry\n"
         )),
         "{script}"
     );
     assert!(
-        script.contains(&format!("http://{ip}:{PORT}/boot/initrd.img\n")),
+        script.contains(&format!(
+            "http://{ip}:{PORT}/boot/initrd.img || goto retry\n"
+        )),
         "{script}"
     );
-    assert!(script.ends_with("\nboot\n"), "{script}");
+    assert!(script.contains("\nboot || goto retry\n"), "{script}");
 
     let (_, body) = srv.get("/ipxe/52-54-00-00-00-02", &[]);
     assert_eq!(
