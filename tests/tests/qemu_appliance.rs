@@ -366,8 +366,13 @@ fn qemu_appliance_netboot_form_pxe_boots_and_serves_proxy_dhcp_beside_another_se
     let tmp = tempfile::tempdir().unwrap();
     let http = tmp.path().join("http");
     std::fs::create_dir_all(http.join("cfg")).unwrap();
+    // Real files in the served root: the HTTP server refuses a symlink that leads out of it
+    // (403), so iPXE's `kernel` failed and the machine never left PXE. A hard link costs
+    // nothing on one filesystem; a copy elsewhere.
     for f in ["seed-appliance.vmlinuz", "seed-appliance.initrd"] {
-        std::os::unix::fs::symlink(dir.join(f), http.join(f)).unwrap();
+        if std::fs::hard_link(dir.join(f), http.join(f)).is_err() {
+            std::fs::copy(dir.join(f), http.join(f)).unwrap();
+        }
     }
     let (lab, port) = lab(tmp.path(), "pxe", false, |f| {
         let (toml, yaml) = lab_config(f, "10.78.0.2/24", "auto");
