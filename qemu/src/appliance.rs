@@ -416,15 +416,8 @@ fn image_format(path: &Path) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::node::{Node, RunOptions};
+    use crate::node::{args, Node, RunOptions};
     use crate::spec::Plan;
-
-    fn args(c: &Command) -> String {
-        c.get_args()
-            .map(|a| a.to_string_lossy().into_owned())
-            .collect::<Vec<_>>()
-            .join(" ")
-    }
 
     fn machine(medium: Medium) -> (crate::LabFile, ApplianceSpec, Node) {
         let lab = Plan::new("ap", 2).lab_file();

@@ -377,17 +377,19 @@ impl Drop for Node {
     }
 }
 
+/// A command's arguments joined with spaces, for tests that check a QEMU command line.
+#[cfg(test)]
+pub(crate) fn args(c: &Command) -> String {
+    c.get_args()
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::spec::Plan;
-
-    fn args(c: &Command) -> String {
-        c.get_args()
-            .map(|a| a.to_string_lossy().into_owned())
-            .collect::<Vec<_>>()
-            .join(" ")
-    }
 
     #[test]
     fn command_line_follows_spec_and_boot_device() {
