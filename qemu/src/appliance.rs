@@ -281,29 +281,12 @@ impl Machine {
             return Ok(());
         }
         let _ = std::fs::remove_file(&overlay);
-        let out = Command::new("qemu-img")
-            .args([
-                "create",
-                "-q",
-                "-f",
-                "qcow2",
-                "-F",
-                image_format(path),
-                "-b",
-            ])
+        let mut create = Command::new("qemu-img");
+        create
+            .args(["create", "-q", "-f", "qcow2", "-F", image_format(path), "-b"])
             .arg(path)
-            .arg(&overlay)
-            .output()
-            .map_err(|source| LabError::Spawn {
-                program: "qemu-img",
-                source,
-            })?;
-        if !out.status.success() {
-            return Err(LabError::QemuImg {
-                path: overlay,
-                stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
-            });
-        }
+            .arg(&overlay);
+        crate::node::qemu_img_create(&mut create, overlay.clone())?;
         std::fs::write(&id_file, id).map_err(|source| LabError::Io {
             what: "writing",
             path: id_file,

@@ -19,9 +19,10 @@
 //! UUIDs and ISO dates derived from `SOURCE_DATE_EPOCH` (else the commit's date).
 
 use crate::{bundle, fetch, image, ramdisk, root, run as sh};
+use ::ramdisk::agent::deploy::boot::EspFile;
 use ::ramdisk::initramfs::cpio::Archive;
 use anyhow::{bail, Context, Result};
-use std::io::{Read, Seek, Write};
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
@@ -392,8 +393,19 @@ fn seedcfg_files() -> Vec<FatFile> {
     ]
 }
 
-/// A FAT image of `mib` MiB with `files` (fixed volume id and label; fatfs stamps 1980-01-01).
+/// A FAT image of `mib` MiB with `files` (fixed volume id and label; fatfs stamps 1980-01-01),
+/// written by the ramdisk's own FAT writer.
 fn write_fat(path: &Path, mib: u64, volume_id: u32, label: &str, files: &[FatFile]) -> Result<()> {
+    let files = files
+        .iter()
+        .map(|file| match file {
+            FatFile::Bytes(p, b) => Ok(EspFile::Bytes(p, b.clone())),
+            FatFile::Copy(p, from) => {
+                std::fs::metadata(from).with_context(|| format!("opening {}", from.display()))?;
+                Ok(EspFile::Copy(p, from))
+            }
+        })
+        .collect::<Result<Vec<_>>>()?;
     let mut f = std::fs::OpenOptions::new()
         .read(true)
         .write(true)
@@ -401,47 +413,7 @@ fn write_fat(path: &Path, mib: u64, volume_id: u32, label: &str, files: &[FatFil
         .truncate(true)
         .open(path)?;
     f.set_len(mib << 20)?;
-    let mut l = [b' '; 11];
-    l[..label.len()].copy_from_slice(label.as_bytes());
-    fatfs::format_volume(
-        &mut f,
-        fatfs::FormatVolumeOptions::new()
-            .volume_id(volume_id)
-            .volume_label(l),
-    )?;
-    f.seek(std::io::SeekFrom::Start(0))?;
-    let fs = fatfs::FileSystem::new(&mut f, fatfs::FsOptions::new())?;
-    {
-        let root = fs.root_dir();
-        for file in files {
-            let (path, mut src): (&str, Box<dyn Read>) = match file {
-                FatFile::Bytes(p, b) => (p, Box::new(std::io::Cursor::new(b.clone()))),
-                FatFile::Copy(p, from) => (
-                    p,
-                    Box::new(
-                        std::fs::File::open(from)
-                            .with_context(|| format!("opening {}", from.display()))?,
-                    ),
-                ),
-            };
-            let mut parts: Vec<&str> = path.split('/').collect();
-            let name = parts.pop().expect("a file name");
-            let mut dir = root.clone();
-            for p in parts {
-                dir = match dir.open_dir(p) {
-                    Ok(d) => d,
-                    Err(_) => dir.create_dir(p)?,
-                };
-            }
-            let mut out = dir.create_file(name)?;
-            out.truncate()?;
-            std::io::copy(
-                &mut src,
-                &mut std::io::BufWriter::with_capacity(1 << 20, &mut out),
-            )?;
-        }
-    }
-    fs.unmount()?;
+    ::ramdisk::agent::deploy::boot::write_fat(&mut f, volume_id, label, &files)?;
     Ok(())
 }
 

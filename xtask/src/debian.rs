@@ -252,17 +252,10 @@ pub fn repin() -> Result<()> {
         let [name, version, arch] = line.split_whitespace().collect::<Vec<_>>()[..] else {
             bail!("unexpected dpkg-query line {line:?}");
         };
-        let show = Command::new("apt-cache")
-            .args(["show", &format!("{name}:{arch}={version}")])
-            .output()?;
-        let stanza = String::from_utf8_lossy(&show.stdout);
-        let field = |k: &str| {
-            stanza
-                .lines()
-                .take_while(|l| !l.is_empty())
-                .find_map(|l| l.strip_prefix(k).map(|v| v.trim().to_string()))
-                .with_context(|| format!("{name} {version}: no {k} in apt-cache show"))
-        };
+        let show = fetch::apt_show(
+            &format!("{name}:{arch}={version}"),
+            &format!("{name} {version}"),
+        )?;
         let why = if base.include.iter().any(|i| i == name) {
             "asked for (include)"
         } else {
@@ -271,20 +264,14 @@ pub fn repin() -> Result<()> {
         pins.push(Pin {
             name: name.into(),
             version: version.into(),
-            arch: field("Architecture:")?,
-            size: field("Size:")?.parse().context("Size")?,
-            sha256: field("SHA256:")?,
+            arch: show.arch,
+            size: show.size,
+            sha256: show.sha256,
             why: why.into(),
         });
     }
     pins.sort_by(|a, b| a.name.cmp(&b.name));
     eprintln!("repin: Debian base: {} packages", pins.len());
     base.package = pins;
-    let header: String = std::fs::read_to_string(base_path())?
-        .lines()
-        .take_while(|l| l.starts_with('#') || l.is_empty())
-        .map(|l| format!("{l}\n"))
-        .collect();
-    std::fs::write(base_path(), header + &toml::to_string(&base)?)?;
-    Ok(())
+    fetch::write_keeping_header(&base_path(), &toml::to_string(&base)?)
 }

@@ -40,7 +40,8 @@ enum Cmd {
     List,
 }
 
-/// The triple workspace binaries are built for, statically linked (as the ramdisk's agent).
+/// The triple workspace binaries are built for, statically linked against glibc (no musl
+/// toolchain here), as the ramdisk's agent is.
 const STATIC_TARGET: &str = "x86_64-unknown-linux-gnu";
 
 fn images_dir() -> PathBuf {
