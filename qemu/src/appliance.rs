@@ -283,7 +283,15 @@ impl Machine {
         let _ = std::fs::remove_file(&overlay);
         let mut create = Command::new("qemu-img");
         create
-            .args(["create", "-q", "-f", "qcow2", "-F", image_format(path), "-b"])
+            .args([
+                "create",
+                "-q",
+                "-f",
+                "qcow2",
+                "-F",
+                image_format(path),
+                "-b",
+            ])
             .arg(path)
             .arg(&overlay);
         crate::node::qemu_img_create(&mut create, overlay.clone())?;

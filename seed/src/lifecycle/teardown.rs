@@ -3,8 +3,8 @@
 //! failed clean.
 
 use super::common::{begin, boot_watch, succeed};
-use super::{Action as A, State as S, Step};
 use super::{Action, BootDevice, Event, Timeouts, WipePlan};
+use super::{Action as A, State as S, Step};
 use crate::inventory::Node;
 
 /// `delete`, `torn down`, `clean`, `cleaned`; `None` where the state refuses it.

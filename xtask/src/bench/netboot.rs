@@ -1204,7 +1204,15 @@ drops ratio: 0.842 %
             Err("seed exited".into()),
         ];
         for fig in &seed {
-            r.row("m".into(), fig, "100".into(), "t".into(), &Ok(100.0), 0.9, mib);
+            r.row(
+                "m".into(),
+                fig,
+                "100".into(),
+                "t".into(),
+                &Ok(100.0),
+                0.9,
+                mib,
+            );
         }
         let met: Vec<&str> = r.rows.iter().map(|x| x.met.as_str()).collect();
         assert_eq!(met, ["yes", "NO", "NO (no figure)", "NO (no figure)"]);
