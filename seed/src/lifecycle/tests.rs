@@ -1,9 +1,8 @@
 //! The state machine's transitions, failures, timeouts and maintenance; the boot watchdog's
 //! in `tests/watchdog.rs`.
 
-use super::wipe::MIB;
 use super::*;
-use crate::inventory::{Bmc, Disk, Partition, PowerDriver, Properties, Secret};
+use crate::inventory::{Bmc, PowerDriver, Properties, Secret};
 
 mod watchdog;
 
@@ -46,16 +45,7 @@ fn inspected() -> Properties {
     Properties {
         cpus: Some(8),
         memory_mib: Some(16384),
-        disks: vec![Disk {
-            name: "sda".into(),
-            size_bytes: 100 * MIB,
-            model: Some("QEMU".into()),
-            serial: Some("S1".into()),
-            partitions: vec![Partition {
-                start_bytes: MIB,
-                size_bytes: 50 * MIB,
-            }],
-        }],
+        disks: super::wipe::tests::disks(),
         boot_mode: Some(crate::inventory::BootMode::Uefi),
         arch: None,
     }
