@@ -3,28 +3,15 @@
 
 use super::*;
 use crate::daemon::{Settings, FACTS};
-use crate::inventory::{Capabilities, Mac, Secret};
+use crate::inventory::{Capabilities, Mac};
 use crate::lifecycle::{State, Timeouts};
 use crate::store::memory::MemStore;
 use crate::store::nodes;
 
+/// A fake machine with two NICs (`52:54:00:fa:00:<i>` boots) and capabilities `caps`.
 fn fake_node(name: &str, i: u8, caps: &str) -> Node {
-    let mut n = Node::new(
-        name,
-        vec![
-            Mac([0x52, 0x54, 0, 0xfa, 0, i]),
-            Mac([0x52, 0x54, 0, 0xfb, 0, i]),
-        ],
-        crate::inventory::Bmc {
-            driver: DriverKind::Fake,
-            address: "fake".into(),
-            port: 623,
-            username: "admin".into(),
-            password: Secret::new("pw"),
-            allow_ipmi15: false,
-        },
-        0,
-    );
+    let mut n = crate::daemon::test_support::fake_node(name, &format!("52:54:00:fa:00:{i:02x}"));
+    n.macs.push(Mac([0x52, 0x54, 0, 0xfb, 0, i]));
     n.capabilities = caps.parse::<Capabilities>().unwrap();
     n
 }

@@ -5,8 +5,8 @@ use super::*;
 use crate::daemon::api::Api;
 use crate::daemon::metadata::{put_signal, Signal, SignalStatus};
 use crate::daemon::Settings;
+use crate::inventory::Capabilities;
 use crate::inventory::Node;
-use crate::inventory::{Bmc, Capabilities, PowerDriver as DriverKind, Secret};
 use crate::lifecycle::Timeouts;
 use crate::store::memory::MemStore;
 use http::{Method, StatusCode};
@@ -39,13 +39,7 @@ outputs:
 ";
 
 fn settings() -> Settings {
-    Settings {
-        server_ip: "10.0.0.1".parse().unwrap(),
-        http_port: 8080,
-        timeouts: Timeouts::default(),
-        heartbeat_secs: 7,
-        provide_after_inspect: true,
-    }
+    crate::daemon::test_support::settings(Timeouts::default(), true)
 }
 
 fn store_with(nodes_: &[(&str, &str)]) -> Arc<MemStore> {
@@ -54,19 +48,8 @@ fn store_with(nodes_: &[(&str, &str)]) -> Arc<MemStore> {
         .iter()
         .enumerate()
         .map(|(i, (name, profile))| {
-            let mut n = Node::new(
-                *name,
-                vec![format!("52:54:00:00:01:{i:02x}").parse().unwrap()],
-                Bmc {
-                    driver: DriverKind::Fake,
-                    address: "fake".into(),
-                    port: 623,
-                    username: "admin".into(),
-                    password: Secret::new("pw"),
-                    allow_ipmi15: false,
-                },
-                0,
-            );
+            let mac = format!("52:54:00:00:01:{i:02x}");
+            let mut n = crate::daemon::test_support::fake_node(name, &mac);
             n.lifecycle.state = State::Available;
             n.capabilities = Capabilities(
                 [("profile".to_string(), profile.to_string())]
