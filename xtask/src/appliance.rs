@@ -563,11 +563,7 @@ mod tests {
     /// without it, two builds). Needs the offline cache, xorriso, the ramdisk and the images.
     #[test]
     fn appliance_builds_twice_to_the_same_sha256_slow() {
-        fetch::run(fetch::Args {
-            offline: true,
-            repin: false,
-        })
-        .expect("the offline cache (run `cargo xtask fetch`)");
+        fetch::require_offline_cache();
         let d = tempfile::tempdir().unwrap();
         let imgs = ["tiny".to_string(), "debian".to_string()];
         let earlier = root().join("target/appliance/SHA256SUMS");

@@ -135,36 +135,25 @@ pub fn base_tar() -> Result<PathBuf> {
                 .with_context(|| format!("copying {} into the repository", deb.display()))?;
         }
     }
-    let packages = Command::new("apt-ftparchive")
-        .args(["packages", "."])
-        .current_dir(repo.path())
-        .output()
-        .context("running apt-ftparchive")?;
-    if !packages.status.success() {
-        bail!(
-            "apt-ftparchive packages failed: {}",
-            String::from_utf8_lossy(&packages.stderr)
-        );
-    }
-    std::fs::write(repo.path().join("Packages"), &packages.stdout)?;
+    let packages = ftparchive(
+        Command::new("apt-ftparchive").args(["packages", "."]),
+        repo.path(),
+        "packages",
+    )?;
+    std::fs::write(repo.path().join("Packages"), packages)?;
     // mmdebstrap picks the Essential:yes set only from indices whose Release names the suite.
-    let release = Command::new("apt-ftparchive")
-        .arg(format!("-oAPT::FTPArchive::Release::Suite={}", base.suite))
-        .arg(format!(
-            "-oAPT::FTPArchive::Release::Codename={}",
-            base.suite
-        ))
-        .args(["release", "."])
-        .current_dir(repo.path())
-        .output()
-        .context("running apt-ftparchive release")?;
-    if !release.status.success() {
-        bail!(
-            "apt-ftparchive release failed: {}",
-            String::from_utf8_lossy(&release.stderr)
-        );
-    }
-    std::fs::write(repo.path().join("Release"), &release.stdout)?;
+    let release = ftparchive(
+        Command::new("apt-ftparchive")
+            .arg(format!("-oAPT::FTPArchive::Release::Suite={}", base.suite))
+            .arg(format!(
+                "-oAPT::FTPArchive::Release::Codename={}",
+                base.suite
+            ))
+            .args(["release", "."]),
+        repo.path(),
+        "release",
+    )?;
+    std::fs::write(repo.path().join("Release"), release)?;
     let partial = out.with_extension("partial");
     let names: Vec<&str> = base.package.iter().map(|p| p.name.as_str()).collect();
     let mut cmd = Command::new("unshare");
@@ -274,4 +263,19 @@ pub fn repin() -> Result<()> {
     eprintln!("repin: Debian base: {} packages", pins.len());
     base.package = pins;
     fetch::write_keeping_header(&base_path(), &toml::to_string(&base)?)
+}
+
+/// Run an `apt-ftparchive` command (`what`: its subcommand) in `dir`; its output.
+fn ftparchive(cmd: &mut Command, dir: &Path, what: &str) -> Result<Vec<u8>> {
+    let out = cmd
+        .current_dir(dir)
+        .output()
+        .with_context(|| format!("running apt-ftparchive {what}"))?;
+    if !out.status.success() {
+        bail!(
+            "apt-ftparchive {what} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(out.stdout)
 }

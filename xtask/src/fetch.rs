@@ -205,6 +205,17 @@ fn repin() -> Result<()> {
     write_keeping_header(&pins_path(), &body)
 }
 
+/// For tests that need the offline cache: verify it as `cargo xtask fetch --offline` does,
+/// panicking (failing the test rather than skipping it) without it.
+#[cfg(test)]
+pub fn require_offline_cache() {
+    run(Args {
+        offline: true,
+        repin: false,
+    })
+    .expect("the offline cache (run `cargo xtask fetch`)");
+}
+
 /// What `apt-cache show` says of one package version.
 pub(crate) struct AptShow {
     pub arch: String,
