@@ -635,23 +635,16 @@ nodes:
             "old".to_string(),
             vec!["52:54:00:00:00:07".parse().unwrap()],
         )];
-        let e = parse_instackenv(
-            &format!("nodes:\n{}", one("new", "52:54:00:00:00:07")),
-            Format::Yaml,
-            &taken,
-            0,
-        )
-        .unwrap_err()
-        .to_string();
-        assert!(e.contains("enrolled node \"old\""), "{e}");
-        let e = parse_instackenv(
-            &format!("nodes:\n{}", one("old", "52:54:00:00:00:08")),
-            Format::Yaml,
-            &taken,
-            0,
-        )
-        .unwrap_err()
-        .to_string();
-        assert!(e.contains("name \"old\""), "{e}");
+        // A taken MAC, then a taken name.
+        for (name, mac, want) in [
+            ("new", "52:54:00:00:00:07", "enrolled node \"old\""),
+            ("old", "52:54:00:00:00:08", "name \"old\""),
+        ] {
+            let text = format!("nodes:\n{}", one(name, mac));
+            let e = parse_instackenv(&text, Format::Yaml, &taken, 0)
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(want), "{e}");
+        }
     }
 }
