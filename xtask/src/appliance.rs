@@ -335,12 +335,7 @@ enum FatFile {
 }
 
 fn efi_files(vmlinuz: &Path, initrd: &Path) -> Result<Vec<FatFile>> {
-    let pins = fetch::pins()?;
-    let pin = pins
-        .iter()
-        .find(|p| p.name == "systemd-boot-efi")
-        .context("no systemd-boot-efi pinned")?;
-    let sdboot = ramdisk::unpack(pin)?.join("usr/lib/systemd/boot/efi/systemd-bootx64.efi");
+    let sdboot = unpacked("systemd-boot-efi")?.join("usr/lib/systemd/boot/efi/systemd-bootx64.efi");
     Ok(vec![
         FatFile::Copy("EFI/BOOT/BOOTX64.EFI".into(), sdboot),
         FatFile::Bytes(
@@ -417,18 +412,20 @@ fn write_fat(path: &Path, mib: u64, volume_id: u32, label: &str, files: &[FatFil
     Ok(())
 }
 
+/// The unpacked tree of the pinned package `name` (from the offline cache).
+fn unpacked(name: &str) -> Result<PathBuf> {
+    let pins = fetch::pins()?;
+    let pin = pins
+        .iter()
+        .find(|p| p.name == name)
+        .with_context(|| format!("{name} is not pinned in xtask/cache/packages.toml"))?;
+    ramdisk::unpack(pin)
+}
+
 /// The ISO 9660 tree: isolinux (BIOS) with kernel and initrd.
 fn stage_iso_root(dir: &Path, vmlinuz: &Path, initrd: &Path) -> Result<()> {
-    let pins = fetch::pins()?;
-    let find = |name: &str| -> Result<PathBuf> {
-        let pin = pins
-            .iter()
-            .find(|p| p.name == name)
-            .with_context(|| format!("{name} is not pinned in xtask/cache/packages.toml"))?;
-        ramdisk::unpack(pin)
-    };
-    let isolinux = find("isolinux")?;
-    let common = find("syslinux-common")?;
+    let isolinux = unpacked("isolinux")?;
+    let common = unpacked("syslinux-common")?;
     let b = dir.join("boot");
     std::fs::create_dir_all(b.join("isolinux"))?;
     std::fs::copy(
@@ -480,12 +477,7 @@ fn mkfs_state(path: &Path, mib: u64, epoch: u64) -> Result<()> {
 
 /// The hybrid ISO (also the disk image: the same layout with a bigger state partition).
 fn xorriso(iso_root: &Path, seedcfg: &Path, state: &Path, out: &Path, epoch: u64) -> Result<()> {
-    let pins = fetch::pins()?;
-    let pin = pins
-        .iter()
-        .find(|p| p.name == "isolinux")
-        .context("isolinux is not pinned")?;
-    let mbr = ramdisk::unpack(pin)?.join("usr/lib/ISOLINUX/isohdpfx.bin");
+    let mbr = unpacked("isolinux")?.join("usr/lib/ISOLINUX/isohdpfx.bin");
     // Every input file's time is the build date.
     set_mtimes(iso_root, epoch)?;
     let _ = std::fs::remove_file(out);
