@@ -51,6 +51,17 @@ fn inspected() -> Properties {
     }
 }
 
+/// What a step that (re)boots the node from `device` answers: persist, set the boot device,
+/// reboot, and the deadline `at_ms`.
+fn reboot_into(device: BootDevice, at_ms: u64) -> Vec<Action> {
+    vec![
+        Action::Persist,
+        Action::SetBootDevice(device),
+        Action::Reboot,
+        Action::Deadline { at_ms },
+    ]
+}
+
 fn ok(n: &mut Node, e: Event, now: u64) -> Vec<Action> {
     let from = n.lifecycle.state.clone();
     let a = step(n, e.clone(), now, &T).unwrap_or_else(|err| panic!("{e:?} from {from:?}: {err}"));
@@ -114,12 +125,7 @@ fn happy_path_with_actions() {
     assert_eq!(n.lifecycle.deadline_ms, None);
     assert_eq!(
         ok(&mut n, Event::Inspect, 2000),
-        vec![
-            Action::Persist,
-            Action::SetBootDevice(BootDevice::Pxe),
-            Action::Reboot,
-            Action::Deadline { at_ms: 2100 }
-        ]
+        reboot_into(BootDevice::Pxe, 2100)
     );
     assert_eq!(
         ok(&mut n, Event::Inspected(inspected()), 2050),
@@ -146,12 +152,7 @@ fn happy_path_with_actions() {
     // Written: boot from disk, still deploying, a fresh deadline for the first boot.
     assert_eq!(
         ok(&mut n, Event::ImageWritten, 4100),
-        vec![
-            Action::Persist,
-            Action::SetBootDevice(BootDevice::Disk),
-            Action::Reboot,
-            Action::Deadline { at_ms: 4300 }
-        ]
+        reboot_into(BootDevice::Disk, 4300)
     );
     assert_eq!(n.lifecycle.state, State::Deploying);
     assert!(n.lifecycle.image_written);
