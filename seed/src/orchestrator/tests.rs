@@ -453,13 +453,19 @@ fn retry_then_replace_then_fail() {
     );
 }
 
-#[test]
-fn wait_condition_needs_count_signals() {
+/// The WAIT stack on two nodes, its servers deployed: the wait condition waits for signals.
+fn waiting() -> World {
     let nodes = vec![node("a", "x", 1024), node("b", "x", 1024)];
     let mut w = World::new(WAIT, &[], nodes);
     w.pass();
     w.finish_deploys();
     w.pass();
+    w
+}
+
+#[test]
+fn wait_condition_needs_count_signals() {
+    let mut w = waiting();
     assert_eq!(w.rec.members["up"].status, MemberStatus::InProgress);
     w.signal("a", "handle", json!({"ok": 1}));
     w.pass();
@@ -477,11 +483,7 @@ fn wait_condition_needs_count_signals() {
 
 #[test]
 fn wait_condition_times_out() {
-    let nodes = vec![node("a", "x", 1024), node("b", "x", 1024)];
-    let mut w = World::new(WAIT, &[], nodes);
-    w.pass();
-    w.finish_deploys();
-    w.pass();
+    let mut w = waiting();
     w.now += 600_000;
     w.pass();
     assert_eq!(w.rec.status, Status::CreateFailed);
