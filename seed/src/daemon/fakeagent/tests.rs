@@ -16,6 +16,18 @@ fn fake_node(name: &str, i: u8, caps: &str) -> Node {
     n
 }
 
+/// Fake machines in `state`, each named after its agent's behaviour (`fake_agent:<name>`).
+fn agents(state: State, names: &[&str]) -> Vec<Node> {
+    (1..)
+        .zip(names)
+        .map(|(i, name)| {
+            let mut n = fake_node(name, i, &format!("fake_agent:{name}"));
+            n.lifecycle.state = state.clone();
+            n
+        })
+        .collect()
+}
+
 fn daemon(nodes_: &[Node], timeouts: Timeouts) -> Arc<Daemon> {
     let store = Arc::new(MemStore::new());
     nodes::create(&*store, nodes_).unwrap();
@@ -187,15 +199,7 @@ fn with_image(d: &Daemon) -> tempfile::TempDir {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deploys_with_faults_through_the_agent_and_node_apis() {
-    let mut nodes_ = vec![
-        fake_node("ok", 1, "fake_agent:ok"),
-        fake_node("slow", 2, "fake_agent:slow"),
-        fake_node("fail", 3, "fake_agent:fail"),
-        fake_node("vanish", 4, "fake_agent:vanish"),
-    ];
-    for n in &mut nodes_ {
-        n.lifecycle.state = State::Available;
-    }
+    let nodes_ = agents(State::Available, &["ok", "slow", "fail", "vanish"]);
     let t = Timeouts {
         deploy_ms: 2_000,
         ..Timeouts::default()
@@ -248,13 +252,7 @@ async fn deploys_with_faults_through_the_agent_and_node_apis() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn undeploy_cleans_through_the_agent() {
-    let mut nodes_ = vec![
-        fake_node("ok", 1, "fake_agent:ok"),
-        fake_node("fail", 2, "fake_agent:fail"),
-    ];
-    for n in &mut nodes_ {
-        n.lifecycle.state = State::Available;
-    }
+    let nodes_ = agents(State::Available, &["ok", "fail"]);
     let d = daemon(&nodes_, Timeouts::default());
     let _images = with_image(&d);
     let target = crate::lifecycle::DeployTarget {
@@ -396,13 +394,7 @@ async fn restart_resumes_deletes_and_cleanings() {
 /// never re-powers them: even a `dead` agent got through PXE and fails on the step's timeout.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fake_machines_count_as_booted_for_the_boot_watchdog() {
-    let mut nodes_ = vec![
-        fake_node("ok", 1, "fake_agent:ok"),
-        fake_node("dead", 2, "fake_agent:dead"),
-    ];
-    for n in &mut nodes_ {
-        n.lifecycle.state = State::Manageable;
-    }
+    let nodes_ = agents(State::Manageable, &["ok", "dead"]);
     let t = Timeouts {
         inspect_ms: 1_500,
         boot_ms: 100,

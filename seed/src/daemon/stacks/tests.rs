@@ -72,6 +72,11 @@ async fn call(api: &Api, method: Method, path: &str, body: Json) -> (StatusCode,
     (r.status, serde_json::from_str(&r.body).unwrap())
 }
 
+/// `POST /v1/stacks` with `body` (the stack request).
+async fn create(api: &Api, body: Json) -> (StatusCode, Json) {
+    call(api, Method::POST, "/v1/stacks", body).await
+}
+
 fn node(d: &Daemon, name: &str) -> Node {
     nodes::get(d.store(), name).unwrap().unwrap().0
 }
@@ -115,22 +120,14 @@ async fn create_through_the_api_survives_a_restart_and_completes() {
     ]);
     let d = Daemon::new(store.clone(), settings()).unwrap();
     let api = Api::new(d.clone(), TOKEN);
-    let (status, body) = call(
+    let (status, body) = create(
         &api,
-        Method::POST,
-        "/v1/stacks",
         json!({"name": "oc", "file": "oc.yaml", "template": TEMPLATE}),
     )
     .await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
     assert_eq!(body["status"], "CREATE_IN_PROGRESS");
-    let (status, _) = call(
-        &api,
-        Method::POST,
-        "/v1/stacks",
-        json!({"name": "oc", "template": TEMPLATE}),
-    )
-    .await;
+    let (status, _) = create(&api, json!({"name": "oc", "template": TEMPLATE})).await;
     assert_eq!(status, StatusCode::CONFLICT);
 
     d.reconcile_stacks().unwrap();
@@ -206,13 +203,7 @@ async fn not_enough_nodes_allocates_nothing() {
     let store = store_with(&[("ctl", "control"), ("c1", "compute")]);
     let d = Daemon::new(store, settings()).unwrap();
     let api = Api::new(d.clone(), TOKEN);
-    call(
-        &api,
-        Method::POST,
-        "/v1/stacks",
-        json!({"name": "oc", "template": TEMPLATE}),
-    )
-    .await;
+    create(&api, json!({"name": "oc", "template": TEMPLATE})).await;
     d.reconcile_stacks().unwrap();
     let (_, body) = call(&api, Method::GET, "/v1/stacks/oc", json!(null)).await;
     assert_eq!(body["status"], "CREATE_FAILED");
@@ -232,10 +223,8 @@ async fn template_errors_are_400_with_the_place() {
     let d = Daemon::new(store_with(&[]), settings()).unwrap();
     let api = Api::new(d, TOKEN);
     let bad = "heat_template_version: wallaby\nresources:\n  x:\n    type: OS::Nova::Server\n    properties: {flavor: big}\n";
-    let (status, body) = call(
+    let (status, body) = create(
         &api,
-        Method::POST,
-        "/v1/stacks",
         json!({"name": "oc", "file": "bad.yaml", "template": bad}),
     )
     .await;
@@ -254,10 +243,8 @@ async fn group_deployment_metadata_survives_completion() {
     let d = Daemon::new(store, settings()).unwrap();
     let api = Api::new(d.clone(), TOKEN);
     let template = include_str!("../../../tests/templates/lab-overcloud.yaml");
-    let (status, body) = call(
+    let (status, body) = create(
         &api,
-        Method::POST,
-        "/v1/stacks",
         json!({"name": "oc", "file": "lab-overcloud.yaml", "template": template}),
     )
     .await;
