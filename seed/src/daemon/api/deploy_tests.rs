@@ -450,27 +450,15 @@ async fn agent_failure_fails_the_deploy_with_its_reason() {
         bad(r#"{"image": "tiny", "root_hint": "biggest"}"#).await,
         400
     );
-    assert_eq!(
-        e.api
-            .respond(&req(Method::POST, "/v1/nodes/n1/deploy", None, "{}"))
-            .await
-            .status,
-        401
-    );
-    assert_eq!(
-        e.api
-            .respond(&req(Method::POST, "/v1/agent/progress", None, "{"))
-            .await
-            .status,
-        400
-    );
-    assert_eq!(
-        e.api
-            .respond(&req(Method::GET, "/v1/node/booted", None, ""))
-            .await
-            .status,
-        405
-    );
+    // No token, a broken body, a wrong method.
+    for (method, path, body, want) in [
+        (Method::POST, "/v1/nodes/n1/deploy", "{}", 401),
+        (Method::POST, "/v1/agent/progress", "{", 400),
+        (Method::GET, "/v1/node/booted", "", 405),
+    ] {
+        let r = e.api.respond(&req(method.clone(), path, None, body)).await;
+        assert_eq!(r.status, want, "{method} {path}: {}", r.body);
+    }
 }
 
 #[tokio::test]
