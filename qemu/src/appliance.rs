@@ -294,7 +294,7 @@ impl Machine {
             ])
             .arg(path)
             .arg(&overlay);
-        crate::node::qemu_img_create(&mut create, overlay.clone())?;
+        crate::node::qemu_img_create(&mut create, overlay)?;
         std::fs::write(&id_file, id).map_err(|source| LabError::Io {
             what: "writing",
             path: id_file,

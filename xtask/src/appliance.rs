@@ -391,16 +391,16 @@ fn seedcfg_files() -> Vec<FatFile> {
 /// A FAT image of `mib` MiB with `files` (fixed volume id and label; fatfs stamps 1980-01-01),
 /// written by the ramdisk's own FAT writer.
 fn write_fat(path: &Path, mib: u64, volume_id: u32, label: &str, files: &[FatFile]) -> Result<()> {
-    let files = files
-        .iter()
-        .map(|file| match file {
-            FatFile::Bytes(p, b) => Ok(EspFile::Bytes(p, b.clone())),
+    let mut esp = Vec::with_capacity(files.len());
+    for file in files {
+        esp.push(match file {
+            FatFile::Bytes(p, b) => EspFile::Bytes(p, b.clone()),
             FatFile::Copy(p, from) => {
                 std::fs::metadata(from).with_context(|| format!("opening {}", from.display()))?;
-                Ok(EspFile::Copy(p, from))
+                EspFile::Copy(p, from)
             }
-        })
-        .collect::<Result<Vec<_>>>()?;
+        });
+    }
     let mut f = std::fs::OpenOptions::new()
         .read(true)
         .write(true)
@@ -408,7 +408,7 @@ fn write_fat(path: &Path, mib: u64, volume_id: u32, label: &str, files: &[FatFil
         .truncate(true)
         .open(path)?;
     f.set_len(mib << 20)?;
-    ::ramdisk::agent::deploy::boot::write_fat(&mut f, volume_id, label, &files)?;
+    ::ramdisk::agent::deploy::boot::write_fat(&mut f, volume_id, label, &esp)?;
     Ok(())
 }
 
