@@ -28,6 +28,19 @@ fn agents(state: State, names: &[&str]) -> Vec<Node> {
         .collect()
 }
 
+/// `node`'s pending agent command once it is a wipe (or whatever it is after 3 s).
+async fn wipe_command(d: &Daemon, node: &str) -> Command {
+    let mut cmd = Command::None;
+    for _ in 0..300 {
+        cmd = d.pending_command(node);
+        if matches!(cmd, Command::Wipe(_)) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    cmd
+}
+
 fn daemon(nodes_: &[Node], timeouts: Timeouts) -> Arc<Daemon> {
     let store = Arc::new(MemStore::new());
     nodes::create(&*store, nodes_).unwrap();
@@ -312,14 +325,7 @@ async fn cleaning_takes_only_the_current_ops_report() {
     let n = d.request_undeploy("plain", false).unwrap();
     assert_eq!(n.lifecycle.state, State::Deleting);
     let deleting_op = n.lifecycle.op;
-    let mut cmd = Command::None;
-    for _ in 0..300 {
-        cmd = d.pending_command("plain");
-        if matches!(cmd, Command::Wipe(_)) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    let cmd = wipe_command(&d, "plain").await;
     let Command::Wipe(w) = cmd else {
         panic!("no wipe queued: {cmd:?}");
     };
@@ -379,14 +385,7 @@ async fn restart_resumes_deletes_and_cleanings() {
     assert_eq!((w.op, w.full), (9, true));
     let n = settle(&d, "del", |s| *s == State::Cleaning).await;
     assert_eq!(n.lifecycle.op, 8);
-    let mut cmd = Command::None;
-    for _ in 0..300 {
-        cmd = d.pending_command("del");
-        if matches!(cmd, Command::Wipe(_)) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    let cmd = wipe_command(&d, "del").await;
     assert!(matches!(cmd, Command::Wipe(ref w) if w.op == 8), "{cmd:?}");
 }
 
