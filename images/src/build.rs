@@ -686,11 +686,17 @@ mod tests {
         .unwrap()
     }
 
-    #[test]
-    fn builds_tree_manifest_and_reproducible_stream() {
+    /// A temporary directory with the test elements in its `elements/`.
+    fn with_elements() -> (tempfile::TempDir, PathBuf) {
         let d = tempfile::tempdir().unwrap();
         let els = d.path().join("elements");
         elements(&els);
+        (d, els)
+    }
+
+    #[test]
+    fn builds_tree_manifest_and_reproducible_stream() {
+        let (d, els) = with_elements();
         let mut host = FakeHost::new(&d.path().join("cache"));
         let m1 = build(&image(), &els, &mut host, &d.path().join("out1")).unwrap();
         let m2 = build(&image(), &els, &mut host, &d.path().join("out2")).unwrap();
@@ -757,9 +763,7 @@ mod tests {
 
     #[test]
     fn debian_base_keeps_its_accounts_and_gets_units_instead_of_inittab() {
-        let d = tempfile::tempdir().unwrap();
-        let els = d.path().join("elements");
-        elements(&els);
+        let (d, els) = with_elements();
         write(
             &els,
             "deb/element.toml",
@@ -804,9 +808,7 @@ mod tests {
 
     #[test]
     fn missing_pieces_are_clear_errors() {
-        let d = tempfile::tempdir().unwrap();
-        let els = d.path().join("elements");
-        elements(&els);
+        let (d, els) = with_elements();
         let mut host = FakeHost::new(&d.path().join("cache"));
         let mut img = image();
         img.elements = vec!["app".into()];

@@ -333,11 +333,17 @@ mod tests {
         write_placeholder(dir, name, body).unwrap()
     }
 
+    /// A temporary `src` for images to import, and an empty store in its own temporary `root`
+    /// (kept alive with the store): `(src, root, store)`.
+    fn fixture() -> (tempfile::TempDir, tempfile::TempDir, ImageStore) {
+        let root = tempfile::tempdir().unwrap();
+        let store = ImageStore::open(root.path()).unwrap();
+        (tempfile::tempdir().unwrap(), root, store)
+    }
+
     #[test]
     fn import_get_verify_list_delete() {
-        let src = tempfile::tempdir().unwrap();
-        let root = tempfile::tempdir().unwrap();
-        let s = ImageStore::open(root.path()).unwrap();
+        let (src, _root, s) = fixture();
         let img = s
             .import(&make(src.path(), "tiny", b"stream bytes"))
             .unwrap();
@@ -353,9 +359,7 @@ mod tests {
 
     #[test]
     fn names_never_lead_outside_the_store() {
-        let src = tempfile::tempdir().unwrap();
-        let root = tempfile::tempdir().unwrap();
-        let s = ImageStore::open(root.path()).unwrap();
+        let (src, root, s) = fixture();
         s.import(&make(src.path(), "tiny", b"x")).unwrap();
         std::fs::write(root.path().join("names/tiny"), "../../etc").unwrap();
         assert!(matches!(s.get("tiny"), Err(StoreError::Corrupt { .. })));
@@ -369,9 +373,7 @@ mod tests {
 
     #[test]
     fn names_with_dots_do_not_collide_and_failed_imports_leave_nothing() {
-        let src = tempfile::tempdir().unwrap();
-        let root = tempfile::tempdir().unwrap();
-        let s = ImageStore::open(root.path()).unwrap();
+        let (src, root, s) = fixture();
         s.import(&make(src.path(), "tiny.v2", b"two")).unwrap();
         s.import(&make(src.path(), "tiny.tmp", b"tmp")).unwrap();
         assert_eq!(s.get("tiny.v2").unwrap().manifest.name, "tiny.v2");
@@ -389,9 +391,7 @@ mod tests {
 
     #[test]
     fn corrupt_stream_is_refused_on_import_and_on_verify() {
-        let src = tempfile::tempdir().unwrap();
-        let root = tempfile::tempdir().unwrap();
-        let s = ImageStore::open(root.path()).unwrap();
+        let (src, _root, s) = fixture();
         let m = make(src.path(), "tiny", b"good bytes");
         std::fs::write(src.path().join("rootfs.tar.zst"), b"evil bytes").unwrap();
         assert!(matches!(s.import(&m), Err(StoreError::Digest { .. })));

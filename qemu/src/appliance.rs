@@ -281,7 +281,8 @@ impl Machine {
             return Ok(());
         }
         let _ = std::fs::remove_file(&overlay);
-        let out = Command::new("qemu-img")
+        let mut create = Command::new("qemu-img");
+        create
             .args([
                 "create",
                 "-q",
@@ -292,18 +293,8 @@ impl Machine {
                 "-b",
             ])
             .arg(path)
-            .arg(&overlay)
-            .output()
-            .map_err(|source| LabError::Spawn {
-                program: "qemu-img",
-                source,
-            })?;
-        if !out.status.success() {
-            return Err(LabError::QemuImg {
-                path: overlay,
-                stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
-            });
-        }
+            .arg(&overlay);
+        crate::node::qemu_img_create(&mut create, overlay)?;
         std::fs::write(&id_file, id).map_err(|source| LabError::Io {
             what: "writing",
             path: id_file,
@@ -416,15 +407,8 @@ fn image_format(path: &Path) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::node::{Node, RunOptions};
+    use crate::node::{args, Node, RunOptions};
     use crate::spec::Plan;
-
-    fn args(c: &Command) -> String {
-        c.get_args()
-            .map(|a| a.to_string_lossy().into_owned())
-            .collect::<Vec<_>>()
-            .join(" ")
-    }
 
     fn machine(medium: Medium) -> (crate::LabFile, ApplianceSpec, Node) {
         let lab = Plan::new("ap", 2).lab_file();

@@ -117,9 +117,6 @@ impl Drop for LanEdge {
 
 #[cfg(test)]
 mod tests {
-    use crate::node::RunOptions;
-    use crate::spec::Plan;
-    use crate::Lab;
     use netboot::wire::device::McastDevice;
     use netboot::wire::{HostAddr, Stack};
     use std::net::SocketAddrV4;
@@ -135,10 +132,7 @@ mod tests {
     #[test]
     fn bmcs_answer_at_their_own_address_on_the_bmc_network() {
         let tmp = tempfile::tempdir().unwrap();
-        let mut plan = Plan::new(&format!("bmc-lan-{}", std::process::id()), 2);
-        plan.bmc_base_port = 0;
-        plan.disks_gib = vec![];
-        let lab = Lab::create(tmp.path(), &plan, RunOptions::default()).unwrap();
+        let lab = crate::lab::test_lab(tmp.path(), "bmc-lan");
         let net = lab.file().bmc_network.clone().unwrap();
         let lan = lab.file().nodes[1].bmc.lan.clone().unwrap();
         let bmc = lab.bmc("node2").unwrap();

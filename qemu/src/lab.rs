@@ -288,6 +288,16 @@ pub const SIGTERM: i32 = libc::SIGTERM;
 /// SIGKILL.
 pub const SIGKILL: i32 = libc::SIGKILL;
 
+/// A two-node lab in `dir` for unit tests: BMCs on ephemeral ports, no disks, named after
+/// `prefix` and this process (so parallel test binaries do not collide).
+#[cfg(test)]
+pub(crate) fn test_lab(dir: &Path, prefix: &str) -> Lab {
+    let mut plan = Plan::new(&format!("{prefix}-{}", std::process::id()), 2);
+    plan.bmc_base_port = 0;
+    plan.disks_gib = vec![];
+    Lab::create(dir, &plan, RunOptions::default()).unwrap()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -295,10 +305,7 @@ mod tests {
     #[test]
     fn lab_binds_bmcs_writes_lab_json_and_applies_faults() {
         let tmp = tempfile::tempdir().unwrap();
-        let mut plan = Plan::new(&format!("unit-{}", std::process::id()), 2);
-        plan.bmc_base_port = 0;
-        plan.disks_gib = vec![];
-        let lab = Lab::create(tmp.path(), &plan, RunOptions::default()).unwrap();
+        let lab = test_lab(tmp.path(), "unit");
         let on_disk = spec::load(tmp.path()).unwrap();
         assert_eq!(&on_disk, lab.file());
         assert!(on_disk.nodes.iter().all(|n| n.bmc.port != 0));

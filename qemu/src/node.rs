@@ -143,21 +143,10 @@ impl Node {
             if p.exists() {
                 continue;
             }
-            let out = Command::new("qemu-img")
-                .args(["create", "-q", "-f", "qcow2"])
-                .arg(&p)
-                .arg(format!("{gib}G"))
-                .output()
-                .map_err(|source| LabError::Spawn {
-                    program: "qemu-img",
-                    source,
-                })?;
-            if !out.status.success() {
-                return Err(LabError::QemuImg {
-                    path: p,
-                    stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
-                });
-            }
+            let mut create = Command::new("qemu-img");
+            create.args(["create", "-q", "-f", "qcow2"]);
+            create.arg(&p).arg(format!("{gib}G"));
+            qemu_img_create(&mut create, p)?;
         }
         if self.spec.firmware == Firmware::Uefi {
             let vars = self.dir.join("OVMF_VARS.fd");
@@ -377,17 +366,34 @@ impl Drop for Node {
     }
 }
 
+/// Run a `qemu-img create` command that makes `path`; what qemu-img said is in the error.
+pub(crate) fn qemu_img_create(cmd: &mut Command, path: PathBuf) -> Result<(), LabError> {
+    let out = cmd.output().map_err(|source| LabError::Spawn {
+        program: "qemu-img",
+        source,
+    })?;
+    if out.status.success() {
+        return Ok(());
+    }
+    Err(LabError::QemuImg {
+        path,
+        stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+    })
+}
+
+/// A command's arguments joined with spaces, for tests that check a QEMU command line.
+#[cfg(test)]
+pub(crate) fn args(c: &Command) -> String {
+    c.get_args()
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::spec::Plan;
-
-    fn args(c: &Command) -> String {
-        c.get_args()
-            .map(|a| a.to_string_lossy().into_owned())
-            .collect::<Vec<_>>()
-            .join(" ")
-    }
 
     #[test]
     fn command_line_follows_spec_and_boot_device() {

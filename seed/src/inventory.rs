@@ -612,46 +612,36 @@ nodes:
         let one = |name: &str, mac: &str| {
             format!("  - name: {name}\n    mac: [\"{mac}\"]\n    pm_type: ipmi\n    pm_addr: h\n    pm_user: u\n    pm_password: p\n")
         };
-        let e = err(&format!(
-            "nodes:\n{}{}",
-            one("a", "52:54:00:00:00:01"),
-            one("a", "52:54:00:00:00:02")
-        ));
-        assert!(
-            e.contains("nodes[1] (a)") && e.contains("name \"a\" is already used by nodes[0]"),
-            "{e}"
-        );
-        let e = err(&format!(
-            "nodes:\n{}{}",
-            one("a", "52:54:00:00:00:01"),
-            one("b", "52:54:00:00:00:01")
-        ));
-        assert!(
-            e.contains("nodes[1] (b)") && e.contains("52:54:00:00:00:01"),
-            "{e}"
-        );
+        // After node a: another a, then another node with a's MAC.
+        let first = one("a", "52:54:00:00:00:01");
+        for (second, want) in [
+            (
+                one("a", "52:54:00:00:00:02"),
+                ["nodes[1] (a)", "name \"a\" is already used by nodes[0]"],
+            ),
+            (
+                one("b", "52:54:00:00:00:01"),
+                ["nodes[1] (b)", "52:54:00:00:00:01"],
+            ),
+        ] {
+            let e = err(&format!("nodes:\n{first}{second}"));
+            assert!(want.iter().all(|w| e.contains(w)), "{e}");
+        }
 
         let taken = vec![(
             "old".to_string(),
             vec!["52:54:00:00:00:07".parse().unwrap()],
         )];
-        let e = parse_instackenv(
-            &format!("nodes:\n{}", one("new", "52:54:00:00:00:07")),
-            Format::Yaml,
-            &taken,
-            0,
-        )
-        .unwrap_err()
-        .to_string();
-        assert!(e.contains("enrolled node \"old\""), "{e}");
-        let e = parse_instackenv(
-            &format!("nodes:\n{}", one("old", "52:54:00:00:00:08")),
-            Format::Yaml,
-            &taken,
-            0,
-        )
-        .unwrap_err()
-        .to_string();
-        assert!(e.contains("name \"old\""), "{e}");
+        // A taken MAC, then a taken name.
+        for (name, mac, want) in [
+            ("new", "52:54:00:00:00:07", "enrolled node \"old\""),
+            ("old", "52:54:00:00:00:08", "name \"old\""),
+        ] {
+            let text = format!("nodes:\n{}", one(name, mac));
+            let e = parse_instackenv(&text, Format::Yaml, &taken, 0)
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(want), "{e}");
+        }
     }
 }

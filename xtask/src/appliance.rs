@@ -19,9 +19,10 @@
 //! UUIDs and ISO dates derived from `SOURCE_DATE_EPOCH` (else the commit's date).
 
 use crate::{bundle, fetch, image, ramdisk, root, run as sh};
+use ::ramdisk::agent::deploy::boot::EspFile;
 use ::ramdisk::initramfs::cpio::Archive;
 use anyhow::{bail, Context, Result};
-use std::io::{Read, Seek, Write};
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
@@ -334,12 +335,7 @@ enum FatFile {
 }
 
 fn efi_files(vmlinuz: &Path, initrd: &Path) -> Result<Vec<FatFile>> {
-    let pins = fetch::pins()?;
-    let pin = pins
-        .iter()
-        .find(|p| p.name == "systemd-boot-efi")
-        .context("no systemd-boot-efi pinned")?;
-    let sdboot = ramdisk::unpack(pin)?.join("usr/lib/systemd/boot/efi/systemd-bootx64.efi");
+    let sdboot = unpacked("systemd-boot-efi")?.join("usr/lib/systemd/boot/efi/systemd-bootx64.efi");
     Ok(vec![
         FatFile::Copy("EFI/BOOT/BOOTX64.EFI".into(), sdboot),
         FatFile::Bytes(
@@ -392,8 +388,19 @@ fn seedcfg_files() -> Vec<FatFile> {
     ]
 }
 
-/// A FAT image of `mib` MiB with `files` (fixed volume id and label; fatfs stamps 1980-01-01).
+/// A FAT image of `mib` MiB with `files` (fixed volume id and label; fatfs stamps 1980-01-01),
+/// written by the ramdisk's own FAT writer.
 fn write_fat(path: &Path, mib: u64, volume_id: u32, label: &str, files: &[FatFile]) -> Result<()> {
+    let mut esp = Vec::with_capacity(files.len());
+    for file in files {
+        esp.push(match file {
+            FatFile::Bytes(p, b) => EspFile::Bytes(p, b.clone()),
+            FatFile::Copy(p, from) => {
+                std::fs::metadata(from).with_context(|| format!("opening {}", from.display()))?;
+                EspFile::Copy(p, from)
+            }
+        });
+    }
     let mut f = std::fs::OpenOptions::new()
         .read(true)
         .write(true)
@@ -401,62 +408,24 @@ fn write_fat(path: &Path, mib: u64, volume_id: u32, label: &str, files: &[FatFil
         .truncate(true)
         .open(path)?;
     f.set_len(mib << 20)?;
-    let mut l = [b' '; 11];
-    l[..label.len()].copy_from_slice(label.as_bytes());
-    fatfs::format_volume(
-        &mut f,
-        fatfs::FormatVolumeOptions::new()
-            .volume_id(volume_id)
-            .volume_label(l),
-    )?;
-    f.seek(std::io::SeekFrom::Start(0))?;
-    let fs = fatfs::FileSystem::new(&mut f, fatfs::FsOptions::new())?;
-    {
-        let root = fs.root_dir();
-        for file in files {
-            let (path, mut src): (&str, Box<dyn Read>) = match file {
-                FatFile::Bytes(p, b) => (p, Box::new(std::io::Cursor::new(b.clone()))),
-                FatFile::Copy(p, from) => (
-                    p,
-                    Box::new(
-                        std::fs::File::open(from)
-                            .with_context(|| format!("opening {}", from.display()))?,
-                    ),
-                ),
-            };
-            let mut parts: Vec<&str> = path.split('/').collect();
-            let name = parts.pop().expect("a file name");
-            let mut dir = root.clone();
-            for p in parts {
-                dir = match dir.open_dir(p) {
-                    Ok(d) => d,
-                    Err(_) => dir.create_dir(p)?,
-                };
-            }
-            let mut out = dir.create_file(name)?;
-            out.truncate()?;
-            std::io::copy(
-                &mut src,
-                &mut std::io::BufWriter::with_capacity(1 << 20, &mut out),
-            )?;
-        }
-    }
-    fs.unmount()?;
+    ::ramdisk::agent::deploy::boot::write_fat(&mut f, volume_id, label, &esp)?;
     Ok(())
+}
+
+/// The unpacked tree of the pinned package `name` (from the offline cache).
+fn unpacked(name: &str) -> Result<PathBuf> {
+    let pins = fetch::pins()?;
+    let pin = pins
+        .iter()
+        .find(|p| p.name == name)
+        .with_context(|| format!("{name} is not pinned in xtask/cache/packages.toml"))?;
+    ramdisk::unpack(pin)
 }
 
 /// The ISO 9660 tree: isolinux (BIOS) with kernel and initrd.
 fn stage_iso_root(dir: &Path, vmlinuz: &Path, initrd: &Path) -> Result<()> {
-    let pins = fetch::pins()?;
-    let find = |name: &str| -> Result<PathBuf> {
-        let pin = pins
-            .iter()
-            .find(|p| p.name == name)
-            .with_context(|| format!("{name} is not pinned in xtask/cache/packages.toml"))?;
-        ramdisk::unpack(pin)
-    };
-    let isolinux = find("isolinux")?;
-    let common = find("syslinux-common")?;
+    let isolinux = unpacked("isolinux")?;
+    let common = unpacked("syslinux-common")?;
     let b = dir.join("boot");
     std::fs::create_dir_all(b.join("isolinux"))?;
     std::fs::copy(
@@ -508,12 +477,7 @@ fn mkfs_state(path: &Path, mib: u64, epoch: u64) -> Result<()> {
 
 /// The hybrid ISO (also the disk image: the same layout with a bigger state partition).
 fn xorriso(iso_root: &Path, seedcfg: &Path, state: &Path, out: &Path, epoch: u64) -> Result<()> {
-    let pins = fetch::pins()?;
-    let pin = pins
-        .iter()
-        .find(|p| p.name == "isolinux")
-        .context("isolinux is not pinned")?;
-    let mbr = ramdisk::unpack(pin)?.join("usr/lib/ISOLINUX/isohdpfx.bin");
+    let mbr = unpacked("isolinux")?.join("usr/lib/ISOLINUX/isohdpfx.bin");
     // Every input file's time is the build date.
     set_mtimes(iso_root, epoch)?;
     let _ = std::fs::remove_file(out);
@@ -591,11 +555,7 @@ mod tests {
     /// without it, two builds). Needs the offline cache, xorriso, the ramdisk and the images.
     #[test]
     fn appliance_builds_twice_to_the_same_sha256_slow() {
-        fetch::run(fetch::Args {
-            offline: true,
-            repin: false,
-        })
-        .expect("the offline cache (run `cargo xtask fetch`)");
+        fetch::require_offline_cache();
         let d = tempfile::tempdir().unwrap();
         let imgs = ["tiny".to_string(), "debian".to_string()];
         let earlier = root().join("target/appliance/SHA256SUMS");

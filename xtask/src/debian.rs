@@ -135,36 +135,25 @@ pub fn base_tar() -> Result<PathBuf> {
                 .with_context(|| format!("copying {} into the repository", deb.display()))?;
         }
     }
-    let packages = Command::new("apt-ftparchive")
-        .args(["packages", "."])
-        .current_dir(repo.path())
-        .output()
-        .context("running apt-ftparchive")?;
-    if !packages.status.success() {
-        bail!(
-            "apt-ftparchive packages failed: {}",
-            String::from_utf8_lossy(&packages.stderr)
-        );
-    }
-    std::fs::write(repo.path().join("Packages"), &packages.stdout)?;
+    let packages = ftparchive(
+        Command::new("apt-ftparchive").args(["packages", "."]),
+        repo.path(),
+        "packages",
+    )?;
+    std::fs::write(repo.path().join("Packages"), packages)?;
     // mmdebstrap picks the Essential:yes set only from indices whose Release names the suite.
-    let release = Command::new("apt-ftparchive")
-        .arg(format!("-oAPT::FTPArchive::Release::Suite={}", base.suite))
-        .arg(format!(
-            "-oAPT::FTPArchive::Release::Codename={}",
-            base.suite
-        ))
-        .args(["release", "."])
-        .current_dir(repo.path())
-        .output()
-        .context("running apt-ftparchive release")?;
-    if !release.status.success() {
-        bail!(
-            "apt-ftparchive release failed: {}",
-            String::from_utf8_lossy(&release.stderr)
-        );
-    }
-    std::fs::write(repo.path().join("Release"), &release.stdout)?;
+    let release = ftparchive(
+        Command::new("apt-ftparchive")
+            .arg(format!("-oAPT::FTPArchive::Release::Suite={}", base.suite))
+            .arg(format!(
+                "-oAPT::FTPArchive::Release::Codename={}",
+                base.suite
+            ))
+            .args(["release", "."]),
+        repo.path(),
+        "release",
+    )?;
+    std::fs::write(repo.path().join("Release"), release)?;
     let partial = out.with_extension("partial");
     let names: Vec<&str> = base.package.iter().map(|p| p.name.as_str()).collect();
     let mut cmd = Command::new("unshare");
@@ -252,17 +241,10 @@ pub fn repin() -> Result<()> {
         let [name, version, arch] = line.split_whitespace().collect::<Vec<_>>()[..] else {
             bail!("unexpected dpkg-query line {line:?}");
         };
-        let show = Command::new("apt-cache")
-            .args(["show", &format!("{name}:{arch}={version}")])
-            .output()?;
-        let stanza = String::from_utf8_lossy(&show.stdout);
-        let field = |k: &str| {
-            stanza
-                .lines()
-                .take_while(|l| !l.is_empty())
-                .find_map(|l| l.strip_prefix(k).map(|v| v.trim().to_string()))
-                .with_context(|| format!("{name} {version}: no {k} in apt-cache show"))
-        };
+        let show = fetch::apt_show(
+            &format!("{name}:{arch}={version}"),
+            &format!("{name} {version}"),
+        )?;
         let why = if base.include.iter().any(|i| i == name) {
             "asked for (include)"
         } else {
@@ -271,20 +253,29 @@ pub fn repin() -> Result<()> {
         pins.push(Pin {
             name: name.into(),
             version: version.into(),
-            arch: field("Architecture:")?,
-            size: field("Size:")?.parse().context("Size")?,
-            sha256: field("SHA256:")?,
+            arch: show.arch,
+            size: show.size,
+            sha256: show.sha256,
             why: why.into(),
         });
     }
     pins.sort_by(|a, b| a.name.cmp(&b.name));
     eprintln!("repin: Debian base: {} packages", pins.len());
     base.package = pins;
-    let header: String = std::fs::read_to_string(base_path())?
-        .lines()
-        .take_while(|l| l.starts_with('#') || l.is_empty())
-        .map(|l| format!("{l}\n"))
-        .collect();
-    std::fs::write(base_path(), header + &toml::to_string(&base)?)?;
-    Ok(())
+    fetch::write_keeping_header(&base_path(), &toml::to_string(&base)?)
+}
+
+/// Run an `apt-ftparchive` command (`what`: its subcommand) in `dir`; its output.
+fn ftparchive(cmd: &mut Command, dir: &Path, what: &str) -> Result<Vec<u8>> {
+    let out = cmd
+        .current_dir(dir)
+        .output()
+        .with_context(|| format!("running apt-ftparchive {what}"))?;
+    if !out.status.success() {
+        bail!(
+            "apt-ftparchive {what} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(out.stdout)
 }

@@ -196,29 +196,59 @@ fn repin() -> Result<()> {
             .filter(|v| *v != "(none)")
             .with_context(|| format!("{}: apt has no candidate (run apt-get update?)", pin.name))?
             .to_string();
-        let show = Command::new("apt-cache")
-            .args(["show", &format!("{}={candidate}", pin.name)])
-            .output()?;
-        let stanza = String::from_utf8_lossy(&show.stdout);
-        let field = |k: &str| {
-            stanza
-                .lines()
-                .take_while(|l| !l.is_empty())
-                .find_map(|l| l.strip_prefix(k).map(|v| v.trim().to_string()))
-                .with_context(|| format!("{}: no {k} in apt-cache show", pin.name))
-        };
+        let show = apt_show(&format!("{}={candidate}", pin.name), &pin.name)?;
         pin.version = candidate;
-        pin.arch = field("Architecture:")?;
-        pin.size = field("Size:")?.parse().context("Size")?;
-        pin.sha256 = field("SHA256:")?;
+        (pin.arch, pin.size, pin.sha256) = (show.arch, show.size, show.sha256);
         eprintln!("repin: {} {} {}", pin.name, pin.version, pin.sha256);
     }
-    let header: String = std::fs::read_to_string(pins_path())?
+    let body = toml::to_string(&PinFile { package: pins })?;
+    write_keeping_header(&pins_path(), &body)
+}
+
+/// For tests that need the offline cache: verify it as `cargo xtask fetch --offline` does,
+/// panicking (failing the test rather than skipping it) without it.
+#[cfg(test)]
+pub fn require_offline_cache() {
+    run(Args {
+        offline: true,
+        repin: false,
+    })
+    .expect("the offline cache (run `cargo xtask fetch`)");
+}
+
+/// What `apt-cache show` says of one package version.
+pub(crate) struct AptShow {
+    pub arch: String,
+    pub size: u64,
+    pub sha256: String,
+}
+
+/// `apt-cache show SPEC` (`name=version`, `name:arch=version`): the first stanza's fields; `who`
+/// names the package in errors.
+pub(crate) fn apt_show(spec: &str, who: &str) -> Result<AptShow> {
+    let show = Command::new("apt-cache").args(["show", spec]).output()?;
+    let stanza = String::from_utf8_lossy(&show.stdout);
+    let field = |k: &str| {
+        stanza
+            .lines()
+            .take_while(|l| !l.is_empty())
+            .find_map(|l| l.strip_prefix(k).map(|v| v.trim().to_string()))
+            .with_context(|| format!("{who}: no {k} in apt-cache show"))
+    };
+    Ok(AptShow {
+        arch: field("Architecture:")?,
+        size: field("Size:")?.parse().context("Size")?,
+        sha256: field("SHA256:")?,
+    })
+}
+
+/// Replace a pin file with `body`, keeping its leading comment (and blank) lines.
+pub(crate) fn write_keeping_header(path: &Path, body: &str) -> Result<()> {
+    let header: String = std::fs::read_to_string(path)?
         .lines()
         .take_while(|l| l.starts_with('#') || l.is_empty())
         .map(|l| format!("{l}\n"))
         .collect();
-    let body = toml::to_string(&PinFile { package: pins })?;
-    std::fs::write(pins_path(), header + &body)?;
+    std::fs::write(path, header + body)?;
     Ok(())
 }

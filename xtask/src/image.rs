@@ -40,7 +40,8 @@ enum Cmd {
     List,
 }
 
-/// The triple workspace binaries are built for, statically linked (as the ramdisk's agent).
+/// The triple workspace binaries are built for, statically linked against glibc (no musl
+/// toolchain here), as the ramdisk's agent is.
 const STATIC_TARGET: &str = "x86_64-unknown-linux-gnu";
 
 fn images_dir() -> PathBuf {
@@ -227,11 +228,7 @@ mod tests {
     /// (`cargo xtask fetch`); fails, rather than skips, without it.
     #[test]
     fn tiny_builds_twice_to_the_same_sha256() {
-        fetch::run(fetch::Args {
-            offline: true,
-            repin: false,
-        })
-        .expect("the offline cache (run `cargo xtask fetch`)");
+        fetch::require_offline_cache();
         let d = tempfile::tempdir().unwrap();
         let a = build("tiny", &d.path().join("a")).unwrap();
         let b = build("tiny", &d.path().join("b")).unwrap();
@@ -252,11 +249,7 @@ mod tests {
     /// deps`, `cargo xtask fetch`); fails, rather than skips, without them.
     #[test]
     fn debian_builds_twice_to_the_same_sha256_slow() {
-        fetch::run(fetch::Args {
-            offline: true,
-            repin: false,
-        })
-        .expect("the offline cache (run `cargo xtask fetch`)");
+        fetch::require_offline_cache();
         let d = tempfile::tempdir().unwrap();
         // `cargo xtask test` built the image once already (for its boot test): compare a second
         // build with that one rather than building twice here (each build is minutes).

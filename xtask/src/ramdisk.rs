@@ -20,9 +20,6 @@ pub struct Args {
     pub out: PathBuf,
 }
 
-/// The triple the agent is built for, statically linked against glibc (no musl toolchain here).
-const AGENT_TARGET: &str = "x86_64-unknown-linux-gnu";
-
 pub fn unpack(pin: &fetch::Pin) -> Result<PathBuf> {
     let dir = fetch::cache_dir()
         .join("unpacked")
@@ -55,27 +52,7 @@ fn pin<'a>(pins: &'a [fetch::Pin], prefix: &str) -> Result<&'a fetch::Pin> {
 
 /// Build the static agent and return its path.
 pub fn build_agent() -> Result<PathBuf> {
-    crate::run(
-        crate::cargo()
-            .args([
-                "build",
-                "--release",
-                "-p",
-                "ramdisk",
-                "--bin",
-                "seed-agent",
-                "--target",
-                AGENT_TARGET,
-            ])
-            .env(
-                "RUSTFLAGS",
-                "-C target-feature=+crt-static -C strip=symbols",
-            ),
-    )?;
-    Ok(crate::root()
-        .join("target")
-        .join(AGENT_TARGET)
-        .join("release/seed-agent"))
+    crate::image::build_static("ramdisk", "seed-agent")
 }
 
 fn sha256(path: &Path) -> Result<String> {

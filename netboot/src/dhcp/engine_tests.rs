@@ -143,6 +143,11 @@ impl Rig {
         self.send_on(msg, CLIENT, SERVER_PORT)
     }
 
+    /// A plain DISCOVER from `mac`.
+    fn discover(&mut self, mac: MacAddr) -> Option<(Message, Reply)> {
+        self.send(&request(mac, MessageType::Discover, vec![]))
+    }
+
     fn advance(&mut self, secs: u64) {
         self.now += Duration::from_secs(secs);
     }
@@ -334,18 +339,14 @@ fn a_wrong_requested_address_gets_a_broadcast_nak() {
 #[test]
 fn choosing_another_server_frees_our_offer() {
     let mut rig = Rig::new(true);
-    let (offer, _) = rig
-        .send(&request(STRANGER, MessageType::Discover, vec![]))
-        .unwrap();
+    let (offer, _) = rig.discover(STRANGER).unwrap();
     let ip = offer.yiaddr();
     assert_eq!(ip, POOL_START);
     let other = Ipv4Addr::new(10, 200, 1, 254);
     assert!(rig.send(&select(STRANGER, ip, other)).is_none());
     assert!(rig.engine.leases().ip_of(STRANGER).is_none());
     // The address is free for someone else at once.
-    let (offer2, _) = rig
-        .send(&request(NODE2, MessageType::Discover, vec![]))
-        .unwrap();
+    let (offer2, _) = rig.discover(NODE2).unwrap();
     assert_eq!(offer2.yiaddr(), ip);
 }
 
@@ -383,8 +384,7 @@ fn unknown_macs_are_ignored_unless_discovery_is_on() {
         .unwrap();
     assert_eq!(offer.yiaddr(), POOL_START);
     assert_eq!(bootfile(&offer).as_deref(), Some("undionly.kpxe"));
-    on.send(&request(STRANGER, MessageType::Discover, vec![]))
-        .unwrap();
+    on.discover(STRANGER).unwrap();
     assert_eq!(
         *on.policy.discovered.lock().unwrap(),
         vec![STRANGER],
@@ -395,30 +395,19 @@ fn unknown_macs_are_ignored_unless_discovery_is_on() {
 #[test]
 fn pool_addresses_are_distinct_sticky_and_bounded() {
     let mut rig = Rig::new(true);
-    let (a, _) = rig
-        .send(&request(NODE2, MessageType::Discover, vec![]))
-        .unwrap();
-    let (b, _) = rig
-        .send(&request(STRANGER, MessageType::Discover, vec![]))
-        .unwrap();
+    let (a, _) = rig.discover(NODE2).unwrap();
+    let (b, _) = rig.discover(STRANGER).unwrap();
     assert_ne!(a.yiaddr(), b.yiaddr());
-    let (a2, _) = rig
-        .send(&request(NODE2, MessageType::Discover, vec![]))
-        .unwrap();
+    let (a2, _) = rig.discover(NODE2).unwrap();
     assert_eq!(a.yiaddr(), a2.yiaddr(), "same MAC, same offer");
     let third = MacAddr([2, 0, 0, 0, 0, 3]);
-    rig.send(&request(third, MessageType::Discover, vec![]))
-        .unwrap();
+    rig.discover(third).unwrap();
     // Pool of three is now held by three offers.
     let fourth = MacAddr([2, 0, 0, 0, 0, 4]);
-    assert!(rig
-        .send(&request(fourth, MessageType::Discover, vec![]))
-        .is_none());
+    assert!(rig.discover(fourth).is_none());
     // Offers lapse; then the pool has room again.
     rig.advance(OFFER_HOLD_SECS);
-    assert!(rig
-        .send(&request(fourth, MessageType::Discover, vec![]))
-        .is_some());
+    assert!(rig.discover(fourth).is_some());
 }
 
 #[test]
@@ -431,13 +420,9 @@ fn an_expired_lease_is_reclaimed_only_after_it_expires() {
     });
     let mut rig = Rig::with(cfg, LeaseTable::default());
     rig.send(&select(NODE2, POOL_START, SERVER)).unwrap();
-    assert!(rig
-        .send(&request(STRANGER, MessageType::Discover, vec![]))
-        .is_none());
+    assert!(rig.discover(STRANGER).is_none());
     rig.advance(61);
-    let (o, _) = rig
-        .send(&request(STRANGER, MessageType::Discover, vec![]))
-        .unwrap();
+    let (o, _) = rig.discover(STRANGER).unwrap();
     assert_eq!(o.yiaddr(), POOL_START);
 }
 
@@ -456,9 +441,7 @@ fn a_declined_address_is_quarantined() {
     );
     assert!(rig.send(&decline).is_none());
     assert!(rig.engine.take_dirty(), "quarantine is persisted");
-    let (o, _) = rig
-        .send(&request(NODE2, MessageType::Discover, vec![]))
-        .unwrap();
+    let (o, _) = rig.discover(NODE2).unwrap();
     assert_ne!(o.yiaddr(), POOL_START);
     // A declined reservation leaves its node without an address until the quarantine ends.
     let decline1 = request(
@@ -467,13 +450,9 @@ fn a_declined_address_is_quarantined() {
         vec![DhcpOption::RequestedIpAddress(NODE1_IP)],
     );
     assert!(rig.send(&decline1).is_none());
-    assert!(rig
-        .send(&request(NODE1, MessageType::Discover, vec![]))
-        .is_none());
+    assert!(rig.discover(NODE1).is_none());
     rig.advance(3600);
-    assert!(rig
-        .send(&request(NODE1, MessageType::Discover, vec![]))
-        .is_some());
+    assert!(rig.discover(NODE1).is_some());
     assert_eq!(rig.metrics.get("dhcp_rx_decline_total"), 2);
 }
 
@@ -495,9 +474,7 @@ fn release_frees_the_address() {
     assert!(rig.send(&release).is_none());
     assert_eq!(rig.engine.leases().ip_of(NODE2), None);
     assert!(rig.engine.take_dirty());
-    let (o, _) = rig
-        .send(&request(STRANGER, MessageType::Discover, vec![]))
-        .unwrap();
+    let (o, _) = rig.discover(STRANGER).unwrap();
     assert_eq!(o.yiaddr(), POOL_START);
 }
 
@@ -578,9 +555,7 @@ fn proxy_mode_offers_boot_info_without_an_address() {
     );
 
     // A plain (OS) client is none of our business; neither is its REQUEST to the real server.
-    assert!(rig
-        .send(&request(NODE1, MessageType::Discover, vec![]))
-        .is_none());
+    assert!(rig.discover(NODE1).is_none());
     assert!(rig
         .send(&select(
             NODE1,
@@ -674,9 +649,7 @@ fn ipxe_and_http_boot_clients_get_urls() {
         Some(&DhcpOption::ClassIdentifier(b"HTTPClient".to_vec()))
     );
     // A plain OS client gets an address and no boot file.
-    let (offer, _) = rig
-        .send(&request(NODE1, MessageType::Discover, vec![]))
-        .unwrap();
+    let (offer, _) = rig.discover(NODE1).unwrap();
     assert_eq!(offer.yiaddr(), NODE1_IP);
     assert!(bootfile(&offer).is_none());
 }
@@ -712,8 +685,7 @@ fn malformed_packets_are_dropped_counted_and_harmless() {
 #[test]
 fn a_restarted_engine_keeps_pool_leases() {
     let mut rig = Rig::new(true);
-    rig.send(&request(STRANGER, MessageType::Discover, vec![]))
-        .unwrap();
+    rig.discover(STRANGER).unwrap();
     let (ack, _) = rig.send(&select(STRANGER, POOL_START, SERVER)).unwrap();
     assert_eq!(ack.yiaddr(), POOL_START);
     let saved = rig.engine.leases().snapshot();
@@ -734,9 +706,7 @@ fn a_restarted_engine_keeps_pool_leases() {
         .unwrap();
     assert_ne!(o.yiaddr(), POOL_START);
     // Its holder gets it again.
-    let (o, _) = again
-        .send(&request(STRANGER, MessageType::Discover, vec![]))
-        .unwrap();
+    let (o, _) = again.discover(STRANGER).unwrap();
     assert_eq!(o.yiaddr(), POOL_START);
 }
 
@@ -849,9 +819,7 @@ fn chain_tftp_with_a_vendor_pxe_rom_and_uefi() {
     let (_, ack) = exchange(&mut rig, CHAINED, 4, ipxe_opts(7));
     assert_eq!(bootfile(&ack).as_deref(), Some(CHAINED_SCRIPT));
     // An OS DHCP client on a chained node gets an address and no boot file.
-    let (offer, _) = rig
-        .send(&request(CHAINED, MessageType::Discover, vec![]))
-        .unwrap();
+    let (offer, _) = rig.discover(CHAINED).unwrap();
     assert!(bootfile(&offer).is_none());
 }
 

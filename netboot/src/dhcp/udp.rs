@@ -174,13 +174,4 @@ pub async fn serve(
 }
 
 /// An error with its chain of sources on one line (`a: b: c`).
-pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
-    s
-}
+pub(crate) use fsutil::error_chain;

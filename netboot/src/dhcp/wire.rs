@@ -136,16 +136,17 @@ fn check_op(pkt: &[u8], op: u8) -> Result<(), Malformed> {
 /// a decoder panic on some input [`check`] did not foresee costs one packet, never the server.
 pub fn decode_request(pkt: &[u8]) -> Result<(Message, MessageType), Malformed> {
     check(pkt)?;
-    let decoded = std::panic::catch_unwind(|| Message::decode(&mut Decoder::new(pkt)))
-        .map_err(|_| Malformed::Decode("decoder panicked".into()))?
-        .map_err(|e| Malformed::Decode(e.to_string()))?;
-    let ty = decoded.opts().msg_type().ok_or(Malformed::NoMessageType)?;
-    Ok((decoded, ty))
+    decode_checked(pkt)
 }
 
 /// Check and decode a reply, as [`decode_request`] does a request.
 pub fn decode_reply(pkt: &[u8]) -> Result<(Message, MessageType), Malformed> {
     check_reply(pkt)?;
+    decode_checked(pkt)
+}
+
+/// Decode a checked packet (under `catch_unwind`) and name its message type.
+fn decode_checked(pkt: &[u8]) -> Result<(Message, MessageType), Malformed> {
     let decoded = std::panic::catch_unwind(|| Message::decode(&mut Decoder::new(pkt)))
         .map_err(|_| Malformed::Decode("decoder panicked".into()))?
         .map_err(|e| Malformed::Decode(e.to_string()))?;

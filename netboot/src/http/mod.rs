@@ -51,6 +51,42 @@ pub struct ApiRequest {
     pub peer: std::net::SocketAddr,
 }
 
+impl ApiRequest {
+    /// The request a hyper request's `parts` and collected `body` from `peer` make (the path
+    /// not decoded).
+    pub fn new(
+        parts: http::request::Parts,
+        body: bytes::Bytes,
+        peer: std::net::SocketAddr,
+    ) -> Self {
+        ApiRequest {
+            path: parts.uri.path().to_string(),
+            query: parts.uri.query().map(str::to_string),
+            method: parts.method,
+            headers: parts.headers,
+            body,
+            peer,
+        }
+    }
+}
+
+/// Accept a connection on a kernel socket. An accept error (EMFILE and friends) is logged as
+/// `what` and waited out for 50 ms, so the connections already open keep being served: `None`
+/// then, and the caller's loop goes round again.
+pub async fn accept(
+    listener: &tokio::net::TcpListener,
+    what: &str,
+) -> Option<(tokio::net::TcpStream, std::net::SocketAddr)> {
+    match listener.accept().await {
+        Ok(x) => Some(x),
+        Err(e) => {
+            tracing::warn!(error = %e, "{what}");
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            None
+        }
+    }
+}
+
 /// The handler's answer: a status and a JSON (or text) body of the given content type.
 #[derive(Debug, Clone)]
 pub struct ApiResponse {

@@ -80,14 +80,9 @@ pub async fn serve(
     loop {
         let (stream, peer) = tokio::select! {
             _ = shutdown.cancelled() => break,
-            r = listener.accept() => match r {
-                Ok(x) => x,
-                Err(e) => {
-                    // EMFILE and friends: keep serving the connections we have.
-                    warn!(error = %e, "HTTP accept");
-                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                    continue;
-                }
+            r = super::accept(&listener, "HTTP accept") => match r {
+                Some(x) => x,
+                None => continue,
             },
         };
         let _ = stream.set_nodelay(true);
@@ -252,16 +247,7 @@ impl App {
                 return status(StatusCode::PAYLOAD_TOO_LARGE);
             }
         };
-        let r = api
-            .handle(super::ApiRequest {
-                method: parts.method,
-                path: parts.uri.path().to_string(),
-                query: parts.uri.query().map(str::to_string),
-                headers: parts.headers,
-                body,
-                peer,
-            })
-            .await;
+        let r = api.handle(super::ApiRequest::new(parts, body, peer)).await;
         text(r.status, &r.content_type, r.body)
     }
 

@@ -95,30 +95,28 @@ pub fn negotiate(req: &Request, file_len: u64, limits: &Limits) -> Result<Negoti
     };
     for (name, value) in &req.options {
         let v = value.trim();
+        // The value as a number within `range`, else the refusal.
+        let within = |range: std::ops::RangeInclusive<u32>| {
+            v.parse::<u32>()
+                .ok()
+                .filter(|x| range.contains(x))
+                .ok_or_else(|| bad(name, value))
+        };
         match name.as_str() {
             "blksize" => {
-                let size: u32 = v.parse().map_err(|_| bad(name, value))?;
-                if size < u32::from(MIN_BLKSIZE) {
-                    return Err(bad(name, value));
-                }
+                let size = within(u32::from(MIN_BLKSIZE)..=u32::MAX)?;
                 let size = size.min(u32::from(limits.max_blksize.min(MAX_BLKSIZE))) as u16;
                 n.blksize = size;
                 n.oack.push(("blksize", size.to_string()));
             }
             "windowsize" => {
-                let w: u32 = v.parse().map_err(|_| bad(name, value))?;
-                if !(1..=65535).contains(&w) {
-                    return Err(bad(name, value));
-                }
+                let w = within(1..=65535)?;
                 let w = w.min(u32::from(limits.max_window.max(1))) as u16;
                 n.windowsize = w;
                 n.oack.push(("windowsize", w.to_string()));
             }
             "timeout" => {
-                let t: u32 = v.parse().map_err(|_| bad(name, value))?;
-                if !(1..=255).contains(&t) {
-                    return Err(bad(name, value));
-                }
+                let t = within(1..=255)?;
                 n.timeout = Duration::from_secs(u64::from(t));
                 n.oack.push(("timeout", t.to_string()));
             }

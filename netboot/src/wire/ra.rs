@@ -482,6 +482,13 @@ mod tests {
         }
     }
 
+    /// Store the right ICMPv6 checksum in an edited solicitation `v`.
+    fn fix_checksum(v: &mut [u8]) {
+        v[56..58].fill(0);
+        let s = checksum(&addr(&v[22..38]), &addr(&v[38..54]), &v[54..]);
+        v[56..58].copy_from_slice(&s.to_be_bytes());
+    }
+
     #[test]
     fn malformed_and_truncated_solicitations_are_refused_with_a_reason() {
         let edit = |f: &dyn Fn(&mut Vec<u8>)| {
@@ -508,27 +515,21 @@ mod tests {
                 edit(&|v| {
                     // An option claiming 16 bytes where 8 remain (checksum made right).
                     v[63] = 2;
-                    v[56..58].fill(0);
-                    let s = checksum(&addr(&v[22..38]), &addr(&v[38..54]), &v[54..]);
-                    v[56..58].copy_from_slice(&s.to_be_bytes());
+                    fix_checksum(v);
                 }),
                 "option",
             ),
             (
                 edit(&|v| {
                     v[63] = 0;
-                    v[56..58].fill(0);
-                    let s = checksum(&addr(&v[22..38]), &addr(&v[38..54]), &v[54..]);
-                    v[56..58].copy_from_slice(&s.to_be_bytes());
+                    fix_checksum(v);
                 }),
                 "option",
             ),
             (
                 edit(&|v| {
                     v[22..38].fill(0);
-                    v[56..58].fill(0);
-                    let s = checksum(&addr(&v[22..38]), &addr(&v[38..54]), &v[54..]);
-                    v[56..58].copy_from_slice(&s.to_be_bytes());
+                    fix_checksum(v);
                 }),
                 "unspecified",
             ),

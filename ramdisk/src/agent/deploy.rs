@@ -128,16 +128,7 @@ pub enum DeployError {
 }
 
 /// The error and its causes on one line: `writing the image from URL: image stream sha256 …`.
-pub fn reason(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut s = e.to_string();
-    let mut src = e.source();
-    while let Some(c) = src {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        src = c.source();
-    }
-    s
-}
+pub use fsutil::error_chain as reason;
 
 /// What a successful deploy did.
 #[derive(Debug, Clone)]

@@ -60,19 +60,24 @@ pub fn collect(files: &[PathBuf]) -> Result<Value, MetadataError> {
         if !path.exists() {
             continue;
         }
-        let text = std::fs::read_to_string(path).map_err(|source| MetadataError::Read {
-            path: path.clone(),
-            source,
-        })?;
-        let doc: Value = serde_json::from_str(&text).map_err(|source| MetadataError::Parse {
-            path: path.clone(),
-            source,
-        })?;
+        let doc = read_json(path)?;
         if doc.as_object().is_some_and(|o| !o.is_empty()) {
             merged = deep_merge(merged, doc);
         }
     }
     Ok(merged)
+}
+
+/// A JSON file's document.
+fn read_json(path: &Path) -> Result<Value, MetadataError> {
+    let text = std::fs::read_to_string(path).map_err(|source| MetadataError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    serde_json::from_str(&text).map_err(|source| MetadataError::Parse {
+        path: path.to_path_buf(),
+        source,
+    })
 }
 
 /// Merge `b` over `a`: objects key by key (recursively), anything else replaces.
@@ -97,14 +102,7 @@ pub fn load_list_from_json(path: &Path) -> Result<Vec<PathBuf>, MetadataError> {
     if !path.exists() {
         return Ok(Vec::new());
     }
-    let text = std::fs::read_to_string(path).map_err(|source| MetadataError::Read {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    let doc: Value = serde_json::from_str(&text).map_err(|source| MetadataError::Parse {
-        path: path.to_path_buf(),
-        source,
-    })?;
+    let doc = read_json(path)?;
     let not_a_list = || MetadataError::NotAList {
         path: path.to_path_buf(),
     };

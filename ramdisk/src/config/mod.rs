@@ -24,13 +24,4 @@ pub mod runparts;
 pub mod value_types;
 
 /// An error and its sources, joined with `": "` (for logs).
-pub fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(inner) = cur {
-        s.push_str(": ");
-        s.push_str(&inner.to_string());
-        cur = inner.source();
-    }
-    s
-}
+pub use fsutil::error_chain;

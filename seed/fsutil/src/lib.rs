@@ -15,6 +15,9 @@
 //! Any failure before the rename leaves the old file as it was and removes the temporary file.
 //! Only `std` and `tempfile`, so the static binaries of the ramdisk can use it.
 
+mod chain;
+pub use chain::error_chain;
+
 use std::fs::{File, Permissions};
 use std::io::{self, Write};
 use std::os::unix::fs::PermissionsExt;

@@ -26,6 +26,36 @@ pub fn normalize(api: &str) -> String {
     }
 }
 
+/// `--api` and `--token` of the commands that only talk to a running daemon (`seed stack`,
+/// `seed token`): flattened into their arguments, global to their subcommands.
+#[derive(Debug, clap::Args)]
+pub struct ClientArgs {
+    /// The daemon's API.
+    #[arg(
+        long,
+        env = "SEED_API",
+        default_value = "http://127.0.0.1:6385",
+        global = true
+    )]
+    pub api: String,
+    /// The API's bearer token.
+    #[arg(
+        long,
+        env = "SEED_TOKEN",
+        hide_env_values = true,
+        global = true,
+        default_value = ""
+    )]
+    pub token: api::Secret,
+}
+
+impl ClientArgs {
+    /// A client of the daemon these arguments name ([`Client::new`]).
+    pub fn client(&self) -> anyhow::Result<Client> {
+        Client::new(&self.api, Some(self.token.expose()))
+    }
+}
+
 /// A client of one daemon's API.
 pub struct Client {
     base: String,

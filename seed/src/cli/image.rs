@@ -247,6 +247,15 @@ mod tests {
     use images::{Boot, Layout, Manifest, Stream};
     use sha2::Digest;
 
+    /// A source directory for images to import, and an empty store in its own directory (kept
+    /// alive with the store).
+    fn stores() -> (tempfile::TempDir, tempfile::TempDir, ImageStore) {
+        let src = tempfile::tempdir().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let store = ImageStore::open(dir.path()).unwrap();
+        (src, dir, store)
+    }
+
     fn built(dir: &Path, body: &[u8]) -> PathBuf {
         std::fs::write(dir.join("rootfs.tar.zst"), body).unwrap();
         let m = Manifest {
@@ -279,9 +288,7 @@ mod tests {
 
     #[test]
     fn import_list_show_delete() {
-        let src = tempfile::tempdir().unwrap();
-        let dir = tempfile::tempdir().unwrap();
-        let store = ImageStore::open(dir.path()).unwrap();
+        let (src, _dir, store) = stores();
         let path = built(src.path(), b"a stream");
         let s = run_str(&store, ImageCommand::Import { path }).unwrap();
         assert!(s.starts_with("imported tiny 0.1.0"), "{s}");
@@ -315,9 +322,7 @@ mod tests {
 
     #[test]
     fn corrupt_import_is_refused_and_named() {
-        let src = tempfile::tempdir().unwrap();
-        let dir = tempfile::tempdir().unwrap();
-        let store = ImageStore::open(dir.path()).unwrap();
+        let (src, _dir, store) = stores();
         let path = built(src.path(), b"good bytes");
         std::fs::write(src.path().join("rootfs.tar.zst"), b"evil bytes").unwrap();
         let e = run_str(&store, ImageCommand::Import { path }).unwrap_err();
@@ -331,9 +336,7 @@ mod tests {
     #[test]
     fn list_and_show_through_the_api() {
         use crate::daemon::{api::Api, test_support, Daemon};
-        let src = tempfile::tempdir().unwrap();
-        let dir = tempfile::tempdir().unwrap();
-        let store = ImageStore::open(dir.path()).unwrap();
+        let (src, dir, store) = stores();
         store
             .import(&built(src.path(), b"a stream").join("manifest.json"))
             .unwrap();

@@ -2,7 +2,7 @@
 //! API (like `seed node inspect`); `--wait` follows the stack with a spinner showing each
 //! member's state until it completes or fails.
 
-use super::client::Client;
+use super::client::{Client, ClientArgs};
 use super::table::{self, table};
 use anyhow::Context;
 use api::stack::{StackEvent, StackRequest, StackView};
@@ -15,23 +15,8 @@ use std::time::{Duration, Instant};
 pub struct Args {
     #[command(subcommand)]
     pub command: StackCommand,
-    /// The daemon's API.
-    #[arg(
-        long,
-        env = "SEED_API",
-        default_value = "http://127.0.0.1:6385",
-        global = true
-    )]
-    pub api: String,
-    /// The API's bearer token.
-    #[arg(
-        long,
-        env = "SEED_TOKEN",
-        hide_env_values = true,
-        global = true,
-        default_value = ""
-    )]
-    pub token: api::Secret,
+    #[command(flatten)]
+    pub client: ClientArgs,
 }
 
 #[derive(Debug, clap::Subcommand)]
@@ -71,7 +56,7 @@ pub struct Change {
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
-    let c = Client::new(&args.api, Some(args.token.expose()))?;
+    let c = args.client.client()?;
     match args.command {
         StackCommand::Create(ch) => change(&c, ch, true),
         StackCommand::Update(ch) => change(&c, ch, false),

@@ -1,7 +1,7 @@
 //! `seed token create|list|revoke`: named API tokens with roles, a client of the daemon's
 //! `/v1/tokens` (role admin: the config file's `[api] token` or an admin token).
 
-use super::client::Client;
+use super::client::{Client, ClientArgs};
 use super::table::{self, table};
 use anyhow::Context;
 use api::token::{Role, TokenCreated, TokenRequest, TokenView};
@@ -10,26 +10,12 @@ use std::time::{Duration, UNIX_EPOCH};
 
 /// Create, list and revoke named API tokens (admin only).
 #[derive(Debug, clap::Args)]
+#[command(mut_arg("token", |a| a.help("The API's bearer token (role admin).")))]
 pub struct Args {
     #[command(subcommand)]
     pub command: TokenCommand,
-    /// The daemon's API.
-    #[arg(
-        long,
-        env = "SEED_API",
-        default_value = "http://127.0.0.1:6385",
-        global = true
-    )]
-    pub api: String,
-    /// The API's bearer token (role admin).
-    #[arg(
-        long,
-        env = "SEED_TOKEN",
-        hide_env_values = true,
-        global = true,
-        default_value = ""
-    )]
-    pub token: api::Secret,
+    #[command(flatten)]
+    pub client: ClientArgs,
 }
 
 #[derive(Debug, clap::Subcommand)]
@@ -75,7 +61,7 @@ fn when(secs: u64) -> String {
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
-    let c = Client::new(&args.api, Some(args.token.expose()))?;
+    let c = args.client.client()?;
     run_with(&c, args.command, &mut std::io::stdout().lock())
 }
 

@@ -25,13 +25,9 @@ pub async fn serve(
     loop {
         let (stream, peer) = tokio::select! {
             _ = shutdown.cancelled() => return,
-            r = listener.accept() => match r {
-                Ok(x) => x,
-                Err(e) => {
-                    tracing::warn!(error = %e, "API accept");
-                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                    continue;
-                }
+            r = netboot::http::accept(&listener, "API accept") => match r {
+                Some(x) => x,
+                None => continue,
             },
         };
         // The same bounds as the boot server: connections, header-read and idle timeouts.
@@ -98,15 +94,6 @@ async fn handle(
             "not found\n".into(),
         );
     }
-    let r = api
-        .handle(ApiRequest {
-            method: parts.method,
-            path: parts.uri.path().to_string(),
-            query: parts.uri.query().map(str::to_string),
-            headers: parts.headers,
-            body,
-            peer,
-        })
-        .await;
+    let r = api.handle(ApiRequest::new(parts, body, peer)).await;
     reply(r.status, &r.content_type, r.body)
 }

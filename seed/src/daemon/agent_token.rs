@@ -153,23 +153,10 @@ fn random_key() -> [u8; 32] {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::inventory::{Bmc, PowerDriver, Secret};
     use crate::store::memory::MemStore;
 
     fn node(name: &str, state: State, op: u64) -> Node {
-        let mut n = Node::new(
-            name,
-            vec![crate::inventory::Mac([2, 0, 0, 0, 0, 1])],
-            Bmc {
-                driver: PowerDriver::Fake,
-                address: "x".into(),
-                port: 623,
-                username: "u".into(),
-                password: Secret::new("p"),
-                allow_ipmi15: false,
-            },
-            0,
-        );
+        let mut n = crate::daemon::test_support::fake_node(name, "02:00:00:00:00:01");
         n.lifecycle.state = state;
         n.lifecycle.op = op;
         n

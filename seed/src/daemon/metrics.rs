@@ -249,7 +249,6 @@ pub fn register(daemon: &std::sync::Arc<super::Daemon>, registry: &netboot::metr
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::inventory::{Bmc, Node, PowerDriver, Secret};
     use crate::store::memory::MemStore;
 
     #[test]
@@ -270,22 +269,10 @@ mod tests {
         assert_eq!(m.deploy.count(), 1);
 
         let s = MemStore::new();
-        let bmc = Bmc {
-            driver: PowerDriver::Fake,
-            address: "x".into(),
-            port: 623,
-            username: "u".into(),
-            password: Secret::new("p"),
-            allow_ipmi15: false,
-        };
         let mut nodes_ = Vec::new();
         for i in 0..3u8 {
-            let mut n = Node::new(
-                format!("n{i}"),
-                vec![crate::inventory::Mac([2, 0, 0, 0, 0, i])],
-                bmc.clone(),
-                0,
-            );
+            let mac = format!("02:00:00:00:00:{i:02x}");
+            let mut n = crate::daemon::test_support::fake_node(&format!("n{i}"), &mac);
             n.lifecycle.state = if i == 0 {
                 State::Active
             } else {

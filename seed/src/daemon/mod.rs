@@ -82,16 +82,7 @@ impl From<StoreError> for DaemonError {
 }
 
 /// `e: its source: its source …`: an error and its whole cause on one line.
-pub(crate) fn chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
-    s
-}
+pub(crate) use fsutil::error_chain as chain;
 
 /// What the daemon needs besides its store.
 #[derive(Debug, Clone)]

@@ -20,6 +20,7 @@ use crate::lifecycle::{Event, State};
 use crate::orchestrator::{self, Action, Config, NodeInfo, StackError, StackEvent, StackRecord};
 use crate::store::json::{decode, encode};
 use crate::store::{nodes, Expect, Op, Revision, Store, StoreError};
+use ::api::stack::StackRequest;
 use std::sync::Arc;
 use std::time::Duration;
 use tracing::{debug, info, warn};
@@ -105,19 +106,19 @@ pub const ENGINE: Config = Config {
     retries: 3,
 };
 
+/// A request's template parameters, as the orchestrator takes them.
+fn params(req: &StackRequest) -> Vec<(String, String)> {
+    req.params.clone().into_iter().collect()
+}
+
 impl Daemon {
     /// `stack create`: check the template, store the record (nothing is allocated yet).
-    pub fn stack_create(
-        &self,
-        name: &str,
-        file: &str,
-        text: &str,
-        params: Vec<(String, String)>,
-    ) -> Result<StackRecord, StacksError> {
+    pub fn stack_create(&self, req: &StackRequest) -> Result<StackRecord, StacksError> {
+        let name = req.name.as_str();
         if !valid_name(name) {
             return Err(StacksError::BadName(name.into()));
         }
-        let rec = orchestrator::create(name, file, text, params, now_ms())?;
+        let rec = orchestrator::create(name, &req.file, &req.template, params(req), now_ms())?;
         match self.store.commit(record_ops(name, &rec, Expect::Absent)?) {
             Err(e) if e.is_conflict() => return Err(StacksError::Exists(name.into())),
             r => r?,
@@ -127,17 +128,13 @@ impl Daemon {
         Ok(rec)
     }
 
-    /// `stack update`: a new template and/or parameters; only what changed is redone.
-    pub fn stack_update(
-        &self,
-        name: &str,
-        file: &str,
-        text: &str,
-        params: Vec<(String, String)>,
-    ) -> Result<StackRecord, StacksError> {
+    /// `stack update` of stack `name` (`req.name` is ignored): a new template and/or
+    /// parameters; only what changed is redone.
+    pub fn stack_update(&self, name: &str, req: &StackRequest) -> Result<StackRecord, StacksError> {
         let (old, rev) =
             get(&*self.store, name)?.ok_or_else(|| StacksError::NotFound(name.into()))?;
-        let (rec, todo) = orchestrator::update(&old, file, text, params, now_ms())?;
+        let (rec, todo) =
+            orchestrator::update(&old, &req.file, &req.template, params(req), now_ms())?;
         self.store
             .commit(record_ops(name, &rec, Expect::Revision(rev))?)?;
         info!(stack = name, create = ?todo.create, delete = ?todo.delete, replace = ?todo.replace, update = ?todo.update, "stack update");

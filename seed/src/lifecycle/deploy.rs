@@ -2,18 +2,12 @@
 //! `image written` boots the node from disk; the image's `deployed` ("booted") makes it active.
 
 use super::common::{begin, boot_watch, fail, succeed};
-use super::{Action, BootDevice, Event, State, Timeouts};
+use super::{Action as A, State as S, Step};
+use super::{BootDevice, Event, Timeouts};
 use crate::inventory::Node;
 
 /// `deploy`, `image written`, `image refused`, `deployed`; `None` where the state refuses it.
-pub(super) fn transition(
-    node: &mut Node,
-    event: Event,
-    now: u64,
-    t: &Timeouts,
-) -> Option<Vec<Action>> {
-    use Action as A;
-    use State as S;
+pub(super) fn transition(node: &mut Node, event: Event, now: u64, t: &Timeouts) -> Step {
     let lc = &mut node.lifecycle;
     Some(match (&lc.state, event) {
         (S::Available | S::DeployFailed { .. }, Event::Deploy(target)) => {

@@ -2,18 +2,12 @@
 //! inspection (`inspecting`, `inspect failed`), `provide`, and `manage` back from a stable state.
 
 use super::common::{begin, boot_watch, succeed};
-use super::{Action, BootDevice, Event, State, Timeouts};
+use super::{Action as A, State as S, Step};
+use super::{BootDevice, Event, Timeouts};
 use crate::inventory::{Node, Properties};
 
 /// `manage`, `verified`, `inspect`, `inspected`, `provide`; `None` where the state refuses it.
-pub(super) fn transition(
-    node: &mut Node,
-    event: Event,
-    now: u64,
-    t: &Timeouts,
-) -> Option<Vec<Action>> {
-    use Action as A;
-    use State as S;
+pub(super) fn transition(node: &mut Node, event: Event, now: u64, t: &Timeouts) -> Step {
     let lc = &mut node.lifecycle;
     Some(match (&lc.state, event) {
         (S::Enroll, Event::Manage) => {

@@ -258,6 +258,10 @@ pub fn step(
     Ok(actions)
 }
 
+/// What an event family's `transition` answers: the actions, or `None` where the state
+/// refuses the event.
+type Step = Option<Vec<Action>>;
+
 /// Maintenance gate, then the event's family; hardware actions are withheld in maintenance.
 fn transition(
     node: &mut Node,

@@ -3,18 +3,12 @@
 //! failed clean.
 
 use super::common::{begin, boot_watch, succeed};
-use super::{Action, BootDevice, Event, State, Timeouts, WipePlan};
+use super::{Action, BootDevice, Event, Timeouts, WipePlan};
+use super::{Action as A, State as S, Step};
 use crate::inventory::Node;
 
 /// `delete`, `torn down`, `clean`, `cleaned`; `None` where the state refuses it.
-pub(super) fn transition(
-    node: &mut Node,
-    event: Event,
-    now: u64,
-    t: &Timeouts,
-) -> Option<Vec<Action>> {
-    use Action as A;
-    use State as S;
+pub(super) fn transition(node: &mut Node, event: Event, now: u64, t: &Timeouts) -> Step {
     let lc = &mut node.lifecycle;
     Some(match (&lc.state, event) {
         // From deploying: abandons the deploy (the new op makes its late reports stale).

@@ -1,9 +1,8 @@
 //! The state machine's transitions, failures, timeouts and maintenance; the boot watchdog's
 //! in `tests/watchdog.rs`.
 
-use super::wipe::MIB;
 use super::*;
-use crate::inventory::{Bmc, Disk, Partition, PowerDriver, Properties, Secret};
+use crate::inventory::{Bmc, PowerDriver, Properties, Secret};
 
 mod watchdog;
 
@@ -46,19 +45,21 @@ fn inspected() -> Properties {
     Properties {
         cpus: Some(8),
         memory_mib: Some(16384),
-        disks: vec![Disk {
-            name: "sda".into(),
-            size_bytes: 100 * MIB,
-            model: Some("QEMU".into()),
-            serial: Some("S1".into()),
-            partitions: vec![Partition {
-                start_bytes: MIB,
-                size_bytes: 50 * MIB,
-            }],
-        }],
+        disks: super::wipe::tests::disks(),
         boot_mode: Some(crate::inventory::BootMode::Uefi),
         arch: None,
     }
+}
+
+/// What a step that (re)boots the node from `device` answers: persist, set the boot device,
+/// reboot, and the deadline `at_ms`.
+fn reboot_into(device: BootDevice, at_ms: u64) -> Vec<Action> {
+    vec![
+        Action::Persist,
+        Action::SetBootDevice(device),
+        Action::Reboot,
+        Action::Deadline { at_ms },
+    ]
 }
 
 fn ok(n: &mut Node, e: Event, now: u64) -> Vec<Action> {
@@ -124,12 +125,7 @@ fn happy_path_with_actions() {
     assert_eq!(n.lifecycle.deadline_ms, None);
     assert_eq!(
         ok(&mut n, Event::Inspect, 2000),
-        vec![
-            Action::Persist,
-            Action::SetBootDevice(BootDevice::Pxe),
-            Action::Reboot,
-            Action::Deadline { at_ms: 2100 }
-        ]
+        reboot_into(BootDevice::Pxe, 2100)
     );
     assert_eq!(
         ok(&mut n, Event::Inspected(inspected()), 2050),
@@ -156,12 +152,7 @@ fn happy_path_with_actions() {
     // Written: boot from disk, still deploying, a fresh deadline for the first boot.
     assert_eq!(
         ok(&mut n, Event::ImageWritten, 4100),
-        vec![
-            Action::Persist,
-            Action::SetBootDevice(BootDevice::Disk),
-            Action::Reboot,
-            Action::Deadline { at_ms: 4300 }
-        ]
+        reboot_into(BootDevice::Disk, 4300)
     );
     assert_eq!(n.lifecycle.state, State::Deploying);
     assert!(n.lifecycle.image_written);

@@ -103,11 +103,12 @@ fn merge(mut v: Vec<Extent>) -> Vec<Extent> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use crate::inventory::Partition;
 
-    fn disks() -> Vec<Disk> {
+    /// One inspected 100 MiB disk with a partition (also the lifecycle tests' inspection).
+    pub(in crate::lifecycle) fn disks() -> Vec<Disk> {
         vec![Disk {
             name: "sda".into(),
             size_bytes: 100 * MIB,

@@ -77,6 +77,17 @@ struct World {
 }
 
 impl World {
+    /// `update` of the stack, now, to `text` with the one parameter `key=value`.
+    fn update_one(
+        &self,
+        text: &str,
+        key: &str,
+        value: &str,
+    ) -> Result<(StackRecord, crate::template::Plan), StackError> {
+        let params = vec![(key.to_string(), value.to_string())];
+        update(&self.rec, "t.yaml", text, params, self.now)
+    }
+
     fn new(text: &str, params: &[&str], nodes: Vec<NodeInfo>) -> World {
         let params = params
             .iter()
@@ -360,14 +371,7 @@ fn scale_out_then_in_with_removal_policies() {
     let mut w = World::new(TEMPLATE, &[], pool());
     w.settle();
     let before = w.allocated();
-    let (rec, todo) = update(
-        &w.rec,
-        "t.yaml",
-        TEMPLATE,
-        vec![("compute_count".into(), "3".into())],
-        w.now,
-    )
-    .unwrap();
+    let (rec, todo) = w.update_one(TEMPLATE, "compute_count", "3").unwrap();
     assert_eq!(todo.create, vec!["compute-2".to_string()]);
     w.rec = rec;
     w.pass();
@@ -453,13 +457,19 @@ fn retry_then_replace_then_fail() {
     );
 }
 
-#[test]
-fn wait_condition_needs_count_signals() {
+/// The WAIT stack on two nodes, its servers deployed: the wait condition waits for signals.
+fn waiting() -> World {
     let nodes = vec![node("a", "x", 1024), node("b", "x", 1024)];
     let mut w = World::new(WAIT, &[], nodes);
     w.pass();
     w.finish_deploys();
     w.pass();
+    w
+}
+
+#[test]
+fn wait_condition_needs_count_signals() {
+    let mut w = waiting();
     assert_eq!(w.rec.members["up"].status, MemberStatus::InProgress);
     w.signal("a", "handle", json!({"ok": 1}));
     w.pass();
@@ -477,11 +487,7 @@ fn wait_condition_needs_count_signals() {
 
 #[test]
 fn wait_condition_times_out() {
-    let nodes = vec![node("a", "x", 1024), node("b", "x", 1024)];
-    let mut w = World::new(WAIT, &[], nodes);
-    w.pass();
-    w.finish_deploys();
-    w.pass();
+    let mut w = waiting();
     w.now += 600_000;
     w.pass();
     assert_eq!(w.rec.status, Status::CreateFailed);
@@ -493,14 +499,7 @@ fn metadata_only_update_publishes_without_redeploy() {
     let mut w = World::new(TEMPLATE, &[], pool());
     w.settle();
     let ctl = w.node_of("control");
-    let (rec, todo) = update(
-        &w.rec,
-        "t.yaml",
-        TEMPLATE,
-        vec![("message".into(), "bye".into())],
-        w.now,
-    )
-    .unwrap();
+    let (rec, todo) = w.update_one(TEMPLATE, "message", "bye").unwrap();
     assert!(todo.replace.contains(&"cfg".to_string()));
     assert!(todo.update.contains(&"control_deploy".to_string()));
     assert!(!todo
@@ -654,14 +653,7 @@ fn group_deployment_metadata_is_whole_from_the_first_publish() {
         assert_eq!(greeting(&docs[0]), json!("hello"), "{n}: {:#}", docs[0]);
     }
 
-    let (rec, _) = update(
-        &w.rec,
-        "t.yaml",
-        text,
-        vec![("compute_count".into(), "3".into())],
-        w.now,
-    )
-    .expect("update");
+    let (rec, _) = w.update_one(text, "compute_count", "3").expect("update");
     w.rec = rec;
     pass(&mut w, &mut publishes);
     let c2 = w.node_of("compute-2");

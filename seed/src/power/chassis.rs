@@ -132,16 +132,22 @@ pub fn check_completion(cmd: u8, code: u8) -> Result<(), ChassisError> {
     }
 }
 
-/// Decode a Get Chassis Status response (completion code and the data after it).
-pub fn parse_chassis_status(cc: u8, data: &[u8]) -> Result<ChassisStatus, ChassisError> {
-    check_completion(CMD_GET_CHASSIS_STATUS, cc)?;
-    // Current power state, last power event, misc. chassis state; front panel is optional.
-    if data.len() < 3 {
+/// A response to `cmd` that succeeded and carries at least `expected` data bytes.
+fn check_response(cmd: u8, cc: u8, data: &[u8], expected: usize) -> Result<(), ChassisError> {
+    check_completion(cmd, cc)?;
+    if data.len() < expected {
         return Err(ChassisError::Short {
-            expected: 3,
+            expected,
             got: data.len(),
         });
     }
+    Ok(())
+}
+
+/// Decode a Get Chassis Status response (completion code and the data after it).
+pub fn parse_chassis_status(cc: u8, data: &[u8]) -> Result<ChassisStatus, ChassisError> {
+    // Current power state, last power event, misc. chassis state; front panel is optional.
+    check_response(CMD_GET_CHASSIS_STATUS, cc, data, 3)?;
     let b = data[0];
     Ok(ChassisStatus {
         power: if b & 0x01 != 0 {
@@ -250,14 +256,8 @@ pub struct BootFlags {
 
 /// Decode a Get System Boot Options response for parameter 5.
 pub fn parse_boot_flags(cc: u8, data: &[u8]) -> Result<BootFlags, ChassisError> {
-    check_completion(CMD_GET_SYSTEM_BOOT_OPTIONS, cc)?;
     // Parameter version, parameter valid + selector, then the 5 data bytes.
-    if data.len() < 7 {
-        return Err(ChassisError::Short {
-            expected: 7,
-            got: data.len(),
-        });
-    }
+    check_response(CMD_GET_SYSTEM_BOOT_OPTIONS, cc, data, 7)?;
     let b1 = data[2];
     let device = match (data[3] >> 2) & 0x0f {
         0b0001 => Some(BootDevice::Pxe),

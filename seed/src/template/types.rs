@@ -156,23 +156,22 @@ const SIGNALS: &[&str] = &[
     "ZAQAR_SIGNAL",
 ];
 
-const DEPLOYMENT: &[PropSpec] = &[
-    p("config", Str, InPlace),
-    req("server", Str, Replace),
-    p("input_values", Map, InPlace),
-    one_of("signal_transport", SIGNALS, InPlace),
-    p("actions", List, InPlace),
-    p("name", Str, InPlace),
-];
+/// The properties of a SoftwareDeployment and a SoftwareDeploymentGroup: the same but for
+/// `target`, what they deploy to (`server` or `servers`).
+const fn deployment(target: PropSpec) -> [PropSpec; 6] {
+    [
+        p("config", Str, InPlace),
+        target,
+        p("input_values", Map, InPlace),
+        one_of("signal_transport", SIGNALS, InPlace),
+        p("actions", List, InPlace),
+        p("name", Str, InPlace),
+    ]
+}
 
-const DEPLOYMENT_GROUP: &[PropSpec] = &[
-    p("config", Str, InPlace),
-    req("servers", Map, InPlace),
-    p("input_values", Map, InPlace),
-    one_of("signal_transport", SIGNALS, InPlace),
-    p("actions", List, InPlace),
-    p("name", Str, InPlace),
-];
+const DEPLOYMENT: &[PropSpec] = &deployment(req("server", Str, Replace));
+
+const DEPLOYMENT_GROUP: &[PropSpec] = &deployment(req("servers", Map, InPlace));
 
 const WAIT_CONDITION: &[PropSpec] = &[
     req("handle", Str, Replace),

@@ -1196,42 +1196,24 @@ drops ratio: 0.842 %
     #[test]
     fn report_rows_compare_against_the_scaled_reference() {
         let mut r = Report::default();
-        r.row(
-            "m".into(),
-            &Ok(95.0),
-            "100".into(),
-            "t".into(),
-            &Ok(100.0),
-            0.9,
-            mib,
-        );
-        r.row(
-            "m".into(),
-            &Ok(85.0),
-            "100".into(),
-            "t".into(),
-            &Ok(100.0),
-            0.9,
-            mib,
-        );
-        r.row(
-            "m".into(),
-            &Err("seed exited".into()),
-            "100".into(),
-            "t".into(),
-            &Ok(100.0),
-            0.9,
-            mib,
-        );
-        r.row(
-            "m".into(),
-            &Err("seed exited".into()),
-            "100".into(),
-            "t".into(),
-            &Ok(100.0),
-            0.9,
-            mib,
-        );
+        // The seed's figure of each row; the reference is 100 and the factor 0.9.
+        let seed: [Fig; 4] = [
+            Ok(95.0),
+            Ok(85.0),
+            Err("seed exited".into()),
+            Err("seed exited".into()),
+        ];
+        for fig in &seed {
+            r.row(
+                "m".into(),
+                fig,
+                "100".into(),
+                "t".into(),
+                &Ok(100.0),
+                0.9,
+                mib,
+            );
+        }
         let met: Vec<&str> = r.rows.iter().map(|x| x.met.as_str()).collect();
         assert_eq!(met, ["yes", "NO", "NO (no figure)", "NO (no figure)"]);
         // The same failure is one note, referenced twice.

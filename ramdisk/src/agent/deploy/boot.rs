@@ -162,17 +162,28 @@ pub enum EspFile<'a> {
 
 /// Format `dev` (the ESP partition, opened read-write) as FAT and write `files` into it.
 pub fn write_esp<D: Read + Write + Seek>(
-    mut dev: D,
+    dev: D,
     volume_id: u32,
     files: &[EspFile<'_>],
 ) -> io::Result<()> {
-    let mut label = *b"SEED-ESP   ";
-    label[..8].copy_from_slice(b"SEED-ESP");
+    write_fat(dev, volume_id, "SEED-ESP", files)
+}
+
+/// Format `dev` as FAT with `volume_id` and `label` (at most 11 bytes) and write `files` into
+/// it, creating their directories (also how `cargo xtask appliance` makes its FAT images).
+pub fn write_fat<D: Read + Write + Seek>(
+    mut dev: D,
+    volume_id: u32,
+    label: &str,
+    files: &[EspFile<'_>],
+) -> io::Result<()> {
+    let mut padded = [b' '; 11];
+    padded[..label.len()].copy_from_slice(label.as_bytes());
     fatfs::format_volume(
         &mut dev,
         fatfs::FormatVolumeOptions::new()
             .volume_id(volume_id)
-            .volume_label(label),
+            .volume_label(padded),
     )?;
     dev.seek(io::SeekFrom::Start(0))?;
     let fs = fatfs::FileSystem::new(&mut dev, fatfs::FsOptions::new())?;

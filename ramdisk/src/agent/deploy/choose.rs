@@ -186,23 +186,19 @@ pub fn plan(layout: &Layout, disk_bytes: u64) -> Result<Vec<Part>, LayoutError> 
             sectors,
         })
     };
-    if layout.bios_boot_mib > 0 {
-        push(
+    // The optional boot partitions first, each where the layout asks for one.
+    for (role, name, size_mib) in [
+        (
             Role::BiosBoot,
             images::manifest::PART_BIOS,
-            at,
-            mib(layout.bios_boot_mib),
-        );
-        at += mib(layout.bios_boot_mib);
-    }
-    if layout.esp_mib > 0 {
-        push(
-            Role::Esp,
-            images::manifest::PART_ESP,
-            at,
-            mib(layout.esp_mib),
-        );
-        at += mib(layout.esp_mib);
+            layout.bios_boot_mib,
+        ),
+        (Role::Esp, images::manifest::PART_ESP, layout.esp_mib),
+    ] {
+        if size_mib > 0 {
+            push(role, name, at, mib(size_mib));
+            at += mib(size_mib);
+        }
     }
     let fixed = at + mib(layout.state_mib) + layout.root_mib.map(mib).unwrap_or(ALIGN_SECTORS);
     if fixed > end {

@@ -89,15 +89,7 @@ pub(super) async fn heartbeat(
 ) -> Result<Json<Command>, ApiError> {
     blocking(move || {
         let d = &s.daemon;
-        let name = node_of(d, &hb.boot_mac)?;
-        auth::agent(
-            d,
-            &headers,
-            &name,
-            &hb.boot_mac,
-            peer,
-            "/v1/agent/heartbeat",
-        )?;
+        let name = caller(d, &headers, &hb.boot_mac, peer, "/v1/agent/heartbeat")?;
         Ok(Json(d.pending_command(&name)))
     })
     .await
@@ -125,12 +117,25 @@ pub(super) async fn progress(
 ) -> Result<Json<Command>, ApiError> {
     blocking(move || {
         let d = &s.daemon;
-        let name = node_of(d, &p.boot_mac)?;
-        auth::agent(d, &headers, &name, &p.boot_mac, peer, "/v1/agent/progress")?;
+        let name = caller(d, &headers, &p.boot_mac, peer, "/v1/agent/progress")?;
         d.agent_progress(&name, p)?;
         Ok(Json(d.pending_command(&name)))
     })
     .await
+}
+
+/// The node whose agent calls `route` from `boot_mac`: it owns the MAC ([`node_of`]) and the
+/// call carries its agent token ([`auth::agent`]).
+fn caller(
+    d: &Arc<Daemon>,
+    headers: &HeaderMap,
+    boot_mac: &str,
+    peer: Peer,
+    route: &str,
+) -> Result<String, ApiError> {
+    let name = node_of(d, boot_mac)?;
+    auth::agent(d, headers, &name, boot_mac, peer, route)?;
+    Ok(name)
 }
 
 /// The node owning `mac` (400 if it is not a MAC, 404 if no node has it).

@@ -68,6 +68,13 @@ impl Env {
             .state
     }
 
+    /// Request the deploy (202) and wait until the agent's deploy command is queued.
+    async fn deploy_queued(&self) {
+        assert_eq!(self.deploy().await.status, 202);
+        self.wait("deploy command queued", |e| e.deploy_command().is_some())
+            .await;
+    }
+
     async fn wait(&self, what: &str, mut f: impl FnMut(&Env) -> bool) {
         for _ in 0..300 {
             if f(self) {
@@ -401,9 +408,7 @@ async fn corrupted_image_fails_before_any_power_action_and_a_retry_works() {
     assert_eq!(e.bmc.commands(), 0);
 
     // The image repaired: the retry deploys.
-    assert_eq!(e.deploy().await.status, 202);
-    e.wait("deploy command queued", |e| e.deploy_command().is_some())
-        .await;
+    e.deploy_queued().await;
     e.wait("powered on", |e| e.bmc.boots() == 1).await;
     let n = nodes::get(e.d.store(), "n1").unwrap().unwrap().0;
     assert_eq!(n.lifecycle.attempts, 3);
@@ -412,9 +417,7 @@ async fn corrupted_image_fails_before_any_power_action_and_a_retry_works() {
 #[tokio::test]
 async fn agent_failure_fails_the_deploy_with_its_reason() {
     let e = setup(Timeouts::default());
-    assert_eq!(e.deploy().await.status, 202);
-    e.wait("deploy command queued", |e| e.deploy_command().is_some())
-        .await;
+    e.deploy_queued().await;
     let op = e.deploy_command().unwrap().op;
     e.wait("powered on", |e| e.bmc.power_state() == PowerState::On)
         .await;
@@ -450,27 +453,15 @@ async fn agent_failure_fails_the_deploy_with_its_reason() {
         bad(r#"{"image": "tiny", "root_hint": "biggest"}"#).await,
         400
     );
-    assert_eq!(
-        e.api
-            .respond(&req(Method::POST, "/v1/nodes/n1/deploy", None, "{}"))
-            .await
-            .status,
-        401
-    );
-    assert_eq!(
-        e.api
-            .respond(&req(Method::POST, "/v1/agent/progress", None, "{"))
-            .await
-            .status,
-        400
-    );
-    assert_eq!(
-        e.api
-            .respond(&req(Method::GET, "/v1/node/booted", None, ""))
-            .await
-            .status,
-        405
-    );
+    // No token, a broken body, a wrong method.
+    for (method, path, body, want) in [
+        (Method::POST, "/v1/nodes/n1/deploy", "{}", 401),
+        (Method::POST, "/v1/agent/progress", "{", 400),
+        (Method::GET, "/v1/node/booted", "", 405),
+    ] {
+        let r = e.api.respond(&req(method.clone(), path, None, body)).await;
+        assert_eq!(r.status, want, "{method} {path}: {}", r.body);
+    }
 }
 
 #[tokio::test]
@@ -479,9 +470,7 @@ async fn a_silent_boot_times_out_into_deploy_failed() {
         deploy_ms: 300,
         ..Timeouts::default()
     });
-    assert_eq!(e.deploy().await.status, 202);
-    e.wait("deploy command queued", |e| e.deploy_command().is_some())
-        .await;
+    e.deploy_queued().await;
     let op = e.deploy_command().unwrap().op;
     e.progress(op, "done", 14, None).await;
     e.wait("timed out", |e| e.state().is_failed()).await;
@@ -495,9 +484,7 @@ async fn a_silent_boot_times_out_into_deploy_failed() {
 #[tokio::test]
 async fn a_restart_fails_unwritten_deploys_and_keeps_written_ones() {
     let e = setup(Timeouts::default());
-    assert_eq!(e.deploy().await.status, 202);
-    e.wait("deploy command queued", |e| e.deploy_command().is_some())
-        .await;
+    e.deploy_queued().await;
     // A second daemon over the same store: the agent command is gone with the first one.
     let again = Daemon::new(e.d.store.clone(), e.d.settings.clone()).unwrap();
     again.resume().unwrap();
@@ -507,9 +494,7 @@ async fn a_restart_fails_unwritten_deploys_and_keeps_written_ones() {
         e.state()
     );
     // Written: it only waits for "booted", which the store can still check.
-    assert_eq!(e.deploy().await.status, 202);
-    e.wait("deploy command queued", |e| e.deploy_command().is_some())
-        .await;
+    e.deploy_queued().await;
     let cmd = e.deploy_command().unwrap();
     let tok = e.agent_token().unwrap();
     assert_eq!(e.progress(cmd.op, "done", 14, None).await.status, 200);

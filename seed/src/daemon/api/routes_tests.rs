@@ -2,7 +2,6 @@
 //! route's credential; `/metrics` and `POST /v1/nodes`.
 
 use super::*;
-use crate::daemon::Settings;
 use crate::lifecycle::Timeouts;
 use crate::store::memory::MemStore;
 use crate::store::nodes;
@@ -12,13 +11,7 @@ const TOKEN: &str = "t";
 fn api() -> (Arc<Daemon>, Api) {
     let d = Daemon::new(
         Arc::new(MemStore::new()),
-        Settings {
-            server_ip: "10.0.0.1".parse().unwrap(),
-            http_port: 8080,
-            timeouts: Timeouts::default(),
-            heartbeat_secs: 7,
-            provide_after_inspect: true,
-        },
+        crate::daemon::test_support::settings(Timeouts::default(), true),
     )
     .unwrap();
     let m = Arc::new(netboot::metrics::Metrics::default());

@@ -47,10 +47,6 @@ fn view(d: &Daemon, rec: &StackRecord) -> Result<StackView, ApiError> {
     })
 }
 
-fn params(b: &StackRequest) -> Vec<(String, String)> {
-    b.params.clone().into_iter().collect()
-}
-
 /// The stack a request acted on, as a view with `status`.
 async fn shown(
     s: AppState,
@@ -96,10 +92,7 @@ pub(super) async fn create_stack(
     s: AppState,
     Payload(b): Payload<StackRequest>,
 ) -> Result<(StatusCode, Json<StackView>), ApiError> {
-    shown(s, StatusCode::CREATED, move |d| {
-        d.stack_create(&b.name, &b.file, &b.template, params(&b))
-    })
-    .await
+    shown(s, StatusCode::CREATED, move |d| d.stack_create(&b)).await
 }
 
 /// One stack: status, members (member → node → state) and outputs.
@@ -139,10 +132,7 @@ pub(super) async fn update_stack(
     Name(name): Name,
     Payload(b): Payload<StackRequest>,
 ) -> Result<(StatusCode, Json<StackView>), ApiError> {
-    shown(s, StatusCode::ACCEPTED, move |d| {
-        d.stack_update(&name, &b.file, &b.template, params(&b))
-    })
-    .await
+    shown(s, StatusCode::ACCEPTED, move |d| d.stack_update(&name, &b)).await
 }
 
 /// Delete a stack: its nodes are released and cleaned, then the record goes.

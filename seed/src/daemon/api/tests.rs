@@ -27,6 +27,12 @@ fn setup() -> (Arc<Daemon>, Api) {
 
 use crate::daemon::test_support::request as req;
 
+/// `POST path` with `token` and `body`.
+async fn post(api: &Api, path: &str, token: &str, body: &str) -> ApiResponse {
+    api.respond(&req(Method::POST, path, Some(token), body))
+        .await
+}
+
 fn json(r: &ApiResponse) -> serde_json::Value {
     serde_json::from_str(&r.body).unwrap()
 }
@@ -81,9 +87,7 @@ async fn inspect_boot_facts_heartbeat() {
     assert_eq!(d.boot_action(mac), Some(netboot::BootAction::Exit));
     assert_eq!(d.boot_action(netboot::MacAddr([2; 6])), None);
 
-    let r = api
-        .respond(&req(Method::POST, "/v1/nodes/n1/inspect", Some(TOKEN), ""))
-        .await;
+    let r = post(&api, "/v1/nodes/n1/inspect", TOKEN, "").await;
     assert_eq!(r.status, 202, "{}", r.body);
     assert_eq!(json(&r)["state"], "inspecting");
     match d.boot_action(mac) {
@@ -107,32 +111,25 @@ async fn inspect_boot_facts_heartbeat() {
     assert_eq!(drv.status().await.unwrap(), crate::power::PowerState::On);
 
     // Unknown machine: refused, nothing written.
-    let r = api
-        .respond(&req(
-            Method::POST,
-            "/v1/agent/facts",
-            Some(&tok),
-            &report("02:00:00:00:00:09", "02:00:00:00:00:0a"),
-        ))
-        .await;
+    let r = post(
+        &api,
+        "/v1/agent/facts",
+        &tok,
+        &report("02:00:00:00:00:09", "02:00:00:00:00:0a"),
+    )
+    .await;
     assert_eq!(r.status, 404);
     assert!(d.store().get(FACTS, "n1").unwrap().is_none());
-    assert_eq!(
-        api.respond(&req(Method::POST, "/v1/agent/facts", Some(&tok), "{"))
-            .await
-            .status,
-        400
-    );
+    assert_eq!(post(&api, "/v1/agent/facts", &tok, "{").await.status, 400);
 
     // Found by a NIC MAC even when the boot MAC is unknown.
-    let r = api
-        .respond(&req(
-            Method::POST,
-            "/v1/agent/facts",
-            Some(&tok),
-            &report("02:00:00:00:00:09", MAC),
-        ))
-        .await;
+    let r = post(
+        &api,
+        "/v1/agent/facts",
+        &tok,
+        &report("02:00:00:00:00:09", MAC),
+    )
+    .await;
     assert_eq!(r.status, 200, "{}", r.body);
     let ack = json(&r);
     assert_eq!(ack["node"], "n1");
@@ -151,23 +148,15 @@ async fn inspect_boot_facts_heartbeat() {
     assert_eq!(d.pending_command("n1"), Command::PowerOff);
 
     // Out of inspecting, the boot's token is dead: heartbeats and a second report get 401.
-    let r = api
-        .respond(&req(
-            Method::POST,
-            "/v1/agent/heartbeat",
-            Some(&tok),
-            &format!("{{\"boot_mac\":\"{MAC}\"}}"),
-        ))
-        .await;
+    let r = post(
+        &api,
+        "/v1/agent/heartbeat",
+        &tok,
+        &format!("{{\"boot_mac\":\"{MAC}\"}}"),
+    )
+    .await;
     assert_eq!(r.status, 401, "{}", r.body);
-    let r = api
-        .respond(&req(
-            Method::POST,
-            "/v1/agent/facts",
-            Some(&tok),
-            &report(MAC, MAC),
-        ))
-        .await;
+    let r = post(&api, "/v1/agent/facts", &tok, &report(MAC, MAC)).await;
     assert_eq!(r.status, 401, "{}", r.body);
 }
 
@@ -199,14 +188,7 @@ async fn agent_calls_need_the_nodes_current_token() {
         "no token outside the ramdisk"
     );
     for n in ["n1", "n2"] {
-        let r = api
-            .respond(&req(
-                Method::POST,
-                &format!("/v1/nodes/{n}/inspect"),
-                Some(TOKEN),
-                "",
-            ))
-            .await;
+        let r = post(&api, &format!("/v1/nodes/{n}/inspect"), TOKEN, "").await;
         assert_eq!(r.status, 202, "{}", r.body);
     }
     let tok1 = cmdline_token(&d, mac1).unwrap();
@@ -262,56 +244,30 @@ async fn agent_calls_need_the_nodes_current_token() {
     }
 
     // The right token works, for its own node only.
-    let r = api
-        .respond(&req(Method::POST, "/v1/agent/heartbeat", Some(&tok1), &hb1))
-        .await;
+    let r = post(&api, "/v1/agent/heartbeat", &tok1, &hb1).await;
     assert_eq!(r.status, 200, "{}", r.body);
-    let r = api
-        .respond(&req(
-            Method::POST,
-            "/v1/agent/facts",
-            Some(&tok1),
-            &report(MAC, MAC),
-        ))
-        .await;
+    let r = post(&api, "/v1/agent/facts", &tok1, &report(MAC, MAC)).await;
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(state("n1"), State::Available);
     assert_eq!(state("n2"), State::Inspecting, "n2 untouched");
 
     // n1 left the ramdisk: its token no longer works; n2's still does.
-    let r = api
-        .respond(&req(Method::POST, "/v1/agent/heartbeat", Some(&tok1), &hb1))
-        .await;
+    let r = post(&api, "/v1/agent/heartbeat", &tok1, &hb1).await;
     assert_eq!(r.status, 401, "{}", r.body);
     let hb2 = format!("{{\"boot_mac\":\"{MAC2}\"}}");
-    let r = api
-        .respond(&req(Method::POST, "/v1/agent/heartbeat", Some(&tok2), &hb2))
-        .await;
+    let r = post(&api, "/v1/agent/heartbeat", &tok2, &hb2).await;
     assert_eq!(r.status, 200, "{}", r.body);
 
     // A new step is a new boot with a new token.
-    let r = api
-        .respond(&req(Method::POST, "/v1/nodes/n1/manage", Some(TOKEN), ""))
-        .await;
+    let r = post(&api, "/v1/nodes/n1/manage", TOKEN, "").await;
     assert_eq!(r.status, 202, "{}", r.body);
-    let r = api
-        .respond(&req(Method::POST, "/v1/nodes/n1/inspect", Some(TOKEN), ""))
-        .await;
+    let r = post(&api, "/v1/nodes/n1/inspect", TOKEN, "").await;
     assert_eq!(r.status, 202, "{}", r.body);
     let again = cmdline_token(&d, mac1).unwrap();
     assert_ne!(again, tok1);
-    let r = api
-        .respond(&req(Method::POST, "/v1/agent/heartbeat", Some(&tok1), &hb1))
-        .await;
+    let r = post(&api, "/v1/agent/heartbeat", &tok1, &hb1).await;
     assert_eq!(r.status, 401, "{}", r.body);
-    let r = api
-        .respond(&req(
-            Method::POST,
-            "/v1/agent/heartbeat",
-            Some(&again),
-            &hb1,
-        ))
-        .await;
+    let r = post(&api, "/v1/agent/heartbeat", &again, &hb1).await;
     assert_eq!(r.status, 200, "{}", r.body);
 }
 
@@ -321,9 +277,7 @@ async fn inspect_from_enroll_verifies_first() {
     let (mut n, rev) = nodes::get(d.store(), "n1").unwrap().unwrap();
     n.lifecycle.state = State::Enroll;
     nodes::update(d.store(), &n, rev).unwrap();
-    let r = api
-        .respond(&req(Method::POST, "/v1/nodes/n1/inspect", Some(TOKEN), ""))
-        .await;
+    let r = post(&api, "/v1/nodes/n1/inspect", TOKEN, "").await;
     assert_eq!(r.status, 202, "{}", r.body);
     assert_eq!(json(&r)["state"], "verifying");
     let mut state = String::new();

@@ -99,26 +99,26 @@ async fn roles_expiry_revocation_and_hashes_at_rest() {
 
     // Forged and unknown tokens: 401; duplicate and bad names refused.
     let forged = format!("seed_ops_{}", "0".repeat(64));
-    assert_eq!(
-        call(&api, Method::GET, "/v1/nodes", &forged, "")
-            .await
-            .status,
-        401
-    );
-    let body = r#"{"name":"ci","role":"reader"}"#;
-    assert_eq!(
-        call(&api, Method::POST, "/v1/tokens", TOKEN, body)
-            .await
-            .status,
-        409
-    );
-    let body = r#"{"name":"config","role":"reader"}"#;
-    assert_eq!(
-        call(&api, Method::POST, "/v1/tokens", TOKEN, body)
-            .await
-            .status,
-        400
-    );
+    for (method, path, token, body, want) in [
+        (Method::GET, "/v1/nodes", forged.as_str(), "", 401),
+        (
+            Method::POST,
+            "/v1/tokens",
+            TOKEN,
+            r#"{"name":"ci","role":"reader"}"#,
+            409,
+        ),
+        (
+            Method::POST,
+            "/v1/tokens",
+            TOKEN,
+            r#"{"name":"config","role":"reader"}"#,
+            400,
+        ),
+    ] {
+        let r = call(&api, method.clone(), path, token, body).await;
+        assert_eq!(r.status, want, "{method} {path} {body}: {}", r.body);
+    }
 
     // At rest: the store file holds no secret (hashes only).
     drop(api);

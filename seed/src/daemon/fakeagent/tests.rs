@@ -3,30 +3,42 @@
 
 use super::*;
 use crate::daemon::{Settings, FACTS};
-use crate::inventory::{Capabilities, Mac, Secret};
+use crate::inventory::{Capabilities, Mac};
 use crate::lifecycle::{State, Timeouts};
 use crate::store::memory::MemStore;
 use crate::store::nodes;
 
+/// A fake machine with two NICs (`52:54:00:fa:00:<i>` boots) and capabilities `caps`.
 fn fake_node(name: &str, i: u8, caps: &str) -> Node {
-    let mut n = Node::new(
-        name,
-        vec![
-            Mac([0x52, 0x54, 0, 0xfa, 0, i]),
-            Mac([0x52, 0x54, 0, 0xfb, 0, i]),
-        ],
-        crate::inventory::Bmc {
-            driver: DriverKind::Fake,
-            address: "fake".into(),
-            port: 623,
-            username: "admin".into(),
-            password: Secret::new("pw"),
-            allow_ipmi15: false,
-        },
-        0,
-    );
+    let mut n = crate::daemon::test_support::fake_node(name, &format!("52:54:00:fa:00:{i:02x}"));
+    n.macs.push(Mac([0x52, 0x54, 0, 0xfb, 0, i]));
     n.capabilities = caps.parse::<Capabilities>().unwrap();
     n
+}
+
+/// Fake machines in `state`, each named after its agent's behaviour (`fake_agent:<name>`).
+fn agents(state: State, names: &[&str]) -> Vec<Node> {
+    (1..)
+        .zip(names)
+        .map(|(i, name)| {
+            let mut n = fake_node(name, i, &format!("fake_agent:{name}"));
+            n.lifecycle.state = state.clone();
+            n
+        })
+        .collect()
+}
+
+/// `node`'s pending agent command once it is a wipe (or whatever it is after 3 s).
+async fn wipe_command(d: &Daemon, node: &str) -> Command {
+    let mut cmd = Command::None;
+    for _ in 0..300 {
+        cmd = d.pending_command(node);
+        if matches!(cmd, Command::Wipe(_)) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    cmd
 }
 
 fn daemon(nodes_: &[Node], timeouts: Timeouts) -> Arc<Daemon> {
@@ -200,15 +212,7 @@ fn with_image(d: &Daemon) -> tempfile::TempDir {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deploys_with_faults_through_the_agent_and_node_apis() {
-    let mut nodes_ = vec![
-        fake_node("ok", 1, "fake_agent:ok"),
-        fake_node("slow", 2, "fake_agent:slow"),
-        fake_node("fail", 3, "fake_agent:fail"),
-        fake_node("vanish", 4, "fake_agent:vanish"),
-    ];
-    for n in &mut nodes_ {
-        n.lifecycle.state = State::Available;
-    }
+    let nodes_ = agents(State::Available, &["ok", "slow", "fail", "vanish"]);
     let t = Timeouts {
         deploy_ms: 2_000,
         ..Timeouts::default()
@@ -261,13 +265,7 @@ async fn deploys_with_faults_through_the_agent_and_node_apis() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn undeploy_cleans_through_the_agent() {
-    let mut nodes_ = vec![
-        fake_node("ok", 1, "fake_agent:ok"),
-        fake_node("fail", 2, "fake_agent:fail"),
-    ];
-    for n in &mut nodes_ {
-        n.lifecycle.state = State::Available;
-    }
+    let nodes_ = agents(State::Available, &["ok", "fail"]);
     let d = daemon(&nodes_, Timeouts::default());
     let _images = with_image(&d);
     let target = crate::lifecycle::DeployTarget {
@@ -327,14 +325,7 @@ async fn cleaning_takes_only_the_current_ops_report() {
     let n = d.request_undeploy("plain", false).unwrap();
     assert_eq!(n.lifecycle.state, State::Deleting);
     let deleting_op = n.lifecycle.op;
-    let mut cmd = Command::None;
-    for _ in 0..300 {
-        cmd = d.pending_command("plain");
-        if matches!(cmd, Command::Wipe(_)) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    let cmd = wipe_command(&d, "plain").await;
     let Command::Wipe(w) = cmd else {
         panic!("no wipe queued: {cmd:?}");
     };
@@ -394,14 +385,7 @@ async fn restart_resumes_deletes_and_cleanings() {
     assert_eq!((w.op, w.full), (9, true));
     let n = settle(&d, "del", |s| *s == State::Cleaning).await;
     assert_eq!(n.lifecycle.op, 8);
-    let mut cmd = Command::None;
-    for _ in 0..300 {
-        cmd = d.pending_command("del");
-        if matches!(cmd, Command::Wipe(_)) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    let cmd = wipe_command(&d, "del").await;
     assert!(matches!(cmd, Command::Wipe(ref w) if w.op == 8), "{cmd:?}");
 }
 
@@ -409,13 +393,7 @@ async fn restart_resumes_deletes_and_cleanings() {
 /// never re-powers them: even a `dead` agent got through PXE and fails on the step's timeout.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fake_machines_count_as_booted_for_the_boot_watchdog() {
-    let mut nodes_ = vec![
-        fake_node("ok", 1, "fake_agent:ok"),
-        fake_node("dead", 2, "fake_agent:dead"),
-    ];
-    for n in &mut nodes_ {
-        n.lifecycle.state = State::Manageable;
-    }
+    let nodes_ = agents(State::Manageable, &["ok", "dead"]);
     let t = Timeouts {
         inspect_ms: 1_500,
         boot_ms: 100,

@@ -40,6 +40,11 @@ async fn call(
     api.handle(req(method, path, token, body)).await
 }
 
+/// `GET path` with `token`.
+async fn get(api: &Api, path: &str, token: &str) -> ApiResponse {
+    call(api, Method::GET, path, Some(token), "").await
+}
+
 fn body(r: &ApiResponse) -> serde_json::Value {
     serde_json::from_str(&r.body).unwrap_or_else(|e| panic!("{e}: {:?}", r.body))
 }
@@ -240,12 +245,10 @@ async fn long_poll_wakes_on_change() {
 
     // A node whose counter differs (ahead of a rebuilt store, or behind) is answered at once.
     for since in [0, 1, 7] {
-        let r = call(
+        let r = get(
             &api,
-            Method::GET,
             &format!("/v1/node/metadata?since={since}&wait=30"),
-            Some(&c1),
-            "",
+            &c1,
         )
         .await;
         assert_eq!(r.status, StatusCode::OK);
@@ -258,38 +261,17 @@ async fn long_poll_times_out_with_304() {
     let (d, api) = setup();
     let c1 = credential(&api, "node1").await;
     // Nothing published yet: counter 0.
-    let r = call(
-        &api,
-        Method::GET,
-        "/v1/node/metadata?since=0&wait=5",
-        Some(&c1),
-        "",
-    )
-    .await;
+    let r = get(&api, "/v1/node/metadata?since=0&wait=5", &c1).await;
     assert_eq!(r.status, StatusCode::NOT_MODIFIED);
     assert!(r.body.is_empty());
     d.publish_metadata("node1", json!({"v": 1})).unwrap();
     let started = tokio::time::Instant::now();
-    let r = call(
-        &api,
-        Method::GET,
-        "/v1/node/metadata?since=1&wait=600",
-        Some(&c1),
-        "",
-    )
-    .await;
+    let r = get(&api, "/v1/node/metadata?since=1&wait=600", &c1).await;
     assert_eq!(r.status, StatusCode::NOT_MODIFIED);
     // Paused clock: the wait is capped at MAX_WAIT_SECS, not 600.
     assert_eq!(started.elapsed().as_secs(), MAX_WAIT_SECS);
     // wait=0 answers at once.
-    let r = call(
-        &api,
-        Method::GET,
-        "/v1/node/metadata?since=1",
-        Some(&c1),
-        "",
-    )
-    .await;
+    let r = get(&api, "/v1/node/metadata?since=1", &c1).await;
     assert_eq!(r.status, StatusCode::NOT_MODIFIED);
 }
 
@@ -321,16 +303,7 @@ async fn signals_are_stored_for_the_credentials_node() {
     assert_eq!(got[0].outputs["deploy_stdout"], "ok");
     assert!(metadata::signals(d.store(), "node1").unwrap().is_empty());
     // The operator sees it beside the metadata.
-    let r = body(
-        &call(
-            &api,
-            Method::GET,
-            "/v1/nodes/node2/metadata",
-            Some(TOKEN),
-            "",
-        )
-        .await,
-    );
+    let r = body(&get(&api, "/v1/nodes/node2/metadata", TOKEN).await);
     assert_eq!(r["signals"][0]["deployment"], "db-config");
 
     let bad = call(

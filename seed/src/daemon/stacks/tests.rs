@@ -5,8 +5,8 @@ use super::*;
 use crate::daemon::api::Api;
 use crate::daemon::metadata::{put_signal, Signal, SignalStatus};
 use crate::daemon::Settings;
+use crate::inventory::Capabilities;
 use crate::inventory::Node;
-use crate::inventory::{Bmc, Capabilities, PowerDriver as DriverKind, Secret};
 use crate::lifecycle::Timeouts;
 use crate::store::memory::MemStore;
 use http::{Method, StatusCode};
@@ -39,13 +39,7 @@ outputs:
 ";
 
 fn settings() -> Settings {
-    Settings {
-        server_ip: "10.0.0.1".parse().unwrap(),
-        http_port: 8080,
-        timeouts: Timeouts::default(),
-        heartbeat_secs: 7,
-        provide_after_inspect: true,
-    }
+    crate::daemon::test_support::settings(Timeouts::default(), true)
 }
 
 fn store_with(nodes_: &[(&str, &str)]) -> Arc<MemStore> {
@@ -54,19 +48,8 @@ fn store_with(nodes_: &[(&str, &str)]) -> Arc<MemStore> {
         .iter()
         .enumerate()
         .map(|(i, (name, profile))| {
-            let mut n = Node::new(
-                *name,
-                vec![format!("52:54:00:00:01:{i:02x}").parse().unwrap()],
-                Bmc {
-                    driver: DriverKind::Fake,
-                    address: "fake".into(),
-                    port: 623,
-                    username: "admin".into(),
-                    password: Secret::new("pw"),
-                    allow_ipmi15: false,
-                },
-                0,
-            );
+            let mac = format!("52:54:00:00:01:{i:02x}");
+            let mut n = crate::daemon::test_support::fake_node(name, &mac);
             n.lifecycle.state = State::Available;
             n.capabilities = Capabilities(
                 [("profile".to_string(), profile.to_string())]
@@ -87,6 +70,11 @@ fn request(method: Method, path: &str, body: Json) -> ApiRequest {
 async fn call(api: &Api, method: Method, path: &str, body: Json) -> (StatusCode, Json) {
     let r = api.respond(&request(method, path, body)).await;
     (r.status, serde_json::from_str(&r.body).unwrap())
+}
+
+/// `POST /v1/stacks` with `body` (the stack request).
+async fn create(api: &Api, body: Json) -> (StatusCode, Json) {
+    call(api, Method::POST, "/v1/stacks", body).await
 }
 
 fn node(d: &Daemon, name: &str) -> Node {
@@ -132,22 +120,14 @@ async fn create_through_the_api_survives_a_restart_and_completes() {
     ]);
     let d = Daemon::new(store.clone(), settings()).unwrap();
     let api = Api::new(d.clone(), TOKEN);
-    let (status, body) = call(
+    let (status, body) = create(
         &api,
-        Method::POST,
-        "/v1/stacks",
         json!({"name": "oc", "file": "oc.yaml", "template": TEMPLATE}),
     )
     .await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
     assert_eq!(body["status"], "CREATE_IN_PROGRESS");
-    let (status, _) = call(
-        &api,
-        Method::POST,
-        "/v1/stacks",
-        json!({"name": "oc", "template": TEMPLATE}),
-    )
-    .await;
+    let (status, _) = create(&api, json!({"name": "oc", "template": TEMPLATE})).await;
     assert_eq!(status, StatusCode::CONFLICT);
 
     d.reconcile_stacks().unwrap();
@@ -223,13 +203,7 @@ async fn not_enough_nodes_allocates_nothing() {
     let store = store_with(&[("ctl", "control"), ("c1", "compute")]);
     let d = Daemon::new(store, settings()).unwrap();
     let api = Api::new(d.clone(), TOKEN);
-    call(
-        &api,
-        Method::POST,
-        "/v1/stacks",
-        json!({"name": "oc", "template": TEMPLATE}),
-    )
-    .await;
+    create(&api, json!({"name": "oc", "template": TEMPLATE})).await;
     d.reconcile_stacks().unwrap();
     let (_, body) = call(&api, Method::GET, "/v1/stacks/oc", json!(null)).await;
     assert_eq!(body["status"], "CREATE_FAILED");
@@ -249,10 +223,8 @@ async fn template_errors_are_400_with_the_place() {
     let d = Daemon::new(store_with(&[]), settings()).unwrap();
     let api = Api::new(d, TOKEN);
     let bad = "heat_template_version: wallaby\nresources:\n  x:\n    type: OS::Nova::Server\n    properties: {flavor: big}\n";
-    let (status, body) = call(
+    let (status, body) = create(
         &api,
-        Method::POST,
-        "/v1/stacks",
         json!({"name": "oc", "file": "bad.yaml", "template": bad}),
     )
     .await;
@@ -271,10 +243,8 @@ async fn group_deployment_metadata_survives_completion() {
     let d = Daemon::new(store, settings()).unwrap();
     let api = Api::new(d.clone(), TOKEN);
     let template = include_str!("../../../tests/templates/lab-overcloud.yaml");
-    let (status, body) = call(
+    let (status, body) = create(
         &api,
-        Method::POST,
-        "/v1/stacks",
         json!({"name": "oc", "file": "lab-overcloud.yaml", "template": template}),
     )
     .await;

@@ -13,13 +13,11 @@ fn boot_watchdog_is_armed_by_steps_that_pxe_boot() {
     let mut n = at("manageable");
     assert_eq!(
         okw(&mut n, Event::Inspect, 1000),
-        vec![
-            Action::Persist,
-            Action::SetBootDevice(BootDevice::Pxe),
-            Action::Reboot,
-            Action::Deadline { at_ms: 1100 },
-            Action::Deadline { at_ms: 1020 },
+        [
+            reboot_into(BootDevice::Pxe, 1100),
+            vec![Action::Deadline { at_ms: 1020 }]
         ]
+        .concat()
     );
     assert_eq!(n.lifecycle.boot_deadline_ms, Some(1020));
     assert_eq!(n.lifecycle.boot_retries, 0);
@@ -106,12 +104,7 @@ fn boot_watchdog_retries_then_fails_the_step() {
     for (i, now) in [(1u32, 1020u64), (2, 1040)] {
         assert_eq!(
             okw(&mut n, Event::Timeout, now),
-            vec![
-                Action::Persist,
-                Action::SetBootDevice(BootDevice::Pxe),
-                Action::Reboot,
-                Action::Deadline { at_ms: now + 20 },
-            ]
+            reboot_into(BootDevice::Pxe, now + 20)
         );
         assert_eq!(n.lifecycle.boot_retries, i);
         assert_eq!(n.lifecycle.state, State::Inspecting);
