@@ -120,21 +120,21 @@ boot = {{ action = "kernel", kernel = "vmlinuz", initrd = "tftp://10.78.0.1/init
         &[&mac, "ACK"],
         90,
         &format!("DHCP ACK for {mac} within 90 s"),
-        &console,
+        console,
     );
     let t_ack = t0.elapsed();
     assert!(ack.contains("10.78.0.10"), "the reservation");
 
     let script = ["HTTP request", "path=/ipxe/", "status=200"];
     let what = "iPXE script fetched over the wire";
-    expect_line(&mut seed, &script, 60, what, &console);
+    expect_line(&mut seed, &script, 60, what, console);
     let t_script = t0.elapsed();
     let kernel = ["HTTP request", "path=/vmlinuz", "status=200"];
     let what = "kernel fetched over the wire";
-    expect_line(&mut seed, &kernel, 60, what, &console);
+    expect_line(&mut seed, &kernel, 60, what, console);
     let tftp = ["TFTP transfer complete", "initrd.img"];
     let what = "initrd fetched over TFTP on the wire";
-    expect_line(&mut seed, &tftp, 60, what, &console);
+    expect_line(&mut seed, &tftp, 60, what, console);
     eprintln!(
         "power-on → DHCP ACK {:.1} s, → iPXE script {:.1} s, → kernel {:.1} s",
         t_ack.as_secs_f64(),
