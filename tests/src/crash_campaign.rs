@@ -16,6 +16,7 @@
 //! only: each machine fetches its iPXE script from its own reserved 127.0.0.x address), which
 //! is removed with everything running in it when the run ends.
 
+use crate::daemon::{Config, TestImage};
 use crate::farm::{FarmNode, FarmSpec, NodeStatus};
 use crate::netns::Netns;
 use crate::proc::Child;
@@ -93,125 +94,14 @@ pub struct RunResult {
 
 fn farm_nodes(m: usize) -> Vec<FarmNode> {
     (0..m)
-        .map(|i| FarmNode {
-            name: format!("n{i}"),
-            mac: format!("52:54:00:fc:{:02x}:{:02x}", i / 256, i % 256),
-            bmc: format!("127.0.0.1:{}", 6300 + i).parse().unwrap(),
-            user: "admin".into(),
-            password: format!("pw{i}"),
-            cpus: 4,
-            memory_mib: 8192,
-            ip: Some(std::net::Ipv4Addr::new(
-                127,
-                0,
-                1 + (i / 200) as u8,
-                10 + (i % 200) as u8,
-            )),
-        })
-        .collect()
-}
-
-fn template(m: usize) -> String {
-    format!(
-        "heat_template_version: wallaby
-resources:
-  servers:
-    type: OS::Heat::ResourceGroup
-    properties:
-      count: {m}
-      resource_def:
-        type: OS::Seed::Server
-        properties: {{image: golden, profile: compute}}
-"
-    )
-}
-
-fn import_golden(http: &Path, work: &Path) {
-    let src = work.join("golden");
-    std::fs::create_dir_all(&src).unwrap();
-    let stream = src.join("rootfs.tar.zst");
-    std::fs::write(
-        &stream,
-        b"not a real image: the farm's agents only report progress",
-    )
-    .unwrap();
-    let (sha256, size) = images::store::hash_file(&stream).unwrap();
-    let m = images::Manifest {
-        name: "golden".into(),
-        version: "campaign".into(),
-        stream: images::Stream {
-            file: "rootfs.tar.zst".into(),
-            sha256,
-            size,
-            unpacked_size: size,
-        },
-        boot: images::Boot {
-            kernel: "boot/vmlinuz".into(),
-            initrd: None,
-            cmdline: String::new(),
-        },
-        min_disk_mib: 64,
-        layout: images::Layout::default(),
-        elements: vec![],
-    };
-    std::fs::write(src.join("manifest.json"), serde_json::to_vec(&m).unwrap()).unwrap();
-    images::ImageStore::open(http.join("images"))
-        .unwrap()
-        .import(&src.join("manifest.json"))
-        .unwrap();
-}
-
-fn config(d: &Path, nodes: &[FarmNode]) -> String {
-    let reservations: String = nodes
-        .iter()
-        .map(|n| {
-            let ip = n.ip.expect("an address");
-            format!("\n[[netboot.nodes]]\nmac = \"{}\"\nip = \"{ip}\"\n", n.mac)
-        })
-        .collect();
-    format!(
-        r#"store = {store:?}
-
-[api]
-token = "{TOKEN}"
-listen = "127.0.0.1:6385"
-
-[agent]
-heartbeat_secs = 1
-
-[ramdisk]
-kernel = {missing:?}
-initrd = {missing:?}
-
-[netboot]
-server_ip = "127.0.0.1"
-state_dir = {state:?}
-
-[netboot.http]
-root = {http:?}
-port = {HTTP_PORT}
-"#,
-        store = d.join("seed.redb"),
-        missing = d.join("no-ramdisk"),
-        state = d.join("state"),
-        http = d.join("http"),
-    ) + &reservations
-}
-
-fn inventory(nodes: &[FarmNode]) -> String {
-    nodes
-        .iter()
-        .map(|n| {
-            format!(
-                "  - name: {}\n    mac: [\"{}\"]\n    pm_type: ipmi\n    pm_addr: 127.0.0.1\n    \
-                 pm_port: \"{}\"\n    pm_user: {}\n    pm_password: {}\n    \
-                 capabilities: \"profile:compute\"\n    memory: 8192\n    disk: 40\n",
-                n.name,
-                n.mac,
-                n.bmc.port(),
-                n.user,
-                n.password
-            )
+        .map(|i| {
+            let (name, mac) = (
+                format!("n{i}"),
+                format!("52:54:00:fc:{:02x}:{:02x}", i / 256, i % 256),
+            );
+            let bmc = format!("127.0.0.1:{}", 6300 + i).parse().unwrap();
+            let ip = std::net::Ipv4Addr::new(127, 0, 1 + (i / 200) as u8, 10 + (i % 200) as u8);
+            crate::daemon::farm_node(i, name, mac, bmc, ip)
         })
         .collect()
 }
@@ -231,14 +121,8 @@ impl Rig {
     fn new(dir: &Path, farm_bin: &Path, nodes: Vec<FarmNode>) -> Self {
         let ns = Netns::new("crash");
         // 127.0.0.0/8 is on lo: the 127.0.1.x addresses of nodes past the 200th work as well.
-        let spec = FarmSpec {
-            seed_url: format!("http://127.0.0.1:{HTTP_PORT}"),
-            nodes,
-            boot_ms: 50,
-            // Seven deploy phases of 300 ms: writing is a good part of the window.
-            step_ms: 300,
-            tick_ms: 200,
-        };
+        // Seven deploy phases of 300 ms: writing is a good part of the window.
+        let spec = FarmSpec::new(format!("http://127.0.0.1:{HTTP_PORT}"), nodes, 300);
         let (farm, status) = crate::farm::spawn(ns.cmd(farm_bin), &spec, dir);
         let mut rig = Self {
             ns,
@@ -253,14 +137,8 @@ impl Rig {
     }
 
     fn start_daemon(&mut self) {
-        let mut cmd = self.ns.cmd(crate::seed_bin());
-        cmd.arg("daemon")
-            .arg("--config")
-            .arg(self.dir.join("seed.toml"))
-            .env("RUST_LOG", "info");
-        let mut daemon = Child::spawn("seed-daemon", cmd);
-        daemon.wait_for_log("HTTP listening", Duration::from_secs(120));
-        self.daemon = Some(daemon);
+        let config = self.dir.join("seed.toml");
+        self.daemon = Some(crate::daemon::spawn(&self.ns, "seed-daemon", &config));
     }
 
     /// `kill -9` the daemon (`ip netns exec` execs it in place: the child's pid is its pid).
@@ -273,29 +151,14 @@ impl Rig {
     }
 
     fn api(&self, method: &str, path: &str, body: Option<&str>) -> (u16, serde_json::Value) {
-        let cmd = self.ns.cmd(crate::require("curl"));
         let url = format!("http://127.0.0.1:6385{path}");
-        let (code, text) = crate::curl(cmd, method, &url, Some(TOKEN), body, 30);
-        (
-            code,
-            serde_json::from_str(&text).unwrap_or(serde_json::Value::Null),
-        )
+        crate::daemon::api(&self.ns, method, &url, TOKEN, body)
     }
 
+    /// Node states; empty while the daemon does not answer with a list.
     fn states(&self) -> BTreeMap<String, String> {
         let (_, body) = self.api("GET", "/v1/nodes", None);
-        body.as_array()
-            .map(|a| {
-                a.iter()
-                    .map(|n| {
-                        (
-                            n["name"].as_str().unwrap_or("?").to_string(),
-                            n["state"].as_str().unwrap_or("?").to_string(),
-                        )
-                    })
-                    .collect()
-            })
-            .unwrap_or_default()
+        crate::daemon::node_states(&body).unwrap_or_default()
     }
 
     fn stack_status(&self) -> String {
@@ -320,7 +183,8 @@ impl Rig {
     }
 
     fn create_stack(&self, m: usize) -> Result<(), String> {
-        let req = serde_json::json!({"name": "campaign", "template": template(m)}).to_string();
+        let template = crate::daemon::compute_template(m);
+        let req = serde_json::json!({"name": "campaign", "template": template}).to_string();
         let (code, body) = self.api("POST", "/v1/stacks", Some(&req));
         if code == 201 {
             Ok(())
@@ -346,11 +210,21 @@ fn prepare(c: &Campaign) -> Result<Duration, String> {
     let t = c.dir.join("template");
     let _ = std::fs::remove_dir_all(&t);
     std::fs::create_dir_all(t.join("http")).map_err(|e| e.to_string())?;
-    import_golden(&t.join("http"), &c.dir);
+    TestImage::golden(
+        "campaign",
+        b"not a real image: the farm's agents only report progress",
+    )
+    .import(&t.join("http/images"), &c.dir.join("golden"));
     let nodes = farm_nodes(c.nodes);
-    crate::import_nodes(&t.join("seed.redb"), &inventory(&nodes));
+    crate::import_nodes(&t.join("seed.redb"), &crate::daemon::ipmi_inventory(&nodes));
     let run = c.dir.join("run");
-    std::fs::write(t.join("seed.toml"), config(&run, &nodes)).map_err(|e| e.to_string())?;
+    let config = Config {
+        heartbeat_secs: Some(1),
+        http_port: HTTP_PORT,
+        nodes: &nodes,
+        ..Config::loopback(&run, TOKEN)
+    };
+    std::fs::write(t.join("seed.toml"), config.render()).map_err(|e| e.to_string())?;
     // The template is used at the runs' path: every path the store or the config holds is the
     // same in each run.
     copy_dir(&t, &run)?;

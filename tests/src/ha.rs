@@ -2,11 +2,14 @@
 //! namespace, a link of each that can be cut at the switch, etcd members on those hosts, and
 //! [`in_netns`] to create store clients whose sockets live inside a host's namespace.
 
+use crate::farm::FarmNode;
 use crate::netns::Netns;
 use seed::store::etcd::member::{self, Member, MemberSpec};
-use std::net::Ipv4Addr;
+use std::collections::BTreeMap;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::path::Path;
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
 
 static NEXT: AtomicU32 = AtomicU32::new(0);
 
@@ -119,4 +122,193 @@ pub fn start_member(host: &Host, spec: &MemberSpec, dir: &Path) -> Member {
     cmd.args(spec.args());
     let log = dir.join(format!("{}.log", spec.name));
     Member::spawn(spec.clone(), cmd, &log).expect("etcd member starts")
+}
+
+/// The operators' API port of every HA daemon (`[api] listen = "0.0.0.0:6385"`).
+pub const API: u16 = 6385;
+/// The HTTP boot server's port of every HA daemon.
+pub const HTTP: u16 = 8080;
+/// The daemons' lease TTL (s).
+pub const TTL: u64 = 2;
+
+/// The LAN of an HA test: three seed hosts (.11–.13), a farm host (.30) and the floating
+/// address (.100) the leader holds.
+pub struct SeedLan {
+    pub sw: Switch,
+    pub hosts: [Host; 3],
+    pub farm: Host,
+    pub float: Ipv4Addr,
+}
+
+impl SeedLan {
+    pub fn new() -> SeedLan {
+        let sw = Switch::new();
+        let hosts = [
+            sw.attach("h0", 11),
+            sw.attach("h1", 12),
+            sw.attach("h2", 13),
+        ];
+        let farm = sw.attach("farm", 30);
+        let o = sw.net.octets();
+        let float = Ipv4Addr::new(o[0], o[1], o[2], 100);
+        SeedLan {
+            sw,
+            hosts,
+            farm,
+            float,
+        }
+    }
+
+    /// `n` farm machines named `name(i)` with MACs `<mac_prefix>:<i>`, their BMCs on the farm
+    /// host from port `bmc_port` up; each one's firmware address (.150 + i, reserved in every
+    /// daemon's config) is added to the farm host's interface: the leader hands a node's agent
+    /// token only to a script asked from the address reserved for its MAC.
+    pub fn farm_nodes(
+        &self,
+        n: usize,
+        name: impl Fn(usize) -> String,
+        mac_prefix: &str,
+        bmc_port: u16,
+    ) -> Vec<FarmNode> {
+        let o = self.sw.net.octets();
+        (0..n)
+            .map(|i| {
+                let ip = Ipv4Addr::new(o[0], o[1], o[2], 150 + i as u8);
+                self.farm
+                    .ns
+                    .ip(&["addr", "add", &format!("{ip}/24"), "dev", "eth0"]);
+                let mac = format!("{mac_prefix}:{i:02x}");
+                let bmc = SocketAddr::from((self.farm.ip, bmc_port + i as u16));
+                crate::daemon::farm_node(i, name(i), mac, bmc, ip)
+            })
+            .collect()
+    }
+
+    /// One etcd member on each seed host (data and logs under `dir`), started, and the
+    /// cluster checked to take writes (from the farm host): their specs, members, client URLs.
+    pub fn start_etcd(&self, dir: &Path) -> (Vec<MemberSpec>, Vec<Member>, Vec<String>) {
+        let specs = etcd_specs(&self.hosts.iter().collect::<Vec<_>>(), dir);
+        let members = self
+            .hosts
+            .iter()
+            .zip(&specs)
+            .map(|(h, s)| start_member(h, s, dir))
+            .collect();
+        let endpoints: Vec<String> = specs.iter().map(|s| s.client_url.clone()).collect();
+        let mut cfg = seed::store::etcd::EtcdConfig::new(endpoints.clone());
+        cfg.timeout = Duration::from_secs(2);
+        let ready = in_netns(&self.farm.ns, move || {
+            let s = seed::store::etcd::EtcdStore::connect(&cfg).unwrap();
+            seed::store::etcd::member::wait_ready(&s, Duration::from_secs(30)).is_ok()
+        });
+        assert!(ready, "the etcd cluster takes writes");
+        (specs, members, endpoints)
+    }
+
+    /// The `seed.toml` of daemon `i` on `hosts[i]` (files under `dir`): the etcd store at
+    /// `endpoints`, the floating address, a 1 s agent heartbeat, `sections` and the
+    /// reservations of `nodes`.
+    pub fn config(
+        &self,
+        i: usize,
+        endpoints: &[String],
+        dir: &Path,
+        token: &str,
+        sections: &str,
+        nodes: &[FarmNode],
+    ) -> String {
+        let (ip, float) = (self.hosts[i].ip, self.float);
+        crate::daemon::Config {
+            store_table: Some(format!(
+                "backend = \"etcd\"\nendpoints = {endpoints:?}\nname = \"seed-{i}\"\n\
+                 lease_ttl_secs = {TTL}\ntimeout_secs = 2\nadvertise = \"http://{ip}:{API}\"\n\
+                 floating_address = \"{float}/24\""
+            )),
+            listen: Some("0.0.0.0:6385"),
+            heartbeat_secs: Some(1),
+            sections,
+            server_ip: float.to_string(),
+            interface: Some("eth0"),
+            http_port: HTTP,
+            nodes,
+            ..crate::daemon::Config::loopback(dir, token)
+        }
+        .render()
+    }
+
+    /// The API body enrolling the farm's `nodes` (IPMI at the farm host, profile compute).
+    pub fn enrollment(&self, nodes: &[FarmNode]) -> String {
+        let nodes: Vec<_> = nodes
+            .iter()
+            .map(|n| {
+                serde_json::json!({
+                    "name": n.name,
+                    "mac": [n.mac],
+                    "pm_type": "ipmi",
+                    "pm_addr": self.farm.ip.to_string(),
+                    "pm_port": n.bmc.port().to_string(),
+                    "pm_user": n.user,
+                    "pm_password": n.password,
+                    "capabilities": "profile:compute",
+                    "memory": 8192,
+                    "disk": 40,
+                })
+            })
+            .collect();
+        serde_json::json!({ "nodes": nodes }).to_string()
+    }
+}
+
+impl Default for SeedLan {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Operators' calls to the HA daemons (port [`API`]) from `from`'s namespace, with `token`.
+pub struct Api<'a> {
+    pub from: &'a Host,
+    pub token: &'a str,
+}
+
+impl Api<'_> {
+    /// `METHOD path` at the daemon on `at`: (status, body).
+    pub fn call(
+        &self,
+        at: Ipv4Addr,
+        method: &str,
+        path: &str,
+        body: Option<&str>,
+    ) -> (u16, String) {
+        let cmd = self.from.ns.cmd(crate::require("curl"));
+        let url = format!("http://{at}:{API}{path}");
+        crate::curl(cmd, method, &url, Some(self.token), body, 30)
+    }
+
+    /// [`Api::call`] with the answer as JSON (Null when it is not JSON).
+    pub fn json(
+        &self,
+        at: Ipv4Addr,
+        method: &str,
+        path: &str,
+        body: Option<&str>,
+    ) -> (u16, serde_json::Value) {
+        let url = format!("http://{at}:{API}{path}");
+        crate::daemon::api(&self.from.ns, method, &url, self.token, body)
+    }
+
+    /// node → state from the daemon on `at`; None unless it answers 200 with a node list.
+    pub fn states(&self, at: Ipv4Addr) -> Option<BTreeMap<String, String>> {
+        let (code, body) = self.json(at, "GET", "/v1/nodes", None);
+        (code == 200)
+            .then(|| crate::daemon::node_states(&body))
+            .flatten()
+    }
+
+    /// A gauge or counter of `/metrics` (None when absent or unreachable).
+    pub fn metric(&self, at: Ipv4Addr, name: &str) -> Option<u64> {
+        let (_, text) = self.call(at, "GET", "/metrics", None);
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+    }
 }

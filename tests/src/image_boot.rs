@@ -217,3 +217,14 @@ impl Vm {
         text
     }
 }
+
+/// Check `req` is a deployed image's boot report for `node` (`POST /v1/node/booted` with the
+/// node's `credential` as its bearer token); its JSON body.
+pub fn assert_booted_report(req: &Request, node: &str, credential: &str) -> serde_json::Value {
+    assert_eq!(req.line, "POST /v1/node/booted HTTP/1.1");
+    let bearer = ("authorization".to_string(), format!("Bearer {credential}"));
+    assert!(req.headers.contains(&bearer), "{:?}", req.headers);
+    let body: serde_json::Value = serde_json::from_str(&req.body).expect("a JSON report");
+    assert_eq!(body["node"], node);
+    body
+}

@@ -161,6 +161,14 @@ hostname = "node1"
         )
     }
 
+    /// `GET /v1/nodes/node1` from the client namespace with `token`: the node's view (the
+    /// answer must be 200).
+    pub fn node1(&self, token: &str) -> serde_json::Value {
+        let (code, body) = self.curl("GET", "/v1/nodes/node1", Some(token), None);
+        assert_eq!(code, 200, "{body}");
+        serde_json::from_str(&body).expect("a node as JSON")
+    }
+
     /// curl from the client namespace (the node) to the HTTP boot server, with a bearer
     /// token and a JSON body when given: (status, body).
     pub fn curl(
@@ -170,8 +178,23 @@ hostname = "node1"
         token: Option<&str>,
         body: Option<&str>,
     ) -> (u16, String) {
-        let url = format!("http://{}:{PORT}{path}", self.lan.server_ip());
-        let cmd = self.lan.client.cmd(crate::require("curl"));
-        crate::curl(cmd, method, &url, token, body, 30)
+        self.curl_from(&self.lan.client, method, path, token, body)
     }
+}
+
+/// The agent's facts report (`POST /v1/agent/facts` body) of a QEMU-like machine booted from
+/// `mac`: 2 CPUs, `memory_mib`, one disk `vda` of `disk_bytes` with serial `serial`, BIOS.
+pub fn facts_report(mac: &str, memory_mib: u64, disk_bytes: u64, serial: &str) -> String {
+    serde_json::json!({
+        "boot_mac": mac,
+        "facts": {
+            "cpus": 2, "cpu_model": "QEMU Virtual CPU", "memory_mib": memory_mib,
+            "disks": [{"name": "vda", "size_bytes": disk_bytes, "model": "QEMU HARDDISK",
+                       "serial": serial, "rotational": false}],
+            "nics": [{"name": "eth0", "mac": mac, "link": true, "driver": "virtio_net"}],
+            "dmi": {"vendor": "QEMU", "product": "Standard PC", "serial": "", "uuid": "u-1"},
+            "boot_mode": "bios"
+        }
+    })
+    .to_string()
 }

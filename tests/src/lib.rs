@@ -8,10 +8,12 @@ pub mod appliance;
 pub mod bmc_relay;
 pub mod bound_get;
 pub mod crash_campaign;
+pub mod daemon;
 pub mod farm;
 pub mod ha;
 pub mod image_boot;
 pub mod lan_seed;
+pub mod netboot_lan;
 pub mod netns;
 pub mod one_request;
 pub mod proc;
@@ -339,4 +341,62 @@ pub fn import_nodes(store: &std::path::Path, entries: &str) {
         .output()
         .expect("running seed node import");
     assert!(out.status.success(), "import: {out:?}");
+}
+
+/// The top of a `seed netboot` config on the userspace wire: `server_ip`, `state_dir = state`
+/// and a `[wire]` table joining `wire` (`kind = "qemu-mcast"`, `pcap = true` when `pcap`). The
+/// caller appends the other tables.
+pub fn wire_config_head(
+    server_ip: impl std::fmt::Display,
+    state: &std::path::Path,
+    wire: &qemu::wire::WireAddr,
+    pcap: bool,
+) -> String {
+    format!(
+        "server_ip = \"{server_ip}\"\nstate_dir = {state:?}\n\n[wire]\nkind = \"qemu-mcast\"\n\
+         group = \"{}\"\nport = {}\n{}",
+        wire.group,
+        wire.port,
+        if pcap { "pcap = true\n" } else { "" }
+    )
+}
+
+/// An empty qcow2 disk of `size` (qemu-img's syntax: `1G`) at `path`; panics unless qemu-img
+/// made it.
+pub fn qcow2(path: &std::path::Path, size: &str) {
+    let st = std::process::Command::new(require("qemu-img"))
+        .args(["create", "-q", "-f", "qcow2"])
+        .arg(path)
+        .arg(size)
+        .status()
+        .expect("running qemu-img");
+    assert!(st.success(), "qemu-img create {}", path.display());
+}
+
+/// A lab plan for a test: `nodes` nodes named after `tag` and this process, `memory_mib` each,
+/// disks of `disks_gib`, BMCs on ports the system picks (no fixed port to collide on).
+pub fn test_plan(tag: &str, nodes: usize, memory_mib: u32, disks_gib: &[u32]) -> qemu::spec::Plan {
+    let mut plan = qemu::spec::Plan::new(&format!("{tag}{}", std::process::id()), nodes);
+    plan.memory_mib = memory_mib;
+    plan.disks_gib = disks_gib.to_vec();
+    plan.bmc_base_port = 0;
+    plan
+}
+
+/// A tokio runtime with two worker threads, for services a test runs in-process.
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("a tokio runtime")
+}
+
+/// What a finished program printed: its stdout, then its stderr (lossy UTF-8).
+pub fn printed(out: &std::process::Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
 }

@@ -184,6 +184,14 @@ impl Lan {
         let a = format!("{}/24", self.addr(host));
         self.client.ip(&["addr", "add", &a, "dev", &self.client_if]);
     }
+
+    /// `GET http://<server>:<port><path>` with curl from the client namespace (20 s at most):
+    /// (status, body).
+    pub fn client_get(&self, port: u16, path: &str) -> (u16, String) {
+        let url = format!("http://{}:{port}{path}", self.server_ip());
+        let cmd = self.client.cmd(crate::require("curl"));
+        crate::curl(cmd, "GET", &url, None, None, 20)
+    }
 }
 
 /// An Ethernet switch for several namespaces: a namespace of its own holding bridge `br0`.

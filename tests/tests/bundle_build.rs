@@ -70,14 +70,7 @@ fn verify(bundle: &Path) -> (bool, String) {
         .current_dir(bundle)
         .output()
         .expect("running seed bundle verify");
-    (
-        o.status.success(),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&o.stdout),
-            String::from_utf8_lossy(&o.stderr)
-        ),
-    )
+    (o.status.success(), tests::printed(&o))
 }
 
 /// The tiny image's stream in the bundle's store: (digest, path).

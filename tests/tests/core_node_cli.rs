@@ -36,11 +36,7 @@ fn seed(store: &Path, args: &[&str]) -> Output {
         .env_remove("RUST_LOG")
         .output()
         .expect("running seed");
-    let all = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let all = tests::printed(&out);
     assert!(
         !all.contains("never-print-me"),
         "password printed by {args:?}:\n{all}"

@@ -26,38 +26,17 @@ impl std::ops::Deref for Seed {
 
 /// An image `tiny` in the store at `store`: 1 MiB of patterned bytes as its stream.
 fn import_image(store: &Path, work: &Path) -> images::Image {
-    let src = work.join("built-tiny");
-    std::fs::create_dir_all(&src).unwrap();
     let body: Vec<u8> = (0..(1u32 << 20))
         .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
         .collect();
-    let stream = src.join("rootfs.tar.zst");
-    std::fs::write(&stream, &body).unwrap();
-    let (sha256, size) = images::store::hash_file(&stream).unwrap();
-    let m = images::Manifest {
-        name: "tiny".into(),
-        version: "test".into(),
-        stream: images::Stream {
-            file: "rootfs.tar.zst".into(),
-            sha256,
-            size,
-            unpacked_size: size,
-        },
-        boot: images::Boot {
-            kernel: "boot/vmlinuz".into(),
-            initrd: None,
-            cmdline: "console=ttyS0".into(),
-        },
-        min_disk_mib: 64,
-        layout: images::Layout::default(),
-        elements: vec!["test".into()],
-    };
-    let mpath = src.join("manifest.json");
-    std::fs::write(&mpath, serde_json::to_vec(&m).unwrap()).unwrap();
-    images::ImageStore::open(store)
-        .unwrap()
-        .import(&mpath)
-        .unwrap()
+    tests::daemon::TestImage {
+        name: "tiny",
+        version: "test",
+        stream: &body,
+        cmdline: "console=ttyS0",
+        elements: &["test"],
+    }
+    .import(store, &work.join("built-tiny"))
 }
 
 impl Seed {
@@ -98,9 +77,7 @@ impl Seed {
     }
 
     fn node(&self) -> serde_json::Value {
-        let (code, body) = self.curl("GET", "/v1/nodes/node1", Some(TOKEN), None);
-        assert_eq!(code, 200, "{body}");
-        serde_json::from_str(&body).unwrap()
+        self.node1(TOKEN)
     }
 
     fn wait_state(&self, want: &str) -> serde_json::Value {
@@ -185,18 +162,7 @@ impl Seed {
 }
 
 fn report() -> String {
-    serde_json::json!({
-        "boot_mac": MAC,
-        "facts": {
-            "cpus": 2, "cpu_model": "QEMU Virtual CPU", "memory_mib": 2048,
-            "disks": [{"name": "vda", "size_bytes": 8589934592u64, "model": "QEMU HARDDISK",
-                       "serial": "D1", "rotational": false}],
-            "nics": [{"name": "eth0", "mac": MAC, "link": true, "driver": "virtio_net"}],
-            "dmi": {"vendor": "QEMU", "product": "Standard PC", "serial": "", "uuid": "u-1"},
-            "boot_mode": "bios"
-        }
-    })
-    .to_string()
+    tests::lan_seed::facts_report(MAC, 2048, 8589934592, "D1")
 }
 
 fn sha256_of(path: &Path) -> String {

@@ -9,8 +9,8 @@
 //! plays the wipe the daemon hands it).
 
 use std::time::Duration;
+use tests::daemon::{Config, TestImage};
 use tests::netns::Netns;
-use tests::proc::Child;
 
 const TOKEN: &str = "fake-nodes-token";
 const NODES: [&str; 3] = ["fake-0", "fake-1", "fake-2"];
@@ -41,37 +41,12 @@ fn seed(ns: &Netns, args: &[&str]) -> std::process::Output {
         .expect("running seed")
 }
 
-/// An image `tiny` in the image store under the HTTP root.
-fn import_image(store: &std::path::Path, work: &std::path::Path) {
-    let src = work.join("built-tiny");
-    std::fs::create_dir_all(&src).unwrap();
-    let stream = src.join("rootfs.tar.zst");
-    std::fs::write(&stream, vec![0xa5u8; 256 << 10]).unwrap();
-    let (sha256, size) = images::store::hash_file(&stream).unwrap();
-    let m = images::Manifest {
-        name: "tiny".into(),
-        version: "test".into(),
-        stream: images::Stream {
-            file: "rootfs.tar.zst".into(),
-            sha256,
-            size,
-            unpacked_size: size,
-        },
-        boot: images::Boot {
-            kernel: "boot/vmlinuz".into(),
-            initrd: None,
-            cmdline: "console=ttyS0".into(),
-        },
-        min_disk_mib: 64,
-        layout: images::Layout::default(),
-        elements: vec![],
-    };
-    let mpath = src.join("manifest.json");
-    std::fs::write(&mpath, serde_json::to_vec(&m).unwrap()).unwrap();
-    images::ImageStore::open(store)
-        .unwrap()
-        .import(&mpath)
-        .unwrap();
+/// fake-0's row of `seed node list` (empty when it is not listed).
+fn fake0_row(ns: &Netns) -> String {
+    let out = seed(ns, &["node", "list"]);
+    let list = String::from_utf8_lossy(&out.stdout).into_owned();
+    let row = list.lines().find(|l| l.starts_with("fake-0"));
+    row.unwrap_or_default().to_string()
 }
 
 fn curl(ns: &Netns, url: &str) -> (u16, String) {
@@ -94,47 +69,23 @@ fn daemon_fake_nodes_inspect_metrics_openapi() {
     let http = d.join("http");
     std::fs::create_dir_all(&http).unwrap();
     let (kernel, initrd) = tests::fake_ramdisk(d);
-    import_image(&http.join("images"), d);
-    let cfg = d.join("seed.toml");
-    std::fs::write(
-        &cfg,
-        format!(
-            r#"store = {store:?}
-
-[api]
-token = "{TOKEN}"
-listen = "127.0.0.1:6385"
-
-[agent]
-heartbeat_secs = 1
-
-[ramdisk]
-kernel = {kernel:?}
-initrd = {initrd:?}
-
-[lifecycle]
-inspect_timeout_secs = 60
-
-[netboot]
-server_ip = "127.0.0.1"
-state_dir = {state:?}
-
-[netboot.http]
-root = {http:?}
-port = 8080
-"#,
-            store = d.join("seed.redb"),
-            state = d.join("state"),
-        ),
-    )
-    .unwrap();
-    let mut cmd = ns.cmd(tests::seed_bin());
-    cmd.args(["daemon", "--config"])
-        .arg(&cfg)
-        .env("RUST_LOG", "info");
-    let mut daemon = Child::spawn("seed-daemon", cmd);
-    daemon.wait_for_log("API listening", Duration::from_secs(120));
-    daemon.wait_for_log("HTTP listening", Duration::from_secs(30));
+    // An image `tiny` in the image store under the HTTP root.
+    let stream = vec![0xa5u8; 256 << 10];
+    TestImage {
+        name: "tiny",
+        cmdline: "console=ttyS0",
+        ..TestImage::golden("test", &stream)
+    }
+    .import(&http.join("images"), &d.join("built-tiny"));
+    let cfg = Config {
+        heartbeat_secs: Some(1),
+        ramdisk: Some((kernel, initrd)),
+        sections: "[lifecycle]\ninspect_timeout_secs = 60\n",
+        ..Config::loopback(d, TOKEN)
+    }
+    .write();
+    let mut daemon = tests::daemon::spawn(&ns, "seed-daemon", &cfg);
+    daemon.wait_for_log("API listening", Duration::from_secs(30));
 
     // Enroll through the API (the daemon holds the store file).
     let inv = d.join("nodes.yaml");
@@ -203,10 +154,8 @@ port = 8080
         ],
     );
     assert!(out.status.success(), "deploy: {out:?}\n{}", daemon.output());
-    let out = seed(&ns, &["node", "list"]);
-    let list = String::from_utf8_lossy(&out.stdout).into_owned();
-    let row = list.lines().find(|l| l.starts_with("fake-0")).unwrap();
-    assert!(row.contains("active"), "{list}");
+    let row = fake0_row(&ns);
+    assert!(row.contains("active"), "{row}");
 
     // Metrics on the operators' listener and on the HTTP boot server.
     for url in [
@@ -215,23 +164,15 @@ port = 8080
     ] {
         let (code, m) = curl(&ns, url);
         assert_eq!(code, 200, "{url}: {m}");
-        assert!(
-            m.contains("seed_nodes{state=\"available\"} 2\n"),
-            "{url}: {m}"
-        );
-        assert!(m.contains("seed_nodes{state=\"active\"} 1\n"), "{url}: {m}");
-        assert!(
-            m.contains("seed_deploy_duration_seconds_count 1\n"),
-            "{url}: {m}"
-        );
-        assert!(
-            m.contains("seed_nodes{state=\"inspecting\"} 0\n"),
-            "{url}: {m}"
-        );
-        assert!(
-            m.contains("seed_inspect_duration_seconds_count 3\n"),
-            "{url}: {m}"
-        );
+        for want in [
+            "seed_nodes{state=\"available\"} 2\n",
+            "seed_nodes{state=\"active\"} 1\n",
+            "seed_deploy_duration_seconds_count 1\n",
+            "seed_nodes{state=\"inspecting\"} 0\n",
+            "seed_inspect_duration_seconds_count 3\n",
+        ] {
+            assert!(m.contains(want), "{url}: {want:?} in {m}");
+        }
     }
     let (code, m) = curl(&ns, "http://127.0.0.1:8080/metrics");
     assert_eq!(code, 200);
@@ -249,13 +190,7 @@ port = 8080
     );
     let mut row = String::new();
     for _ in 0..120 {
-        let out = seed(&ns, &["node", "list"]);
-        let list = String::from_utf8_lossy(&out.stdout).into_owned();
-        row = list
-            .lines()
-            .find(|l| l.starts_with("fake-0"))
-            .unwrap_or_default()
-            .to_string();
+        row = fake0_row(&ns);
         if row.contains("available") || row.contains("failed") {
             break;
         }

@@ -10,75 +10,45 @@ const MAC: &str = "52:54:00:00:d0:01";
 const MAC_HYP: &str = "52-54-00-00-d0-01";
 const TOKEN: &str = "t0ken-for-tests";
 
-/// The daemon with its operators' listener and a 5 s agent heartbeat.
-struct Daemon(LanSeed);
-
-impl std::ops::Deref for Daemon {
-    type Target = LanSeed;
-    fn deref(&self) -> &LanSeed {
-        &self.0
-    }
+/// The daemon with its operators' listener and a 5 s agent heartbeat, `node1` (MAC) enrolled;
+/// the client namespace's NIC has `client_mac`; discovery with a DHCP pool when
+/// `discovery_pool`.
+fn start(client_mac: &str, discovery_pool: bool) -> LanSeed {
+    let opts = Options {
+        node_mac: MAC,
+        client_mac,
+        token: TOKEN,
+        api_listen: Some("127.0.0.1:6385"),
+        discovery_pool,
+        // netboot at debug: the iPXE script log line must not show the agent token.
+        rust_log: "info,netboot=debug",
+        address_client: false,
+        rest_on_provisioning: true,
+    };
+    LanSeed::start(opts, |_| "[agent]\nheartbeat_secs = 5\n".into())
 }
 
-impl Daemon {
-    /// The daemon with `node1` (MAC) enrolled; the client namespace's NIC has `client_mac`;
-    /// discovery with a DHCP pool when `discovery_pool`.
-    fn start(client_mac: &str, discovery_pool: bool) -> Self {
-        let opts = Options {
-            node_mac: MAC,
-            client_mac,
-            token: TOKEN,
-            api_listen: Some("127.0.0.1:6385"),
-            discovery_pool,
-            // netboot at debug: the iPXE script log line must not show the agent token.
-            rust_log: "info,netboot=debug",
-            address_client: false,
-            rest_on_provisioning: true,
-        };
-        Daemon(LanSeed::start(opts, |_| {
-            "[agent]\nheartbeat_secs = 5\n".into()
-        }))
-    }
+/// GET with the token, from the server namespace (the client may have no address).
+fn curl_from_server(srv: &LanSeed, path: &str) -> (u16, String) {
+    let url = format!("http://{}:{PORT}{path}", srv.lan.server_ip());
+    let cmd = srv.lan.server.cmd(tests::require("curl"));
+    tests::curl(cmd, "GET", &url, Some(TOKEN), None, 30)
+}
 
-    /// GET with the token, from the server namespace (the client may have no address).
-    fn curl_from_server(&self, path: &str) -> (u16, String) {
-        let url = format!("http://{}:{PORT}{path}", self.lan.server_ip());
-        let cmd = self.lan.server.cmd(tests::require("curl"));
-        tests::curl(cmd, "GET", &url, Some(TOKEN), None, 30)
-    }
-
-    /// GET on the operators' listener (`[api] listen`, the server namespace's own loopback).
-    fn curl_admin(&self, path: &str, token: Option<&str>) -> (u16, String) {
-        let url = format!("http://127.0.0.1:6385{path}");
-        let cmd = self.lan.server.cmd(tests::require("curl"));
-        tests::curl(cmd, "GET", &url, token, None, 30)
-    }
-
-    fn node(&self) -> serde_json::Value {
-        let (code, body) = self.curl("GET", "/v1/nodes/node1", Some(TOKEN), None);
-        assert_eq!(code, 200, "{body}");
-        serde_json::from_str(&body).unwrap()
-    }
+/// GET on the operators' listener (`[api] listen`, the server namespace's own loopback).
+fn curl_admin(srv: &LanSeed, path: &str, token: Option<&str>) -> (u16, String) {
+    let url = format!("http://127.0.0.1:6385{path}");
+    let cmd = srv.lan.server.cmd(tests::require("curl"));
+    tests::curl(cmd, "GET", &url, token, None, 30)
 }
 
 fn report(boot_mac: &str) -> String {
-    serde_json::json!({
-        "boot_mac": boot_mac,
-        "facts": {
-            "cpus": 2, "cpu_model": "QEMU Virtual CPU", "memory_mib": 3072,
-            "disks": [{"name": "vda", "size_bytes": 21474836480u64, "model": "QEMU HARDDISK",
-                       "serial": "D0001", "rotational": false}],
-            "nics": [{"name": "eth0", "mac": boot_mac, "link": true, "driver": "virtio_net"}],
-            "dmi": {"vendor": "QEMU", "product": "Standard PC", "serial": "", "uuid": "u-1"},
-            "boot_mode": "bios"
-        }
-    })
-    .to_string()
+    tests::lan_seed::facts_report(boot_mac, 3072, 21474836480, "D0001")
 }
 
 #[test]
 fn daemon_inspect_over_the_agent_api() {
-    let srv = Daemon::start(MAC, false);
+    let srv = start(MAC, false);
 
     // DHCP: the daemon serves the node its reservation.
     let lease = tests::udhcpc(&srv.lan, srv.dir.path(), &[]).expect("the node got no lease");
@@ -99,10 +69,10 @@ fn daemon_inspect_over_the_agent_api() {
         body.contains("\"node1\"") && !body.contains("hunter2"),
         "{body}"
     );
-    assert_eq!(srv.node()["state"], "enroll");
+    assert_eq!(srv.node1(TOKEN)["state"], "enroll");
     // The same API on the operators' listener, token still required.
-    assert_eq!(srv.curl_admin("/v1/nodes", None).0, 401);
-    let (code, body) = srv.curl_admin("/v1/nodes/node1", Some(TOKEN));
+    assert_eq!(curl_admin(&srv, "/v1/nodes", None).0, 401);
+    let (code, body) = curl_admin(&srv, "/v1/nodes/node1", Some(TOKEN));
     assert_eq!(code, 200, "{body}");
     assert!(
         body.contains("\"node1\"") && !body.contains("hunter2"),
@@ -119,7 +89,7 @@ fn daemon_inspect_over_the_agent_api() {
     assert_eq!(code, 202, "{body}");
     let mut state = String::new();
     for _ in 0..100 {
-        state = srv.node()["state"].as_str().unwrap().to_string();
+        state = srv.node1(TOKEN)["state"].as_str().unwrap().to_string();
         if state == "inspecting" {
             break;
         }
@@ -153,7 +123,7 @@ fn daemon_inspect_over_the_agent_api() {
         Some(&report("52:54:00:00:ee:ee")),
     );
     assert_eq!(code, 404);
-    let n = srv.node();
+    let n = srv.node1(TOKEN);
     assert!(n.get("facts").is_none(), "{n}");
     assert_eq!(n["state"], "inspecting");
 
@@ -163,7 +133,7 @@ fn daemon_inspect_over_the_agent_api() {
         assert_eq!(code, 401, "{body}");
         assert!(body.contains("agent token"), "{body}");
     }
-    let n = srv.node();
+    let n = srv.node1(TOKEN);
     assert!(n.get("facts").is_none(), "{n}");
     assert_eq!(n["state"], "inspecting");
     assert!(!n.to_string().contains(&tok), "{n}");
@@ -176,7 +146,7 @@ fn daemon_inspect_over_the_agent_api() {
     assert_eq!(ack["heartbeat_secs"], 5);
 
     // The facts are stored, the properties filled in, and the node moved on.
-    let n = srv.node();
+    let n = srv.node1(TOKEN);
     assert_eq!(n["state"], "available", "{n}");
     assert_eq!(n["properties"]["cpus"], 2);
     assert_eq!(n["properties"]["memory_mib"], 3072);
@@ -215,11 +185,11 @@ fn daemon_inspect_over_the_agent_api() {
 #[test]
 fn daemon_discovery_enrolls_an_unknown_machine() {
     let other = "52:54:00:00:d0:99";
-    let srv = Daemon::start(other, true);
+    let srv = start(other, true);
     let lease =
         tests::udhcpc(&srv.lan, srv.dir.path(), &[]).expect("the unknown machine got no lease");
     assert!(lease.contains_key("ip"), "{lease:?}");
-    let (code, body) = srv.curl_from_server("/v1/nodes/node-52-54-00-00-d0-99");
+    let (code, body) = curl_from_server(&srv, "/v1/nodes/node-52-54-00-00-d0-99");
     assert_eq!(code, 200, "{body}");
     let n: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(n["state"], "enroll");

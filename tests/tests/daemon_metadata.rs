@@ -68,30 +68,12 @@ impl Seed {
         let http = d.join("http");
         std::fs::create_dir_all(&http).unwrap();
         // Only the HTTP service, on 127.0.0.1: no DHCP/TFTP, nothing on a real interface.
-        let config = format!(
-            r#"store = {store:?}
-
-[api]
-token = "{TOKEN}"
-
-[ramdisk]
-kernel = {kernel:?}
-initrd = {initrd:?}
-
-[netboot]
-server_ip = "127.0.0.1"
-state_dir = {state:?}
-
-[netboot.http]
-root = {http:?}
-port = {port}
-"#,
-            kernel = d.join("no-vmlinuz"),
-            initrd = d.join("no-initrd"),
-            state = d.join("state"),
-        );
-        let cfg = d.join("seed.toml");
-        std::fs::write(&cfg, config).unwrap();
+        let cfg = tests::daemon::Config {
+            listen: None,
+            http_port: port,
+            ..tests::daemon::Config::loopback(d, TOKEN)
+        }
+        .write();
         let mut cmd = std::process::Command::new(tests::seed_bin());
         cmd.arg("daemon").arg("--config").arg(&cfg).env(
             "RUST_LOG",

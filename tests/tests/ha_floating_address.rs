@@ -9,32 +9,24 @@ use std::time::{Duration, Instant};
 use tests::ha::{in_netns, Switch};
 use tests::netns::Netns;
 
-fn mac_of(ns: &Netns) -> String {
-    let out = ns
-        .cmd("ip")
-        .args(["-o", "link", "show", "eth0"])
-        .output()
-        .unwrap();
+/// The word after `marker` in what `ip ARGS` prints in `ns`, if any.
+fn ip_word_after(ns: &Netns, args: &[&str], marker: &str) -> Option<String> {
+    let out = ns.cmd("ip").args(args).output().unwrap();
     let text = String::from_utf8_lossy(&out.stdout).to_string();
-    text.split("link/ether ")
+    text.split(marker)
         .nth(1)
         .and_then(|r| r.split_whitespace().next())
-        .unwrap_or_default()
-        .to_string()
+        .map(str::to_string)
+}
+
+fn mac_of(ns: &Netns) -> String {
+    ip_word_after(ns, &["-o", "link", "show", "eth0"], "link/ether ").unwrap_or_default()
 }
 
 /// The neighbour entry (MAC) `ns` holds for `ip`, if any.
 fn neighbour(ns: &Netns, ip: Ipv4Addr) -> Option<String> {
-    let out = ns
-        .cmd("ip")
-        .args(["neigh", "show", &ip.to_string(), "dev", "eth0"])
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout).to_string();
-    text.split("lladdr ")
-        .nth(1)
-        .and_then(|r| r.split_whitespace().next())
-        .map(str::to_string)
+    let ip = ip.to_string();
+    ip_word_after(ns, &["neigh", "show", &ip, "dev", "eth0"], "lladdr ")
 }
 
 /// Whether `ns` reaches `ip` (busybox's ping; a few tries: the LAN's ports have just come up).

@@ -15,177 +15,39 @@
 //! Every wait is bounded; nothing asserts a duration.
 
 use std::collections::BTreeMap;
-use std::net::Ipv4Addr;
-use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
-use tests::farm::{FarmNode, FarmSpec};
-use tests::ha::{etcd_specs, in_netns, start_member, Host, Switch};
+use std::path::PathBuf;
+use std::time::Duration;
+use tests::farm::FarmSpec;
+use tests::ha::{start_member, Api, Host, SeedLan, HTTP};
 use tests::proc::Child;
 
 const TOKEN: &str = "ha-quorum-token";
-const HTTP: u16 = 8080;
-const API: u16 = 6385;
 const N: usize = 4;
-const TTL: u64 = 2;
-
-fn config(i: usize, host: &Host, float: Ipv4Addr, endpoints: &[String], d: &Path) -> String {
-    format!(
-        r#"[store]
-backend = "etcd"
-endpoints = {endpoints:?}
-name = "seed-{i}"
-lease_ttl_secs = {TTL}
-timeout_secs = 2
-advertise = "http://{ip}:{API}"
-floating_address = "{float}/24"
-
-[api]
-token = "{TOKEN}"
-listen = "0.0.0.0:{API}"
-
-[agent]
-heartbeat_secs = 1
-
-[ramdisk]
-kernel = {missing:?}
-initrd = {missing:?}
-
-[netboot]
-server_ip = "{float}"
-interface = "eth0"
-state_dir = {state:?}
-
-[netboot.http]
-root = {http:?}
-port = {HTTP}
-"#,
-        ip = host.ip,
-        missing = d.join("no-ramdisk"),
-        state = d.join("state"),
-        http = d.join("http"),
-    )
-}
 
 struct Seed<'a> {
     host: &'a Host,
     child: Child,
 }
 
-fn start(host: &Host, conf: &Path) -> Child {
-    let mut cmd = host.ns.cmd(tests::seed_bin());
-    cmd.arg("daemon")
-        .arg("--config")
-        .arg(conf)
-        .env("RUST_LOG", "info");
-    let mut c = Child::spawn(&format!("seed-{}", host.ns.name), cmd);
-    c.wait_for_log("HTTP listening", Duration::from_secs(120));
-    c
-}
-
-/// Operators' calls, from the farm's namespace.
-struct Api<'a> {
-    from: &'a Host,
-}
-
-impl Api<'_> {
-    fn call(&self, at: Ipv4Addr, method: &str, path: &str, body: Option<&str>) -> (u16, String) {
-        let cmd = self.from.ns.cmd(tests::require("curl"));
-        let url = format!("http://{at}:{API}{path}");
-        tests::curl(cmd, method, &url, Some(TOKEN), body, 30)
-    }
-
-    fn states(&self, at: Ipv4Addr) -> Option<BTreeMap<String, String>> {
-        let (code, body) = self.call(at, "GET", "/v1/nodes", None);
-        let v: serde_json::Value = serde_json::from_str(&body).ok()?;
-        (code == 200).then(|| {
-            v.as_array()
-                .into_iter()
-                .flatten()
-                .map(|n| {
-                    (
-                        n["name"].as_str().unwrap_or_default().to_string(),
-                        n["state"].as_str().unwrap_or_default().to_string(),
-                    )
-                })
-                .collect()
-        })
-    }
-
-    /// A gauge or counter of `/metrics` (None when absent or unreachable).
-    fn metric(&self, at: Ipv4Addr, name: &str) -> Option<u64> {
-        let (_, text) = self.call(at, "GET", "/metrics", None);
-        text.lines()
-            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
-    }
-}
-
-fn wait(what: &str, within: Duration, seeds: &[Seed], mut ok: impl FnMut() -> bool) {
-    let t = Instant::now();
-    while !ok() {
-        if t.elapsed() > within {
-            for s in seeds {
-                eprintln!("---- {} ----\n{}", s.host.ns.name, s.child.output());
-            }
-            panic!("{what}: not within {within:?}");
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
+fn wait(what: &str, within: Duration, seeds: &[Seed], ok: impl FnMut() -> bool) {
+    tests::daemon::wait(what, within, ok, || {
+        seeds
+            .iter()
+            .map(|s| format!("---- {} ----\n{}\n", s.host.ns.name, s.child.output()))
+            .collect()
+    });
 }
 
 #[test]
 fn ha_quorum_lost_and_back() {
     tests::require("curl");
-    let sw = Switch::new();
-    let hosts = [
-        sw.attach("h0", 11),
-        sw.attach("h1", 12),
-        sw.attach("h2", 13),
-    ];
-    let farm_host = sw.attach("farm", 30);
-    let o = sw.net.octets();
-    let float = Ipv4Addr::new(o[0], o[1], o[2], 100);
-    let nodes: Vec<FarmNode> = (0..N)
-        .map(|i| FarmNode {
-            name: format!("q{i}"),
-            mac: format!("52:54:00:fc:00:{i:02x}"),
-            bmc: std::net::SocketAddr::from((farm_host.ip, 7100 + i as u16)),
-            user: "admin".into(),
-            password: format!("pw{i}"),
-            cpus: 4,
-            memory_mib: 8192,
-            ip: Some(Ipv4Addr::new(o[0], o[1], o[2], 150 + i as u8)),
-        })
-        .collect();
-    for n in &nodes {
-        let ip = format!("{}/24", n.ip.unwrap());
-        farm_host.ns.ip(&["addr", "add", &ip, "dev", "eth0"]);
-    }
-    let reservations: String = nodes
-        .iter()
-        .map(|n| {
-            format!(
-                "\n[[netboot.nodes]]\nmac = \"{}\"\nip = \"{}\"\n",
-                n.mac,
-                n.ip.unwrap()
-            )
-        })
-        .collect();
+    let lan = SeedLan::new();
+    let (hosts, farm_host) = (&lan.hosts, &lan.farm);
+    let nodes = lan.farm_nodes(N, |i| format!("q{i}"), "52:54:00:fc:00", 7100);
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let specs = etcd_specs(&hosts.iter().collect::<Vec<_>>(), d);
-    let mut members: Vec<_> = hosts
-        .iter()
-        .zip(&specs)
-        .map(|(h, s)| Some(start_member(h, s, d)))
-        .collect();
-    let endpoints: Vec<String> = specs.iter().map(|s| s.client_url.clone()).collect();
-    let mut cfg = seed::store::etcd::EtcdConfig::new(endpoints.clone());
-    cfg.timeout = Duration::from_secs(2);
-    let ready = in_netns(&farm_host.ns, move || {
-        let s = seed::store::etcd::EtcdStore::connect(&cfg).unwrap();
-        seed::store::etcd::member::wait_ready(&s, Duration::from_secs(30)).is_ok()
-    });
-    assert!(ready, "the etcd cluster takes writes");
+    let (specs, members, endpoints) = lan.start_etcd(d);
+    let mut members: Vec<_> = members.into_iter().map(Some).collect();
 
     let seeds: Vec<Seed> = hosts
         .iter()
@@ -194,14 +56,17 @@ fn ha_quorum_lost_and_back() {
             let sd: PathBuf = d.join(format!("seed{i}"));
             std::fs::create_dir_all(sd.join("http")).unwrap();
             let conf = sd.join("seed.toml");
-            std::fs::write(&conf, config(i, h, float, &endpoints, &sd) + &reservations).unwrap();
+            std::fs::write(&conf, lan.config(i, &endpoints, &sd, TOKEN, "", &nodes)).unwrap();
             Seed {
                 host: h,
-                child: start(h, &conf),
+                child: tests::daemon::spawn(&h.ns, &format!("seed-{}", h.ns.name), &conf),
             }
         })
         .collect();
-    let api = Api { from: &farm_host };
+    let api = Api {
+        from: farm_host,
+        token: TOKEN,
+    };
     let addr = |i: usize| hosts[i].ip;
     let leaders = |api: &Api| -> usize {
         (0..3)
@@ -211,33 +76,10 @@ fn ha_quorum_lost_and_back() {
     let long = Duration::from_secs(90);
     wait("one leader", long, &seeds, || leaders(&api) == 1);
 
-    let inv = serde_json::json!({
-        "nodes": nodes
-            .iter()
-            .map(|n| serde_json::json!({
-                "name": n.name,
-                "mac": [n.mac],
-                "pm_type": "ipmi",
-                "pm_addr": farm_host.ip.to_string(),
-                "pm_port": n.bmc.port().to_string(),
-                "pm_user": n.user,
-                "pm_password": n.password,
-                "capabilities": "profile:compute",
-                "memory": 8192,
-                "disk": 40,
-            }))
-            .collect::<Vec<_>>()
-    })
-    .to_string();
+    let inv = lan.enrollment(&nodes);
     let (code, body) = api.call(addr(0), "POST", "/v1/nodes", Some(&inv));
     assert_eq!(code, 201, "{body}");
-    let spec = FarmSpec {
-        seed_url: format!("http://{float}:{HTTP}"),
-        nodes,
-        boot_ms: 50,
-        step_ms: 300,
-        tick_ms: 200,
-    };
+    let spec = FarmSpec::new(format!("http://{}:{HTTP}", lan.float), nodes, 300);
     let (_farm, status) = tests::farm::spawn(
         farm_host.ns.cmd(env!("CARGO_BIN_EXE_seed-fake-farm")),
         &spec,
@@ -249,16 +91,21 @@ fn ha_quorum_lost_and_back() {
     let state_of = |node: &str| -> Option<String> {
         (0..3).find_map(|i| api.states(addr(i))?.get(node).cloned())
     };
+    // An inspect of `node` through daemon `at` is accepted (asked again until it is), and the
+    // node ends available.
+    let inspected = |at: usize, node: &str| {
+        wait(&format!("{node} inspect accepted"), long, &seeds, || {
+            let (code, _) = inspect(at, node);
+            code == 202 || code == 200
+        });
+        wait(&format!("{node} available"), long, &seeds, || {
+            state_of(node).as_deref() == Some("available")
+        });
+    };
 
     // 1. One member down (quorum kept): a node action through a daemon succeeds.
     members[0].take().unwrap().kill();
-    wait("q0 inspect accepted", long, &seeds, || {
-        let (code, _) = inspect(1, "q0");
-        code == 202 || code == 200
-    });
-    wait("q0 available", long, &seeds, || {
-        state_of("q0").as_deref() == Some("available")
-    });
+    inspected(1, "q0");
     eprintln!("one etcd member down: q0 inspected");
     let before: BTreeMap<String, String> = api.states(addr(2)).expect("nodes read");
 
@@ -309,13 +156,7 @@ fn ha_quorum_lost_and_back() {
         ons(&farm_before),
         "the refused inspect powered nothing on"
     );
-    wait("q1 inspect accepted", long, &seeds, || {
-        let (code, _) = inspect(2, "q1");
-        code == 202 || code == 200
-    });
-    wait("q1 available", long, &seeds, || {
-        state_of("q1").as_deref() == Some("available")
-    });
+    inspected(2, "q1");
     eprintln!("quorum back: one leader, q1 inspected");
     drop(seeds);
 }

@@ -12,6 +12,7 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
+use tests::daemon::{Config, TestImage};
 use tests::farm::{FarmNode, FarmSpec};
 use tests::netns::Netns;
 use tests::proc::Child;
@@ -20,109 +21,25 @@ const TOKEN: &str = "ha-restart-farm-token";
 const PORT: u16 = 8080;
 const N: usize = 4;
 
-const TEMPLATE: &str = "heat_template_version: wallaby
-resources:
-  servers:
-    type: OS::Heat::ResourceGroup
-    properties:
-      count: 4
-      resource_def:
-        type: OS::Seed::Server
-        properties: {image: golden, profile: compute}
-";
-
-fn import_golden(store: &std::path::Path, work: &std::path::Path) {
-    let src = work.join("golden");
-    std::fs::create_dir_all(&src).unwrap();
-    let stream = src.join("rootfs.tar.zst");
-    std::fs::write(
-        &stream,
-        b"not a real image: the farm's agents only report progress",
-    )
-    .unwrap();
-    let (sha256, size) = images::store::hash_file(&stream).unwrap();
-    let m = images::Manifest {
-        name: "golden".into(),
-        version: "test".into(),
-        stream: images::Stream {
-            file: "rootfs.tar.zst".into(),
-            sha256,
-            size,
-            unpacked_size: size,
-        },
-        boot: images::Boot {
-            kernel: "boot/vmlinuz".into(),
-            initrd: None,
-            cmdline: String::new(),
-        },
-        min_disk_mib: 64,
-        layout: images::Layout::default(),
-        elements: vec![],
-    };
-    std::fs::write(src.join("manifest.json"), serde_json::to_vec(&m).unwrap()).unwrap();
-    images::ImageStore::open(store)
-        .unwrap()
-        .import(&src.join("manifest.json"))
-        .unwrap();
-}
-
 fn curl(ns: &Netns, method: &str, path: &str, body: Option<&str>) -> (u16, serde_json::Value) {
-    let cmd = ns.cmd(tests::require("curl"));
     let url = format!("http://127.0.0.1:6385{path}");
-    let (code, text) = tests::curl(cmd, method, &url, Some(TOKEN), body, 30);
-    (
-        code,
-        serde_json::from_str(&text).unwrap_or(serde_json::Value::Null),
-    )
+    tests::daemon::api(ns, method, &url, TOKEN, body)
 }
 
 fn states(ns: &Netns) -> BTreeMap<String, String> {
     let (code, body) = curl(ns, "GET", "/v1/nodes", None);
     assert_eq!(code, 200, "{body}");
-    body.as_array()
-        .unwrap()
-        .iter()
-        .map(|n| {
-            (
-                n["name"].as_str().unwrap().to_string(),
-                n["state"].as_str().unwrap().to_string(),
-            )
-        })
-        .collect()
-}
-
-/// The machines' `[[netboot.nodes]]` reservations (appended after the last section).
-fn reservations(nodes: &[FarmNode]) -> String {
-    nodes
-        .iter()
-        .map(|n| {
-            let ip = n.ip.expect("an address");
-            format!("\n[[netboot.nodes]]\nmac = \"{}\"\nip = \"{ip}\"\n", n.mac)
-        })
-        .collect()
+    tests::daemon::node_states(&body).expect("a list of nodes")
 }
 
 fn spawn_daemon(ns: &Netns, d: &std::path::Path) -> Child {
-    let mut cmd = ns.cmd(tests::seed_bin());
-    cmd.arg("daemon")
-        .arg("--config")
-        .arg(d.join("seed.toml"))
-        .env("RUST_LOG", "info");
-    let mut daemon = Child::spawn("seed-daemon", cmd);
-    daemon.wait_for_log("HTTP listening", Duration::from_secs(120));
-    daemon
+    tests::daemon::spawn(ns, "seed-daemon", &d.join("seed.toml"))
 }
 
-fn wait(what: &str, daemon: &Child, mut ok: impl FnMut() -> bool) {
-    let t = Instant::now();
-    while !ok() {
-        assert!(
-            t.elapsed() < Duration::from_secs(120),
-            "{what}: not within 120 s\ndaemon log:\n{}",
-            daemon.output()
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+fn wait(what: &str, daemon: &Child, ok: impl FnMut() -> bool) {
+    tests::daemon::wait(what, Duration::from_secs(120), ok, || {
+        format!("daemon log:\n{}", daemon.output())
+    });
 }
 
 #[test]
@@ -131,75 +48,33 @@ fn ha_restart_mid_deploy_continues_each_deploy() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     std::fs::create_dir_all(d.join("http")).unwrap();
-    import_golden(&d.join("http/images"), d);
+    TestImage::golden(
+        "test",
+        b"not a real image: the farm's agents only report progress",
+    )
+    .import(&d.join("http/images"), &d.join("golden"));
     let ns = Netns::new("farm");
     let nodes: Vec<FarmNode> = (0..N)
-        .map(|i| FarmNode {
-            name: format!("n{i}"),
-            mac: format!("52:54:00:fa:00:{i:02x}"),
-            bmc: format!("127.0.0.1:{}", 6300 + i).parse().unwrap(),
-            user: "admin".into(),
-            password: format!("pw{i}"),
-            cpus: 4,
-            memory_mib: 8192,
+        .map(|i| {
+            let (name, mac) = (format!("n{i}"), format!("52:54:00:fa:00:{i:02x}"));
+            let bmc = format!("127.0.0.1:{}", 6300 + i).parse().unwrap();
             // Each machine's own address on loopback, reserved below: the daemon hands a
             // node's token only to a script asked from the node's address.
-            ip: Some(std::net::Ipv4Addr::new(127, 0, 0, 10 + i as u8)),
+            let ip = std::net::Ipv4Addr::new(127, 0, 0, 10 + i as u8);
+            tests::daemon::farm_node(i, name, mac, bmc, ip)
         })
         .collect();
-    let inv: String = nodes
-        .iter()
-        .map(|n| {
-            format!(
-                "  - name: {}\n    mac: [\"{}\"]\n    pm_type: ipmi\n    pm_addr: 127.0.0.1\n    \
-                 pm_port: \"{}\"\n    pm_user: {}\n    pm_password: {}\n    \
-                 capabilities: \"profile:compute\"\n    memory: 8192\n    disk: 40\n",
-                n.name,
-                n.mac,
-                n.bmc.port(),
-                n.user,
-                n.password
-            )
-        })
-        .collect();
-    tests::import_nodes(&d.join("seed.redb"), &inv);
-    let config = format!(
-        r#"store = {store:?}
+    tests::import_nodes(&d.join("seed.redb"), &tests::daemon::ipmi_inventory(&nodes));
+    Config {
+        heartbeat_secs: Some(1),
+        http_port: PORT,
+        nodes: &nodes,
+        ..Config::loopback(d, TOKEN)
+    }
+    .write();
 
-[api]
-token = "{TOKEN}"
-listen = "127.0.0.1:6385"
-
-[agent]
-heartbeat_secs = 1
-
-[ramdisk]
-kernel = {missing:?}
-initrd = {missing:?}
-
-[netboot]
-server_ip = "127.0.0.1"
-state_dir = {state:?}
-
-[netboot.http]
-root = {http:?}
-port = {PORT}
-"#,
-        store = d.join("seed.redb"),
-        missing = d.join("no-ramdisk"),
-        state = d.join("state"),
-        http = d.join("http"),
-    ) + &reservations(&nodes);
-    std::fs::write(d.join("seed.toml"), config).unwrap();
-
-    let spec = FarmSpec {
-        seed_url: format!("http://127.0.0.1:{PORT}"),
-        nodes,
-        boot_ms: 50,
-        // Seven deploy phases of 400 ms: the kill lands while images are being written.
-        step_ms: 400,
-        tick_ms: 200,
-    };
+    // Seven deploy phases of 400 ms: the kill lands while images are being written.
+    let spec = FarmSpec::new(format!("http://127.0.0.1:{PORT}"), nodes, 400);
     let (_farm, status) =
         tests::farm::spawn(ns.cmd(env!("CARGO_BIN_EXE_seed-fake-farm")), &spec, d);
     let t0 = Instant::now();
@@ -214,7 +89,8 @@ port = {PORT}
         states(&ns).values().all(|s| s == "available")
     });
     eprintln!("inspected: {:?}", t0.elapsed());
-    let req = serde_json::json!({"name": "farm", "template": TEMPLATE}).to_string();
+    let req = serde_json::json!({"name": "farm", "template": tests::daemon::compute_template(N)})
+        .to_string();
     let (code, body) = curl(&ns, "POST", "/v1/stacks", Some(&req));
     assert_eq!(code, 201, "{body}");
 

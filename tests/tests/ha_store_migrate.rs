@@ -44,17 +44,18 @@ fn seed(args: &[&str]) -> Output {
         .expect("running seed")
 }
 
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
+/// The arguments of `seed store migrate --from FROM --to TO EXTRA…`.
+fn migrate<'a>(from: &'a str, to: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
+    [&["store", "migrate", "--from", from, "--to", to][..], extra].concat()
 }
 
 fn ok(args: &[&str]) -> String {
     let o = seed(args);
-    assert!(o.status.success(), "seed {args:?} failed:\n{}", text(&o));
+    assert!(
+        o.status.success(),
+        "seed {args:?} failed:\n{}",
+        tests::printed(&o)
+    );
     String::from_utf8(o.stdout).unwrap()
 }
 
@@ -63,9 +64,9 @@ fn refused(args: &[&str]) -> String {
     assert!(
         !o.status.success(),
         "seed {args:?} succeeded:\n{}",
-        text(&o)
+        tests::printed(&o)
     );
-    text(&o)
+    tests::printed(&o)
 }
 
 /// The sums a migration printed (`sha256 …` lines: source, destination).
@@ -153,28 +154,16 @@ fn ha_store_migrate_redb_to_etcd_and_back() {
     // A daemon holding the file: refused, and says why.
     {
         let _held = RedbStore::open(&file).unwrap();
-        let why = refused(&[
-            "store",
-            "migrate",
-            "--from",
-            &format!("redb:{f}"),
-            "--to",
-            &etcd,
-        ]);
+        let why = refused(&migrate(&format!("redb:{f}"), &etcd, &[]));
         assert!(why.contains("another process"), "{why}");
     }
 
     // redb (+ the lease file) → etcd.
-    let out = ok(&[
-        "store",
-        "migrate",
-        "--from",
+    let out = ok(&migrate(
         &format!("redb:{f}"),
-        "--to",
         &etcd,
-        "--leases",
-        leases.to_str().unwrap(),
-    ]);
+        &["--leases", leases.to_str().unwrap()],
+    ));
     let s = sums(&out);
     assert_eq!(s.len(), 2, "{out}");
     assert_eq!(s[0], s[1], "{out}");
@@ -189,14 +178,7 @@ fn ha_store_migrate_redb_to_etcd_and_back() {
     assert_eq!(in_etcd.len(), original.len() + 1);
 
     // Not twice into a destination that holds a state; --force replaces it.
-    let why = refused(&[
-        "store",
-        "migrate",
-        "--from",
-        &format!("redb:{f}"),
-        "--to",
-        &etcd,
-    ]);
+    let why = refused(&migrate(&format!("redb:{f}"), &etcd, &[]));
     assert!(why.contains("--force"), "{why}");
     assert_eq!(
         records(&there),
@@ -207,14 +189,7 @@ fn ha_store_migrate_redb_to_etcd_and_back() {
     // etcd → a new redb file: the same sum, the same records.
     let back = d.join("back.redb");
     let b = back.to_str().unwrap();
-    let out2 = ok(&[
-        "store",
-        "migrate",
-        "--from",
-        &etcd,
-        "--to",
-        &format!("redb:{b}"),
-    ]);
+    let out2 = ok(&migrate(&etcd, &format!("redb:{b}"), &[]));
     let s2 = sums(&out2);
     assert_eq!(s2, [s[0].clone(), s[0].clone()], "{out2}");
     let returned = records(&RedbStore::open(&back).unwrap());
@@ -230,41 +205,20 @@ fn ha_store_migrate_redb_to_etcd_and_back() {
     );
 
     // --force into the file that now holds that state: the same state again.
-    let out3 = ok(&[
-        "store",
-        "migrate",
-        "--from",
-        &etcd,
-        "--to",
-        &format!("redb:{b}"),
-        "--force",
-    ]);
+    let out3 = ok(&migrate(&etcd, &format!("redb:{b}"), &["--force"]));
     assert_eq!(sums(&out3), s2, "{out3}");
 
     // An empty source (a wrong prefix) is refused, and a --force'd destination kept.
-    let why = refused(&[
-        "store",
-        "migrate",
-        "--from",
+    let why = refused(&migrate(
         &etcd,
-        "--prefix",
-        "/nobody/",
-        "--to",
         &format!("redb:{b}"),
-        "--force",
-    ]);
+        &["--prefix", "/nobody/", "--force"],
+    ));
     assert!(why.contains("no record"), "{why}");
     assert_eq!(
         records(&RedbStore::open(&back).unwrap()).len(),
         in_etcd.len()
     );
-    let why = refused(&[
-        "store",
-        "migrate",
-        "--from",
-        "redb:/nonexistent.redb",
-        "--to",
-        &etcd,
-    ]);
+    let why = refused(&migrate("redb:/nonexistent.redb", &etcd, &[]));
     assert!(why.contains("no such store file"), "{why}");
 }

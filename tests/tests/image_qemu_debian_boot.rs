@@ -64,15 +64,7 @@ fn qemu_debian_image_boots_systemd_read_only_and_reports_booted() {
     // Up to 480 s: emergency mode is a failure at once.
     let req = vm.wait_report(480, Some("emergency mode"));
     let booted_after = vm.started.elapsed();
-    assert_eq!(req.line, "POST /v1/node/booted HTTP/1.1");
-    assert!(
-        req.headers
-            .contains(&("authorization".into(), "Bearer cred-deb".into())),
-        "{:?}",
-        req.headers
-    );
-    let body: serde_json::Value = serde_json::from_str(&req.body).unwrap();
-    assert_eq!(body["node"], "debian-under-test");
+    let body = tests::image_boot::assert_booted_report(&req, "debian-under-test", "cred-deb");
     assert_eq!(body["image"], "debian");
 
     // The console: systemd, the image's line, the first-boot outcome and the serial login

@@ -19,15 +19,7 @@ fn qemu_tiny_image_boots_read_only_and_reports_booted() {
     let mut vm = img.boot(ROOT_UUID, &[root, state], 512);
 
     let req = vm.wait_report(240, None);
-    assert_eq!(req.line, "POST /v1/node/booted HTTP/1.1");
-    assert!(
-        req.headers
-            .contains(&("authorization".into(), "Bearer cred-5eed".into())),
-        "{:?}",
-        req.headers
-    );
-    let body: serde_json::Value = serde_json::from_str(&req.body).unwrap();
-    assert_eq!(body["node"], "tiny-under-test");
+    tests::image_boot::assert_booted_report(&req, "tiny-under-test", "cred-5eed");
 
     // The console: the image's line, then the first-boot outcome (bounded wait for the print).
     let want = format!("seed-image: tiny {version} booted tiny-under-test");

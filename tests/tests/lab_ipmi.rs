@@ -308,11 +308,7 @@ fn seed_lab(args: &[&str], dir: &Path) -> String {
         .arg(dir)
         .output()
         .expect("running seed");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let text = tests::printed(&out);
     assert!(out.status.success(), "seed lab {args:?} failed:\n{text}");
     text
 }

@@ -16,23 +16,15 @@ fn seed_lab(args: &[&str], dir: &Path) -> Output {
         .expect("running seed")
 }
 
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
-
 /// `lab up … --detach`, then `lab down` (the lab stays on disk).
 fn up_then_down(args: &[&str], dir: &Path) -> String {
     let mut all = vec!["up", "--detach", "--bmc-port", "0", "--disks", "none"];
     all.extend_from_slice(args);
     let up = seed_lab(&all, dir);
-    let out = text(&up);
+    let out = tests::printed(&up);
     let down = seed_lab(&["down"], dir);
     assert!(up.status.success(), "lab up {args:?}:\n{out}");
-    assert!(down.status.success(), "{}", text(&down));
+    assert!(down.status.success(), "{}", tests::printed(&down));
     out
 }
 
@@ -57,7 +49,7 @@ fn lab_up_refuses_other_options_and_recreates_on_request() {
 
     // Other options: refused, nothing changed.
     let refused = seed_lab(&["up", "--nodes", "4", "--uefi"], &dir);
-    let msg = text(&refused);
+    let msg = tests::printed(&refused);
     assert!(!refused.status.success(), "{msg}");
     assert!(msg.contains("nodes: the lab has 2, asked 4"), "{msg}");
     assert!(
@@ -88,5 +80,5 @@ fn lab_up_refuses_other_options_and_recreates_on_request() {
         .all(|n| n.firmware == qemu::spec::Firmware::Uefi));
     assert!(!dir.join("node1/keep").exists());
     let destroyed = seed_lab(&["destroy"], &dir);
-    assert!(destroyed.status.success(), "{}", text(&destroyed));
+    assert!(destroyed.status.success(), "{}", tests::printed(&destroyed));
 }

@@ -82,14 +82,7 @@ hostname = "laptop-client"
         std::fs::read(&to).unwrap() == big,
         "the file arrived intact"
     );
-    let (code, metrics) = tests::curl(
-        lan.client.cmd(tests::require("curl")),
-        "GET",
-        &format!("http://{}:8080/metrics", lan.server_ip()),
-        None,
-        None,
-        20,
-    );
+    let (code, metrics) = lan.client_get(8080, "/metrics");
     assert_eq!(code, 200);
     let completed: u64 = metrics
         .lines()

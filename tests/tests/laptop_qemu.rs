@@ -11,7 +11,6 @@
 //! Needs `cargo xtask ramdisk` and `cargo xtask image build tiny`.
 
 use qemu::node::RunOptions;
-use qemu::spec::Plan;
 use qemu::Lab;
 use std::time::{Duration, Instant};
 use tests::netns::Netns;
@@ -60,10 +59,7 @@ fn laptop_qemu_node_inspected_and_deployed_through_af_packet() {
 
     // The lab, made from a thread inside the namespace: the BMC's socket is on the
     // namespace's loopback, and QEMU, started by the BMC's thread, opens tap0 there.
-    let mut plan = Plan::new(&format!("lap{}", std::process::id()), 1);
-    plan.memory_mib = 512;
-    plan.disks_gib = vec![2];
-    plan.bmc_base_port = 0;
+    let mut plan = tests::test_plan("lap", 1, 512, &[2]);
     plan.bmc_network = false;
     let lab_dir = d.join("lab");
     let lab = std::thread::scope(|s| {

@@ -8,7 +8,6 @@ use dhcproto::v4::{
     OptionCode,
 };
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
-use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 use tests::netns::Lan;
@@ -77,22 +76,25 @@ fn pool(lan: &Lan) -> String {
     )
 }
 
-fn start_seed(lan: &Lan, config: &Path) -> Child {
-    tests::spawn_netboot(&lan.server, config, &["dhcp: serving"], SEED_START)
+/// A stranger's LAN (no reservation) with discovery on and the pool: the seed's config and
+/// process, and the stranger's udhcpc lease.
+fn stranger_with_discovery(
+    dir: &Path,
+) -> (
+    Lan,
+    PathBuf,
+    Child,
+    std::collections::HashMap<String, String>,
+) {
+    let lan = Lan::new(Some(STRANGER_MAC));
+    let cfg = write_config(&lan, dir, &format!("{}\ndiscovery = true", pool(&lan)));
+    let seed = start_seed(&lan, &cfg);
+    let env = tests::udhcpc(&lan, dir, &[]).expect("udhcpc got no lease");
+    (lan, cfg, seed, env)
 }
 
-/// Run `f` on a thread that has entered network namespace `ns`.
-fn in_netns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
-    let path = format!("/run/netns/{ns}");
-    std::thread::spawn(move || {
-        let fd = std::fs::File::open(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
-        // SAFETY: setns on a valid namespace fd; it changes only this thread's network namespace.
-        let rc = unsafe { libc::setns(fd.as_raw_fd(), libc::CLONE_NEWNET) };
-        assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
-        f()
-    })
-    .join()
-    .expect("netns thread")
+fn start_seed(lan: &Lan, config: &Path) -> Child {
+    tests::spawn_netboot(&lan.server, config, &["dhcp: serving"], SEED_START)
 }
 
 /// From the client namespace, bound to its interface on `local_port`, send each packet to `to`
@@ -105,7 +107,7 @@ fn exchange(
     wait: Duration,
 ) -> Vec<(SocketAddr, Message)> {
     let iface = lan.client_if.clone();
-    in_netns(&lan.client.name, move || {
+    tests::ha::in_netns(&lan.client, move || {
         use socket2::{Domain, Protocol, Socket, Type};
         let s = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP)).unwrap();
         s.set_reuse_address(true).unwrap();
@@ -214,14 +216,7 @@ fn dhcp_udhcpc_gets_its_reservation_and_pxe_bootfile() {
 #[test]
 fn dhcp_discovery_gives_an_unknown_mac_a_pool_address() {
     let dir = tempfile::tempdir().unwrap();
-    let lan = Lan::new(Some(STRANGER_MAC));
-    let cfg = write_config(
-        &lan,
-        dir.path(),
-        &format!("{}\ndiscovery = true", pool(&lan)),
-    );
-    let seed = start_seed(&lan, &cfg);
-    let env = tests::udhcpc(&lan, dir.path(), &[]).expect("udhcpc got no lease");
+    let (_lan, _cfg, seed, env) = stranger_with_discovery(dir.path());
     let ip: Ipv4Addr = env["ip"].parse().unwrap();
     let last = ip.octets()[3];
     assert!((100..=199).contains(&last), "{ip} is not from the pool");
@@ -316,14 +311,7 @@ fn dhcp_malformed_packets_are_dropped_and_a_client_is_served_right_after() {
 #[test]
 fn dhcp_pool_lease_survives_a_restart() {
     let dir = tempfile::tempdir().unwrap();
-    let lan = Lan::new(Some(STRANGER_MAC));
-    let cfg = write_config(
-        &lan,
-        dir.path(),
-        &format!("{}\ndiscovery = true", pool(&lan)),
-    );
-    let seed = start_seed(&lan, &cfg);
-    let env = tests::udhcpc(&lan, dir.path(), &[]).expect("udhcpc got no lease");
+    let (lan, cfg, seed, env) = stranger_with_discovery(dir.path());
     let held: Ipv4Addr = env["ip"].parse().unwrap();
     drop(seed); // SIGKILL: no chance to flush anything on the way out
     let leases = std::fs::read_to_string(dir.path().join("state/dhcp-leases.json")).unwrap();
@@ -358,7 +346,6 @@ fn dhcp_pool_lease_survives_a_restart() {
 
 #[test]
 fn dhcp_proxy_beside_dnsmasq() {
-    let dnsmasq = tests::require("dnsmasq");
     let dir = tempfile::tempdir().unwrap();
     let lan = Lan::new(Some(NODE1_MAC));
     let cfg = write_config(&lan, dir.path(), "mode = \"proxy\"");
@@ -372,52 +359,20 @@ fn dhcp_proxy_beside_dnsmasq() {
     std::fs::write(&cfg, text).unwrap();
 
     // The network's own DHCP server, handing out .50–.60.
-    let mut cmd = lan.server.cmd(dnsmasq);
-    cmd.args([
-        "--no-daemon",
-        "--conf-file=/dev/null",
-        "--bind-interfaces",
-        "--port=0",
-        "--no-resolv",
-        "--log-dhcp",
-        "--log-facility=-",
-    ])
-    .arg(format!("--interface={}", lan.server_if))
-    .arg(format!(
-        "--dhcp-range={},{},255.255.255.0,1h",
+    let _dns = dnsmasq(
+        &lan.server,
+        &lan.server_if,
         lan.addr(50),
-        lan.addr(60)
-    ))
-    .arg(format!(
-        "--pid-file={}",
-        dir.path().join("dnsmasq.pid").display()
-    ))
-    .arg(format!(
-        "--dhcp-leasefile={}",
-        dir.path().join("dnsmasq.leases").display()
-    ));
-    let mut dns = Child::spawn("dnsmasq", cmd);
-    dns.wait_for_log("DHCP, IP range", Duration::from_secs(10));
+        lan.addr(60),
+        dir.path(),
+    );
     let seed = start_seed(&lan, &cfg);
     assert!(seed.output().contains("(proxy)"), "{}", seed.output());
 
     // 1. An OS client (no PXE vendor class) gets its address from dnsmasq; we stay quiet.
-    // -B: ask for broadcast replies (dnsmasq would otherwise unicast to the unconfigured client).
-    let env = tests::udhcpc(&lan, dir.path(), &["-B"]).expect("no lease from dnsmasq");
-    let ip: Ipv4Addr = env["ip"].parse().unwrap();
-    assert!((50..=60).contains(&ip.octets()[3]), "{ip} is not dnsmasq's");
-    assert!(!env.contains_key("boot_file"));
-
     // 2. A PXE DISCOVER, broadcast like firmware does, draws two offers: dnsmasq's with an
     //    address, ours with no address and the boot file.
-    let discover = message(mac_bytes(NODE1_MAC), MessageType::Discover, pxe_opts());
-    let replies = exchange(
-        &lan,
-        68,
-        BROADCAST_67,
-        vec![encode(&discover)],
-        Duration::from_secs(2),
-    );
+    let (ip, replies) = os_lease_then_pxe_discover(&lan, dir.path());
     let ours: Vec<_> = replies
         .iter()
         .filter(|(_, m)| bootfile(m).is_some())
@@ -529,6 +484,26 @@ fn dhcp_perfdhcp_completes_four_way_exchanges() {
     }
 }
 
+/// Beside dnsmasq (handing out .50–.60): an OS client (udhcpc, no PXE vendor class) gets its
+/// address from dnsmasq and no boot file (that address is returned); then node1's PXE
+/// DISCOVER, broadcast like firmware does, and the replies it drew.
+fn os_lease_then_pxe_discover(lan: &Lan, dir: &Path) -> (Ipv4Addr, Vec<(SocketAddr, Message)>) {
+    // -B: ask for broadcast replies (dnsmasq would otherwise unicast to the unconfigured client).
+    let env = tests::udhcpc(lan, dir, &["-B"]).expect("no lease from dnsmasq");
+    let ip: Ipv4Addr = env["ip"].parse().unwrap();
+    assert!((50..=60).contains(&ip.octets()[3]), "{ip} is not dnsmasq's");
+    assert!(!env.contains_key("boot_file"));
+    let discover = message(mac_bytes(NODE1_MAC), MessageType::Discover, pxe_opts());
+    let replies = exchange(
+        lan,
+        68,
+        BROADCAST_67,
+        vec![encode(&discover)],
+        Duration::from_secs(2),
+    );
+    (ip, replies)
+}
+
 /// dnsmasq in `ns` on `iface`, handing out `lo`–`hi`, with its DHCP log on stdout.
 fn dnsmasq(ns: &tests::netns::Netns, iface: &str, lo: Ipv4Addr, hi: Ipv4Addr, dir: &Path) -> Child {
     let mut cmd = ns.cmd(tests::require("dnsmasq"));
@@ -588,21 +563,9 @@ fn dhcp_auto_probe_finds_dnsmasq_and_serves_proxy_only() {
         dns.output()
     );
 
-    // A client's address comes from dnsmasq; no boot file for an OS client.
-    let env = tests::udhcpc(&lan, dir.path(), &["-B"]).expect("no lease from dnsmasq");
-    let ip: Ipv4Addr = env["ip"].parse().unwrap();
-    assert!((50..=60).contains(&ip.octets()[3]), "{ip} is not dnsmasq's");
-    assert!(!env.contains_key("boot_file"));
-
-    // A PXE client gets the seed's boot information, and its address from dnsmasq only.
-    let discover = message(mac_bytes(NODE1_MAC), MessageType::Discover, pxe_opts());
-    let replies = exchange(
-        &lan,
-        68,
-        BROADCAST_67,
-        vec![encode(&discover)],
-        Duration::from_secs(2),
-    );
+    // A client's address comes from dnsmasq; no boot file for an OS client. A PXE client
+    // gets the seed's boot information, and its address from dnsmasq only.
+    let (ip, replies) = os_lease_then_pxe_discover(&lan, dir.path());
     let from_seed: Vec<_> = replies
         .iter()
         .filter(|(_, m)| m.siaddr() == lan.server_ip() && bootfile(m).is_some())
@@ -623,14 +586,7 @@ fn dhcp_auto_probe_finds_dnsmasq_and_serves_proxy_only() {
     // The mode served is on /metrics.
     lan.client
         .ip(&["addr", "add", &format!("{ip}/24"), "dev", &lan.client_if]);
-    let (code, metrics) = tests::curl(
-        lan.client.cmd(tests::require("curl")),
-        "GET",
-        &format!("http://{}:8080/metrics", lan.server_ip()),
-        None,
-        None,
-        20,
-    );
+    let (code, metrics) = lan.client_get(8080, "/metrics");
     assert_eq!(code, 200);
     assert!(
         metrics.contains("dhcp_mode{mode=\"proxy\"} 1\n"),

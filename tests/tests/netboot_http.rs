@@ -2,142 +2,95 @@
 //! namespace: streamed files, ranges, HEAD, keep-alive, per-node iPXE scripts, traversal.
 
 use std::io::Read;
-use std::path::PathBuf;
 use std::process::Output;
 use std::time::Duration;
-use tests::netns::Lan;
-use tests::proc::Child;
+use tests::netboot_lan::{random_bytes, NetbootLan};
 
 const PORT: u16 = 8080;
 const NODE_MAC: &str = "52:54:00:00:00:01";
 
 /// A running `seed netboot` with only `[http]` (and one known node) on a fresh LAN.
-struct Server {
-    lan: Lan,
-    _seed: Child,
-    dir: tempfile::TempDir,
-}
-
-impl Server {
-    fn start() -> Self {
-        let lan = Lan::new(None);
-        lan.address_client(2);
-        let dir = tempfile::tempdir().unwrap();
-        let http_root = dir.path().join("http");
-        std::fs::create_dir_all(&http_root).unwrap();
-        let config = format!(
-            "interface = {if:?}\nserver_ip = \"{ip}\"\nstate_dir = {state:?}\n\n\
-             [http]\nroot = {http:?}\nport = {PORT}\n\n\
+fn start() -> NetbootLan {
+    NetbootLan::start(&["http"], &["HTTP listening"], |_, d| {
+        format!(
+            "[http]\nroot = {http:?}\nport = {PORT}\n\n\
              [[nodes]]\nmac = \"{NODE_MAC}\"\nhostname = \"node1\"\n\
              boot = {{ action = \"kernel\", kernel = \"boot/vmlinuz\", initrd = \"boot/initrd.img\", \
              cmdline = \"console=ttyS0\" }}\n\n\
              [[nodes]]\nmac = \"52:54:00:00:00:02\"\nboot = {{ action = \"local_disk\" }}\n",
-            if = lan.server_if,
-            ip = lan.server_ip(),
-            state = dir.path().join("state"),
-            http = http_root,
-        );
-        let cfg_path = dir.path().join("netboot.toml");
-        std::fs::write(&cfg_path, config).unwrap();
-        let seed = tests::spawn_netboot(
-            &lan.server,
-            &cfg_path,
-            &["HTTP listening"],
-            Duration::from_secs(120),
-        );
-        Self {
-            lan,
-            _seed: seed,
-            dir,
-        }
-    }
-
-    fn root(&self) -> PathBuf {
-        self.dir.path().join("http")
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("http://{}:{PORT}{path}", self.lan.server_ip())
-    }
-
-    /// curl in the client namespace.
-    fn curl(&self, args: &[&str]) -> Output {
-        let bin = tests::require("curl");
-        self.lan
-            .client
-            .cmd(bin)
-            .args(["-sS", "--max-time", "60"])
-            .args(args)
-            .output()
-            .expect("running curl")
-    }
-
-    /// GET with `--path-as-is`: (status, body).
-    fn get(&self, path: &str, extra: &[&str]) -> (u16, Vec<u8>) {
-        let out_dir = tempfile::tempdir().unwrap();
-        let body = out_dir.path().join("body");
-        let url = self.url(path);
-        let mut args = vec![
-            "--path-as-is",
-            "-o",
-            body.to_str().unwrap(),
-            "-w",
-            "%{http_code}",
-        ];
-        args.extend_from_slice(extra);
-        args.push(&url);
-        let o = self.curl(&args);
-        assert!(o.status.success(), "curl {path}: {o:?}");
-        let code = String::from_utf8_lossy(&o.stdout).trim().parse().unwrap();
-        (code, std::fs::read(&body).unwrap_or_default())
-    }
+            http = d.join("http"),
+        )
+    })
 }
 
-fn random(len: usize) -> Vec<u8> {
-    let mut data = Vec::with_capacity(len);
-    std::fs::File::open("/dev/urandom")
-        .unwrap()
-        .take(len as u64)
-        .read_to_end(&mut data)
-        .unwrap();
-    data
+fn url(srv: &NetbootLan, path: &str) -> String {
+    format!("http://{}:{PORT}{path}", srv.lan.server_ip())
+}
+
+/// curl in the client namespace.
+fn curl(srv: &NetbootLan, args: &[&str]) -> Output {
+    let args = [&["-sS", "--max-time", "60"][..], args].concat();
+    srv.client("curl", &args)
+}
+
+/// GET with `--path-as-is`: (status, body).
+fn get(srv: &NetbootLan, path: &str, extra: &[&str]) -> (u16, Vec<u8>) {
+    let out_dir = tempfile::tempdir().unwrap();
+    let body = out_dir.path().join("body");
+    let url = url(srv, path);
+    let mut args = vec![
+        "--path-as-is",
+        "-o",
+        body.to_str().unwrap(),
+        "-w",
+        "%{http_code}",
+    ];
+    args.extend_from_slice(extra);
+    args.push(&url);
+    let o = curl(srv, &args);
+    assert!(o.status.success(), "curl {path}: {o:?}");
+    let code = String::from_utf8_lossy(&o.stdout).trim().parse().unwrap();
+    (code, std::fs::read(&body).unwrap_or_default())
 }
 
 #[test]
 fn http_files_ranges_head_and_keepalive() {
-    let srv = Server::start();
+    let srv = start();
     let len = 24 << 20;
-    let data = random(len);
-    std::fs::create_dir_all(srv.root().join("images")).unwrap();
-    std::fs::write(srv.root().join("images/disk.img"), &data).unwrap();
-    std::fs::write(srv.root().join("small.txt"), "hello\n").unwrap();
+    let data = random_bytes(len);
+    std::fs::create_dir_all(srv.path("http").join("images")).unwrap();
+    std::fs::write(srv.path("http").join("images/disk.img"), &data).unwrap();
+    std::fs::write(srv.path("http").join("small.txt"), "hello\n").unwrap();
 
     // The whole file, streamed.
-    let (code, body) = srv.get("/images/disk.img", &[]);
+    let (code, body) = get(&srv, "/images/disk.img", &[]);
     assert_eq!(code, 200);
     assert!(body == data, "full body differs (got {} bytes)", body.len());
 
     // Ranges: closed, suffix, open-ended.
-    let (code, body) = srv.get("/images/disk.img", &["-r", "100-199"]);
+    let (code, body) = get(&srv, "/images/disk.img", &["-r", "100-199"]);
     assert_eq!((code, body.as_slice()), (206, &data[100..200]));
-    let (code, body) = srv.get("/images/disk.img", &["-H", "Range: bytes=-100"]);
+    let (code, body) = get(&srv, "/images/disk.img", &["-H", "Range: bytes=-100"]);
     assert_eq!((code, body.as_slice()), (206, &data[len - 100..]));
-    let (code, body) = srv.get("/images/disk.img", &["-r", "1000-"]);
+    let (code, body) = get(&srv, "/images/disk.img", &["-r", "1000-"]);
     assert_eq!(code, 206);
     assert!(body == data[1000..], "open-ended range differs");
-    let (code, _) = srv.get("/images/disk.img", &["-r", &format!("{len}-")]);
+    let (code, _) = get(&srv, "/images/disk.img", &["-r", &format!("{len}-")]);
     assert_eq!(code, 416);
 
     // Content-Range on a partial response.
-    let o = srv.curl(&[
-        "-D",
-        "-",
-        "-o",
-        "/dev/null",
-        "-r",
-        "100-199",
-        &srv.url("/images/disk.img"),
-    ]);
+    let o = curl(
+        &srv,
+        &[
+            "-D",
+            "-",
+            "-o",
+            "/dev/null",
+            "-r",
+            "100-199",
+            &url(&srv, "/images/disk.img"),
+        ],
+    );
     let headers = String::from_utf8_lossy(&o.stdout).to_ascii_lowercase();
     assert!(
         headers.contains(&format!("content-range: bytes 100-199/{len}")),
@@ -146,7 +99,7 @@ fn http_files_ranges_head_and_keepalive() {
     assert!(headers.contains("content-length: 100\r\n"), "{headers}");
 
     // HEAD: the full length, a Last-Modified, no body.
-    let o = srv.curl(&["-I", &srv.url("/images/disk.img")]);
+    let o = curl(&srv, &["-I", &url(&srv, "/images/disk.img")]);
     let headers = String::from_utf8_lossy(&o.stdout).to_ascii_lowercase();
     assert!(headers.starts_with("http/1.1 200"), "{headers}");
     assert!(
@@ -157,21 +110,24 @@ fn http_files_ranges_head_and_keepalive() {
     assert!(headers.contains("accept-ranges: bytes"), "{headers}");
 
     // Keep-alive: two URLs in one invocation share the connection.
-    let o = srv.curl(&[
-        "-v",
-        "-o",
-        "/dev/null",
-        "-o",
-        "/dev/null",
-        &srv.url("/small.txt"),
-        &srv.url("/images/disk.img"),
-    ]);
+    let o = curl(
+        &srv,
+        &[
+            "-v",
+            "-o",
+            "/dev/null",
+            "-o",
+            "/dev/null",
+            &url(&srv, "/small.txt"),
+            &url(&srv, "/images/disk.img"),
+        ],
+    );
     assert!(o.status.success(), "{o:?}");
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("Re-using existing connection"), "{err}");
 
     // Counters.
-    let (_, metrics) = srv.get("/metrics", &[]);
+    let (_, metrics) = get(&srv, "/metrics", &[]);
     let metrics = String::from_utf8(metrics).unwrap();
     let value = |name: &str| -> u64 {
         metrics
@@ -186,12 +142,14 @@ fn http_files_ranges_head_and_keepalive() {
     assert!(value("http_bytes_sent_total") >= 3 * len as u64 - 1000);
 
     // Conditional GET against Last-Modified.
-    let (code, body) = srv.get(
+    let (code, body) = get(
+        &srv,
         "/small.txt",
         &["-H", "If-Modified-Since: Fri, 01 Jan 2100 00:00:00 GMT"],
     );
     assert_eq!((code, body.len()), (304, 0));
-    let (code, body) = srv.get(
+    let (code, body) = get(
+        &srv,
         "/small.txt",
         &["-H", "If-Modified-Since: Thu, 01 Jan 1970 00:00:00 GMT"],
     );
@@ -200,15 +158,15 @@ fn http_files_ranges_head_and_keepalive() {
 
 #[test]
 fn http_ipxe_scripts_metrics_and_traversal() {
-    let srv = Server::start();
+    let srv = start();
     let ip = srv.lan.server_ip();
     let secret = srv.dir.path().join("secret.txt");
     std::fs::write(&secret, "TOP SECRET\n").unwrap();
-    std::os::unix::fs::symlink(&secret, srv.root().join("link-out")).unwrap();
-    std::fs::create_dir_all(srv.root().join("sub")).unwrap();
+    std::os::unix::fs::symlink(&secret, srv.path("http").join("link-out")).unwrap();
+    std::fs::create_dir_all(srv.path("http").join("sub")).unwrap();
 
     // The known node's script: absolute URLs against the server.
-    let (code, body) = srv.get("/ipxe/52-54-00-00-00-01", &[]);
+    let (code, body) = get(&srv, "/ipxe/52-54-00-00-00-01", &[]);
     let script = String::from_utf8(body).unwrap();
     assert_eq!(code, 200);
     assert!(script.starts_with("#!ipxe\n"), "{script}");
@@ -226,13 +184,13 @@ fn http_ipxe_scripts_metrics_and_traversal() {
     );
     assert!(script.contains("\nboot || goto retry\n"), "{script}");
 
-    let (_, body) = srv.get("/ipxe/52-54-00-00-00-02", &[]);
+    let (_, body) = get(&srv, "/ipxe/52-54-00-00-00-02", &[]);
     assert_eq!(
         String::from_utf8(body).unwrap(),
         "#!ipxe\nsanboot --no-describe --drive 0x80 || exit\n"
     );
     // Unknown MAC: a script that exits.
-    let (code, body) = srv.get("/ipxe/52-54-00-99-99-99", &[]);
+    let (code, body) = get(&srv, "/ipxe/52-54-00-99-99-99", &[]);
     let script = String::from_utf8(body).unwrap();
     assert_eq!(code, 200);
     assert!(
@@ -240,7 +198,7 @@ fn http_ipxe_scripts_metrics_and_traversal() {
         "{script}"
     );
     // The generic chain script.
-    let (_, body) = srv.get("/boot.ipxe", &[]);
+    let (_, body) = get(&srv, "/boot.ipxe", &[]);
     assert_eq!(
         String::from_utf8(body).unwrap(),
         format!("#!ipxe\nchain http://{ip}:{PORT}/ipxe/${{net0/mac:hexhyp}} || exit\n")
@@ -255,7 +213,7 @@ fn http_ipxe_scripts_metrics_and_traversal() {
         "/sub/..%2f..%2fsecret.txt",
         "/link-out",
     ] {
-        let (code, body) = srv.get(path, &[]);
+        let (code, body) = get(&srv, path, &[]);
         assert!(code == 403 || code == 404, "{path}: {code}");
         assert!(
             !String::from_utf8_lossy(&body).contains("SECRET"),
@@ -263,16 +221,16 @@ fn http_ipxe_scripts_metrics_and_traversal() {
         );
     }
     // The absolute path of the secret, relative to the root: not there.
-    let (code, _) = srv.get(&format!("/{}", secret.display()), &[]);
+    let (code, _) = get(&srv, &format!("/{}", secret.display()), &[]);
     assert_eq!(code, 404);
-    let (code, _) = srv.get("/missing", &[]);
+    let (code, _) = get(&srv, "/missing", &[]);
     assert_eq!(code, 404);
-    let (code, _) = srv.get("/sub", &[]);
+    let (code, _) = get(&srv, "/sub", &[]);
     assert_eq!(code, 404);
-    let (code, _) = srv.get("/small.txt", &["-X", "POST"]);
+    let (code, _) = get(&srv, "/small.txt", &["-X", "POST"]);
     assert_eq!(code, 405);
 
-    let (code, body) = srv.get("/metrics", &[]);
+    let (code, body) = get(&srv, "/metrics", &[]);
     assert_eq!(code, 200);
     let metrics = String::from_utf8(body).unwrap();
     assert!(
@@ -288,7 +246,7 @@ fn http_ipxe_scripts_metrics_and_traversal() {
 fn http_slow_clients_and_connection_cap() {
     use std::io::Write;
     use std::net::{SocketAddr, TcpStream};
-    let srv = Server::start();
+    let srv = start();
     let addr = SocketAddr::from((srv.lan.server_ip(), PORT));
     let client = srv.lan.client.name.clone();
     let outcome = std::thread::spawn(move || {

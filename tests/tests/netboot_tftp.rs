@@ -2,105 +2,54 @@
 //! atftp, bash's /dev/udp for malformed packets) in a client namespace, counters read from the
 //! same process's HTTP `/metrics`.
 
-use std::io::Read;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Output;
 use std::time::{Duration, Instant};
-use tests::netns::Lan;
-use tests::proc::Child;
+use tests::netboot_lan::{random_bytes, NetbootLan};
 
 const HTTP_PORT: u16 = 8080;
 
 /// A running `seed netboot` with TFTP (and HTTP for `/metrics`) on a fresh LAN.
-struct Server {
-    lan: Lan,
-    _seed: Child,
-    dir: tempfile::TempDir,
+fn start() -> NetbootLan {
+    NetbootLan::start(
+        &["tftp", "http"],
+        &["TFTP listening", "HTTP listening"],
+        |_, d| {
+            format!(
+                "[tftp]\nroot = {tftp:?}\nport = 69\n\n[http]\nroot = {http:?}\nport = {HTTP_PORT}\n",
+                tftp = d.join("tftp"),
+                http = d.join("http"),
+            )
+        },
+    )
 }
 
-impl Server {
-    fn start() -> Self {
-        let lan = Lan::new(None);
-        lan.address_client(2);
-        let dir = tempfile::tempdir().unwrap();
-        let (tftp_root, http_root) = (dir.path().join("tftp"), dir.path().join("http"));
-        std::fs::create_dir_all(&tftp_root).unwrap();
-        std::fs::create_dir_all(&http_root).unwrap();
-        let config = format!(
-            "interface = {if:?}\nserver_ip = \"{ip}\"\nstate_dir = {state:?}\n\n\
-             [tftp]\nroot = {tftp:?}\nport = 69\n\n[http]\nroot = {http:?}\nport = {HTTP_PORT}\n",
-            if = lan.server_if,
-            ip = lan.server_ip(),
-            state = dir.path().join("state"),
-            tftp = tftp_root,
-            http = http_root,
-        );
-        let cfg_path = dir.path().join("netboot.toml");
-        std::fs::write(&cfg_path, config).unwrap();
-        let seed = tests::spawn_netboot(
-            &lan.server,
-            &cfg_path,
-            &["TFTP listening", "HTTP listening"],
-            Duration::from_secs(120),
-        );
-        Self {
-            lan,
-            _seed: seed,
-            dir,
+/// A counter from the server's `/metrics`.
+fn metric(srv: &NetbootLan, name: &str) -> u64 {
+    let url = format!("http://{}:{HTTP_PORT}/metrics", srv.ip());
+    let out = srv.client("curl", &["-sS", "--max-time", "10", &url]);
+    assert!(out.status.success(), "metrics: {out:?}");
+    let text = String::from_utf8(out.stdout).unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix(&format!("{name} ")))
+        .map_or(0, |v| v.trim().parse().unwrap())
+}
+
+/// Poll `/metrics` (bounded) until `name` reaches `want`; returns the last value seen.
+fn metric_reaches(srv: &NetbootLan, name: &str, want: u64) -> u64 {
+    let mut v = 0;
+    for _ in 0..50 {
+        v = metric(srv, name);
+        if v >= want {
+            break;
         }
+        std::thread::sleep(Duration::from_millis(100));
     }
-
-    fn tftp_root(&self) -> PathBuf {
-        self.dir.path().join("tftp")
-    }
-
-    fn ip(&self) -> String {
-        self.lan.server_ip().to_string()
-    }
-
-    /// Run a program in the client namespace.
-    fn client(&self, program: &str, args: &[&str]) -> Output {
-        let bin = tests::require(program);
-        self.lan
-            .client
-            .cmd(bin)
-            .args(args)
-            .output()
-            .unwrap_or_else(|e| panic!("running {program}: {e}"))
-    }
-
-    /// A counter from the server's `/metrics`.
-    fn metric(&self, name: &str) -> u64 {
-        let url = format!("http://{}:{HTTP_PORT}/metrics", self.ip());
-        let out = self.client("curl", &["-sS", "--max-time", "10", &url]);
-        assert!(out.status.success(), "metrics: {out:?}");
-        let text = String::from_utf8(out.stdout).unwrap();
-        text.lines()
-            .find_map(|l| l.strip_prefix(&format!("{name} ")))
-            .map_or(0, |v| v.trim().parse().unwrap())
-    }
-
-    /// Poll `/metrics` (bounded) until `name` reaches `want`; returns the last value seen.
-    fn metric_reaches(&self, name: &str, want: u64) -> u64 {
-        let mut v = 0;
-        for _ in 0..50 {
-            v = self.metric(name);
-            if v >= want {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        v
-    }
+    v
 }
 
 fn random_file(path: &Path, len: usize) -> Vec<u8> {
-    let mut data = Vec::with_capacity(len);
-    std::fs::File::open("/dev/urandom")
-        .unwrap()
-        .take(len as u64)
-        .read_to_end(&mut data)
-        .unwrap();
+    let data = random_bytes(len);
     std::fs::write(path, &data).unwrap();
     data
 }
@@ -112,6 +61,16 @@ fn report(what: &str, start: Instant, len: usize) {
         "{what}: {len} bytes in {secs:.2} s ({:.1} MiB/s)",
         len as f64 / secs / (1 << 20) as f64
     );
+}
+
+/// Fetch a file into `out` with `program args` in the client namespace: it succeeds and `out`
+/// holds `data` (the throughput is printed, not asserted).
+fn fetch_same(srv: &NetbootLan, what: &str, program: &str, args: &[&str], out: &Path, data: &[u8]) {
+    let t = Instant::now();
+    let o = srv.client(program, args);
+    ok(&o, what);
+    report(what, t, data.len());
+    assert_same(out, data, what);
 }
 
 fn assert_same(got: &Path, want: &[u8], what: &str) {
@@ -131,81 +90,56 @@ fn ok(out: &Output, what: &str) {
 
 #[test]
 fn tftp_big_file_with_curl_and_atftp_windowed_and_lockstep() {
-    let srv = Server::start();
-    let data = random_file(&srv.tftp_root().join("big.bin"), 32 << 20);
+    let srv = start();
+    let data = random_file(&srv.path("tftp").join("big.bin"), 32 << 20);
     let out_dir = tempfile::tempdir().unwrap();
     let ip = srv.ip();
 
     // curl with a negotiated block size (OACK path).
     let out = out_dir.path().join("curl-1428");
-    let t = Instant::now();
-    let o = srv.client(
-        "curl",
-        &[
-            "-sS",
-            "--max-time",
-            "300",
-            "--tftp-blksize",
-            "1428",
-            "-o",
-            out.to_str().unwrap(),
-            &format!("tftp://{ip}/big.bin"),
-        ],
-    );
-    ok(&o, "curl blksize 1428");
-    report("curl blksize 1428", t, data.len());
-    assert_same(&out, &data, "curl blksize 1428");
+    let url = format!("tftp://{ip}/big.bin");
+    let args = ["-sS", "--max-time", "300", "--tftp-blksize", "1428", "-o"];
+    let args = [&args[..], &[out.to_str().unwrap(), &url]].concat();
+    fetch_same(&srv, "curl blksize 1428", "curl", &args, &out, &data);
 
     // atftp with a 16-block window (RFC 7440).
     let out = out_dir.path().join("atftp-w16");
-    let t = Instant::now();
-    let o = srv.client(
+    let args = [
+        "--option",
+        "blksize 1428",
+        "--option",
+        "windowsize 16",
+        "-g",
+    ];
+    let args = [
+        &args[..],
+        &["-r", "big.bin", "-l", out.to_str().unwrap(), &ip],
+    ]
+    .concat();
+    fetch_same(
+        &srv,
+        "atftp blksize 1428 windowsize 16",
         "atftp",
-        &[
-            "--option",
-            "blksize 1428",
-            "--option",
-            "windowsize 16",
-            "-g",
-            "-r",
-            "big.bin",
-            "-l",
-            out.to_str().unwrap(),
-            &ip,
-        ],
+        &args,
+        &out,
+        &data,
     );
-    ok(&o, "atftp windowsize 16");
-    report("atftp blksize 1428 windowsize 16", t, data.len());
-    assert_same(&out, &data, "atftp windowsize 16");
 
     // Plain RFC 1350: 512-byte lockstep, no options; 65537 blocks, so the block number rolls over.
     let out = out_dir.path().join("curl-512");
-    let t = Instant::now();
-    let o = srv.client(
-        "curl",
-        &[
-            "-sS",
-            "--max-time",
-            "300",
-            "--tftp-no-options",
-            "-o",
-            out.to_str().unwrap(),
-            &format!("tftp://{ip}/big.bin"),
-        ],
-    );
-    ok(&o, "curl lockstep 512");
-    report("curl lockstep 512", t, data.len());
-    assert_same(&out, &data, "curl lockstep 512");
+    let args = ["-sS", "--max-time", "300", "--tftp-no-options", "-o"];
+    let args = [&args[..], &[out.to_str().unwrap(), &url]].concat();
+    fetch_same(&srv, "curl lockstep 512", "curl", &args, &out, &data);
 
-    assert_eq!(srv.metric_reaches("tftp_transfers_completed_total", 3), 3);
-    assert_eq!(srv.metric("tftp_transfers_failed_total"), 0);
-    assert!(srv.metric("tftp_bytes_sent_total") >= 3 * data.len() as u64);
+    assert_eq!(metric_reaches(&srv, "tftp_transfers_completed_total", 3), 3);
+    assert_eq!(metric(&srv, "tftp_transfers_failed_total"), 0);
+    assert!(metric(&srv, "tftp_bytes_sent_total") >= 3 * data.len() as u64);
 }
 
 #[test]
 fn tftp_concurrent_transfers_each_on_their_own_socket() {
-    let srv = Server::start();
-    let data = random_file(&srv.tftp_root().join("mid.bin"), 3 << 20);
+    let srv = start();
+    let data = random_file(&srv.path("tftp").join("mid.bin"), 3 << 20);
     let out_dir = tempfile::tempdir().unwrap();
     let curl = tests::require("curl");
     let children: Vec<_> = (0..8)
@@ -222,17 +156,17 @@ fn tftp_concurrent_transfers_each_on_their_own_socket() {
         assert!(child.wait().unwrap().success(), "curl #{i} failed");
         assert_same(&out, &data, &format!("curl #{i}"));
     }
-    assert_eq!(srv.metric_reaches("tftp_transfers_completed_total", 8), 8);
+    assert_eq!(metric_reaches(&srv, "tftp_transfers_completed_total", 8), 8);
 }
 
 #[test]
 fn tftp_refuses_escapes_writes_and_missing_files() {
-    let srv = Server::start();
+    let srv = start();
     let ip = srv.ip();
     let secret = srv.dir.path().join("secret.txt");
     std::fs::write(&secret, "TOP SECRET\n").unwrap();
-    std::os::unix::fs::symlink(&secret, srv.tftp_root().join("link-out")).unwrap();
-    std::fs::write(srv.tftp_root().join("ok.txt"), "fine\n").unwrap();
+    std::os::unix::fs::symlink(&secret, srv.path("tftp").join("link-out")).unwrap();
+    std::fs::write(srv.path("tftp").join("ok.txt"), "fine\n").unwrap();
     let out_dir = tempfile::tempdir().unwrap();
 
     let refused = |name: &str, out_name: &str| {
@@ -277,11 +211,11 @@ fn tftp_refuses_escapes_writes_and_missing_files() {
         &["-p", "-l", local.to_str().unwrap(), "-r", "new.bin", &ip],
     );
     assert!(!o.status.success(), "WRQ succeeded: {o:?}");
-    assert!(!srv.tftp_root().join("new.bin").exists());
+    assert!(!srv.path("tftp").join("new.bin").exists());
 
     // 5 names × 2 clients + 1 WRQ, and nothing started.
-    assert_eq!(srv.metric_reaches("tftp_requests_refused_total", 11), 11);
-    assert_eq!(srv.metric("tftp_transfers_started_total"), 0);
+    assert_eq!(metric_reaches(&srv, "tftp_requests_refused_total", 11), 11);
+    assert_eq!(metric(&srv, "tftp_transfers_started_total"), 0);
 
     // The service still serves good requests.
     let out = out_dir.path().join("ok");
@@ -295,9 +229,9 @@ fn tftp_refuses_escapes_writes_and_missing_files() {
 
 #[test]
 fn tftp_malformed_packets_are_counted_and_service_survives() {
-    let srv = Server::start();
+    let srv = start();
     let ip = srv.ip();
-    let data = random_file(&srv.tftp_root().join("after.bin"), 100_000);
+    let data = random_file(&srv.path("tftp").join("after.bin"), 100_000);
     // Each printf is one write, so one datagram, to the request port.
     let packets = [
         r"\x00",                                               // truncated opcode
@@ -313,8 +247,8 @@ fn tftp_malformed_packets_are_counted_and_service_survives() {
         .collect();
     let o = srv.client("bash", &["-c", &script]);
     ok(&o, "bash /dev/udp sender");
-    assert_eq!(srv.metric_reaches("tftp_dropped_total", 6), 6);
-    assert_eq!(srv.metric("tftp_transfers_started_total"), 0);
+    assert_eq!(metric_reaches(&srv, "tftp_dropped_total", 6), 6);
+    assert_eq!(metric(&srv, "tftp_transfers_started_total"), 0);
 
     // A good transfer right after.
     let out_dir = tempfile::tempdir().unwrap();
@@ -334,6 +268,6 @@ fn tftp_malformed_packets_are_counted_and_service_survives() {
     );
     ok(&o, "curl after garbage");
     assert_same(&out, &data, "curl after garbage");
-    assert_eq!(srv.metric_reaches("tftp_transfers_completed_total", 1), 1);
-    assert_eq!(srv.metric("tftp_dropped_total"), 6);
+    assert_eq!(metric_reaches(&srv, "tftp_transfers_completed_total", 1), 1);
+    assert_eq!(metric(&srv, "tftp_dropped_total"), 6);
 }

@@ -3,7 +3,6 @@
 //! stops; the boot device the driver sets is the one QEMU boots from.
 
 use qemu::node::RunOptions;
-use qemu::spec::Plan;
 use qemu::Lab;
 use seed::power::{
     BootDevice, IpmiConfig, IpmiDriver, Password, PowerAction, PowerDriver, PowerError, PowerState,
@@ -26,10 +25,7 @@ fn driver(port: u16, password: &str) -> IpmiDriver {
 fn qemu_seed_driver_controls_a_lab_node_through_its_virtual_bmc() {
     tests::require("qemu-system-x86_64");
     let tmp = tempfile::tempdir().unwrap();
-    let mut plan = Plan::new(&format!("pv{}", std::process::id()), 1);
-    plan.memory_mib = 256;
-    plan.disks_gib = vec![];
-    plan.bmc_base_port = 0;
+    let plan = tests::test_plan("pv", 1, 256, &[]);
     let lab = Lab::create(tmp.path(), &plan, RunOptions::default()).expect("lab");
     let port = lab.file().nodes[0].bmc.port;
     let node = lab.node("node1").unwrap().clone();

@@ -110,11 +110,7 @@ fn seed_cli(port: u16, args: &[&str]) -> String {
         .env("SEED_TOKEN", TOKEN)
         .output()
         .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let text = tests::printed(&out);
     assert!(out.status.success(), "seed node {args:?}: {text}");
     text
 }
@@ -385,16 +381,9 @@ fn qemu_appliance_netboot_form_pxe_boots_and_serves_proxy_dhcp_beside_another_se
     let config = tmp.path().join("netboot.toml");
     std::fs::write(
         &config,
-        format!(
-            r#"
-server_ip = "10.78.0.1"
-state_dir = "{state}"
-
-[wire]
-kind = "qemu-mcast"
-group = "{group}"
-port = {port}
-
+        tests::wire_config_head("10.78.0.1", &tmp.path().join("state"), &wire, false)
+            + &format!(
+                r#"
 [dhcp]
 subnet = "10.78.0.0/24"
 router = "10.78.0.1"
@@ -411,11 +400,8 @@ ip = "10.78.0.10"
 hostname = "seed-appliance"
 boot = {{ action = "kernel", kernel = "seed-appliance.vmlinuz", initrd = "seed-appliance.initrd", cmdline = "console=ttyS0,115200 seed.config=http://10.78.0.1:8080/cfg/seed.toml" }}
 "#,
-            state = tmp.path().join("state").display(),
-            group = wire.group,
-            port = wire.port,
-            http = http.display(),
-        ),
+                http = http.display(),
+            ),
     )
     .unwrap();
     let mut cmd = std::process::Command::new(tests::seed_bin());

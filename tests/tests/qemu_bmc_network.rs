@@ -14,7 +14,6 @@
 use qemu::appliance::{ApplianceSpec, Medium};
 use qemu::ipmi::BootDevice as QemuBoot;
 use qemu::node::RunOptions;
-use qemu::spec::Plan;
 use qemu::Lab;
 use seed::power::{BootDevice, IpmiConfig, IpmiDriver, PowerAction, PowerDriver, PowerState};
 use std::net::{SocketAddr, SocketAddrV4};
@@ -64,10 +63,7 @@ fn qemu_bmc_network_powers_a_node_and_the_seed_machine() {
     tests::require("qemu-system-x86_64");
     let tmp = tempfile::tempdir().unwrap();
     let d = tmp.path();
-    let mut plan = Plan::new(&format!("bn{}", std::process::id()), 1);
-    plan.memory_mib = 256;
-    plan.disks_gib = vec![];
-    plan.bmc_base_port = 0;
+    let plan = tests::test_plan("bn", 1, 256, &[]);
     let mut file = plan.lab_file();
     let mut seed_machine = ApplianceSpec::new(
         &file,

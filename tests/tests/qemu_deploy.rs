@@ -14,7 +14,7 @@
 //! 53 s; UEFI 36 / 42 / 60 s; 12.5 MiB stream at ~4 MB/s, both in parallel.
 
 use qemu::node::RunOptions;
-use qemu::spec::{Firmware, Plan};
+use qemu::spec::Firmware;
 use qemu::Lab;
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -54,10 +54,7 @@ fn qemu_deploy_bios_and_uefi_nodes_to_active_and_refuse_a_corrupted_image() {
     let tiny = tiny_manifest();
     let tmp = tempfile::tempdir().unwrap();
     let d = tmp.path();
-    let mut plan = Plan::new(&format!("dp{}", std::process::id()), 2);
-    plan.memory_mib = 512;
-    plan.disks_gib = vec![2];
-    plan.bmc_base_port = 0;
+    let plan = tests::test_plan("dp", 2, 512, &[2]);
     let mut file = plan.lab_file();
     file.nodes[1].firmware = Firmware::Uefi;
     let lab = Lab::start(&d.join("lab"), file, RunOptions::default()).expect("lab");

@@ -7,7 +7,6 @@
 
 use qemu::ipmi::BootDevice;
 use qemu::node::RunOptions;
-use qemu::spec::Plan;
 use qemu::Lab;
 use std::time::{Duration, Instant};
 use tests::netns::{Netns, Switch};
@@ -61,10 +60,7 @@ fn qemu_auto_dhcp_seed_proxies_beside_dnsmasq_and_the_node_boots_from_it() {
     let mut dns = Child::spawn("dnsmasq", cmd);
     dns.wait_for_log("DHCP, IP range", Duration::from_secs(10));
 
-    let mut plan = Plan::new(&format!("px{}", std::process::id()), 1);
-    plan.memory_mib = 256;
-    plan.disks_gib = vec![];
-    plan.bmc_base_port = 0;
+    let mut plan = tests::test_plan("px", 1, 256, &[]);
     plan.bmc_network = false;
     let lab = Lab::create(&d.join("lab"), &plan, RunOptions::default()).expect("lab");
     let mac = lab.file().nodes[0].macs[0].to_lowercase();

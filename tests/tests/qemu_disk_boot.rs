@@ -263,13 +263,7 @@ fn qemu_ramdisk_deploys_then_disk_boots() {
     let greeting = format!("seed-image: tiny {} booted node-1", m.version);
     let dir = tempfile::tempdir().unwrap();
     let disk = dir.path().join("disk.qcow2");
-    let st = Command::new(tests::require("qemu-img"))
-        .args(["create", "-q", "-f", "qcow2"])
-        .arg(&disk)
-        .arg("1G")
-        .status()
-        .unwrap();
-    assert!(st.success());
+    tests::qcow2(&disk, "1G");
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     let mut cmd = command(

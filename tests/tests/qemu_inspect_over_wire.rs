@@ -11,7 +11,6 @@
 
 use qemu::ipmi::BootDevice;
 use qemu::node::RunOptions;
-use qemu::spec::Plan;
 use qemu::Lab;
 use std::time::{Duration, Instant};
 
@@ -27,10 +26,7 @@ fn qemu_two_nodes_inspected_over_the_wire_and_a_third_discovered() {
     tests::require("qemu-system-x86_64");
     let tmp = tempfile::tempdir().unwrap();
     let d = tmp.path();
-    let mut plan = Plan::new(&format!("iw{}", std::process::id()), 3);
-    plan.memory_mib = 512;
-    plan.disks_gib = vec![2];
-    plan.bmc_base_port = 0;
+    let plan = tests::test_plan("iw", 3, 512, &[2]);
     let lab = Lab::create(&d.join("lab"), &plan, RunOptions::default()).expect("lab");
     let specs = lab.file().nodes.clone();
 

@@ -18,17 +18,10 @@ const TOKEN: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789a
 #[test]
 fn qemu_ramdisk_boots_and_agent_reports_facts() {
     let qemu = tests::require("qemu-system-x86_64");
-    let qemu_img = tests::require("qemu-img");
     let rd = tests::ramdisk_dir();
     let dir = tempfile::tempdir().unwrap();
     let disk = dir.path().join("disk.qcow2");
-    let st = Command::new(qemu_img)
-        .args(["create", "-q", "-f", "qcow2"])
-        .arg(&disk)
-        .arg("1G")
-        .status()
-        .unwrap();
-    assert!(st.success());
+    tests::qcow2(&disk, "1G");
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     let mac = "52:54:00:5e:0a:01";

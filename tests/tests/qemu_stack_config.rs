@@ -22,7 +22,6 @@
 //! Needs `cargo xtask ramdisk` and `cargo xtask image build tiny` (run by `cargo xtask test`).
 
 use qemu::node::RunOptions;
-use qemu::spec::Plan;
 use qemu::Lab;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -57,11 +56,7 @@ fn seed_cli(port: u16, args: &[&str]) -> String {
         .env_remove("SEED_STORE")
         .output()
         .expect("seed");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let text = tests::printed(&out);
     assert!(out.status.success(), "seed {args:?}: {text}");
     text
 }
@@ -145,10 +140,7 @@ fn qemu_stack_config_two_nodes_render_their_metadata_and_follow_an_update() {
     let tmp = tempfile::tempdir().unwrap();
     let d = tmp.path();
 
-    let mut plan = Plan::new(&format!("sc{}", std::process::id()), NODES);
-    plan.memory_mib = 512;
-    plan.disks_gib = vec![2];
-    plan.bmc_base_port = 0;
+    let plan = tests::test_plan("sc", NODES, 512, &[2]);
     let lab = Lab::create(&d.join("lab"), &plan, RunOptions::default()).expect("lab");
     let specs = lab.file().nodes.clone();
     let names: Vec<String> = specs.iter().map(|s| s.name.clone()).collect();

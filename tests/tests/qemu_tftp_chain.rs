@@ -9,7 +9,6 @@
 //! test` runs them.
 
 use qemu::node::RunOptions;
-use qemu::spec::Plan;
 use qemu::Lab;
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -53,10 +52,7 @@ fn qemu_node_takes_the_tftp_chain_then_http_to_inspection() {
     tests::require("qemu-system-x86_64");
     let tmp = tempfile::tempdir().unwrap();
     let d = tmp.path();
-    let mut plan = Plan::new(&format!("tc{}", std::process::id()), 1);
-    plan.memory_mib = 512;
-    plan.disks_gib = vec![2];
-    plan.bmc_base_port = 0;
+    let plan = tests::test_plan("tc", 1, 512, &[2]);
     let lab = Lab::create(&d.join("lab"), &plan, RunOptions::default()).expect("lab");
     let spec = lab.file().nodes[0].clone();
     let mac = spec.macs[0].to_lowercase();
@@ -177,10 +173,7 @@ fn qemu_uefi_node_takes_the_tftp_chain_with_seed_netboot() {
         root.join("snponly.efi"),
     )
     .unwrap();
-    let mut plan = Plan::new(&format!("tu{}", std::process::id()), 1);
-    plan.memory_mib = 512;
-    plan.disks_gib = vec![];
-    plan.bmc_base_port = 0;
+    let mut plan = tests::test_plan("tu", 1, 512, &[]);
     plan.firmware = qemu::spec::Firmware::Uefi;
     let lab = Lab::create(&d.join("lab"), &plan, RunOptions::default()).expect("lab");
     let spec = lab.file().nodes[0].clone();
@@ -190,16 +183,9 @@ fn qemu_uefi_node_takes_the_tftp_chain_with_seed_netboot() {
     let config = d.join("netboot.toml");
     std::fs::write(
         &config,
-        format!(
-            r#"server_ip = "10.82.0.1"
-state_dir = {state:?}
-
-[wire]
-kind = "qemu-mcast"
-group = "{group}"
-port = {port}
-pcap = true
-
+        tests::wire_config_head("10.82.0.1", &d.join("state"), &wire, true)
+            + &format!(
+                r#"
 [dhcp]
 subnet = "10.82.0.0/24"
 router = "10.82.0.1"
@@ -218,10 +204,7 @@ ip = "10.82.0.10"
 hostname = "node1"
 chain = "tftp"
 "#,
-            state = d.join("state"),
-            group = wire.group,
-            port = wire.port,
-        ),
+            ),
     )
     .unwrap();
     let mut cmd = Command::new(tests::seed_bin());

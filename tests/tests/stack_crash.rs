@@ -21,6 +21,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
+use tests::daemon::{Config, TestImage};
 use tests::netns::Netns;
 use tests::proc::Child;
 
@@ -55,39 +56,6 @@ const NODES: &[(&str, &str, u64)] = &[
     ("cmp-2", "compute", 4096),
 ];
 
-/// The image the template deploys, in the daemon's default image store (`<http root>/images`):
-/// the seed verifies it before a deploy starts (the agent side never comes here).
-fn import_golden(store: &std::path::Path, work: &std::path::Path) {
-    let src = work.join("golden");
-    std::fs::create_dir_all(&src).unwrap();
-    let stream = src.join("rootfs.tar.zst");
-    std::fs::write(&stream, b"not a real image: nothing streams it here").unwrap();
-    let (sha256, size) = images::store::hash_file(&stream).unwrap();
-    let m = images::Manifest {
-        name: "golden".into(),
-        version: "test".into(),
-        stream: images::Stream {
-            file: "rootfs.tar.zst".into(),
-            sha256,
-            size,
-            unpacked_size: size,
-        },
-        boot: images::Boot {
-            kernel: "boot/vmlinuz".into(),
-            initrd: None,
-            cmdline: String::new(),
-        },
-        min_disk_mib: 64,
-        layout: images::Layout::default(),
-        elements: vec![],
-    };
-    std::fs::write(src.join("manifest.json"), serde_json::to_vec(&m).unwrap()).unwrap();
-    images::ImageStore::open(store)
-        .unwrap()
-        .import(&src.join("manifest.json"))
-        .unwrap();
-}
-
 struct Seed {
     ns: Netns,
     dir: tempfile::TempDir,
@@ -100,7 +68,10 @@ impl Seed {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
         std::fs::create_dir_all(d.join("http")).unwrap();
-        import_golden(&d.join("http/images"), d);
+        // The image the template deploys, in the daemon's default image store: the seed
+        // verifies it before a deploy starts (the agent side never comes here).
+        TestImage::golden("test", b"not a real image: nothing streams it here")
+            .import(&d.join("http/images"), &d.join("golden"));
         let inv: String = NODES
             .iter()
             .enumerate()
@@ -113,31 +84,11 @@ impl Seed {
             })
             .collect();
         tests::import_nodes(&d.join("seed.redb"), &inv);
-        let config = format!(
-            r#"store = {store:?}
-
-[api]
-token = "{TOKEN}"
-listen = "127.0.0.1:6385"
-
-[ramdisk]
-kernel = {missing:?}
-initrd = {missing:?}
-
-[netboot]
-server_ip = "127.0.0.1"
-state_dir = {state:?}
-
-[netboot.http]
-root = {http:?}
-port = {PORT}
-"#,
-            store = d.join("seed.redb"),
-            missing = d.join("no-ramdisk"),
-            state = d.join("state"),
-            http = d.join("http"),
-        );
-        std::fs::write(d.join("seed.toml"), config).unwrap();
+        Config {
+            http_port: PORT,
+            ..Config::loopback(d, TOKEN)
+        }
+        .write();
         std::fs::write(d.join("overcloud.yaml"), TEMPLATE).unwrap();
         Seed {
             ns: Netns::new("stk"),
@@ -153,15 +104,13 @@ port = {PORT}
 
     fn start(&mut self) {
         assert!(self.daemon.is_none());
-        let mut cmd = self.ns.cmd(tests::seed_bin());
-        cmd.arg("daemon")
-            .arg("--config")
-            .arg(self.path("seed.toml"))
-            .env("RUST_LOG", "info");
         self.starts += 1;
-        let mut child = Child::spawn(&format!("seed-daemon-{}", self.starts), cmd);
-        child.wait_for_log("HTTP listening", Duration::from_secs(120));
-        self.daemon = Some(child);
+        let name = format!("seed-daemon-{}", self.starts);
+        self.daemon = Some(tests::daemon::spawn(
+            &self.ns,
+            &name,
+            &self.path("seed.toml"),
+        ));
     }
 
     /// SIGKILL, no goodbye (the `Child` drop kills with SIGKILL and reaps).
@@ -188,28 +137,14 @@ port = {PORT}
     }
 
     fn curl(&self, method: &str, path: &str) -> (u16, serde_json::Value) {
-        let cmd = self.ns.cmd(tests::require("curl"));
         let url = format!("http://127.0.0.1:6385{path}");
-        let (code, body) = tests::curl(cmd, method, &url, Some(TOKEN), None, 30);
-        (
-            code,
-            serde_json::from_str(&body).unwrap_or(serde_json::Value::Null),
-        )
+        tests::daemon::api(&self.ns, method, &url, TOKEN, None)
     }
 
     fn node_states(&self) -> BTreeMap<String, String> {
         let (code, body) = self.curl("GET", "/v1/nodes");
         assert_eq!(code, 200, "{body}");
-        body.as_array()
-            .unwrap()
-            .iter()
-            .map(|n| {
-                (
-                    n["name"].as_str().unwrap().to_string(),
-                    n["state"].as_str().unwrap().to_string(),
-                )
-            })
-            .collect()
+        tests::daemon::node_states(&body).expect("a list of nodes")
     }
 
     fn stack(&self) -> serde_json::Value {
@@ -312,6 +247,15 @@ fn status(seed: &Seed) -> String {
     seed.stack()["status"].as_str().unwrap_or("").to_string()
 }
 
+/// Wait until the stack's status is `want`, failing at once on a `…FAILED` one.
+fn complete(seed: &Seed, want: &str) {
+    seed.wait_until(want, |s| {
+        let st = status(s);
+        assert!(!st.ends_with("FAILED"), "{}", s.stack());
+        st == want
+    });
+}
+
 #[test]
 fn stack_crash_kill9_completes_scales_and_deletes() {
     tests::require("curl");
@@ -369,11 +313,7 @@ fn stack_crash_kill9_completes_scales_and_deletes() {
     seed.start();
     check(&seed, Some(&first));
 
-    seed.wait_until("CREATE_COMPLETE", |s| {
-        let st = status(s);
-        assert!(!st.ends_with("FAILED"), "{}", s.stack());
-        st == "CREATE_COMPLETE"
-    });
+    complete(&seed, "CREATE_COMPLETE");
     assert_eq!(check(&seed, Some(&first)), first, "no member added or lost");
     let states = seed.node_states();
     for n in first.values() {
@@ -437,11 +377,7 @@ fn stack_crash_kill9_completes_scales_and_deletes() {
     seed.kill9();
     seed.start();
     check(&seed, Some(&second));
-    seed.wait_until("UPDATE_COMPLETE", |s| {
-        let st = status(s);
-        assert!(!st.ends_with("FAILED"), "{}", s.stack());
-        st == "UPDATE_COMPLETE"
-    });
+    complete(&seed, "UPDATE_COMPLETE");
     assert_eq!(check(&seed, Some(&second)), second);
     let states = seed.node_states();
     for n in second.values() {

@@ -62,29 +62,16 @@ fn wire_http_serves_the_api_many_connections_and_a_large_file() {
         .map(|i| (i.wrapping_mul(2654435761) >> 24) as u8)
         .collect();
     std::fs::write(http_root.join("big.bin"), &big).unwrap();
-    let cfg = NetbootConfig::from_toml(&format!(
-        r#"
-server_ip = "{SEED_IP}"
-state_dir = "{state}"
-[wire]
-kind = "qemu-mcast"
-group = "{group}"
-port = {port}
-[http]
+    let text = tests::wire_config_head(SEED_IP, &tmp.path().join("state"), &addr, false)
+        + &format!(
+            r#"[http]
 root = "{root}"
 port = 8080
 "#,
-        state = tmp.path().join("state").display(),
-        group = addr.group,
-        port = addr.port,
-        root = http_root.display(),
-    ))
-    .unwrap();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+            root = http_root.display(),
+        );
+    let cfg = NetbootConfig::from_toml(&text).unwrap();
+    let rt = tests::runtime();
     let shutdown = CancellationToken::new();
     let policy = Arc::new(cfg.static_policy());
     let metrics = Arc::new(netboot::metrics::Metrics::default());

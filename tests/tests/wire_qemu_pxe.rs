@@ -10,7 +10,6 @@
 
 use qemu::ipmi::BootDevice;
 use qemu::node::RunOptions;
-use qemu::spec::Plan;
 use qemu::Lab;
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -33,15 +32,31 @@ fn wait_line(seed: &mut Child, needles: &[&str], timeout: Duration) -> Option<St
     None
 }
 
+/// [`wait_line`] (bounded by `secs`), or panic: no `what` (with the seed's log and the node's
+/// console).
+fn expect_line(
+    seed: &mut Child,
+    needles: &[&str],
+    secs: u64,
+    what: &str,
+    console: impl Fn() -> String,
+) -> String {
+    match wait_line(seed, needles, Duration::from_secs(secs)) {
+        Some(line) => line,
+        None => panic!(
+            "no {what}\nseed:\n{}\nconsole:\n{}",
+            seed.output(),
+            console()
+        ),
+    }
+}
+
 #[test]
 fn qemu_node_pxe_boots_from_the_seed_over_the_userspace_wire() {
     tests::require("qemu-system-x86_64");
     let tshark = tests::require("tshark");
     let tmp = tempfile::tempdir().unwrap();
-    let mut plan = Plan::new(&format!("w{}", std::process::id()), 1);
-    plan.memory_mib = 256;
-    plan.disks_gib = vec![];
-    plan.bmc_base_port = 0;
+    let plan = tests::test_plan("w", 1, 256, &[]);
     let lab = Lab::create(&tmp.path().join("lab"), &plan, RunOptions::default()).expect("lab");
     let spec = lab.file().nodes[0].clone();
     let mac = spec.macs[0].to_lowercase();
@@ -54,17 +69,9 @@ fn qemu_node_pxe_boots_from_the_seed_over_the_userspace_wire() {
     let config = tmp.path().join("netboot.toml");
     std::fs::write(
         &config,
-        format!(
-            r#"
-server_ip = "10.78.0.1"
-state_dir = "{state}"
-
-[wire]
-kind = "qemu-mcast"
-group = "{group}"
-port = {port}
-pcap = true
-
+        tests::wire_config_head("10.78.0.1", &tmp.path().join("state"), &wire, true)
+            + &format!(
+                r#"
 [dhcp]
 subnet = "10.78.0.0/24"
 router = "10.78.0.1"
@@ -83,11 +90,8 @@ ip = "10.78.0.10"
 hostname = "node1"
 boot = {{ action = "kernel", kernel = "vmlinuz", initrd = "tftp://10.78.0.1/initrd.img", cmdline = "console=ttyS0" }}
 "#,
-            state = tmp.path().join("state").display(),
-            group = wire.group,
-            port = wire.port,
-            http = http.display(),
-        ),
+                http = http.display(),
+            ),
     )
     .unwrap();
 
@@ -111,50 +115,26 @@ boot = {{ action = "kernel", kernel = "vmlinuz", initrd = "tftp://10.78.0.1/init
     let console =
         || std::fs::read_to_string(node.lock().unwrap().console_path()).unwrap_or_default();
 
-    let ack = wait_line(&mut seed, &[&mac, "ACK"], Duration::from_secs(90));
-    assert!(
-        ack.is_some(),
-        "no DHCP ACK for {mac} within 90 s\nseed:\n{}\nconsole:\n{}",
-        seed.output(),
-        console()
+    let ack = expect_line(
+        &mut seed,
+        &[&mac, "ACK"],
+        90,
+        &format!("DHCP ACK for {mac} within 90 s"),
+        console,
     );
     let t_ack = t0.elapsed();
-    assert!(ack.unwrap().contains("10.78.0.10"), "the reservation");
+    assert!(ack.contains("10.78.0.10"), "the reservation");
 
-    let script = wait_line(
-        &mut seed,
-        &["HTTP request", "path=/ipxe/", "status=200"],
-        Duration::from_secs(60),
-    );
-    assert!(
-        script.is_some(),
-        "no iPXE script fetched over the wire\nseed:\n{}\nconsole:\n{}",
-        seed.output(),
-        console()
-    );
+    let script = ["HTTP request", "path=/ipxe/", "status=200"];
+    let what = "iPXE script fetched over the wire";
+    expect_line(&mut seed, &script, 60, what, console);
     let t_script = t0.elapsed();
-    let kernel = wait_line(
-        &mut seed,
-        &["HTTP request", "path=/vmlinuz", "status=200"],
-        Duration::from_secs(60),
-    );
-    assert!(
-        kernel.is_some(),
-        "no kernel fetched over the wire\nseed:\n{}\nconsole:\n{}",
-        seed.output(),
-        console()
-    );
-    let tftp = wait_line(
-        &mut seed,
-        &["TFTP transfer complete", "initrd.img"],
-        Duration::from_secs(60),
-    );
-    assert!(
-        tftp.is_some(),
-        "no initrd fetched over TFTP on the wire\nseed:\n{}\nconsole:\n{}",
-        seed.output(),
-        console()
-    );
+    let kernel = ["HTTP request", "path=/vmlinuz", "status=200"];
+    let what = "kernel fetched over the wire";
+    expect_line(&mut seed, &kernel, 60, what, console);
+    let tftp = ["TFTP transfer complete", "initrd.img"];
+    let what = "initrd fetched over TFTP on the wire";
+    expect_line(&mut seed, &tftp, 60, what, console);
     eprintln!(
         "power-on → DHCP ACK {:.1} s, → iPXE script {:.1} s, → kernel {:.1} s",
         t_ack.as_secs_f64(),

@@ -35,17 +35,9 @@ fn start_seed(
     shutdown: CancellationToken,
 ) -> [u8; 6] {
     std::fs::create_dir_all(dir.join("http")).unwrap();
-    let text = format!(
-        r#"
-server_ip = "{SEED_IP}"
-state_dir = "{state}"
-
-[wire]
-kind = "qemu-mcast"
-group = "{group}"
-port = {port}
-pcap = true
-
+    let text = tests::wire_config_head(SEED_IP, &dir.join("state"), &wire, true)
+        + &format!(
+            r#"
 [dhcp]
 subnet = "10.77.0.0/24"
 router = "{SEED_IP}"
@@ -63,11 +55,8 @@ mac = "52:54:00:ab:cd:01"
 ip = "10.77.0.10"
 hostname = "node1"
 "#,
-        state = dir.join("state").display(),
-        group = wire.group,
-        port = wire.port,
-        http = dir.join("http").display(),
-    );
+            http = dir.join("http").display(),
+        );
     let cfg = NetbootConfig::from_toml(&text).unwrap();
     let mac = cfg.wire.as_ref().unwrap().mac_for(cfg.server_ip).0;
     let policy = Arc::new(cfg.static_policy());
@@ -148,22 +137,43 @@ fn ipv4_frame(
     f
 }
 
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
+/// One test's seed on a wire of its own (files in `tmp`), the test's end of that wire, and
+/// what stops the seed (`shutdown`, then drop `rt`).
+struct Rig {
+    tmp: tempfile::TempDir,
+    wire: Wire,
+    rt: tokio::runtime::Runtime,
+    shutdown: CancellationToken,
+    seed_mac: [u8; 6],
+}
+
+impl Rig {
+    fn start() -> Rig {
+        let tmp = tempfile::tempdir().unwrap();
+        let addr = unique_wire();
+        let wire = Wire::join(addr).unwrap();
+        let rt = tests::runtime();
+        let shutdown = CancellationToken::new();
+        let seed_mac = start_seed(&rt, addr, tmp.path(), shutdown.clone());
+        Rig {
+            tmp,
+            wire,
+            rt,
+            shutdown,
+            seed_mac,
+        }
+    }
 }
 
 #[test]
 fn wire_answers_arp_and_icmp_echo() {
-    let tmp = tempfile::tempdir().unwrap();
-    let addr = unique_wire();
-    let wire = Wire::join(addr).unwrap();
-    let rt = runtime();
-    let shutdown = CancellationToken::new();
-    let seed_mac = start_seed(&rt, addr, tmp.path(), shutdown.clone());
+    let Rig {
+        tmp,
+        wire,
+        rt,
+        shutdown,
+        seed_mac,
+    } = Rig::start();
 
     // ARP: asked again until the stack is up (bounded).
     let mut reply = None;
@@ -219,12 +229,13 @@ fn wire_answers_arp_and_icmp_echo() {
 
 #[test]
 fn wire_serves_dhcp_to_a_broadcasting_client() {
-    let tmp = tempfile::tempdir().unwrap();
-    let addr = unique_wire();
-    let wire = Wire::join(addr).unwrap();
-    let rt = runtime();
-    let shutdown = CancellationToken::new();
-    let seed_mac = start_seed(&rt, addr, tmp.path(), shutdown.clone());
+    let Rig {
+        tmp: _tmp,
+        wire,
+        rt: _rt,
+        shutdown,
+        seed_mac,
+    } = Rig::start();
 
     let mut msg = v4::Message::default();
     msg.set_opcode(v4::Opcode::BootRequest)
@@ -293,12 +304,13 @@ fn udp_to_seed(seed_mac: [u8; 6], sport: u16, dport: u16, payload: &[u8]) -> Vec
 
 #[test]
 fn wire_serves_a_tftp_read_from_an_ephemeral_port() {
-    let tmp = tempfile::tempdir().unwrap();
-    let addr = unique_wire();
-    let wire = Wire::join(addr).unwrap();
-    let rt = runtime();
-    let shutdown = CancellationToken::new();
-    let seed_mac = start_seed(&rt, addr, tmp.path(), shutdown.clone());
+    let Rig {
+        tmp,
+        wire,
+        rt: _rt,
+        shutdown,
+        seed_mac,
+    } = Rig::start();
     let data: Vec<u8> = (0..1300u32).map(|i| (i % 251) as u8).collect();
     std::fs::write(tmp.path().join("http/boot.bin"), &data).unwrap();
 

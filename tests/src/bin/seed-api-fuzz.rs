@@ -5,51 +5,11 @@
 //! no 5xx, every documented response's body as the document says. Run by
 //! `cargo xtask schemathesis`; exits with `st`'s status.
 
-use std::path::Path;
-use std::time::Duration;
+use tests::daemon::{Config, TestImage};
 use tests::netns::Netns;
-use tests::proc::Child;
 
 /// A token only this run uses (the daemon wants 12 characters at least).
 const TOKEN: &str = "api-fuzz-operator-token";
-
-fn image(http: &Path, work: &Path) {
-    let src = work.join("fuzz-image");
-    std::fs::create_dir_all(&src).expect("image dir");
-    let stream = src.join("rootfs.tar.zst");
-    std::fs::write(
-        &stream,
-        b"not a real image: the fake agents only report progress",
-    )
-    .expect("image stream");
-    let (sha256, size) = images::store::hash_file(&stream).expect("hashing");
-    let m = images::Manifest {
-        name: "golden".into(),
-        version: "fuzz".into(),
-        stream: images::Stream {
-            file: "rootfs.tar.zst".into(),
-            sha256,
-            size,
-            unpacked_size: size,
-        },
-        boot: images::Boot {
-            kernel: "boot/vmlinuz".into(),
-            initrd: None,
-            cmdline: String::new(),
-        },
-        min_disk_mib: 64,
-        layout: images::Layout::default(),
-        elements: vec![],
-    };
-    std::fs::write(
-        src.join("manifest.json"),
-        serde_json::to_vec(&m).expect("json"),
-    )
-    .expect("manifest");
-    images::ImageStore::open(http.join("images"))
-        .and_then(|s| s.import(&src.join("manifest.json")))
-        .expect("importing the image");
-}
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
@@ -63,7 +23,11 @@ fn main() {
     let dir = tempfile::tempdir().expect("tempdir");
     let d = dir.path();
     std::fs::create_dir_all(d.join("http")).expect("http root");
-    image(&d.join("http"), d);
+    TestImage::golden(
+        "fuzz",
+        b"not a real image: the fake agents only report progress",
+    )
+    .import(&d.join("http/images"), &d.join("fuzz-image"));
     let (kernel, initrd) = tests::fake_ramdisk(d);
     let nodes: String = (0..3)
         .map(|i| {
@@ -75,38 +39,13 @@ fn main() {
         })
         .collect();
     tests::import_nodes(&d.join("seed.redb"), &nodes);
-    let config = format!(
-        r#"store = {store:?}
-
-[api]
-token = "{TOKEN}"
-listen = "127.0.0.1:6385"
-
-[ramdisk]
-kernel = {kernel:?}
-initrd = {initrd:?}
-
-[netboot]
-server_ip = "127.0.0.1"
-state_dir = {state:?}
-
-[netboot.http]
-root = {http:?}
-port = 8080
-"#,
-        store = d.join("seed.redb"),
-        state = d.join("state"),
-        http = d.join("http"),
-    );
-    std::fs::write(d.join("seed.toml"), config).expect("config");
+    let config = Config {
+        ramdisk: Some((kernel, initrd)),
+        ..Config::loopback(d, TOKEN)
+    }
+    .write();
     let ns = Netns::new("fuzz");
-    let mut cmd = ns.cmd(tests::seed_bin());
-    cmd.arg("daemon")
-        .arg("--config")
-        .arg(d.join("seed.toml"))
-        .env("RUST_LOG", "info");
-    let mut daemon = Child::spawn("seed-daemon", cmd);
-    daemon.wait_for_log("HTTP listening", Duration::from_secs(120));
+    let daemon = tests::daemon::spawn(&ns, "seed-daemon", &config);
 
     let mut st = ns.cmd(&args[1]);
     st.args(["run", "http://127.0.0.1:6385/v1/openapi.json"])

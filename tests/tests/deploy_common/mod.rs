@@ -4,6 +4,7 @@
 
 #![allow(dead_code)]
 
+use std::ffi::OsStr;
 use std::io::{Read, Write};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -31,17 +32,7 @@ impl LoopDisk {
 
     /// Attach an existing disk file (kept in `dir`).
     pub fn attach(file: PathBuf, dir: tempfile::TempDir) -> Self {
-        let out = Command::new("losetup")
-            .args(["--find", "--show", "--partscan"])
-            .arg(&file)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "losetup: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let dev = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+        let dev = losetup(&[OsStr::new("--partscan"), file.as_os_str()]);
         LoopDisk {
             file,
             dev,
@@ -78,21 +69,12 @@ impl LoopDisk {
         let size = std::fs::metadata(&self.file).unwrap().len();
         let plan = ramdisk::agent::deploy::choose::plan(&images::Layout::default(), size).unwrap();
         let p = &plan[n as usize - 1];
-        let out = Command::new("losetup")
-            .args(["--find", "--show", "--read-only", "--offset"])
-            .arg(p.offset().to_string())
-            .arg("--sizelimit")
-            .arg(p.bytes().to_string())
-            .arg(&self.file)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "losetup: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let (offset, size) = (p.offset().to_string(), p.bytes().to_string());
+        let args: [&str; 5] = ["--read-only", "--offset", &offset, "--sizelimit", &size];
+        let mut args: Vec<&OsStr> = args.iter().map(OsStr::new).collect();
+        args.push(self.file.as_os_str());
         Part {
-            dev: PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()),
+            dev: losetup(&args),
             attached: true,
         }
     }
@@ -336,4 +318,19 @@ impl Drop for Mounted {
     fn drop(&mut self) {
         let _ = Command::new("umount").arg(&self.at).status();
     }
+}
+
+/// `losetup --find --show ARGS`: the loop device it attached.
+fn losetup(args: &[&OsStr]) -> PathBuf {
+    let out = Command::new("losetup")
+        .args(["--find", "--show"])
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "losetup: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
 }
