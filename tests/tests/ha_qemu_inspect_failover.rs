@@ -21,12 +21,11 @@ use qemu::Lab;
 use std::net::Ipv4Addr;
 use std::path::Path;
 use std::time::{Duration, Instant};
-use tests::ha::{etcd_specs, in_netns, start_member, Host, Switch};
+use tests::daemon::wait;
+use tests::ha::{etcd_specs, in_netns, start_member, Api, Host, Switch, API, HTTP};
 use tests::proc::Child;
 
 const TOKEN: &str = "ha-qemu-failover-token";
-const API: u16 = 6385;
-const HTTP: u16 = 8080;
 /// The node's address (its reservation) on the LAN.
 const NODE_HOST: u8 = 40;
 
@@ -112,35 +111,11 @@ fn holds(host: &Host, float: Ipv4Addr) -> bool {
     String::from_utf8_lossy(&out.stdout).contains(&format!("inet {float}/"))
 }
 
-fn api(from: &Host, at: Ipv4Addr, method: &str, path: &str, body: Option<&str>) -> (u16, String) {
-    let url = format!("http://{at}:{API}{path}");
-    tests::curl(
-        from.ns.cmd(tests::require("curl")),
-        method,
-        &url,
-        Some(TOKEN),
-        body,
-        30,
-    )
-}
-
 /// The daemon's HTTP boot server lines for paths containing `path` with status 200.
 fn served(log: &str, path: &str) -> usize {
     log.lines()
         .filter(|l| l.contains("HTTP request") && l.contains(path) && l.contains("status=200"))
         .count()
-}
-
-fn wait(what: &str, within: Duration, logs: impl Fn() -> String, mut ok: impl FnMut() -> bool) {
-    let t = Instant::now();
-    while !ok() {
-        assert!(
-            t.elapsed() < within,
-            "{what}: not within {within:?}\n{}",
-            logs()
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
 }
 
 #[test]
@@ -237,13 +212,17 @@ fn ha_qemu_node_inspected_across_a_leader_failover() {
     wait(
         "a leader holds the floating address",
         Duration::from_secs(60),
-        || logs(&seeds),
         || leader().is_some(),
+        || logs(&seeds),
     );
     let l = leader().unwrap();
     let f = 1 - l;
     eprintln!("two daemons up, seed{l} leads: {:?}", t0.elapsed());
 
+    let api = Api {
+        from: &etcd_host,
+        token: TOKEN,
+    };
     // Enroll the node through the follower (it forwards), inspect through the leader.
     let inv = serde_json::json!({"nodes": [{
         "name": "node1",
@@ -255,10 +234,10 @@ fn ha_qemu_node_inspected_across_a_leader_failover() {
         "pm_password": spec.bmc.password,
     }]})
     .to_string();
-    let (code, body) = api(&etcd_host, hosts[f].ip, "POST", "/v1/nodes", Some(&inv));
+    let (code, body) = api.call(hosts[f].ip, "POST", "/v1/nodes", Some(&inv));
     assert_eq!(code, 201, "{body}");
     let t_inspect = Instant::now();
-    let (code, body) = api(&etcd_host, float, "POST", "/v1/nodes/node1/inspect", None);
+    let (code, body) = api.call(float, "POST", "/v1/nodes/node1/inspect", None);
     assert_eq!(code, 202, "{body}");
 
     // The leader hands the node its script; then the leader dies mid-kernel-download.
@@ -266,8 +245,8 @@ fn ha_qemu_node_inspected_across_a_leader_failover() {
     wait(
         "the leader served the node's iPXE script",
         Duration::from_secs(180),
-        || logs(&seeds),
         || served(&seeds[l].as_ref().unwrap().output(), &script) > 0,
+        || logs(&seeds),
     );
     let t_script = t_inspect.elapsed();
     let dead = seeds[l].take().unwrap();
@@ -287,27 +266,27 @@ fn ha_qemu_node_inspected_across_a_leader_failover() {
     wait(
         "the follower takes the floating address",
         Duration::from_secs(60),
-        || logs(&seeds),
         || holds(&hosts[f], float),
+        || logs(&seeds),
     );
     let t_takeover = killed.elapsed();
     // The slow link has done its work: the retry runs at full speed.
     tc(&["qdisc", "del", "dev", "tap0", "root"]);
 
     let state = || {
-        let (code, body) = api(&etcd_host, float, "GET", "/v1/nodes/node1", None);
+        let (code, body) = api.call(float, "GET", "/v1/nodes/node1", None);
         let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
         (code, v["state"].as_str().unwrap_or_default().to_string())
     };
     wait(
         "node1 inspected through the new leader",
         Duration::from_secs(420),
-        || logs(&seeds),
         || {
             let (code, s) = state();
             assert!(!s.contains("fail"), "node1 {s} ({code})\n{}", logs(&seeds));
             s == "available"
         },
+        || logs(&seeds),
     );
     let t_done = killed.elapsed();
     let new_log = seeds[f].as_ref().unwrap().output();
@@ -320,8 +299,7 @@ fn ha_qemu_node_inspected_across_a_leader_failover() {
         0,
         "the node asked the new leader for its script again (power-cycled?):\n{new_log}"
     );
-    let (_, body) = api(&etcd_host, float, "GET", "/v1/nodes/node1", None);
-    let n: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let (_, n) = api.json(float, "GET", "/v1/nodes/node1", None);
     // Nothing was declared at enrollment: the disk's size comes from the ramdisk's report.
     assert_eq!(
         n["properties"]["disks"][0]["size_bytes"].as_u64(),
