@@ -10,6 +10,7 @@ pub mod image;
 pub mod lab;
 #[cfg(feature = "lab")]
 pub mod lab_seed;
+#[cfg(feature = "lab")]
 pub mod lab_up;
 pub mod netboot;
 pub mod node;
