@@ -29,6 +29,19 @@ pub struct Host {
     pub port: String,
 }
 
+impl Host {
+    /// Whether this host has `ip` (the floating address) on its NIC.
+    pub fn holds(&self, ip: Ipv4Addr) -> bool {
+        let out = self
+            .ns
+            .cmd("ip")
+            .args(["-4", "-o", "addr", "show", "dev", "eth0"])
+            .output()
+            .expect("ip addr show");
+        String::from_utf8_lossy(&out.stdout).contains(&format!("inet {ip}/"))
+    }
+}
+
 impl Switch {
     pub fn new() -> Switch {
         let ns = Netns::new("sw");

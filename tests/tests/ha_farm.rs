@@ -52,14 +52,7 @@ impl Seed<'_> {
 
     /// Whether this host holds the floating address.
     fn holds(&self, float: Ipv4Addr) -> bool {
-        let out = self
-            .host
-            .ns
-            .cmd("ip")
-            .args(["-4", "-o", "addr", "show", "dev", "eth0"])
-            .output()
-            .unwrap();
-        String::from_utf8_lossy(&out.stdout).contains(&format!("inet {float}/"))
+        self.host.holds(float)
     }
 
     fn log(&self) -> String {

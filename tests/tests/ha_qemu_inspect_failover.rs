@@ -100,17 +100,6 @@ fn start(host: &Host, dir: &Path) -> Child {
     c
 }
 
-/// Whether `host` holds the floating address on its NIC.
-fn holds(host: &Host, float: Ipv4Addr) -> bool {
-    let out = host
-        .ns
-        .cmd("ip")
-        .args(["-4", "-o", "addr", "show", "dev", "eth0"])
-        .output()
-        .unwrap();
-    String::from_utf8_lossy(&out.stdout).contains(&format!("inet {float}/"))
-}
-
 /// The daemon's HTTP boot server lines for paths containing `path` with status 200.
 fn served(log: &str, path: &str) -> usize {
     log.lines()
@@ -208,7 +197,7 @@ fn ha_qemu_node_inspected_across_a_leader_failover() {
             .collect::<String>()
             + &format!("---- console ----\n{console}")
     };
-    let leader = || (0..2).find(|&i| holds(&hosts[i], float));
+    let leader = || (0..2).find(|&i| hosts[i].holds(float));
     wait(
         "a leader holds the floating address",
         Duration::from_secs(60),
@@ -266,7 +255,7 @@ fn ha_qemu_node_inspected_across_a_leader_failover() {
     wait(
         "the follower takes the floating address",
         Duration::from_secs(60),
-        || holds(&hosts[f], float),
+        || hosts[f].holds(float),
         || logs(&seeds),
     );
     let t_takeover = killed.elapsed();
