@@ -110,13 +110,40 @@ impl Bridge {
         F: FnOnce(etcd_client::Client) -> Fut + Clone,
         Fut: Future<Output = Result<T, StoreError>> + Send + 'static,
     {
+        self.call_retrying(what, f, never_sent)
+    }
+
+    /// [`Bridge::call`] for a request that changes nothing (a range, a member list, a health
+    /// probe): it is sent again on any failure within the timeout, not only one that never
+    /// left. A connection to a killed member is found dead by HTTP/2 pings only after the
+    /// request went out on it (`KeepAliveTimedOut`); a read may simply be repeated.
+    pub fn read<T, F, Fut>(&self, what: &str, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(etcd_client::Client) -> Fut + Clone,
+        Fut: Future<Output = Result<T, StoreError>> + Send + 'static,
+    {
+        self.call_retrying(what, f, StoreError::is_unavailable)
+    }
+
+    fn call_retrying<T, F, Fut>(
+        &self,
+        what: &str,
+        f: F,
+        again: fn(&StoreError) -> bool,
+    ) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(etcd_client::Client) -> Fut + Clone,
+        Fut: Future<Output = Result<T, StoreError>> + Send + 'static,
+    {
         const PAUSE: Duration = Duration::from_millis(50);
         let deadline = std::time::Instant::now() + self.timeout;
         loop {
             let left = deadline.saturating_duration_since(std::time::Instant::now());
             match self.call_once(what, f.clone(), left) {
-                Err(e) if never_sent(&e) && left > PAUSE * 2 => {
-                    tracing::debug!(error = %e, "etcd call not sent (member down): again");
+                Err(e) if again(&e) && left > PAUSE * 2 => {
+                    tracing::debug!(error = %e, "etcd call failed before an answer: again");
                     std::thread::sleep(PAUSE);
                 }
                 r => return r,

@@ -300,7 +300,7 @@ pub struct MemberInfo {
 
 /// The cluster's members.
 pub fn member_list(store: &EtcdStore) -> Result<Vec<MemberInfo>, StoreError> {
-    store.bridge().call("member list", |mut c| async move {
+    store.bridge().read("member list", |mut c| async move {
         let resp = c
             .member_list()
             .await

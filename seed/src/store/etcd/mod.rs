@@ -204,7 +204,7 @@ impl EtcdStore {
         let k = self.layout.record(table, key);
         let layout = self.layout.clone();
         let (t, kk) = (table.to_string(), key.to_string());
-        self.bridge.call("get", move |mut c| async move {
+        self.bridge.read("get", move |mut c| async move {
             let mut resp = c.get(k, None).await.map_err(|e| etcd_err("get", e))?;
             let rev = resp.header().map_or(0, |h| h.revision());
             let Some(kv) = resp.take_kvs().into_iter().next() else {
@@ -226,7 +226,7 @@ impl EtcdStore {
         end: Vec<u8>,
         keys_only: bool,
     ) -> Result<(Vec<etcd_client::KeyValue>, i64), StoreError> {
-        self.bridge.call(what, move |c| async move {
+        self.bridge.read(what, move |c| async move {
             // Pages are bounded in records, not bytes: allow large responses.
             let mut c = c.kv_client().max_decoding_message_size(256 << 20);
             let mut out = Vec::new();
@@ -305,7 +305,7 @@ impl Store for EtcdStore {
             let value = if chunk::is_manifest(kv.value()) {
                 let layout = self.layout.clone();
                 let (t, k, v) = (table.to_string(), key.clone(), kv.value().to_vec());
-                self.bridge.call("list", move |mut c| async move {
+                self.bridge.read("list", move |mut c| async move {
                     chunk::resolve(&mut c, &layout, &t, &k, v, at).await
                 })?
             } else {
@@ -334,7 +334,7 @@ impl Store for EtcdStore {
         let mut out = Vec::new();
         loop {
             let (start, stop) = (from.clone(), end.clone());
-            let first = self.bridge.call("tables", move |mut c| async move {
+            let first = self.bridge.read("tables", move |mut c| async move {
                 let opts = etcd_client::GetOptions::new()
                     .with_range(stop)
                     .with_limit(1)
