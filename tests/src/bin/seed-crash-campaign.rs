@@ -24,7 +24,9 @@ fn main() {
         runs,
         nodes,
         farm_bin,
-        dir: PathBuf::from(&args[3]),
+        // Absolute: the daemon's config names its store and files by this path, and the
+        // daemon runs in a directory of its own.
+        dir: std::path::absolute(&args[3]).unwrap_or_else(|_| PathBuf::from(&args[3])),
     };
     match tests::crash_campaign::run(&campaign) {
         Ok(tally) => {
