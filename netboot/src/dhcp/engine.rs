@@ -372,6 +372,9 @@ impl Engine {
         if self.known(mac) {
             return Ok(());
         }
+        if self.cfg.addresses_for_unknown {
+            return Ok(());
+        }
         if !self.cfg.discovery {
             return Err(NoAddress::Unknown);
         }
@@ -669,13 +672,17 @@ impl Engine {
                     self.add_network_options(&mut m, mac, lease);
                 }
                 let (stage, client) = self.chain_stage(mac, client, now);
-                let boot = pxe::boot_for(
-                    &client,
-                    mac,
-                    &self.cfg.bootfiles,
-                    self.server_ip,
-                    self.http_base.as_deref(),
-                );
+                let boot = if self.cfg.addresses_for_unknown && !self.known(mac) {
+                    Err(pxe::NoBoot::AddressOnly)
+                } else {
+                    pxe::boot_for(
+                        &client,
+                        mac,
+                        &self.cfg.bootfiles,
+                        self.server_ip,
+                        self.http_base.as_deref(),
+                    )
+                };
                 let file_note = match &boot {
                     Ok(b) => {
                         add_boot(&mut m, b, req);

@@ -60,6 +60,7 @@ fn config(mode: DhcpMode, discovery: bool) -> DhcpConfig {
             end: Ipv4Addr::new(10, 200, 1, 102),
         }),
         discovery,
+        addresses_for_unknown: false,
         bootfiles: Bootfiles::default(),
         probe_secs: 4,
     }
@@ -390,6 +391,39 @@ fn unknown_macs_are_ignored_unless_discovery_is_on() {
         vec![STRANGER],
         "reported once"
     );
+}
+
+/// The site's DHCP server role: a PXE client nobody listed gets an address and no boot file
+/// (another server's ProxyDHCP boots it); a listed node still gets both.
+#[test]
+fn addresses_for_unknown_give_an_address_and_no_boot_file() {
+    let mut cfg = config(DhcpMode::Authoritative, false);
+    cfg.addresses_for_unknown = true;
+    let mut r = Rig::with(cfg, LeaseTable::default());
+    let (offer, _) = r
+        .send(&request(STRANGER, MessageType::Discover, pxe_opts(0)))
+        .unwrap();
+    assert_eq!(offer.yiaddr(), POOL_START);
+    assert_eq!(bootfile(&offer), None);
+    assert!(opt(&offer, OptionCode::ClassIdentifier).is_none());
+    let (ack, _) = r.send(&select(STRANGER, POOL_START, SERVER)).unwrap();
+    assert_eq!(ack.yiaddr(), POOL_START);
+    assert_eq!(bootfile(&ack), None);
+    assert!(r.policy.discovered.lock().unwrap().is_empty(), "not reported");
+    let (known, _) = r
+        .send(&request(NODE1, MessageType::Discover, pxe_opts(0)))
+        .unwrap();
+    assert_eq!(known.yiaddr(), NODE1_IP);
+    assert_eq!(bootfile(&known).as_deref(), Some("undionly.kpxe"));
+    // Refused beside discovery (which boots unknown machines) and in proxy mode.
+    for (discovery, mode) in [(true, "authoritative"), (false, "proxy")] {
+        let text = format!(
+            "mode = \"{mode}\"\nsubnet = \"10.0.0.0/24\"\ndiscovery = {discovery}\n\
+             addresses_for_unknown = true\n"
+        );
+        let e = toml::from_str::<DhcpConfig>(&text).unwrap_err().to_string();
+        assert!(e.contains("addresses_for_unknown"), "{e}");
+    }
 }
 
 #[test]

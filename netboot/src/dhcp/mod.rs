@@ -114,6 +114,8 @@ struct RawDhcpConfig {
     #[serde(default)]
     discovery: bool,
     #[serde(default)]
+    addresses_for_unknown: bool,
+    #[serde(default)]
     bootfiles: Bootfiles,
     #[serde(default = "default_probe_secs")]
     probe_secs: u64,
@@ -143,6 +145,10 @@ pub struct DhcpConfig {
     pub pool: Option<Pool>,
     /// Answer unknown MACs (from the pool in authoritative mode) and report them to the policy.
     pub discovery: bool,
+    /// Hand pool addresses to unknown MACs, without boot information (authoritative mode,
+    /// discovery off): the site's DHCP server role, beside which another seed in proxy mode
+    /// boots the machines it knows.
+    pub addresses_for_unknown: bool,
     pub bootfiles: Bootfiles,
     /// How long `mode = "auto"` listens for another server before answering anything.
     pub probe_secs: u64,
@@ -158,6 +164,7 @@ impl Default for DhcpConfig {
             lease_time: default_lease_time(),
             pool: None,
             discovery: false,
+            addresses_for_unknown: false,
             bootfiles: Bootfiles::default(),
             probe_secs: default_probe_secs(),
         }
@@ -169,6 +176,11 @@ impl Default for DhcpConfig {
 pub enum DhcpConfigError {
     #[error("[dhcp] mode = \"authoritative\" (or \"auto\", which may become it) needs `subnet`")]
     MissingSubnet,
+    #[error(
+        "[dhcp] addresses_for_unknown needs discovery off and an address-giving mode \
+         (discovery boots unknown machines; proxy mode gives no addresses)"
+    )]
+    UnknownAddresses,
     #[error("[dhcp] probe_secs must be between 1 and 60, not {0}")]
     ProbeSecs(u64),
     #[error("[dhcp] mode = \"auto\" is decided by the probe before the server starts")]
@@ -205,6 +217,9 @@ impl TryFrom<RawDhcpConfig> for DhcpConfig {
         if raw.mode != DhcpMode::Proxy && raw.subnet.is_none() {
             return Err(DhcpConfigError::MissingSubnet);
         }
+        if raw.addresses_for_unknown && (raw.discovery || raw.mode == DhcpMode::Proxy) {
+            return Err(DhcpConfigError::UnknownAddresses);
+        }
         if !(1..=60).contains(&raw.probe_secs) {
             return Err(DhcpConfigError::ProbeSecs(raw.probe_secs));
         }
@@ -235,6 +250,7 @@ impl TryFrom<RawDhcpConfig> for DhcpConfig {
             lease_time: raw.lease_time,
             pool: raw.pool,
             discovery: raw.discovery,
+            addresses_for_unknown: raw.addresses_for_unknown,
             bootfiles: raw.bootfiles,
             probe_secs: raw.probe_secs,
         })

@@ -114,6 +114,8 @@ pub enum NoBoot {
     UnsupportedArch(u16),
     #[error("needs an HTTP URL but no [http] service runs")]
     NoHttp,
+    #[error("address only (unknown MAC)")]
+    AddressOnly,
 }
 
 fn file_for_arch(arch: u16, files: &Bootfiles) -> Option<&str> {
