@@ -225,6 +225,16 @@ pub fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
+/// Whether `c` is the agent's work still to do in step `lc` (a deploy whose image is not
+/// written yet, a wipe), not a command a new boot must forget.
+fn step_command(c: &Command, lc: &lifecycle::Lifecycle) -> bool {
+    match c {
+        Command::Deploy(d) => d.op == lc.op && !lc.image_written,
+        Command::Wipe(w) => w.op == lc.op,
+        Command::None | Command::PowerOff | Command::Reboot => false,
+    }
+}
+
 fn to_netboot(mac: Mac) -> MacAddr {
     MacAddr(mac.0)
 }
@@ -394,7 +404,15 @@ impl Daemon {
                             lock(&self.commands).insert(name.into(), Command::PowerOff);
                         }
                         Action::PowerOn | Action::Reboot => {
-                            lock(&self.commands).remove(name);
+                            // A power-on for the step under way (the boot watchdog's retry)
+                            // keeps the step's command: the ramdisk it boots must still get it.
+                            let mut commands = lock(&self.commands);
+                            if !commands
+                                .get(name)
+                                .is_some_and(|c| step_command(c, &node.lifecycle))
+                            {
+                                commands.remove(name);
+                            }
                         }
                         _ => {}
                     }

@@ -516,3 +516,31 @@ async fn a_restart_fails_unwritten_deploys_and_keeps_written_ones() {
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(e.state(), State::Active);
 }
+
+/// The boot watchdog power-cycles a node that did not PXE-boot in time (a lost boot, or a
+/// reboot the daemon ordered just before it was killed): the ramdisk that boots then must still
+/// get the deploy. Found by the crash campaign: the retry's power-on dropped the command, the
+/// agent heartbeated with nothing to do until the deploy timed out.
+#[tokio::test]
+async fn a_boot_watchdog_retry_keeps_the_deploy_command() {
+    let e = setup(Timeouts {
+        boot_ms: 300,
+        boot_retries_max: 2,
+        ..Timeouts::default()
+    });
+    e.deploy_queued().await;
+    let op = e.deploy_command().unwrap().op;
+    e.wait("powered on into PXE", |e| e.bmc.boots() == 1).await;
+    // No script fetched: the watchdog cycles the node once more.
+    e.wait("a second power-on", |e| e.bmc.boots() == 2).await;
+    let n = nodes::get(e.d.store(), "n1").unwrap().unwrap().0;
+    assert_eq!(
+        (n.lifecycle.state, n.lifecycle.boot_retries),
+        (State::Deploying, 1)
+    );
+    assert_eq!(
+        e.deploy_command().map(|c| c.op),
+        Some(op),
+        "the ramdisk booted by the retry still gets its deploy"
+    );
+}
