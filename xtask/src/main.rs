@@ -8,8 +8,9 @@
 //! - `bundle`: the appliance bundle `seed-<version>/` + `.tar.zst` (see `bundle.rs`).
 //! - `test`: deps, the ramdisk (fetching the offline cache), the tiny and debian images, the
 //!   appliance, then fmt check, clippy, and the whole test suite (nextest, grouped so QEMU tests
-//!   do not starve two cores); with `--fuzz` a short fuzz pass after them, with `--campaigns`
-//!   short versions of the crash campaign and the API fuzzing. This is what `.ci/run` runs.
+//!   do not starve two cores), then short versions of the crash campaign and the API fuzzing
+//!   (unless filtered or `--no-campaigns`); with `--fuzz` a short fuzz pass after them. This is
+//!   what `.ci/run` runs.
 //! - `fuzz [--target T] [--time S]`: the libFuzzer targets of `tests/fuzz/` (see `fuzz.rs`).
 //! - `campaign crash`: kill -9 of the daemon during fake-machine deploys (see `campaign.rs`).
 //! - `schemathesis`: the API fuzzed against its OpenAPI document (see `schemathesis.rs`).
@@ -58,9 +59,10 @@ enum Cmd {
         /// End with a short fuzz pass (every target for 10 s; builds the fuzz crate on nightly).
         #[arg(long)]
         fuzz: bool,
-        /// End with short versions of the crash campaign (3 runs × 10 nodes) and schemathesis.
+        /// Skip the short crash campaign (3 runs × 10 nodes) and schemathesis run that end a
+        /// whole run (a filtered run skips them anyway).
         #[arg(long)]
-        campaigns: bool,
+        no_campaigns: bool,
     },
     /// Download the pinned Debian packages into the offline cache and verify them.
     Fetch(fetch::Args),
@@ -95,8 +97,8 @@ fn main() -> Result<()> {
             filter,
             no_lint,
             fuzz,
-            campaigns,
-        } => test(&filter, no_lint, fuzz, campaigns),
+            no_campaigns,
+        } => test(&filter, no_lint, fuzz, !no_campaigns && filter.is_empty()),
         Cmd::Fetch(args) => fetch::run(args),
         Cmd::Ramdisk(args) => ramdisk::run(args),
         Cmd::Image(args) => image::run(args),
