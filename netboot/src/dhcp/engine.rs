@@ -336,7 +336,7 @@ impl Engine {
         let decision = match self.cfg.mode {
             // `Auto` never gets here: `new` refuses it (the probe decides first).
             DhcpMode::Authoritative | DhcpMode::Auto => self.authoritative(&req, ty, mac, now),
-            DhcpMode::Proxy => self.proxy(ty, mac, &client, rx),
+            DhcpMode::Proxy => self.proxy(&req, ty, mac, &client, rx),
         };
         self.finish(&req, rx, mac, &client, decision, line, now)
     }
@@ -554,6 +554,7 @@ impl Engine {
 
     fn proxy(
         &mut self,
+        req: &Message,
         ty: MessageType,
         mac: MacAddr,
         client: &ClientInfo,
@@ -564,6 +565,18 @@ impl Engine {
         }
         if let Err(why) = self.admit(mac) {
             return Decision::Ignore(why.to_string());
+        }
+        // The PXE client's broadcast REQUEST to the other server names the address it takes.
+        // A client that got its boot file from our OFFER asks nothing on port 4011 (iPXE
+        // does not), so this is the only address of it we see: what the boot policy's
+        // "asked from the node's own address" rule checks. It is the client's own word, as is
+        // everything in proxy mode.
+        if rx.local_port != PROXY_PORT && ty == MessageType::Request {
+            if let Some(DhcpOption::RequestedIpAddress(ip)) =
+                req.opts().get(OptionCode::RequestedIpAddress)
+            {
+                self.policy.address_seen(mac, *ip);
+            }
         }
         let kind = match (rx.local_port, ty) {
             (PROXY_PORT, MessageType::Request | MessageType::Inform) => MessageType::Ack,

@@ -22,6 +22,7 @@ const BCAST: SocketAddrV4 = SocketAddrV4::new(Ipv4Addr::BROADCAST, 68);
 #[derive(Default)]
 struct TestPolicy {
     discovered: Mutex<Vec<MacAddr>>,
+    seen: Mutex<Vec<(MacAddr, Ipv4Addr)>>,
 }
 
 impl BootPolicy for TestPolicy {
@@ -38,6 +39,9 @@ impl BootPolicy for TestPolicy {
     fn discovered(&self, mac: MacAddr) -> bool {
         self.discovered.lock().unwrap().push(mac);
         true
+    }
+    fn address_seen(&self, mac: MacAddr, ip: Ipv4Addr) {
+        self.seen.lock().unwrap().push((mac, ip));
     }
 }
 
@@ -409,7 +413,10 @@ fn addresses_for_unknown_give_an_address_and_no_boot_file() {
     let (ack, _) = r.send(&select(STRANGER, POOL_START, SERVER)).unwrap();
     assert_eq!(ack.yiaddr(), POOL_START);
     assert_eq!(bootfile(&ack), None);
-    assert!(r.policy.discovered.lock().unwrap().is_empty(), "not reported");
+    assert!(
+        r.policy.discovered.lock().unwrap().is_empty(),
+        "not reported"
+    );
     let (known, _) = r
         .send(&request(NODE1, MessageType::Discover, pxe_opts(0)))
         .unwrap();
@@ -616,6 +623,30 @@ fn proxy_mode_offers_boot_info_without_an_address() {
     assert!(rig
         .send(&request(STRANGER, MessageType::Discover, pxe_opts(0)))
         .is_none());
+}
+
+/// iPXE takes its boot file from the proxy's OFFER and asks nothing on port 4011: the address
+/// it takes is seen only in its broadcast REQUEST to the other server, and reported to the
+/// boot policy (whose agent-token rule checks the script is asked from that address). Found
+/// with the appliance's netboot form beside another DHCP server: the token was withheld.
+#[test]
+fn proxy_mode_reports_the_address_a_pxe_client_requests_from_the_other_server() {
+    let mut rig = Rig::proxy();
+    let ip = Ipv4Addr::new(10, 200, 1, 77);
+    let mut req = select(NODE1, ip, Ipv4Addr::new(10, 200, 1, 254));
+    for o in pxe_opts(0) {
+        req.opts_mut().insert(o);
+    }
+    assert!(rig.send(&req).is_none(), "not ours to answer");
+    assert_eq!(*rig.policy.seen.lock().unwrap(), vec![(NODE1, ip)]);
+    // An OS client's REQUEST and an unknown PXE client's are not reported.
+    rig.send(&select(NODE2, ip, Ipv4Addr::new(10, 200, 1, 254)));
+    let mut stranger = select(STRANGER, ip, Ipv4Addr::new(10, 200, 1, 254));
+    for o in pxe_opts(0) {
+        stranger.opts_mut().insert(o);
+    }
+    rig.send(&stranger);
+    assert_eq!(rig.policy.seen.lock().unwrap().len(), 1);
 }
 
 /// iPXE (a ROM or chainloaded) takes a ProxyDHCP reply only if it says `PXEClient` and names a

@@ -2,8 +2,9 @@
 //! (`seed.token=`) only when
 //!
 //! 1. it is asked from the address the seed's DHCP server gave that MAC (the lease its ACK
-//!    bound; in proxy mode the address the PXE client's REQUEST came from; before any DHCP
-//!    exchange since start, the MAC's `[[netboot.nodes]]` reservation), and
+//!    bound; in proxy mode the address the PXE client's REQUEST came from, or the one its
+//!    broadcast REQUEST asked of the other server; before any DHCP exchange since start, the
+//!    MAC's `[[netboot.nodes]]` reservation), and
 //! 2. this token has not been handed out yet: once per node boot (a step's `op`), not once per
 //!    fetch.
 //!
