@@ -357,7 +357,6 @@ fn qemu_appliance_seedcfg_config_is_honoured_and_a_broken_one_stops_dhcp() {
 /// node1 gets its address from the host seed and its boot information from the appliance, and
 /// is inspected and deployed.
 #[test]
-#[ignore = "not passing yet: the appliance now PXE-boots and its seed comes up (the boot files are real files now), but node1 never PXE-boots from it beside the other DHCP server (3 power-ons, no PXE boot reached the seed); run it with --ignored while debugging"]
 fn qemu_appliance_netboot_form_pxe_boots_and_serves_proxy_dhcp_beside_another_server() {
     use tests::proc::Child;
     let dir = built();
