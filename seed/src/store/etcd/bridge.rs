@@ -113,8 +113,8 @@ impl Bridge {
         self.call_retrying(what, f, never_sent)
     }
 
-    /// [`Bridge::call`] for a request that changes nothing (a range, a member list, a health
-    /// probe): it is sent again on any failure within the timeout, not only one that never
+    /// [`Bridge::call`] for a request that changes nothing (a range, a member list): it is
+    /// sent again on any failure within the timeout, not only one that never
     /// left. A connection to a killed member is found dead by HTTP/2 pings only after the
     /// request went out on it (`KeepAliveTimedOut`); a read may simply be repeated.
     pub fn read<T, F, Fut>(&self, what: &str, f: F) -> Result<T, StoreError>
