@@ -199,7 +199,14 @@ pub fn deploy(
     );
     let unmounted = mounts.unmount_all();
     drop(loops);
-    let result = result.and_then(|d| unmounted.map(|()| d));
+    // What went through loop devices over `dev` (hosts without kernel GPT support) can still sit
+    // in `dev`'s page cache; the node is power-cycled by its BMC next, so flush the whole disk.
+    let synced = OpenOptions::new()
+        .write(true)
+        .open(&dev)
+        .and_then(|f| f.sync_all())
+        .map_err(io_err("syncing", &dev));
+    let result = result.and_then(|d| unmounted.and(synced).map(|()| d));
     match result {
         Ok(d) => Ok(d),
         Err(first) => {

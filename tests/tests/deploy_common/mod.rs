@@ -309,7 +309,20 @@ impl Mounted {
             .arg(&at)
             .status()
             .unwrap();
-        assert!(st.success(), "mounting {}", dev.display());
+        if !st.success() {
+            // The kernel says why (e.g. a journal needing recovery: the deploy left data unflushed).
+            let log = Command::new("dmesg")
+                .output()
+                .map(|o| o.stdout)
+                .unwrap_or_default();
+            let log = String::from_utf8_lossy(&log);
+            let tail: Vec<&str> = log.lines().rev().take(5).collect();
+            panic!(
+                "mounting {}; kernel log, newest first:\n{}",
+                dev.display(),
+                tail.join("\n")
+            );
+        }
         Mounted { at, _dir: dir }
     }
 }
