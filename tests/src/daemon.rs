@@ -77,6 +77,9 @@ pub struct Config<'a> {
     pub token: &'a str,
     /// `[api] listen` (the operators' listener), if any.
     pub listen: Option<&'a str>,
+    /// `[api] tls`, if set: `"off"` by default (the tests' clients speak plain HTTP to
+    /// loopback; `None` leaves the daemon's default, HTTPS).
+    pub tls: Option<&'a str>,
     /// `[agent] heartbeat_secs`, if set.
     pub heartbeat_secs: Option<u64>,
     /// `[ramdisk]` kernel and initrd; none: files that do not exist (nothing boots it).
@@ -103,6 +106,7 @@ impl<'a> Config<'a> {
             dir,
             token,
             listen: Some("127.0.0.1:6385"),
+            tls: Some("off"),
             heartbeat_secs: None,
             ramdisk: None,
             sections: "",
@@ -124,6 +128,9 @@ impl<'a> Config<'a> {
         s += &format!("\n[api]\ntoken = \"{}\"\n", self.token);
         if let Some(l) = self.listen {
             s += &format!("listen = \"{l}\"\n");
+        }
+        if let Some(t) = self.tls {
+            s += &format!("tls = \"{t}\"\n");
         }
         if let Some(h) = self.heartbeat_secs {
             s += &format!("\n[agent]\nheartbeat_secs = {h}\n");

@@ -69,7 +69,9 @@ impl LanSeed {
             .api_listen
             .map(|l| format!("listen = \"{l}\"\n"))
             .unwrap_or_default()
-            + &format!("provisioning = {}\n", opts.rest_on_provisioning);
+            + &format!("provisioning = {}\n", opts.rest_on_provisioning)
+            // The tests' curl speaks plain HTTP to the namespace's loopback.
+            + "tls = \"off\"\n";
         let config = format!(
             r#"store = {store:?}
 

@@ -234,9 +234,27 @@ fn bundle_daemon_serves_its_ramdisk_ipxe_and_image() {
         false,
     );
     assert_eq!(sha256(&got), digest, "the served image stream");
-    // The API answers with the shipped token.
+    // The API answers with the shipped token, over HTTPS (the shipped config's default) with
+    // the CA `seed ca export` prints from the bundle's own state directory.
+    let o = Command::new(bundle.join("bin/seed"))
+        .args(["ca", "export", "--config"])
+        .arg(&operator)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "seed ca export: {o:?}");
+    let ca = t.path().join("ca.pem");
+    std::fs::write(&ca, &o.stdout).unwrap();
     let got = t.path().join("nodes.json");
-    fetch("http://127.0.0.1:6385/v1/nodes", &got, true);
+    let o = ns
+        .cmd(&curl)
+        .args(["-sS", "--fail", "--max-time", "60", "--cacert"])
+        .arg(&ca)
+        .args(["-H", &format!("Authorization: Bearer {TOKEN}"), "-o"])
+        .arg(&got)
+        .arg("https://127.0.0.1:6385/v1/nodes")
+        .output()
+        .expect("running curl");
+    assert!(o.status.success(), "curl: {o:?}\n{}", daemon.output());
     serde_json::from_slice::<serde_json::Value>(&std::fs::read(&got).unwrap())
         .expect("GET /v1/nodes answers JSON");
 

@@ -46,6 +46,7 @@ floating_address = "{float}/24"
 [api]
 token = "{TOKEN}"
 listen = "0.0.0.0:{API}"
+tls = "off"
 
 [agent]
 heartbeat_secs = 2

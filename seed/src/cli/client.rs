@@ -3,10 +3,17 @@
 //! time, and answers read as the [`api`] crate's types. A refusal becomes an error carrying the
 //! status and the daemon's own `error` text. [`Client::anonymous`] is the same client without a
 //! token, for what the daemon serves to anyone who reaches it (`/metrics`).
+//!
+//! HTTPS (`[api] tls`, the daemon's default): the client trusts only the CA it is given
+//! (`--ca FILE`, `SEED_CA`; `seed ca export` prints the seed's own), never the system's roots.
+//! Given a CA, an address without a scheme (and the default) is `https://`; an `https://` URL
+//! without one is refused with the way to get it.
 
 use anyhow::{bail, Context};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 use ureq::http::{Response, StatusCode};
 
@@ -16,13 +23,14 @@ pub const DEFAULT_API: &str = "127.0.0.1:6385";
 /// How long one call may take (connect, send, answer).
 const TIMEOUT: Duration = Duration::from_secs(30);
 
-/// `http://HOST:PORT` from `HOST:PORT` or a URL, without a trailing `/`.
-pub fn normalize(api: &str) -> String {
+/// `http://HOST:PORT` (`https://` when `tls`: a CA is pinned) from `HOST:PORT` or a URL,
+/// without a trailing `/`.
+pub fn normalize(api: &str, tls: bool) -> String {
     let a = api.trim().trim_end_matches('/');
     if a.contains("://") {
         a.to_string()
     } else {
-        format!("http://{a}")
+        format!("{}://{a}", if tls { "https" } else { "http" })
     }
 }
 
@@ -30,14 +38,12 @@ pub fn normalize(api: &str) -> String {
 /// `seed token`): flattened into their arguments, global to their subcommands.
 #[derive(Debug, clap::Args)]
 pub struct ClientArgs {
-    /// The daemon's API.
-    #[arg(
-        long,
-        env = "SEED_API",
-        default_value = "http://127.0.0.1:6385",
-        global = true
-    )]
+    /// The daemon's API (`https://` by default with --ca, else `http://`).
+    #[arg(long, env = "SEED_API", default_value = DEFAULT_API, global = true)]
     pub api: String,
+    /// The CA certificate (PEM) the daemon's HTTPS must chain to (`seed ca export`).
+    #[arg(long, env = "SEED_CA", value_name = "FILE", global = true)]
+    pub ca: Option<PathBuf>,
     /// The API's bearer token.
     #[arg(
         long,
@@ -52,7 +58,7 @@ pub struct ClientArgs {
 impl ClientArgs {
     /// A client of the daemon these arguments name ([`Client::new`]).
     pub fn client(&self) -> anyhow::Result<Client> {
-        Client::new(&self.api, Some(self.token.expose()))
+        Client::new(&self.api, Some(self.token.expose()), self.ca.as_deref())
     }
 }
 
@@ -76,16 +82,25 @@ enum Body<'a> {
 
 impl Client {
     /// A client of the API at `api` with the operator's `token` (required: the error says how
-    /// to give it).
-    pub fn new(api: &str, token: Option<&str>) -> anyhow::Result<Client> {
-        let base = normalize(api);
+    /// to give it), trusting only the CA in the PEM file `ca` for HTTPS (required for an
+    /// `https://` URL: the error says how to get it).
+    pub fn new(api: &str, token: Option<&str>, ca: Option<&Path>) -> anyhow::Result<Client> {
+        let base = normalize(api, ca.is_some());
         let token = token.filter(|t| !t.trim().is_empty()).with_context(|| {
             format!("the seed daemon's API at {base} needs its token: --token or SEED_TOKEN")
         })?;
+        let roots = match ca {
+            Some(f) => Some(read_ca(f)?),
+            None if base.starts_with("https://") => bail!(
+                "the seed daemon's API at {base} is HTTPS: give its CA certificate with --ca FILE \
+                 or SEED_CA (on the seed's host, `seed ca export --config SEED.TOML > ca.pem`)"
+            ),
+            None => None,
+        };
         Ok(Client {
             auth: Some(format!("Bearer {}", token.trim())),
             base,
-            agent: agent(TIMEOUT),
+            agent: agent(TIMEOUT, roots),
         })
     }
 
@@ -93,9 +108,9 @@ impl Client {
     /// routes the daemon serves to anyone (`/metrics`), e.g. the appliance's status screen.
     pub fn anonymous(api: &str, timeout: Duration) -> Client {
         Client {
-            base: normalize(api),
+            base: normalize(api, false),
             auth: None,
-            agent: agent(timeout),
+            agent: agent(timeout, None),
         }
     }
 
@@ -200,7 +215,18 @@ impl Client {
                 }
             }
         };
-        sent.with_context(|| format!("reaching the seed at {}", self.base))
+        sent.with_context(|| {
+            if self.base.starts_with("http://") {
+                // The likely cause when a daemon is there at all: it speaks HTTPS.
+                format!(
+                    "reaching the seed at {} (a daemon with `[api] tls`, the default, speaks \
+                     HTTPS only: give its CA with --ca FILE or SEED_CA, from `seed ca export`)",
+                    self.base
+                )
+            } else {
+                format!("reaching the seed at {}", self.base)
+            }
+        })
     }
 
     /// The answer as `T`, or the refusal as an error: `the seed answered 404 to GET …: why`.
@@ -226,14 +252,44 @@ impl Client {
     }
 }
 
-/// The agent every client uses: `timeout` per call, refusals read, no proxy.
-fn agent(timeout: Duration) -> ureq::Agent {
+/// The CA certificates of a PEM file (`seed ca export`'s output).
+fn read_ca(path: &Path) -> anyhow::Result<Vec<ureq::tls::Certificate<'static>>> {
+    let pem = std::fs::read(path).with_context(|| format!("reading the CA {}", path.display()))?;
+    let mut certs = Vec::new();
+    for item in ureq::tls::parse_pem(&pem) {
+        if let ureq::tls::PemItem::Certificate(c) =
+            item.with_context(|| format!("reading the CA {}", path.display()))?
+        {
+            certs.push(c);
+        }
+    }
+    if certs.is_empty() {
+        bail!(
+            "{} holds no PEM certificate (`seed ca export` prints the seed's CA)",
+            path.display()
+        );
+    }
+    Ok(certs)
+}
+
+/// The agent every client uses: `timeout` per call, refusals read, no proxy; HTTPS only to a
+/// server whose certificate chains to `roots` (none: no HTTPS at all), with ring.
+fn agent(timeout: Duration, roots: Option<Vec<ureq::tls::Certificate<'static>>>) -> ureq::Agent {
+    use ureq::tls::{RootCerts, TlsConfig, TlsProvider};
+    let roots = RootCerts::Specific(Arc::new(roots.unwrap_or_default()));
     ureq::Agent::config_builder()
         .timeout_global(Some(timeout))
         // Refusals are read (status and the daemon's reason), not bare errors.
         .http_status_as_error(false)
         // The daemon is on this host or the management network: never through a proxy.
         .proxy(None)
+        .tls_config(
+            TlsConfig::builder()
+                .provider(TlsProvider::Rustls)
+                .root_certs(roots)
+                .unversioned_rustls_crypto_provider(crate::daemon::api_tls::provider())
+                .build(),
+        )
         .build()
         .new_agent()
 }
@@ -252,10 +308,11 @@ fn json(body: &impl Serialize) -> anyhow::Result<Body<'static>> {
 }
 
 /// The API to use when a command may read a store instead: the one named (`--api`,
-/// `SEED_API`), else [`DEFAULT_API`] when a daemon answers there and no store was named.
-pub fn daemon_url(named: Option<&str>, store_given: bool) -> Option<String> {
+/// `SEED_API`), else [`DEFAULT_API`] when a daemon answers there and no store was named
+/// (`https://` when `tls`: a CA is given).
+pub fn daemon_url(named: Option<&str>, store_given: bool, tls: bool) -> Option<String> {
     if let Some(a) = named {
-        return Some(normalize(a));
+        return Some(normalize(a, tls));
     }
     if store_given {
         return None;
@@ -263,7 +320,7 @@ pub fn daemon_url(named: Option<&str>, store_given: bool) -> Option<String> {
     let addr: std::net::SocketAddr = DEFAULT_API.parse().expect("valid default");
     std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(300))
         .ok()
-        .map(|_| format!("http://{DEFAULT_API}"))
+        .map(|_| normalize(DEFAULT_API, tls))
 }
 
 #[cfg(test)]
@@ -272,26 +329,46 @@ mod tests {
 
     #[test]
     fn base_urls_are_normalised() {
-        assert_eq!(normalize("127.0.0.1:6385"), "http://127.0.0.1:6385");
-        assert_eq!(normalize("http://h:1/"), "http://h:1");
-        assert_eq!(normalize("https://h/x//"), "https://h/x");
+        assert_eq!(normalize("127.0.0.1:6385", false), "http://127.0.0.1:6385");
+        assert_eq!(normalize("127.0.0.1:6385", true), "https://127.0.0.1:6385");
+        assert_eq!(normalize("http://h:1/", true), "http://h:1");
+        assert_eq!(normalize("https://h/x//", false), "https://h/x");
     }
 
     #[test]
     fn a_token_is_required() {
         for t in [None, Some(""), Some("  ")] {
-            let e = Client::new("h:1", t).err().unwrap();
+            let e = Client::new("h:1", t, None).err().unwrap();
             assert!(e.to_string().contains("SEED_TOKEN"), "{e}");
             assert!(e.to_string().contains("http://h:1"), "{e}");
         }
-        assert_eq!(Client::new("h:1/", Some("t")).unwrap().base(), "http://h:1");
+        assert_eq!(
+            Client::new("h:1/", Some("t"), None).unwrap().base(),
+            "http://h:1"
+        );
+    }
+
+    #[test]
+    fn https_needs_a_ca_that_holds_a_certificate() {
+        let e = Client::new("https://h:1", Some("t"), None).err().unwrap();
+        assert!(e.to_string().contains("--ca"), "{e}");
+        assert!(e.to_string().contains("seed ca export"), "{e}");
+        let t = tempfile::tempdir().unwrap();
+        let bad = t.path().join("ca.pem");
+        std::fs::write(&bad, "not a certificate\n").unwrap();
+        let e = Client::new("h:1", Some("t"), Some(&bad)).err().unwrap();
+        assert!(e.to_string().contains("no PEM certificate"), "{e}");
+        let names = ["localhost".to_string()];
+        let made = crate::daemon::api_tls::ensure(t.path(), &names).unwrap();
+        let c = Client::new("h:1", Some("t"), Some(&made.ca)).unwrap();
+        assert_eq!(c.base(), "https://h:1");
     }
 
     #[test]
     fn a_named_store_wins_over_probing() {
-        assert_eq!(daemon_url(None, true), None);
+        assert_eq!(daemon_url(None, true, false), None);
         assert_eq!(
-            daemon_url(Some("http://h:1/"), true).as_deref(),
+            daemon_url(Some("http://h:1/"), true, false).as_deref(),
             Some("http://h:1")
         );
     }

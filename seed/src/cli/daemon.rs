@@ -53,6 +53,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     install_ramdisk(&cfg.ramdisk.kernel, &http.root.join(RAMDISK_KERNEL))?;
     install_ramdisk(&cfg.ramdisk.initrd, &http.root.join(RAMDISK_INITRD))?;
     private_dir(&cfg.netboot.state_dir)?;
+    let api_tls = match cfg.api.listen {
+        Some(listen) => api_tls(&cfg, listen)?,
+        None => None,
+    };
     let (store, ha) = open_store(&cfg, http.port)?;
     let settings = Settings {
         server_ip: cfg.netboot.server_ip,
@@ -143,6 +147,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 .with_context(|| format!("binding the API on {addr}"))?;
             tokio::spawn(crate::daemon::admin::serve(
                 listener,
+                api_tls,
                 api.clone(),
                 shutdown.clone(),
             ));
@@ -171,6 +176,43 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         .await
         .context("netboot")
     })
+}
+
+/// The TLS server configuration of the operators' listener on `listen` (`[api] tls`), `None`
+/// when it serves plain HTTP (a warning unless on loopback: the token would cross the network
+/// in clear).
+fn api_tls(
+    cfg: &DaemonConfig,
+    listen: std::net::SocketAddr,
+) -> anyhow::Result<Option<Arc<rustls::ServerConfig>>> {
+    use crate::daemon::api_tls;
+    use crate::daemon::config::ApiTls;
+    let files = match cfg.api.tls() {
+        ApiTls::Off => {
+            if !listen.ip().is_loopback() {
+                tracing::warn!(
+                    %listen,
+                    "[api] tls = \"off\": the API (and its bearer tokens) in clear on the network"
+                );
+            }
+            return Ok(None);
+        }
+        ApiTls::Files { cert, key } => api_tls::CertFiles { cert, key },
+        ApiTls::Auto { names } => {
+            let names = api_tls::server_names(listen, &names);
+            let e = api_tls::ensure(&cfg.netboot.state_dir, &names)
+                .context("the API's CA and server certificate")?;
+            if e.new_ca {
+                tracing::info!(ca = %e.ca.display(), "API CA created: clients pin it (`seed ca export`)");
+            }
+            if e.new_server {
+                tracing::info!(names = %names.join(","), "API server certificate issued");
+            }
+            e.files
+        }
+    };
+    let config = api_tls::server_config(&files).context("the API's TLS certificate")?;
+    Ok(Some(config))
 }
 
 /// Create `dir` (and its parents) 0700 if missing: what the seed keeps there (the store, the

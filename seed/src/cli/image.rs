@@ -20,13 +20,16 @@ pub struct Args {
     /// ${XDG_STATE_HOME:-$HOME/.local/state}/seed/images].
     #[arg(long, env = "SEED_IMAGES_DIR", global = true, value_name = "DIR")]
     pub dir: Option<PathBuf>,
-    /// The daemon's API, for `list` and `show` [default: http://127.0.0.1:6385 when it answers
-    /// and no --dir is given; else the store directory is opened].
+    /// The daemon's API, for `list` and `show` [default: 127.0.0.1:6385 (https with --ca)
+    /// when it answers and no --dir is given; else the store directory is opened].
     #[arg(long, env = "SEED_API", global = true, value_name = "URL")]
     pub api: Option<String>,
     /// The API's bearer token.
     #[arg(long, env = "SEED_TOKEN", hide_env_values = true, global = true)]
     pub token: Option<api::Secret>,
+    /// The CA certificate (PEM) the daemon's HTTPS must chain to (`seed ca export`).
+    #[arg(long, env = "SEED_CA", global = true, value_name = "FILE")]
+    pub ca: Option<PathBuf>,
     #[command(subcommand)]
     pub command: ImageCommand,
 }
@@ -69,8 +72,13 @@ fn default_dir() -> anyhow::Result<PathBuf> {
 pub fn run(args: Args) -> anyhow::Result<()> {
     let out = &mut std::io::stdout().lock();
     if matches!(args.command, ImageCommand::List | ImageCommand::Show { .. }) {
-        if let Some(url) = client::daemon_url(args.api.as_deref(), args.dir.is_some()) {
-            let c = Client::new(&url, args.token.as_ref().map(api::Secret::expose))?;
+        let tls = args.ca.is_some();
+        if let Some(url) = client::daemon_url(args.api.as_deref(), args.dir.is_some(), tls) {
+            let c = Client::new(
+                &url,
+                args.token.as_ref().map(api::Secret::expose),
+                args.ca.as_deref(),
+            )?;
             return run_api(&c, args.command, out);
         }
     }
@@ -347,7 +355,7 @@ mod tests {
         .unwrap();
         assert!(d.set_images(store, "images"));
         let (addr, stop) = test_support::serve(Api::new(d, "tok"));
-        let c = Client::new(&addr, Some("tok")).unwrap();
+        let c = Client::new(&addr, Some("tok"), None).unwrap();
         let run = |cmd| {
             let mut out = Vec::new();
             run_api(&c, cmd, &mut out).map(|()| String::from_utf8(out).unwrap())
@@ -373,10 +381,10 @@ mod tests {
         assert!(format!("{e:#}").contains("404"), "{e:#}");
         // The rule `seed node list` uses: a named API wins, a named directory keeps it local.
         assert_eq!(
-            client::daemon_url(Some(&addr), false).as_deref(),
+            client::daemon_url(Some(&addr), false, false).as_deref(),
             Some(format!("http://{addr}").as_str())
         );
-        assert_eq!(client::daemon_url(None, true), None);
+        assert_eq!(client::daemon_url(None, true, false), None);
         stop.cancel();
     }
 }

@@ -239,6 +239,7 @@ store = {store:?}
 [api]
 token = "{token}"
 listen = "127.0.0.1:{api_port}"
+tls = "off"                     # the lab's API on loopback, plain HTTP for curl and the CLI
 
 [ramdisk]
 kernel = {kernel:?}

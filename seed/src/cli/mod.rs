@@ -3,6 +3,7 @@
 
 pub mod appliance;
 pub mod bundle;
+pub mod ca;
 pub mod client;
 pub mod daemon;
 pub mod image;
@@ -46,6 +47,8 @@ pub enum Command {
     Lab(lab::Args),
     /// Enroll machines (instackenv file), list and show them, delete, set maintenance.
     Node(node::Args),
+    /// The CA of the daemon's HTTPS API: `ca export` prints it, for clients to pin (`--ca`).
+    Ca(ca::Args),
     /// Run the seed: store, lifecycle, netboot with a node-state boot policy, agent and REST API.
     Daemon(daemon::Args),
     /// Create, update, delete and look at stacks (Heat-style templates) on a running seed.
@@ -71,6 +74,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         #[cfg(feature = "lab")]
         Command::Lab(args) => lab::run(args),
         Command::Node(args) => node::run(args),
+        Command::Ca(args) => ca::run(args),
         Command::Daemon(args) => daemon::run(args),
         Command::Stack(args) => stack::run(args),
         Command::Store(args) => store::run(args),

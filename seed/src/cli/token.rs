@@ -147,7 +147,7 @@ mod tests {
         )
         .unwrap();
         let (addr, stop) = test_support::serve(Api::new(d, "admin-bootstrap-token"));
-        let admin = Client::new(&addr, Some("admin-bootstrap-token")).unwrap();
+        let admin = Client::new(&addr, Some("admin-bootstrap-token"), None).unwrap();
         let mut out = Vec::new();
         let create = TokenCommand::Create {
             name: "dash".into(),
@@ -158,7 +158,7 @@ mod tests {
         let secret = String::from_utf8(out).unwrap().trim().to_string();
         assert!(secret.starts_with("seed_dash_"), "{secret}");
 
-        let reader = Client::new(&addr, Some(&secret)).unwrap();
+        let reader = Client::new(&addr, Some(&secret), None).unwrap();
         let _: Vec<api::NodeView> = reader.get("/v1/nodes").unwrap();
         let e = run_with(&reader, TokenCommand::List, &mut Vec::new()).unwrap_err();
         assert!(format!("{e:#}").contains("403"), "{e:#}");

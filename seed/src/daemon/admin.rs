@@ -4,6 +4,10 @@
 //! userspace wire, invisible to the host's own sockets); operators and the CLI reach the same
 //! handler here, on the management side. Every request under `/v1/`, and `/metrics`, goes to
 //! the [`ApiHandler`]: the REST endpoints keep their bearer-token check.
+//!
+//! With a TLS configuration (`[api] tls`, [`super::api_tls`]) every connection is HTTPS: the
+//! TLS handshake, bounded like the request headers, comes before any byte reaches hyper; a
+//! client that speaks plain HTTP (or fails the handshake) is dropped.
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
@@ -12,15 +16,17 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
-/// Serve `api` on a bound listener until shutdown.
+/// Serve `api` on a bound listener until shutdown: HTTPS with `tls`, else plain HTTP.
 pub async fn serve(
     listener: tokio::net::TcpListener,
+    tls: Option<Arc<rustls::ServerConfig>>,
     api: Arc<dyn ApiHandler>,
     shutdown: CancellationToken,
 ) {
     if let Ok(addr) = listener.local_addr() {
-        tracing::info!(%addr, "API listening");
+        tracing::info!(%addr, https = tls.is_some(), "API listening");
     }
+    let tls = tls.map(tokio_rustls::TlsAcceptor::from);
     let slots = limits::Slots::default();
     loop {
         let (stream, peer) = tokio::select! {
@@ -35,31 +41,49 @@ pub async fn serve(
             continue;
         };
         let api = api.clone();
+        let tls = tls.clone();
         tokio::spawn(async move {
             let _slot = slot;
-            let activity = limits::Activity::new();
-            let seen = activity.clone();
-            let svc =
-                hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
-                    let api = api.clone();
-                    let busy = seen.request();
-                    async move {
-                        let r = handle(api, req, peer).await;
-                        drop(busy);
-                        Ok::<_, std::convert::Infallible>(r)
+            match tls {
+                None => connection(stream, api, peer).await,
+                Some(tls) => {
+                    let hs = tokio::time::timeout(limits::HEADER_READ_TIMEOUT, tls.accept(stream));
+                    match hs.await {
+                        Ok(Ok(stream)) => connection(stream, api, peer).await,
+                        Ok(Err(e)) => tracing::debug!(%peer, error = %e, "API TLS handshake"),
+                        Err(_) => tracing::debug!(%peer, "API TLS handshake timed out"),
                     }
-                });
-            let conn = limits::http1()
-                .serve_connection(limits::Watched::new(stream, activity.clone()), svc);
-            tokio::pin!(conn);
-            tokio::select! {
-                _ = conn.as_mut() => {}
-                _ = limits::idle(activity) => {
-                    conn.as_mut().graceful_shutdown();
-                    let _ = conn.await;
                 }
             }
         });
+    }
+}
+
+/// One connection (plain or TLS): HTTP/1 with the boot server's header-read and idle bounds.
+async fn connection<S>(stream: S, api: Arc<dyn ApiHandler>, peer: SocketAddr)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let activity = limits::Activity::new();
+    let seen = activity.clone();
+    let svc = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+        let api = api.clone();
+        let busy = seen.request();
+        async move {
+            let r = handle(api, req, peer).await;
+            drop(busy);
+            Ok::<_, std::convert::Infallible>(r)
+        }
+    });
+    let conn =
+        limits::http1().serve_connection(limits::Watched::new(stream, activity.clone()), svc);
+    tokio::pin!(conn);
+    tokio::select! {
+        _ = conn.as_mut() => {}
+        _ = limits::idle(activity) => {
+            conn.as_mut().graceful_shutdown();
+            let _ = conn.await;
+        }
     }
 }
 

@@ -127,9 +127,82 @@ pub struct ApiConfig {
     /// `listen` (then it is the only way in).
     #[serde(default)]
     pub provisioning: Option<bool>,
+    /// HTTPS on `listen`: `"auto"` (the default: a CA and server certificate the seed makes in
+    /// its state directory, [`crate::daemon::api_tls`]) or `"off"` (plain HTTP). With
+    /// `tls_cert` + `tls_key`, the operator's own certificate instead.
+    #[serde(default)]
+    pub tls: Option<TlsMode>,
+    /// The operator's certificate chain (PEM) for `listen`, with `tls_key`.
+    #[serde(default)]
+    pub tls_cert: Option<PathBuf>,
+    /// The operator's private key (PEM) of `tls_cert`.
+    #[serde(default)]
+    pub tls_key: Option<PathBuf>,
+    /// More names (DNS names or IPs) the auto server certificate is for, beside `localhost`,
+    /// 127.0.0.1 and the listen address's IP.
+    #[serde(default)]
+    pub tls_names: Vec<String>,
+}
+
+/// `[api] tls`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TlsMode {
+    Auto,
+    Off,
+}
+
+/// How the operators' listener serves, from `[api] tls*`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ApiTls {
+    /// Plain HTTP.
+    Off,
+    /// The seed's own CA and server certificate, for these extra names.
+    Auto { names: Vec<String> },
+    /// The operator's certificate chain and key.
+    Files { cert: PathBuf, key: PathBuf },
 }
 
 impl ApiConfig {
+    /// How `listen` serves.
+    pub fn tls(&self) -> ApiTls {
+        match (self.tls, &self.tls_cert, &self.tls_key) {
+            (Some(TlsMode::Off), _, _) => ApiTls::Off,
+            (_, Some(cert), Some(key)) => ApiTls::Files {
+                cert: cert.clone(),
+                key: key.clone(),
+            },
+            _ => ApiTls::Auto {
+                names: self.tls_names.clone(),
+            },
+        }
+    }
+
+    fn check_tls(&self, ha: bool) -> Result<(), DaemonConfigError> {
+        let bad = |m: &str| Err(DaemonConfigError::Invalid(format!("[api] {m}")));
+        match (self.tls, self.tls_cert.is_some(), self.tls_key.is_some()) {
+            (_, true, false) | (_, false, true) => {
+                return bad("tls_cert and tls_key go together");
+            }
+            (Some(TlsMode::Off), true, true) => {
+                return bad("tls = \"off\" with tls_cert: choose one");
+            }
+            (Some(TlsMode::Auto), true, true) => {
+                return bad("tls = \"auto\" makes its own certificate: drop tls_cert/tls_key");
+            }
+            _ => {}
+        }
+        // Each daemon would make its own CA, and followers forward writes to the leader's
+        // advertised URL with a client that pins none: not yet.
+        if ha && self.listen.is_some() && self.tls != Some(TlsMode::Off) {
+            return bad(
+                "tls: with an etcd store (HA) set tls = \"off\" for now: HTTPS between the \
+                 daemons (one CA for all, forwarded writes) is not there yet",
+            );
+        }
+        Ok(())
+    }
+
     /// Whether the provisioning network's HTTP port answers operator routes.
     pub fn on_provisioning(&self) -> bool {
         self.provisioning.unwrap_or(self.listen.is_none())
@@ -296,6 +369,8 @@ impl DaemonConfig {
         }
         let store = StoreConfig::try_from(raw.store)
             .map_err(|e| DaemonConfigError::Invalid(e.to_string()))?;
+        raw.api
+            .check_tls(matches!(store, StoreConfig::Etcd { .. }))?;
         let cfg = DaemonConfig {
             store,
             api: raw.api,
@@ -336,6 +411,12 @@ impl DaemonConfig {
         self.store.resolve_paths(base);
         fix(&mut self.ramdisk.kernel);
         fix(&mut self.ramdisk.initrd);
+        for p in [&mut self.api.tls_cert, &mut self.api.tls_key]
+            .into_iter()
+            .flatten()
+        {
+            fix(p);
+        }
         fix(&mut self.netboot.state_dir);
         if let Some(h) = self.netboot.http.as_mut() {
             fix(&mut h.root);
@@ -483,6 +564,39 @@ root = "../share"
         let shown = format!("{c:?}");
         assert!(!shown.contains("t0k\""), "{shown}");
         assert!(shown.contains("***"), "{shown}");
+    }
+
+    #[test]
+    fn tls_is_auto_unless_off_or_the_operators_files() {
+        let c = DaemonConfig::from_toml(OK).unwrap();
+        assert_eq!(c.api.tls(), ApiTls::Auto { names: vec![] });
+        let with = |extra: &str| {
+            DaemonConfig::from_toml(&OK.replace("[api]\n", &format!("[api]\n{extra}\n")))
+        };
+        let c = with("tls_names = [\"seed.example\"]").unwrap();
+        assert_eq!(
+            c.api.tls(),
+            ApiTls::Auto {
+                names: vec!["seed.example".into()]
+            }
+        );
+        assert_eq!(with("tls = \"off\"").unwrap().api.tls(), ApiTls::Off);
+        let c = with("tls_cert = \"/etc/c.pem\"\ntls_key = \"/etc/k.pem\"").unwrap();
+        assert_eq!(
+            c.api.tls(),
+            ApiTls::Files {
+                cert: "/etc/c.pem".into(),
+                key: "/etc/k.pem".into()
+            }
+        );
+        for bad in [
+            "tls = \"maybe\"",
+            "tls_cert = \"/c\"",
+            "tls_key = \"/k\"",
+            "tls = \"off\"\ntls_cert = \"/c\"\ntls_key = \"/k\"",
+        ] {
+            assert!(with(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

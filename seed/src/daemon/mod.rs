@@ -27,6 +27,7 @@
 pub mod admin;
 pub mod agent_token;
 pub mod api;
+pub mod api_tls;
 pub mod api_tokens;
 pub mod clean;
 pub mod config;

@@ -98,7 +98,7 @@ pub(crate) fn serve(api: super::api::Api) -> (String, tokio_util::sync::Cancella
         rt.block_on(async move {
             let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
             tx.send(l.local_addr().unwrap()).unwrap();
-            super::admin::serve(l, api, s2).await;
+            super::admin::serve(l, None, api, s2).await;
         });
     });
     let addr = rx.recv().unwrap();

@@ -249,7 +249,7 @@ fn end_to_end(
     let nodes: Vec<String> = (1..=n).map(|i| format!("node{i}")).collect();
     // The daemon starts after the lab: wait until it answers for every node.
     let deadline = Instant::now() + Duration::from_secs(120);
-    let client = seed::cli::client::Client::new(&api, Some(TOKEN))?;
+    let client = seed::cli::client::Client::new(&api, Some(TOKEN), None)?;
     for node in &nodes {
         let path = format!("/v1/nodes/{node}");
         while client.get::<serde_json::Value>(&path).is_err() {

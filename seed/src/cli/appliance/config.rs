@@ -355,7 +355,9 @@ pub fn daemon_toml(c: &Checked, token: &str, paths: &Paths) -> String {
     let _ = writeln!(
         t,
         "# Generated at boot by `seed appliance config` from the appliance's seed.toml.\n\
-         store = {}\n\n[api]\ntoken = {}\nlisten = \"0.0.0.0:6385\"\n\n\
+         store = {}\n\n[api]\ntoken = {}\nlisten = \"0.0.0.0:6385\"\n\
+         # Plain HTTP until the appliance's status screen and installer pin the CA.\n\
+         tls = \"off\"\n\n\
          [agent]\nheartbeat_secs = 10\n\n\
          [ramdisk]\nkernel = {}\ninitrd = {}\n\n\
          [lifecycle]\nprovide_after_inspect = true\n\n\

@@ -116,20 +116,29 @@ pub enum NodeCommand {
 /// Where a running daemon's API is, for the commands that can use it instead of the store.
 #[derive(Debug, Clone, clap::Args)]
 pub struct Remote {
-    /// The daemon's API [default: http://127.0.0.1:6385 when it answers and no --store is
-    /// given; else the store file is opened].
+    /// The daemon's API [default: 127.0.0.1:6385 (https with --ca) when it answers and no
+    /// --store is given; else the store file is opened].
     #[arg(long, env = "SEED_API", value_name = "URL")]
     pub api: Option<String>,
     /// The API's bearer token.
     #[arg(long, env = "SEED_TOKEN", hide_env_values = true)]
     pub token: Option<api::Secret>,
+    /// The CA certificate (PEM) the daemon's HTTPS must chain to (`seed ca export`).
+    #[arg(long, env = "SEED_CA", value_name = "FILE")]
+    pub ca: Option<PathBuf>,
 }
 
 impl Remote {
     /// A client of the daemon to use, if any ([`client::daemon_url`]).
     pub fn client(&self, store_given: bool) -> anyhow::Result<Option<Client>> {
-        client::daemon_url(self.api.as_deref(), store_given)
-            .map(|url| Client::new(&url, self.token.as_ref().map(api::Secret::expose)))
+        client::daemon_url(self.api.as_deref(), store_given, self.ca.is_some())
+            .map(|url| {
+                Client::new(
+                    &url,
+                    self.token.as_ref().map(api::Secret::expose),
+                    self.ca.as_deref(),
+                )
+            })
             .transpose()
     }
 }
@@ -137,17 +146,20 @@ impl Remote {
 /// Where the daemon's REST API is.
 #[derive(Debug, Clone, clap::Args)]
 pub struct ApiArgs {
-    /// The daemon's API.
-    #[arg(long, env = "SEED_API", default_value = "http://127.0.0.1:6385")]
+    /// The daemon's API (`https://` by default with --ca, else `http://`).
+    #[arg(long, env = "SEED_API", default_value = client::DEFAULT_API)]
     pub api: String,
     /// The API's bearer token.
     #[arg(long, env = "SEED_TOKEN", hide_env_values = true)]
     pub token: api::Secret,
+    /// The CA certificate (PEM) the daemon's HTTPS must chain to (`seed ca export`).
+    #[arg(long, env = "SEED_CA", value_name = "FILE")]
+    pub ca: Option<PathBuf>,
 }
 
 impl ApiArgs {
     pub fn client(&self) -> anyhow::Result<Client> {
-        Client::new(&self.api, Some(self.token.expose()))
+        Client::new(&self.api, Some(self.token.expose()), self.ca.as_deref())
     }
 }
 

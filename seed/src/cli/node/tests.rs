@@ -119,6 +119,7 @@ fn import_list_show_through_the_api() {
     let remote = Remote {
         api: Some(addr.clone()),
         token: Some("tok".into()),
+        ca: None,
     };
     let c = remote.client(false).unwrap().unwrap();
     assert_eq!(c.base(), format!("http://{addr}"));
@@ -152,10 +153,10 @@ fn import_list_show_through_the_api() {
     assert!(e.to_string().contains("404"), "{e}");
 
     // A wrong token or none: clear errors, nothing shown.
-    let bad = Client::new(&url, Some("wrong")).unwrap();
+    let bad = Client::new(&url, Some("wrong"), None).unwrap();
     let e = list::list_api(&bad, &mut Vec::new()).unwrap_err();
     assert!(e.to_string().contains("401"), "{e}");
-    let e = Client::new(&url, None).err().unwrap();
+    let e = Client::new(&url, None, None).err().unwrap();
     assert!(e.to_string().contains("SEED_TOKEN"), "{e}");
     stop.cancel();
 }
@@ -165,11 +166,13 @@ fn a_named_store_wins_over_probing() {
     let r = Remote {
         api: None,
         token: None,
+        ca: None,
     };
     assert!(r.client(true).unwrap().is_none());
     let r = Remote {
         api: Some("http://h:1/".into()),
         token: Some("t".into()),
+        ca: None,
     };
     assert_eq!(r.client(true).unwrap().unwrap().base(), "http://h:1");
 }
