@@ -177,8 +177,6 @@ struct BootTable {
 /// What the lifecycle lock holds besides the right to step nodes.
 #[derive(Default)]
 struct Sequencing {
-    /// Nodes asked to inspect while still in `enroll`: inspect once verification succeeds.
-    inspect_after_verify: HashSet<String>,
     /// DHCP discovery's enrolment budget.
     discovery: discovery::Budget,
 }
@@ -296,6 +294,12 @@ impl Daemon {
             let lc = &n.lifecycle;
             if !lc.state.is_busy() || lc.maintenance.is_some() {
                 continue;
+            }
+            // A verification in flight when the last daemon (or leader) stopped is asked
+            // again: reading the power state changes nothing, and its answer may carry an
+            // inspection (`inspect_after_verify`) that would otherwise wait out the deadline.
+            if lc.state == State::Verifying {
+                self.enqueue(&n.name, vec![Action::VerifyPower]);
             }
             // The step's deadline and the boot watchdog's, whichever are armed.
             let mut any = false;
@@ -465,19 +469,9 @@ impl Daemon {
         &self.metadata_notify
     }
 
-    /// Operator request `inspect`: from `enroll` the BMC is verified first (`manage`), and the
-    /// inspection starts when it answers.
+    /// Operator request `inspect`: from `enroll` the BMC is verified first, and the inspection
+    /// starts when it answers (the lifecycle keeps that wish in the node's record).
     pub fn request_inspect(self: &Arc<Self>, name: &str) -> Result<Node, DaemonError> {
-        let (node, _) =
-            nodes::get(&*self.store, name)?.ok_or_else(|| DaemonError::NotFound(name.into()))?;
-        if node.lifecycle.state == State::Enroll && node.lifecycle.maintenance.is_none() {
-            lock(&self.lifecycle_lock)
-                .inspect_after_verify
-                .insert(name.into());
-            return self.apply(name, Event::Manage, vec![]).inspect_err(|_| {
-                lock(&self.lifecycle_lock).inspect_after_verify.remove(name);
-            });
-        }
         self.apply(name, Event::Inspect, vec![])
     }
 

@@ -169,19 +169,11 @@ impl Daemon {
         off_runtime(move || me.apply(&name, event, vec![])).await
     }
 
-    /// The BMC answered (`ev` is `verified`): record it, and inspect if that was asked for.
+    /// The BMC answered (`ev` is `verified`): record it (the lifecycle goes on to inspect when
+    /// that was asked from `enroll`).
     fn verified(self: &Arc<Self>, name: &str, ev: Event) {
-        match self.apply(name, ev, vec![]) {
-            Ok(n) if n.lifecycle.state == State::Manageable => {
-                let asked = lock(&self.lifecycle_lock).inspect_after_verify.remove(name);
-                if asked {
-                    if let Err(e) = self.apply(name, Event::Inspect, vec![]) {
-                        warn!(node = name, error = %e, "inspect after verification");
-                    }
-                }
-            }
-            Ok(_) => {}
-            Err(e) => warn!(node = name, error = %e, "verification result"),
+        if let Err(e) = self.apply(name, ev, vec![]) {
+            warn!(node = name, error = %e, "verification result");
         }
     }
 }

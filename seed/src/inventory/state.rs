@@ -137,4 +137,9 @@ pub struct Lifecycle {
     /// Power-cycles the boot watchdog made in the current (or last) step; 0 when a step starts.
     #[serde(default)]
     pub boot_retries: u32,
+    /// While verifying: `inspect` was asked from `enroll`, so a successful verification goes on
+    /// to inspect. Kept in the store (not in a daemon's memory), so a restarted daemon or a new
+    /// HA leader honours it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub inspect_after_verify: bool,
 }

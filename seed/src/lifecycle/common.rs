@@ -107,6 +107,7 @@ pub(super) fn succeed(lc: &mut Lifecycle, state: State) {
 /// The running step failed: move to its failed state, keeping the reason.
 pub(super) fn fail(node: &mut Node, reason: String) -> Vec<Action> {
     let lc = &mut node.lifecycle;
+    lc.inspect_after_verify = false;
     let (state, step) = match lc.state {
         State::Verifying => (State::Enroll, "verify"),
         State::Inspecting => (

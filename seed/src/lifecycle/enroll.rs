@@ -1,5 +1,6 @@
 //! From enrollment to `available`: verifying the BMC (`enroll` → `verifying` → `manageable`),
-//! inspection (`inspecting`, `inspect failed`), `provide`, and `manage` back from a stable state.
+//! inspection (`inspecting`, `inspect failed`; asked from `enroll`, it follows the verification
+//! in the same write), `provide`, and `manage` back from a stable state.
 
 use super::common::{begin, boot_watch, succeed};
 use super::{Action as A, State as S, Step};
@@ -10,8 +11,10 @@ use crate::inventory::{Node, Properties};
 pub(super) fn transition(node: &mut Node, event: Event, now: u64, t: &Timeouts) -> Step {
     let lc = &mut node.lifecycle;
     Some(match (&lc.state, event) {
-        (S::Enroll, Event::Manage) => {
+        (S::Enroll, e @ (Event::Manage | Event::Inspect)) => {
             let retry = lc.last_error.is_some();
+            // `inspect` from `enroll` verifies the BMC first, then inspects.
+            lc.inspect_after_verify = e == Event::Inspect;
             begin(lc, S::Verifying, retry, now + t.verify_ms);
             vec![
                 A::Persist,
@@ -23,20 +26,15 @@ pub(super) fn transition(node: &mut Node, event: Event, now: u64, t: &Timeouts) 
         }
         (S::Verifying, Event::Verified) => {
             succeed(lc, S::Manageable);
+            if std::mem::take(&mut lc.inspect_after_verify) {
+                // One write: `manageable` and the inspection's start commit together.
+                return Some(inspect(lc, false, now, t));
+            }
             vec![A::Persist]
         }
         (S::Manageable | S::InspectFailed { .. }, Event::Inspect) => {
             let retry = matches!(lc.state, S::InspectFailed { .. });
-            let at = now + t.inspect_ms;
-            begin(lc, S::Inspecting, retry, at);
-            let mut a = vec![
-                A::Persist,
-                A::SetBootDevice(BootDevice::Pxe),
-                A::Reboot,
-                A::Deadline { at_ms: at },
-            ];
-            a.extend(boot_watch(lc, now, t));
-            a
+            inspect(lc, retry, now, t)
         }
         (S::Inspecting, Event::Inspected(found)) => {
             succeed(lc, S::Manageable);
@@ -53,6 +51,20 @@ pub(super) fn transition(node: &mut Node, event: Event, now: u64, t: &Timeouts) 
         }
         _ => return None,
     })
+}
+
+/// Start an inspection: into PXE, the step's deadline and the boot watchdog.
+fn inspect(lc: &mut crate::inventory::Lifecycle, retry: bool, now: u64, t: &Timeouts) -> Vec<A> {
+    let at = now + t.inspect_ms;
+    begin(lc, S::Inspecting, retry, at);
+    let mut a = vec![
+        A::Persist,
+        A::SetBootDevice(BootDevice::Pxe),
+        A::Reboot,
+        A::Deadline { at_ms: at },
+    ];
+    a.extend(boot_watch(lc, now, t));
+    a
 }
 
 /// Inspection is authoritative for what it found; declared values stay where it found nothing.

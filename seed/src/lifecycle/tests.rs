@@ -108,6 +108,53 @@ fn at(state: &str) -> Node {
 }
 
 #[test]
+fn inspect_from_enroll_verifies_then_inspects_in_one_write_kept_in_the_record() {
+    let mut n = node();
+    assert_eq!(
+        ok(&mut n, Event::Inspect, 1000),
+        vec![
+            Action::Persist,
+            Action::VerifyPower,
+            Action::Deadline { at_ms: 1010 }
+        ]
+    );
+    assert_eq!(n.lifecycle.state, State::Verifying);
+    assert!(n.lifecycle.inspect_after_verify);
+    // The wish is in the record itself: a daemon that reads it back (a restart, a new HA
+    // leader) still inspects.
+    let json = serde_json::to_string(&n).unwrap();
+    let mut n: Node = serde_json::from_str(&json).unwrap();
+    assert!(n.lifecycle.inspect_after_verify);
+    let a = ok(&mut n, Event::Verified, 1001);
+    assert_eq!(a, reboot_into(BootDevice::Pxe, 1101));
+    assert_eq!(n.lifecycle.state, State::Inspecting);
+    assert!(!n.lifecycle.inspect_after_verify);
+    assert_eq!(n.lifecycle.last_error, None);
+
+    // `manage` alone stops at manageable; a failed verification forgets the wish.
+    let mut m = node();
+    ok(&mut m, Event::Manage, 1);
+    assert!(!m.lifecycle.inspect_after_verify);
+    assert_eq!(ok(&mut m, Event::Verified, 2), vec![Action::Persist]);
+    assert_eq!(m.lifecycle.state, State::Manageable);
+    let mut f = node();
+    ok(&mut f, Event::Inspect, 1);
+    ok(
+        &mut f,
+        Event::Failed {
+            reason: "BMC unreachable".into(),
+        },
+        2,
+    );
+    assert_eq!(f.lifecycle.state, State::Enroll);
+    assert!(!f.lifecycle.inspect_after_verify);
+    // Not serialized when unset: records written before the field existed read the same.
+    assert!(!serde_json::to_string(&f)
+        .unwrap()
+        .contains("inspect_after_verify"));
+}
+
+#[test]
 fn happy_path_with_actions() {
     let mut n = node();
     assert_eq!(
@@ -363,7 +410,7 @@ fn invalid_transitions_are_typed_errors_and_change_nothing() {
     ];
     // (state, events accepted there)
     let table: &[(&str, &[&str])] = &[
-        ("enroll", &["manage"]),
+        ("enroll", &["manage", "inspect"]),
         ("verifying", &["verified", "failed"]),
         ("manageable", &["inspect", "provide"]),
         ("inspecting", &["inspected", "failed"]),

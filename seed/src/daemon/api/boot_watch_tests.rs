@@ -207,3 +207,25 @@ async fn a_boot_deadline_stored_before_a_restart_is_rearmed() {
     assert_eq!(lc.op, 4, "the same attempt");
     assert!(lc.boot_deadline_ms.is_some_and(|d| d > now));
 }
+
+#[tokio::test]
+async fn a_verification_in_flight_at_a_restart_is_asked_again_and_goes_on_to_inspect() {
+    // The daemon (or the HA leader) stopped after `inspect` was asked from `enroll`, while the
+    // BMC was being verified: the record says verifying, with the inspection wished.
+    let store = Arc::new(MemStore::new());
+    let mut n = node(State::Verifying);
+    n.lifecycle.op = 1;
+    n.lifecycle.deadline_ms = Some(crate::daemon::now_ms() + 60_000);
+    n.lifecycle.inspect_after_verify = true;
+    nodes::create(&*store, &[n]).unwrap();
+    let e = daemon(store);
+    e.d.resume().unwrap();
+    e.wait("verified again, then inspecting", |e| {
+        e.lifecycle().state == State::Inspecting
+    })
+    .await;
+    e.wait("powered into PXE", |e| e.bmc.boots() == 1).await;
+    let lc = e.lifecycle();
+    assert!(!lc.inspect_after_verify);
+    assert_eq!(lc.last_error, None);
+}
