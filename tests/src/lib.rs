@@ -17,6 +17,7 @@ pub mod netboot_lan;
 pub mod netns;
 pub mod one_request;
 pub mod proc;
+pub mod wire_campaign;
 pub mod wire_seed;
 
 use std::path::PathBuf;

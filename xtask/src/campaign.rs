@@ -3,6 +3,10 @@
 //! campaign (see `tests::crash_campaign`): `kill -9` of the daemon at random points of an
 //! M-node stack deploy on fake machines, N runs, each resumed; prints the tally and fails when
 //! a run did not end with every node `active`, none deployed twice, the stack CREATE_COMPLETE.
+//!
+//! `cargo xtask campaign wire [--runs N] [--nodes M] [--drop P] [--corrupt P]`: the fault
+//! campaign on the wire (see `tests::wire_campaign`): QEMU nodes inspected and deployed through
+//! a wire that drops and corrupts P% of frames, beside broken BMCs; fails when a node is stuck.
 
 use anyhow::Result;
 
@@ -23,11 +27,32 @@ enum Which {
         #[arg(long, default_value_t = 50)]
         nodes: usize,
     },
+    /// QEMU nodes inspected and deployed through a faulty wire, beside broken BMCs: the tally.
+    Wire {
+        /// How many labs, one after the other.
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+        /// VM nodes per lab (two machines with broken BMCs are added).
+        #[arg(long, default_value_t = 2)]
+        nodes: usize,
+        /// Percent of the seed's frames dropped, each way.
+        #[arg(long = "drop", default_value_t = 5)]
+        drop_pct: u8,
+        /// Percent of the seed's frames corrupted, each way.
+        #[arg(long = "corrupt", default_value_t = 2)]
+        corrupt_pct: u8,
+    },
 }
 
 pub fn run(args: Args) -> Result<()> {
     match args.which {
         Which::Crash { runs, nodes } => crash(runs, nodes),
+        Which::Wire {
+            runs,
+            nodes,
+            drop_pct,
+            corrupt_pct,
+        } => wire(runs, nodes, drop_pct, corrupt_pct),
     }
 }
 
@@ -54,5 +79,36 @@ pub fn crash(runs: usize, nodes: usize) -> Result<()> {
             .arg(runs.to_string())
             .arg(nodes.to_string())
             .arg(&dir),
+    )
+}
+
+/// The fault campaign on the wire. Needs what the QEMU tests need (`cargo xtask ramdisk`,
+/// `cargo xtask image build tiny`, which `cargo xtask test` runs first).
+pub fn wire(runs: usize, nodes: usize, drop_pct: u8, corrupt_pct: u8) -> Result<()> {
+    anyhow::ensure!(
+        (1..=8).contains(&nodes),
+        "--nodes: 1 to 8 (QEMU VMs under TCG on this machine)"
+    );
+    anyhow::ensure!(
+        drop_pct <= 50 && corrupt_pct <= 50,
+        "--drop and --corrupt are percentages up to 50"
+    );
+    crate::run(crate::cargo().args(["build", "--quiet", "-p", "seed", "--bin", "seed"]))?;
+    crate::run(crate::cargo().args([
+        "build",
+        "--quiet",
+        "-p",
+        "tests",
+        "--bin",
+        "seed-wire-campaign",
+    ]))?;
+    let target = crate::target_dir();
+    crate::run(
+        std::process::Command::new(target.join("debug/seed-wire-campaign"))
+            .arg(runs.to_string())
+            .arg(nodes.to_string())
+            .arg(drop_pct.to_string())
+            .arg(corrupt_pct.to_string())
+            .arg(target.join("campaign/wire")),
     )
 }

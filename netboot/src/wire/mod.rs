@@ -65,6 +65,27 @@ pub struct WireConfig {
     /// default router): without one every iPXE waits ~13 s after DHCP.
     #[serde(default = "default_answer_rs")]
     pub answer_rs: bool,
+    /// Faults injected into every frame in and out (the fault campaign; never on a real
+    /// network): smoltcp's [`FaultInjector`](smoltcp::phy::FaultInjector).
+    #[serde(default)]
+    pub faults: Option<WireFaults>,
+}
+
+/// `[wire.faults]`: the share of frames (percent, each way) dropped and corrupted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WireFaults {
+    #[serde(default)]
+    pub drop_pct: u8,
+    #[serde(default)]
+    pub corrupt_pct: u8,
+    /// The injector's random seed (a campaign run can be repeated).
+    #[serde(default = "default_fault_seed")]
+    pub seed: u32,
+}
+
+fn default_fault_seed() -> u32 {
+    1
 }
 
 fn default_answer_rs() -> bool {
@@ -86,6 +107,8 @@ pub enum WireConfigError {
     NoGroup,
     #[error("wire kinds tap and af-packet need ifname")]
     NoIfname,
+    #[error("wire.faults: drop_pct and corrupt_pct are percentages up to 50 (got {0} and {1})")]
+    Faults(u8, u8),
 }
 
 impl WireConfig {
@@ -93,6 +116,11 @@ impl WireConfig {
     pub fn validate(&self) -> Result<(), WireConfigError> {
         if self.prefix_len == 0 || self.prefix_len > 30 {
             return Err(WireConfigError::PrefixLen(self.prefix_len));
+        }
+        if let Some(f) = self.faults {
+            if f.drop_pct > 50 || f.corrupt_pct > 50 {
+                return Err(WireConfigError::Faults(f.drop_pct, f.corrupt_pct));
+            }
         }
         match self.kind {
             WireKind::QemuMcast => match (self.group, self.port) {
@@ -127,8 +155,15 @@ impl WireConfig {
             WireKind::Tap => format!("tap {}", self.ifname.as_deref().unwrap_or("")),
             WireKind::AfPacket => format!("af-packet {}", self.ifname.as_deref().unwrap_or("")),
         };
+        let faults = match self.faults {
+            Some(f) => format!(
+                ", FAULTS: {}% dropped, {}% corrupted (seed {})",
+                f.drop_pct, f.corrupt_pct, f.seed
+            ),
+            None => String::new(),
+        };
         format!(
-            "userspace wire {link} as {server_ip}/{} ({}){}{}",
+            "userspace wire {link} as {server_ip}/{} ({}){}{}{faults}",
             self.prefix_len,
             self.mac_for(server_ip),
             if self.pcap { ", pcap on" } else { "" },
@@ -178,26 +213,27 @@ pub fn start(
         mac: mac.0,
         enabled: cfg.answer_rs,
         counters: ra::RaCounters::new(metrics),
+        faults: cfg.faults,
     };
     let (kind, group, port, ifname) = (cfg.kind, cfg.group, cfg.port, cfg.ifname.clone());
     let ifname = ifname.unwrap_or_default();
     match kind {
         WireKind::QemuMcast => {
             let (g, p) = (group.unwrap_or(Ipv4Addr::UNSPECIFIED), port.unwrap_or(0));
-            with_pcap(addr, pcap, ra, shutdown, move || {
+            with_faults(addr, pcap, ra, shutdown, move || {
                 let d = device::McastDevice::join(g, p, mac.0)?;
                 let fd = d.as_raw_fd();
                 Ok((d, fd))
             })
         }
-        WireKind::Tap => with_pcap(addr, pcap, ra, shutdown, move || {
+        WireKind::Tap => with_faults(addr, pcap, ra, shutdown, move || {
             let d = device::tap(&ifname)?;
             let fd = d.as_raw_fd();
             Ok((d, fd))
         }),
         WireKind::AfPacket => {
             let counters = af_packet::AfPacketCounters::new(metrics);
-            with_pcap(addr, pcap, ra, shutdown, move || {
+            with_faults(addr, pcap, ra, shutdown, move || {
                 let d = af_packet::AfPacket::open(&ifname, counters)?;
                 let fd = d.as_raw_fd();
                 Ok((d, fd))
@@ -206,11 +242,45 @@ pub fn start(
     }
 }
 
-/// The router solicitation responder's settings, moved to the driver thread.
+/// The router solicitation responder's settings (and the wire's faults), moved to the driver
+/// thread.
 struct RaSettings {
     mac: [u8; 6],
     enabled: bool,
     counters: ra::RaCounters,
+    faults: Option<WireFaults>,
+}
+
+/// Start the stack on the opened device, behind the fault injector when the wire has faults
+/// (innermost: the capture and the stack see the frames that survived).
+fn with_faults<D, F>(
+    addr: HostAddr,
+    pcap: Option<std::fs::File>,
+    ra: RaSettings,
+    shutdown: CancellationToken,
+    open: F,
+) -> io::Result<Stack>
+where
+    D: smoltcp::phy::Device + 'static,
+    F: FnOnce() -> io::Result<(D, std::os::fd::RawFd)> + Send + 'static,
+{
+    match ra.faults {
+        None => with_pcap(addr, pcap, ra, shutdown, open),
+        Some(f) => {
+            tracing::warn!(
+                drop_pct = f.drop_pct,
+                corrupt_pct = f.corrupt_pct,
+                "wire: injecting faults into every frame (a fault campaign, not a real network)"
+            );
+            with_pcap(addr, pcap, ra, shutdown, move || {
+                let (d, fd) = open()?;
+                let mut d = smoltcp::phy::FaultInjector::new(d, f.seed);
+                d.set_drop_chance(f.drop_pct);
+                d.set_corrupt_chance(f.corrupt_pct);
+                Ok((d, fd))
+            })
+        }
+    }
 }
 
 /// Start the stack on the opened device wrapped in the pcap writer (if any) and, outermost,
@@ -230,6 +300,7 @@ where
         mac,
         enabled,
         counters,
+        faults: _,
     } = ra;
     match pcap {
         None => Stack::start(
@@ -274,6 +345,30 @@ mod tests {
     use crate::config::NetbootConfig;
 
     const BASE: &str = "server_ip = \"10.9.0.1\"\n[http]\nroot = \"/tmp\"\n";
+
+    #[test]
+    fn wire_faults_parse_describe_and_are_bounded() {
+        let wire = "[wire]\nkind = \"qemu-mcast\"\ngroup = \"230.0.71.5\"\nport = 47123\n";
+        let cfg = NetbootConfig::from_toml(&format!(
+            "{BASE}{wire}[wire.faults]\ndrop_pct = 5\ncorrupt_pct = 2\n"
+        ))
+        .unwrap();
+        let w = cfg.wire.unwrap();
+        let f = w.faults.unwrap();
+        assert_eq!((f.drop_pct, f.corrupt_pct, f.seed), (5, 2, 1));
+        assert!(
+            w.describe(cfg.server_ip)
+                .ends_with("FAULTS: 5% dropped, 2% corrupted (seed 1)"),
+            "{}",
+            w.describe(cfg.server_ip)
+        );
+        for bad in ["drop_pct = 51", "corrupt_pct = 90", "delay_ms = 3"] {
+            let r = NetbootConfig::from_toml(&format!("{BASE}{wire}[wire.faults]\n{bad}\n"));
+            assert!(r.is_err(), "{bad} accepted");
+        }
+        let plain = NetbootConfig::from_toml(&format!("{BASE}{wire}")).unwrap();
+        assert_eq!(plain.wire.unwrap().faults, None);
+    }
 
     #[test]
     fn a_qemu_mcast_wire_parses_with_defaults() {

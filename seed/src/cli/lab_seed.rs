@@ -180,6 +180,10 @@ pub struct WireSeed {
     pub heartbeat_secs: Option<u64>,
     /// The DHCP lease time; `None`: the daemon's default.
     pub lease_secs: Option<u64>,
+    /// Faults injected into the seed's wire (the fault campaign).
+    pub wire_faults: Option<netboot::wire::WireFaults>,
+    /// `[lifecycle]` inspect and deploy timeouts (s); `None`: the daemon's defaults.
+    pub step_timeouts: Option<(u64, u64)>,
 }
 
 impl WireSeed {
@@ -196,6 +200,8 @@ impl WireSeed {
             discovery: true,
             heartbeat_secs: None,
             lease_secs: None,
+            wire_faults: None,
+            step_timeouts: None,
         }
     }
 
@@ -291,6 +297,17 @@ port = 8080
         }
         if self.tftp {
             c += &format!("\n[netboot.tftp]\nroot = {:?}\n", self.dir.join("tftp"));
+        }
+        if let Some((inspect, deploy)) = self.step_timeouts {
+            c += &format!(
+                "\n[lifecycle]\ninspect_timeout_secs = {inspect}\ndeploy_timeout_secs = {deploy}\n"
+            );
+        }
+        if let Some(f) = self.wire_faults {
+            c += &format!(
+                "\n[netboot.wire.faults]\ndrop_pct = {}\ncorrupt_pct = {}\nseed = {}\n",
+                f.drop_pct, f.corrupt_pct, f.seed
+            );
         }
         let mut ip = 10;
         for n in &self.nodes {
