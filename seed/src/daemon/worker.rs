@@ -81,6 +81,16 @@ impl Daemon {
             && node.lifecycle.maintenance.is_none()
             && batch.contains(&Action::PowerOff);
         for action in batch {
+            // Leadership can end mid-batch (a BMC call retries for up to 10 s): a deposed
+            // leader must not send the rest, which the new leader re-derives from the store.
+            if action_needs_leader(&action) && !self.acting() {
+                warn!(
+                    node = name,
+                    ?action,
+                    "no longer the leader: the rest of the batch dropped"
+                );
+                return;
+            }
             let res = match &action {
                 Action::VerifyPower => drv.status().await.map(|_| {
                     follow = Some(Event::Verified);
@@ -196,4 +206,10 @@ fn build_driver(name: &str, bmc: &Bmc) -> Arc<dyn PowerDriver> {
             Arc::new(FakePower::new(fake, bmc.username.clone(), password))
         }
     }
+}
+
+/// Whether `action` touches the machine (its BMC or its agent's work), which only the leader
+/// may do.
+fn action_needs_leader(action: &Action) -> bool {
+    !matches!(action, Action::Persist | Action::Deadline { .. })
 }
