@@ -260,11 +260,40 @@ fn ha_farm_stack_survives_kill_pause_and_cut() {
         |c| sw.link(&hosts[c], true),
     );
 
-    wait("CREATE_COMPLETE", Duration::from_secs(240), &seeds, || {
+    let complete = || {
         let (_, s) = api.json(addr(c), "GET", "/v1/stacks/farm", None);
         assert_ne!(s["status"], "CREATE_FAILED", "{s}");
         s["status"] == "CREATE_COMPLETE"
-    });
+    };
+    tests::daemon::wait(
+        "CREATE_COMPLETE",
+        Duration::from_secs(240),
+        complete,
+        || {
+            // Which machines are not done, as the daemons and the farm see them, then the logs.
+            let states: Vec<String> = (0..3)
+                .map(|i| {
+                    let st = api.states(addr(i)).unwrap_or_default();
+                    let busy: Vec<_> = st.iter().filter(|(_, s)| *s != "active").collect();
+                    format!("seed{i} sees not active: {busy:?}")
+                })
+                .collect();
+            let farm = tests::farm::read_status(&status);
+            let farm: Vec<String> = farm
+                .iter()
+                .filter(|(_, s)| s.image_boots_reported == 0)
+                .map(|(n, s)| format!("{n}: {s:?}"))
+                .collect();
+            let logs: String = seeds
+                .iter()
+                .map(|s| format!("---- {} ----\n{}\n", s.host.ns.name, s.log()))
+                .collect();
+            format!(
+                "{}\nfarm machines not booted: {farm:?}\n{logs}",
+                states.join("\n")
+            )
+        },
+    );
     eprintln!("stack complete: {:?}", t0.elapsed());
     let states = api.states(addr((c + 1) % 3)).unwrap_or_default();
     assert_eq!(states.len(), N);
