@@ -61,24 +61,11 @@ pub fn crash(runs: usize, nodes: usize) -> Result<()> {
         (1..=400).contains(&nodes),
         "--nodes: 1 to 400 (one BMC port and one loopback address each)"
     );
-    crate::run(crate::cargo().args(["build", "--quiet", "-p", "seed", "--bin", "seed"]))?;
-    crate::run(crate::cargo().args([
-        "build",
-        "--quiet",
-        "-p",
-        "tests",
-        "--bin",
-        "seed-fake-farm",
-        "--bin",
+    run_bin(
         "seed-crash-campaign",
-    ]))?;
-    let target = crate::target_dir();
-    let dir = target.join("campaign/crash");
-    crate::run(
-        std::process::Command::new(target.join("debug/seed-crash-campaign"))
-            .arg(runs.to_string())
-            .arg(nodes.to_string())
-            .arg(&dir),
+        &["seed-fake-farm"],
+        &[runs.to_string(), nodes.to_string()],
+        "crash",
     )
 }
 
@@ -93,22 +80,24 @@ pub fn wire(runs: usize, nodes: usize, drop_pct: u8, corrupt_pct: u8) -> Result<
         drop_pct <= 50 && corrupt_pct <= 50,
         "--drop and --corrupt are percentages up to 50"
     );
+    let args = [runs, nodes, drop_pct.into(), corrupt_pct.into()].map(|a: usize| a.to_string());
+    run_bin("seed-wire-campaign", &[], &args, "wire")
+}
+
+/// Build `seed` and the tests crate's `bin` (with the bins it starts, `beside`), then run it
+/// with `args` and its directory under `target/campaign/<dir>`.
+fn run_bin(bin: &str, beside: &[&str], args: &[String], dir: &str) -> Result<()> {
     crate::run(crate::cargo().args(["build", "--quiet", "-p", "seed", "--bin", "seed"]))?;
-    crate::run(crate::cargo().args([
-        "build",
-        "--quiet",
-        "-p",
-        "tests",
-        "--bin",
-        "seed-wire-campaign",
-    ]))?;
+    let mut build = crate::cargo();
+    build.args(["build", "--quiet", "-p", "tests"]);
+    for b in beside.iter().chain([&bin]) {
+        build.args(["--bin", b]);
+    }
+    crate::run(&mut build)?;
     let target = crate::target_dir();
     crate::run(
-        std::process::Command::new(target.join("debug/seed-wire-campaign"))
-            .arg(runs.to_string())
-            .arg(nodes.to_string())
-            .arg(drop_pct.to_string())
-            .arg(corrupt_pct.to_string())
-            .arg(target.join("campaign/wire")),
+        std::process::Command::new(target.join("debug").join(bin))
+            .args(args)
+            .arg(target.join("campaign").join(dir)),
     )
 }

@@ -213,27 +213,27 @@ pub fn start(
         mac: mac.0,
         enabled: cfg.answer_rs,
         counters: ra::RaCounters::new(metrics),
-        faults: cfg.faults,
     };
+    let faults = cfg.faults;
     let (kind, group, port, ifname) = (cfg.kind, cfg.group, cfg.port, cfg.ifname.clone());
     let ifname = ifname.unwrap_or_default();
     match kind {
         WireKind::QemuMcast => {
             let (g, p) = (group.unwrap_or(Ipv4Addr::UNSPECIFIED), port.unwrap_or(0));
-            with_faults(addr, pcap, ra, shutdown, move || {
+            with_faults(addr, pcap, faults, ra, shutdown, move || {
                 let d = device::McastDevice::join(g, p, mac.0)?;
                 let fd = d.as_raw_fd();
                 Ok((d, fd))
             })
         }
-        WireKind::Tap => with_faults(addr, pcap, ra, shutdown, move || {
+        WireKind::Tap => with_faults(addr, pcap, faults, ra, shutdown, move || {
             let d = device::tap(&ifname)?;
             let fd = d.as_raw_fd();
             Ok((d, fd))
         }),
         WireKind::AfPacket => {
             let counters = af_packet::AfPacketCounters::new(metrics);
-            with_faults(addr, pcap, ra, shutdown, move || {
+            with_faults(addr, pcap, faults, ra, shutdown, move || {
                 let d = af_packet::AfPacket::open(&ifname, counters)?;
                 let fd = d.as_raw_fd();
                 Ok((d, fd))
@@ -242,13 +242,11 @@ pub fn start(
     }
 }
 
-/// The router solicitation responder's settings (and the wire's faults), moved to the driver
-/// thread.
+/// The router solicitation responder's settings, moved to the driver thread.
 struct RaSettings {
     mac: [u8; 6],
     enabled: bool,
     counters: ra::RaCounters,
-    faults: Option<WireFaults>,
 }
 
 /// Start the stack on the opened device, behind the fault injector when the wire has faults
@@ -256,6 +254,7 @@ struct RaSettings {
 fn with_faults<D, F>(
     addr: HostAddr,
     pcap: Option<std::fs::File>,
+    faults: Option<WireFaults>,
     ra: RaSettings,
     shutdown: CancellationToken,
     open: F,
@@ -264,7 +263,7 @@ where
     D: smoltcp::phy::Device + 'static,
     F: FnOnce() -> io::Result<(D, std::os::fd::RawFd)> + Send + 'static,
 {
-    match ra.faults {
+    match faults {
         None => with_pcap(addr, pcap, ra, shutdown, open),
         Some(f) => {
             tracing::warn!(
@@ -300,7 +299,6 @@ where
         mac,
         enabled,
         counters,
-        faults: _,
     } = ra;
     match pcap {
         None => Stack::start(
