@@ -82,6 +82,9 @@ pub struct Config<'a> {
     pub tls: Option<&'a str>,
     /// `[agent] heartbeat_secs`, if set.
     pub heartbeat_secs: Option<u64>,
+    /// `[agent] https_port`: the agents' HTTPS on; `None`: `tls = "off"` (the tests' fake
+    /// agents speak plain HTTP, and a fixed default port would collide between tests).
+    pub agent_https: Option<u16>,
     /// `[ramdisk]` kernel and initrd; none: files that do not exist (nothing boots it).
     pub ramdisk: Option<(PathBuf, PathBuf)>,
     /// More top-level sections (`[lifecycle]` …), verbatim.
@@ -108,6 +111,7 @@ impl<'a> Config<'a> {
             listen: Some("127.0.0.1:6385"),
             tls: Some("off"),
             heartbeat_secs: None,
+            agent_https: None,
             ramdisk: None,
             sections: "",
             store_table: None,
@@ -132,9 +136,14 @@ impl<'a> Config<'a> {
         if let Some(t) = self.tls {
             s += &format!("tls = \"{t}\"\n");
         }
+        s += "\n[agent]\n";
         if let Some(h) = self.heartbeat_secs {
-            s += &format!("\n[agent]\nheartbeat_secs = {h}\n");
+            s += &format!("heartbeat_secs = {h}\n");
         }
+        s += &match self.agent_https {
+            Some(p) => format!("https_port = {p}\n"),
+            None => "tls = \"off\"\n".into(),
+        };
         let missing = d.join("no-ramdisk");
         let (kernel, initrd) = match &self.ramdisk {
             Some((k, i)) => (k.clone(), i.clone()),

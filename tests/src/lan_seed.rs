@@ -31,6 +31,17 @@ pub struct Options<'a> {
     pub rest_on_provisioning: bool,
 }
 
+/// `sections` with `[agent] tls = "off"` (in the test's own `[agent]` table if it has one): the
+/// node here is curl, speaking plain HTTP to the boot server.
+fn agent_plain_http(sections: &str) -> String {
+    const OFF: &str = "[agent]\ntls = \"off\"\n";
+    if sections.contains("[agent]\n") {
+        sections.replacen("[agent]\n", OFF, 1)
+    } else {
+        format!("{sections}\n{OFF}")
+    }
+}
+
 /// A running daemon on its LAN; the daemon is killed and the namespaces removed on drop.
 pub struct LanSeed {
     pub lan: Lan,
@@ -55,7 +66,7 @@ impl LanSeed {
         // Enrolled into the store file before the daemon opens it.
         let store = d.join("seed.redb");
         crate::import_nodes(&store, &crate::fake_bmc_node("node1", opts.node_mac));
-        let sections = sections(d);
+        let sections = agent_plain_http(&sections(d));
         let pool = if opts.discovery_pool {
             format!(
                 "discovery = true\npool = {{ start = \"{}\", end = \"{}\" }}\n",

@@ -53,6 +53,29 @@ pub fn seed_bin() -> PathBuf {
 
 /// Fail (not skip) with a clear message when a peer program is missing: `cargo xtask deps`
 /// installs every one of them.
+/// `seed-config`, built once per test process.
+pub fn seed_config_bin() -> PathBuf {
+    static BIN: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BIN.get_or_init(|| {
+        let root = workspace_root();
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let status = std::process::Command::new(cargo)
+            .args(["build", "--quiet", "-p", "ramdisk", "--bin", "seed-config"])
+            .current_dir(&root)
+            .status()
+            .expect("running cargo build -p ramdisk");
+        assert!(
+            status.success(),
+            "cargo build -p ramdisk --bin seed-config failed"
+        );
+        let target = std::env::var_os("CARGO_TARGET_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| root.join("target"));
+        target.join("debug").join("seed-config")
+    })
+    .clone()
+}
+
 pub fn require(program: &str) -> PathBuf {
     for dir in std::env::var("PATH")
         .unwrap_or_default()

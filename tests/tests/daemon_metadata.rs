@@ -11,29 +11,6 @@ use tests::proc::Child;
 
 const TOKEN: &str = "admin-t0ken-for-tests";
 
-/// `seed-config`, built once per test process.
-fn seed_config_bin() -> PathBuf {
-    static BIN: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
-    BIN.get_or_init(|| {
-        let root = tests::workspace_root();
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let status = std::process::Command::new(cargo)
-            .args(["build", "--quiet", "-p", "ramdisk", "--bin", "seed-config"])
-            .current_dir(&root)
-            .status()
-            .expect("running cargo build -p ramdisk");
-        assert!(
-            status.success(),
-            "cargo build -p ramdisk --bin seed-config failed"
-        );
-        let target = std::env::var_os("CARGO_TARGET_DIR")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| root.join("target"));
-        target.join("debug").join("seed-config")
-    })
-    .clone()
-}
-
 /// A password nobody else would log by accident.
 fn password(tag: &str) -> String {
     let mut b = [0u8; 12];
@@ -178,7 +155,7 @@ impl Node {
     }
 
     fn collect_cmd(&self) -> std::process::Command {
-        let mut cmd = std::process::Command::new(seed_config_bin());
+        let mut cmd = std::process::Command::new(tests::seed_config_bin());
         cmd.arg("collect")
             .arg("--identity")
             .arg(self.path("identity.json"))
@@ -304,7 +281,7 @@ fn daemon_metadata_per_node_long_poll_signals() {
     assert_eq!((code, body.as_str()), (304, ""));
 
     // A standalone failure signal.
-    let out = std::process::Command::new(seed_config_bin())
+    let out = std::process::Command::new(tests::seed_config_bin())
         .args([
             "signal",
             "--deployment",

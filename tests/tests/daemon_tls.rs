@@ -175,3 +175,149 @@ fn daemon_tls_operators_api_is_https_pinned_to_the_seeds_ca() {
     assert_eq!(code, 0, "{body}\n{}", daemon.output());
     assert!(body.contains("tls-node"), "{body}");
 }
+
+/// The SHA-256 fingerprint of the certificate in `pem` as openssl (a peer nobody here wrote)
+/// computes it: lowercase hex, no colons.
+fn openssl_sha256(pem: &Path) -> String {
+    let out = std::process::Command::new(tests::require("openssl"))
+        .args(["x509", "-noout", "-fingerprint", "-sha256", "-in"])
+        .arg(pem)
+        .output()
+        .expect("running openssl");
+    assert!(out.status.success(), "{out:?}");
+    let line = String::from_utf8_lossy(&out.stdout).into_owned();
+    let fp = line.split('=').nth(1).unwrap_or_else(|| panic!("{line}"));
+    fp.trim().replace(':', "").to_ascii_lowercase()
+}
+
+/// `seed-config booted` with `identity`, in `ns`: its output.
+fn seed_config_booted(ns: &Netns, identity: &Path) -> Output {
+    ns.cmd(tests::seed_config_bin())
+        .args(["booted", "--retries", "0", "--identity"])
+        .arg(identity)
+        .env("NO_COLOR", "1")
+        .output()
+        .expect("running seed-config")
+}
+
+/// Issue 18, hole 4 (the agents): with `[agent] tls` on, the ramdisk's command line points the
+/// agent at the HTTPS port with the CA's fingerprint (`seed.ca=`, as openssl computes it);
+/// curl with the CA reaches the agent API there; the agents' client (`seed-config`, the
+/// deployed node's side) pinned to that fingerprint gets through TLS to the seed's own answer
+/// (401: a made-up credential), and pinned to another fingerprint, or to none, gets nothing.
+#[test]
+fn daemon_tls_agents_call_the_seed_over_https_pinned_by_the_cas_fingerprint() {
+    let ns = Netns::new("atls");
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let mac = "52:54:00:00:7e:02";
+    tests::import_nodes(&d.join("seed.redb"), &tests::fake_bmc_node("tls-node", mac));
+    let config = Config {
+        agent_https: Some(8443),
+        ..Config::loopback(d, TOKEN)
+    }
+    .write();
+    let mut daemon = tests::daemon::spawn(&ns, "seed-daemon", &config);
+    daemon.wait_for_log("HTTPS listening", Duration::from_secs(30));
+    let out = seed(&ns, &["ca", "export", "--config", config.to_str().unwrap()]);
+    assert!(out.status.success(), "{out:?}");
+    let ca = d.join("ca.pem");
+    std::fs::write(&ca, &out.stdout).unwrap();
+    let fp = openssl_sha256(&ca);
+    assert_eq!(fp.len(), 64, "{fp}");
+    let out = seed(
+        &ns,
+        &[
+            "ca",
+            "export",
+            "--sha256",
+            "--config",
+            config.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), fp, "{out:?}");
+    // The agents' certificate sits beside the operators' CA, its key the seed's alone.
+    assert_eq!(mode(&d.join("state/api-tls/agent-key.pem")), 0o600);
+
+    // The ramdisk's command line, once the node is to boot it (inspection).
+    let (code, body) = tests::daemon::api(
+        &ns,
+        "POST",
+        "http://127.0.0.1:6385/v1/nodes/tls-node/inspect",
+        TOKEN,
+        None,
+    );
+    assert_eq!(code, 202, "{body}");
+    let script = (0..50)
+        .find_map(|_| {
+            let (code, s) = curl(&ns, &[&format!("http://127.0.0.1:8080/ipxe/{mac}")]);
+            let ready = code == 0 && s.contains("seed.url=");
+            if !ready {
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            ready.then_some(s)
+        })
+        .unwrap_or_else(|| panic!("no ramdisk script for {mac}\n{}", daemon.output()));
+    assert!(
+        script.contains(&format!("seed.url=https://127.0.0.1:8443 seed.ca={fp} ")),
+        "{script}"
+    );
+
+    // curl with the CA: the agent API answers over HTTPS (401: no agent token here).
+    let ca_arg = ca.to_str().unwrap();
+    let (code, body) = curl(
+        &ns,
+        &[
+            "--cacert",
+            ca_arg,
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "-X",
+            "POST",
+            "--data",
+            &format!("{{\"boot_mac\":\"{mac}\"}}"),
+            "https://127.0.0.1:8443/v1/agent/heartbeat",
+        ],
+    );
+    assert_eq!((code, body.as_str()), (0, "401"), "{}", daemon.output());
+
+    // The agents' client, as a deployed node runs it.
+    let identity = |pin: Option<&str>| {
+        let p = d.join(format!("identity-{}.json", pin.unwrap_or("none")));
+        let mut id = serde_json::json!({
+            "node": "tls-node",
+            "seed_url": "https://127.0.0.1:8443",
+            "credential": "made-up-credential",
+            "image": "tiny@00",
+        });
+        if let Some(pin) = pin {
+            id["seed_ca"] = pin.into();
+        }
+        std::fs::write(&p, id.to_string()).unwrap();
+        p
+    };
+    let out = seed_config_booted(&ns, &identity(Some(&fp)));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{out:?}");
+    assert!(
+        err.contains("401"),
+        "through TLS to the seed's refusal: {err}"
+    );
+    let other = "ab".repeat(32);
+    let out = seed_config_booted(&ns, &identity(Some(&other)));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{out:?}");
+    assert!(
+        err.contains(&format!("no CA certificate with SHA-256 {other}")) && !err.contains("401"),
+        "another pin: no request at all: {err}"
+    );
+    let out = seed_config_booted(&ns, &identity(None));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("seed_ca"), "{out:?}");
+    assert!(
+        !daemon.output().contains("made-up-credential"),
+        "a credential in the log"
+    );
+}

@@ -173,7 +173,12 @@ fn deploy_writes_a_bootable_disk() {
         let id: images::Identity = serde_json::from_slice(&std::fs::read(&p).unwrap()).unwrap();
         assert_eq!(id.node, "node-1");
         assert_eq!(id.credential.expose(), "s3cret-credential");
-        assert_eq!(id.seed_url, "http://10.80.0.1:8080");
+        assert_eq!(id.seed_url, "https://10.80.0.1:8443");
+        assert_eq!(
+            id.seed_ca,
+            Some("ab".repeat(32)),
+            "the CA pin rides with the URL"
+        );
         assert_eq!(id.image, format!("tiny@{}", cmd.manifest.stream.sha256));
     }
 

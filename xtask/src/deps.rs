@@ -15,6 +15,10 @@ pub const PACKAGES: &[(&str, &str)] = &[
     ),
     ("curl", "HTTP and TFTP client in tests"),
     (
+        "openssl",
+        "an independent SHA-256 fingerprint of the seed's CA in the TLS tests",
+    ),
+    (
         "isc-dhcp-client",
         "dhclient: a DHCP client nobody here wrote",
     ),

@@ -1,6 +1,8 @@
 //! HTTP boot server on hyper: static files streamed from a root (with `Range`, `HEAD`,
 //! `Last-Modified`), per-node iPXE scripts at `/ipxe/{mac}`, the generic `/boot.ipxe`, and
 //! `/metrics`. `server` is the tokio/hyper edge and the request router; `range` parses `Range`.
+//! With [`HttpConfig::https`], a second port serves the same over TLS (rustls): the agents'
+//! channel; iPXE's own fetches stay on the plain port.
 
 pub mod limits;
 pub mod range;
@@ -21,6 +23,17 @@ pub struct HttpConfig {
     /// TCP port to listen on.
     #[serde(default = "default_port")]
     pub port: u16,
+    /// Also serve the same files and `/v1/` over HTTPS (set by the program, not the file:
+    /// the seed daemon's agent channel).
+    #[serde(skip)]
+    pub https: Option<HttpsConfig>,
+}
+
+/// The HTTPS port beside the plain one: same files, same API, TLS with `config`.
+#[derive(Debug, Clone)]
+pub struct HttpsConfig {
+    pub port: u16,
+    pub config: std::sync::Arc<rustls::ServerConfig>,
 }
 
 fn default_port() -> u16 {
@@ -74,6 +87,24 @@ impl ApiRequest {
 /// `what` and waited out for 50 ms, so the connections already open keep being served: `None`
 /// then, and the caller's loop goes round again.
 pub async fn accept(
+    listener: &tokio::net::TcpListener,
+    what: &str,
+) -> Option<(tokio::net::TcpStream, std::net::SocketAddr)> {
+    accept_on(listener, what).await
+}
+
+/// [`accept`] on a listener that may not be there (then never).
+pub async fn accept_maybe(
+    listener: Option<&tokio::net::TcpListener>,
+    what: &str,
+) -> Option<(tokio::net::TcpStream, std::net::SocketAddr)> {
+    match listener {
+        Some(l) => accept_on(l, what).await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn accept_on(
     listener: &tokio::net::TcpListener,
     what: &str,
 ) -> Option<(tokio::net::TcpStream, std::net::SocketAddr)> {

@@ -63,32 +63,47 @@ pub async fn serve(
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
     let root = Root::new(&cfg.root)?;
-    let iface = ctx.interface.as_deref();
-    let listener = match bind_tcp(SocketAddr::new(ctx.server_ip.into(), cfg.port), iface) {
-        Ok(l) => l,
-        Err(e) if e.kind() == std::io::ErrorKind::AddrNotAvailable => {
-            warn!(server_ip = %ctx.server_ip, "server_ip not configured here; HTTP listens on 0.0.0.0");
-            bind_tcp(
-                SocketAddr::new(Ipv4Addr::UNSPECIFIED.into(), cfg.port),
-                iface,
-            )?
-        }
-        Err(e) => return Err(e),
-    };
+    let listener = bind_here(&ctx, cfg.port)?;
     info!(addr = %listener.local_addr()?, root = %root.path().display(), "HTTP listening");
+    let https = match &cfg.https {
+        Some(h) => {
+            let l = bind_here(&ctx, h.port)?;
+            info!(addr = %l.local_addr()?, "HTTPS listening");
+            Some((l, tokio_rustls::TlsAcceptor::from(h.config.clone())))
+        }
+        None => None,
+    };
     let app = App::new(ctx, cfg.port, root);
     loop {
-        let (stream, peer) = tokio::select! {
+        tokio::select! {
             _ = shutdown.cancelled() => break,
-            r = super::accept(&listener, "HTTP accept") => match r {
-                Some(x) => x,
-                None => continue,
+            r = super::accept(&listener, "HTTP accept") => if let Some((stream, peer)) = r {
+                let _ = stream.set_nodelay(true);
+                spawn_connection(app.clone(), stream, peer, shutdown.clone());
             },
-        };
-        let _ = stream.set_nodelay(true);
-        spawn_connection(app.clone(), stream, peer, shutdown.clone());
+            r = super::accept_maybe(https.as_ref().map(|h| &h.0), "HTTPS accept") => {
+                if let (Some((stream, peer)), Some((_, tls))) = (r, &https) {
+                    let _ = stream.set_nodelay(true);
+                    spawn_tls_connection(app.clone(), tls.clone(), stream, peer, shutdown.clone());
+                }
+            }
+        }
     }
     Ok(())
+}
+
+/// A listener on `port` of `ctx.server_ip` (or 0.0.0.0 if that address is not configured
+/// here), bound to `ctx.interface` if set.
+fn bind_here(ctx: &ServiceContext, port: u16) -> std::io::Result<tokio::net::TcpListener> {
+    let iface = ctx.interface.as_deref();
+    match bind_tcp(SocketAddr::new(ctx.server_ip.into(), port), iface) {
+        Ok(l) => Ok(l),
+        Err(e) if e.kind() == std::io::ErrorKind::AddrNotAvailable => {
+            warn!(server_ip = %ctx.server_ip, port, "server_ip not configured here; listening on 0.0.0.0");
+            bind_tcp(SocketAddr::new(Ipv4Addr::UNSPECIFIED.into(), port), iface)
+        }
+        Err(e) => Err(e),
+    }
 }
 
 impl App {
@@ -123,43 +138,76 @@ pub(crate) fn spawn_connection<S>(
 ) where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
 {
-    use super::limits;
     // Over the limit: the stream is dropped, which closes it.
     let Some(slot) = app.slots.take(peer) else {
         return;
     };
     tokio::spawn(async move {
         let _slot = slot;
-        let activity = limits::Activity::new();
-        let seen = activity.clone();
-        let svc = hyper::service::service_fn(move |req| {
-            let app = app.clone();
-            let busy = seen.request();
-            async move {
-                let r = app.handle(req, peer).await;
-                drop(busy);
-                Ok::<_, std::convert::Infallible>(r)
-            }
-        });
-        let conn =
-            limits::http1().serve_connection(limits::Watched::new(stream, activity.clone()), svc);
-        tokio::pin!(conn);
-        let res = tokio::select! {
-            r = conn.as_mut() => r,
-            _ = shutdown.cancelled() => {
-                conn.as_mut().graceful_shutdown();
-                conn.await
-            }
-            _ = limits::idle(activity) => {
-                debug!(%peer, "HTTP connection idle: closed");
-                conn.as_mut().graceful_shutdown();
-                conn.await
-            }
-        };
-        if let Err(e) = res {
-            debug!(%peer, error = %e, "HTTP connection ended with an error");
+        connection(app, stream, peer, shutdown).await
+    });
+}
+
+/// [`spawn_connection`] for the HTTPS port: the TLS handshake (bounded like the request
+/// headers) in the connection's task and slot, then the same service.
+pub(crate) fn spawn_tls_connection<S>(
+    app: Arc<App>,
+    tls: tokio_rustls::TlsAcceptor,
+    stream: S,
+    peer: SocketAddr,
+    shutdown: CancellationToken,
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
+{
+    let Some(slot) = app.slots.take(peer) else {
+        return;
+    };
+    tokio::spawn(async move {
+        let _slot = slot;
+        let hs = tokio::time::timeout(super::limits::HEADER_READ_TIMEOUT, tls.accept(stream));
+        match hs.await {
+            Ok(Ok(stream)) => connection(app, stream, peer, shutdown).await,
+            Ok(Err(e)) => debug!(%peer, error = %e, "HTTPS handshake failed"),
+            Err(_) => debug!(%peer, "HTTPS handshake timed out"),
         }
     });
+}
+
+/// One connection, plain or TLS: HTTP/1 with the header-read and idle bounds.
+async fn connection<S>(app: Arc<App>, stream: S, peer: SocketAddr, shutdown: CancellationToken)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
+{
+    use super::limits;
+    let activity = limits::Activity::new();
+    let seen = activity.clone();
+    let svc = hyper::service::service_fn(move |req| {
+        let app = app.clone();
+        let busy = seen.request();
+        async move {
+            let r = app.handle(req, peer).await;
+            drop(busy);
+            Ok::<_, std::convert::Infallible>(r)
+        }
+    });
+    let conn =
+        limits::http1().serve_connection(limits::Watched::new(stream, activity.clone()), svc);
+    tokio::pin!(conn);
+    let res = tokio::select! {
+        r = conn.as_mut() => r,
+        _ = shutdown.cancelled() => {
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        }
+        _ = limits::idle(activity) => {
+            debug!(%peer, "HTTP connection idle: closed");
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        }
+    };
+    if let Err(e) = res {
+        debug!(%peer, error = %e, "HTTP connection ended with an error");
+    }
 }
 
 fn text(status: StatusCode, content_type: &str, body: String) -> Response<Body> {

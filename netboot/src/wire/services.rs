@@ -104,22 +104,53 @@ pub async fn serve_http(
     let root = Root::new(&cfg.root)?;
     let mut listener = stack.tcp_listen(cfg.port, HTTP_BACKLOG)?;
     info!(addr = %SocketAddr::new(stack.ip().into(), cfg.port), root = %root.path().display(), "HTTP listening on the wire");
+    let mut https = match &cfg.https {
+        Some(h) => {
+            let l = stack.tcp_listen(h.port, HTTP_BACKLOG)?;
+            info!(addr = %SocketAddr::new(stack.ip().into(), h.port), "HTTPS listening on the wire");
+            Some((l, tokio_rustls::TlsAcceptor::from(h.config.clone())))
+        }
+        None => None,
+    };
     let app = crate::http::server::App::new(ctx, cfg.port, root);
     loop {
-        let (stream, peer) = tokio::select! {
+        tokio::select! {
             _ = shutdown.cancelled() => break,
             r = listener.accept() => match r {
-                Ok(x) => x,
-                Err(e) => {
-                    warn!(error = %e, "HTTP accept on the wire");
-                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                    continue;
+                Ok((stream, peer)) => {
+                    crate::http::server::spawn_connection(app.clone(), stream, peer.into(), shutdown.clone());
                 }
+                Err(e) => accept_failed("HTTP", e).await,
             },
-        };
-        crate::http::server::spawn_connection(app.clone(), stream, peer.into(), shutdown.clone());
+            r = accept_maybe(https.as_mut().map(|h| &mut h.0)) => match r {
+                Ok((stream, peer)) => {
+                    if let Some((_, tls)) = &https {
+                        crate::http::server::spawn_tls_connection(
+                            app.clone(), tls.clone(), stream, peer.into(), shutdown.clone(),
+                        );
+                    }
+                }
+                Err(e) => accept_failed("HTTPS", e).await,
+            },
+        }
     }
     Ok(())
+}
+
+/// Accept on a wire listener that may not be there (then never).
+async fn accept_maybe(
+    listener: Option<&mut crate::wire::stack::WireTcpListener>,
+) -> io::Result<(crate::wire::stack::WireTcpStream, SocketAddrV4)> {
+    match listener {
+        Some(l) => l.accept().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// A failed accept on the wire: logged, and waited out for 50 ms.
+async fn accept_failed(what: &str, e: io::Error) {
+    warn!(error = %e, "{what} accept on the wire");
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
 }
 
 /// Serve TFTP on the wire until `shutdown`: the kernel transport's request loop and

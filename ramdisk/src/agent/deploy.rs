@@ -390,6 +390,7 @@ fn write_disk(
             seed_url: cmd.seed_url.clone(),
             credential: cmd.credential.clone(),
             image: format!("{}@{}", cmd.manifest.name, cmd.manifest.stream.sha256),
+            seed_ca: cmd.seed_ca.clone(),
         },
     )
     .map_err(io_err("writing the identity file on", &state))?;

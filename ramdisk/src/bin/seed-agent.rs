@@ -7,6 +7,9 @@
 //! After `done` (or `failed`) the agent keeps heartbeating: the seed power-cycles it or sends
 //! `reboot`.
 //!
+//! With an `https://` `seed.url=`, every call goes over TLS to a server whose certificate chains
+//! to the CA whose SHA-256 is `seed.ca=` (`ramdisk::tls`); nothing else is trusted.
+//!
 //! Every agent call carries `Authorization: Bearer <seed.token=>` (the seed's per-boot token for
 //! this node); a command line without a token (an older seed) still works, with one warning.
 //!
@@ -43,16 +46,34 @@ fn main() {
     if auth.is_none() {
         log("warning: no seed.token= on the kernel command line; calling the seed without one");
     }
-    let agent = Client {
-        http: ureq::Agent::config_builder()
+    let http = ramdisk::tls::SeedClient::new(&url, args.ca.as_deref(), || {
+        ureq::Agent::config_builder()
             .timeout_global(Some(Duration::from_secs(10)))
             // A refusal's reason is in its body: read it rather than a bare status error.
             .http_status_as_error(false)
             .proxy(None)
-            .build()
-            .new_agent(),
-        auth,
+    });
+    let http = match http {
+        Ok(h) => h,
+        Err(e) => {
+            // A bad pin never gets better: say so on the console and stay (the seed's timeout
+            // fails the step with what it knows).
+            log(&format!(
+                "seed.url={url}: {}; not calling the seed",
+                e.describe()
+            ));
+            loop {
+                std::thread::sleep(Duration::from_secs(3600));
+            }
+        }
     };
+    if url.starts_with("https://") {
+        log(&format!(
+            "calling the seed over HTTPS, trusting only the CA with SHA-256 {}",
+            args.ca.as_deref().unwrap_or_default()
+        ));
+    }
+    let agent = Client { http, auth };
     let report = Report {
         boot_mac: boot_mac.clone().unwrap_or_default(),
         facts,
@@ -130,7 +151,7 @@ fn main() {
 
 /// The HTTP client of the agent calls, with this boot's `Authorization` (no `Debug`: secret).
 struct Client {
-    http: ureq::Agent,
+    http: ramdisk::tls::SeedClient,
     auth: Option<String>,
 }
 
@@ -142,7 +163,11 @@ impl Client {
         url: &str,
         body: &impl serde::Serialize,
     ) -> Result<T, String> {
-        let mut r = self.http.post(url);
+        let http = self
+            .http
+            .http()
+            .map_err(|e| format!("{url}: {}", e.describe()))?;
+        let mut r = http.post(url);
         if let Some(a) = &self.auth {
             r = r.header("Authorization", a);
         }

@@ -33,6 +33,25 @@ enum Command {
     Collect(CollectArgs),
     /// Tell the seed how a deployment ended.
     Signal(SignalArgs),
+    /// Tell the seed this node booted its image (`POST /v1/node/booted` with the identity's
+    /// credential; over HTTPS pinned to the identity's `seed_ca` when the seed URL is https).
+    Booted(BootedArgs),
+}
+
+#[derive(Args)]
+struct BootedArgs {
+    /// The identity the deploy wrote (node, seed URL, credential).
+    #[arg(long, default_value_os_t = collect::default_identity())]
+    identity: PathBuf,
+    /// The image's name (as the image says it).
+    #[arg(long, default_value = "")]
+    image: String,
+    /// The image's version.
+    #[arg(long, default_value = "")]
+    version: String,
+    /// Retries of a failed report (1 s, then doubling up to 30 s).
+    #[arg(long, default_value_t = 4)]
+    retries: u32,
 }
 
 #[derive(Args)]
@@ -229,6 +248,7 @@ fn main() -> ExitCode {
         Command::Refresh(r) => run_refresh(r),
         Command::Collect(c) => run_collect(c),
         Command::Signal(s) => run_signal(s),
+        Command::Booted(b) => run_booted(b),
     };
     match code {
         Ok(code) => ExitCode::from(code),
@@ -398,6 +418,26 @@ fn signal_status() -> impl clap::builder::TypedValueParser<Value = collect::Sign
     use clap::builder::TypedValueParser;
     clap::builder::PossibleValuesParser::new(["complete", "failed"])
         .try_map(|s| s.parse::<collect::SignalStatus>())
+}
+
+fn run_booted(b: BootedArgs) -> anyhow::Result<u8> {
+    let identity =
+        collect::read_identity(&b.identity).map_err(|e| anyhow::anyhow!(error_chain(&e)))?;
+    let node = identity.node.clone();
+    // No cache: the report needs none (the collector's cache is never touched by it).
+    let collector = collect::Collector::new(identity, collect::default_cache())
+        .with_retries(b.retries, std::time::Duration::from_secs(1));
+    let body = serde_json::json!({"node": node, "image": b.image, "version": b.version});
+    let answer = collector
+        .booted(&body)
+        .map_err(|e| anyhow::anyhow!(error_chain(&e)))?;
+    println!(
+        "reported booted to {} as {}: {}",
+        collector.identity().seed_url,
+        answer.node,
+        answer.state
+    );
+    Ok(0)
 }
 
 fn run_signal(s: SignalArgs) -> anyhow::Result<u8> {

@@ -129,6 +129,12 @@ pub enum CollectError {
         #[source]
         source: std::io::Error,
     },
+    /// The seed's HTTPS: its CA could not be had (or the identity's pin is bad).
+    #[error("the seed's HTTPS")]
+    Tls(#[source] crate::tls::TlsError),
+    /// The identity names an `https://` seed without a usable CA pin.
+    #[error("the identity's seed_ca: {0}")]
+    Pin(String),
     #[error("the cache")]
     Cache(#[from] CacheError),
     #[error("reading the cached metadata")]
@@ -143,6 +149,7 @@ impl CollectError {
     fn transient(&self) -> bool {
         match self {
             CollectError::Transport { .. } | CollectError::Body { .. } => true,
+            CollectError::Tls(crate::tls::TlsError::Connect { .. }) => true,
             CollectError::Status { status, .. } => *status >= 500,
             _ => false,
         }
@@ -208,7 +215,7 @@ pub struct Pass {
 pub struct Collector {
     identity: Identity,
     cache: PathBuf,
-    agent: ureq::Agent,
+    http: Result<crate::tls::SeedClient, String>,
     retries: u32,
     backoff: Duration,
 }
@@ -234,17 +241,20 @@ const MAX_BACKOFF: Duration = Duration::from_secs(30);
 impl Collector {
     /// A collector for `identity` caching in `cache`; 3 retries, first after 1 s, doubling.
     pub fn new(identity: Identity, cache: impl Into<PathBuf>) -> Self {
+        let http =
+            crate::tls::SeedClient::new(&identity.seed_url, identity.seed_ca.as_deref(), || {
+                ureq::Agent::config_builder()
+                    .timeout_connect(Some(Duration::from_secs(5)))
+                    // Refusals are read (status and body) rather than turned into bare errors.
+                    .http_status_as_error(false)
+                    // The seed is on the provisioning network: never through a proxy.
+                    .proxy(None)
+            })
+            .map_err(|e| e.describe());
         Collector {
             identity,
             cache: cache.into(),
-            agent: ureq::Agent::config_builder()
-                .timeout_connect(Some(Duration::from_secs(5)))
-                // Refusals are read (status and body) rather than turned into bare errors.
-                .http_status_as_error(false)
-                // The seed is on the provisioning network: never through a proxy.
-                .proxy(None)
-                .build()
-                .new_agent(),
+            http,
             retries: 3,
             backoff: Duration::from_secs(1),
         }
@@ -267,6 +277,14 @@ impl Collector {
 
     fn url(&self, path: &str) -> String {
         format!("{}{path}", self.identity.seed_url.trim_end_matches('/'))
+    }
+
+    /// The HTTP agent (over HTTPS: once the seed's CA is had by its pin).
+    fn http(&self) -> Result<&ureq::Agent, CollectError> {
+        match &self.http {
+            Ok(c) => c.http().map_err(CollectError::Tls),
+            Err(e) => Err(CollectError::Pin(e.clone())),
+        }
     }
 
     fn bearer(&self) -> String {
@@ -302,7 +320,7 @@ impl Collector {
             url.push_str(&format!("?since={n}&wait={wait_secs}"));
         }
         let mut resp = self
-            .agent
+            .http()?
             .get(&url)
             .header("Authorization", &self.bearer())
             // The seed holds the request for up to `wait`; give it room to answer.
@@ -448,12 +466,35 @@ impl Collector {
         }
     }
 
+    /// Report this node's boot of its image (`POST /v1/node/booted` with `body`, with the
+    /// retries): the seed's answer (the state it now gives the node).
+    pub fn booted(&self, body: &serde_json::Value) -> Result<api::node::Booted, CollectError> {
+        let url = self.url("/v1/node/booted");
+        self.with_retry("reporting booted", || {
+            let mut resp = self
+                .http()?
+                .post(&url)
+                .header("Authorization", &self.bearer())
+                .config()
+                .timeout_global(Some(Duration::from_secs(20)))
+                .build()
+                .send_json(body)
+                .map_err(|e| Self::transport_error(&url, e))?;
+            if let Some(e) = Self::refused(&url, &mut resp) {
+                return Err(e);
+            }
+            resp.body_mut()
+                .read_json()
+                .map_err(|e| Self::transport_error(&url, e))
+        })
+    }
+
     /// Post one signal (with the retries).
     pub fn signal(&self, sig: &Signal) -> Result<(), CollectError> {
         let url = self.url("/v1/node/signal");
         self.with_retry("signalling", || {
             let mut resp = self
-                .agent
+                .http()?
                 .post(&url)
                 .header("Authorization", &self.bearer())
                 .config()
@@ -763,6 +804,7 @@ mod tests {
             seed_url: format!("{url}/"),
             credential: "cred-1".into(),
             image: "tiny@sha256:00".into(),
+            seed_ca: None,
         }
     }
 

@@ -108,6 +108,10 @@ pub struct DeployCommand {
     pub credential: Secret,
     /// The seed's base URL as the deployed node should reach it.
     pub seed_url: String,
+    /// With an `https://` `seed_url`: the SHA-256 (hex) of the seed's CA certificate, which the
+    /// deployed node pins (written to the identity file beside `seed_url`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seed_ca: Option<String>,
 }
 
 /// A deploy (or wipe) step.
@@ -152,6 +156,9 @@ pub struct KernelArgs {
     pub token: Option<String>,
     /// `BOOTIF=01-52-54-00-…` (PXELINUX/iPXE convention): the MAC the node booted from.
     pub bootif: Option<String>,
+    /// `seed.ca=<sha256 hex>`: with an `https://` `seed.url=`, the fingerprint of the seed's
+    /// CA certificate, the only one the agent trusts.
+    pub ca: Option<String>,
 }
 
 /// Hand-written so the token never reaches a log.
@@ -161,6 +168,7 @@ impl std::fmt::Debug for KernelArgs {
             .field("url", &self.url)
             .field("token", &self.token.as_ref().map(|_| "<secret>"))
             .field("bootif", &self.bootif)
+            .field("ca", &self.ca)
             .finish()
     }
 }
@@ -179,6 +187,8 @@ impl KernelArgs {
                 k.url = Some(v.trim_end_matches('/').to_string());
             } else if let Some(v) = word.strip_prefix("seed.token=") {
                 k.token = Some(v.to_string()).filter(|t| !t.is_empty());
+            } else if let Some(v) = word.strip_prefix("seed.ca=") {
+                k.ca = Some(v.to_ascii_lowercase()).filter(|c| !c.is_empty());
             } else if let Some(v) = word.strip_prefix("BOOTIF=") {
                 // "01-" is the ARP hardware type (Ethernet).
                 let mac = v.strip_prefix("01-").unwrap_or(v);
@@ -209,6 +219,9 @@ mod tests {
         assert_eq!(k.authorization().as_deref(), Some("Bearer 0af3"));
         assert!(!format!("{k:?}").contains("0af3"), "{k:?}");
         assert_eq!(KernelArgs::parse("seed.token=").token, None);
+        let k = KernelArgs::parse("seed.url=https://s:8443 seed.ca=AB01 seed.token=t");
+        assert_eq!(k.ca.as_deref(), Some("ab01"));
+        assert_eq!(k.url.as_deref(), Some("https://s:8443"));
     }
 
     #[test]
@@ -247,6 +260,7 @@ mod tests {
             root_hint: None,
             credential: "s3cret-credential".into(),
             seed_url: "http://s:8080".into(),
+            seed_ca: None,
         };
         let c = Command::Deploy(Box::new(d));
         assert!(!format!("{c:?}").contains("s3cret"), "{c:?}");

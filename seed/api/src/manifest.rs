@@ -103,6 +103,10 @@ pub struct Identity {
     pub credential: Secret,
     /// The image deployed (name@sha256).
     pub image: String,
+    /// With an `https://` `seed_url`: the SHA-256 (hex) of the seed's CA certificate, the only
+    /// one the node trusts for it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seed_ca: Option<String>,
 }
 
 #[cfg(test)]
@@ -145,6 +149,7 @@ pub(crate) mod tests {
             seed_url: "http://s:8080".into(),
             credential: "s3cret".into(),
             image: "tiny@00".into(),
+            seed_ca: None,
         };
         assert!(!format!("{id:?}").contains("s3cret"), "{id:?}");
         let j = serde_json::to_value(&id).unwrap();

@@ -5,7 +5,7 @@ use crate::daemon::agent_token::AgentTokens;
 use crate::daemon::api::Api;
 use crate::daemon::config::DaemonConfig;
 use crate::daemon::policy::{RAMDISK_INITRD, RAMDISK_KERNEL};
-use crate::daemon::{Daemon, Settings};
+use crate::daemon::{AgentTls, Daemon, Settings};
 use crate::ha::float::FloatingAddress;
 use crate::ha::leases::StoreLeases;
 use crate::ha::{Ha, LeaderOnly};
@@ -58,6 +58,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         None => None,
     };
     let (store, ha) = open_store(&cfg, http.port)?;
+    let (agent_tls, https) = agent_tls(&cfg, ha.is_some())?;
+    let mut cfg = cfg;
+    if let Some(h) = cfg.netboot.http.as_mut() {
+        h.https = https;
+    }
     let settings = Settings {
         server_ip: cfg.netboot.server_ip,
         http_port: http.port,
@@ -70,6 +75,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         },
         heartbeat_secs: cfg.agent.heartbeat_secs,
         provide_after_inspect: cfg.lifecycle.provide_after_inspect,
+        agent_tls,
     };
     let daemon = Daemon::new(store, settings).context("loading nodes")?;
     let (images_dir, images_url) = cfg.images_dir()?;
@@ -213,6 +219,38 @@ fn api_tls(
     };
     let config = api_tls::server_config(&files).context("the API's TLS certificate")?;
     Ok(Some(config))
+}
+
+/// The agents' HTTPS (`[agent] tls`): the CA's pin and the HTTPS port's certificate, issued
+/// for `server_ip` under the seed's CA (made here at first, shared with the operators' API);
+/// `None` when the agents speak plain HTTP (a warning: their token, the node's credential and
+/// its metadata then cross the provisioning network in clear).
+fn agent_tls(
+    cfg: &DaemonConfig,
+    ha: bool,
+) -> anyhow::Result<(Option<AgentTls>, Option<netboot::http::HttpsConfig>)> {
+    use crate::daemon::api_tls;
+    if !cfg.agent.tls_on(ha) {
+        tracing::warn!(
+            "[agent] tls off: the agents' token, the deploy's credential and the nodes' \
+             metadata cross the provisioning network in clear"
+        );
+        return Ok((None, None));
+    }
+    let dir = &cfg.netboot.state_dir;
+    let e = api_tls::ensure_agent(dir, cfg.netboot.server_ip)
+        .context("the agents' HTTPS certificate")?;
+    if e.new_server {
+        tracing::info!(ip = %cfg.netboot.server_ip, "agents' HTTPS certificate issued");
+    }
+    let config = api_tls::server_config(&e.files).context("the agents' HTTPS certificate")?;
+    let ca_sha256 = api_tls::ca_sha256(&e.ca).context("the seed's CA")?;
+    let port = cfg.agent.https_port;
+    tracing::info!(port, ca_sha256 = %ca_sha256, "agents call the seed over HTTPS");
+    Ok((
+        Some(AgentTls { port, ca_sha256 }),
+        Some(netboot::http::HttpsConfig { port, config }),
+    ))
 }
 
 /// Create `dir` (and its parents) 0700 if missing: what the seed keeps there (the store, the

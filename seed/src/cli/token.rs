@@ -143,6 +143,7 @@ mod tests {
                 timeouts: crate::lifecycle::Timeouts::default(),
                 heartbeat_secs: 5,
                 provide_after_inspect: true,
+                agent_tls: None,
             },
         )
         .unwrap();

@@ -4,7 +4,9 @@
 //! With `tls = "auto"` the daemon keeps, in `<state_dir>/api-tls/` (0700): `ca.pem` +
 //! `ca-key.pem` (made once, then kept: clients pin it, `seed ca export` prints it), and
 //! `server.pem` + `server-key.pem` signed by it for [`server_names`], re-issued whenever those
-//! names change (`server.names` records the names of the current one). Key files are 0600,
+//! names change (`server.names` records the names of the current one); with the agents' HTTPS
+//! (`[agent] tls`), `agent.pem` + `agent-key.pem` the same way for the provisioning address,
+//! its file carrying the CA after it. Key files are 0600,
 //! written durably ([`fsutil::AtomicFile`]). Keys are ECDSA P-256, on ring (rcgen and rustls
 //! share it; no aws-lc).
 
@@ -24,9 +26,6 @@ pub const DIR: &str = "api-tls";
 /// The CA certificate (public: clients pin it).
 pub const CA_CERT: &str = "ca.pem";
 const CA_KEY: &str = "ca-key.pem";
-const SERVER_CERT: &str = "server.pem";
-const SERVER_KEY: &str = "server-key.pem";
-const SERVER_NAMES: &str = "server.names";
 /// The CA's subject. The CA is rebuilt from its key and this name to sign a new server
 /// certificate (rcgen parses no certificates without x509-parser); the key identifiers follow
 /// from the key, so the issued certificates chain to the stored `ca.pem`.
@@ -96,14 +95,45 @@ pub fn ca_path(state_dir: &Path) -> PathBuf {
 /// Make (first start) or keep the CA in `<state_dir>/api-tls`, and a server certificate for
 /// `names` signed by it: re-issued when `names` differ from the current one's, the CA kept.
 pub fn ensure(state_dir: &Path, names: &[String]) -> Result<Ensured, ApiTlsError> {
+    ensure_leaf(state_dir, "server", names, false)
+}
+
+/// [`ensure`] for the agents' HTTPS port on the provisioning network: `agent.pem` for
+/// `server_ip`, under the same CA, with the CA in its chain (the agents are given only the
+/// CA's fingerprint, [`ca_sha256`], and take the CA from the handshake).
+pub fn ensure_agent(
+    state_dir: &Path,
+    server_ip: std::net::Ipv4Addr,
+) -> Result<Ensured, ApiTlsError> {
+    ensure_leaf(state_dir, "agent", &[server_ip.to_string()], true)
+}
+
+/// The SHA-256 (hex) of the CA certificate at `path`: what the agents pin.
+pub fn ca_sha256(path: &Path) -> Result<String, ApiTlsError> {
+    use sha2::Digest;
+    let der = CertificateDer::from_pem_file(path).map_err(|e| ApiTlsError::Pem {
+        path: path.into(),
+        reason: e.to_string(),
+    })?;
+    Ok(hex::encode(sha2::Sha256::digest(der.as_ref())))
+}
+
+/// The CA (made at first) and the certificate `<leaf>.pem` + `<leaf>-key.pem` for `names`,
+/// re-issued when the names (`<leaf>.names`) change; `chain`: the CA follows it in its file.
+fn ensure_leaf(
+    state_dir: &Path,
+    leaf: &str,
+    names: &[String],
+    chain: bool,
+) -> Result<Ensured, ApiTlsError> {
     let dir = state_dir.join(DIR);
     private_dir(&dir)?;
     let (ca_cert, ca_key) = (dir.join(CA_CERT), dir.join(CA_KEY));
     let files = CertFiles {
-        cert: dir.join(SERVER_CERT),
-        key: dir.join(SERVER_KEY),
+        cert: dir.join(format!("{leaf}.pem")),
+        key: dir.join(format!("{leaf}-key.pem")),
     };
-    let names_file = dir.join(SERVER_NAMES);
+    let names_file = dir.join(format!("{leaf}.names"));
     let new_ca = !(ca_cert.exists() && ca_key.exists());
     let issuer = if new_ca {
         let key = KeyPair::generate()?;
@@ -133,9 +163,12 @@ pub fn ensure(state_dir: &Path, names: &[String]) -> Result<Ensured, ApiTlsError
         params.distinguished_name = named(names.first().map_or("seed", String::as_str));
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-        let cert = params.signed_by(&key, &issuer)?;
+        let mut pem = params.signed_by(&key, &issuer)?.pem();
+        if chain {
+            pem += &std::fs::read_to_string(&ca_cert).map_err(io(&ca_cert))?;
+        }
         write(&files.key, &key.serialize_pem(), 0o600)?;
-        write(&files.cert, &cert.pem(), 0o644)?;
+        write(&files.cert, &pem, 0o644)?;
         write(&names_file, &want, 0o644)?;
     }
     Ok(Ensured {

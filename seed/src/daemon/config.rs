@@ -209,23 +209,70 @@ impl ApiConfig {
     }
 }
 
-/// What the agent is told.
+/// What the agent is told, and how it reaches the seed.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AgentConfig {
     #[serde(default = "default_heartbeat")]
     pub heartbeat_secs: u64,
+    /// The agents' HTTPS (the ramdisk's agent, the deployed node's first boot and config
+    /// agent): `"auto"` (the default, one daemon) serves `/v1/` and the files on `https_port`
+    /// too, with a certificate for `server_ip` from the seed's own CA, and points the agents
+    /// there with the CA's fingerprint; `"off"` (the default with an etcd store, where each
+    /// daemon would have its own CA): plain HTTP.
+    #[serde(default)]
+    pub tls: Option<TlsMode>,
+    /// The HTTPS port on the provisioning network.
+    #[serde(default = "default_https_port")]
+    pub https_port: u16,
 }
 
 fn default_heartbeat() -> u64 {
     10
 }
 
+fn default_https_port() -> u16 {
+    8443
+}
+
 impl Default for AgentConfig {
     fn default() -> Self {
         AgentConfig {
             heartbeat_secs: default_heartbeat(),
+            tls: None,
+            https_port: default_https_port(),
         }
+    }
+}
+
+impl AgentConfig {
+    /// Whether the agents speak HTTPS: as set, else unless `ha`.
+    pub fn tls_on(&self, ha: bool) -> bool {
+        match self.tls {
+            Some(m) => m == TlsMode::Auto,
+            None => !ha,
+        }
+    }
+
+    fn check(&self, ha: bool, http_port: u16) -> Result<(), DaemonConfigError> {
+        let bad = |m: String| Err(DaemonConfigError::Invalid(format!("[agent] {m}")));
+        if self.heartbeat_secs == 0 {
+            return bad("heartbeat_secs must be at least 1".into());
+        }
+        if ha && self.tls == Some(TlsMode::Auto) {
+            return bad(
+                "tls = \"auto\" with an etcd store (HA): each daemon would pin its own \
+                 CA and a node could not follow a failover; set tls = \"off\" for now"
+                    .into(),
+            );
+        }
+        if self.tls_on(ha) && self.https_port == http_port {
+            return bad(format!(
+                "https_port {} is [netboot.http] port too: choose another",
+                self.https_port
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -362,15 +409,12 @@ impl DaemonConfig {
         if raw.api.token.expose().trim().is_empty() {
             return Err(DaemonConfigError::Invalid("[api] token is empty".into()));
         }
-        if raw.agent.heartbeat_secs == 0 {
-            return Err(DaemonConfigError::Invalid(
-                "[agent] heartbeat_secs must be at least 1".into(),
-            ));
-        }
         let store = StoreConfig::try_from(raw.store)
             .map_err(|e| DaemonConfigError::Invalid(e.to_string()))?;
-        raw.api
-            .check_tls(matches!(store, StoreConfig::Etcd { .. }))?;
+        let ha = matches!(store, StoreConfig::Etcd { .. });
+        raw.api.check_tls(ha)?;
+        let http_port = netboot.http.as_ref().map_or(0, |h| h.port);
+        raw.agent.check(ha, http_port)?;
         let cfg = DaemonConfig {
             store,
             api: raw.api,

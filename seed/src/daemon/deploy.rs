@@ -131,14 +131,6 @@ impl Daemon {
         lock(&self.deploy.progress).remove(name);
     }
 
-    /// The seed's base URL as nodes reach it.
-    fn seed_url(&self) -> String {
-        format!(
-            "http://{}:{}",
-            self.settings.server_ip, self.settings.http_port
-        )
-    }
-
     /// Operator request `deploy`.
     pub fn request_deploy(
         self: &Arc<Self>,
@@ -294,7 +286,9 @@ impl Daemon {
         let Some(imgs) = self.deploy.images.get() else {
             return Err(DeployRefused::NoImageStore);
         };
-        let seed_url = self.seed_url();
+        let (seed_url, seed_ca) = self.settings.agent_url();
+        let seed_ca = seed_ca.map(str::to_string);
+        let http_url = self.settings.http_url();
         let _g = lock(&self.lifecycle_lock);
         let current = match nodes::get(&*self.store, name) {
             Ok(Some((n, _))) => n,
@@ -310,7 +304,9 @@ impl Daemon {
         let credential = self.agent_tokens.credential(name, op);
         credentials::issue_token(&*self.store, name, &credential)
             .map_err(DeployRefused::Credential)?;
-        let stream_url = format!("{seed_url}/{}/{}", imgs.url_path, img.relative);
+        // Plain HTTP like every file a node fetches: the agent checks the stream's sha256, which
+        // the command (over the agents' HTTPS, when on) carries.
+        let stream_url = format!("{http_url}/{}/{}", imgs.url_path, img.relative);
         info!(
             node = name,
             op,
@@ -327,6 +323,7 @@ impl Daemon {
             root_hint,
             credential: credential.into(),
             seed_url,
+            seed_ca,
         };
         lock(&self.deploy.progress).remove(name);
         lock(&self.commands).insert(name.to_string(), Command::Deploy(Box::new(cmd)));

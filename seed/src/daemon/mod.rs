@@ -95,6 +95,39 @@ pub struct Settings {
     pub timeouts: Timeouts,
     pub heartbeat_secs: u64,
     pub provide_after_inspect: bool,
+    /// The agents' HTTPS (`[agent] tls`), if on.
+    pub agent_tls: Option<AgentTls>,
+}
+
+/// Where the agents reach the seed over HTTPS, and the CA they pin.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AgentTls {
+    /// The HTTPS port on the provisioning network.
+    pub port: u16,
+    /// The SHA-256 (hex) of the seed's CA certificate.
+    pub ca_sha256: String,
+}
+
+impl Settings {
+    /// The base URL the agents call (`seed.url=`, the identity's `seed_url`) and the CA pin
+    /// that goes with it: HTTPS with the agents' TLS, else the boot server's plain HTTP.
+    pub fn agent_url(&self) -> (String, Option<&str>) {
+        match &self.agent_tls {
+            Some(t) => (
+                format!("https://{}:{}", self.server_ip, t.port),
+                Some(t.ca_sha256.as_str()),
+            ),
+            None => (
+                format!("http://{}:{}", self.server_ip, self.http_port),
+                None,
+            ),
+        }
+    }
+
+    /// The boot server's plain HTTP base (image streams: verified by their sha256).
+    pub fn http_url(&self) -> String {
+        format!("http://{}:{}", self.server_ip, self.http_port)
+    }
 }
 
 /// The daemon's shared state.

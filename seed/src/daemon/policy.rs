@@ -53,21 +53,23 @@ pub fn node_boot_action(
 /// token for this boot) goes on the ramdisk's command line as `seed.token=`.
 pub fn boot_action(state: &State, mac: MacAddr, s: &Settings, token: Option<&str>) -> BootAction {
     match state {
-        State::Inspecting | State::Deploying | State::Cleaning => BootAction::Kernel {
-            kernel: RAMDISK_KERNEL.into(),
-            initrd: RAMDISK_INITRD.into(),
-            cmdline: format!(
-                "console=ttyS0 seed.url=http://{}:{}{} BOOTIF=01-{}",
-                s.server_ip,
-                s.http_port,
-                // Tokens are hex; anything else would break the command line: left off.
-                token
-                    .filter(|t| !t.is_empty() && t.bytes().all(|b| b.is_ascii_alphanumeric()))
-                    .map(|t| format!(" seed.token={t}"))
-                    .unwrap_or_default(),
-                mac.hyphenated()
-            ),
-        },
+        State::Inspecting | State::Deploying | State::Cleaning => {
+            let (url, ca) = s.agent_url();
+            BootAction::Kernel {
+                kernel: RAMDISK_KERNEL.into(),
+                initrd: RAMDISK_INITRD.into(),
+                cmdline: format!(
+                    "console=ttyS0 seed.url={url}{}{} BOOTIF=01-{}",
+                    ca.map(|c| format!(" seed.ca={c}")).unwrap_or_default(),
+                    // Tokens are hex; anything else would break the command line: left off.
+                    token
+                        .filter(|t| !t.is_empty() && t.bytes().all(|b| b.is_ascii_alphanumeric()))
+                        .map(|t| format!(" seed.token={t}"))
+                        .unwrap_or_default(),
+                    mac.hyphenated()
+                ),
+            }
+        }
         State::Active => BootAction::LocalDisk,
         _ => BootAction::Exit,
     }
@@ -85,6 +87,7 @@ mod tests {
             timeouts: Timeouts::default(),
             heartbeat_secs: 10,
             provide_after_inspect: true,
+            agent_tls: None,
         }
     }
 

@@ -62,6 +62,7 @@ pub(crate) fn settings(
         timeouts,
         heartbeat_secs: 7,
         provide_after_inspect,
+        agent_tls: None,
     }
 }
 

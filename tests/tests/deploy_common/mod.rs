@@ -270,7 +270,8 @@ pub fn command(manifest: images::Manifest, url: &str, disk: &str) -> ramdisk::ag
         stream_url: url.into(),
         root_hint: Some(format!("name={disk}")),
         credential: "s3cret-credential".into(),
-        seed_url: "http://10.80.0.1:8080".into(),
+        seed_url: "https://10.80.0.1:8443".into(),
+        seed_ca: Some("ab".repeat(32)),
     }
 }
 

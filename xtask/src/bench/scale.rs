@@ -435,6 +435,7 @@ async fn daemon_phases(
             timeouts: Timeouts::default(),
             heartbeat_secs: 1,
             provide_after_inspect: true,
+            agent_tls: None,
         },
     )
     .context("daemon")?;

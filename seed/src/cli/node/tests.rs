@@ -104,6 +104,7 @@ fn serve_api(token: &str) -> (String, tokio_util::sync::CancellationToken) {
             timeouts: Timeouts::default(),
             heartbeat_secs: 5,
             provide_after_inspect: true,
+            agent_tls: None,
         },
     )
     .unwrap();

@@ -394,5 +394,6 @@ fn short_inspect() -> Settings {
         },
         heartbeat_secs: 7,
         provide_after_inspect: true,
+        agent_tls: None,
     }
 }

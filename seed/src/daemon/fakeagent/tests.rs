@@ -52,6 +52,7 @@ fn daemon(nodes_: &[Node], timeouts: Timeouts) -> Arc<Daemon> {
             timeouts,
             heartbeat_secs: 1,
             provide_after_inspect: true,
+            agent_tls: None,
         },
     )
     .unwrap();
