@@ -1,8 +1,8 @@
 //! Issue 5 end to end: from powered-off QEMU nodes to nodes running the tiny golden image from
 //! their own disks. `seed daemon` joins the lab's wire (userspace stack), two enrolled nodes —
 //! one SeaBIOS, one OVMF — are inspected, then deployed in parallel: the seed verifies the
-//! image, PXE-boots the real ramdisk, the agent streams `rootfs.tar.zst` over HTTP onto the
-//! disk, reports done, the seed sets bootdev disk and power-cycles through the virtual BMC,
+//! image, PXE-boots the real ramdisk, the agent (over HTTPS, pinned to the seed's CA by the
+//! `seed.ca=` fingerprint) streams `rootfs.tar.zst` over HTTP onto the disk, reports done, the seed sets bootdev disk and power-cycles through the virtual BMC,
 //! and the image's first boot says "booted" with its credential: both nodes active. Before
 //! that, a corrupted image is refused with the node never powered (its disk file unchanged),
 //! and the retry with the good image works.
@@ -263,6 +263,16 @@ fn qemu_deploy_bios_and_uefi_nodes_to_active_and_refuse_a_corrupted_image() {
             "{}:\n{log}",
             s.name
         );
+        // Over the agents' HTTPS, pinned (the wire seed's default `[agent] tls`): the first
+        // boot through `seed-config booted` (the console keeps the last boot only; the ramdisk's
+        // agent had only the https:// `seed.url=` to call).
+        assert!(
+            log.contains("seed-firstboot: reported booted to https://10.80.0.1:8443"),
+            "{}:\n{log}",
+            s.name
+        );
     }
+    let log = seed.output();
+    assert!(log.contains("agents call the seed over HTTPS"), "{log}");
     drop(lab);
 }
