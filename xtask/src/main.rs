@@ -8,8 +8,8 @@
 //! - `bundle`: the appliance bundle `seed-<version>/` + `.tar.zst` (see `bundle.rs`).
 //! - `test`: deps, the ramdisk (fetching the offline cache), the tiny and debian images, the
 //!   appliance, then fmt check, clippy, and the whole test suite (nextest, grouped so QEMU tests
-//!   do not starve two cores), then short versions of the crash campaign and the API fuzzing
-//!   (unless filtered or `--no-campaigns`); with `--fuzz` a short fuzz pass after them. This is
+//!   do not starve two cores), then short versions of the crash campaign, the API fuzzing and
+//!   the wire fault campaign (unless filtered or `--no-campaigns`); with `--fuzz` a short fuzz pass after them. This is
 //!   what `.ci/run` runs.
 //! - `fuzz [--target T] [--time S]`: the libFuzzer targets of `tests/fuzz/` (see `fuzz.rs`).
 //! - `campaign crash`: kill -9 of the daemon during fake-machine deploys (see `campaign.rs`).
@@ -59,7 +59,8 @@ enum Cmd {
         /// End with a short fuzz pass (every target for 10 s; builds the fuzz crate on nightly).
         #[arg(long)]
         fuzz: bool,
-        /// Skip the short crash campaign (3 runs × 10 nodes) and schemathesis run that end a
+        /// Skip the short crash campaign (3 runs × 10 nodes), schemathesis run and wire fault
+        /// campaign (1 lab × 1 node, 1% drop + 1% corrupt) that end a
         /// whole run (a filtered run skips them anyway).
         #[arg(long)]
         no_campaigns: bool,
@@ -228,6 +229,15 @@ fn test(filter: &[String], no_lint: bool, with_fuzz: bool, with_campaigns: bool)
         eprintln!(
             "xtask: crash campaign and schemathesis in {:.0}s",
             campaigns.elapsed().as_secs_f64()
+        );
+        // One lab of one QEMU node (and the two broken BMCs) through a wire that drops and
+        // corrupts 1% of the seed's frames each way: inspected and deployed, or failed with a
+        // reason, never stuck (~4 min under TCG; the long run is `cargo xtask campaign wire`).
+        let wire = Instant::now();
+        campaign::wire(1, 1, 1, 1)?;
+        eprintln!(
+            "xtask: wire fault campaign in {:.0}s",
+            wire.elapsed().as_secs_f64()
         );
     }
     eprintln!(
