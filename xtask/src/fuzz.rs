@@ -12,6 +12,7 @@
 //! the build time and half the executions; an overflow is a finding as in the test builds.
 
 use anyhow::{bail, Context, Result};
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Instant;
@@ -103,6 +104,67 @@ pub fn run(args: Args) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// The fuzz build running in the background ([`build_in_background`]).
+#[derive(Debug)]
+pub struct Build {
+    child: std::process::Child,
+    log: PathBuf,
+}
+
+/// Start building the fuzz targets (nightly and cargo-fuzz installed first, in the foreground)
+/// on one job, its output in `target/fuzz-build.log`; [`Build::wait`] for it, then [`run`]
+/// finds everything built.
+pub fn build_in_background() -> Result<Build> {
+    ensure_nightly()?;
+    ensure_cargo_fuzz()?;
+    let log = crate::target_dir().join("fuzz-build.log");
+    let out = std::fs::File::create(&log).with_context(|| format!("creating {}", log.display()))?;
+    let child = fuzz()
+        .arg("build")
+        .args(FLAGS)
+        .env("CARGO_BUILD_JOBS", "1")
+        // Its own process group: dropped unwaited (a campaign failed), the whole build stops.
+        .process_group(0)
+        .stdout(out.try_clone()?)
+        .stderr(out)
+        .spawn()
+        .context("starting cargo fuzz build")?;
+    eprintln!(
+        "xtask: fuzz: building in the background (log {})",
+        log.display()
+    );
+    Ok(Build { child, log })
+}
+
+impl Drop for Build {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = Command::new("kill")
+                .args(["-TERM", "--", &format!("-{}", self.child.id())])
+                .status();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+impl Build {
+    /// Wait for the build; its log's tail in the error when it failed.
+    pub fn wait(mut self) -> Result<()> {
+        let status = self.child.wait().context("waiting for cargo fuzz build")?;
+        if !status.success() {
+            let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+            let tail: Vec<&str> = text.lines().rev().take(30).collect();
+            let tail: Vec<&str> = tail.into_iter().rev().collect();
+            bail!(
+                "cargo fuzz build failed ({status}); {}:\n{}",
+                self.log.display(),
+                tail.join("\n")
+            );
+        }
+        Ok(())
+    }
 }
 
 /// `cargo fuzz …` on nightly, whatever toolchain runs xtask (`rustup run` overrides
