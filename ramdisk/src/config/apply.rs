@@ -138,12 +138,13 @@ pub fn render_template(path: &Path, config: &Value) -> Result<Vec<u8>, ApplyErro
         return render_executable(path, config);
     }
     let text = fs::read_to_string(path).map_err(io("reading template", path))?;
-    let template = Template::parse(&text).map_err(|e| ApplyError::Template {
+    let bad = |e: super::mustache::ParseError| ApplyError::Template {
         path: path.to_path_buf(),
         line: e.line,
         message: e.message,
-    })?;
-    Ok(template.render(config).into_bytes())
+    };
+    let template = Template::parse(&text).map_err(bad)?;
+    Ok(template.render(config).map_err(bad)?.into_bytes())
 }
 
 /// Run an executable template: the metadata as JSON on stdin, the file's content on stdout.
