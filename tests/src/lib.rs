@@ -34,48 +34,37 @@ pub fn workspace_root() -> PathBuf {
 /// Path of the `seed` binary, built once per test process (`cargo build -p seed`).
 pub fn seed_bin() -> PathBuf {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
-        let root = workspace_root();
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let status = std::process::Command::new(cargo)
-            .args(["build", "--quiet", "-p", "seed", "--bin", "seed"])
-            .current_dir(&root)
-            .status()
-            .expect("running cargo build -p seed");
-        assert!(status.success(), "cargo build -p seed failed");
-        let target = std::env::var_os("CARGO_TARGET_DIR")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| root.join("target"));
-        target.join("debug").join("seed")
-    })
-    .clone()
+    BIN.get_or_init(|| built_bin("seed", "seed")).clone()
+}
+
+/// `seed-config`, built once per test process.
+pub fn seed_config_bin() -> PathBuf {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| built_bin("ramdisk", "seed-config"))
+        .clone()
+}
+
+/// `cargo build -p package --bin bin` (debug) in the workspace: the binary's path.
+fn built_bin(package: &str, bin: &str) -> PathBuf {
+    let root = workspace_root();
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let status = std::process::Command::new(cargo)
+        .args(["build", "--quiet", "-p", package, "--bin", bin])
+        .current_dir(&root)
+        .status()
+        .unwrap_or_else(|e| panic!("running cargo build -p {package}: {e}"));
+    assert!(
+        status.success(),
+        "cargo build -p {package} --bin {bin} failed"
+    );
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join("target"));
+    target.join("debug").join(bin)
 }
 
 /// Fail (not skip) with a clear message when a peer program is missing: `cargo xtask deps`
 /// installs every one of them.
-/// `seed-config`, built once per test process.
-pub fn seed_config_bin() -> PathBuf {
-    static BIN: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
-    BIN.get_or_init(|| {
-        let root = workspace_root();
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let status = std::process::Command::new(cargo)
-            .args(["build", "--quiet", "-p", "ramdisk", "--bin", "seed-config"])
-            .current_dir(&root)
-            .status()
-            .expect("running cargo build -p ramdisk");
-        assert!(
-            status.success(),
-            "cargo build -p ramdisk --bin seed-config failed"
-        );
-        let target = std::env::var_os("CARGO_TARGET_DIR")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| root.join("target"));
-        target.join("debug").join("seed-config")
-    })
-    .clone()
-}
-
 pub fn require(program: &str) -> PathBuf {
     for dir in std::env::var("PATH")
         .unwrap_or_default()
