@@ -235,6 +235,21 @@ pub fn read_status(path: &Path) -> BTreeMap<String, NodeStatus> {
         .unwrap_or_default()
 }
 
+/// The farm's status once all `n` machines show their image's boot, or as it stands after 5 s.
+/// A machine counts its boot when the daemon's answer is back and the file is rewritten every
+/// 100 ms, so a stack can be complete a moment before the file says so.
+pub fn read_status_booted(path: &Path, n: usize) -> BTreeMap<String, NodeStatus> {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let st = read_status(path);
+        let booted = st.len() == n && st.values().all(|s| s.image_boots_reported >= 1);
+        if booted || Instant::now() >= deadline {
+            return st;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// The BMC: RMCP+ in, power actions onto the machine.
 fn bmc(n: &Arc<Node>, sock: &UdpSocket) {
     let mut core = BmcCore::new(

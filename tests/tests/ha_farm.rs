@@ -298,7 +298,7 @@ fn ha_farm_stack_survives_kill_pause_and_cut() {
     let states = api.states(addr((c + 1) % 3)).unwrap_or_default();
     assert_eq!(states.len(), N);
     assert!(states.values().all(|s| s == "active"), "{states:?}");
-    let farm = tests::farm::read_status(&status);
+    let farm = tests::farm::read_status_booted(&status, N);
     assert_eq!(farm.len(), N);
     for (n, s) in &farm {
         assert_eq!(

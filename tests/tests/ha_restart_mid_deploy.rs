@@ -116,7 +116,7 @@ fn ha_restart_mid_deploy_continues_each_deploy() {
         curl(&ns, "GET", "/v1/stacks/farm", None).1["status"] == "CREATE_COMPLETE"
     });
     eprintln!("deployed: {:?}", t0.elapsed());
-    let farm = tests::farm::read_status(&status);
+    let farm = tests::farm::read_status_booted(&status, N);
     let per_node: BTreeMap<&String, (u64, u64, u64)> = farm
         .iter()
         .map(|(n, s)| {
