@@ -38,6 +38,12 @@ pub struct NetbootConfig {
     /// Known nodes. A node listed here gets its reservation (if `ip` is set) and its boot action.
     #[serde(default)]
     pub nodes: Vec<NodeEntry>,
+    /// `server_ip` floats between machines (an HA control plane's leader holds it): TFTP and
+    /// HTTP listen on every address (of `interface`, when set) rather than on it alone, so that
+    /// they serve it whenever it is here and this machine's own address always. Set by the
+    /// seed daemon, not read from the file.
+    #[serde(skip)]
+    pub floating_server_ip: bool,
 }
 
 fn default_state_dir() -> std::path::PathBuf {

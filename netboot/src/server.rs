@@ -29,9 +29,20 @@ pub struct ServiceContext {
     pub api: Option<Arc<dyn crate::http::ApiHandler>>,
     /// Where DHCP leases are kept: `None` is the lease file in `state_dir`.
     pub leases: Option<Arc<dyn crate::dhcp::leases::LeaseKeeper>>,
+    /// `server_ip` comes and goes (HA): listen on every address, never on it alone.
+    pub floating: bool,
 }
 
 impl ServiceContext {
+    /// The address TFTP and HTTP bind: `server_ip`, or every address when it floats.
+    pub fn bind_ip(&self) -> Ipv4Addr {
+        if self.floating {
+            Ipv4Addr::UNSPECIFIED
+        } else {
+            self.server_ip
+        }
+    }
+
     /// The lease keeper: the given one, or the file in the state directory.
     pub fn lease_keeper(&self) -> Arc<dyn crate::dhcp::leases::LeaseKeeper> {
         self.leases.clone().unwrap_or_else(|| {
@@ -99,6 +110,7 @@ pub async fn run_with_leases(
         http_base,
         api,
         leases,
+        floating: cfg.floating_server_ip,
     });
     let mut tasks = tokio::task::JoinSet::new();
     if let Some(wire) = cfg.wire.clone() {

@@ -230,10 +230,34 @@ impl SeedLan {
         sections: &str,
         nodes: &[FarmNode],
     ) -> String {
-        let (ip, float) = (self.hosts[i].ip, self.float);
+        let name = format!("seed-{i}");
+        self.config_for(
+            &self.hosts[i],
+            &name,
+            endpoints,
+            dir,
+            token,
+            sections,
+            nodes,
+        )
+    }
+
+    /// [`SeedLan::config`] for a daemon named `name` on any host of the LAN.
+    #[allow(clippy::too_many_arguments)]
+    pub fn config_for(
+        &self,
+        host: &Host,
+        name: &str,
+        endpoints: &[String],
+        dir: &Path,
+        token: &str,
+        sections: &str,
+        nodes: &[FarmNode],
+    ) -> String {
+        let (ip, float) = (host.ip, self.float);
         crate::daemon::Config {
             store_table: Some(format!(
-                "backend = \"etcd\"\nendpoints = {endpoints:?}\nname = \"seed-{i}\"\n\
+                "backend = \"etcd\"\nendpoints = {endpoints:?}\nname = \"{name}\"\n\
                  lease_ttl_secs = {TTL}\ntimeout_secs = 2\nadvertise = \"http://{ip}:{API}\"\n\
                  floating_address = \"{float}/24\""
             )),

@@ -68,6 +68,20 @@ impl Child {
         matches!(self.inner.try_wait(), Ok(None))
     }
 
+    /// Its exit status once it has exited within `timeout` (None if still running).
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let start = Instant::now();
+        loop {
+            if let Ok(Some(status)) = self.inner.try_wait() {
+                return Some(status);
+            }
+            if start.elapsed() >= timeout {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// The process id.
     pub fn id(&self) -> u32 {
         self.inner.id()

@@ -95,6 +95,7 @@ fn ha_control_plane_partition_and_quorum() {
                 lease_ttl: Duration::from_secs(2),
                 advertise: None,
                 floating: None,
+                after_handoff: Default::default(),
             };
             Ha::start(&c, &s, &format!("http://c{i}.invalid:6385")).unwrap()
         }));

@@ -93,10 +93,10 @@ pub async fn serve(
 }
 
 /// A listener on `port` of `ctx.server_ip` (or 0.0.0.0 if that address is not configured
-/// here), bound to `ctx.interface` if set.
+/// here, or floats), bound to `ctx.interface` if set.
 fn bind_here(ctx: &ServiceContext, port: u16) -> std::io::Result<tokio::net::TcpListener> {
     let iface = ctx.interface.as_deref();
-    match bind_tcp(SocketAddr::new(ctx.server_ip.into(), port), iface) {
+    match bind_tcp(SocketAddr::new(ctx.bind_ip().into(), port), iface) {
         Ok(l) => Ok(l),
         Err(e) if e.kind() == std::io::ErrorKind::AddrNotAvailable => {
             warn!(server_ip = %ctx.server_ip, port, "server_ip not configured here; listening on 0.0.0.0");

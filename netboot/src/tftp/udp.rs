@@ -95,7 +95,7 @@ pub async fn serve(
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
     let iface = ctx.interface.as_deref();
-    let sock = match bind_udp(SocketAddr::new(ctx.server_ip.into(), cfg.port), iface) {
+    let sock = match bind_udp(SocketAddr::new(ctx.bind_ip().into(), cfg.port), iface) {
         Ok(s) => s,
         Err(e) if e.kind() == std::io::ErrorKind::AddrNotAvailable => {
             warn!(server_ip = %ctx.server_ip, "server_ip not configured here; TFTP listens on 0.0.0.0");
@@ -523,6 +523,7 @@ mod tests {
             http_base: None,
             api: None,
             leases: None,
+            floating: false,
         });
         let cfg: TftpConfig = toml::from_str(&format!(
             "root = {:?}\nport = {port}\ntimeout = 2",

@@ -12,6 +12,7 @@
 //! - [`metadata`]: the metadata service's document and signals;
 //! - [`stack`]: stack requests, views and events;
 //! - [`image`] and [`manifest`]: golden images;
+//! - [`ha`]: the HA control plane's hand-off;
 //! - [`error`]: `{"error": "…"}`;
 //! - [`token`]: named API tokens and their roles;
 //! - [`Mac`]: the workspace's one MAC address type; [`Secret`]: its one secret wrapper.
@@ -19,6 +20,7 @@
 pub mod agent;
 pub mod error;
 pub mod facts;
+pub mod ha;
 pub mod image;
 mod mac;
 pub mod manifest;

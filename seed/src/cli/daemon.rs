@@ -7,12 +7,14 @@ use crate::daemon::config::DaemonConfig;
 use crate::daemon::policy::{RAMDISK_INITRD, RAMDISK_KERNEL};
 use crate::daemon::{AgentTls, Daemon, Settings};
 use crate::ha::float::FloatingAddress;
+use crate::ha::handoff::{self, Handoff};
 use crate::ha::leases::StoreLeases;
 use crate::ha::{Ha, LeaderOnly};
 use crate::lifecycle::Timeouts;
 use crate::store::config::StoreConfig;
 use crate::store::sealed;
 use crate::store::Store;
+use ::api::ha::{Handoff as HandoffRecord, HandoffStep};
 use anyhow::Context;
 use netboot::dhcp::leases::LeaseKeeper;
 use netboot::metrics::Metrics;
@@ -57,12 +59,17 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         Some(listen) => api_tls(&cfg, listen)?,
         None => None,
     };
-    let (store, ha) = open_store(&cfg, http.port)?;
+    let resumed = handoff_before_start(&cfg)?;
+    let (store, ha) = open_store(&cfg, http.port, resumed.is_none())?;
     let (agent_tls, https) = agent_tls(&cfg, ha.is_some())?;
     let mut cfg = cfg;
     if let Some(h) = cfg.netboot.http.as_mut() {
         h.https = https;
     }
+    // The leader's floating address comes and goes: TFTP and HTTP listen on every address, so
+    // that the others reach this daemon's image copies at its own address, leading or not.
+    cfg.netboot.floating_server_ip =
+        matches!(&cfg.store, StoreConfig::Etcd { ha, .. } if ha.floating.is_some());
     let settings = Settings {
         server_ip: cfg.netboot.server_ip,
         http_port: http.port,
@@ -79,8 +86,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     };
     let daemon = Daemon::new(store, settings).context("loading nodes")?;
     let (images_dir, images_url) = cfg.images_dir()?;
-    let images = images::ImageStore::open(&images_dir)
-        .with_context(|| format!("opening the image store {}", images_dir.display()))?;
+    let open_images = || {
+        images::ImageStore::open(&images_dir)
+            .with_context(|| format!("opening the image store {}", images_dir.display()))
+    };
+    let images = open_images()?;
     daemon.set_images(images, &images_url);
     daemon.set_reservations(
         cfg.netboot
@@ -92,9 +102,39 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     // The daemon's gauges and histograms follow the netboot counters at every `/metrics`.
     crate::daemon::metrics::register(&daemon, &metrics);
     let mut api = Api::new(daemon.clone(), cfg.api.token.expose()).with_metrics(metrics.clone());
-    if let Some(ha) = &ha {
+    // Cancelled once this daemon has handed over: it stops serving.
+    let handed_over = CancellationToken::new();
+    if let (Some(ha), StoreConfig::Etcd { etcd, ha: s }) = (&ha, &cfg.store) {
         crate::ha::register_metrics(ha, &metrics);
-        api = api.with_leadership(ha.clone());
+        let h = Handoff::new(
+            ha.clone(),
+            etcd.clone(),
+            &cfg.netboot.state_dir,
+            s.after_handoff,
+            s.lease_ttl,
+            handed_over.clone(),
+        );
+        if let Some(r) = resumed.clone() {
+            h.resume(r);
+        }
+        // Every member keeps a full copy of the image store, fetched from the others.
+        let base = format!(
+            "http://{}:{}/{}",
+            url_host(&ha.me.api).unwrap_or(cfg.netboot.server_ip.to_string()),
+            http.port,
+            images_url.trim_start_matches('/')
+        );
+        crate::ha::images::spawn_replicator(
+            ha.raw.clone(),
+            open_images()?,
+            ha.me.name.clone(),
+            base,
+            cfg.netboot.state_dir.clone(),
+            std::time::Duration::from_secs(3),
+            handed_over.clone(),
+        )
+        .context("starting image replication")?;
+        api = api.with_handoff(h).with_leadership(ha.clone());
         let h = ha.clone();
         daemon.set_leader_gate(Arc::new(move || h.is_leader()));
     }
@@ -117,6 +157,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     rt.block_on(async move {
         let shutdown = super::cancel_on_signal();
+        let stop = shutdown.clone();
+        tokio::spawn(async move {
+            handed_over.cancelled().await;
+            stop.cancel();
+        });
         let (policy, leases): (Arc<dyn BootPolicy>, Option<Arc<dyn LeaseKeeper>>) = match ha {
             None => {
                 let armed = daemon.resume().context("re-arming deadlines")?;
@@ -280,13 +325,57 @@ fn set_mode(path: &Path, mode: u32) -> anyhow::Result<()> {
         .with_context(|| format!("making {} private ({mode:o})", path.display()))
 }
 
+/// The host of `http://HOST:PORT/…` (an advertised API URL).
+fn url_host(url: &str) -> Option<String> {
+    let rest = url.split_once("://")?.1;
+    let hostport = rest.split('/').next()?;
+    let host = match hostport.rsplit_once(':') {
+        Some((h, p)) if p.chars().all(|c| c.is_ascii_digit()) => h,
+        _ => hostport,
+    };
+    (!host.is_empty()).then(|| host.to_string())
+}
+
+/// A hand-off an earlier run of this daemon left unfinished (it goes on, out of the election),
+/// or an error when it finished: a seed that handed over must never answer on the wire again.
+fn handoff_before_start(cfg: &DaemonConfig) -> anyhow::Result<Option<HandoffRecord>> {
+    let dir = &cfg.netboot.state_dir;
+    let Some(r) = handoff::load(dir).with_context(|| format!("reading {}", dir.display()))? else {
+        return Ok(None);
+    };
+    if r.step == HandoffStep::Done {
+        anyhow::bail!(
+            "this seed handed the control plane over to {} (etcd {}){}: it answers nothing any \
+             more. {} records it; a new seed needs a state directory of its own",
+            r.successors.join(", "),
+            r.endpoints.join(", "),
+            r.leader
+                .as_ref()
+                .map(|l| format!(", {l} leading"))
+                .unwrap_or_default(),
+            dir.join(handoff::FILE).display()
+        );
+    }
+    if !matches!(cfg.store, StoreConfig::Etcd { .. }) {
+        anyhow::bail!(
+            "{} records a hand-off under way but the store is not etcd",
+            dir.join(handoff::FILE).display()
+        );
+    }
+    Ok(Some(r))
+}
+
 /// The daemon's store, and its HA membership when the store is etcd.
 type StoreAndMembership = (Arc<dyn Store>, Option<Arc<Ha>>);
 
 /// The daemon's store: the redb file, or (HA) the etcd store fenced by this daemon's term, with
 /// its membership. The agent-token key is shared by every daemon: made (once, whoever comes
 /// first) through the unfenced client, since a follower's fenced store writes nothing.
-fn open_store(cfg: &DaemonConfig, http_port: u16) -> anyhow::Result<StoreAndMembership> {
+fn open_store(
+    cfg: &DaemonConfig,
+    http_port: u16,
+    candidate: bool,
+) -> anyhow::Result<StoreAndMembership> {
     match &cfg.store {
         StoreConfig::Redb { path } => {
             if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
@@ -311,7 +400,7 @@ fn open_store(cfg: &DaemonConfig, http_port: u16) -> anyhow::Result<StoreAndMemb
                 _ => format!("http://{}:{http_port}", cfg.netboot.server_ip),
             };
             let member =
-                Arc::new(Ha::start(etcd, ha, &api).with_context(|| {
+                Arc::new(Ha::start_as(etcd, ha, &api, candidate).with_context(|| {
                     format!("joining the store at {}", etcd.endpoints.join(","))
                 })?);
             AgentTokens::load_or_create(&member.raw).context("the agent token key")?;

@@ -6,6 +6,7 @@ pub mod bundle;
 pub mod ca;
 pub mod client;
 pub mod daemon;
+pub mod handoff;
 pub mod image;
 #[cfg(feature = "lab")]
 pub mod lab;
@@ -57,6 +58,8 @@ pub enum Command {
     Store(store::Args),
     /// Golden images in the seed's store: list, show, import (verified), delete.
     Image(image::Args),
+    /// Hand the seed's place in the HA control plane over to the undercloud, then switch off.
+    Handoff(handoff::Args),
     /// Named API tokens with roles (admin, operator, reader) on a running seed.
     Token(token::Args),
     /// The appliance bundle (`cargo xtask bundle`): `bundle verify` checks an unpacked one.
@@ -79,6 +82,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Stack(args) => stack::run(args),
         Command::Store(args) => store::run(args),
         Command::Image(args) => image::run(args),
+        Command::Handoff(args) => handoff::run(args),
         Command::Token(args) => token::run(args),
         Command::Bundle(args) => bundle::run(args),
         Command::Appliance(args) => appliance::run(args),

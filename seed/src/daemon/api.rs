@@ -19,7 +19,8 @@
 //!   `operator` also acts, `admin` also manages tokens) ([`nodes`], [`stacks`], [`images`],
 //!   [`tokens`], and the operator side of [`super::metadata_api`]): `/v1/nodes…` (enroll an
 //!   instackenv list, list, show, inspect, manage, provide, deploy, undeploy, metadata,
-//!   credential), `/v1/stacks…`, `/v1/images…`, `/v1/tokens…`;
+//!   credential), `/v1/stacks…`, `/v1/images…`, `/v1/tokens…`, `/v1/ha/handoff` ([`ha`]: never
+//!   forwarded to the leader, it is about the daemon asked);
 //! - open: `GET /v1/openapi.json`, `GET /metrics` (netboot counters and [`super::metrics`]).
 //!
 //! Errors are one type ([`ApiError`] → `{"error": "…"}`), credentials one check each
@@ -37,6 +38,7 @@ mod auth;
 mod error;
 mod extract;
 pub mod forward;
+mod ha;
 mod images;
 mod nodes;
 mod stacks;
@@ -77,6 +79,8 @@ pub(crate) struct AppState {
     operators: bool,
     /// In HA: who leads; a follower forwards its writes there ([`forward`]).
     leadership: Option<Arc<dyn forward::Leadership>>,
+    /// In HA: this daemon's hand-off ([`ha`]).
+    handoff: Option<Arc<crate::ha::handoff::Handoff>>,
 }
 
 #[derive(OpenApi)]
@@ -98,6 +102,7 @@ pub(crate) struct AppState {
         (name = "stacks", description = "Operators: stacks of nodes from Heat-style templates"),
         (name = "images", description = "Operators: the seed's golden images"),
         (name = "tokens", description = "Admins: named API tokens with roles"),
+        (name = "ha", description = "The HA control plane: a seed's hand-off to the undercloud"),
         (name = "agent", description = "The deploy ramdisk's agent"),
         (name = "node", description = "A deployed node, with its own credential"),
         (name = "meta", description = "This document and the metrics"),
@@ -185,6 +190,7 @@ fn routes() -> OpenApiRouter {
         .routes(routes!(images::show_image))
         .routes(routes!(tokens::list_tokens, tokens::create_token))
         .routes(routes!(tokens::revoke_token))
+        .routes(routes!(ha::show_handoff, ha::start_handoff))
 }
 
 /// The router and the document, built once per process.
@@ -267,6 +273,7 @@ impl Api {
                 metrics: None,
                 operators: true,
                 leadership: None,
+                handoff: None,
             },
         }
     }
@@ -285,6 +292,12 @@ impl Api {
     /// In HA: forward writes to the leader while this daemon follows ([`forward`]).
     pub fn with_leadership(mut self, l: Arc<dyn forward::Leadership>) -> Self {
         self.state.leadership = Some(l);
+        self
+    }
+
+    /// In HA: this daemon's hand-off, at `/v1/ha/handoff`.
+    pub fn with_handoff(mut self, h: Arc<crate::ha::handoff::Handoff>) -> Self {
+        self.state.handoff = Some(h);
         self
     }
 
@@ -337,7 +350,7 @@ impl ApiHandler for Api {
 /// API's state as extensions) in, the answer collected into an [`ApiResponse`] out.
 async fn dispatch(state: AppState, req: ApiRequest) -> ApiResponse {
     if let Some(l) = &state.leadership {
-        if forward::must_forward(&**l, &req.method) {
+        if forward::must_forward(&**l, &req.method, &req.path) {
             return forward::to_leader(l.clone(), req).await;
         }
     }

@@ -133,6 +133,57 @@ pub fn fetch_missing(
     Ok(fetched)
 }
 
+/// Keep this member's copies in step with the others' until `stop`: every `every`, register
+/// what `local` holds and fetch what others hold and it lacks. On a thread of its own (the
+/// store calls and downloads block). `base_url` is the image store's URL on this member's HTTP
+/// server; `scratch` a directory on the image store's filesystem.
+pub fn spawn_replicator(
+    store: EtcdStore,
+    local: ImageStore,
+    me: String,
+    base_url: String,
+    scratch: std::path::PathBuf,
+    every: std::time::Duration,
+    stop: tokio_util::sync::CancellationToken,
+) -> std::io::Result<std::thread::JoinHandle<()>> {
+    std::thread::Builder::new()
+        .name("image-replicas".into())
+        .spawn(move || {
+            let mut last_error = String::new();
+            while !stop.is_cancelled() {
+                let round = register(&store, &local, &me, &base_url)
+                    .and_then(|_| fetch_missing(&store, &local, &me, &base_url, &scratch));
+                match round {
+                    Ok(_) => last_error.clear(),
+                    Err(e) => {
+                        let e = fsutil::error_chain(&e);
+                        if e != last_error {
+                            warn!(error = %e, "image replication");
+                        }
+                        last_error = e;
+                    }
+                }
+                let until = std::time::Instant::now() + every;
+                while !stop.is_cancelled() && std::time::Instant::now() < until {
+                    std::thread::sleep(std::time::Duration::from_millis(100));
+                }
+            }
+        })
+}
+
+/// Forget every copy `member` registered (it left the cluster: its URLs answer no more).
+pub fn forget(store: &dyn Store, member: &str) -> Result<usize, StoreError> {
+    let suffix = format!("/{member}");
+    let mut n = 0;
+    for (k, _) in store.list(REPLICAS, "")? {
+        if k.ends_with(&suffix) {
+            store.delete(REPLICAS, &k, Expect::Any)?;
+            n += 1;
+        }
+    }
+    Ok(n)
+}
+
 /// `url` into `to` (streamed), at most `limit` bytes.
 fn download(url: &str, limit: u64, to: &Path) -> Result<u64, ReplicaError> {
     let fail = |reason: String| ReplicaError::Fetch {

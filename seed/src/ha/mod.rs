@@ -12,6 +12,7 @@
 //! the read API and redirect writes to the leader ([`Ha::leader`]'s API address).
 
 pub mod float;
+pub mod handoff;
 pub mod images;
 pub mod leases;
 
@@ -60,19 +61,31 @@ impl Ha {
     /// Connect and start campaigning as `settings.name`, advertising `api` (the URL followers
     /// redirect writes to).
     pub fn start(etcd: &EtcdConfig, settings: &HaSettings, api: &str) -> Result<Ha, StoreError> {
+        Self::start_as(etcd, settings, api, true)
+    }
+
+    /// [`Ha::start`], campaigning only if `candidate` (a seed restarted in the middle of its
+    /// hand-off never leads again).
+    pub fn start_as(
+        etcd: &EtcdConfig,
+        settings: &HaSettings,
+        api: &str,
+        candidate: bool,
+    ) -> Result<Ha, StoreError> {
         let raw = EtcdStore::connect(etcd)?;
         let fence = Arc::new(Fence::new());
         let me = Candidate {
             name: settings.name.clone(),
             api: api.to_string(),
         };
-        let election = Election::start(
+        let election = Election::start_as(
             &raw,
             ElectionConfig {
                 me: me.clone(),
                 ttl: settings.lease_ttl,
             },
             fence.clone(),
+            candidate,
         );
         Ok(Ha {
             store: Arc::new(raw.fenced(fence.clone())),
@@ -86,6 +99,12 @@ impl Ha {
     /// Whether this daemon may act as leader right now (term held, lease renewed in time).
     pub fn is_leader(&self) -> bool {
         self.election.is_leader()
+    }
+
+    /// Leave the election (`false`: the term ends now and another daemon takes over) or
+    /// campaign again.
+    pub fn set_candidate(&self, on: bool) {
+        self.election.set_candidate(on);
     }
 
     pub fn role(&self) -> Role {
@@ -288,6 +307,7 @@ mod tests {
             lease_ttl: Duration::from_secs(2),
             advertise: None,
             floating: None,
+            after_handoff: Default::default(),
         }
     }
 

@@ -13,6 +13,7 @@
 //! tls = { ca = "pki/ca.pem", cert = "pki/seed-a.pem", key = "pki/seed-a-key.pem" }
 //! advertise = "http://10.0.1.1:6385"        # followers forward writes here while this leads
 //! floating_address = "10.0.0.100/24"        # held by the leader on the netboot interface
+//! after_handoff = "exit"                    # or "poweroff": once handed over (`seed handoff`)
 //! ```
 //!
 //! The raw form is parsed strictly (unknown keys are errors) and checked into [`StoreConfig`].
@@ -56,6 +57,8 @@ pub struct RawStoreTable {
     pub advertise: Option<String>,
     #[serde(default)]
     pub floating_address: Option<String>,
+    #[serde(default)]
+    pub after_handoff: Option<String>,
 }
 
 impl<'de> Deserialize<'de> for RawStore {
@@ -90,6 +93,8 @@ pub struct HaSettings {
     pub advertise: Option<String>,
     /// The provisioning address the leader holds (`IP/PREFIX`, on the netboot interface).
     pub floating: Option<(std::net::Ipv4Addr, u8)>,
+    /// What the daemon does once it has handed over ([`crate::ha::handoff`]).
+    pub after_handoff: crate::ha::handoff::After,
 }
 
 /// A checked store configuration.
@@ -122,6 +127,8 @@ pub enum StoreConfigError {
     Floating(String),
     #[error("[store] name {0:?}: letters, digits, '-', '_', '.'; 1 to 63")]
     Name(String),
+    #[error("[store] {0}")]
+    AfterHandoff(String),
 }
 
 /// The default lease TTL (the issue's "≤ 10 s").
@@ -153,6 +160,7 @@ impl TryFrom<RawStore> for StoreConfig {
                     ("max_txn_ops", t.max_txn_ops.is_some()),
                     ("advertise", t.advertise.is_some()),
                     ("floating_address", t.floating_address.is_some()),
+                    ("after_handoff", t.after_handoff.is_some()),
                 ];
                 if let Some((k, _)) = etcd_only.iter().find(|(_, set)| *set) {
                     return Err(StoreConfigError::NotFor(k, "redb"));
@@ -221,6 +229,10 @@ impl TryFrom<RawStore> for StoreConfig {
                         lease_ttl: Duration::from_secs(ttl),
                         advertise: t.advertise,
                         floating,
+                        after_handoff: match &t.after_handoff {
+                            None => Default::default(),
+                            Some(a) => a.parse().map_err(StoreConfigError::AfterHandoff)?,
+                        },
                     },
                 })
             }

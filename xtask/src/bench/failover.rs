@@ -247,6 +247,7 @@ fn candidate(name: &str, a: &Args) -> Result<()> {
         lease_ttl: Duration::from_secs(a.ttl),
         advertise: None,
         floating: None,
+        after_handoff: Default::default(),
     };
     let mut cfg = EtcdConfig::new(a.endpoints.clone());
     cfg.timeout = Duration::from_secs(1);

@@ -33,9 +33,10 @@ pub trait Leadership: Send + Sync {
     }
 }
 
-/// Whether `req` is a write this daemon must hand to the leader.
-pub(super) fn must_forward(l: &dyn Leadership, method: &Method) -> bool {
-    !matches!(*method, Method::GET | Method::HEAD) && !l.leads()
+/// Whether `req` is a write this daemon must hand to the leader (`/v1/ha/…` never: those
+/// routes are about the daemon asked, a seed handing over most of all).
+pub(super) fn must_forward(l: &dyn Leadership, method: &Method, path: &str) -> bool {
+    !matches!(*method, Method::GET | Method::HEAD) && !path.starts_with("/v1/ha/") && !l.leads()
 }
 
 /// Forward `req` to the leader and return its answer.

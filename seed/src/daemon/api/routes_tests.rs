@@ -75,6 +75,8 @@ const SURFACE: &[(&str, &str)] = &[
     ("GET", "/v1/tokens"),
     ("POST", "/v1/tokens"),
     ("DELETE", "/v1/tokens/{name}"),
+    ("GET", "/v1/ha/handoff"),
+    ("POST", "/v1/ha/handoff"),
 ];
 
 #[test]

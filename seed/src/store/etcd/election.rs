@@ -10,6 +10,9 @@
 //! - a write was fenced off (someone deleted the key), or
 //! - the daemon resigns or stops.
 //!
+//! A daemon that is not a candidate ([`Election::set_candidate`]`(false)`: a seed handing over,
+//! or one restarted mid-hand-off) holds no lease and never leads; it still follows who leads.
+//!
 //! Ending a term clears the fence **before** anything else, then a new lease and campaign
 //! start. [`Election::is_leader`] is the check for actions that are not store writes (power,
 //! DHCP answers): it is true only while the term is set AND the last successful keep-alive is
@@ -49,6 +52,26 @@ pub enum Role {
     Unavailable { why: String },
 }
 
+/// The daemons campaigning now (the leader among them), from the election's keys.
+pub fn candidates(store: &EtcdStore) -> Result<Vec<Candidate>, super::StoreError> {
+    let prefix = format!("{}/", store.layout().election());
+    store.bridge().read("candidates", move |mut c| async move {
+        let end = super::prefix_end(prefix.as_bytes());
+        let resp = c
+            .get(
+                prefix.as_bytes(),
+                Some(etcd_client::GetOptions::new().with_range(end)),
+            )
+            .await
+            .map_err(|e| super::bridge::etcd_err("candidates", e))?;
+        Ok(resp
+            .kvs()
+            .iter()
+            .filter_map(|kv| serde_json::from_slice(kv.value()).ok())
+            .collect())
+    })
+}
+
 /// Election settings.
 #[derive(Debug, Clone)]
 pub struct ElectionConfig {
@@ -65,12 +88,24 @@ pub struct Election {
     /// The term's lease is known to be alive until then.
     valid_until: Arc<Mutex<Option<Instant>>>,
     stop: CancellationToken,
+    candidate: watch::Sender<bool>,
 }
 
 impl Election {
     /// Start campaigning for `store`'s cluster; the term goes into `fence`.
     pub fn start(store: &EtcdStore, config: ElectionConfig, fence: Arc<Fence>) -> Election {
+        Self::start_as(store, config, fence, true)
+    }
+
+    /// [`Election::start`], campaigning only if `candidate`.
+    pub fn start_as(
+        store: &EtcdStore,
+        config: ElectionConfig,
+        fence: Arc<Fence>,
+        candidate: bool,
+    ) -> Election {
         let (tx, rx) = watch::channel(Role::Follower { leader: None });
+        let (candidate, candidate_rx) = watch::channel(candidate);
         let valid_until = Arc::new(Mutex::new(None));
         let stop = CancellationToken::new();
         let run = Runner {
@@ -81,6 +116,7 @@ impl Election {
             role: tx,
             valid_until: valid_until.clone(),
             stop: stop.clone(),
+            candidate: candidate_rx,
         };
         store.bridge().handle().spawn(run.run());
         Election {
@@ -88,7 +124,23 @@ impl Election {
             fence,
             valid_until,
             stop,
+            candidate,
         }
+    }
+
+    /// Campaign (`true`) or not: `false` ends this daemon's term at once (the fence cleared
+    /// first, the lease revoked so that another candidate wins without waiting out the TTL)
+    /// and keeps it out of the election until set back.
+    pub fn set_candidate(&self, on: bool) {
+        if !on {
+            self.fence.set(None);
+        }
+        self.candidate.send_replace(on);
+    }
+
+    /// Whether this daemon campaigns.
+    pub fn is_candidate(&self) -> bool {
+        *self.candidate.borrow()
     }
 
     /// The role now.
@@ -131,12 +183,27 @@ struct Runner {
     role: watch::Sender<Role>,
     valid_until: Arc<Mutex<Option<Instant>>>,
     stop: CancellationToken,
+    candidate: watch::Receiver<bool>,
 }
 
 /// How one lease ended.
 enum Ended {
     Stopped,
     Lost(String),
+    /// No longer a candidate.
+    Resigned,
+}
+
+/// Returns once `candidate` is false (never if its sender is gone while true).
+async fn not_candidate(mut candidate: watch::Receiver<bool>) {
+    loop {
+        if !*candidate.borrow_and_update() {
+            return;
+        }
+        if candidate.changed().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    }
 }
 
 impl Runner {
@@ -146,8 +213,17 @@ impl Runner {
             if self.stop.is_cancelled() {
                 break;
             }
+            if !*self.candidate.borrow() {
+                if self.stand_aside().await {
+                    break;
+                }
+                continue;
+            }
             match self.one_lease().await {
                 Ended::Stopped => break,
+                Ended::Resigned => {
+                    info!(me = %self.config.me.name, "not a candidate: out of the election");
+                }
                 Ended::Lost(why) => {
                     self.end_term();
                     if why != last_why {
@@ -165,6 +241,31 @@ impl Runner {
             }
         }
         self.end_term();
+    }
+
+    /// Not a candidate: no lease, follow who leads until campaigning again (false) or stopped
+    /// (true).
+    async fn stand_aside(&self) -> bool {
+        self.end_term();
+        self.role.send_replace(Role::Follower { leader: None });
+        let observer = tokio::spawn(observe(
+            self.client.clone(),
+            self.name.clone(),
+            self.role.clone(),
+        ));
+        let mut candidate = self.candidate.clone();
+        let stopped = loop {
+            tokio::select! {
+                _ = self.stop.cancelled() => break true,
+                r = candidate.changed() => match r {
+                    Err(_) => break true,
+                    Ok(()) if *candidate.borrow() => break false,
+                    Ok(()) => {}
+                },
+            }
+        };
+        observer.abort();
+        stopped
     }
 
     fn end_term(&self) {
@@ -197,6 +298,7 @@ impl Runner {
         let observer = tokio::spawn(observe(c.clone(), self.name.clone(), self.role.clone()));
         let won = tokio::select! {
             _ = self.stop.cancelled() => Err(Ended::Stopped),
+            _ = not_candidate(self.candidate.clone()) => Err(Ended::Resigned),
             why = lost_rx.recv() => Err(Ended::Lost(why.unwrap_or_else(|| "lease keeper stopped".into()))),
             won = c.campaign(self.name.clone(), value, lease) => match won {
                 Err(e) => Err(Ended::Lost(format!("etcd campaign: {e}"))),
@@ -234,6 +336,7 @@ impl Runner {
         loop {
             tokio::select! {
                 _ = self.stop.cancelled() => return Ended::Stopped,
+                _ = not_candidate(self.candidate.clone()) => return Ended::Resigned,
                 why = lost.recv() => {
                     return Ended::Lost(why.unwrap_or_else(|| "lease keeper stopped".into()))
                 }

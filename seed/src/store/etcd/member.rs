@@ -363,6 +363,23 @@ pub fn member_remove(store: &EtcdStore, id: u64) -> Result<(), StoreError> {
         })
 }
 
+/// Whether the member at `url` alone answers a linearizable read (it is up and in the quorum),
+/// within 2 s; `config` gives the TLS and prefix.
+pub fn healthy(config: &super::EtcdConfig, url: &str) -> Result<(), StoreError> {
+    let one = EtcdStore::connect(&super::EtcdConfig {
+        endpoints: vec![url.to_string()],
+        timeout: Duration::from_secs(2),
+        ..config.clone()
+    })?;
+    let key = one.layout().health();
+    one.bridge().read("health", move |mut c| async move {
+        c.get(key, None)
+            .await
+            .map(drop)
+            .map_err(|e| etcd_err("health", e))
+    })
+}
+
 /// Wait until a write through `store` succeeds (the cluster has a leader and a quorum), at most
 /// `within`.
 pub fn wait_ready(store: &EtcdStore, within: Duration) -> Result<(), StoreError> {
