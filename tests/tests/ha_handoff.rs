@@ -1,7 +1,8 @@
 //! The hand-off (issue 15) with real daemons and real etcd: a seed daemon on a one-member etcd
 //! cluster of its own (the collapsed cluster) deploys a stack on fake machines; three more
-//! daemons join, each beside an etcd member added to the seed's cluster, and replicate the
-//! seed's image from it; then the seed hands over and is gone. Every host is a network
+//! daemons join, each beside an etcd member added to the seed's cluster through its API (as a
+//! learner, promoted by the seed once caught up), and replicate the seed's image from it; then
+//! the seed hands over and is gone. Every host is a network
 //! namespace on one bridge (`tests::ha`); the machines are `seed-fake-farm`'s.
 //!
 //! The hand-off is crashed at each of its steps on purpose (the daemon's fault control
@@ -56,20 +57,30 @@ fn member_names(store: &EtcdStore) -> Vec<String> {
     n
 }
 
-/// Add `spec` to the cluster (retried while etcd says the last member is too fresh) and start
-/// it on `host`, joining.
-fn join(store: &EtcdStore, host: &Host, mut spec: MemberSpec, dir: &Path) -> Member {
+/// Add `spec` to the cluster through the seed's API (`POST /v1/ha/members`, retried while etcd
+/// says the last member is too fresh) and start it on `host`, joining.
+fn join(api: &Api, seed: &Host, host: &Host, mut spec: MemberSpec, dir: &Path) -> Member {
     let t = Instant::now();
-    let cluster = loop {
-        match member::member_add(store, &spec.name, &spec.peer_url) {
-            Ok((_, cluster)) => break cluster,
-            Err(e) => {
-                assert!(t.elapsed() < Duration::from_secs(60), "member add: {e}");
-                std::thread::sleep(Duration::from_millis(500));
-            }
+    let req = serde_json::json!({"name": spec.name, "peer_url": spec.peer_url}).to_string();
+    let added = loop {
+        let (code, body) = api.json(seed.ip, "POST", "/v1/ha/members", Some(&req));
+        if code == 201 {
+            break body;
         }
+        assert_eq!(code, 409, "{body}");
+        assert!(t.elapsed() < Duration::from_secs(60), "member add: {body}");
+        std::thread::sleep(Duration::from_millis(500));
     };
-    spec.initial_cluster = cluster;
+    assert_eq!(added["initial_cluster_state"], "existing");
+    spec.initial_cluster = added["initial_cluster"]
+        .as_str()
+        .unwrap()
+        .split(',')
+        .map(|kv| {
+            let (k, v) = kv.split_once('=').unwrap();
+            (k.to_string(), v.to_string())
+        })
+        .collect();
     spec.state = ClusterState::Existing;
     start_member(host, &spec, dir)
 }
@@ -205,7 +216,7 @@ fn ha_handoff_the_seed_leaves_and_the_undercloud_leads() {
     let mut ucs: Vec<Child> = vec![];
     for (i, h) in hosts.iter().enumerate() {
         let name = format!("uc{i}");
-        uc_members.push(join(&seed_store, h, etcd_spec(h, &name, d), d));
+        uc_members.push(join(&api, &sd, h, etcd_spec(h, &name, d), d));
         endpoints.push(format!("http://{}:2379", h.ip));
         let udir = d.join(&name);
         std::fs::create_dir_all(udir.join("http")).unwrap();
@@ -230,6 +241,18 @@ fn ha_handoff_the_seed_leaves_and_the_undercloud_leads() {
         || logs(&ucs),
     );
     tests::daemon::wait(
+        "the three members promoted from learners to voters",
+        Duration::from_secs(60),
+        || {
+            let (code, m) = api.json(sd.ip, "GET", "/v1/ha/members", None);
+            code == 200
+                && m["members"]
+                    .as_array()
+                    .is_some_and(|v| v.len() == 4 && v.iter().all(|m| m["learner"] == false))
+        },
+        || logs(&ucs),
+    );
+    tests::daemon::wait(
         "the three campaign",
         Duration::from_secs(30),
         || {
@@ -240,6 +263,27 @@ fn ha_handoff_the_seed_leaves_and_the_undercloud_leads() {
         || logs(&ucs),
     );
     assert_eq!(member_names(&seed_store), ["seed", "uc0", "uc1", "uc2"]);
+    let members = sd
+        .ns
+        .cmd(tests::seed_bin())
+        .args(["ha", "members", "--api", &format!("http://{}:{API}", sd.ip)])
+        .args(["--token", TOKEN])
+        .output()
+        .unwrap();
+    let said = tests::printed(&members);
+    assert!(members.status.success(), "{said}");
+    for n in ["seed", "uc0", "uc1", "uc2"] {
+        assert!(said.contains(n), "{said}");
+    }
+    assert_eq!(said.matches("leader").count(), 1, "{said}");
+    // Its own member is not removed by a membership change (that is the hand-off), nor is a
+    // peer URL taken twice.
+    let (code, body) = api.json(sd.ip, "DELETE", "/v1/ha/members/seed", None);
+    assert_eq!(code, 409, "{body}");
+    let again =
+        serde_json::json!({"name": "uc9", "peer_url": format!("http://{}:2380", hosts[0].ip)});
+    let (code, body) = api.json(sd.ip, "POST", "/v1/ha/members", Some(&again.to_string()));
+    assert_eq!(code, 409, "{body}");
     eprintln!("three members and daemons joined: {:?}", t0.elapsed());
 
     // 1. Crash right after the hand-off is recorded, before the seed leaves the election.

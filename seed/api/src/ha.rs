@@ -40,3 +40,57 @@ pub struct Handoff {
     #[serde(default)]
     pub given_up: bool,
 }
+
+/// One etcd member of the control plane's store.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct MemberView {
+    /// etcd's member id, in hex (a u64 does not fit a JSON number everywhere).
+    pub id: String,
+    /// Empty until the member has started.
+    pub name: String,
+    pub peer_urls: Vec<String>,
+    /// Empty until the member has started.
+    pub client_urls: Vec<String>,
+    /// A raft learner, not voting yet: promoted once it has started and caught up.
+    pub learner: bool,
+}
+
+/// A seed daemon in the election.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct DaemonView {
+    pub name: String,
+    /// Where its API answers.
+    pub api: String,
+    pub leader: bool,
+}
+
+/// The control plane as one daemon sees it (`GET /v1/ha/members`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Membership {
+    /// The daemon that answered.
+    pub me: String,
+    pub members: Vec<MemberView>,
+    /// The daemons that campaign (the leader among them).
+    pub daemons: Vec<DaemonView>,
+}
+
+/// Add an etcd member (`POST /v1/ha/members`): start it afterwards with the answer's initial
+/// cluster and `--initial-cluster-state existing`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct MemberRequest {
+    /// Its name (also its seed daemon's `[store] name`): letters, digits, '-', '_', '.'.
+    pub name: String,
+    /// Where it will answer its peers, e.g. `http://10.0.1.2:2380`.
+    pub peer_url: String,
+}
+
+/// A member added: how to start it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct MemberAdded {
+    pub id: String,
+    pub name: String,
+    /// etcd's `--initial-cluster`: `name=peer_url,…`, every member and this one.
+    pub initial_cluster: String,
+    /// etcd's `--initial-cluster-state`: always `existing`.
+    pub initial_cluster_state: String,
+}

@@ -134,6 +134,13 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             handed_over.clone(),
         )
         .context("starting image replication")?;
+        // Members added through the API join as learners; the leader makes them voters.
+        crate::ha::members::spawn_promoter(
+            ha.clone(),
+            std::time::Duration::from_secs(2),
+            handed_over.clone(),
+        )
+        .context("starting the learners' promotion")?;
         api = api.with_handoff(h).with_leadership(ha.clone());
         let h = ha.clone();
         daemon.set_leader_gate(Arc::new(move || h.is_leader()));

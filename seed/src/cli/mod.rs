@@ -6,6 +6,7 @@ pub mod bundle;
 pub mod ca;
 pub mod client;
 pub mod daemon;
+pub mod ha;
 pub mod handoff;
 pub mod image;
 #[cfg(feature = "lab")]
@@ -60,6 +61,8 @@ pub enum Command {
     Image(image::Args),
     /// Hand the seed's place in the HA control plane over to the undercloud, then switch off.
     Handoff(handoff::Args),
+    /// The HA control plane's etcd members and daemons: list, add before starting, remove.
+    Ha(ha::Args),
     /// Named API tokens with roles (admin, operator, reader) on a running seed.
     Token(token::Args),
     /// The appliance bundle (`cargo xtask bundle`): `bundle verify` checks an unpacked one.
@@ -83,6 +86,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Store(args) => store::run(args),
         Command::Image(args) => image::run(args),
         Command::Handoff(args) => handoff::run(args),
+        Command::Ha(args) => ha::run(args),
         Command::Token(args) => token::run(args),
         Command::Bundle(args) => bundle::run(args),
         Command::Appliance(args) => appliance::run(args),

@@ -19,7 +19,7 @@
 //!   `operator` also acts, `admin` also manages tokens) ([`nodes`], [`stacks`], [`images`],
 //!   [`tokens`], and the operator side of [`super::metadata_api`]): `/v1/nodes…` (enroll an
 //!   instackenv list, list, show, inspect, manage, provide, deploy, undeploy, metadata,
-//!   credential), `/v1/stacks…`, `/v1/images…`, `/v1/tokens…`, `/v1/ha/handoff` ([`ha`]: never
+//!   credential), `/v1/stacks…`, `/v1/images…`, `/v1/tokens…`, `/v1/ha/handoff`, `/v1/ha/members…` ([`ha`]: never
 //!   forwarded to the leader, it is about the daemon asked);
 //! - open: `GET /v1/openapi.json`, `GET /metrics` (netboot counters and [`super::metrics`]).
 //!
@@ -191,6 +191,8 @@ fn routes() -> OpenApiRouter {
         .routes(routes!(tokens::list_tokens, tokens::create_token))
         .routes(routes!(tokens::revoke_token))
         .routes(routes!(ha::show_handoff, ha::start_handoff))
+        .routes(routes!(ha::list_members, ha::add_member))
+        .routes(routes!(ha::remove_member))
 }
 
 /// The router and the document, built once per process.

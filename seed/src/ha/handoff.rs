@@ -15,7 +15,7 @@
 //!    (`[store] after_handoff`).
 //!
 //! Before step 1 nothing is touched unless every check passes ([`check`]): this daemon's member
-//! is in the cluster, every other member has started and answers a quorum read, another daemon
+//! is in the cluster, every other member has started, votes and answers a quorum read, another daemon
 //! campaigns, and every image this daemon holds is held by each of them. Each step is written
 //! to `<state_dir>/handoff.json` (durably) before it is acted on: a daemon killed at any step
 //! starts again out of the election and finishes from there; one that finished refuses to start
@@ -95,6 +95,8 @@ pub enum Refused {
         "the etcd member at {peer} was added but has not started: start it or remove it first"
     )]
     NotStarted { peer: String },
+    #[error("etcd member {name} is a learner, not a voter yet: wait until it is promoted")]
+    Learner { name: String },
     #[error("etcd member {name} does not answer: {why}")]
     Unhealthy { name: String, why: String },
     #[error("no other seed daemon campaigns: nobody would lead after the hand-off")]
@@ -129,6 +131,11 @@ pub fn check(f: &Facts) -> Result<(Vec<String>, Vec<String>), Refused> {
     {
         return Err(Refused::NotStarted {
             peer: m.peer_urls.join(","),
+        });
+    }
+    if let Some(m) = others.iter().find(|m| m.is_learner) {
+        return Err(Refused::Learner {
+            name: m.name.clone(),
         });
     }
     if let Some((name, why)) = f.unhealthy.first() {
@@ -254,6 +261,11 @@ impl Handoff {
             shutdown,
             state: Mutex::default(),
         })
+    }
+
+    /// The daemon's HA membership.
+    pub fn ha(&self) -> &Arc<Ha> {
+        &self.ha
     }
 
     /// The hand-off under way (or the last one given up), as the API shows it.

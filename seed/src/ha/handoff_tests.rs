@@ -15,6 +15,7 @@ fn member(id: u64, name: &str, client: &str) -> MemberInfo {
         } else {
             vec![client.into()]
         },
+        is_learner: false,
     }
 }
 
@@ -64,6 +65,10 @@ fn each_missing_precondition_is_refused_by_name() {
             peer: "http://:2380".into()
         })
     );
+
+    let mut f = ready();
+    f.members[2].is_learner = true;
+    assert_eq!(check(&f), Err(Refused::Learner { name: "uc1".into() }));
 
     let mut f = ready();
     f.unhealthy.push(("uc1".into(), "no answer".into()));

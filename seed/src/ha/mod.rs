@@ -15,6 +15,7 @@ pub mod float;
 pub mod handoff;
 pub mod images;
 pub mod leases;
+pub mod members;
 
 use crate::store::config::HaSettings;
 use crate::store::etcd::election::{Candidate, Election, ElectionConfig, Role};

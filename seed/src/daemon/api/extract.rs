@@ -102,6 +102,9 @@ impl Described for ::api::TokenRequest {
 impl Described for ::api::node::DeployRequest {
     const WHAT: &'static str = "expected {\"image\": NAME, \"root_hint\": HINT}";
 }
+impl Described for ::api::ha::MemberRequest {
+    const WHAT: &'static str = "expected {\"name\": NAME, \"peer_url\": \"http://HOST:2380\"}";
+}
 impl Described for ::api::node::UndeployRequest {
     const WHAT: &'static str = "expected {\"full_wipe\": BOOL} or nothing";
 }

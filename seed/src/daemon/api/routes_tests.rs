@@ -77,6 +77,9 @@ const SURFACE: &[(&str, &str)] = &[
     ("DELETE", "/v1/tokens/{name}"),
     ("GET", "/v1/ha/handoff"),
     ("POST", "/v1/ha/handoff"),
+    ("GET", "/v1/ha/members"),
+    ("POST", "/v1/ha/members"),
+    ("DELETE", "/v1/ha/members/{name}"),
 ];
 
 #[test]

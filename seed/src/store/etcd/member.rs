@@ -296,6 +296,8 @@ pub struct MemberInfo {
     pub name: String,
     pub peer_urls: Vec<String>,
     pub client_urls: Vec<String>,
+    /// A raft learner: it receives the log but does not vote (nor count for the quorum).
+    pub is_learner: bool,
 }
 
 /// The cluster's members.
@@ -313,6 +315,7 @@ pub fn member_list(store: &EtcdStore) -> Result<Vec<MemberInfo>, StoreError> {
                 name: m.name().to_string(),
                 peer_urls: m.peer_urls().to_vec(),
                 client_urls: m.client_urls().to_vec(),
+                is_learner: m.is_learner(),
             })
             .collect())
     })
@@ -328,10 +331,43 @@ pub fn member_add(
     name: &str,
     peer_url: &str,
 ) -> Result<(u64, Vec<(String, String)>), StoreError> {
+    add(store, name, peer_url, false)
+}
+
+/// [`member_add`] as a raft learner: it does not vote until [`member_promote`]d, so a member
+/// that never starts (a wrong URL, a dead machine) cannot cost a small cluster its quorum — a
+/// voter added to a one-member cluster and never started would.
+pub fn member_add_learner(
+    store: &EtcdStore,
+    name: &str,
+    peer_url: &str,
+) -> Result<(u64, Vec<(String, String)>), StoreError> {
+    add(store, name, peer_url, true)
+}
+
+/// Make learner `id` a voting member; etcd refuses until it has caught up with the leader.
+pub fn member_promote(store: &EtcdStore, id: u64) -> Result<(), StoreError> {
+    store
+        .bridge()
+        .call("member promote", move |mut c| async move {
+            c.member_promote(id)
+                .await
+                .map(drop)
+                .map_err(|e| etcd_err("member promote", e))
+        })
+}
+
+fn add(
+    store: &EtcdStore,
+    name: &str,
+    peer_url: &str,
+    learner: bool,
+) -> Result<(u64, Vec<(String, String)>), StoreError> {
     let (name, url) = (name.to_string(), peer_url.to_string());
     store.bridge().call("member add", move |mut c| async move {
+        let options = learner.then(|| etcd_client::MemberAddOptions::new().with_is_learner());
         let resp = c
-            .member_add([url.clone()], None)
+            .member_add([url.clone()], options)
             .await
             .map_err(|e| etcd_err("member add", e))?;
         let id = resp.member().map(|m| m.id()).unwrap_or_default();
