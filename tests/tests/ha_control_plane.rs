@@ -96,6 +96,7 @@ fn ha_control_plane_partition_and_quorum() {
                 advertise: None,
                 floating: None,
                 after_handoff: Default::default(),
+                member: None,
             };
             Ha::start(&c, &s, &format!("http://c{i}.invalid:6385")).unwrap()
         }));

@@ -60,6 +60,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         None => None,
     };
     let resumed = handoff_before_start(&cfg)?;
+    // The etcd member this daemon runs (`[store] member`): killed with the daemon.
+    let _member = run_member(&cfg)?;
     let (store, ha) = open_store(&cfg, http.port, resumed.is_none())?;
     let (agent_tls, https) = agent_tls(&cfg, ha.is_some())?;
     let mut cfg = cfg;
@@ -330,6 +332,41 @@ fn set_mode(path: &Path, mode: u32) -> anyhow::Result<()> {
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
         .with_context(|| format!("making {} private ({mode:o})", path.display()))
+}
+
+/// Start the etcd member of `[store] member` (Debian's etcd), its log beside its data, and
+/// check it did not exit at once (a port taken, a data directory of another cluster).
+fn run_member(cfg: &DaemonConfig) -> anyhow::Result<Option<crate::store::etcd::member::Member>> {
+    use crate::store::etcd::member::{etcd_binary, Member};
+    let StoreConfig::Etcd { ha, .. } = &cfg.store else {
+        return Ok(None);
+    };
+    let Some(spec) = ha.member.as_deref().cloned() else {
+        return Ok(None);
+    };
+    let bin = etcd_binary().context("[store] member")?;
+    let mut cmd = spec.command(&bin);
+    // SAFETY: prctl(2) in the child before exec: the member gets SIGTERM when the daemon dies,
+    // however it dies (a kill -9 included), instead of living on without it.
+    unsafe {
+        use std::os::unix::process::CommandExt;
+        cmd.pre_exec(|| {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
+            Ok(())
+        });
+    }
+    let log = spec.data_dir.with_extension("log");
+    let mut m = Member::spawn(spec, cmd, &log).context("starting [store] member")?;
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    m.check().context("[store] member")?;
+    tracing::info!(
+        name = %m.spec.name,
+        client = %m.spec.client_url,
+        peer = %m.spec.peer_url,
+        log = %log.display(),
+        "etcd member started beside the daemon"
+    );
+    Ok(Some(m))
 }
 
 /// The host of `http://HOST:PORT/…` (an advertised API URL).

@@ -19,6 +19,9 @@ pub struct Args {
 
 #[derive(Debug, clap::Subcommand)]
 pub enum HaCommand {
+    /// Make a single seed (one redb file) the first member of an HA control plane: its state
+    /// migrated into a one-member etcd cluster the daemon then runs itself. Daemon stopped.
+    Init(super::ha_init::InitArgs),
     /// The etcd members (name, id, peer and client URLs) and the daemons (leader marked).
     Members,
     /// Add an etcd member that will answer its peers at PEER_URL, then print how to start it.
@@ -34,12 +37,16 @@ pub enum HaCommand {
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
+    if let HaCommand::Init(a) = args.command {
+        return super::ha_init::run(a);
+    }
     let c = args.client.client()?;
     run_with(&c, args.command, &mut std::io::stdout().lock())
 }
 
 pub fn run_with(c: &Client, cmd: HaCommand, out: &mut dyn Write) -> anyhow::Result<()> {
     match cmd {
+        HaCommand::Init(a) => super::ha_init::run(a)?,
         HaCommand::Members => {
             let m: Membership = c.get("/v1/ha/members")?;
             let mut rows = vec![table::header(&["MEMBER", "ID", "ROLE", "PEER", "CLIENT"])];

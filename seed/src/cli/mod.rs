@@ -7,6 +7,7 @@ pub mod ca;
 pub mod client;
 pub mod daemon;
 pub mod ha;
+pub mod ha_init;
 pub mod handoff;
 pub mod image;
 #[cfg(feature = "lab")]

@@ -9,6 +9,7 @@
 use crate::store::etcd::{EtcdConfig, EtcdStore, TlsFiles};
 use crate::store::migrate::{self, MigrateError, Summary};
 use crate::store::redb::RedbStore;
+use crate::store::sealed::{self, SealKey};
 use crate::store::Store;
 use anyhow::{bail, Context, Result};
 use std::path::PathBuf;
@@ -95,6 +96,20 @@ fn open(spec: &str, etcd: &EtcdArgs, role: Role) -> Result<Box<dyn Store>> {
         if role == Role::Source && !path.is_file() {
             bail!("{}: no such store file", path.display());
         }
+        // BMC passwords are sealed with the key file beside a redb store: read through it
+        // (etcd keeps them as the daemons read them), and seal what a redb destination gets.
+        let sealed = role == Role::Destination || SealKey::path_for(&path).is_file();
+        if sealed {
+            return match sealed::open_redb(&path) {
+                Ok(s) => Ok(Box::new(s)),
+                Err(e) if RedbStore::is_locked(&e) => bail!(
+                    "{} is open in another process (a running seed daemon?): stop it first, \
+                     a store is migrated while nobody writes to it",
+                    path.display()
+                ),
+                Err(e) => Err(e).with_context(|| format!("opening {}", path.display())),
+            };
+        }
         return match RedbStore::open(&path) {
             Ok(s) => Ok(Box::new(s)),
             Err(e) if RedbStore::is_locked(&e) => bail!(
@@ -133,7 +148,7 @@ fn open(spec: &str, etcd: &EtcdArgs, role: Role) -> Result<Box<dyn Store>> {
     bail!("{spec}: a store is redb:FILE or etcd:URL[,URL…]")
 }
 
-fn migrate(a: MigrateArgs) -> Result<()> {
+pub(crate) fn migrate(a: MigrateArgs) -> Result<()> {
     if a.from == a.to {
         bail!("--from and --to name the same store");
     }

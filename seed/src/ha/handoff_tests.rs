@@ -124,6 +124,7 @@ fn settings(name: &str) -> HaSettings {
         advertise: None,
         floating: None,
         after_handoff: After::Exit,
+        member: None,
     }
 }
 

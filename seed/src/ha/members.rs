@@ -177,6 +177,7 @@ mod tests {
             advertise: None,
             floating: None,
             after_handoff: Default::default(),
+            member: None,
         };
         let ha = Ha::start(&c.config(), &settings, "http://m0:6385").unwrap();
         let t = std::time::Instant::now();

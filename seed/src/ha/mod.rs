@@ -309,6 +309,7 @@ mod tests {
             advertise: None,
             floating: None,
             after_handoff: Default::default(),
+            member: None,
         }
     }
 

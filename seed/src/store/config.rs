@@ -14,6 +14,9 @@
 //! advertise = "http://10.0.1.1:6385"        # followers forward writes here while this leads
 //! floating_address = "10.0.0.100/24"        # held by the leader on the netboot interface
 //! after_handoff = "exit"                    # or "poweroff": once handed over (`seed handoff`)
+//! # the daemon runs this etcd member itself (Debian's etcd; `seed ha init` writes it):
+//! member = { data_dir = "etcd", client_url = "http://10.0.1.1:2379", peer_url = "http://10.0.1.1:2380" }
+//! # joining a running cluster: initial_cluster = "seed=http://…:2380,uc0=http://…:2380", state = "existing"
 //! ```
 //!
 //! The raw form is parsed strictly (unknown keys are errors) and checked into [`StoreConfig`].
@@ -59,6 +62,24 @@ pub struct RawStoreTable {
     pub floating_address: Option<String>,
     #[serde(default)]
     pub after_handoff: Option<String>,
+    #[serde(default)]
+    pub member: Option<RawMember>,
+}
+
+/// `[store] member`: the etcd member this daemon runs beside itself.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawMember {
+    /// Relative to the config file's directory.
+    pub data_dir: PathBuf,
+    pub client_url: String,
+    pub peer_url: String,
+    /// `name=peer_url,…` (default: this member alone, a new cluster).
+    #[serde(default)]
+    pub initial_cluster: Option<String>,
+    /// `new` (default) or `existing` (joining: added first, `seed ha add`).
+    #[serde(default)]
+    pub state: Option<String>,
 }
 
 impl<'de> Deserialize<'de> for RawStore {
@@ -95,10 +116,14 @@ pub struct HaSettings {
     pub floating: Option<(std::net::Ipv4Addr, u8)>,
     /// What the daemon does once it has handed over ([`crate::ha::handoff`]).
     pub after_handoff: crate::ha::handoff::After,
+    /// The etcd member the daemon runs itself (`[store] member`), named as the daemon.
+    pub member: Option<Box<super::etcd::member::MemberSpec>>,
 }
 
 /// A checked store configuration.
 #[derive(Debug, Clone)]
+// One per daemon, built once at start: the size of the etcd variant costs nothing.
+#[allow(clippy::large_enum_variant)]
 pub enum StoreConfig {
     Redb { path: PathBuf },
     Etcd { etcd: EtcdConfig, ha: HaSettings },
@@ -129,6 +154,8 @@ pub enum StoreConfigError {
     Name(String),
     #[error("[store] {0}")]
     AfterHandoff(String),
+    #[error("[store] member: {0}")]
+    Member(String),
 }
 
 /// The default lease TTL (the issue's "≤ 10 s").
@@ -161,6 +188,7 @@ impl TryFrom<RawStore> for StoreConfig {
                     ("advertise", t.advertise.is_some()),
                     ("floating_address", t.floating_address.is_some()),
                     ("after_handoff", t.after_handoff.is_some()),
+                    ("member", t.member.is_some()),
                 ];
                 if let Some((k, _)) = etcd_only.iter().find(|(_, set)| *set) {
                     return Err(StoreConfigError::NotFor(k, "redb"));
@@ -222,6 +250,11 @@ impl TryFrom<RawStore> for StoreConfig {
                 etcd.timeout = Duration::from_secs(t.timeout_secs.unwrap_or(5).max(1));
                 etcd.max_txn_ops = t.max_txn_ops.unwrap_or(DEFAULT_MAX_TXN_OPS);
                 etcd.max_request_bytes = t.max_request_bytes.unwrap_or(DEFAULT_MAX_REQUEST_BYTES);
+                let member = t
+                    .member
+                    .as_ref()
+                    .map(|m| member_spec(&name, m).map(Box::new))
+                    .transpose()?;
                 Ok(StoreConfig::Etcd {
                     etcd,
                     ha: HaSettings {
@@ -233,12 +266,58 @@ impl TryFrom<RawStore> for StoreConfig {
                             None => Default::default(),
                             Some(a) => a.parse().map_err(StoreConfigError::AfterHandoff)?,
                         },
+                        member,
                     },
                 })
             }
             other => Err(StoreConfigError::Backend(other.into())),
         }
     }
+}
+
+/// The member's command line from `[store] member`.
+fn member_spec(
+    name: &str,
+    m: &RawMember,
+) -> Result<super::etcd::member::MemberSpec, StoreConfigError> {
+    use super::etcd::member::{ClusterState, MemberSpec};
+    let url = |u: &str| u.starts_with("http://") || u.starts_with("https://");
+    if !url(&m.client_url) || !url(&m.peer_url) {
+        return Err(StoreConfigError::Member(
+            "client_url and peer_url are http:// or https:// URLs".into(),
+        ));
+    }
+    let mut spec = MemberSpec::new(name, &m.data_dir, &m.client_url, &m.peer_url);
+    if let Some(c) = &m.initial_cluster {
+        spec.initial_cluster = c
+            .split(',')
+            .map(|kv| {
+                kv.split_once('=')
+                    .filter(|(n, u)| !n.is_empty() && url(u))
+                    .map(|(n, u)| (n.to_string(), u.to_string()))
+                    .ok_or_else(|| {
+                        StoreConfigError::Member(format!(
+                            "initial_cluster {c:?}: expected name=http://HOST:PORT,…"
+                        ))
+                    })
+            })
+            .collect::<Result<_, _>>()?;
+        if !spec.initial_cluster.iter().any(|(n, _)| n == name) {
+            return Err(StoreConfigError::Member(format!(
+                "initial_cluster names no member {name:?} (the daemon's [store] name)"
+            )));
+        }
+    }
+    spec.state = match m.state.as_deref() {
+        None | Some("new") => ClusterState::New,
+        Some("existing") => ClusterState::Existing,
+        Some(o) => {
+            return Err(StoreConfigError::Member(format!(
+                "state {o:?}: \"new\" or \"existing\""
+            )))
+        }
+    };
+    Ok(spec)
 }
 
 impl StoreConfig {
@@ -252,11 +331,16 @@ impl StoreConfig {
         };
         match self {
             StoreConfig::Redb { path } => fix(path),
-            StoreConfig::Etcd { etcd, .. } => {
+            StoreConfig::Etcd { etcd, ha } => {
                 if let Some(t) = &mut etcd.tls {
                     fix(&mut t.ca);
                     fix(&mut t.cert);
                     fix(&mut t.key);
+                }
+                if let Some(m) = &mut ha.member {
+                    fix(&mut m.data_dir);
+                    // The member's TLS is the daemon's client TLS (one CA for both).
+                    m.tls = etcd.tls.clone();
                 }
             }
         }
@@ -336,5 +420,76 @@ mod tests {
             e("[store]\nbackend = \"etcd\"\nendpoints = [\"http://h:1\"]\nname = \"a b\"")
                 .contains("name")
         );
+    }
+}
+
+#[cfg(test)]
+mod member_tests {
+    use super::*;
+    use crate::store::etcd::member::ClusterState;
+
+    #[derive(Debug, Deserialize)]
+    struct Doc {
+        store: RawStore,
+    }
+
+    fn parse(text: &str) -> Result<StoreConfig, String> {
+        let d: Doc = toml::from_str(text).map_err(|e| e.to_string())?;
+        StoreConfig::try_from(d.store).map_err(|e| e.to_string())
+    }
+
+    const HEAD: &str =
+        "[store]\nbackend = \"etcd\"\nendpoints = [\"http://10.0.0.1:2379\"]\nname = \"seed\"\n";
+
+    #[test]
+    fn a_member_the_daemon_runs_new_or_joining() {
+        let c = parse(&format!(
+            "{HEAD}member = {{ data_dir = \"etcd\", client_url = \"http://10.0.0.1:2379\", \
+             peer_url = \"http://10.0.0.1:2380\" }}"
+        ))
+        .unwrap();
+        let StoreConfig::Etcd { ha, .. } = c else {
+            panic!("etcd")
+        };
+        let m = ha.member.unwrap();
+        assert_eq!(m.name, "seed");
+        assert_eq!(m.state, ClusterState::New);
+        assert_eq!(
+            m.initial_cluster,
+            [("seed".to_string(), "http://10.0.0.1:2380".to_string())]
+        );
+
+        let c = parse(&format!(
+            "{HEAD}member = {{ data_dir = \"etcd\", client_url = \"http://10.0.0.1:2379\", \
+             peer_url = \"http://10.0.0.1:2380\", state = \"existing\", \
+             initial_cluster = \"uc0=http://10.0.0.2:2380,seed=http://10.0.0.1:2380\" }}"
+        ))
+        .unwrap();
+        let StoreConfig::Etcd { ha, .. } = c else {
+            panic!("etcd")
+        };
+        let m = ha.member.unwrap();
+        assert_eq!(m.state, ClusterState::Existing);
+        assert_eq!(m.initial_cluster.len(), 2);
+    }
+
+    #[test]
+    fn a_bad_member_says_what_is_wrong() {
+        let m = |extra: &str| {
+            parse(&format!(
+                "{HEAD}member = {{ data_dir = \"etcd\", client_url = \"http://10.0.0.1:2379\", \
+                 peer_url = \"http://10.0.0.1:2380\"{extra} }}"
+            ))
+            .unwrap_err()
+        };
+        assert!(m(", state = \"joining\"").contains("state \"joining\""));
+        assert!(m(", initial_cluster = \"uc0\"").contains("initial_cluster"));
+        assert!(m(", initial_cluster = \"uc0=http://10.0.0.2:2380\"").contains("names no member"));
+        let e = parse(
+            "[store]\nbackend = \"redb\"\npath = \"x\"\nmember = { data_dir = \"e\", \
+             client_url = \"http://a:1\", peer_url = \"http://a:2\" }",
+        )
+        .unwrap_err();
+        assert!(e.contains("member"), "{e}");
     }
 }

@@ -248,6 +248,7 @@ fn candidate(name: &str, a: &Args) -> Result<()> {
         advertise: None,
         floating: None,
         after_handoff: Default::default(),
+        member: None,
     };
     let mut cfg = EtcdConfig::new(a.endpoints.clone());
     cfg.timeout = Duration::from_secs(1);

@@ -125,7 +125,7 @@ pub enum ClusterState {
 }
 
 /// One member's configuration.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MemberSpec {
     pub name: String,
     pub data_dir: PathBuf,
