@@ -400,11 +400,11 @@ pub fn member_remove(store: &EtcdStore, id: u64) -> Result<(), StoreError> {
 }
 
 /// Whether the member at `url` alone answers a linearizable read (it is up and in the quorum),
-/// within 2 s; `config` gives the TLS and prefix.
+/// within 5 s; `config` gives the TLS and prefix.
 pub fn healthy(config: &super::EtcdConfig, url: &str) -> Result<(), StoreError> {
     let one = EtcdStore::connect(&super::EtcdConfig {
         endpoints: vec![url.to_string()],
-        timeout: Duration::from_secs(2),
+        timeout: Duration::from_secs(5),
         ..config.clone()
     })?;
     let key = one.layout().health();
