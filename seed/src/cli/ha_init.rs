@@ -36,14 +36,6 @@ pub struct InitArgs {
     pub peer_url: Option<String>,
 }
 
-fn host_name() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|s| s.trim().to_string())
-        .ok()
-        .filter(|s| !s.is_empty())
-        .unwrap_or_else(|| "seed".into())
-}
-
 /// `text` with its top-level `store = …` line replaced by a `[store]` table at the end.
 fn rewritten(text: &str, name: &str, data_dir: &Path, client: &str, peer: &str) -> String {
     let mut out: String = text
@@ -81,7 +73,7 @@ pub fn run(a: InitArgs) -> Result<()> {
             redb.display()
         );
     }
-    let name = a.name.unwrap_or_else(host_name);
+    let name = a.name.unwrap_or_else(crate::store::config::host_name);
     let ip = cfg.netboot.server_ip;
     let client = a.client_url.unwrap_or(format!("http://{ip}:2379"));
     let peer = a.peer_url.unwrap_or(format!("http://{ip}:2380"));

@@ -98,20 +98,14 @@ fn open(spec: &str, etcd: &EtcdArgs, role: Role) -> Result<Box<dyn Store>> {
         }
         // BMC passwords are sealed with the key file beside a redb store: read through it
         // (etcd keeps them as the daemons read them), and seal what a redb destination gets.
-        let sealed = role == Role::Destination || SealKey::path_for(&path).is_file();
-        if sealed {
-            return match sealed::open_redb(&path) {
-                Ok(s) => Ok(Box::new(s)),
-                Err(e) if RedbStore::is_locked(&e) => bail!(
-                    "{} is open in another process (a running seed daemon?): stop it first, \
-                     a store is migrated while nobody writes to it",
-                    path.display()
-                ),
-                Err(e) => Err(e).with_context(|| format!("opening {}", path.display())),
+        let opened: Result<Box<dyn Store>, _> =
+            if role == Role::Destination || SealKey::path_for(&path).is_file() {
+                sealed::open_redb(&path).map(|s| Box::new(s) as Box<dyn Store>)
+            } else {
+                RedbStore::open(&path).map(|s| Box::new(s) as Box<dyn Store>)
             };
-        }
-        return match RedbStore::open(&path) {
-            Ok(s) => Ok(Box::new(s)),
+        return match opened {
+            Ok(s) => Ok(s),
             Err(e) if RedbStore::is_locked(&e) => bail!(
                 "{} is open in another process (a running seed daemon?): stop it first, \
                  a store is migrated while nobody writes to it",

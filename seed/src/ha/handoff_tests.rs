@@ -2,7 +2,6 @@
 //! members with two daemons' HA memberships.
 
 use super::*;
-use crate::store::config::HaSettings;
 use crate::store::etcd::member::LocalCluster;
 
 fn member(id: u64, name: &str, client: &str) -> MemberInfo {
@@ -117,16 +116,7 @@ fn the_record_survives_on_disk_and_a_broken_one_is_an_error() {
     assert!(e.to_string().contains(FILE), "{e}");
 }
 
-fn settings(name: &str) -> HaSettings {
-    HaSettings {
-        name: name.into(),
-        lease_ttl: Duration::from_secs(2),
-        advertise: None,
-        floating: None,
-        after_handoff: After::Exit,
-        member: None,
-    }
-}
+use super::super::test_settings as settings;
 
 fn until(what: &str, limit: Duration, f: impl Fn() -> bool) {
     let t = Instant::now();

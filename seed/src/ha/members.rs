@@ -61,16 +61,9 @@ pub fn membership(ha: &Ha) -> Result<Membership, StoreError> {
     })
 }
 
-fn valid_name(n: &str) -> bool {
-    !n.is_empty()
-        && n.len() <= 63
-        && n.chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
-}
-
 /// Add a member that will answer at `req.peer_url`; how to start it.
 pub fn add(ha: &Ha, req: &MemberRequest) -> Result<MemberAdded, MemberChangeError> {
-    if !valid_name(&req.name) {
+    if !crate::store::config::valid_name(&req.name) {
         return Err(MemberChangeError::BadName(req.name.clone()));
     }
     let url = req.peer_url.trim_end_matches('/');
@@ -160,7 +153,6 @@ pub fn spawn_promoter(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::config::HaSettings;
     use crate::store::etcd::member::LocalCluster;
     use std::time::Duration;
 
@@ -171,15 +163,12 @@ mod tests {
     fn add_list_refuse_and_remove_on_real_etcd() {
         let dir = tempfile::tempdir().unwrap();
         let c = LocalCluster::start(1, dir.path()).unwrap();
-        let settings = HaSettings {
-            name: "m0".into(),
-            lease_ttl: Duration::from_secs(2),
-            advertise: None,
-            floating: None,
-            after_handoff: Default::default(),
-            member: None,
-        };
-        let ha = Ha::start(&c.config(), &settings, "http://m0:6385").unwrap();
+        let ha = Ha::start(
+            &c.config(),
+            &super::super::test_settings("m0"),
+            "http://m0:6385",
+        )
+        .unwrap();
         let t = std::time::Instant::now();
         while !ha.is_leader() {
             assert!(t.elapsed() < Duration::from_secs(15), "m0 leads");

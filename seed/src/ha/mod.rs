@@ -191,6 +191,19 @@ impl Ha {
     }
 }
 
+/// A daemon named `name` with a 2 s lease and nothing else (the tests of this module's parts).
+#[cfg(test)]
+pub(crate) fn test_settings(name: &str) -> HaSettings {
+    HaSettings {
+        name: name.into(),
+        lease_ttl: std::time::Duration::from_secs(2),
+        advertise: None,
+        floating: None,
+        after_handoff: Default::default(),
+        member: None,
+    }
+}
+
 /// Render this daemon's HA counters at every `/metrics`: whether it leads, the commits etcd
 /// refused because its term had ended (a zombie leader's writes) and the writes refused before
 /// reaching etcd because it did not lead.
@@ -302,16 +315,7 @@ mod tests {
         }
     }
 
-    fn settings(name: &str) -> HaSettings {
-        HaSettings {
-            name: name.into(),
-            lease_ttl: Duration::from_secs(2),
-            advertise: None,
-            floating: None,
-            after_handoff: Default::default(),
-            member: None,
-        }
-    }
+    use super::test_settings as settings;
 
     async fn until(what: &str, f: impl Fn() -> bool) {
         let t = Instant::now();

@@ -161,12 +161,22 @@ pub enum StoreConfigError {
 /// The default lease TTL (the "≤ 10 s").
 pub const DEFAULT_TTL: Duration = Duration::from_secs(10);
 
-fn host_name() -> String {
+/// This machine's host name (a daemon's and its etcd member's default name).
+pub fn host_name() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|s| s.trim().to_string())
         .ok()
         .filter(|s| !s.is_empty())
         .unwrap_or_else(|| "seed".into())
+}
+
+/// Whether `name` may name a daemon and its etcd member: letters, digits, '-', '_', '.'; 1 to 63.
+pub fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 63
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
 }
 
 impl TryFrom<RawStore> for StoreConfig {
@@ -220,12 +230,7 @@ impl TryFrom<RawStore> for StoreConfig {
                     return Err(StoreConfigError::Ttl(ttl));
                 }
                 let name = t.name.unwrap_or_else(host_name);
-                if name.is_empty()
-                    || name.len() > 63
-                    || !name
-                        .chars()
-                        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
-                {
+                if !valid_name(&name) {
                     return Err(StoreConfigError::Name(name));
                 }
                 if let Some(a) = &t.advertise {
