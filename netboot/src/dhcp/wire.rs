@@ -5,6 +5,8 @@
 //! it, and a broken option silently ends the option list instead of failing. So every packet is
 //! walked here first (fixed header, magic cookie, each option's length against the packet end and
 //! against the size its code requires), and only a well-framed BOOTREQUEST reaches the decoder.
+//! Consecutive options with one code are checked as one: `dhcproto` concatenates them (RFC 3396
+//! long options) before decoding, so two well-sized halves can make one badly sized option.
 //! Hand-written because it is the validation layer the crate lacks, not a second parser: it
 //! produces nothing but a verdict.
 
@@ -30,15 +32,15 @@ pub enum Malformed {
     #[error("option {code} runs past the end of the packet")]
     OptionOverrun { code: u8 },
     #[error("option {code} has length {len}, which its type does not allow")]
-    OptionLength { code: u8, len: u8 },
+    OptionLength { code: u8, len: usize },
     #[error("no message type (option 53)")]
     NoMessageType,
     #[error("undecodable: {0}")]
     Decode(String),
 }
 
-/// The length an option code requires, as a predicate on its length byte.
-fn length_ok(code: u8, len: u8) -> bool {
+/// The length an option code requires, as a predicate on its (concatenated) length.
+fn length_ok(code: u8, len: usize) -> bool {
     match code {
         // message type, option overload, NetBIOS node type, auto-configure
         53 | 52 | 46 | 116 => len == 1,
@@ -108,28 +110,45 @@ fn check_op(pkt: &[u8], op: u8) -> Result<(), Malformed> {
     }
     let mut i = HEADER_LEN;
     let mut msg_type = false;
+    // The run of consecutive options with one code, as the decoder will concatenate it.
+    let mut run: Option<(u8, usize)> = None;
     // Some clients omit the end option and pad to the end; the list then simply stops there.
     while let Some(&code) = pkt.get(i) {
-        match code {
-            0 => i += 1,
-            255 => break,
-            _ => {
-                let len = *pkt.get(i + 1).ok_or(Malformed::OptionOverrun { code })?;
-                if i + 2 + len as usize > pkt.len() {
-                    return Err(Malformed::OptionOverrun { code });
-                }
-                if !length_ok(code, len) {
-                    return Err(Malformed::OptionLength { code, len });
-                }
-                msg_type |= code == 53;
-                i += 2 + len as usize;
+        if code == 0 || code == 255 {
+            end_run(run.take())?;
+            if code == 255 {
+                break;
             }
+            i += 1;
+            continue;
         }
+        let len = usize::from(*pkt.get(i + 1).ok_or(Malformed::OptionOverrun { code })?);
+        if i + 2 + len > pkt.len() {
+            return Err(Malformed::OptionOverrun { code });
+        }
+        run = match run {
+            Some((c, total)) if c == code => Some((c, total + len)),
+            other => {
+                end_run(other)?;
+                Some((code, len))
+            }
+        };
+        msg_type |= code == 53;
+        i += 2 + len;
     }
+    end_run(run)?;
     if !msg_type {
         return Err(Malformed::NoMessageType);
     }
     Ok(())
+}
+
+/// The verdict on one finished run of same-code options.
+fn end_run(run: Option<(u8, usize)>) -> Result<(), Malformed> {
+    match run {
+        Some((code, len)) if !length_ok(code, len) => Err(Malformed::OptionLength { code, len }),
+        _ => Ok(()),
+    }
 }
 
 /// Check and decode a request. The decode runs under `catch_unwind` as a second line of defence:
@@ -218,6 +237,23 @@ mod tests {
                 "{opt:?}"
             );
         }
+
+        // RFC 3396: dhcproto joins consecutive same-code options, so two 3-byte halves of
+        // option 94 make one of 6 (a debug assertion in the crate; found by the fuzzer).
+        let mut split = base();
+        split.extend_from_slice(&[53, 1, 1, 94, 3, 1, 2, 1, 94, 3, 1, 2, 1, 255]);
+        assert_eq!(
+            check(&split),
+            Err(Malformed::OptionLength { code: 94, len: 6 })
+        );
+        // ...while a list split mid-address is whole again once joined, and a pad ends a run.
+        let mut joined = base();
+        joined.extend_from_slice(&[53, 1, 1, 3, 2, 10, 0, 3, 2, 0, 1, 255]);
+        check(&joined).unwrap();
+        decode_request(&joined).unwrap();
+        let mut padded = base();
+        padded.extend_from_slice(&[53, 1, 1, 94, 3, 1, 2, 1, 0, 94, 3, 1, 2, 1, 255]);
+        check(&padded).unwrap();
 
         let mut no_type = base();
         no_type.extend_from_slice(&[12, 2, b'h', b'i', 255]);
