@@ -244,7 +244,7 @@ fn one_run(c: &Campaign, seed: u32, dir: &Path) -> (Vec<NodeResult>, Vec<String>
     images::ImageStore::open(ws.images())
         .and_then(|s| s.import(&crate::tiny_manifest()))
         .expect("importing tiny");
-    let seed_log = "info,seed::daemon=debug";
+    let seed_log = "info,seed::daemon=debug,seed::power=debug";
     let mut daemon = crate::wire_seed::start(&ws, seed_log);
     let port = ws.api_port;
 
