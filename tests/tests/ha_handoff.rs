@@ -1,7 +1,8 @@
 //! The hand-off (issue 15) with real daemons and real etcd: a seed daemon on a one-member etcd
 //! cluster of its own (the collapsed cluster) deploys a stack on fake machines; three more
 //! daemons join, each beside an etcd member added to the seed's cluster through its API (as a
-//! learner, promoted by the seed once caught up), and replicate the seed's image from it; then
+//! learner, promoted by the seed once caught up; the third's daemon asks for that itself,
+//! `[store] member.join`, and runs its member), and replicate the seed's image from it; then
 //! the seed hands over and is gone. Every host is a network
 //! namespace on one bridge (`tests::ha`); the machines are `seed-fake-farm`'s.
 //!
@@ -216,11 +217,28 @@ fn ha_handoff_the_seed_leaves_and_the_undercloud_leads() {
     let mut ucs: Vec<Child> = vec![];
     for (i, h) in hosts.iter().enumerate() {
         let name = format!("uc{i}");
-        uc_members.push(join(&api, &sd, h, etcd_spec(h, &name, d), d));
+        // The last one joins as an undercloud node does: its daemon runs its etcd member and
+        // has it added through the seed's API itself (`[store] member.join`).
+        let joins_itself = i == hosts.len() - 1;
+        if !joins_itself {
+            uc_members.push(join(&api, &sd, h, etcd_spec(h, &name, d), d));
+        }
         endpoints.push(format!("http://{}:2379", h.ip));
         let udir = d.join(&name);
         std::fs::create_dir_all(udir.join("http")).unwrap();
-        let config = lan.config_for(h, &name, &endpoints, &udir, TOKEN, lifecycle, &nodes);
+        let mut config = lan.config_for(h, &name, &endpoints, &udir, TOKEN, lifecycle, &nodes);
+        if joins_itself {
+            let line = format!("name = \"{name}\"\n");
+            let member = format!(
+                "{line}member = {{ data_dir = {:?}, client_url = \"http://{ip}:2379\", \
+                 peer_url = \"http://{ip}:2380\", join = \"http://{}:{API}\" }}\n",
+                udir.join("etcd").display().to_string(),
+                sd.ip,
+                ip = h.ip,
+            );
+            assert!(config.contains(&line));
+            config = config.replacen(&line, &member, 1);
+        }
         std::fs::write(udir.join("seed.toml"), config).unwrap();
         ucs.push(tests::daemon::spawn(&h.ns, &name, &udir.join("seed.toml")));
     }

@@ -334,17 +334,19 @@ fn set_mode(path: &Path, mode: u32) -> anyhow::Result<()> {
         .with_context(|| format!("making {} private ({mode:o})", path.display()))
 }
 
-/// Start the etcd member of `[store] member` (Debian's etcd), its log beside its data, and
-/// check it did not exit at once (a port taken, a data directory of another cluster).
+/// Start the etcd member of `[store] member` (Debian's etcd), its log beside its data, joining
+/// the control plane first when it says `join` ([`super::ha_join`]), and check it did not exit
+/// at once (a port taken, a data directory of another cluster).
 fn run_member(cfg: &DaemonConfig) -> anyhow::Result<Option<crate::store::etcd::member::Member>> {
     use crate::store::etcd::member::{etcd_binary, Member};
     let StoreConfig::Etcd { ha, .. } = &cfg.store else {
         return Ok(None);
     };
-    let Some(spec) = ha.member.as_deref().cloned() else {
+    let Some(mut spec) = ha.member.as_deref().cloned() else {
         return Ok(None);
     };
     let bin = etcd_binary().context("[store] member")?;
+    super::ha_join::resolve(&mut spec, cfg.api.token.expose()).context("[store] member.join")?;
     let mut cmd = spec.command(&bin);
     // SAFETY: prctl(2) in the child before exec: the member gets SIGTERM when the daemon dies,
     // however it dies (a kill -9 included), instead of living on without it.

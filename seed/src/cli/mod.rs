@@ -8,6 +8,7 @@ pub mod client;
 pub mod daemon;
 pub mod ha;
 pub mod ha_init;
+pub mod ha_join;
 pub mod handoff;
 pub mod image;
 #[cfg(feature = "lab")]

@@ -80,6 +80,11 @@ pub struct RawMember {
     /// `new` (default) or `existing` (joining: added first, `seed ha add`).
     #[serde(default)]
     pub state: Option<String>,
+    /// The API of a running control-plane daemon (`http://HOST:6385`): before its first start
+    /// the member is added through it (`POST /v1/ha/members`, this daemon's `[api] token`) and
+    /// joins with the answer; `initial_cluster` and `state` are then not given.
+    #[serde(default)]
+    pub join: Option<String>,
 }
 
 impl<'de> Deserialize<'de> for RawStore {
@@ -313,6 +318,21 @@ fn member_spec(
             )));
         }
     }
+    if let Some(j) = &m.join {
+        if !url(j) {
+            return Err(StoreConfigError::Member(format!(
+                "join {j:?}: the http:// or https:// URL of a control-plane daemon's API"
+            )));
+        }
+        if m.initial_cluster.is_some() || m.state.is_some() {
+            return Err(StoreConfigError::Member(
+                "join finds the initial cluster and state itself: give join, or initial_cluster \
+                 and state, not both"
+                    .into(),
+            ));
+        }
+        spec.join = Some(j.trim_end_matches('/').to_string());
+    }
     spec.state = match m.state.as_deref() {
         None | Some("new") => ClusterState::New,
         Some("existing") => ClusterState::Existing,
@@ -476,6 +496,21 @@ mod member_tests {
         let m = ha.member.unwrap();
         assert_eq!(m.state, ClusterState::Existing);
         assert_eq!(m.initial_cluster.len(), 2);
+        assert_eq!(m.join, None);
+
+        // Joining through a daemon's API: the cluster comes from its answer at first start.
+        let c = parse(&format!(
+            "{HEAD}member = {{ data_dir = \"etcd\", client_url = \"http://10.0.0.1:2379\", \
+             peer_url = \"http://10.0.0.1:2380\", join = \"http://10.0.0.9:6385/\" }}"
+        ))
+        .unwrap();
+        let StoreConfig::Etcd { ha, .. } = c else {
+            panic!("etcd")
+        };
+        assert_eq!(
+            ha.member.unwrap().join.as_deref(),
+            Some("http://10.0.0.9:6385")
+        );
     }
 
     #[test]
@@ -490,6 +525,8 @@ mod member_tests {
         assert!(m(", state = \"joining\"").contains("state \"joining\""));
         assert!(m(", initial_cluster = \"uc0\"").contains("initial_cluster"));
         assert!(m(", initial_cluster = \"uc0=http://10.0.0.2:2380\"").contains("names no member"));
+        assert!(m(", join = \"10.0.0.9:6385\"").contains("join \"10.0.0.9:6385\""));
+        assert!(m(", join = \"http://a:6385\", state = \"existing\"").contains("not both"));
         let e = parse(
             "[store]\nbackend = \"redb\"\npath = \"x\"\nmember = { data_dir = \"e\", \
              client_url = \"http://a:1\", peer_url = \"http://a:2\" }",

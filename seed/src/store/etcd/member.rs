@@ -142,6 +142,9 @@ pub struct MemberSpec {
     pub election_ms: u64,
     /// Peer and client TLS with client certificates (`https://` URLs), from [`super::tls`].
     pub tls: Option<TlsFiles>,
+    /// The API of a control-plane daemon to be added through before the first start
+    /// (`[store] member.join`; the daemon resolves it into `initial_cluster` and `state`).
+    pub join: Option<String>,
 }
 
 impl MemberSpec {
@@ -158,6 +161,7 @@ impl MemberSpec {
             heartbeat_ms: 100,
             election_ms: 1000,
             tls: None,
+            join: None,
         }
     }
 
