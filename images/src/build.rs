@@ -23,6 +23,10 @@ pub trait Host {
     fn busybox_applets(&mut self, busybox: &Path) -> Result<Vec<String>, HostError>;
     /// A compressed initramfs.
     fn initrd(&mut self, spec: &InitrdSpec) -> Result<Vec<u8>, HostError>;
+    /// A directory with the seed's boot files: `ramdisk/` (the deploy ramdisk) and `ipxe/`.
+    fn boot_files(&mut self) -> Result<PathBuf, HostError> {
+        Err("this host has no boot files (build them with cargo xtask ramdisk)".into())
+    }
     /// The Debian (systemd) base as a tarball (built offline from the pinned cache, see
     /// `xtask/src/debian.rs`), read by [`crate::debian::load_base`].
     fn debian_base(&mut self) -> Result<PathBuf, HostError> {
@@ -245,6 +249,15 @@ fn apply(cx: &mut Ctx, el: &Loaded, host: &mut dyn Host) -> Result<(), BuildErro
         let dest = element::image_path(&b.dest).expect("validated at parse time");
         cx.tree
             .file_from(&dest, 0o755, &path)
+            .map_err(tree_err(name))?;
+    }
+    if let Some(b) = &def.boot_files {
+        let dir = host
+            .boot_files()
+            .map_err(host_err(name, "the seed's boot files".into()))?;
+        let dest = element::image_path(b).expect("validated at parse time");
+        cx.tree
+            .add_host_dir(&dir, &dest, true)
             .map_err(tree_err(name))?;
     }
     if let Some(k) = &def.kernel {
@@ -600,6 +613,12 @@ mod tests {
                 "usr/bin/wget".into(),
             ])
         }
+        fn boot_files(&mut self) -> Result<PathBuf, HostError> {
+            let d = self.root.join("boot-files");
+            std::fs::create_dir_all(d.join("ramdisk")).unwrap();
+            std::fs::write(d.join("ramdisk/vmlinuz"), b"deploy kernel").unwrap();
+            Ok(d)
+        }
         fn initrd(&mut self, spec: &InitrdSpec) -> Result<Vec<u8>, HostError> {
             self.initrds += 1;
             assert!(spec.busybox.is_file(), "{}", spec.busybox.display());
@@ -669,6 +688,7 @@ mod tests {
             d,
             "app/element.toml",
             "description = \"a\"\ndepends = [\"base\"]\noverlay = \"overlay\"\n\
+             boot_files = \"/usr/share/seed\"\n\
              [modes]\n\"etc/app.conf\" = 0o600\n\
              [[binary]]\npackage = \"ramdisk\"\nbin = \"seed-config\"\ndest = \"/usr/bin/seed-config\"\n\
              [[user]]\nname = \"app\"\nuid = 1000\nhome = \"/home/app\"\ncreate_home = true\n\
@@ -722,6 +742,10 @@ mod tests {
         assert_eq!(files["boot/vmlinuz"].2, "kernel");
         assert_eq!(files["boot/initrd.img"].2, "initrd:#!/bin/sh\n");
         assert_eq!(files["usr/bin/seed-config"].0, 0o755);
+        assert_eq!(
+            files["usr/share/seed/ramdisk/vmlinuz"],
+            (0o644, 0, "deploy kernel".into())
+        );
         assert_eq!(files["home/app/"].1, 1000);
         assert!(files["etc/passwd"]
             .2

@@ -1,6 +1,7 @@
 //! Image and element declarations: `images/images/<NAME>.toml` lists the elements an image is
 //! built from; `images/elements/<name>/element.toml` declares what one element adds (a base,
-//! Debian packages from the offline cache, a file overlay, workspace binaries, users, services,
+//! Debian packages from the offline cache, a file overlay, workspace binaries, the seed's boot
+//! files, users, services,
 //! the kernel and the image's initrd). Parse errors name the file and the line.
 
 use crate::manifest::Layout;
@@ -155,6 +156,10 @@ pub struct Element {
     pub modes: BTreeMap<String, u32>,
     #[serde(default, rename = "binary")]
     pub binaries: Vec<Binary>,
+    /// Where the seed's boot files go (`usr/share/seed`: `ramdisk/` with the deploy ramdisk,
+    /// `ipxe/` with iPXE's): for an image that runs a seed daemon serving PXE itself.
+    #[serde(default)]
+    pub boot_files: Option<String>,
     #[serde(default, rename = "user")]
     pub users: Vec<User>,
     #[serde(default, rename = "service")]
@@ -285,6 +290,9 @@ impl Element {
         }
         for p in self.modes.keys() {
             image_path(p).map_err(|m| bad(format!("modes: {m}")))?;
+        }
+        if let Some(b) = &self.boot_files {
+            image_path(b).map_err(|m| bad(format!("boot_files: {m}")))?;
         }
         for s in &self.services {
             if !s.exec.starts_with('/') {

@@ -221,22 +221,7 @@ pub fn build(out: &Path, images: &[String]) -> Result<Built> {
 
 /// The bundle's `share/`: the deploy ramdisk, iPXE's boot files, an image store with `images`.
 fn stage_share(share: &Path, images: &[String]) -> Result<()> {
-    let rd = root().join("target/ramdisk");
-    if !rd.join("vmlinuz").is_file() || !rd.join("initramfs.zst").is_file() {
-        ramdisk::run(ramdisk::Args {
-            out: "target/ramdisk".into(),
-        })?;
-    }
-    std::fs::create_dir_all(share.join("ramdisk"))?;
-    for f in ["vmlinuz", "initramfs.zst", "ramdisk.json"] {
-        std::fs::copy(rd.join(f), share.join("ramdisk").join(f))
-            .with_context(|| format!("copying the ramdisk's {f}"))?;
-    }
-    let ipxe = bundle::ipxe_files()?;
-    std::fs::create_dir_all(share.join("ipxe"))?;
-    for (f, from) in &ipxe.files {
-        std::fs::copy(from, share.join("ipxe").join(f))?;
-    }
+    stage_boot_files(share)?;
     let store = images::ImageStore::open(share.join("images"))?;
     for name in images {
         let dir = root().join("target/images").join(name);
@@ -246,6 +231,29 @@ fn stage_share(share: &Path, images: &[String]) -> Result<()> {
         store
             .import(&dir.join("manifest.json"))
             .with_context(|| format!("importing image {name}"))?;
+    }
+    Ok(())
+}
+
+/// The seed's boot files in `dir`: `ramdisk/` (the deploy ramdisk, built if missing) and
+/// `ipxe/` (iPXE's boot files from the offline cache). The appliance's share and the undercloud
+/// image (element `boot_files`) carry the same.
+pub fn stage_boot_files(dir: &Path) -> Result<()> {
+    let rd = root().join("target/ramdisk");
+    if !rd.join("vmlinuz").is_file() || !rd.join("initramfs.zst").is_file() {
+        ramdisk::run(ramdisk::Args {
+            out: "target/ramdisk".into(),
+        })?;
+    }
+    std::fs::create_dir_all(dir.join("ramdisk"))?;
+    for f in ["vmlinuz", "initramfs.zst", "ramdisk.json"] {
+        std::fs::copy(rd.join(f), dir.join("ramdisk").join(f))
+            .with_context(|| format!("copying the ramdisk's {f}"))?;
+    }
+    let ipxe = bundle::ipxe_files()?;
+    std::fs::create_dir_all(dir.join("ipxe"))?;
+    for (f, from) in &ipxe.files {
+        std::fs::copy(from, dir.join("ipxe").join(f))?;
     }
     Ok(())
 }

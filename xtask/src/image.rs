@@ -102,6 +102,7 @@ pub fn build(name: &str, out: &Path) -> Result<images::Manifest> {
     let mut host = CacheHost {
         pins: fetch::pins()?,
         binaries: HashMap::new(),
+        boot_files: None,
     };
     images::build::build(&def, &elements_dir(), &mut host, out)
         .with_context(|| format!("building image {name} into {}", out.display()))
@@ -111,6 +112,8 @@ pub fn build(name: &str, out: &Path) -> Result<images::Manifest> {
 struct CacheHost {
     pins: Vec<fetch::Pin>,
     binaries: HashMap<(String, String), PathBuf>,
+    /// The deploy ramdisk and iPXE, staged once per build (dropped with the host).
+    boot_files: Option<tempfile::TempDir>,
 }
 
 impl Host for CacheHost {
@@ -161,6 +164,20 @@ impl Host for CacheHost {
 
     fn debian_base(&mut self) -> Result<PathBuf, HostError> {
         Ok(crate::debian::base_tar()?)
+    }
+
+    fn boot_files(&mut self) -> Result<PathBuf, HostError> {
+        if self.boot_files.is_none() {
+            let d = tempfile::tempdir()?;
+            crate::appliance::stage_boot_files(d.path())?;
+            self.boot_files = Some(d);
+        }
+        Ok(self
+            .boot_files
+            .as_ref()
+            .expect("staged")
+            .path()
+            .to_path_buf())
     }
 
     fn initrd(&mut self, spec: &InitrdSpec) -> Result<Vec<u8>, HostError> {
