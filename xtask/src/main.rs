@@ -158,6 +158,9 @@ fn test(filter: &[String], no_lint: bool, with_campaigns: bool) -> Result<()> {
     // The image and disk-boot tests boot the tiny golden image, image_qemu_debian_boot the
     // Debian one (its base is built once per pin set and cached).
     image::build("tiny", &root().join("target/images/tiny"))?;
+    // qemu_handoff_undercloud deploys the undercloud image (the static seed binary is shared
+    // with the appliance's build below).
+    image::build("undercloud", &root().join("target/images/undercloud"))?;
     let debian = Instant::now();
     image::build("debian", &root().join("target/images/debian"))?;
     eprintln!(

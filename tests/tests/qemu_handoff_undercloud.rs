@@ -1,0 +1,250 @@
+//! The hand-off on a real machine (issue 15): a seed that became the first member of an HA
+//! control plane with `seed ha init` deploys `seed/templates/undercloud.yaml` (one member) with
+//! the `undercloud` golden image onto a QEMU node — real firmware, iPXE, the deploy ramdisk,
+//! IPMI through the lab's virtual BMC — and the machine becomes a member by itself: seed-config
+//! renders its daemon's config from the metadata, its daemon has its etcd member added through
+//! the seed's API, the leader promotes it, its daemon campaigns, and only then does its
+//! deployment signal (CREATE_COMPLETE). Then `seed handoff`: the seed leaves, and the machine
+//! answers the operator's API at the floating address with the same node, still `active`.
+//!
+//! The seed runs in the namespace of a test switch (a bridge) with its kernel stack on the
+//! bridge; the node's NIC is a TAP port of that bridge (QEMU and the lab's BMCs live in that
+//! namespace too). Nothing touches the host's interfaces.
+
+use qemu::node::RunOptions;
+use qemu::Lab;
+use std::path::Path;
+use std::time::{Duration, Instant};
+use tests::netns::Switch;
+use tests::proc::Child;
+
+const TOKEN: &str = "handoff-undercloud-operator-token";
+const SEED_IP: &str = "10.80.0.2";
+const FLOAT: &str = "10.80.0.1";
+
+fn api(sw: &Switch, at: &str, method: &str, path: &str, body: Option<&str>) -> (u16, String) {
+    let cmd = sw.ns.cmd(tests::require("curl"));
+    let url = format!("http://{at}:6385{path}");
+    tests::curl(cmd, method, &url, Some(TOKEN), body, 30)
+}
+
+fn json(s: &str) -> serde_json::Value {
+    serde_json::from_str(s).unwrap_or(serde_json::Value::Null)
+}
+
+/// The lab's seed config, on the bridge's kernel stack instead of the lab's wire, its API on
+/// every address of the namespace.
+fn bridge_config(wire_config: &str) -> String {
+    let mut out = String::new();
+    let mut skip = false;
+    for line in wire_config.lines() {
+        if line.starts_with('[') {
+            skip = line.trim() == "[netboot.wire]";
+        }
+        if skip {
+            continue;
+        }
+        if line.starts_with("listen = ") {
+            out += "listen = \"0.0.0.0:6385\"\n";
+            continue;
+        }
+        out += line;
+        out += "\n";
+        if line.starts_with("server_ip = ") {
+            out += "interface = \"br0\"\n";
+        }
+    }
+    out
+}
+
+#[test]
+fn qemu_handoff_undercloud_member_joins_from_its_metadata_and_takes_over() {
+    tests::require("qemu-system-x86_64");
+    tests::require("curl");
+    let manifest = tests::built_image("undercloud").join("manifest.json");
+    let t0 = Instant::now();
+    let phase = |what: &str| eprintln!("[{:>6.1}s] {what}", t0.elapsed().as_secs_f64());
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    let sw = Switch::new();
+    sw.tap("tap0");
+    sw.ns
+        .ip(&["addr", "add", &format!("{SEED_IP}/24"), "dev", "br0"]);
+
+    // The lab, from a thread living in the switch's namespace: its BMCs answer on that
+    // namespace's loopback, and the QEMU they start opens tap0 there.
+    let (lab_tx, lab_rx) = std::sync::mpsc::channel();
+    let (stop_tx, stop_rx) = std::sync::mpsc::channel::<()>();
+    let sw_name = sw.ns.name.clone();
+    let lab_dir = d.join("lab");
+    let lab_thread = std::thread::spawn(move || {
+        tests::netns::enter(&sw_name);
+        let mut plan = tests::test_plan("ho", 1, 768, &[3]);
+        plan.bmc_network = false;
+        let lab = Lab::create(&lab_dir, &plan, RunOptions::default()).expect("lab");
+        let node = lab.node("node1").unwrap();
+        node.lock().unwrap().set_taps(vec!["tap0".into()]);
+        let console = node.lock().unwrap().console_path();
+        lab_tx.send((lab.file().clone(), console)).unwrap();
+        let _ = stop_rx.recv();
+        drop(lab);
+    });
+    let (file, console_path) = lab_rx.recv().unwrap();
+    let specs = file.nodes.clone();
+
+    // The seed: the lab's configuration on the bridge, its one node enrolled, the image stored.
+    let sdir = d.join("seed");
+    std::fs::create_dir_all(&sdir).unwrap();
+    let mut ws = tests::wire_seed::config(&sdir, &file, specs.clone(), TOKEN);
+    ws.api_port = 6385;
+    tests::wire_seed::enroll(&ws, &[]);
+    images::ImageStore::open(ws.images())
+        .and_then(|s| s.import(&manifest))
+        .expect("importing the undercloud image");
+    std::fs::create_dir_all(sdir.join("http")).unwrap();
+    let config = sdir.join("seed.toml");
+    std::fs::write(&config, bridge_config(&ws.config().unwrap())).unwrap();
+
+    // The seed becomes the first member of the control plane: `seed ha init`.
+    let out = sw
+        .ns
+        .cmd(tests::seed_bin())
+        .args(["ha", "init", "--config"])
+        .arg(&config)
+        .args(["--name", "seed"])
+        .args(["--client-url", &format!("http://{SEED_IP}:2379")])
+        .args(["--peer-url", &format!("http://{SEED_IP}:2380")])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", tests::printed(&out));
+    // The [store] table is the file's last: the floating address and where peers reach the API.
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text += &format!(
+        "advertise = \"http://{SEED_IP}:6385\"\nfloating_address = \"{FLOAT}/24\"\n\
+         lease_ttl_secs = 5\n"
+    );
+    std::fs::write(&config, text).unwrap();
+    phase("seed ha init");
+
+    let mut cmd = sw.ns.cmd(tests::seed_bin());
+    cmd.args(["daemon", "--config"])
+        .arg(&config)
+        .env("RUST_LOG", "info,seed::power=debug");
+    let mut seed = Child::spawn("seed-daemon", cmd);
+    seed.wait_for_log("HTTP listening", Duration::from_secs(60));
+    let logs = |seed: &Child| format!("---- seed ----\n{}", seed.output());
+    tests::daemon::wait(
+        "the seed holds the floating address",
+        Duration::from_secs(30),
+        || api(&sw, FLOAT, "GET", "/v1/nodes", None).0 == 200,
+        || logs(&seed),
+    );
+
+    let (code, body) = api(&sw, SEED_IP, "POST", "/v1/nodes/node1/inspect", None);
+    assert!(code == 202 || code == 200, "{code} {body}");
+    tests::daemon::wait(
+        "node1 available",
+        Duration::from_secs(400),
+        || {
+            api(&sw, SEED_IP, "GET", "/v1/nodes/node1", None)
+                .1
+                .contains("\"available\"")
+        },
+        || logs(&seed),
+    );
+    phase("node1 inspected");
+
+    let template = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../seed/templates/undercloud.yaml"),
+    )
+    .unwrap();
+    let req = serde_json::json!({
+        "name": "undercloud",
+        "template": template,
+        "params": {
+            "member_count": "1",
+            "join": format!("http://{SEED_IP}:6385"),
+            "endpoints": format!("http://{SEED_IP}:2379"),
+            "api_token": TOKEN,
+            "server_ip": FLOAT,
+            "floating_address": format!("{FLOAT}/24"),
+            "subnet": "10.80.0.0/24",
+            "pool_start": "10.80.0.200",
+            "pool_end": "10.80.0.250",
+        },
+    });
+    let (code, body) = api(&sw, SEED_IP, "POST", "/v1/stacks", Some(&req.to_string()));
+    assert_eq!(code, 201, "{body}");
+    let console = || std::fs::read_to_string(&console_path).unwrap_or_default();
+    tests::daemon::wait(
+        "the undercloud stack CREATE_COMPLETE",
+        Duration::from_secs(900),
+        || {
+            let v = json(&api(&sw, SEED_IP, "GET", "/v1/stacks/undercloud", None).1);
+            assert_ne!(v["status"], "CREATE_FAILED", "{v}");
+            v["status"] == "CREATE_COMPLETE"
+        },
+        || format!("{}\n---- node1 console ----\n{}", logs(&seed), console()),
+    );
+    phase("undercloud stack complete: node1 is a member");
+    let c = console();
+    for line in [
+        "seed-image: undercloud",
+        "seed-undercloud: starting the seed daemon of node1 at 10.80.0.10",
+        "seed-undercloud: node1 votes and campaigns",
+    ] {
+        assert!(c.contains(line), "no {line:?} on node1's console:\n{c}");
+    }
+
+    let (_, m) = api(&sw, SEED_IP, "GET", "/v1/ha/members", None);
+    let m = json(&m);
+    let members = m["members"].as_array().cloned().unwrap_or_default();
+    assert_eq!(members.len(), 2, "{m}");
+    assert!(members.iter().all(|v| v["learner"] == false), "{m}");
+    assert!(
+        members
+            .iter()
+            .any(|v| v["name"] == "node1" && v["peer_urls"][0] == "http://10.80.0.10:2380"),
+        "{m}"
+    );
+    let daemons = m["daemons"].as_array().cloned().unwrap_or_default();
+    assert_eq!(daemons.len(), 2, "{m}");
+
+    // The hand-off: asked again while a check is still settling (bounded).
+    let t = Instant::now();
+    loop {
+        let (code, body) = api(&sw, SEED_IP, "POST", "/v1/ha/handoff", None);
+        if code == 202 || code == 200 {
+            break;
+        }
+        assert_eq!(code, 409, "{body}");
+        assert!(
+            t.elapsed() < Duration::from_secs(120),
+            "hand-off refused: {body}\n{}",
+            logs(&seed)
+        );
+        std::thread::sleep(Duration::from_secs(2));
+    }
+    let status = seed.wait_exit(Duration::from_secs(120));
+    assert_eq!(status.and_then(|s| s.code()), Some(0), "{}", logs(&seed));
+    phase("the seed handed over and exited");
+
+    // The machine answers at the floating address now: the same node, still active.
+    tests::daemon::wait(
+        "the undercloud answers at the floating address",
+        Duration::from_secs(120),
+        || {
+            let (code, body) = api(&sw, FLOAT, "GET", "/v1/nodes/node1", None);
+            code == 200 && body.contains("\"active\"")
+        },
+        || format!("---- node1 console ----\n{}", console()),
+    );
+    let (_, m) = api(&sw, FLOAT, "GET", "/v1/ha/members", None);
+    let m = json(&m);
+    assert_eq!(m["members"].as_array().map(Vec::len), Some(1), "{m}");
+    assert_eq!(m["members"][0]["name"], "node1", "{m}");
+    phase("the undercloud leads");
+
+    let _ = stop_tx.send(());
+    lab_thread.join().unwrap();
+}
