@@ -240,3 +240,47 @@ impl Default for Switch {
         Self::new()
     }
 }
+
+/// A UDP relay inside namespace `ns`: datagrams to `listen` go on to `target` from a socket of
+/// their own per sender, and the answers come back to that sender — a routed management
+/// network in one thread (the lab's BMCs answer on the namespace's loopback; machines on a
+/// bridge reach them at `listen`). Runs until `stop` is set.
+pub fn udp_relay(
+    ns: &str,
+    listen: std::net::SocketAddrV4,
+    target: std::net::SocketAddrV4,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> std::thread::JoinHandle<()> {
+    use std::collections::HashMap;
+    use std::net::{SocketAddr, UdpSocket};
+    use std::sync::atomic::Ordering;
+    let ns = ns.to_string();
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let t = std::thread::spawn(move || {
+        enter(&ns);
+        let front = UdpSocket::bind(listen).expect("binding the relay");
+        front
+            .set_read_timeout(Some(std::time::Duration::from_millis(20)))
+            .unwrap();
+        ready_tx.send(()).unwrap();
+        let mut backs: HashMap<SocketAddr, UdpSocket> = HashMap::new();
+        let mut buf = [0u8; 2048];
+        while !stop.load(Ordering::Relaxed) {
+            if let Ok((n, peer)) = front.recv_from(&mut buf) {
+                let back = backs.entry(peer).or_insert_with(|| {
+                    let s = UdpSocket::bind("127.0.0.1:0").expect("relay socket");
+                    s.set_nonblocking(true).unwrap();
+                    s
+                });
+                let _ = back.send_to(&buf[..n], target);
+            }
+            for (peer, back) in &backs {
+                while let Ok(n) = back.recv(&mut buf) {
+                    let _ = front.send_to(&buf[..n], peer);
+                }
+            }
+        }
+    });
+    ready_rx.recv().expect("the relay started");
+    t
+}

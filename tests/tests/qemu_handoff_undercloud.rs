@@ -5,11 +5,14 @@
 //! renders its daemon's config from the metadata, its daemon has its etcd member added through
 //! the seed's API, the leader promotes it, its daemon campaigns, and only then does its
 //! deployment signal (CREATE_COMPLETE). Then `seed handoff`: the seed leaves, and the machine
-//! answers the operator's API at the floating address with the same node, still `active`.
+//! answers the operator's API at the floating address with the same node, still `active`; and
+//! it deploys the overcloud (one controller of lab-overcloud.yaml) on the second machine, which
+//! it inspects itself, through that machine's BMC, with the image it replicated from the seed.
 //!
 //! The seed runs in the namespace of a test switch (a bridge) with its kernel stack on the
-//! bridge; the node's NIC is a TAP port of that bridge (QEMU and the lab's BMCs live in that
-//! namespace too). Nothing touches the host's interfaces.
+//! bridge; the nodes' NICs are TAP ports of that bridge (QEMU and the lab's BMCs live in that
+//! namespace too; the BMCs are relayed to the seed host's address, the management network the
+//! undercloud also reaches). Nothing touches the host's interfaces.
 
 use qemu::node::RunOptions;
 use qemu::Lab;
@@ -68,6 +71,7 @@ fn qemu_handoff_undercloud_member_joins_from_its_metadata_and_takes_over() {
     let d = tmp.path();
     let sw = Switch::new();
     sw.tap("tap0");
+    sw.tap("tap1");
     sw.ns
         .ip(&["addr", "add", &format!("{SEED_IP}/24"), "dev", "br0"]);
 
@@ -79,18 +83,36 @@ fn qemu_handoff_undercloud_member_joins_from_its_metadata_and_takes_over() {
     let lab_dir = d.join("lab");
     let lab_thread = std::thread::spawn(move || {
         tests::netns::enter(&sw_name);
-        let mut plan = tests::test_plan("ho", 1, 768, &[3]);
+        let mut plan = tests::test_plan("ho", 2, 768, &[3]);
         plan.bmc_network = false;
         let lab = Lab::create(&lab_dir, &plan, RunOptions::default()).expect("lab");
-        let node = lab.node("node1").unwrap();
-        node.lock().unwrap().set_taps(vec!["tap0".into()]);
-        let console = node.lock().unwrap().console_path();
-        lab_tx.send((lab.file().clone(), console)).unwrap();
+        let mut consoles = Vec::new();
+        for (i, n) in ["node1", "node2"].iter().enumerate() {
+            let node = lab.node(n).unwrap();
+            node.lock().unwrap().set_taps(vec![format!("tap{i}")]);
+            consoles.push(node.lock().unwrap().console_path());
+        }
+        lab_tx.send((lab.file().clone(), consoles)).unwrap();
         let _ = stop_rx.recv();
         drop(lab);
     });
-    let (file, console_path) = lab_rx.recv().unwrap();
-    let specs = file.nodes.clone();
+    let (file, consoles) = lab_rx.recv().unwrap();
+    // The BMCs on the management network: reached at the seed host's address (relayed to the
+    // lab's BMCs on the namespace's loopback), by the seed and by the undercloud machine alike.
+    let stop_relays = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut specs = file.nodes.clone();
+    let mut relays = Vec::new();
+    for s in &mut specs {
+        let listen = std::net::SocketAddrV4::new(SEED_IP.parse().unwrap(), s.bmc.port);
+        let target = std::net::SocketAddrV4::new(s.bmc.address, s.bmc.port);
+        relays.push(tests::netns::udp_relay(
+            &sw.ns.name,
+            listen,
+            target,
+            stop_relays.clone(),
+        ));
+        s.bmc.address = *listen.ip();
+    }
 
     // The seed: the lab's configuration on the bridge, its one node enrolled, the image stored.
     let sdir = d.join("seed");
@@ -98,9 +120,13 @@ fn qemu_handoff_undercloud_member_joins_from_its_metadata_and_takes_over() {
     let mut ws = tests::wire_seed::config(&sdir, &file, specs.clone(), TOKEN);
     ws.api_port = 6385;
     tests::wire_seed::enroll(&ws, &[]);
-    images::ImageStore::open(ws.images())
-        .and_then(|s| s.import(&manifest))
+    let store = images::ImageStore::open(ws.images()).unwrap();
+    store
+        .import(&manifest)
         .expect("importing the undercloud image");
+    store
+        .import(&tests::tiny_manifest())
+        .expect("importing the tiny image");
     std::fs::create_dir_all(sdir.join("http")).unwrap();
     let config = sdir.join("seed.toml");
     std::fs::write(&config, bridge_config(&ws.config().unwrap())).unwrap();
@@ -175,7 +201,7 @@ fn qemu_handoff_undercloud_member_joins_from_its_metadata_and_takes_over() {
     });
     let (code, body) = api(&sw, SEED_IP, "POST", "/v1/stacks", Some(&req.to_string()));
     assert_eq!(code, 201, "{body}");
-    let console = || std::fs::read_to_string(&console_path).unwrap_or_default();
+    let console = || std::fs::read_to_string(&consoles[0]).unwrap_or_default();
     tests::daemon::wait(
         "the undercloud stack CREATE_COMPLETE",
         Duration::from_secs(900),
@@ -245,6 +271,51 @@ fn qemu_handoff_undercloud_member_joins_from_its_metadata_and_takes_over() {
     assert_eq!(m["members"][0]["name"], "node1", "{m}");
     phase("the undercloud leads");
 
+    // The undercloud deploys the overcloud: node2 inspected and deployed by the machine the
+    // seed deployed (its DHCP, its ramdisk, the image it replicated, its BMC driver).
+    let (code, body) = api(&sw, FLOAT, "POST", "/v1/nodes/node2/inspect", None);
+    assert!(code == 202 || code == 200, "{code} {body}");
+    let console2 = || std::fs::read_to_string(&consoles[1]).unwrap_or_default();
+    tests::daemon::wait(
+        "node2 available, inspected by the undercloud",
+        Duration::from_secs(400),
+        || api(&sw, FLOAT, "GET", "/v1/nodes/node2", None).1.contains("\"available\""),
+        || format!("---- node1 ----\n{}\n---- node2 ----\n{}", console(), console2()),
+    );
+    phase("node2 inspected by the undercloud");
+    let overcloud = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../seed/tests/templates/lab-overcloud.yaml"),
+    )
+    .unwrap();
+    let req = serde_json::json!({
+        "name": "overcloud",
+        "template": overcloud,
+        "params": {"compute_count": "0", "greeting": "deployed by the undercloud"},
+    });
+    let (code, body) = api(&sw, FLOAT, "POST", "/v1/stacks", Some(&req.to_string()));
+    assert_eq!(code, 201, "{body}");
+    tests::daemon::wait(
+        "the overcloud CREATE_COMPLETE",
+        Duration::from_secs(600),
+        || {
+            let v = json(&api(&sw, FLOAT, "GET", "/v1/stacks/overcloud", None).1);
+            assert_ne!(v["status"], "CREATE_FAILED", "{v}");
+            v["status"] == "CREATE_COMPLETE"
+        },
+        || format!("---- node1 ----\n{}\n---- node2 ----\n{}", console(), console2()),
+    );
+    let c2 = console2();
+    assert!(
+        c2.contains("seed-demo: greeting = deployed by the undercloud"),
+        "{c2}"
+    );
+    assert!(c2.contains("seed-demo: node = node2"), "{c2}");
+    phase("the overcloud deployed by the undercloud");
+
+    stop_relays.store(true, std::sync::atomic::Ordering::Relaxed);
+    for r in relays {
+        r.join().unwrap();
+    }
     let _ = stop_tx.send(());
     lab_thread.join().unwrap();
 }
