@@ -60,6 +60,31 @@ fn bridge_config(wire_config: &str) -> String {
     out
 }
 
+/// The DHCP OFFERs and ACKs in `pcap`: (time, source MAC, xid, message type).
+fn dhcp_replies(pcap: &Path) -> Vec<(f64, String, String, String)> {
+    let out = std::process::Command::new(tests::require("tshark"))
+        .arg("-r")
+        .arg(pcap)
+        .args(["-Y", "dhcp.option.dhcp == 2 || dhcp.option.dhcp == 5"])
+        .args(["-T", "fields", "-e", "frame.time_epoch", "-e", "eth.src"])
+        .args(["-e", "dhcp.id", "-e", "dhcp.option.dhcp"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "tshark: {out:?}");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split('\t').collect();
+            Some((
+                f.first()?.parse().ok()?,
+                f.get(1)?.to_lowercase(),
+                f.get(2)?.to_string(),
+                f.get(3)?.to_string(),
+            ))
+        })
+        .collect()
+}
+
 #[test]
 fn qemu_handoff_undercloud_member_joins_from_its_metadata_and_takes_over() {
     tests::require("qemu-system-x86_64");
@@ -74,6 +99,13 @@ fn qemu_handoff_undercloud_member_joins_from_its_metadata_and_takes_over() {
     sw.tap("tap1");
     sw.ns
         .ip(&["addr", "add", &format!("{SEED_IP}/24"), "dev", "br0"]);
+    // Every DHCP datagram on the switch, to see who answered when.
+    let pcap = d.join("dhcp.pcap");
+    let mut cap = sw.ns.cmd(tests::require("tshark"));
+    cap.args(["-i", "br0", "-f", "udp port 67 or udp port 68", "-w"])
+        .arg(&pcap);
+    let mut capture = Child::spawn("tshark", cap);
+    capture.wait_for_log("Capturing on", Duration::from_secs(30));
 
     // The lab, from a thread living in the switch's namespace: its BMCs answer on that
     // namespace's loopback, and the QEMU they start opens tap0 there.
@@ -237,6 +269,7 @@ fn qemu_handoff_undercloud_member_joins_from_its_metadata_and_takes_over() {
     assert_eq!(daemons.len(), 2, "{m}");
 
     // The hand-off: asked again while a check is still settling (bounded).
+    let asked = std::time::SystemTime::now();
     let t = Instant::now();
     loop {
         let (code, body) = api(&sw, SEED_IP, "POST", "/v1/ha/handoff", None);
@@ -253,6 +286,7 @@ fn qemu_handoff_undercloud_member_joins_from_its_metadata_and_takes_over() {
     }
     let status = seed.wait_exit(Duration::from_secs(120));
     assert_eq!(status.and_then(|s| s.code()), Some(0), "{}", logs(&seed));
+    let exited = std::time::SystemTime::now();
     phase("the seed handed over and exited");
 
     // The machine answers at the floating address now: the same node, still active.
@@ -279,8 +313,18 @@ fn qemu_handoff_undercloud_member_joins_from_its_metadata_and_takes_over() {
     tests::daemon::wait(
         "node2 available, inspected by the undercloud",
         Duration::from_secs(400),
-        || api(&sw, FLOAT, "GET", "/v1/nodes/node2", None).1.contains("\"available\""),
-        || format!("---- node1 ----\n{}\n---- node2 ----\n{}", console(), console2()),
+        || {
+            api(&sw, FLOAT, "GET", "/v1/nodes/node2", None)
+                .1
+                .contains("\"available\"")
+        },
+        || {
+            format!(
+                "---- node1 ----\n{}\n---- node2 ----\n{}",
+                console(),
+                console2()
+            )
+        },
     );
     phase("node2 inspected by the undercloud");
     let overcloud = std::fs::read_to_string(
@@ -302,7 +346,13 @@ fn qemu_handoff_undercloud_member_joins_from_its_metadata_and_takes_over() {
             assert_ne!(v["status"], "CREATE_FAILED", "{v}");
             v["status"] == "CREATE_COMPLETE"
         },
-        || format!("---- node1 ----\n{}\n---- node2 ----\n{}", console(), console2()),
+        || {
+            format!(
+                "---- node1 ----\n{}\n---- node2 ----\n{}",
+                console(),
+                console2()
+            )
+        },
     );
     let c2 = console2();
     assert!(
@@ -311,6 +361,57 @@ fn qemu_handoff_undercloud_member_joins_from_its_metadata_and_takes_over() {
     );
     assert!(c2.contains("seed-demo: node = node2"), "{c2}");
     phase("the overcloud deployed by the undercloud");
+
+    // One DHCP server at a time: the seed until it left, the undercloud machine after it was
+    // asked to take over, never both for one exchange.
+    // SAFETY: kill(2) on the capture's own pid.
+    unsafe { libc::kill(capture.id() as i32, libc::SIGINT) };
+    assert!(capture.wait_exit(Duration::from_secs(20)).is_some());
+    let out = sw
+        .ns
+        .cmd("cat")
+        .arg("/sys/class/net/br0/address")
+        .output()
+        .unwrap();
+    let seed_mac = String::from_utf8_lossy(&out.stdout).trim().to_lowercase();
+    let uc_mac = specs[0].macs[0].to_lowercase();
+    let replies = dhcp_replies(&pcap);
+    let secs = |t: std::time::SystemTime| {
+        t.duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs_f64()
+    };
+    let (asked, exited) = (secs(asked), secs(exited));
+    let mut by_exchange: std::collections::BTreeMap<(String, String), Vec<String>> =
+        Default::default();
+    let (mut from_seed, mut from_uc) = (0, 0);
+    for (t, src, xid, ty) in &replies {
+        if *src == seed_mac {
+            assert!(
+                *t <= exited,
+                "the seed answered DHCP after it left: {replies:?}"
+            );
+            from_seed += 1;
+        } else if *src == uc_mac {
+            assert!(
+                *t >= asked,
+                "the undercloud answered DHCP while the seed led: {replies:?}"
+            );
+            from_uc += 1;
+        } else {
+            panic!("a DHCP answer from {src}, neither the seed nor the undercloud: {replies:?}");
+        }
+        let who = by_exchange.entry((xid.clone(), ty.clone())).or_default();
+        if !who.contains(src) {
+            who.push(src.clone());
+        }
+    }
+    assert!(from_seed > 0 && from_uc > 0, "{replies:?}");
+    assert!(
+        by_exchange.values().all(|w| w.len() == 1),
+        "two servers answered one exchange: {by_exchange:?}"
+    );
+    eprintln!("DHCP answers: {from_seed} by the seed, then {from_uc} by the undercloud");
 
     stop_relays.store(true, std::sync::atomic::Ordering::Relaxed);
     for r in relays {
