@@ -172,16 +172,11 @@ fn qemu_handoff_undercloud_member_joins_from_its_metadata_and_takes_over() {
         .args(["--name", "seed"])
         .args(["--client-url", &format!("http://{SEED_IP}:2379")])
         .args(["--peer-url", &format!("http://{SEED_IP}:2380")])
+        .args(["--advertise", &format!("http://{SEED_IP}:6385")])
+        .args(["--floating-address", &format!("{FLOAT}/24")])
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", tests::printed(&out));
-    // The [store] table is the file's last: the floating address and where peers reach the API.
-    let mut text = std::fs::read_to_string(&config).unwrap();
-    text += &format!(
-        "advertise = \"http://{SEED_IP}:6385\"\nfloating_address = \"{FLOAT}/24\"\n\
-         lease_ttl_secs = 5\n"
-    );
-    std::fs::write(&config, text).unwrap();
     phase("seed ha init");
 
     let mut cmd = sw.ns.cmd(tests::seed_bin());

@@ -34,10 +34,32 @@ pub struct InitArgs {
     /// Where the member answers its peers (default: http://<server_ip>:2380).
     #[arg(long, value_name = "URL")]
     pub peer_url: Option<String>,
+    /// The daemon's own API URL, where the others forward writes while it leads (`[store]
+    /// advertise`; give it with --floating-address, whose address moves).
+    #[arg(long, value_name = "URL")]
+    pub advertise: Option<String>,
+    /// The provisioning address the leader holds, IP/PREFIX (`[store] floating_address`):
+    /// usually the seed's server_ip, which then follows the lead to the undercloud.
+    #[arg(long, value_name = "CIDR")]
+    pub floating_address: Option<String>,
+}
+
+/// What `[store]` gets besides the member.
+#[derive(Debug, Default)]
+struct Extra<'a> {
+    advertise: Option<&'a str>,
+    floating_address: Option<&'a str>,
 }
 
 /// `text` with its top-level `store = …` line replaced by a `[store]` table at the end.
-fn rewritten(text: &str, name: &str, data_dir: &Path, client: &str, peer: &str) -> String {
+fn rewritten(
+    text: &str,
+    name: &str,
+    data_dir: &Path,
+    client: &str,
+    peer: &str,
+    extra: &Extra,
+) -> String {
     let mut out: String = text
         .lines()
         .filter(|l| {
@@ -53,6 +75,12 @@ fn rewritten(text: &str, name: &str, data_dir: &Path, client: &str, peer: &str) 
          member = {{ data_dir = {:?}, client_url = {client:?}, peer_url = {peer:?} }}\n",
         data_dir.display().to_string()
     ));
+    if let Some(a) = extra.advertise {
+        out.push_str(&format!("advertise = {a:?}\n"));
+    }
+    if let Some(f) = extra.floating_address {
+        out.push_str(&format!("floating_address = {f:?}\n"));
+    }
     out
 }
 
@@ -84,7 +112,11 @@ pub fn run(a: InitArgs) -> Result<()> {
             data_dir.display()
         );
     }
-    let new_text = rewritten(&text, &name, &data_dir, &client, &peer);
+    let extra = Extra {
+        advertise: a.advertise.as_deref(),
+        floating_address: a.floating_address.as_deref(),
+    };
+    let new_text = rewritten(&text, &name, &data_dir, &client, &peer, &extra);
     DaemonConfig::from_toml(&new_text)
         .with_context(|| format!("{} as an HA seed would not load", path.display()))?;
 
@@ -150,6 +182,10 @@ mod tests {
             Path::new("/var/lib/seed/etcd"),
             "http://10.0.0.1:2379",
             "http://10.0.0.1:2380",
+            &Extra {
+                advertise: Some("http://10.0.0.2:6385"),
+                floating_address: Some("10.0.0.1/24"),
+            },
         );
         assert!(
             out.starts_with("# my seed\n\n[api]\ntoken = \"t\"\n"),
@@ -163,5 +199,10 @@ mod tests {
             Some("http://10.0.0.1:2380")
         );
         assert_eq!(v["api"]["token"].as_str(), Some("t"));
+        assert_eq!(v["store"]["floating_address"].as_str(), Some("10.0.0.1/24"));
+        assert_eq!(
+            v["store"]["advertise"].as_str(),
+            Some("http://10.0.0.2:6385")
+        );
     }
 }
