@@ -12,7 +12,7 @@
 
 use super::client::Client;
 use crate::store::etcd::member::{ClusterState, MemberSpec};
-use ::api::ha::{MemberAdded, MemberRequest, Membership};
+use ::api::ha::{MemberAdded, MemberRequest, MemberView, Membership};
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -120,11 +120,8 @@ fn ask_once(client: &Client, spec: &MemberSpec) -> Result<Record> {
 /// not started: its name is still empty), or `None` when it is not there.
 fn listed(m: &Membership, spec: &MemberSpec) -> Result<Option<Vec<(String, String)>>> {
     let ours = spec.peer_url.trim_end_matches('/');
-    let Some(mine) = m
-        .members
-        .iter()
-        .find(|v| v.peer_urls.iter().any(|u| u.trim_end_matches('/') == ours))
-    else {
+    let is_ours = |v: &MemberView| v.peer_urls.iter().any(|u| u.trim_end_matches('/') == ours);
+    let Some(mine) = m.members.iter().find(|v| is_ours(v)) else {
         return Ok(None);
     };
     if !mine.name.is_empty() && mine.name != spec.name {
@@ -135,19 +132,12 @@ fn listed(m: &Membership, spec: &MemberSpec) -> Result<Option<Vec<(String, Strin
             spec.name
         );
     }
-    Ok(Some(
-        m.members
-            .iter()
-            .flat_map(|v| {
-                let name = if std::ptr::eq(v, mine) {
-                    spec.name.clone()
-                } else {
-                    v.name.clone()
-                };
-                v.peer_urls.iter().map(move |u| (name.clone(), u.clone()))
-            })
-            .collect(),
-    ))
+    let mut cluster = Vec::new();
+    for v in &m.members {
+        let name = if is_ours(v) { &spec.name } else { &v.name };
+        cluster.extend(v.peer_urls.iter().map(|u| (name.clone(), u.clone())));
+    }
+    Ok(Some(cluster))
 }
 
 /// `name=url,…` as etcd's member-add answer gives it (names may be empty for members not
@@ -171,7 +161,6 @@ fn parse_cluster(s: &str) -> Result<Vec<(String, String)>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ::api::ha::MemberView;
 
     fn view(name: &str, peer: &str) -> MemberView {
         MemberView {
