@@ -85,6 +85,168 @@ fn dhcp_replies(pcap: &Path) -> Vec<(f64, String, String, String)> {
         .collect()
 }
 
+/// Inspect `node` through the daemon at `at` and wait until it is available.
+fn inspect(sw: &Switch, at: &str, node: &str, context: impl Fn() -> String) {
+    let (code, body) = api(sw, at, "POST", &format!("/v1/nodes/{node}/inspect"), None);
+    assert!(code == 202 || code == 200, "{code} {body}");
+    tests::daemon::wait(
+        &format!("{node} available"),
+        Duration::from_secs(400),
+        || {
+            api(sw, at, "GET", &format!("/v1/nodes/{node}"), None)
+                .1
+                .contains("\"available\"")
+        },
+        context,
+    );
+}
+
+/// Create stack `name` from the repository's `template` with `params` at the daemon at `at`,
+/// and wait (bounded by `within`) for CREATE_COMPLETE; CREATE_FAILED fails at once.
+fn create_stack(
+    sw: &Switch,
+    at: &str,
+    name: &str,
+    template: &str,
+    params: serde_json::Value,
+    within: Duration,
+    context: impl Fn() -> String,
+) {
+    let template = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("..")
+            .join(template),
+    )
+    .unwrap();
+    let req = serde_json::json!({"name": name, "template": template, "params": params});
+    let (code, body) = api(sw, at, "POST", "/v1/stacks", Some(&req.to_string()));
+    assert_eq!(code, 201, "{body}");
+    tests::daemon::wait(
+        &format!("the {name} stack CREATE_COMPLETE"),
+        within,
+        || {
+            let v = json(&api(sw, at, "GET", &format!("/v1/stacks/{name}"), None).1);
+            assert_ne!(v["status"], "CREATE_FAILED", "{v}");
+            v["status"] == "CREATE_COMPLETE"
+        },
+        context,
+    );
+}
+
+/// One DHCP server at a time: every answer in `replies` from the seed (`seed_mac`) no later than
+/// it exited, or from the undercloud (`uc_mac`) no earlier than it was asked to take over; no
+/// exchange answered by two; both answered some. Returns how many each did.
+fn one_dhcp_server_at_a_time(
+    replies: &[(f64, String, String, String)],
+    (seed_mac, exited): (&str, f64),
+    (uc_mac, asked): (&str, f64),
+) -> (usize, usize) {
+    let mut by_exchange: std::collections::BTreeMap<_, std::collections::BTreeSet<_>> =
+        Default::default();
+    let (mut from_seed, mut from_uc) = (0, 0);
+    for (t, src, xid, ty) in replies {
+        if src == seed_mac {
+            assert!(
+                *t <= exited,
+                "the seed answered DHCP after it left: {replies:?}"
+            );
+            from_seed += 1;
+        } else if src == uc_mac {
+            assert!(
+                *t >= asked,
+                "the undercloud answered DHCP while the seed led: {replies:?}"
+            );
+            from_uc += 1;
+        } else {
+            panic!("a DHCP answer from {src}, neither the seed nor the undercloud: {replies:?}");
+        }
+        by_exchange.entry((xid, ty)).or_default().insert(src);
+    }
+    assert!(from_seed > 0 && from_uc > 0, "{replies:?}");
+    assert!(
+        by_exchange.values().all(|w| w.len() == 1),
+        "two servers answered one exchange: {by_exchange:?}"
+    );
+    (from_seed, from_uc)
+}
+
+/// The two machines on the switch: a lab created from a thread living in the switch's
+/// namespace (its BMCs answer on that namespace's loopback, and the QEMU they start opens
+/// tap0/tap1 there), and the BMCs on the management network — reached at the seed host's
+/// address, relayed to the lab's, by the seed and by the undercloud machine alike. Dropping it
+/// stops the relays and the lab.
+struct SwitchLab {
+    file: qemu::spec::LabFile,
+    consoles: Vec<std::path::PathBuf>,
+    /// The nodes as enrolled: BMCs at their relayed address.
+    specs: Vec<qemu::spec::NodeSpec>,
+    stop_lab: Option<std::sync::mpsc::Sender<()>>,
+    lab_thread: Option<std::thread::JoinHandle<()>>,
+    stop_relays: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    relays: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl SwitchLab {
+    fn start(sw: &Switch, dir: &Path) -> SwitchLab {
+        let (lab_tx, lab_rx) = std::sync::mpsc::channel();
+        let (stop_tx, stop_rx) = std::sync::mpsc::channel::<()>();
+        let (sw_name, lab_dir) = (sw.ns.name.clone(), dir.to_path_buf());
+        let lab_thread = std::thread::spawn(move || {
+            tests::netns::enter(&sw_name);
+            let mut plan = tests::test_plan("ho", 2, 768, &[3]);
+            plan.bmc_network = false;
+            let lab = Lab::create(&lab_dir, &plan, RunOptions::default()).expect("lab");
+            let mut consoles = Vec::new();
+            for (i, n) in ["node1", "node2"].iter().enumerate() {
+                let node = lab.node(n).unwrap();
+                node.lock().unwrap().set_taps(vec![format!("tap{i}")]);
+                consoles.push(node.lock().unwrap().console_path());
+            }
+            lab_tx.send((lab.file().clone(), consoles)).unwrap();
+            let _ = stop_rx.recv();
+            drop(lab);
+        });
+        let (file, consoles) = lab_rx.recv().unwrap();
+        let stop_relays = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let mut specs = file.nodes.clone();
+        let mut relays = Vec::new();
+        for s in &mut specs {
+            let listen = std::net::SocketAddrV4::new(SEED_IP.parse().unwrap(), s.bmc.port);
+            let target = std::net::SocketAddrV4::new(s.bmc.address, s.bmc.port);
+            relays.push(tests::netns::udp_relay(
+                &sw.ns.name,
+                listen,
+                target,
+                stop_relays.clone(),
+            ));
+            s.bmc.address = *listen.ip();
+        }
+        SwitchLab {
+            file,
+            consoles,
+            specs,
+            stop_lab: Some(stop_tx),
+            lab_thread: Some(lab_thread),
+            stop_relays,
+            relays,
+        }
+    }
+}
+
+impl Drop for SwitchLab {
+    fn drop(&mut self) {
+        self.stop_relays
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        for r in self.relays.drain(..) {
+            let _ = r.join();
+        }
+        drop(self.stop_lab.take());
+        if let Some(t) = self.lab_thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
 #[test]
 fn qemu_handoff_undercloud_member_joins_from_its_metadata_and_takes_over() {
     tests::require("qemu-system-x86_64");
@@ -107,49 +269,13 @@ fn qemu_handoff_undercloud_member_joins_from_its_metadata_and_takes_over() {
     let mut capture = Child::spawn("tshark", cap);
     capture.wait_for_log("Capturing on", Duration::from_secs(30));
 
-    // The lab, from a thread living in the switch's namespace: its BMCs answer on that
-    // namespace's loopback, and the QEMU they start opens tap0 there.
-    let (lab_tx, lab_rx) = std::sync::mpsc::channel();
-    let (stop_tx, stop_rx) = std::sync::mpsc::channel::<()>();
-    let sw_name = sw.ns.name.clone();
-    let lab_dir = d.join("lab");
-    let lab_thread = std::thread::spawn(move || {
-        tests::netns::enter(&sw_name);
-        let mut plan = tests::test_plan("ho", 2, 768, &[3]);
-        plan.bmc_network = false;
-        let lab = Lab::create(&lab_dir, &plan, RunOptions::default()).expect("lab");
-        let mut consoles = Vec::new();
-        for (i, n) in ["node1", "node2"].iter().enumerate() {
-            let node = lab.node(n).unwrap();
-            node.lock().unwrap().set_taps(vec![format!("tap{i}")]);
-            consoles.push(node.lock().unwrap().console_path());
-        }
-        lab_tx.send((lab.file().clone(), consoles)).unwrap();
-        let _ = stop_rx.recv();
-        drop(lab);
-    });
-    let (file, consoles) = lab_rx.recv().unwrap();
-    // The BMCs on the management network: reached at the seed host's address (relayed to the
-    // lab's BMCs on the namespace's loopback), by the seed and by the undercloud machine alike.
-    let stop_relays = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let mut specs = file.nodes.clone();
-    let mut relays = Vec::new();
-    for s in &mut specs {
-        let listen = std::net::SocketAddrV4::new(SEED_IP.parse().unwrap(), s.bmc.port);
-        let target = std::net::SocketAddrV4::new(s.bmc.address, s.bmc.port);
-        relays.push(tests::netns::udp_relay(
-            &sw.ns.name,
-            listen,
-            target,
-            stop_relays.clone(),
-        ));
-        s.bmc.address = *listen.ip();
-    }
+    let lab = SwitchLab::start(&sw, &d.join("lab"));
+    let (file, consoles, specs) = (&lab.file, &lab.consoles, &lab.specs);
 
     // The seed: the lab's configuration on the bridge, its one node enrolled, the image stored.
     let sdir = d.join("seed");
     std::fs::create_dir_all(&sdir).unwrap();
-    let mut ws = tests::wire_seed::config(&sdir, &file, specs.clone(), TOKEN);
+    let mut ws = tests::wire_seed::config(&sdir, file, specs.clone(), TOKEN);
     ws.api_port = 6385;
     tests::wire_seed::enroll(&ws, &[]);
     let store = images::ImageStore::open(ws.images()).unwrap();
@@ -193,28 +319,16 @@ fn qemu_handoff_undercloud_member_joins_from_its_metadata_and_takes_over() {
         || logs(&seed),
     );
 
-    let (code, body) = api(&sw, SEED_IP, "POST", "/v1/nodes/node1/inspect", None);
-    assert!(code == 202 || code == 200, "{code} {body}");
-    tests::daemon::wait(
-        "node1 available",
-        Duration::from_secs(400),
-        || {
-            api(&sw, SEED_IP, "GET", "/v1/nodes/node1", None)
-                .1
-                .contains("\"available\"")
-        },
-        || logs(&seed),
-    );
+    inspect(&sw, SEED_IP, "node1", || logs(&seed));
     phase("node1 inspected");
 
-    let template = std::fs::read_to_string(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../seed/templates/undercloud.yaml"),
-    )
-    .unwrap();
-    let req = serde_json::json!({
-        "name": "undercloud",
-        "template": template,
-        "params": {
+    let console = || std::fs::read_to_string(&consoles[0]).unwrap_or_default();
+    create_stack(
+        &sw,
+        SEED_IP,
+        "undercloud",
+        "seed/templates/undercloud.yaml",
+        serde_json::json!({
             "member_count": "1",
             "join": format!("http://{SEED_IP}:6385"),
             "endpoints": format!("http://{SEED_IP}:2379"),
@@ -224,19 +338,8 @@ fn qemu_handoff_undercloud_member_joins_from_its_metadata_and_takes_over() {
             "subnet": "10.80.0.0/24",
             "pool_start": "10.80.0.200",
             "pool_end": "10.80.0.250",
-        },
-    });
-    let (code, body) = api(&sw, SEED_IP, "POST", "/v1/stacks", Some(&req.to_string()));
-    assert_eq!(code, 201, "{body}");
-    let console = || std::fs::read_to_string(&consoles[0]).unwrap_or_default();
-    tests::daemon::wait(
-        "the undercloud stack CREATE_COMPLETE",
+        }),
         Duration::from_secs(900),
-        || {
-            let v = json(&api(&sw, SEED_IP, "GET", "/v1/stacks/undercloud", None).1);
-            assert_ne!(v["status"], "CREATE_FAILED", "{v}");
-            v["status"] == "CREATE_COMPLETE"
-        },
         || format!("{}\n---- node1 console ----\n{}", logs(&seed), console()),
     );
     phase("undercloud stack complete: node1 is a member");
@@ -302,52 +405,24 @@ fn qemu_handoff_undercloud_member_joins_from_its_metadata_and_takes_over() {
 
     // The undercloud deploys the overcloud: node2 inspected and deployed by the machine the
     // seed deployed (its DHCP, its ramdisk, the image it replicated, its BMC driver).
-    let (code, body) = api(&sw, FLOAT, "POST", "/v1/nodes/node2/inspect", None);
-    assert!(code == 202 || code == 200, "{code} {body}");
     let console2 = || std::fs::read_to_string(&consoles[1]).unwrap_or_default();
-    tests::daemon::wait(
-        "node2 available, inspected by the undercloud",
-        Duration::from_secs(400),
-        || {
-            api(&sw, FLOAT, "GET", "/v1/nodes/node2", None)
-                .1
-                .contains("\"available\"")
-        },
-        || {
-            format!(
-                "---- node1 ----\n{}\n---- node2 ----\n{}",
-                console(),
-                console2()
-            )
-        },
-    );
+    let both = || {
+        format!(
+            "---- node1 ----\n{}\n---- node2 ----\n{}",
+            console(),
+            console2()
+        )
+    };
+    inspect(&sw, FLOAT, "node2", both);
     phase("node2 inspected by the undercloud");
-    let overcloud = std::fs::read_to_string(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../seed/tests/templates/lab-overcloud.yaml"),
-    )
-    .unwrap();
-    let req = serde_json::json!({
-        "name": "overcloud",
-        "template": overcloud,
-        "params": {"compute_count": "0", "greeting": "deployed by the undercloud"},
-    });
-    let (code, body) = api(&sw, FLOAT, "POST", "/v1/stacks", Some(&req.to_string()));
-    assert_eq!(code, 201, "{body}");
-    tests::daemon::wait(
-        "the overcloud CREATE_COMPLETE",
+    create_stack(
+        &sw,
+        FLOAT,
+        "overcloud",
+        "seed/tests/templates/lab-overcloud.yaml",
+        serde_json::json!({"compute_count": "0", "greeting": "deployed by the undercloud"}),
         Duration::from_secs(600),
-        || {
-            let v = json(&api(&sw, FLOAT, "GET", "/v1/stacks/overcloud", None).1);
-            assert_ne!(v["status"], "CREATE_FAILED", "{v}");
-            v["status"] == "CREATE_COMPLETE"
-        },
-        || {
-            format!(
-                "---- node1 ----\n{}\n---- node2 ----\n{}",
-                console(),
-                console2()
-            )
-        },
+        both,
     );
     let c2 = console2();
     assert!(
@@ -376,42 +451,9 @@ fn qemu_handoff_undercloud_member_joins_from_its_metadata_and_takes_over() {
             .unwrap()
             .as_secs_f64()
     };
-    let (asked, exited) = (secs(asked), secs(exited));
-    let mut by_exchange: std::collections::BTreeMap<(String, String), Vec<String>> =
-        Default::default();
-    let (mut from_seed, mut from_uc) = (0, 0);
-    for (t, src, xid, ty) in &replies {
-        if *src == seed_mac {
-            assert!(
-                *t <= exited,
-                "the seed answered DHCP after it left: {replies:?}"
-            );
-            from_seed += 1;
-        } else if *src == uc_mac {
-            assert!(
-                *t >= asked,
-                "the undercloud answered DHCP while the seed led: {replies:?}"
-            );
-            from_uc += 1;
-        } else {
-            panic!("a DHCP answer from {src}, neither the seed nor the undercloud: {replies:?}");
-        }
-        let who = by_exchange.entry((xid.clone(), ty.clone())).or_default();
-        if !who.contains(src) {
-            who.push(src.clone());
-        }
-    }
-    assert!(from_seed > 0 && from_uc > 0, "{replies:?}");
-    assert!(
-        by_exchange.values().all(|w| w.len() == 1),
-        "two servers answered one exchange: {by_exchange:?}"
-    );
+    let (from_seed, from_uc) =
+        one_dhcp_server_at_a_time(&replies, (&seed_mac, secs(exited)), (&uc_mac, secs(asked)));
     eprintln!("DHCP answers: {from_seed} by the seed, then {from_uc} by the undercloud");
 
-    stop_relays.store(true, std::sync::atomic::Ordering::Relaxed);
-    for r in relays {
-        r.join().unwrap();
-    }
-    let _ = stop_tx.send(());
-    lab_thread.join().unwrap();
+    drop(lab);
 }
