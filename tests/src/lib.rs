@@ -44,11 +44,47 @@ pub fn seed_config_bin() -> PathBuf {
         .clone()
 }
 
+/// The cargo that runs the tests, for builds inside a test, with the environment of a build
+/// from the shell: cargo sets `CARGO_MANIFEST_DIR`, `CARGO_PKG_NAME`… for the test process,
+/// and `ring`'s build script tracks them, so a nested build that inherits them rebuilds
+/// rustls, tonic, etcd-client and the seed (a minute, under a lock every other test's build
+/// waits on) and leaves the next build from the shell or `cargo xtask` to rebuild them again.
+/// (xtask's `cargo()` drops the same set.)
+pub fn cargo() -> std::process::Command {
+    let mut cmd =
+        std::process::Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    for (k, _) in std::env::vars_os() {
+        if k.to_str().is_some_and(set_by_cargo_for_a_crate) {
+            cmd.env_remove(k);
+        }
+    }
+    cmd
+}
+
+/// The variables cargo sets for a crate's build script, tests and binaries (not the ones that
+/// configure cargo itself, such as `CARGO_HOME` or `CARGO_TARGET_DIR`).
+fn set_by_cargo_for_a_crate(name: &str) -> bool {
+    name == "OUT_DIR"
+        || [
+            "CARGO_MANIFEST_",
+            "CARGO_PKG_",
+            "CARGO_BIN_",
+            "CARGO_CRATE_",
+        ]
+        .iter()
+        .any(|p| name.starts_with(p))
+        || [
+            "CARGO_PRIMARY_PACKAGE",
+            "CARGO_TARGET_TMPDIR",
+            "CARGO_RUSTC_CURRENT_DIR",
+        ]
+        .contains(&name)
+}
+
 /// `cargo build -p package --bin bin` (debug) in the workspace: the binary's path.
 fn built_bin(package: &str, bin: &str) -> PathBuf {
     let root = workspace_root();
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let status = std::process::Command::new(cargo)
+    let status = cargo()
         .args(["build", "--quiet", "-p", package, "--bin", bin])
         .current_dir(&root)
         .status()
@@ -262,13 +298,26 @@ pub fn free_port() -> u16 {
 /// body when given, within `max_secs`: (HTTP status, body). Panics when curl itself fails
 /// (no connection, timeout), so a status is always the daemon's.
 pub fn curl(
-    mut cmd: std::process::Command,
+    cmd: std::process::Command,
     method: &str,
     url: &str,
     token: Option<&str>,
     body: Option<&str>,
     max_secs: u32,
 ) -> (u16, String) {
+    try_curl(cmd, method, url, token, body, max_secs).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// `curl`, but curl's own failure (no connection, timeout) is an `Err` naming it: for polls
+/// of a daemon that may be away for a while, whose deadline then says what it waited for.
+pub fn try_curl(
+    mut cmd: std::process::Command,
+    method: &str,
+    url: &str,
+    token: Option<&str>,
+    body: Option<&str>,
+    max_secs: u32,
+) -> Result<(u16, String), String> {
     cmd.args(["-sS", "--path-as-is", "--max-time", &max_secs.to_string()])
         .args(["-X", method, "-w", "\n%{http_code}"]);
     if let Some(t) = token {
@@ -278,13 +327,15 @@ pub fn curl(
         cmd.args(["-H", "Content-Type: application/json", "--data-binary", b]);
     }
     let out = cmd.arg(url).output().expect("running curl");
-    assert!(out.status.success(), "curl {method} {url}: {out:?}");
+    if !out.status.success() {
+        return Err(format!("curl {method} {url}: {out:?}"));
+    }
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     let (body, code) = text.rsplit_once('\n').expect("curl's status line");
-    (
+    Ok((
         code.trim().parse().expect("an HTTP status"),
         body.to_string(),
-    )
+    ))
 }
 
 /// `curl` on a daemon's operators' API on 127.0.0.1 with a bearer token, optionally with a

@@ -21,8 +21,7 @@ fn build_bundle(out: &Path) -> PathBuf {
     // Fail clearly (instead of building them inside a test) when the parts are missing.
     tests::ramdisk_dir();
     tests::tiny_manifest();
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let o = Command::new(cargo)
+    let o = tests::cargo()
         .args(["run", "--quiet", "-p", "xtask", "--", "bundle", "--debug"])
         .args(["--image", "tiny", "--out"])
         .arg(out)

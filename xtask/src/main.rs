@@ -118,9 +118,21 @@ pub fn root() -> PathBuf {
         .to_path_buf()
 }
 
+/// `cmd` as a shell line: the variables it sets, the program, its arguments (not the variables
+/// it removes: [`cargo`] removes a dozen).
+fn shown(cmd: &Command) -> String {
+    let sets = cmd
+        .get_envs()
+        .filter_map(|(k, v)| Some(format!("{}={}", k.to_string_lossy(), v?.to_string_lossy())));
+    let words = std::iter::once(cmd.get_program())
+        .chain(cmd.get_args())
+        .map(|w| w.to_string_lossy().into_owned());
+    sets.chain(words).collect::<Vec<_>>().join(" ")
+}
+
 /// Run a command in the workspace root, echoing it, timing it, failing on a non-zero exit.
 pub fn run(cmd: &mut Command) -> Result<()> {
-    let shown = format!("{cmd:?}").replace('"', "");
+    let shown = shown(cmd);
     eprintln!("xtask: $ {shown}");
     let start = Instant::now();
     let status = cmd
@@ -141,8 +153,33 @@ pub fn target_dir() -> PathBuf {
         .unwrap_or_else(|| root().join("target"))
 }
 
+/// The cargo running xtask, without the variables cargo set for xtask itself
+/// (`CARGO_MANIFEST_DIR`, `CARGO_PKG_NAME`…): `ring`'s build script tracks them, so builds
+/// from here and from the shell (or a test) would each rebuild rustls, tonic, etcd-client and
+/// the seed in turn. (The tests crate's `cargo()` drops the same set.)
 pub fn cargo() -> Command {
-    Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+    let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    for (k, _) in std::env::vars() {
+        let per_crate = k == "OUT_DIR"
+            || [
+                "CARGO_MANIFEST_",
+                "CARGO_PKG_",
+                "CARGO_BIN_",
+                "CARGO_CRATE_",
+            ]
+            .iter()
+            .any(|p| k.starts_with(p))
+            || [
+                "CARGO_PRIMARY_PACKAGE",
+                "CARGO_TARGET_TMPDIR",
+                "CARGO_RUSTC_CURRENT_DIR",
+            ]
+            .contains(&k.as_str());
+        if per_crate {
+            cmd.env_remove(k);
+        }
+    }
+    cmd
 }
 
 /// Seconds per fuzz target in `cargo xtask test`.
