@@ -25,10 +25,16 @@ const TOKEN: &str = "handoff-undercloud-operator-token";
 const SEED_IP: &str = "10.80.0.2";
 const FLOAT: &str = "10.80.0.1";
 
+/// The API at `at`: (status, body), or (0, what curl said) when nothing answered — said on
+/// stderr too, so a machine that went away mid-poll shows when; the poll's deadline then fails
+/// with the consoles beside it.
 fn api(sw: &Switch, at: &str, method: &str, path: &str, body: Option<&str>) -> (u16, String) {
     let cmd = sw.ns.cmd(tests::require("curl"));
     let url = format!("http://{at}:6385{path}");
-    tests::curl(cmd, method, &url, Some(TOKEN), body, 30)
+    tests::try_curl(cmd, method, &url, Some(TOKEN), body, 30).unwrap_or_else(|e| {
+        eprintln!("no answer: {e}");
+        (0, e)
+    })
 }
 
 fn json(s: &str) -> serde_json::Value {
