@@ -8,6 +8,9 @@
 //! - the next leader is `SIGSTOP`ped for three lease TTLs and then `SIGCONT`ed (the zombie);
 //! - the next leader's cable is pulled at the switch for three TTLs and plugged back.
 //!
+//! Before those, the floating address is removed from the leader's NIC behind its back (as a
+//! DHCP client renewing the machine's own lease does): the leader claims it again.
+//!
 //! After each a new leader takes over (the floating address moves) and the deploy goes on. At
 //! the end: every node `active`, each machine got exactly one deploy command and finished
 //! exactly one deploy (no deploy started over by a failover), the stack is CREATE_COMPLETE, and
@@ -153,6 +156,28 @@ fn ha_farm_stack_survives_kill_pause_and_cut() {
         || leader(&seeds, float).is_some(),
     );
     eprintln!("three daemons up, one leads: {:?}", t0.elapsed());
+
+    // Something else removes the address from the leader's NIC (a DHCP client renewing the
+    // machine's own lease flushes it): the leader, still leading, claims it again.
+    let l = leader(&seeds, float).expect("one leader");
+    seeds[l]
+        .host
+        .ns
+        .ip(&["addr", "del", &format!("{float}/24"), "dev", "eth0"]);
+    assert!(!seeds[l].holds(float));
+    wait(
+        "the leader claims the floating address again",
+        Duration::from_secs(30),
+        &seeds,
+        || leader(&seeds, float) == Some(l),
+    );
+    assert!(
+        seeds[l]
+            .log()
+            .contains("the floating address was removed from the NIC"),
+        "{}",
+        seeds[l].log()
+    );
 
     // Their enrollment, through a daemon that may be a follower.
     let inv = lan.enrollment(&nodes);

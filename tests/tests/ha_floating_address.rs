@@ -1,7 +1,8 @@
 //! The floating provisioning address moves with leadership (issue 14): on one LAN (a bridge in
 //! a switch namespace), host `a` claims it; a neighbour learns it at `a`'s MAC (ping); `a`
 //! releases it and `b` claims it: `b`'s gratuitous ARP updates the neighbour's entry to `b`'s
-//! MAC without the neighbour asking, and the neighbour reaches the address at `b`.
+//! MAC without the neighbour asking, and the neighbour reaches the address at `b`. Removing
+//! `a`'s own address (a dropped DHCP lease) leaves the floating address in place.
 
 use seed::ha::float::FloatingAddress;
 use std::net::Ipv4Addr;
@@ -64,8 +65,20 @@ fn ha_floating_address_moves_with_gratuitous_arp() {
 
     let f = fa.clone();
     in_netns(&a.ns, move || f.claim()).expect("a claims");
+    let f = fa.clone();
+    assert!(in_netns(&a.ns, move || f.held()).unwrap(), "a holds it");
+    let f = fa.clone();
+    assert!(!in_netns(&b.ns, move || f.held()).unwrap(), "b does not");
     assert!(ping(&n.ns, float), "the neighbour reaches the address at a");
     assert_eq!(neighbour(&n.ns, float), Some(mac_of(&a.ns)));
+    // a's own address goes (as when its DHCP lease is dropped): the floating address, in the
+    // same subnet, stays (promote_secondaries set by the claim).
+    a.ns.ip(&["addr", "del", &format!("{}/24", a.ip), "dev", "eth0"]);
+    let f = fa.clone();
+    assert!(
+        in_netns(&a.ns, move || f.held()).unwrap(),
+        "the floating address went with the NIC's own"
+    );
 
     // Linux ignores a neighbour update within 1 s (locktime) of the last one.
     std::thread::sleep(Duration::from_millis(1100));
@@ -73,6 +86,8 @@ fn ha_floating_address_moves_with_gratuitous_arp() {
     in_netns(&a.ns, move || f.release()).expect("a releases");
     let f = fa.clone();
     in_netns(&a.ns, move || f.release()).expect("releasing twice is fine");
+    let f = fa.clone();
+    assert!(!in_netns(&a.ns, move || f.held()).unwrap(), "a let it go");
     let f = fa.clone();
     in_netns(&b.ns, move || f.claim()).expect("b claims");
     // The neighbour never asked: only b's gratuitous ARP can have moved its entry.

@@ -97,7 +97,7 @@ fn inspect(sw: &Switch, at: &str, node: &str, context: impl Fn() -> String) {
     assert!(code == 202 || code == 200, "{code} {body}");
     tests::daemon::wait(
         &format!("{node} available"),
-        Duration::from_secs(400),
+        Duration::from_secs(240),
         || {
             api(sw, at, "GET", &format!("/v1/nodes/{node}"), None)
                 .1
@@ -345,7 +345,7 @@ fn qemu_handoff_undercloud_member_joins_from_its_metadata_and_takes_over() {
             "pool_start": "10.80.0.200",
             "pool_end": "10.80.0.250",
         }),
-        Duration::from_secs(900),
+        Duration::from_secs(360),
         || format!("{}\n---- node1 console ----\n{}", logs(&seed), console()),
     );
     phase("undercloud stack complete: node1 is a member");
@@ -427,7 +427,7 @@ fn qemu_handoff_undercloud_member_joins_from_its_metadata_and_takes_over() {
         "overcloud",
         "seed/tests/templates/lab-overcloud.yaml",
         serde_json::json!({"compute_count": "0", "greeting": "deployed by the undercloud"}),
-        Duration::from_secs(600),
+        Duration::from_secs(300),
         both,
     );
     let c2 = console2();

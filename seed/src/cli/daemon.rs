@@ -470,12 +470,12 @@ async fn leader_duties(
         let (d, floating) = (daemon.clone(), floating.clone());
         leases.takeover();
         tokio::spawn(async move {
-            if let Some(f) = floating.clone() {
-                match tokio::task::spawn_blocking(move || f.claim()).await {
-                    Ok(Ok(())) => tracing::info!("floating address claimed"),
-                    Ok(Err(e)) => tracing::warn!(error = %e, "claiming the floating address"),
-                    Err(e) => tracing::warn!(error = %e, "claiming the floating address"),
-                }
+            // Claimed before the work is re-armed: nodes are sent to the floating address.
+            let mut held = None;
+            if let Some(f) = floating {
+                let (claimed_tx, claimed) = tokio::sync::oneshot::channel();
+                held = Some(tokio::spawn(hold_floating(f, claimed_tx, term.clone())));
+                let _ = claimed.await;
             }
             let me = d.clone();
             match tokio::task::spawn_blocking(move || me.take_over()).await {
@@ -485,14 +485,62 @@ async fn leader_duties(
             }
             d.spawn_stacks_until(term.clone());
             term.cancelled().await;
-            if let Some(f) = floating {
-                if let Err(e) = tokio::task::spawn_blocking(move || f.release()).await {
-                    tracing::warn!(error = %e, "releasing the floating address");
-                }
+            if let Some(held) = held {
+                let _ = held.await;
             }
         });
     })
     .await;
+}
+
+/// How often a leader checks that its NIC still has the floating address.
+const FLOATING_CHECK: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Hold `f` for the term: claim it (then say so on `claimed`), claim it again whenever
+/// something else removed it from the NIC (a DHCP client renewing the machine's own lease
+/// flushes the NIC: an undercloud member lost the address five minutes after it took over),
+/// and let it go when the term ends.
+async fn hold_floating(
+    f: FloatingAddress,
+    claimed: tokio::sync::oneshot::Sender<()>,
+    term: CancellationToken,
+) {
+    match float_op(&f, FloatingAddress::claim).await {
+        Ok(()) => tracing::info!("floating address claimed"),
+        Err(e) => tracing::warn!(error = %e, "claiming the floating address"),
+    }
+    let _ = claimed.send(());
+    loop {
+        tokio::select! {
+            _ = term.cancelled() => break,
+            _ = tokio::time::sleep(FLOATING_CHECK) => {}
+        }
+        if float_op(&f, FloatingAddress::held).await != Ok(false) || term.is_cancelled() {
+            continue;
+        }
+        tracing::warn!(
+            address = %f.ip, iface = %f.iface,
+            "the floating address was removed from the NIC by something else: claiming it again"
+        );
+        if let Err(e) = float_op(&f, FloatingAddress::claim).await {
+            tracing::warn!(error = %e, "claiming the floating address");
+        }
+    }
+    if let Err(e) = float_op(&f, FloatingAddress::release).await {
+        tracing::warn!(error = %e, "releasing the floating address");
+    }
+}
+
+/// `op` on the floating address off the runtime (it runs `ip`).
+async fn float_op<T: Send + 'static>(
+    f: &FloatingAddress,
+    op: fn(&FloatingAddress) -> Result<T, crate::ha::float::FloatError>,
+) -> Result<T, String> {
+    let f = f.clone();
+    match tokio::task::spawn_blocking(move || op(&f)).await {
+        Ok(r) => r.map_err(|e| e.to_string()),
+        Err(e) => Err(e.to_string()),
+    }
 }
 
 /// Hard-link `from` to `to` (same filesystem), else copy. A missing file is a warning: the
