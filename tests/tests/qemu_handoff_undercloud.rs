@@ -283,6 +283,9 @@ fn qemu_handoff_undercloud_member_joins_from_its_metadata_and_takes_over() {
     std::fs::create_dir_all(&sdir).unwrap();
     let mut ws = tests::wire_seed::config(&sdir, file, specs.clone(), TOKEN);
     ws.api_port = 6385;
+    // Leases of a minute: the undercloud machine's own, from the seed, runs out while it
+    // deploys the overcloud (its member stops renewing it: the address is static once it runs).
+    ws.lease_secs = Some(60);
     tests::wire_seed::enroll(&ws, &[]);
     let store = images::ImageStore::open(ws.images()).unwrap();
     store
@@ -354,6 +357,7 @@ fn qemu_handoff_undercloud_member_joins_from_its_metadata_and_takes_over() {
         "seed-image: undercloud",
         "seed-undercloud: starting the seed daemon of node1 at 10.80.0.10",
         "seed-undercloud: node1 votes and campaigns",
+        "seed-undercloud: address 10.80.0.10/24 static from now on",
     ] {
         assert!(c.contains(line), "no {line:?} on node1's console:\n{c}");
     }
