@@ -17,6 +17,7 @@
 pub mod apply;
 pub mod collect;
 pub mod control;
+pub mod deployments;
 pub mod metadata;
 pub mod mustache;
 pub mod refresh;
