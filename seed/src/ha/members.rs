@@ -130,7 +130,47 @@ pub fn promote_ready(ha: &Ha) -> Result<Vec<String>, StoreError> {
     Ok(done)
 }
 
-/// While this daemon leads, promote learners every `every` (until `stop`).
+/// Remove the members whose machine the control plane has taken back: a member named after a
+/// node of the inventory that is not deployed any more (released by a stack — `stack replace`
+/// of a dead member — or undeployed: its disks are wiped, its etcd member will never answer
+/// again) and whose daemon no longer campaigns. Until then the dead member counts in the quorum
+/// and a three-member control plane that lost one could not lose another. Level-triggered:
+/// every round looks again. Names of no node (the seed's own member, an operator's) and
+/// members whose daemon is alive are never touched; `DELETE /v1/ha/members/NAME` is for those.
+/// The names removed.
+pub fn retire_taken_back(ha: &Ha) -> Result<Vec<String>, StoreError> {
+    use crate::lifecycle::State;
+    let alive: Vec<String> = candidates(&ha.raw)?.into_iter().map(|c| c.name).collect();
+    let mut done = vec![];
+    for m in member::member_list(&ha.raw)? {
+        if m.name.is_empty() || m.name == ha.me.name || alive.contains(&m.name) {
+            continue;
+        }
+        let Some((node, _)) = crate::store::nodes::get(&ha.raw, &m.name)? else {
+            continue;
+        };
+        let deployed = matches!(
+            node.lifecycle.state,
+            State::Active | State::Deploying | State::DeployFailed { .. }
+        );
+        if deployed {
+            continue;
+        }
+        match remove(ha, &m.name) {
+            Ok(_) => {
+                tracing::warn!(name = %m.name, state = %node.lifecycle.state, "etcd member of a machine taken back removed");
+                done.push(m.name);
+            }
+            Err(e) => {
+                tracing::warn!(name = %m.name, error = %e, "removing the etcd member of a machine taken back")
+            }
+        }
+    }
+    Ok(done)
+}
+
+/// While this daemon leads, promote learners and retire the members of machines taken back
+/// ([`retire_taken_back`]) every `every` (until `stop`).
 pub fn spawn_promoter(
     ha: std::sync::Arc<Ha>,
     every: std::time::Duration,
@@ -143,6 +183,9 @@ pub fn spawn_promoter(
                 if ha.is_leader() {
                     if let Err(e) = promote_ready(&ha) {
                         tracing::debug!(error = %e, "promoting etcd learners");
+                    }
+                    if let Err(e) = retire_taken_back(&ha) {
+                        tracing::debug!(error = %e, "retiring etcd members");
                     }
                 }
                 std::thread::sleep(every);
@@ -230,5 +273,61 @@ mod tests {
         assert!(promote_ready(&ha).unwrap().is_empty());
         remove(&ha, &a.id).unwrap();
         assert_eq!(membership(&ha).unwrap().members.len(), 1);
+    }
+
+    /// On a real three-member cluster: m1's machine is being cleaned (taken back) and m2's is
+    /// active: the leader m0 retires m1's member only, and nothing while m1's daemon campaigns.
+    #[test]
+    fn retires_the_member_of_a_machine_taken_back_only() {
+        use crate::daemon::test_support::fake_node;
+        use crate::lifecycle::State;
+        let dir = tempfile::tempdir().unwrap();
+        let c = LocalCluster::start(3, dir.path()).unwrap();
+        let settings = super::super::test_settings;
+        let ha = Ha::start(&c.config(), &settings("m0"), "http://m0:6385").unwrap();
+        let t = std::time::Instant::now();
+        while !ha.is_leader() {
+            assert!(t.elapsed() < Duration::from_secs(15), "m0 leads");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let mut cleaned = fake_node("m1", "52:54:00:00:00:01");
+        cleaned.lifecycle.state = State::Cleaning;
+        let mut active = fake_node("m2", "52:54:00:00:00:02");
+        active.lifecycle.state = State::Active;
+        crate::store::nodes::create(&ha.raw, &[cleaned, active]).unwrap();
+
+        // m1's daemon still campaigns (its machine not off yet): kept.
+        let m1 = Ha::start(&c.config(), &settings("m1"), "http://m1:6385").unwrap();
+        let t = std::time::Instant::now();
+        while !membership(&ha)
+            .unwrap()
+            .daemons
+            .iter()
+            .any(|d| d.name == "m1")
+        {
+            assert!(t.elapsed() < Duration::from_secs(15), "m1 campaigns");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        assert!(retire_taken_back(&ha).unwrap().is_empty());
+        drop(m1);
+        let t = std::time::Instant::now();
+        let retired = loop {
+            let r = retire_taken_back(&ha).unwrap();
+            if !r.is_empty() {
+                break r;
+            }
+            assert!(t.elapsed() < Duration::from_secs(30), "m1's campaign ends");
+            std::thread::sleep(Duration::from_millis(200));
+        };
+        assert_eq!(retired, ["m1"]);
+        let mut left: Vec<String> = membership(&ha)
+            .unwrap()
+            .members
+            .into_iter()
+            .map(|m| m.name)
+            .collect();
+        left.sort();
+        assert_eq!(left, ["m0", "m2"]);
+        assert!(retire_taken_back(&ha).unwrap().is_empty());
     }
 }
