@@ -23,6 +23,13 @@ fn default_file() -> String {
     "template.yaml".into()
 }
 
+/// The body of `POST /v1/stacks/{name}/replace`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ReplaceRequest {
+    /// The server to move to another node: its member name (`members-0`) or its node's name.
+    pub member: String,
+}
+
 /// A stack as the API shows it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct StackView {

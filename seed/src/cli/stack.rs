@@ -1,11 +1,11 @@
-//! `seed stack create|update|delete|show|list|events`: a client of the daemon's `/v1/stacks`
+//! `seed stack create|update|replace|delete|show|list|events`: a client of the daemon's `/v1/stacks`
 //! API (like `seed node inspect`); `--wait` follows the stack with a spinner showing each
 //! member's state until it completes or fails.
 
 use super::client::{Client, ClientArgs};
 use super::table::{self, table};
 use anyhow::Context;
-use api::stack::{StackEvent, StackRequest, StackView};
+use api::stack::{ReplaceRequest, StackEvent, StackRequest, StackView};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -25,6 +25,18 @@ pub enum StackCommand {
     Create(Change),
     /// Update a stack to a new template and/or parameters; only what changed is redone.
     Update(Change),
+    /// Move one server to another free node matching it (its machine died, or is retired),
+    /// keeping its name and metadata; its node is released and cleaned, and what depends on it
+    /// (its deployments) is done again on the new node.
+    Replace {
+        /// The stack's name.
+        name: String,
+        /// The server: its member name (`members-0`) or its node's name.
+        member: String,
+        /// Wait (at most this many seconds) until the stack completes or fails.
+        #[arg(long, value_name = "SECS", num_args = 0..=1, default_missing_value = "3600")]
+        wait: Option<u64>,
+    },
     /// Delete a stack: its nodes are released and cleaned.
     Delete {
         name: String,
@@ -60,6 +72,17 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     match args.command {
         StackCommand::Create(ch) => change(&c, ch, true),
         StackCommand::Update(ch) => change(&c, ch, false),
+        StackCommand::Replace { name, member, wait } => {
+            let body = ReplaceRequest {
+                member: member.clone(),
+            };
+            let _: StackView = c.post(&format!("/v1/stacks/{name}/replace"), &body)?;
+            println!("{name}: replacing {member} requested");
+            match wait {
+                Some(secs) => follow(&c, &name, secs, false),
+                None => Ok(()),
+            }
+        }
         StackCommand::Delete { name, wait } => {
             let _: StackView = c.delete(&format!("/v1/stacks/{name}"))?;
             println!("{name}: delete requested");

@@ -186,6 +186,7 @@ fn routes() -> OpenApiRouter {
             stacks::delete_stack
         ))
         .routes(routes!(stacks::stack_events))
+        .routes(routes!(stacks::replace_member))
         .routes(routes!(images::list_images))
         .routes(routes!(images::show_image))
         .routes(routes!(tokens::list_tokens, tokens::create_token))

@@ -142,6 +142,19 @@ impl Daemon {
         Ok(rec)
     }
 
+    /// `stack replace`: server `member` (its name or its node's) moves to another free node
+    /// matching it; its node is released and never picked for it again.
+    pub fn stack_replace(&self, name: &str, member: &str) -> Result<StackRecord, StacksError> {
+        let (old, rev) =
+            get(&*self.store, name)?.ok_or_else(|| StacksError::NotFound(name.into()))?;
+        let rec = orchestrator::replace(&old, member, now_ms())?;
+        self.store
+            .commit(record_ops(name, &rec, Expect::Revision(rev))?)?;
+        info!(stack = name, member, "stack replace");
+        self.stacks_wake.notify_one();
+        Ok(rec)
+    }
+
     /// `stack delete`: every node of the stack is released, then the record goes.
     pub fn stack_delete(&self, name: &str) -> Result<StackRecord, StacksError> {
         let (old, rev) =

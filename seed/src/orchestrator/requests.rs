@@ -2,7 +2,8 @@
 //! daemon stores; the engine's passes then do the work.
 
 use super::{MemberRecord, MemberStatus, StackEvent, StackRecord, Status};
-use crate::template::{self, plan, Stack, Template};
+use crate::template::{self, plan, ResourceType, Stack, Template};
+use std::collections::BTreeSet;
 
 /// Why a stack could not be created or updated (nothing was stored).
 #[derive(Debug, thiserror::Error)]
@@ -11,6 +12,8 @@ pub enum StackError {
     Template(#[from] template::Error),
     #[error("stack {name} is {status}; wait until it completes or fails")]
     Busy { name: String, status: Status },
+    #[error("stack {stack} has no server {member:?} (a server member's name, or its node's)")]
+    NoServer { stack: String, member: String },
 }
 
 pub(super) fn restore(rec: &StackRecord) -> Result<Stack, template::Error> {
@@ -112,6 +115,76 @@ pub fn update(
         "Stack UPDATE started",
     );
     Ok((rec, todo))
+}
+
+/// The record for `stack replace`: server `member` (its name, or its node's) moves to another
+/// free node matching it, keeping its name, properties and metadata (Heat's mark-unhealthy and
+/// update, TripleO's "recover from the loss by scaling out again"). Its node is never picked
+/// for it again and is released (torn down) by the next pass; what depends on the server
+/// (its deployments, their signals) is done again with the new node.
+pub fn replace(old: &StackRecord, member: &str, now_ms: u64) -> Result<StackRecord, StackError> {
+    if old.status.in_progress() {
+        return Err(StackError::Busy {
+            name: old.name.clone(),
+            status: old.status,
+        });
+    }
+    let stack = restore(old)?;
+    let no_server = || StackError::NoServer {
+        stack: old.name.clone(),
+        member: member.to_string(),
+    };
+    let m = stack
+        .members
+        .iter()
+        .filter(|m| m.rtype == ResourceType::Server)
+        .find(|m| {
+            m.name == member
+                || old.members.get(&m.name).and_then(|r| r.node.as_deref()) == Some(member)
+        })
+        .ok_or_else(no_server)?;
+    let mut rec = old.clone();
+    let node = {
+        let r = rec.members.get_mut(&m.name).ok_or_else(no_server)?;
+        let node = r.node.take();
+        r.excluded.extend(node.clone());
+        r.attributes.clear();
+        r.status = MemberStatus::Init;
+        r.reason = None;
+        node
+    };
+    restart_dependents(&mut rec, &stack, &m.name);
+    rec.status = Status::UpdateInProgress;
+    rec.reason = match &node {
+        Some(n) => format!("Stack UPDATE started: replacing {} (on {n})", m.name),
+        None => format!("Stack UPDATE started: replacing {}", m.name),
+    };
+    rec.outputs = None;
+    rec.updated_ms = now_ms;
+    let (name, reason) = (rec.name.clone(), rec.reason.clone());
+    event(&mut rec, now_ms, &name, Status::UpdateInProgress, &reason);
+    Ok(rec)
+}
+
+/// Everything that depends on `member`, directly or not, is done again (`Init`): a replaced
+/// server's deployments publish to its new node and wait for its signal, wait conditions count
+/// again. Servers among them stay on their nodes (an active one completes at once), random
+/// strings keep their value.
+pub(super) fn restart_dependents(rec: &mut StackRecord, stack: &Stack, member: &str) {
+    let mut changed: BTreeSet<&str> = BTreeSet::from([member]);
+    // Members come in dependency order: one walk sees every chain.
+    for m in &stack.members {
+        if m.depends_on.iter().any(|d| changed.contains(d.as_str())) {
+            changed.insert(&m.name);
+            if let Some(r) = rec.members.get_mut(&m.name) {
+                if r.status != MemberStatus::Init {
+                    r.status = MemberStatus::Init;
+                    r.reason = None;
+                    r.started_ms = None;
+                }
+            }
+        }
+    }
 }
 
 /// Start deleting a stack: every node is released.

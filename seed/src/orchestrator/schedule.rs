@@ -145,6 +145,7 @@ impl Pass<'_> {
         r.excluded.push(node.to_string());
         r.attributes.clear();
         r.status = MemberStatus::Init;
+        super::requests::restart_dependents(&mut self.rec, stack, &m.name);
         self.member_event(
             &m.name,
             MemberStatus::InProgress,

@@ -6,6 +6,8 @@ use crate::inventory::Allocation;
 use crate::lifecycle::DeployTarget;
 use rand::{rngs::StdRng, SeedableRng};
 
+mod replace;
+
 const TEMPLATE: &str = r#"
 heat_template_version: wallaby
 parameters:

@@ -105,7 +105,9 @@ impl From<DaemonError> for ApiError {
 impl From<StacksError> for ApiError {
     fn from(e: StacksError) -> Self {
         let status = match &e {
-            StacksError::NotFound(_) => StatusCode::NOT_FOUND,
+            StacksError::NotFound(_) | StacksError::Stack(StackError::NoServer { .. }) => {
+                StatusCode::NOT_FOUND
+            }
             StacksError::Exists(_) | StacksError::Stack(StackError::Busy { .. }) => {
                 StatusCode::CONFLICT
             }

@@ -105,6 +105,9 @@ impl Described for ::api::node::DeployRequest {
 impl Described for ::api::ha::MemberRequest {
     const WHAT: &'static str = "expected {\"name\": NAME, \"peer_url\": \"http://HOST:2380\"}";
 }
+impl Described for ::api::stack::ReplaceRequest {
+    const WHAT: &'static str = "expected {\"member\": MEMBER_OR_NODE}";
+}
 impl Described for ::api::node::UndeployRequest {
     const WHAT: &'static str = "expected {\"full_wipe\": BOOL} or nothing";
 }

@@ -70,6 +70,7 @@ const SURFACE: &[(&str, &str)] = &[
     ("PUT", "/v1/stacks/{name}"),
     ("DELETE", "/v1/stacks/{name}"),
     ("GET", "/v1/stacks/{name}/events"),
+    ("POST", "/v1/stacks/{name}/replace"),
     ("GET", "/v1/images"),
     ("GET", "/v1/images/{name}"),
     ("GET", "/v1/tokens"),

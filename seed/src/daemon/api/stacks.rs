@@ -8,7 +8,7 @@ use crate::daemon::Daemon;
 use crate::inventory::Node;
 use crate::orchestrator::StackRecord;
 use crate::store::nodes;
-use ::api::stack::{MemberView, StackEvent, StackRequest, StackView};
+use ::api::stack::{MemberView, ReplaceRequest, StackEvent, StackRequest, StackView};
 use axum::Json;
 use http::StatusCode;
 use std::collections::BTreeMap;
@@ -133,6 +133,32 @@ pub(super) async fn update_stack(
     Payload(b): Payload<StackRequest>,
 ) -> Result<(StatusCode, Json<StackView>), ApiError> {
     shown(s, StatusCode::ACCEPTED, move |d| d.stack_update(&name, &b)).await
+}
+
+/// Move one server of a completed (or failed) stack to another free node matching it — its
+/// machine died, or is to be retired — keeping the member's name and metadata; its node is
+/// released (torn down) and what depends on the server is done again on the new node.
+#[utoipa::path(post, path = "/v1/stacks/{name}/replace", tag = "stacks",
+    security(("token" = [])),
+    params(("name" = String, Path, description = "The stack's name")),
+    request_body = ReplaceRequest,
+    responses(
+        (status = 202, description = "Accepted", body = StackView),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 404, response = NotFound),
+        (status = 409, response = Conflict),
+    ))]
+pub(super) async fn replace_member(
+    _: Operator,
+    s: AppState,
+    Name(name): Name,
+    Payload(b): Payload<ReplaceRequest>,
+) -> Result<(StatusCode, Json<StackView>), ApiError> {
+    shown(s, StatusCode::ACCEPTED, move |d| {
+        d.stack_replace(&name, &b.member)
+    })
+    .await
 }
 
 /// Delete a stack: its nodes are released and cleaned, then the record goes.
