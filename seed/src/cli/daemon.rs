@@ -164,6 +164,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         _ => None,
     };
     let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    super::stall::watch(rt.handle().clone()).context("starting the runtime watchdog")?;
     rt.block_on(async move {
         let shutdown = super::cancel_on_signal();
         let stop = shutdown.clone();

@@ -21,6 +21,7 @@ pub mod netboot;
 pub mod node;
 pub mod power;
 pub mod stack;
+pub mod stall;
 pub mod store;
 pub mod table;
 pub mod token;
