@@ -110,6 +110,13 @@ pub trait BootPolicy: Send + Sync + 'static {
         action
     }
 
+    /// Whether the DHCP server answers anything now. The default is yes; an HA daemon says yes
+    /// only while it leads, so a follower never answers a client (an address already in its
+    /// copy of the lease table included) and leaves no trace of the exchange.
+    fn serving(&self) -> bool {
+        true
+    }
+
     /// The DHCP server acknowledged `ip` as `mac`'s address (a bound lease, or in proxy mode
     /// the address the PXE client asked from). The default does nothing.
     fn address_seen(&self, _mac: MacAddr, _ip: std::net::Ipv4Addr) {}

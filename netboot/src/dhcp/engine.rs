@@ -118,6 +118,7 @@ struct Counters {
     rx_release: Arc<AtomicU64>,
     rx_inform: Arc<AtomicU64>,
     rx_other: Arc<AtomicU64>,
+    not_serving: Arc<AtomicU64>,
     tx_offer: Arc<AtomicU64>,
     tx_ack: Arc<AtomicU64>,
     tx_nak: Arc<AtomicU64>,
@@ -137,6 +138,10 @@ impl Counters {
             rx_release: m.counter("dhcp_rx_release_total", "DHCPRELEASE received"),
             rx_inform: m.counter("dhcp_rx_inform_total", "DHCPINFORM received"),
             rx_other: m.counter("dhcp_rx_other_total", "Other DHCP message types received"),
+            not_serving: m.counter(
+                "dhcp_not_serving_total",
+                "DHCP requests left alone because this server does not serve now (an HA follower)",
+            ),
             tx_offer: m.counter("dhcp_tx_offer_total", "DHCPOFFER sent"),
             tx_ack: m.counter("dhcp_tx_ack_total", "DHCPACK sent"),
             tx_nak: m.counter("dhcp_tx_nak_total", "DHCPNAK sent"),
@@ -312,6 +317,10 @@ impl Engine {
             MessageType::Inform => &self.counters.rx_inform,
             _ => &self.counters.rx_other,
         });
+        if !self.policy.serving() {
+            bump(&self.counters.not_serving);
+            return None;
+        }
         let mac = MacAddr::from_slice(req.chaddr()).expect("wire::check ensures hlen 6");
         let client = pxe::classify(&req);
         let mut line = format!(

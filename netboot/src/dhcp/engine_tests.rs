@@ -23,6 +23,8 @@ const BCAST: SocketAddrV4 = SocketAddrV4::new(Ipv4Addr::BROADCAST, 68);
 struct TestPolicy {
     discovered: Mutex<Vec<MacAddr>>,
     seen: Mutex<Vec<(MacAddr, Ipv4Addr)>>,
+    /// An HA follower's policy: serves nothing.
+    follower: std::sync::atomic::AtomicBool,
 }
 
 impl BootPolicy for TestPolicy {
@@ -42,6 +44,9 @@ impl BootPolicy for TestPolicy {
     }
     fn address_seen(&self, mac: MacAddr, ip: Ipv4Addr) {
         self.seen.lock().unwrap().push((mac, ip));
+    }
+    fn serving(&self) -> bool {
+        !self.follower.load(std::sync::atomic::Ordering::SeqCst)
     }
 }
 
@@ -923,4 +928,26 @@ fn chain_tftp_in_proxy_mode() {
         .send(&request(CHAINED, MessageType::Discover, ipxe_opts(0)))
         .unwrap();
     assert_eq!(bootfile(&offer).as_deref(), Some(CHAINED_SCRIPT));
+}
+
+/// A server that does not serve (an HA follower) answers nothing — not even a MAC whose lease
+/// its table already holds, which changes nothing to save — and touches no state; it answers
+/// again once it serves.
+#[test]
+fn a_server_that_does_not_serve_answers_nothing() {
+    use std::sync::atomic::Ordering;
+    let mut rig = Rig::new(true);
+    let (offer, _) = rig.discover(NODE1).expect("an offer while serving");
+    let ip = offer.yiaddr();
+    rig.send(&select(NODE1, ip, SERVER)).expect("an ack");
+    let leases = rig.engine.leases().snapshot();
+    rig.policy.follower.store(true, Ordering::SeqCst);
+    assert!(rig.discover(NODE1).is_none(), "a follower offered");
+    assert!(rig.send(&select(NODE1, ip, SERVER)).is_none());
+    assert!(rig.discover(MacAddr([2, 0, 0, 0, 0, 0x77])).is_none());
+    assert!(rig.policy.discovered.lock().unwrap().is_empty());
+    assert_eq!(rig.engine.leases().snapshot(), leases);
+    assert_eq!(rig.metrics.get("dhcp_not_serving_total"), 3);
+    rig.policy.follower.store(false, Ordering::SeqCst);
+    assert_eq!(rig.discover(NODE1).unwrap().0.yiaddr(), ip);
 }

@@ -298,6 +298,11 @@ impl<P: BootPolicy> BootPolicy for LeaderOnly<P> {
             self.inner.address_seen(mac, ip);
         }
     }
+
+    /// A follower's DHCP answers nothing, whatever its copy of the lease table holds.
+    fn serving(&self) -> bool {
+        self.ha.is_leader()
+    }
 }
 
 #[cfg(test)]
@@ -366,6 +371,8 @@ mod tests {
         assert!(LeaderOnly::new(Arc::new(Always), b.clone())
             .boot_action(mac)
             .is_none());
+        assert!(LeaderOnly::new(Arc::new(Always), a.clone()).serving());
+        assert!(!LeaderOnly::new(Arc::new(Always), b.clone()).serving());
         let sb = b.store.clone();
         let refused =
             tokio::task::spawn_blocking(move || sb.put("nodes", "x", b"b".to_vec(), Expect::Any))
