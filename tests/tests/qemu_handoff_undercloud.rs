@@ -1,29 +1,37 @@
-//! The hand-off on a real machine (issue 15): a seed that became the first member of an HA
-//! control plane with `seed ha init` deploys `seed/templates/undercloud.yaml` (one member) with
-//! the `undercloud` golden image onto a QEMU node — real firmware, iPXE, the deploy ramdisk,
-//! IPMI through the lab's virtual BMC — and the machine becomes a member by itself: seed-config
-//! renders its daemon's config from the metadata, its daemon has its etcd member added through
-//! the seed's API, the leader promotes it, its daemon campaigns, and only then does its
-//! deployment signal (CREATE_COMPLETE). Then `seed handoff`: the seed leaves, and the machine
-//! answers the operator's API at the floating address with the same node, still `active`; and
-//! it deploys the overcloud (one controller of lab-overcloud.yaml) on the second machine, which
-//! it inspects itself, through that machine's BMC, with the image it replicated from the seed.
+//! The hand-off on real machines (issue 15), the TripleO story end to end on five QEMU nodes:
+//! a seed that became the first member of an HA control plane with `seed ha init` deploys
+//! `seed/templates/undercloud.yaml` (three members) with the `undercloud` golden image — real
+//! firmware, iPXE, the deploy ramdisk, IPMI through the lab's virtual BMCs — and each machine
+//! becomes a member by itself: seed-config renders its daemon's config from the metadata, its
+//! daemon has its etcd member added through the floating address, the leader promotes it, its
+//! daemon campaigns, and only then does its deployment signal (CREATE_COMPLETE). Then
+//! `seed handoff`: the seed leaves, and the undercloud answers the operator's API at the
+//! floating address with the same nodes, still `active`. It inspects the two other machines
+//! itself and deploys the overcloud (one controller of lab-overcloud.yaml) on one of them; while
+//! that deploy runs, the undercloud's leader is powered off through its BMC: another member takes
+//! the floating address over and the overcloud completes. Then "recover from the loss by scaling
+//! out again": `stack replace` of the dead member puts it on the spare machine, which joins the
+//! etcd cluster, and the dead member leaves the membership once its machine is taken back.
+//! Through it all, one DHCP server at a time (a capture of the switch).
 //!
 //! The seed runs in the namespace of a test switch (a bridge) with its kernel stack on the
 //! bridge; the nodes' NICs are TAP ports of that bridge (QEMU and the lab's BMCs live in that
 //! namespace too; the BMCs are relayed to the seed host's address, the management network the
-//! undercloud also reaches). Nothing touches the host's interfaces.
+//! undercloud also reaches). Nothing touches the host's interfaces. Each phase's time is printed.
 
-use qemu::node::RunOptions;
-use qemu::Lab;
+mod handoff_common;
+
+use handoff_common::{bridge_config, dhcp_replies, SwitchLab, SEED_IP};
+use std::collections::BTreeSet;
 use std::path::Path;
 use std::time::{Duration, Instant};
 use tests::netns::Switch;
 use tests::proc::Child;
 
 const TOKEN: &str = "handoff-undercloud-operator-token";
-const SEED_IP: &str = "10.80.0.2";
 const FLOAT: &str = "10.80.0.1";
+/// node1–3 the undercloud, node4 and node5 the overcloud's machine and the spare.
+const NODES: usize = 5;
 
 /// The API at `at`: (status, body), or (0, what curl said) when nothing answered — said on
 /// stderr too, so a machine that went away mid-poll shows when; the poll's deadline then fails
@@ -41,114 +49,104 @@ fn json(s: &str) -> serde_json::Value {
     serde_json::from_str(s).unwrap_or(serde_json::Value::Null)
 }
 
-/// The lab's seed config, on the bridge's kernel stack instead of the lab's wire, its API on
-/// every address of the namespace.
-fn bridge_config(wire_config: &str) -> String {
-    let mut out = String::new();
-    let mut skip = false;
-    for line in wire_config.lines() {
-        if line.starts_with('[') {
-            skip = line.trim() == "[netboot.wire]";
-        }
-        if skip {
-            continue;
-        }
-        if line.starts_with("listen = ") {
-            out += "listen = \"0.0.0.0:6385\"\n";
-            continue;
-        }
-        out += line;
-        out += "\n";
-        if line.starts_with("server_ip = ") {
-            out += "interface = \"br0\"\n";
-        }
-    }
-    out
-}
-
-/// The DHCP OFFERs and ACKs in `pcap`: (time, source MAC, xid, message type).
-fn dhcp_replies(pcap: &Path) -> Vec<(f64, String, String, String)> {
-    let out = std::process::Command::new(tests::require("tshark"))
-        .arg("-r")
-        .arg(pcap)
-        .args(["-Y", "dhcp.option.dhcp == 2 || dhcp.option.dhcp == 5"])
-        .args(["-T", "fields", "-e", "frame.time_epoch", "-e", "eth.src"])
-        .args(["-e", "dhcp.id", "-e", "dhcp.option.dhcp"])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "tshark: {out:?}");
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|l| {
-            let f: Vec<&str> = l.split('\t').collect();
-            Some((
-                f.first()?.parse().ok()?,
-                f.get(1)?.to_lowercase(),
-                f.get(2)?.to_string(),
-                f.get(3)?.to_string(),
-            ))
-        })
-        .collect()
-}
-
-/// Inspect `node` through the daemon at `at` and wait until it is available.
-fn inspect(sw: &Switch, at: &str, node: &str, context: impl Fn() -> String) {
-    let (code, body) = api(sw, at, "POST", &format!("/v1/nodes/{node}/inspect"), None);
-    assert!(code == 202 || code == 200, "{code} {body}");
+/// Poll `ok` every second (each poll is a curl into the namespace: the VMs need the CPU).
+fn wait(what: &str, within: Duration, mut ok: impl FnMut() -> bool, context: impl Fn() -> String) {
     tests::daemon::wait(
-        &format!("{node} available"),
-        Duration::from_secs(240),
+        what,
+        within,
         || {
-            api(sw, at, "GET", &format!("/v1/nodes/{node}"), None)
-                .1
-                .contains("\"available\"")
+            let done = ok();
+            if !done {
+                std::thread::sleep(Duration::from_secs(1));
+            }
+            done
         },
         context,
     );
 }
 
-/// Create stack `name` from the repository's `template` with `params` at the daemon at `at`,
-/// and wait (bounded by `within`) for CREATE_COMPLETE; CREATE_FAILED fails at once.
-fn create_stack(
-    sw: &Switch,
-    at: &str,
-    name: &str,
-    template: &str,
-    params: serde_json::Value,
-    within: Duration,
-    context: impl Fn() -> String,
-) {
-    let template = std::fs::read_to_string(
-        Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("..")
-            .join(template),
-    )
-    .unwrap();
+/// Inspect `nodes` (all at once) through the daemon at `at` and wait until they are available.
+fn inspect(sw: &Switch, at: &str, nodes: &[&str], context: impl Fn() -> String) {
+    for node in nodes {
+        let (code, body) = api(sw, at, "POST", &format!("/v1/nodes/{node}/inspect"), None);
+        assert!(code == 202 || code == 200, "{node}: {code} {body}");
+    }
+    wait(
+        &format!("{nodes:?} available"),
+        Duration::from_secs(300),
+        || {
+            nodes.iter().all(|n| {
+                api(sw, at, "GET", &format!("/v1/nodes/{n}"), None)
+                    .1
+                    .contains("\"available\"")
+            })
+        },
+        context,
+    );
+}
+
+/// Ask the daemon at `at` to create stack `name` from the repository's `template`.
+fn post_stack(sw: &Switch, at: &str, name: &str, template: &str, params: serde_json::Value) {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let template = std::fs::read_to_string(root.join(template)).unwrap();
     let req = serde_json::json!({"name": name, "template": template, "params": params});
     let (code, body) = api(sw, at, "POST", "/v1/stacks", Some(&req.to_string()));
     assert_eq!(code, 201, "{body}");
-    tests::daemon::wait(
-        &format!("the {name} stack CREATE_COMPLETE"),
+}
+
+/// Wait (bounded by `within`) until stack `name` is `want`; a `…_FAILED` fails at once.
+fn wait_stack(
+    sw: &Switch,
+    at: &str,
+    name: &str,
+    want: &str,
+    within: Duration,
+    context: impl Fn() -> String,
+) -> serde_json::Value {
+    let mut last = serde_json::Value::Null;
+    wait(
+        &format!("the {name} stack {want}"),
         within,
         || {
-            let v = json(&api(sw, at, "GET", &format!("/v1/stacks/{name}"), None).1);
-            assert_ne!(v["status"], "CREATE_FAILED", "{v}");
-            v["status"] == "CREATE_COMPLETE"
+            last = json(&api(sw, at, "GET", &format!("/v1/stacks/{name}"), None).1);
+            let status = last["status"].as_str().unwrap_or("");
+            assert!(!status.ends_with("_FAILED"), "{last}\n{}", context());
+            status == want
         },
-        context,
+        &context,
     );
+    last
+}
+
+/// The control plane's (members, daemons) as the daemon at `at` lists them.
+fn membership(sw: &Switch, at: &str) -> (Vec<serde_json::Value>, Vec<serde_json::Value>) {
+    let m = json(&api(sw, at, "GET", "/v1/ha/members", None).1);
+    let list = |k: &str| m[k].as_array().cloned().unwrap_or_default();
+    (list("members"), list("daemons"))
+}
+
+/// The names of `members` that vote (not learners).
+fn voters(members: &[serde_json::Value]) -> BTreeSet<String> {
+    members
+        .iter()
+        .filter(|m| m["learner"] == false)
+        .filter_map(|m| m["name"].as_str().map(str::to_string))
+        .collect()
+}
+
+fn names(v: &[&str]) -> BTreeSet<String> {
+    v.iter().map(|s| s.to_string()).collect()
 }
 
 /// One DHCP server at a time: every answer in `replies` from the seed (`seed_mac`) no later than
-/// it exited, or from the undercloud (`uc_mac`) no earlier than it was asked to take over; no
-/// exchange answered by two; both answered some. Returns how many each did.
+/// it exited, or from an undercloud machine (`member_macs`) no earlier than the seed was asked to
+/// hand over; no exchange answered by two; both answered some. Returns how many each did.
 fn one_dhcp_server_at_a_time(
     replies: &[(f64, String, String, String)],
     (seed_mac, exited): (&str, f64),
-    (uc_mac, asked): (&str, f64),
+    (member_macs, asked): (&[String], f64),
 ) -> (usize, usize) {
-    let mut by_exchange: std::collections::BTreeMap<_, std::collections::BTreeSet<_>> =
-        Default::default();
+    let mut by_exchange: std::collections::BTreeMap<_, BTreeSet<_>> = Default::default();
     let (mut from_seed, mut from_uc) = (0, 0);
     for (t, src, xid, ty) in replies {
         if src == seed_mac {
@@ -157,7 +155,7 @@ fn one_dhcp_server_at_a_time(
                 "the seed answered DHCP after it left: {replies:?}"
             );
             from_seed += 1;
-        } else if src == uc_mac {
+        } else if member_macs.contains(src) {
             assert!(
                 *t >= asked,
                 "the undercloud answered DHCP while the seed led: {replies:?}"
@@ -176,95 +174,23 @@ fn one_dhcp_server_at_a_time(
     (from_seed, from_uc)
 }
 
-/// The two machines on the switch: a lab created from a thread living in the switch's
-/// namespace (its BMCs answer on that namespace's loopback, and the QEMU they start opens
-/// tap0/tap1 there), and the BMCs on the management network — reached at the seed host's
-/// address, relayed to the lab's, by the seed and by the undercloud machine alike. Dropping it
-/// stops the relays and the lab.
-struct SwitchLab {
-    file: qemu::spec::LabFile,
-    consoles: Vec<std::path::PathBuf>,
-    /// The nodes as enrolled: BMCs at their relayed address.
-    specs: Vec<qemu::spec::NodeSpec>,
-    stop_lab: Option<std::sync::mpsc::Sender<()>>,
-    lab_thread: Option<std::thread::JoinHandle<()>>,
-    stop_relays: std::sync::Arc<std::sync::atomic::AtomicBool>,
-    relays: Vec<std::thread::JoinHandle<()>>,
-}
-
-impl SwitchLab {
-    fn start(sw: &Switch, dir: &Path) -> SwitchLab {
-        let (lab_tx, lab_rx) = std::sync::mpsc::channel();
-        let (stop_tx, stop_rx) = std::sync::mpsc::channel::<()>();
-        let (sw_name, lab_dir) = (sw.ns.name.clone(), dir.to_path_buf());
-        let lab_thread = std::thread::spawn(move || {
-            tests::netns::enter(&sw_name);
-            let mut plan = tests::test_plan("ho", 2, 768, &[3]);
-            plan.bmc_network = false;
-            let lab = Lab::create(&lab_dir, &plan, RunOptions::default()).expect("lab");
-            let mut consoles = Vec::new();
-            for (i, n) in ["node1", "node2"].iter().enumerate() {
-                let node = lab.node(n).unwrap();
-                node.lock().unwrap().set_taps(vec![format!("tap{i}")]);
-                consoles.push(node.lock().unwrap().console_path());
-            }
-            lab_tx.send((lab.file().clone(), consoles)).unwrap();
-            let _ = stop_rx.recv();
-            drop(lab);
-        });
-        let (file, consoles) = lab_rx.recv().unwrap();
-        let stop_relays = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let mut specs = file.nodes.clone();
-        let mut relays = Vec::new();
-        for s in &mut specs {
-            let listen = std::net::SocketAddrV4::new(SEED_IP.parse().unwrap(), s.bmc.port);
-            let target = std::net::SocketAddrV4::new(s.bmc.address, s.bmc.port);
-            relays.push(tests::netns::udp_relay(
-                &sw.ns.name,
-                listen,
-                target,
-                stop_relays.clone(),
-            ));
-            s.bmc.address = *listen.ip();
-        }
-        SwitchLab {
-            file,
-            consoles,
-            specs,
-            stop_lab: Some(stop_tx),
-            lab_thread: Some(lab_thread),
-            stop_relays,
-            relays,
-        }
-    }
-}
-
-impl Drop for SwitchLab {
-    fn drop(&mut self) {
-        self.stop_relays
-            .store(true, std::sync::atomic::Ordering::Relaxed);
-        for r in self.relays.drain(..) {
-            let _ = r.join();
-        }
-        drop(self.stop_lab.take());
-        if let Some(t) = self.lab_thread.take() {
-            let _ = t.join();
-        }
-    }
+fn unix_secs(t: std::time::SystemTime) -> f64 {
+    t.duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64()
 }
 
 #[test]
-fn qemu_handoff_undercloud_member_joins_from_its_metadata_and_takes_over() {
+fn qemu_handoff_undercloud_of_three_takes_over_survives_a_loss_and_replaces_it() {
     tests::require("qemu-system-x86_64");
     tests::require("curl");
+    tests::require("ipmitool");
     let manifest = tests::built_image("undercloud").join("manifest.json");
     let t0 = Instant::now();
     let phase = |what: &str| eprintln!("[{:>6.1}s] {what}", t0.elapsed().as_secs_f64());
     let tmp = tempfile::tempdir().unwrap();
     let d = tmp.path();
     let sw = Switch::new();
-    sw.tap("tap0");
-    sw.tap("tap1");
     sw.ns
         .ip(&["addr", "add", &format!("{SEED_IP}/24"), "dev", "br0"]);
     // Every DHCP datagram on the switch, to see who answered when.
@@ -275,16 +201,23 @@ fn qemu_handoff_undercloud_member_joins_from_its_metadata_and_takes_over() {
     let mut capture = Child::spawn("tshark", cap);
     capture.wait_for_log("Capturing on", Duration::from_secs(30));
 
-    let lab = SwitchLab::start(&sw, &d.join("lab"));
-    let (file, consoles, specs) = (&lab.file, &lab.consoles, &lab.specs);
+    let lab = SwitchLab::start(&sw, &d.join("lab"), NODES);
+    let consoles = |nodes: &[usize]| {
+        let mut out = String::new();
+        for &i in nodes {
+            out += &format!("---- node{} console ----\n{}\n", i + 1, lab.console(i));
+        }
+        out
+    };
+    let every = || consoles(&(0..NODES).collect::<Vec<_>>());
 
-    // The seed: the lab's configuration on the bridge, its one node enrolled, the image stored.
+    // The seed: the lab's configuration on the bridge, its nodes enrolled, the images stored.
     let sdir = d.join("seed");
     std::fs::create_dir_all(&sdir).unwrap();
-    let mut ws = tests::wire_seed::config(&sdir, file, specs.clone(), TOKEN);
+    let mut ws = tests::wire_seed::config(&sdir, &lab.file, lab.specs.clone(), TOKEN);
     ws.api_port = 6385;
-    // Leases of a minute: the undercloud machine's own, from the seed, runs out while it
-    // deploys the overcloud (its member stops renewing it: the address is static once it runs).
+    // Leases of a minute: the members' own, from the seed, run out while they serve (a member
+    // stops renewing it: its address is static once it runs).
     ws.lease_secs = Some(60);
     tests::wire_seed::enroll(&ws, &[]);
     let store = images::ImageStore::open(ws.images()).unwrap();
@@ -321,60 +254,68 @@ fn qemu_handoff_undercloud_member_joins_from_its_metadata_and_takes_over() {
     let mut seed = Child::spawn("seed-daemon", cmd);
     seed.wait_for_log("HTTP listening", Duration::from_secs(60));
     let logs = |seed: &Child| format!("---- seed ----\n{}", seed.output());
-    tests::daemon::wait(
+    wait(
         "the seed holds the floating address",
         Duration::from_secs(30),
         || api(&sw, FLOAT, "GET", "/v1/nodes", None).0 == 200,
         || logs(&seed),
     );
 
-    inspect(&sw, SEED_IP, "node1", || logs(&seed));
-    phase("node1 inspected");
+    let members_ctx = || format!("{}\n{}", logs(&seed), consoles(&[0, 1, 2]));
+    inspect(&sw, SEED_IP, &["node1", "node2", "node3"], members_ctx);
+    phase("node1-3 inspected by the seed");
 
-    let console = || std::fs::read_to_string(&consoles[0]).unwrap_or_default();
-    create_stack(
+    // The members join through the floating address: the seed's API now, the undercloud's
+    // leader after the hand-off (a replacement member joins that way).
+    let params = serde_json::json!({
+        "member_count": "3",
+        "join": format!("http://{FLOAT}:6385"),
+        "endpoints": format!("http://{SEED_IP}:2379"),
+        "api_token": TOKEN,
+        "server_ip": FLOAT,
+        "floating_address": format!("{FLOAT}/24"),
+        "subnet": "10.80.0.0/24",
+        "pool_start": "10.80.0.200",
+        "pool_end": "10.80.0.250",
+    });
+    post_stack(
         &sw,
         SEED_IP,
         "undercloud",
         "seed/templates/undercloud.yaml",
-        serde_json::json!({
-            "member_count": "1",
-            "join": format!("http://{SEED_IP}:6385"),
-            "endpoints": format!("http://{SEED_IP}:2379"),
-            "api_token": TOKEN,
-            "server_ip": FLOAT,
-            "floating_address": format!("{FLOAT}/24"),
-            "subnet": "10.80.0.0/24",
-            "pool_start": "10.80.0.200",
-            "pool_end": "10.80.0.250",
-        }),
-        Duration::from_secs(360),
-        || format!("{}\n---- node1 console ----\n{}", logs(&seed), console()),
+        params,
     );
-    phase("undercloud stack complete: node1 is a member");
-    let c = console();
-    for line in [
-        "seed-image: undercloud",
-        "seed-undercloud: starting the seed daemon of node1 at 10.80.0.10",
-        "seed-undercloud: node1 votes and campaigns",
-        "seed-undercloud: address 10.80.0.10/24 static from now on",
-    ] {
-        assert!(c.contains(line), "no {line:?} on node1's console:\n{c}");
+    let within = Duration::from_secs(900);
+    wait_stack(
+        &sw,
+        SEED_IP,
+        "undercloud",
+        "CREATE_COMPLETE",
+        within,
+        members_ctx,
+    );
+    phase("undercloud stack complete: node1-3 are members");
+    for i in 0..3 {
+        let c = lab.console(i);
+        for line in [
+            "seed-image: undercloud".to_string(),
+            format!("seed-undercloud: node{} votes and campaigns", i + 1),
+            "static from now on".to_string(),
+        ] {
+            assert!(
+                c.contains(&line),
+                "no {line:?} on node{}'s console:\n{c}",
+                i + 1
+            );
+        }
     }
-
-    let (_, m) = api(&sw, SEED_IP, "GET", "/v1/ha/members", None);
-    let m = json(&m);
-    let members = m["members"].as_array().cloned().unwrap_or_default();
-    assert_eq!(members.len(), 2, "{m}");
-    assert!(members.iter().all(|v| v["learner"] == false), "{m}");
-    assert!(
-        members
-            .iter()
-            .any(|v| v["name"] == "node1" && v["peer_urls"][0] == "http://10.80.0.10:2380"),
-        "{m}"
+    let (members, daemons) = membership(&sw, SEED_IP);
+    assert_eq!(
+        voters(&members),
+        names(&["seed", "node1", "node2", "node3"]),
+        "{members:?}"
     );
-    let daemons = m["daemons"].as_array().cloned().unwrap_or_default();
-    assert_eq!(daemons.len(), 2, "{m}");
+    assert_eq!(daemons.len(), 4, "{daemons:?}");
 
     // The hand-off: asked again while a check is still settling (bounded).
     let asked = std::time::SystemTime::now();
@@ -397,53 +338,153 @@ fn qemu_handoff_undercloud_member_joins_from_its_metadata_and_takes_over() {
     let exited = std::time::SystemTime::now();
     phase("the seed handed over and exited");
 
-    // The machine answers at the floating address now: the same node, still active.
-    tests::daemon::wait(
+    // The undercloud answers at the floating address: the same nodes, still active.
+    let uc_ctx = || consoles(&[0, 1, 2]);
+    wait(
         "the undercloud answers at the floating address",
         Duration::from_secs(120),
         || {
-            let (code, body) = api(&sw, FLOAT, "GET", "/v1/nodes/node1", None);
-            code == 200 && body.contains("\"active\"")
+            (1..=3).all(|i| {
+                let (code, body) = api(&sw, FLOAT, "GET", &format!("/v1/nodes/node{i}"), None);
+                code == 200 && body.contains("\"active\"")
+            })
         },
-        || format!("---- node1 console ----\n{}", console()),
+        uc_ctx,
     );
-    let (_, m) = api(&sw, FLOAT, "GET", "/v1/ha/members", None);
-    let m = json(&m);
-    assert_eq!(m["members"].as_array().map(Vec::len), Some(1), "{m}");
-    assert_eq!(m["members"][0]["name"], "node1", "{m}");
+    let (members, _) = membership(&sw, FLOAT);
+    assert_eq!(
+        voters(&members),
+        names(&["node1", "node2", "node3"]),
+        "{members:?}"
+    );
     phase("the undercloud leads");
 
-    // The undercloud deploys the overcloud: node2 inspected and deployed by the machine the
-    // seed deployed (its DHCP, its ramdisk, the image it replicated, its BMC driver).
-    let console2 = || std::fs::read_to_string(&consoles[1]).unwrap_or_default();
-    let both = || {
-        format!(
-            "---- node1 ----\n{}\n---- node2 ----\n{}",
-            console(),
-            console2()
-        )
-    };
-    inspect(&sw, FLOAT, "node2", both);
-    phase("node2 inspected by the undercloud");
-    create_stack(
+    // The undercloud inspects the two other machines itself (its DHCP, its ramdisk, its BMC
+    // driver) and deploys the overcloud on one, with the image it replicated from the seed.
+    inspect(&sw, FLOAT, &["node4", "node5"], every);
+    phase("node4-5 inspected by the undercloud");
+    post_stack(
         &sw,
         FLOAT,
         "overcloud",
         "seed/tests/templates/lab-overcloud.yaml",
         serde_json::json!({"compute_count": "0", "greeting": "deployed by the undercloud"}),
-        Duration::from_secs(300),
-        both,
     );
-    let c2 = console2();
+    let mut oc_node = String::new();
+    wait(
+        "the overcloud's machine deploying",
+        Duration::from_secs(120),
+        || {
+            let v = json(&api(&sw, FLOAT, "GET", "/v1/stacks/overcloud", None).1);
+            let deploying = v["members"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find(|m| m["node_state"] == "deploying");
+            if let Some(n) = deploying.and_then(|m| m["node"].as_str()) {
+                oc_node = n.to_string();
+            }
+            !oc_node.is_empty()
+        },
+        every,
+    );
+    // Mid-deploy, the undercloud's leader dies: power cut through its BMC.
+    let mut dead = String::new();
+    wait(
+        "the undercloud's leader known",
+        Duration::from_secs(60),
+        || {
+            let (_, daemons) = membership(&sw, FLOAT);
+            let leader = daemons.iter().find(|d| d["leader"] == true);
+            if let Some(n) = leader.and_then(|d| d["name"].as_str()) {
+                dead = n.to_string();
+            }
+            !dead.is_empty()
+        },
+        uc_ctx,
+    );
+    let dead_i: usize = dead.trim_start_matches("node").parse::<usize>().unwrap() - 1;
+    assert!(dead_i < 3, "the leader {dead} is no undercloud member");
+    lab.power_off(&sw, dead_i);
+    phase(&format!(
+        "the undercloud's leader {dead} powered off while {oc_node} deploys"
+    ));
+    let oc_i: usize = oc_node.trim_start_matches("node").parse::<usize>().unwrap() - 1;
+    wait_stack(
+        &sw,
+        FLOAT,
+        "overcloud",
+        "CREATE_COMPLETE",
+        Duration::from_secs(900),
+        every,
+    );
+    let c = lab.console(oc_i);
     assert!(
-        c2.contains("seed-demo: greeting = deployed by the undercloud"),
-        "{c2}"
+        c.contains("seed-demo: greeting = deployed by the undercloud"),
+        "{c}"
     );
-    assert!(c2.contains("seed-demo: node = node2"), "{c2}");
-    phase("the overcloud deployed by the undercloud");
+    assert!(c.contains(&format!("seed-demo: node = {oc_node}")), "{c}");
+    let (_, daemons) = membership(&sw, FLOAT);
+    let leader = daemons.iter().find(|d| d["leader"] == true);
+    assert!(
+        leader.is_some_and(|d| d["name"] != dead.as_str()),
+        "{daemons:?}"
+    );
+    phase("the overcloud deployed by the undercloud, across its leader's loss");
 
-    // One DHCP server at a time: the seed until it left, the undercloud machine after it was
-    // asked to take over, never both for one exchange.
+    // Recover from the loss by scaling out again: the dead member moves to the spare machine.
+    let spare = (4..=5)
+        .map(|i| format!("node{i}"))
+        .find(|n| *n != oc_node)
+        .unwrap();
+    let body = serde_json::json!({ "member": dead }).to_string();
+    let (code, body) = api(
+        &sw,
+        FLOAT,
+        "POST",
+        "/v1/stacks/undercloud/replace",
+        Some(&body),
+    );
+    assert_eq!(code, 202, "{body}");
+    let v = wait_stack(
+        &sw,
+        FLOAT,
+        "undercloud",
+        "UPDATE_COMPLETE",
+        Duration::from_secs(900),
+        every,
+    );
+    let on: BTreeSet<String> = v["members"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|m| m["node"].as_str().map(str::to_string))
+        .collect();
+    let mut want: BTreeSet<String> = names(&["node1", "node2", "node3"]);
+    want.remove(&dead);
+    want.insert(spare.clone());
+    assert_eq!(on, want, "{v}");
+    let spare_i: usize = spare.trim_start_matches("node").parse::<usize>().unwrap() - 1;
+    let c = lab.console(spare_i);
+    assert!(
+        c.contains(&format!("seed-undercloud: {spare} votes and campaigns")),
+        "{c}"
+    );
+    // The dead member leaves the membership once its machine is taken back (cleaned).
+    wait(
+        "the dead member retired, the spare voting",
+        Duration::from_secs(300),
+        || voters(&membership(&sw, FLOAT).0) == want,
+        every,
+    );
+    let (members, _) = membership(&sw, FLOAT);
+    assert_eq!(members.len(), 3, "{members:?}");
+    phase(&format!(
+        "{dead} replaced by {spare}: the undercloud is three again"
+    ));
+
+    // One DHCP server at a time: the seed until it left, the undercloud's leader (whichever it
+    // was) after the seed was asked to hand over, never two for one exchange.
     // SAFETY: kill(2) on the capture's own pid.
     unsafe { libc::kill(capture.id() as i32, libc::SIGINT) };
     assert!(capture.wait_exit(Duration::from_secs(20)).is_some());
@@ -454,16 +495,13 @@ fn qemu_handoff_undercloud_member_joins_from_its_metadata_and_takes_over() {
         .output()
         .unwrap();
     let seed_mac = String::from_utf8_lossy(&out.stdout).trim().to_lowercase();
-    let uc_mac = specs[0].macs[0].to_lowercase();
+    let member_macs: Vec<String> = lab.specs.iter().map(|s| s.macs[0].to_lowercase()).collect();
     let replies = dhcp_replies(&pcap);
-    let secs = |t: std::time::SystemTime| {
-        t.duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_secs_f64()
-    };
-    let (from_seed, from_uc) =
-        one_dhcp_server_at_a_time(&replies, (&seed_mac, secs(exited)), (&uc_mac, secs(asked)));
+    let (from_seed, from_uc) = one_dhcp_server_at_a_time(
+        &replies,
+        (&seed_mac, unix_secs(exited)),
+        (&member_macs, unix_secs(asked)),
+    );
     eprintln!("DHCP answers: {from_seed} by the seed, then {from_uc} by the undercloud");
-
     drop(lab);
 }

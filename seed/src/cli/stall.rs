@@ -162,7 +162,10 @@ mod tests {
         let me = std::fs::read_to_string("/proc/thread-self/comm").unwrap();
         let t = threads();
         assert!(t.contains(me.trim()), "{t}");
-        let line = t.split("; ").find(|l| l.starts_with("stall-sleeper")).unwrap();
+        let line = t
+            .split("; ")
+            .find(|l| l.starts_with("stall-sleeper"))
+            .unwrap();
         // Blocked on the channel: a futex wait, syscall 202 on x86-64.
         assert!(line.contains("futex"), "{line}");
         drop(tx);
