@@ -10,9 +10,12 @@
 //!   nodes not `available` (none allocated twice, none forgotten, none deployed for nothing),
 //!   and the allocation never moves; the stack reaches CREATE_COMPLETE with every member
 //!   `active`;
-//! - `seed stack update -P compute_count=3`, killed while cmp-2's image is being written:
-//!   UPDATE_COMPLETE after a retry on cmp-2, the first three members unchanged, the new one on
-//!   cmp-2 (ctl-small never: too little RAM);
+//! - `seed stack replace oc <node>` of a compute member: it moves to the spare cmp-2 with its
+//!   name (UPDATE_COMPLETE), its old node is released and cleaned, nothing else moves; an
+//!   unknown member is refused;
+//! - `seed stack update -P compute_count=3`, killed while the freed node's image is being
+//!   written: UPDATE_COMPLETE after a retry there, the members before unchanged, the new one on
+//!   the freed node (ctl-small never: too little RAM);
 //! - `seed stack delete`: the stack is gone and every node comes back `available` through
 //!   cleaning (the fake agent's wipe).
 //!
@@ -348,6 +351,41 @@ fn stack_crash_kill9_completes_scales_and_deletes() {
         "events are written once, crashes or not:\n{text}"
     );
 
+    // `seed stack replace`: a compute machine "died"; its member moves to the spare (cmp-2)
+    // with its name, its node is released and cleaned, the other members stay where they are.
+    // An unknown member is refused and changes nothing.
+    let out = seed.seed(&["stack", "replace", "oc", "nope"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("no server \"nope\""), "{err}");
+    assert_eq!(status(&seed), "CREATE_COMPLETE");
+    let (victim_member, victim) = first
+        .iter()
+        .find(|(m, _)| m.starts_with("compute"))
+        .map(|(m, n)| (m.clone(), n.clone()))
+        .unwrap();
+    let out = seed.seed(&["stack", "replace", "oc", &victim, "--wait", "120"]);
+    assert!(out.status.success(), "{out:?}");
+    complete(&seed, "UPDATE_COMPLETE");
+    seed.wait_until("the replaced machine cleaned", |s| {
+        s.node_states()[&victim] == "available"
+    });
+    let mut first = first;
+    first.insert(victim_member.clone(), "cmp-2".to_string());
+    assert_eq!(
+        check(&seed, Some(&first)),
+        first,
+        "only the replaced member moved"
+    );
+    let out = seed.seed(&["stack", "events", "oc"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains(&format!("replacing {victim_member} (on {victim})")),
+        "{text}"
+    );
+    // The freed machine is the spare now.
+    let spare = victim;
+
     // Scale compute 2 → 3, with a kill -9 during the scale-out.
     let out = seed.seed(&[
         "stack",
@@ -367,12 +405,12 @@ fn stack_crash_kill9_completes_scales_and_deletes() {
         .collect();
     assert_eq!(new.len(), 1, "{second:?}");
     assert_eq!(
-        new[0].1, "cmp-2",
+        new[0].1, &spare,
         "the new member takes the free compute node"
     );
     let new_member = new[0].0.clone();
-    seed.wait_until("cmp-2 writing", |s| {
-        s.phases().get("cmp-2").map(String::as_str) == Some("writing")
+    seed.wait_until("the spare writing", |s| {
+        s.phases().get(&spare).map(String::as_str) == Some("writing")
     });
     seed.kill9();
     seed.start();
@@ -392,9 +430,9 @@ fn stack_crash_kill9_completes_scales_and_deletes() {
     eprintln!("events after the update:\n{text}");
     assert!(
         text.lines().any(|l| l.contains(&new_member)
-            && l.contains("deploy on cmp-2 failed")
+            && l.contains(&format!("deploy on {spare} failed"))
             && l.contains("restarted before the image was written")),
-        "the kill -9 during the scale-out cut cmp-2's deploy, retried there:\n{text}"
+        "the kill -9 during the scale-out cut {spare}'s deploy, retried there:\n{text}"
     );
     assert!(text.contains("UPDATE_COMPLETE"), "{text}");
 
