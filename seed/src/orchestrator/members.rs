@@ -51,7 +51,7 @@ impl Pass<'_> {
             return;
         };
         let Some(node) = self.node(&node_name).cloned() else {
-            self.replace(stack, m, &node_name, "the node is gone from the inventory");
+            self.replace(stack, m, "the node is gone from the inventory");
             return;
         };
         match &node.state {
@@ -119,7 +119,7 @@ impl Pass<'_> {
                         "deploy on {node_name} failed {} time(s): {reason}",
                         node.attempts
                     );
-                    self.replace(stack, m, &node_name, &why);
+                    self.replace(stack, m, &why);
                 }
             }
             _ => {}

@@ -144,16 +144,10 @@ pub fn replace(old: &StackRecord, member: &str, now_ms: u64) -> Result<StackReco
         })
         .ok_or_else(no_server)?;
     let mut rec = old.clone();
-    let node = {
-        let r = rec.members.get_mut(&m.name).ok_or_else(no_server)?;
-        let node = r.node.take();
-        r.excluded.extend(node.clone());
-        r.attributes.clear();
-        r.status = MemberStatus::Init;
+    let node = unplace(&mut rec, &stack, &m.name);
+    if let Some(r) = rec.members.get_mut(&m.name) {
         r.reason = None;
-        node
-    };
-    restart_dependents(&mut rec, &stack, &m.name);
+    }
     rec.status = Status::UpdateInProgress;
     rec.reason = match &node {
         Some(n) => format!("Stack UPDATE started: replacing {} (on {n})", m.name),
@@ -166,11 +160,24 @@ pub fn replace(old: &StackRecord, member: &str, now_ms: u64) -> Result<StackReco
     Ok(rec)
 }
 
+/// Take server `member` off its node for good (`stack replace`, or the engine moving it off a
+/// node that failed it): the node is excluded for it, its attributes go, it starts again
+/// (`Init`) and so does what depends on it. The node it had.
+pub(super) fn unplace(rec: &mut StackRecord, stack: &Stack, member: &str) -> Option<String> {
+    let r = rec.members.get_mut(member)?;
+    let node = r.node.take();
+    r.excluded.extend(node.clone());
+    r.attributes.clear();
+    r.status = MemberStatus::Init;
+    restart_dependents(rec, stack, member);
+    node
+}
+
 /// Everything that depends on `member`, directly or not, is done again (`Init`): a replaced
 /// server's deployments publish to its new node and wait for its signal, wait conditions count
 /// again. Servers among them stay on their nodes (an active one completes at once), random
 /// strings keep their value.
-pub(super) fn restart_dependents(rec: &mut StackRecord, stack: &Stack, member: &str) {
+fn restart_dependents(rec: &mut StackRecord, stack: &Stack, member: &str) {
     let mut changed: BTreeSet<&str> = BTreeSet::from([member]);
     // Members come in dependency order: one walk sees every chain.
     for m in &stack.members {

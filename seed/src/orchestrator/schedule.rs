@@ -138,14 +138,9 @@ impl Pass<'_> {
         true
     }
 
-    /// Move a member off a node that failed it, onto another matching free node.
-    pub(super) fn replace(&mut self, stack: &Stack, m: &Member, node: &str, why: &str) {
-        let r = self.rec.members.get_mut(&m.name).expect("record");
-        r.node = None;
-        r.excluded.push(node.to_string());
-        r.attributes.clear();
-        r.status = MemberStatus::Init;
-        super::requests::restart_dependents(&mut self.rec, stack, &m.name);
+    /// Move a member off the node that failed it, onto another matching free node.
+    pub(super) fn replace(&mut self, stack: &Stack, m: &Member, why: &str) {
+        super::requests::unplace(&mut self.rec, stack, &m.name);
         self.member_event(
             &m.name,
             MemberStatus::InProgress,
