@@ -140,10 +140,9 @@ pub fn promote_ready(ha: &Ha) -> Result<Vec<String>, StoreError> {
 /// The names removed.
 pub fn retire_taken_back(ha: &Ha) -> Result<Vec<String>, StoreError> {
     use crate::lifecycle::State;
-    let alive: Vec<String> = candidates(&ha.raw)?.into_iter().map(|c| c.name).collect();
-    let mut done = vec![];
+    let mut taken_back = vec![];
     for m in member::member_list(&ha.raw)? {
-        if m.name.is_empty() || m.name == ha.me.name || alive.contains(&m.name) {
+        if m.name.is_empty() || m.name == ha.me.name {
             continue;
         }
         let Some((node, _)) = crate::store::nodes::get(&ha.raw, &m.name)? else {
@@ -153,7 +152,18 @@ pub fn retire_taken_back(ha: &Ha) -> Result<Vec<String>, StoreError> {
             node.lifecycle.state,
             State::Active | State::Deploying | State::DeployFailed { .. }
         );
-        if deployed {
+        if !deployed {
+            taken_back.push((m, node));
+        }
+    }
+    // Who campaigns is read only when there is something to retire (every round, usually not).
+    if taken_back.is_empty() {
+        return Ok(vec![]);
+    }
+    let alive: Vec<String> = candidates(&ha.raw)?.into_iter().map(|c| c.name).collect();
+    let mut done = vec![];
+    for (m, node) in taken_back {
+        if alive.contains(&m.name) {
             continue;
         }
         match remove(ha, &m.name) {
