@@ -314,9 +314,27 @@ impl Machine {
     ) {
         let spec = node.spec();
         let pxe_first = boot == BootDevice::Pxe || self.medium == Medium::Pxe;
-        let (nic_index, medium_index) = if pxe_first { (1, 2) } else { (2, 1) };
+        // "Boot from disk" on a machine booted from a CD is its hard disks first (IPMI's disk
+        // is not the CD): the seed machine deployed by the cloud it bootstrapped (Stage N)
+        // boots what was written, the CD still in its drive. A USB stick or a disk medium is
+        // the first disk itself.
+        let disks = spec.disks_gib.len();
+        let disks_first =
+            boot == BootDevice::Disk && disks > 0 && matches!(self.medium, Medium::Iso { .. });
+        let (nic_index, medium_index, disk_index) = if pxe_first {
+            (1, 2, 3)
+        } else if disks_first {
+            (disks + 2, disks + 1, 1)
+        } else {
+            (2, 1, 3)
+        };
         if let Some(mac) = spec.macs.first() {
-            c.arg("-netdev").arg(wire.netdev("n0"));
+            match node.tap(0) {
+                Some(tap) => c
+                    .arg("-netdev")
+                    .arg(format!("tap,id=n0,ifname={tap},script=no,downscript=no")),
+                None => c.arg("-netdev").arg(wire.netdev("n0")),
+            };
             c.arg("-device").arg(format!(
                 "{nic_model},netdev=n0,mac={mac},bootindex={nic_index}"
             ));
@@ -383,8 +401,10 @@ impl Machine {
                 "if=none,id=d{i},format=qcow2,file={}",
                 node.disk_path(i).display()
             ));
-            c.arg("-device")
-                .arg(format!("virtio-blk-pci,drive=d{i},bootindex={}", 3 + i));
+            c.arg("-device").arg(format!(
+                "virtio-blk-pci,drive=d{i},bootindex={}",
+                disk_index + i
+            ));
         }
     }
 }
@@ -504,6 +524,37 @@ mod tests {
         );
         assert!(a.contains("OVMF_CODE") && a.contains("bootindex=1"), "{a}");
         assert!(!a.contains("netdev=n1"), "no BMC wire given: {a}");
+    }
+
+    /// Deployed by the cloud it bootstrapped (Stage N), the CD machine boots its disk when told
+    /// "disk", the CD still in; on a test switch its NIC is a TAP.
+    #[test]
+    fn a_cd_machine_told_disk_boots_its_hard_disk_first() {
+        let (lab, mut spec, _) = machine(Medium::Iso {
+            path: "/m/seed.iso".into(),
+        });
+        spec.disks_gib = vec![3];
+        let mut n = Node::appliance(
+            &spec,
+            "/l/seed".into(),
+            lab.wire,
+            None,
+            RunOptions::default(),
+        );
+        let a = args(&n.command(BootDevice::Disk));
+        assert!(a.contains("virtio-blk-pci,drive=d0,bootindex=1"), "{a}");
+        assert!(a.contains("ide-cd,drive=m0,bootindex=2"), "{a}");
+        assert!(
+            a.contains(&format!("mac={},bootindex=3", spec.macs[0])),
+            "{a}"
+        );
+        let cd = args(&n.command(BootDevice::Cdrom));
+        assert!(cd.contains("ide-cd,drive=m0,bootindex=1"), "{cd}");
+        assert!(cd.contains("drive=d0,bootindex=3"), "{cd}");
+        n.set_taps(vec!["tap5".into()]);
+        let t = args(&n.command(BootDevice::Pxe));
+        assert!(t.contains("tap,id=n0,ifname=tap5,script=no"), "{t}");
+        assert!(!t.contains(&lab.wire.netdev("n0")), "{t}");
     }
 
     #[test]

@@ -82,6 +82,11 @@ impl Node {
         self.taps = taps;
     }
 
+    /// The TAP interface of NIC `i`, if it has one.
+    pub(crate) fn tap(&self, i: usize) -> Option<&str> {
+        self.taps.get(i).map(String::as_str)
+    }
+
     /// The lab's seed machine `spec` (powered off) living in `dir`, NIC 1 on `wire`, NIC 2 on
     /// `bmc_wire` (see [`crate::appliance`]).
     pub fn appliance(

@@ -136,10 +136,12 @@ fn comes_up_and_deploys(lab: &Lab, port: u16, what: &str, api_url: &str) {
     println!("appliance {what}: power-on → API answering {up:.1} s, → node1 active {active:.1} s");
 }
 
-/// The ISO as a CD or a USB stick under SeaBIOS, then OVMF.
+/// The ISO as a USB stick under SeaBIOS, then OVMF; as a CD under OVMF (the CD under SeaBIOS
+/// is the seed machine of `qemu_handoff_undercloud`, which deploys three machines from it).
 fn iso_deploys(usb: bool) {
     let iso = built().join("seed-appliance.iso");
-    for uefi in [false, true] {
+    let firmware: &[bool] = if usb { &[false, true] } else { &[true] };
+    for &uefi in firmware {
         let tmp = tempfile::tempdir().unwrap();
         let fw = if uefi { "OVMF" } else { "SeaBIOS" };
         let form = if usb { "ISO as USB stick" } else { "ISO as CD" };
@@ -181,7 +183,7 @@ fn iso_deploys(usb: bool) {
 }
 
 #[test]
-fn qemu_appliance_iso_as_a_cd_deploys_under_bios_and_uefi() {
+fn qemu_appliance_iso_as_a_cd_deploys_under_uefi() {
     iso_deploys(false);
 }
 

@@ -1,27 +1,32 @@
-//! The hand-off on real machines (issue 15), the TripleO story end to end on five QEMU nodes:
-//! a seed that became the first member of an HA control plane with `seed ha init` deploys
-//! `seed/templates/undercloud.yaml` (three members) with the `undercloud` golden image — real
-//! firmware, iPXE, the deploy ramdisk, IPMI through the lab's virtual BMCs — and each machine
-//! becomes a member by itself: seed-config renders its daemon's config from the metadata, its
-//! daemon has its etcd member added through the floating address, the leader promotes it, its
-//! daemon campaigns, and only then does its deployment signal (CREATE_COMPLETE). Then
-//! `seed handoff`: the seed leaves, and the undercloud answers the operator's API at the
-//! floating address with the same nodes, still `active`. It inspects the two other machines
-//! itself and deploys the overcloud (one controller of lab-overcloud.yaml) on one of them; while
-//! that deploy runs, the undercloud's leader is powered off through its BMC: another member takes
-//! the floating address over and the overcloud completes. Then "recover from the loss by scaling
-//! out again": `stack replace` of the dead member puts it on the spare machine, which joins the
-//! etcd cluster, and the dead member leaves the membership once its machine is taken back.
-//! Through it all, one DHCP server at a time (a capture of the switch).
+//! The hand-off on real machines (issue 15), the TripleO story end to end on six QEMU machines,
+//! the seed among them: the seed machine boots the appliance ISO (a CD, SeaBIOS) whose SEEDCFG
+//! `seed.toml` says `[ha] enabled`, so its daemon is the first member of an HA control plane
+//! (a one-member etcd cluster it runs) from its first boot. The operator enrolls five machines
+//! through its API; it deploys `seed/templates/undercloud.yaml` (three members) with the
+//! `undercloud` golden image it carries — real firmware, iPXE, the deploy ramdisk, IPMI through
+//! the lab's virtual BMCs — and each machine becomes a member by itself: seed-config renders
+//! its daemon's config from the metadata, its daemon has its etcd member added through the
+//! floating address, the leader promotes it, its daemon campaigns, and only then does its
+//! deployment signal (CREATE_COMPLETE). Then `seed handoff`: the seed leaves and switches its
+//! machine off, and the undercloud answers the operator's API at the floating address with the
+//! same nodes, still `active`. It inspects the two other machines itself and deploys the
+//! overcloud (a controller and a compute of lab-overcloud.yaml) on them; while that deploy runs,
+//! the undercloud's leader is powered off through its BMC: another member takes the floating
+//! address over and the overcloud completes. Then Stage N and "recover from the loss by scaling
+//! out again" in one step: the seed's own machine is enrolled into the undercloud, inspected,
+//! and `stack replace` of the dead member deploys it there; it joins the etcd cluster, and the
+//! dead member leaves the membership once its machine is taken back. Through it all, one DHCP
+//! server at a time (a capture of the switch).
 //!
-//! The seed runs in the namespace of a test switch (a bridge) with its kernel stack on the
-//! bridge; the nodes' NICs are TAP ports of that bridge (QEMU and the lab's BMCs live in that
-//! namespace too; the BMCs are relayed to the seed host's address, the management network the
-//! undercloud also reaches). Nothing touches the host's interfaces. Each phase's time is printed.
+//! The machines' NICs are TAP ports of a test switch (a bridge in a namespace); QEMU and the
+//! lab's BMCs live in that namespace too, the BMCs relayed to the switch's own address (the
+//! management network the seed and the undercloud reach), from which the test calls the APIs as
+//! an operator's laptop would. Nothing touches the host's interfaces. Each phase's time is
+//! printed.
 
 mod handoff_common;
 
-use handoff_common::{bridge_config, dhcp_replies, SwitchLab, SEED_IP};
+use handoff_common::{dhcp_replies, SwitchLab, MGMT_IP, SEED_IP};
 use std::collections::BTreeSet;
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -30,7 +35,7 @@ use tests::proc::Child;
 
 const TOKEN: &str = "handoff-undercloud-operator-token";
 const FLOAT: &str = "10.80.0.1";
-/// node1–3 the undercloud, node4 and node5 the overcloud's machine and the spare.
+/// node1–3 the undercloud, node4 and node5 the overcloud (the seed machine comes after them).
 const NODES: usize = 5;
 
 /// The API at `at`: (status, body), or (0, what curl said) when nothing answered — said on
@@ -138,24 +143,26 @@ fn names(v: &[&str]) -> BTreeSet<String> {
     v.iter().map(|s| s.to_string()).collect()
 }
 
-/// One DHCP server at a time: every answer in `replies` from the seed (`seed_mac`) no later than
-/// it exited, or from an undercloud machine (`member_macs`) no earlier than the seed was asked to
-/// hand over; no exchange answered by two; both answered some. Returns how many each did.
+/// One DHCP server at a time: every answer in `replies` from the seed machine (`seed_mac`) no
+/// later than it went off, or from an undercloud machine (`member_macs`) no earlier than the seed
+/// was asked to hand over — the seed machine counts as one of them once the undercloud took it
+/// back (`adopted`, Stage N); no exchange answered by two; both answered some. Returns how many
+/// each did.
 fn one_dhcp_server_at_a_time(
     replies: &[(f64, String, String, String)],
-    (seed_mac, exited): (&str, f64),
+    (seed_mac, off, adopted): (&str, f64, f64),
     (member_macs, asked): (&[String], f64),
 ) -> (usize, usize) {
     let mut by_exchange: std::collections::BTreeMap<_, BTreeSet<_>> = Default::default();
     let (mut from_seed, mut from_uc) = (0, 0);
     for (t, src, xid, ty) in replies {
-        if src == seed_mac {
+        if src == seed_mac && *t < adopted {
             assert!(
-                *t <= exited,
+                *t <= off,
                 "the seed answered DHCP after it left: {replies:?}"
             );
             from_seed += 1;
-        } else if member_macs.contains(src) {
+        } else if member_macs.contains(src) || src == seed_mac {
             assert!(
                 *t >= asked,
                 "the undercloud answered DHCP while the seed led: {replies:?}"
@@ -180,19 +187,50 @@ fn unix_secs(t: std::time::SystemTime) -> f64 {
         .as_secs_f64()
 }
 
+/// `seed ARGS` against the API at `at`, from the switch (the operator's laptop); its output
+/// (panics with it unless it succeeds).
+fn seed_cli(sw: &Switch, at: &str, args: &[&str]) -> String {
+    let out = sw
+        .ns
+        .cmd(tests::seed_bin())
+        .args(args)
+        .env("SEED_API", format!("http://{at}:6385"))
+        .env("SEED_TOKEN", TOKEN)
+        .output()
+        .unwrap();
+    let text = tests::printed(&out);
+    assert!(out.status.success(), "seed {args:?}: {text}");
+    text
+}
+
+/// The seed machine's `seed.toml` (on its stick's SEEDCFG partition): its own address, the
+/// DHCP pool the undercloud takes over, leases of a minute (the members' own, from the seed,
+/// run out while they serve: a member stops renewing it, its address is static once it runs),
+/// and `[ha]`: the first member of the control plane from its first boot, the floating address
+/// held.
+fn appliance_toml() -> String {
+    format!(
+        "[provisioning]\naddress = \"{SEED_IP}/24\"\n\
+         [dhcp]\nmode = \"authoritative\"\npool_start = \"10.80.0.200\"\n\
+         pool_end = \"10.80.0.250\"\nlease_time = 60\n\
+         [api]\ntoken = \"{TOKEN}\"\n\
+         [ha]\nenabled = true\nfloating_address = \"{FLOAT}/24\"\n"
+    )
+}
+
 #[test]
-fn qemu_handoff_undercloud_of_three_takes_over_survives_a_loss_and_replaces_it() {
+fn qemu_handoff_undercloud_from_the_appliance_survives_a_loss_and_adopts_the_seed_machine() {
     tests::require("qemu-system-x86_64");
     tests::require("curl");
     tests::require("ipmitool");
-    let manifest = tests::built_image("undercloud").join("manifest.json");
+    let iso = tests::appliance::built().join("seed-appliance.iso");
     let t0 = Instant::now();
     let phase = |what: &str| eprintln!("[{:>6.1}s] {what}", t0.elapsed().as_secs_f64());
     let tmp = tempfile::tempdir().unwrap();
     let d = tmp.path();
     let sw = Switch::new();
     sw.ns
-        .ip(&["addr", "add", &format!("{SEED_IP}/24"), "dev", "br0"]);
+        .ip(&["addr", "add", &format!("{MGMT_IP}/24"), "dev", "br0"]);
     // Every DHCP datagram on the switch, to see who answered when.
     let pcap = d.join("dhcp.pcap");
     let mut cap = sw.ns.cmd(tests::require("tshark"));
@@ -201,67 +239,68 @@ fn qemu_handoff_undercloud_of_three_takes_over_survives_a_loss_and_replaces_it()
     let mut capture = Child::spawn("tshark", cap);
     capture.wait_for_log("Capturing on", Duration::from_secs(30));
 
-    let lab = SwitchLab::start(&sw, &d.join("lab"), NODES);
-    let consoles = |nodes: &[usize]| {
+    // The seed machine boots its stick (the ISO as a CD, SeaBIOS) with the config on it.
+    let medium = qemu::appliance::Medium::Iso {
+        path: tests::appliance::iso_with_config(&iso, &d.join("medium"), &appliance_toml(), None),
+    };
+    let seed = handoff_common::Appliance {
+        medium,
+        memory_mib: 1536,
+    };
+    let lab = SwitchLab::start(&sw, &d.join("lab"), NODES, Some(seed));
+    const SEED: usize = NODES;
+    let consoles = |machines: &[usize]| {
         let mut out = String::new();
-        for &i in nodes {
-            out += &format!("---- node{} console ----\n{}\n", i + 1, lab.console(i));
+        for &i in machines {
+            let name = &lab.specs[i].name;
+            out += &format!("---- {name} console ----\n{}\n", lab.console(i));
         }
         out
     };
-    let every = || consoles(&(0..NODES).collect::<Vec<_>>());
-
-    // The seed: the lab's configuration on the bridge, its nodes enrolled, the images stored.
-    let sdir = d.join("seed");
-    std::fs::create_dir_all(&sdir).unwrap();
-    let mut ws = tests::wire_seed::config(&sdir, &lab.file, lab.specs.clone(), TOKEN);
-    ws.api_port = 6385;
-    // Leases of a minute: the members' own, from the seed, run out while they serve (a member
-    // stops renewing it: its address is static once it runs).
-    ws.lease_secs = Some(60);
-    tests::wire_seed::enroll(&ws, &[]);
-    let store = images::ImageStore::open(ws.images()).unwrap();
-    store
-        .import(&manifest)
-        .expect("importing the undercloud image");
-    store
-        .import(&tests::tiny_manifest())
-        .expect("importing the tiny image");
-    std::fs::create_dir_all(sdir.join("http")).unwrap();
-    let config = sdir.join("seed.toml");
-    std::fs::write(&config, bridge_config(&ws.config().unwrap())).unwrap();
-
-    // The seed becomes the first member of the control plane: `seed ha init`.
-    let out = sw
-        .ns
-        .cmd(tests::seed_bin())
-        .args(["ha", "init", "--config"])
-        .arg(&config)
-        .args(["--name", "seed"])
-        .args(["--client-url", &format!("http://{SEED_IP}:2379")])
-        .args(["--peer-url", &format!("http://{SEED_IP}:2380")])
-        .args(["--advertise", &format!("http://{SEED_IP}:6385")])
-        .args(["--floating-address", &format!("{FLOAT}/24")])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", tests::printed(&out));
-    phase("seed ha init");
-
-    let mut cmd = sw.ns.cmd(tests::seed_bin());
-    cmd.args(["daemon", "--config"])
-        .arg(&config)
-        .env("RUST_LOG", "info,seed::power=debug");
-    let mut seed = Child::spawn("seed-daemon", cmd);
-    seed.wait_for_log("HTTP listening", Duration::from_secs(60));
-    let logs = |seed: &Child| format!("---- seed ----\n{}", seed.output());
+    let every = || consoles(&(0..=NODES).collect::<Vec<_>>());
+    let seed_ctx = || consoles(&[SEED]);
+    wait(
+        "the seed machine's API",
+        Duration::from_secs(600),
+        || {
+            lab.console(SEED)
+                .contains(&format!("API answering at http://{SEED_IP}:6385"))
+        },
+        seed_ctx,
+    );
     wait(
         "the seed holds the floating address",
-        Duration::from_secs(30),
+        Duration::from_secs(60),
         || api(&sw, FLOAT, "GET", "/v1/nodes", None).0 == 200,
-        || logs(&seed),
+        seed_ctx,
     );
+    let c = lab.console(SEED);
+    for line in ["config from SEEDCFG on", "state in RAM"] {
+        assert!(
+            c.contains(line),
+            "no {line:?} on the seed machine's console:\n{c}"
+        );
+    }
+    phase("the seed machine is up: the first member of the control plane");
 
-    let members_ctx = || format!("{}\n{}", logs(&seed), consoles(&[0, 1, 2]));
+    // The operator enrolls the five machines; the seed machine carries the images.
+    let nodes = d.join("nodes.yaml");
+    std::fs::write(&nodes, lab.nodes_yaml(0..NODES)).unwrap();
+    seed_cli(
+        &sw,
+        SEED_IP,
+        &["node", "import", &nodes.display().to_string()],
+    );
+    let images = seed_cli(&sw, SEED_IP, &["image", "list"]);
+    assert!(
+        images.contains("undercloud") && images.contains("tiny"),
+        "{images}"
+    );
+    let (members, daemons) = membership(&sw, SEED_IP);
+    assert_eq!(voters(&members), names(&["seed"]), "{members:?}");
+    assert_eq!(daemons.len(), 1, "{daemons:?}");
+
+    let members_ctx = || consoles(&[0, 1, 2, SEED]);
     inspect(&sw, SEED_IP, &["node1", "node2", "node3"], members_ctx);
     phase("node1-3 inspected by the seed");
 
@@ -285,13 +324,12 @@ fn qemu_handoff_undercloud_of_three_takes_over_survives_a_loss_and_replaces_it()
         "seed/templates/undercloud.yaml",
         params,
     );
-    let within = Duration::from_secs(900);
     wait_stack(
         &sw,
         SEED_IP,
         "undercloud",
         "CREATE_COMPLETE",
-        within,
+        Duration::from_secs(900),
         members_ctx,
     );
     phase("undercloud stack complete: node1-3 are members");
@@ -317,7 +355,8 @@ fn qemu_handoff_undercloud_of_three_takes_over_survives_a_loss_and_replaces_it()
     );
     assert_eq!(daemons.len(), 4, "{daemons:?}");
 
-    // The hand-off: asked again while a check is still settling (bounded).
+    // The hand-off: asked again while a check is still settling (bounded). The seed machine
+    // leaves the control plane and switches itself off.
     let asked = std::time::SystemTime::now();
     let t = Instant::now();
     loop {
@@ -329,14 +368,18 @@ fn qemu_handoff_undercloud_of_three_takes_over_survives_a_loss_and_replaces_it()
         assert!(
             t.elapsed() < Duration::from_secs(120),
             "hand-off refused: {body}\n{}",
-            logs(&seed)
+            seed_ctx()
         );
         std::thread::sleep(Duration::from_secs(2));
     }
-    let status = seed.wait_exit(Duration::from_secs(120));
-    assert_eq!(status.and_then(|s| s.code()), Some(0), "{}", logs(&seed));
-    let exited = std::time::SystemTime::now();
-    phase("the seed handed over and exited");
+    wait(
+        "the seed machine off",
+        Duration::from_secs(180),
+        || !lab.powered(&sw, SEED),
+        seed_ctx,
+    );
+    let off = std::time::SystemTime::now();
+    phase("the seed handed over and switched its machine off");
 
     // The undercloud answers at the floating address: the same nodes, still active.
     let uc_ctx = || consoles(&[0, 1, 2]);
@@ -360,7 +403,8 @@ fn qemu_handoff_undercloud_of_three_takes_over_survives_a_loss_and_replaces_it()
     phase("the undercloud leads");
 
     // The undercloud inspects the two other machines itself (its DHCP, its ramdisk, its BMC
-    // driver) and deploys the overcloud on one, with the image it replicated from the seed.
+    // driver) and deploys the overcloud on them (a controller and a compute), with the image it
+    // replicated from the seed.
     inspect(&sw, FLOAT, &["node4", "node5"], every);
     phase("node4-5 inspected by the undercloud");
     post_stack(
@@ -368,23 +412,18 @@ fn qemu_handoff_undercloud_of_three_takes_over_survives_a_loss_and_replaces_it()
         FLOAT,
         "overcloud",
         "seed/tests/templates/lab-overcloud.yaml",
-        serde_json::json!({"compute_count": "0", "greeting": "deployed by the undercloud"}),
+        serde_json::json!({"compute_count": "1", "greeting": "deployed by the undercloud"}),
     );
-    let mut oc_node = String::new();
     wait(
-        "the overcloud's machine deploying",
+        "an overcloud machine deploying",
         Duration::from_secs(120),
         || {
             let v = json(&api(&sw, FLOAT, "GET", "/v1/stacks/overcloud", None).1);
-            let deploying = v["members"]
+            v["members"]
                 .as_array()
                 .into_iter()
                 .flatten()
-                .find(|m| m["node_state"] == "deploying");
-            if let Some(n) = deploying.and_then(|m| m["node"].as_str()) {
-                oc_node = n.to_string();
-            }
-            !oc_node.is_empty()
+                .any(|m| m["node_state"] == "deploying")
         },
         every,
     );
@@ -407,9 +446,8 @@ fn qemu_handoff_undercloud_of_three_takes_over_survives_a_loss_and_replaces_it()
     assert!(dead_i < 3, "the leader {dead} is no undercloud member");
     lab.power_off(&sw, dead_i);
     phase(&format!(
-        "the undercloud's leader {dead} powered off while {oc_node} deploys"
+        "the undercloud's leader {dead} powered off while the overcloud deploys"
     ));
-    let oc_i: usize = oc_node.trim_start_matches("node").parse::<usize>().unwrap() - 1;
     wait_stack(
         &sw,
         FLOAT,
@@ -418,12 +456,17 @@ fn qemu_handoff_undercloud_of_three_takes_over_survives_a_loss_and_replaces_it()
         Duration::from_secs(900),
         every,
     );
-    let c = lab.console(oc_i);
-    assert!(
-        c.contains("seed-demo: greeting = deployed by the undercloud"),
-        "{c}"
-    );
-    assert!(c.contains(&format!("seed-demo: node = {oc_node}")), "{c}");
+    for i in [3, 4] {
+        let c = lab.console(i);
+        assert!(
+            c.contains("seed-demo: greeting = deployed by the undercloud"),
+            "{c}"
+        );
+        assert!(
+            c.contains(&format!("seed-demo: node = node{}", i + 1)),
+            "{c}"
+        );
+    }
     let (_, daemons) = membership(&sw, FLOAT);
     let leader = daemons.iter().find(|d| d["leader"] == true);
     assert!(
@@ -432,11 +475,20 @@ fn qemu_handoff_undercloud_of_three_takes_over_survives_a_loss_and_replaces_it()
     );
     phase("the overcloud deployed by the undercloud, across its leader's loss");
 
-    // Recover from the loss by scaling out again: the dead member moves to the spare machine.
-    let spare = (4..=5)
-        .map(|i| format!("node{i}"))
-        .find(|n| *n != oc_node)
-        .unwrap();
+    // Stage N, and "recover from the loss by scaling out again" in one step: the seed's own
+    // machine is enrolled into the undercloud, inspected, and the dead member moves onto it.
+    let adopted = std::time::SystemTime::now();
+    let machine = lab.specs[SEED].name.clone();
+    std::fs::write(&nodes, lab.nodes_yaml(SEED..SEED + 1)).unwrap();
+    seed_cli(
+        &sw,
+        FLOAT,
+        &["node", "import", &nodes.display().to_string()],
+    );
+    inspect(&sw, FLOAT, &[machine.as_str()], every);
+    phase(&format!(
+        "the seed machine ({machine}) inspected by the undercloud"
+    ));
     let body = serde_json::json!({ "member": dead }).to_string();
     let (code, body) = api(
         &sw,
@@ -462,17 +514,21 @@ fn qemu_handoff_undercloud_of_three_takes_over_survives_a_loss_and_replaces_it()
         .collect();
     let mut want: BTreeSet<String> = names(&["node1", "node2", "node3"]);
     want.remove(&dead);
-    want.insert(spare.clone());
+    want.insert(machine.clone());
     assert_eq!(on, want, "{v}");
-    let spare_i: usize = spare.trim_start_matches("node").parse::<usize>().unwrap() - 1;
-    let c = lab.console(spare_i);
-    assert!(
-        c.contains(&format!("seed-undercloud: {spare} votes and campaigns")),
-        "{c}"
-    );
+    let c = lab.console(SEED);
+    for line in [
+        "seed-image: undercloud".to_string(),
+        format!("seed-undercloud: {machine} votes and campaigns"),
+    ] {
+        assert!(
+            c.contains(&line),
+            "no {line:?} on the seed machine's console:\n{c}"
+        );
+    }
     // The dead member leaves the membership once its machine is taken back (cleaned).
     wait(
-        "the dead member retired, the spare voting",
+        "the dead member retired, the seed machine voting",
         Duration::from_secs(300),
         || voters(&membership(&sw, FLOAT).0) == want,
         every,
@@ -480,7 +536,7 @@ fn qemu_handoff_undercloud_of_three_takes_over_survives_a_loss_and_replaces_it()
     let (members, _) = membership(&sw, FLOAT);
     assert_eq!(members.len(), 3, "{members:?}");
     phase(&format!(
-        "{dead} replaced by {spare}: the undercloud is three again"
+        "{dead} replaced by the seed machine: the undercloud is three again (Stage N)"
     ));
 
     // One DHCP server at a time: the seed until it left, the undercloud's leader (whichever it
@@ -488,18 +544,15 @@ fn qemu_handoff_undercloud_of_three_takes_over_survives_a_loss_and_replaces_it()
     // SAFETY: kill(2) on the capture's own pid.
     unsafe { libc::kill(capture.id() as i32, libc::SIGINT) };
     assert!(capture.wait_exit(Duration::from_secs(20)).is_some());
-    let out = sw
-        .ns
-        .cmd("cat")
-        .arg("/sys/class/net/br0/address")
-        .output()
-        .unwrap();
-    let seed_mac = String::from_utf8_lossy(&out.stdout).trim().to_lowercase();
-    let member_macs: Vec<String> = lab.specs.iter().map(|s| s.macs[0].to_lowercase()).collect();
+    let seed_mac = lab.specs[SEED].macs[0].to_lowercase();
+    let member_macs: Vec<String> = lab.specs[..NODES]
+        .iter()
+        .map(|s| s.macs[0].to_lowercase())
+        .collect();
     let replies = dhcp_replies(&pcap);
     let (from_seed, from_uc) = one_dhcp_server_at_a_time(
         &replies,
-        (&seed_mac, unix_secs(exited)),
+        (&seed_mac, unix_secs(off), unix_secs(adopted)),
         (&member_macs, unix_secs(asked)),
     );
     eprintln!("DHCP answers: {from_seed} by the seed, then {from_uc} by the undercloud");

@@ -29,8 +29,9 @@ use std::time::Instant;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// Golden images to carry (built under target/images/NAME when missing).
-    #[arg(long = "image", value_name = "NAME", default_values_t = ["tiny".to_string(), "debian".to_string()])]
+    /// Golden images to carry (built under target/images/NAME when missing): by default the
+    /// tiny image and the undercloud's, which the seed deploys before it hands over.
+    #[arg(long = "image", value_name = "NAME", default_values_t = ["tiny".to_string(), "undercloud".to_string()])]
     pub images: Vec<String>,
     /// Output directory [default: target/appliance].
     #[arg(long, value_name = "DIR")]

@@ -204,11 +204,12 @@ fn test(filter: &[String], no_lint: bool, with_campaigns: bool) -> Result<()> {
         "xtask: debian image built in {:.0}s",
         debian.elapsed().as_secs_f64()
     );
-    // The qemu_appliance tests boot the appliance (it carries the two images above).
+    // The qemu_appliance tests boot the appliance, and qemu_handoff_undercloud has it deploy
+    // the undercloud (it carries the tiny and undercloud images, as by default).
     let appliance = Instant::now();
     appliance::build(
         &root().join("target/appliance"),
-        &["tiny".to_string(), "debian".to_string()],
+        &["tiny".to_string(), "undercloud".to_string()],
     )?;
     eprintln!(
         "xtask: appliance built in {:.0}s",

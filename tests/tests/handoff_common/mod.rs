@@ -1,6 +1,6 @@
-//! The test switch of the hand-off tests (`qemu_handoff_*`): the lab's machines with their NICs
-//! on a bridge in a namespace, their BMCs relayed to the management address, the seed's config
-//! on the bridge, and the DHCP answers a capture of the switch saw.
+//! The test switch of the hand-off tests (`qemu_handoff_*`): the lab's machines (and the seed
+//! machine, the appliance VM) with their NICs on a bridge in a namespace, their BMCs relayed to
+//! the management address, and the DHCP answers a capture of the switch saw.
 
 #![allow(dead_code)]
 
@@ -9,33 +9,11 @@ use qemu::Lab;
 use std::path::Path;
 use tests::netns::Switch;
 
-/// The seed's address on the switch (and the management address the BMCs are relayed to).
+/// The seed's (the appliance's) own address on the switch.
 pub const SEED_IP: &str = "10.80.0.2";
-
-/// The lab's seed config, on the bridge's kernel stack instead of the lab's wire, its API on
-/// every address of the namespace.
-pub fn bridge_config(wire_config: &str) -> String {
-    let mut out = String::new();
-    let mut skip = false;
-    for line in wire_config.lines() {
-        if line.starts_with('[') {
-            skip = line.trim() == "[netboot.wire]";
-        }
-        if skip {
-            continue;
-        }
-        if line.starts_with("listen = ") {
-            out += "listen = \"0.0.0.0:6385\"\n";
-            continue;
-        }
-        out += line;
-        out += "\n";
-        if line.starts_with("server_ip = ") {
-            out += "interface = \"br0\"\n";
-        }
-    }
-    out
-}
+/// The switch's own address: the management address the BMCs are relayed to, from which the
+/// test (the operator's laptop) calls the APIs.
+pub const MGMT_IP: &str = "10.80.0.3";
 
 /// The DHCP OFFERs and ACKs in `pcap`: (time, source MAC, xid, message type).
 pub fn dhcp_replies(pcap: &Path) -> Vec<(f64, String, String, String)> {
@@ -62,15 +40,17 @@ pub fn dhcp_replies(pcap: &Path) -> Vec<(f64, String, String, String)> {
         .collect()
 }
 
-/// `n` machines on the switch (`node1`… on `tap0`…): a lab created from a thread living in the
-/// switch's namespace (its BMCs answer on that namespace's loopback, and the QEMU they start
-/// opens the taps there), and the BMCs on the management network — reached at the seed host's
-/// address, relayed to the lab's, by the seed and by the undercloud machine alike. Dropping it
-/// stops the relays and the lab.
+/// `n` machines on the switch (`node1`… on `tap0`…) and, given its medium, the seed machine
+/// (the appliance VM, on `tap<n>`, powered on at once): a lab created from a thread living in
+/// the switch's namespace (its BMCs answer on that namespace's loopback, and the QEMU they
+/// start opens the taps there), and the BMCs on the management network — reached at
+/// [`MGMT_IP`], relayed to the lab's, by the seed and by the undercloud machines alike.
+/// Dropping it stops the relays and the lab.
 pub struct SwitchLab {
     pub file: qemu::spec::LabFile,
+    /// node1… then the seed machine's.
     pub consoles: Vec<std::path::PathBuf>,
-    /// The nodes as enrolled: BMCs at their relayed address.
+    /// The nodes as enrolled (BMCs at their relayed address), then the seed machine's.
     pub specs: Vec<qemu::spec::NodeSpec>,
     stop_lab: Option<std::sync::mpsc::Sender<()>>,
     lab_thread: Option<std::thread::JoinHandle<()>>,
@@ -80,8 +60,9 @@ pub struct SwitchLab {
 
 impl SwitchLab {
     /// The lab, its taps created on the switch.
-    pub fn start(sw: &Switch, dir: &Path, n: usize) -> SwitchLab {
-        for i in 0..n {
+    pub fn start(sw: &Switch, dir: &Path, n: usize, seed: Option<Appliance>) -> SwitchLab {
+        let machines = n + usize::from(seed.is_some());
+        for i in 0..machines {
             sw.tap(&format!("tap{i}"));
         }
         let (lab_tx, lab_rx) = std::sync::mpsc::channel();
@@ -91,12 +72,25 @@ impl SwitchLab {
             tests::netns::enter(&sw_name);
             let mut plan = tests::test_plan("ho", n, 768, &[3]);
             plan.bmc_network = false;
-            let lab = Lab::create(&lab_dir, &plan, RunOptions::default()).expect("lab");
+            let mut file = plan.lab_file();
+            if let Some(a) = seed {
+                let mut spec = qemu::appliance::ApplianceSpec::new(&file, a.medium);
+                spec.memory_mib = a.memory_mib;
+                spec.disks_gib = vec![3];
+                file.appliance = Some(spec);
+            }
+            let lab = Lab::start(&lab_dir, file, RunOptions::default()).expect("lab");
             let mut consoles = Vec::new();
             for i in 0..n {
                 let node = lab.node(&format!("node{}", i + 1)).unwrap();
                 node.lock().unwrap().set_taps(vec![format!("tap{i}")]);
                 consoles.push(node.lock().unwrap().console_path());
+            }
+            if let Some(a) = lab.appliance() {
+                a.lock().unwrap().set_taps(vec![format!("tap{n}")]);
+                consoles.push(a.lock().unwrap().console_path());
+                lab.power_on_appliance()
+                    .expect("powering the seed machine on");
             }
             lab_tx.send((lab.file().clone(), consoles)).unwrap();
             let _ = stop_rx.recv();
@@ -105,9 +99,10 @@ impl SwitchLab {
         let (file, consoles) = lab_rx.recv().unwrap();
         let stop_relays = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let mut specs = file.nodes.clone();
+        specs.extend(file.appliance.as_ref().map(|a| a.node_spec()));
         let mut relays = Vec::new();
         for s in &mut specs {
-            let listen = std::net::SocketAddrV4::new(SEED_IP.parse().unwrap(), s.bmc.port);
+            let listen = std::net::SocketAddrV4::new(MGMT_IP.parse().unwrap(), s.bmc.port);
             let target = std::net::SocketAddrV4::new(s.bmc.address, s.bmc.port);
             relays.push(tests::netns::udp_relay(
                 &sw.ns.name,
@@ -143,15 +138,47 @@ impl Drop for SwitchLab {
     }
 }
 
+/// The seed machine of a [`SwitchLab`].
+pub struct Appliance {
+    pub medium: qemu::appliance::Medium,
+    pub memory_mib: u32,
+}
+
 impl SwitchLab {
-    /// Node `i`'s console so far (0-based).
+    /// The nodes' and the seed machine's entries of an instackenv `nodes.yaml` (BMCs at their
+    /// relayed address), `nodes` of them from the first.
+    pub fn nodes_yaml(&self, nodes: std::ops::Range<usize>) -> String {
+        let mut yaml = String::from("nodes:\n");
+        for s in &self.specs[nodes] {
+            yaml += &format!(
+                "  - name: {}\n    mac: [\"{}\"]\n    pm_type: ipmi\n    pm_addr: {}\n    \
+                 pm_port: {}\n    pm_user: {}\n    pm_password: {}\n",
+                s.name, s.macs[0], s.bmc.address, s.bmc.port, s.bmc.username, s.bmc.password
+            );
+        }
+        yaml
+    }
+
+    /// Machine `i`'s console so far (0-based; the seed machine's is the last).
     pub fn console(&self, i: usize) -> String {
         std::fs::read_to_string(&self.consoles[i]).unwrap_or_default()
     }
 
-    /// `ipmitool chassis power off` to node `i`'s BMC at its relayed address, from the
+    /// `ipmitool chassis power off` to machine `i`'s BMC at its relayed address, from the
     /// switch's namespace: the machine dies as a power cut would kill it.
     pub fn power_off(&self, sw: &Switch, i: usize) {
+        self.ipmitool(sw, i, &["chassis", "power", "off"]);
+    }
+
+    /// Whether machine `i` is powered, as `ipmitool chassis power status` to its BMC says.
+    pub fn powered(&self, sw: &Switch, i: usize) -> bool {
+        let out = self.ipmitool(sw, i, &["chassis", "power", "status"]);
+        assert!(out.contains("Chassis Power is"), "{out}");
+        out.contains("Chassis Power is on")
+    }
+
+    /// `ipmitool ARGS` to machine `i`'s BMC; its output (panics if it fails).
+    fn ipmitool(&self, sw: &Switch, i: usize, args: &[&str]) -> String {
         let s = &self.specs[i];
         let out = sw
             .ns
@@ -159,9 +186,11 @@ impl SwitchLab {
             .args(["-I", "lanplus", "-H", &s.bmc.address.to_string()])
             .args(["-p", &s.bmc.port.to_string()])
             .args(["-U", &s.bmc.username, "-P", &s.bmc.password])
-            .args(["chassis", "power", "off"])
+            .args(args)
             .output()
             .unwrap();
-        assert!(out.status.success(), "{}", tests::printed(&out));
+        let text = tests::printed(&out);
+        assert!(out.status.success(), "ipmitool {args:?}: {text}");
+        text
     }
 }

@@ -42,6 +42,9 @@ pub struct ApplianceConfig {
     /// Other NICs: the BMC network, a management network.
     #[serde(default)]
     pub interfaces: Vec<Interface>,
+    /// The seed as the first member of an HA control plane ([`super::ha`]).
+    #[serde(default)]
+    pub ha: super::ha::Ha,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -84,6 +87,8 @@ pub struct Dhcp {
     /// Enroll unknown MACs that PXE-boot as `node-<mac>`.
     #[serde(default)]
     pub discovery: bool,
+    /// Seconds a lease lasts (default 3600).
+    pub lease_time: Option<u32>,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
@@ -203,6 +208,8 @@ pub struct Checked {
     pub raw: ApplianceConfig,
     pub address: Cidr,
     pub pool: (Ipv4Addr, Ipv4Addr),
+    /// `[ha] enabled`: the member the daemon runs.
+    pub ha: Option<super::ha::Member>,
 }
 
 /// Parse and check `text`, read from `file` (named in errors).
@@ -280,6 +287,15 @@ fn check(file: &str, text: &str, raw: ApplianceConfig) -> Result<Checked, Config
             ),
         ));
     }
+    if let Some(l) = raw.dhcp.lease_time {
+        if !(60..=7 * 86400).contains(&l) {
+            return Err(err(
+                "dhcp",
+                "lease_time",
+                format!("{l} s is not from 60 s to 7 days"),
+            ));
+        }
+    }
     if let Some(r) = raw.dhcp.router {
         if !address.contains(r) {
             return Err(err(
@@ -329,7 +345,16 @@ fn check(file: &str, text: &str, raw: ApplianceConfig) -> Result<Checked, Config
             Cidr::parse(&nic.address).map_err(|m| ierr("address", format!("{m} (or \"dhcp\")")))?;
         }
     }
-    Ok(Checked { raw, address, pool })
+    let ha = raw
+        .ha
+        .check(address, pool)
+        .map_err(|(key, m)| err("ha", key, m))?;
+    Ok(Checked {
+        raw,
+        address,
+        pool,
+        ha,
+    })
 }
 
 fn valid_ifname(s: &str) -> bool {
@@ -355,14 +380,18 @@ pub fn daemon_toml(c: &Checked, token: &str, paths: &Paths) -> String {
     let _ = writeln!(
         t,
         "# Generated at boot by `seed appliance config` from the appliance's seed.toml.\n\
-         store = {}\n\n[api]\ntoken = {}\nlisten = \"0.0.0.0:6385\"\n\
+         {}[api]\ntoken = {}\nlisten = \"0.0.0.0:6385\"\n\
          # Plain HTTP until the appliance's status screen and installer pin the CA.\n\
          tls = \"off\"\n\n\
          [agent]\nheartbeat_secs = 10\n\n\
          [ramdisk]\nkernel = {}\ninitrd = {}\n\n\
          [lifecycle]\nprovide_after_inspect = true\n\n\
          [images]\ndir = \"images\"\n",
-        q(&format!("{}/seed.redb", paths.state)),
+        match c.ha {
+            // The [store] table comes last (after it, every key would be the store's).
+            Some(_) => String::new(),
+            None => format!("store = {}\n\n", q(&format!("{}/seed.redb", paths.state))),
+        },
         q(token),
         q(&format!("{}/ramdisk/vmlinuz", paths.share)),
         q(&format!("{}/ramdisk/initramfs.zst", paths.share)),
@@ -371,7 +400,7 @@ pub fn daemon_toml(c: &Checked, token: &str, paths: &Paths) -> String {
     let _ = writeln!(
         t,
         "[netboot]\ninterface = {}\nserver_ip = \"{}\"\nstate_dir = {}\n\n\
-         [netboot.dhcp]\nmode = \"{}\"\nsubnet = \"{}/{}\"\nlease_time = 3600\n\
+         [netboot.dhcp]\nmode = \"{}\"\nsubnet = \"{}/{}\"\nlease_time = {}\n\
          pool = {{ start = \"{}\", end = \"{}\" }}\ndiscovery = {}",
         q(&c.raw.provisioning.interface),
         a.addr,
@@ -379,6 +408,7 @@ pub fn daemon_toml(c: &Checked, token: &str, paths: &Paths) -> String {
         daemon_dhcp_mode(c.raw.dhcp.mode),
         a.network(),
         a.prefix,
+        c.raw.dhcp.lease_time.unwrap_or(3600),
         c.pool.0,
         c.pool.1,
         c.raw.dhcp.discovery,
@@ -392,6 +422,9 @@ pub fn daemon_toml(c: &Checked, token: &str, paths: &Paths) -> String {
         q(&format!("{}/ipxe", paths.share)),
         q(&paths.share),
     );
+    if let Some(m) = &c.ha {
+        t.push_str(&super::ha::store_table(m, a.addr, &paths.state));
+    }
     t
 }
 

@@ -9,6 +9,7 @@
 //! does not start while `/run/seed/config-error` exists.
 
 pub mod config;
+pub mod ha;
 pub mod status;
 
 use anyhow::{Context, Result};
