@@ -166,11 +166,14 @@ impl Daemon {
 
     /// At start, and when this daemon starts to lead: deploys whose image was not yet written
     /// get their agent command back, the very one the agent may already be carrying out (same
-    /// op, same derived credential, see [`super::agent_token::AgentTokens::credential`]), with
-    /// no power action: the agent, which kept retrying while the seed was away, goes on where
-    /// its progress is (it ignores a command for the op it is running), and a node that had
-    /// not booted yet is power-cycled by its boot watchdog, re-armed by
-    /// [`Daemon::resume`]. A failover or a restart does not start deploys over.
+    /// op, same derived credential, see [`super::agent_token::AgentTokens::credential`]): the
+    /// agent, which kept retrying while the seed was away, goes on where its progress is (it
+    /// ignores a command for the op it is running). A node whose boot toward the seed was not
+    /// seen yet (its boot watchdog still armed) gets its PXE power cycle ordered again: the
+    /// daemon that ordered it kept its hardware actions in memory and may have died before
+    /// acting, and waiting for the watchdog ([`Daemon::resume`] re-arms it) would cost minutes.
+    /// A node that did reach the seed is never power-cycled here. A failover or a restart does
+    /// not start deploys over.
     ///
     /// The exception is a node on the `fake` driver: its agent ran inside the seed process
     /// that stopped, so nothing carries on; it fails now with a reason saying to deploy again,
@@ -202,15 +205,21 @@ impl Daemon {
             }
             match (&n.bmc.driver, &lc.target) {
                 (crate::inventory::PowerDriver::Ipmi, Some(t)) => {
-                    info!(node = %n.name, op = lc.op, "deploy resumed: the agent's op is handed back");
-                    self.enqueue(
-                        &n.name,
-                        vec![Action::Deploy {
-                            op: lc.op,
-                            image: t.image.clone(),
-                            root_hint: t.root_hint.clone(),
-                        }],
-                    );
+                    let mut actions = vec![Action::Deploy {
+                        op: lc.op,
+                        image: t.image.clone(),
+                        root_hint: t.root_hint.clone(),
+                    }];
+                    if lc.boot_deadline_ms.is_some() {
+                        info!(node = %n.name, op = lc.op, "deploy resumed: the agent's op is handed back, its PXE boot ordered again (not seen yet)");
+                        actions.extend([
+                            Action::SetBootDevice(crate::lifecycle::BootDevice::Pxe),
+                            Action::Reboot,
+                        ]);
+                    } else {
+                        info!(node = %n.name, op = lc.op, "deploy resumed: the agent's op is handed back");
+                    }
+                    self.enqueue(&n.name, actions);
                     resumed += 1;
                 }
                 _ => {

@@ -403,7 +403,9 @@ pub fn daemon_toml(c: &Checked, token: &str, paths: &Paths) -> String {
          [netboot.dhcp]\nmode = \"{}\"\nsubnet = \"{}/{}\"\nlease_time = {}\n\
          pool = {{ start = \"{}\", end = \"{}\" }}\ndiscovery = {}",
         q(&c.raw.provisioning.interface),
-        a.addr,
+        // HA: what nodes are told (DHCP server, `seed.url=`, the metadata URL a deployed node
+        // keeps) is the floating address, which the undercloud holds after the hand-off.
+        c.ha.as_ref().map_or(a.addr, |m| m.floating.addr),
         q(&format!("{}/netboot", paths.state)),
         daemon_dhcp_mode(c.raw.dhcp.mode),
         a.network(),

@@ -1,7 +1,9 @@
 //! The appliance's `[ha]` table: the seed as the first member of an HA control plane from its
 //! first boot (issue 15) — the collapsed cluster of the TripleO story. The daemon runs a
 //! one-member etcd cluster on the state directory and holds the floating provisioning address;
-//! the undercloud (`seed/templates/undercloud.yaml`) joins that cluster through it, and
+//! what nodes are told (DHCP server, `seed.url=`, the metadata URL a deployed node keeps) is the
+//! floating address, so it outlives the seed; the seed's own address is its member's and its
+//! API's. The undercloud (`seed/templates/undercloud.yaml`) joins that cluster through it, and
 //! `seed handoff` leaves the control plane to the undercloud and powers the appliance off.
 //!
 //! ```toml
@@ -157,7 +159,9 @@ mod tests {
         let m = ha.member.as_ref().unwrap();
         assert_eq!(m.data_dir, std::path::Path::new(&state).join("etcd"));
         assert_eq!(m.peer_url, "http://10.80.0.2:2380");
-        assert_eq!(dc.netboot.server_ip.to_string(), "10.80.0.2");
+        // Nodes are told the floating address (it outlives the seed); the seed's own address
+        // is its member's and its API's.
+        assert_eq!(dc.netboot.server_ip.to_string(), "10.80.0.1");
         // Without [ha], the redb store of before.
         let plain = parse(
             "seed.toml",

@@ -229,3 +229,55 @@ async fn a_verification_in_flight_at_a_restart_is_asked_again_and_goes_on_to_ins
     assert!(!lc.inspect_after_verify);
     assert_eq!(lc.last_error, None);
 }
+
+/// A deploy resumed by a new leader (or a restarted daemon) before its node's PXE boot reached
+/// the seed: the daemon that ordered the power cycle may have died before acting, so it is
+/// ordered again at once rather than at the boot watchdog. A node that did reach the seed (its
+/// boot deadline met) is not power-cycled: its agent carries on.
+#[tokio::test]
+async fn a_resumed_deploy_whose_boot_was_not_seen_is_power_cycled_at_once() {
+    for seen in [false, true] {
+        let store = Arc::new(MemStore::new());
+        let mut n = node(State::Deploying);
+        n.bmc.driver = crate::inventory::PowerDriver::Ipmi;
+        let now = crate::daemon::now_ms();
+        n.lifecycle.op = 7;
+        n.lifecycle.deadline_ms = Some(now + 600_000);
+        // Long enough that the watchdog is not what power-cycles it here.
+        n.lifecycle.boot_deadline_ms = (!seen).then_some(now + 600_000);
+        n.lifecycle.target = Some(crate::inventory::DeployTarget {
+            image: "tiny".into(),
+            root_hint: None,
+        });
+        nodes::create(&*store, &[n]).unwrap();
+        let e = daemon(store);
+        let images = tempfile::tempdir().unwrap();
+        let src = tempfile::tempdir().unwrap();
+        let imgs = ::images::ImageStore::open(images.path().join("images")).unwrap();
+        let manifest = ::images::store::write_placeholder(src.path(), "tiny", b"tiny").unwrap();
+        imgs.import(&manifest).unwrap();
+        assert!(e.d.set_images(imgs, "images"));
+        e.d.resume().unwrap();
+        e.wait("the agent's command back", |e| {
+            matches!(e.d.pending_command("n1"), ::api::agent::Command::Deploy(ref c) if c.op == 7)
+        })
+        .await;
+        if seen {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            assert_eq!(
+                e.bmc.boots(),
+                0,
+                "a node that reached the seed is left alone"
+            );
+        } else {
+            e.wait("powered into PXE again", |e| e.bmc.boots() == 1)
+                .await;
+            assert_eq!(
+                e.bmc.last_boot_device(),
+                Some(crate::power::BootDevice::Pxe)
+            );
+        }
+        let lc = e.lifecycle();
+        assert_eq!((lc.state, lc.op, lc.boot_retries), (State::Deploying, 7, 0));
+    }
+}
