@@ -238,3 +238,6 @@ pub enum Problem {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod hot_compat_tests;

@@ -63,6 +63,8 @@ pub struct Parameter {
     pub description: Option<String>,
     /// Constraints, checked in order.
     pub constraints: Vec<Constraint>,
+    /// `tags`: free-form labels (Heat clients group parameters by them); recorded, no effect.
+    pub tags: Vec<String>,
 }
 
 /// A parameter constraint.
@@ -97,6 +99,13 @@ pub enum ConstraintKind {
     },
     /// The whole string matches the pattern.
     AllowedPattern(Regex),
+    /// `custom_constraint: NAME` (e.g. `nova.flavor`, `glance.image`, `neutron.network`).
+    ///
+    /// Heat checks these against constraint plugins that look the value up in the OpenStack
+    /// service it names (Nova, Glance, Neutron…). The seed has none of those plugins, so the
+    /// name is recorded and **nothing is enforced**: every value satisfies it. They are
+    /// validation hints, not semantics, and refusing them would refuse most real templates.
+    Custom(String),
 }
 
 const PARAM_KEYS: &[&str] = &[
@@ -107,6 +116,7 @@ const PARAM_KEYS: &[&str] = &[
     "hidden",
     "constraints",
     "immutable",
+    "tags",
 ];
 
 pub(crate) fn unknown_key(at: &Location, what: &str, key: &str, known: &[&str]) -> Error {
@@ -130,6 +140,7 @@ impl Parameter {
         let mut hidden = false;
         let mut description = None;
         let mut constraints = Vec::new();
+        let mut tags = Vec::new();
         for (k, v) in entries {
             match k.name.as_str() {
                 "type" => {
@@ -153,6 +164,11 @@ impl Parameter {
                 },
                 "description" => description = Some(v.scalar_text("a description")?),
                 "label" | "immutable" => {}
+                "tags" => {
+                    for t in v.as_list("`tags`")? {
+                        tags.push(t.as_str("a tag")?.to_string());
+                    }
+                }
                 "constraints" => {
                     for c in v.as_list("`constraints`")? {
                         constraints.push(Constraint::parse(c)?);
@@ -178,6 +194,7 @@ impl Parameter {
             hidden,
             description,
             constraints,
+            tags,
         };
         if let Some(d) = default {
             let value = p.convert_default(d)?;
@@ -306,6 +323,7 @@ impl Constraint {
             "range",
             "length",
             "allowed_pattern",
+            "custom_constraint",
             "description",
         ];
         let mut kind = None;
@@ -356,6 +374,9 @@ impl Constraint {
                         )
                     })?;
                     ConstraintKind::AllowedPattern(re)
+                }
+                "custom_constraint" => {
+                    ConstraintKind::Custom(v.as_str("`custom_constraint`")?.to_string())
                 }
                 other => return Err(unknown_key(&k.at, "a constraint", other, KEYS)),
             };
@@ -418,6 +439,8 @@ impl Constraint {
                     format!("{value} does not match `{pat}`")
                 })
             }
+            // Not enforced: see [`ConstraintKind::Custom`].
+            ConstraintKind::Custom(_) => None,
         }
     }
 }
