@@ -96,6 +96,18 @@ impl Env {
             .await
     }
 
+    async fn deploy_image(&self, image: &str) -> ApiResponse {
+        let body = serde_json::json!({ "image": image }).to_string();
+        self.api
+            .respond(&req(
+                Method::POST,
+                "/v1/nodes/n1/deploy",
+                Some(TOKEN),
+                &body,
+            ))
+            .await
+    }
+
     /// The node's current agent token (what its ramdisk's `seed.token=` says), if any.
     fn agent_token(&self) -> Option<String> {
         let n = nodes::get(self.d.store(), "n1").unwrap().unwrap().0;
@@ -389,29 +401,39 @@ async fn corrupted_image_fails_before_any_power_action_and_a_retry_works() {
     assert_eq!(v["state"], "deploy failed");
     assert!(v["last_error"].as_str().unwrap().contains("sha256"), "{v}");
 
-    // A missing image too.
+    // A missing image is refused at the request: the failed node keeps its reason.
     std::fs::write(&img.stream, b"the tiny image").unwrap();
-    let r = e
-        .api
-        .respond(&req(
-            Method::POST,
-            "/v1/nodes/n1/deploy",
-            Some(TOKEN),
-            r#"{"image": "nope"}"#,
-        ))
-        .await;
-    assert_eq!(r.status, 202);
-    e.wait("failed again", |e| {
-        e.state().reason().is_some_and(|r| r.contains("nope"))
-    })
-    .await;
-    assert_eq!(e.bmc.commands(), 0);
+    assert_eq!(e.deploy_image("nope").await.status, 404);
+    assert!(e.state().reason().unwrap().contains("sha256"));
 
     // The image repaired: the retry deploys.
     e.deploy_queued().await;
     e.wait("powered on", |e| e.bmc.boots() == 1).await;
     let n = nodes::get(e.d.store(), "n1").unwrap().unwrap().0;
-    assert_eq!(n.lifecycle.attempts, 3);
+    assert_eq!(n.lifecycle.attempts, 2);
+}
+
+/// `seed node deploy NODE --image nope`: an image the store does not have is the operator's
+/// typo, not a node fault. Refused at the request (404, naming the image); the node is left as
+/// it was: same state, no attempt counted, no power action, no agent command.
+#[tokio::test]
+async fn a_missing_image_is_refused_at_the_request_and_the_node_is_untouched() {
+    let e = setup(Timeouts::default());
+    let before = nodes::get(e.d.store(), "n1").unwrap().unwrap().0;
+    let r = e.deploy_image("nope").await;
+    assert_eq!(r.status, 404, "{}", r.body);
+    let msg = json(&r)["error"].as_str().unwrap().to_string();
+    assert!(msg.contains("\"nope\""), "{msg}");
+    assert!(msg.contains("image store"), "{msg}");
+    // A name that cannot be an image at all is a bad request, also before anything moves.
+    assert_eq!(e.deploy_image("../tiny").await.status, 400);
+    // Give a wrongly accepted deploy the time to reach the BMC.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let after = nodes::get(e.d.store(), "n1").unwrap().unwrap().0;
+    assert_eq!(after.lifecycle, before.lifecycle);
+    assert_eq!(e.state(), State::Available);
+    assert_eq!(e.bmc.commands(), 0, "the BMC was never asked anything");
+    assert_eq!(e.deploy_command(), None);
 }
 
 #[tokio::test]

@@ -251,7 +251,31 @@ pub(super) async fn deploy(
         image: b.image,
         root_hint: b.root_hint.filter(|h| !h.trim().is_empty()),
     };
+    let (d, image) = (s.daemon.clone(), target.image.clone());
+    blocking(move || check_image(&d, &image)).await?;
     request(s, name, move |d, n| d.request_deploy(n, target)).await
+}
+
+/// An image the store does not have is refused at the request, before the node moves: a
+/// misspelled name is the operator's mistake, not a node fault, and must not cost the node a
+/// `deploy failed`. Only a missing (or malformed) name is refused here; an image that is there
+/// but corrupt is still found by the deploy's verification (which re-hashes it), and a seed
+/// without an image store says so in the deploy's failure as before.
+fn check_image(d: &Daemon, image: &str) -> Result<(), ApiError> {
+    use ::images::store::StoreError;
+    let Some(store) = d.images() else {
+        return Ok(());
+    };
+    match store.get(image) {
+        Err(StoreError::NotFound(_)) => Err(ApiError::not_found(format!(
+            "no image named {image:?} in the seed's image store (`seed image list` shows \
+             them); the node is unchanged"
+        ))),
+        Err(e @ StoreError::BadName(_)) => {
+            Err(ApiError::bad_request(format!("{e}; the node is unchanged")))
+        }
+        _ => Ok(()),
+    }
 }
 
 /// Undeploy the node: power off, tear down, clean (the agent wipes), revoke its credential;
