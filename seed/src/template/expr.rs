@@ -415,8 +415,10 @@ fn name_and_path(
     }
 }
 
-/// Follow `path` (keys into mappings, indices into lists) from `value`.
-pub(crate) fn walk_path(value: &Json, path: &[Json], at: &Location) -> Result<Json, Error> {
+/// Follow `path` (keys into mappings, indices into lists) from `value`; `None` when a step
+/// does not exist (a missing key, an index past the end, a path into a scalar). Heat does not
+/// fail there: `get_param` gives `''` and `get_attr` gives null, which the callers supply.
+pub(crate) fn walk_path(value: &Json, path: &[Json]) -> Option<Json> {
     let mut cur = value;
     for step in path {
         cur = match (cur, step) {
@@ -425,15 +427,21 @@ pub(crate) fn walk_path(value: &Json, path: &[Json], at: &Location) -> Result<Js
             (Json::Array(l), Json::Number(n)) => n.as_u64().and_then(|i| l.get(i as usize)),
             (Json::Array(l), Json::String(s)) => s.parse::<usize>().ok().and_then(|i| l.get(i)),
             _ => None,
-        }
-        .ok_or_else(|| {
-            Error::at(
-                at,
-                Problem::Eval(format!("path step {step} does not exist in {cur}")),
-            )
-        })?;
+        }?;
     }
-    Ok(cur.clone())
+    Some(cur.clone())
+}
+
+/// `get_param: [NAME, path…]`: the value at `path`, or `''` where it does not exist (Heat's
+/// `GetParam` answers `''` for a missing key or index).
+pub(crate) fn param_path(value: &Json, path: &[Json]) -> Json {
+    walk_path(value, path).unwrap_or_else(|| Json::String(String::new()))
+}
+
+/// `get_attr: [RESOURCE, ATTRIBUTE, path…]`: the value at `path`, or null where it does not
+/// exist (Heat's `select_from_attribute` answers `None`).
+pub(crate) fn attr_path(value: &Json, path: &[Json]) -> Json {
+    walk_path(value, path).unwrap_or(Json::Null)
 }
 
 /// How Heat turns a value into text inside `str_replace`/`list_join`: strings as they are,
@@ -548,9 +556,9 @@ mod tests {
         );
         let v = json!({"a": [10, {"b": "deep"}]});
         assert_eq!(
-            walk_path(&v, &[json!("a"), json!(1), json!("b")], &at).unwrap(),
-            json!("deep")
+            walk_path(&v, &[json!("a"), json!(1), json!("b")]),
+            Some(json!("deep"))
         );
-        assert!(walk_path(&v, &[json!("zz")], &at).is_err());
+        assert_eq!(walk_path(&v, &[json!("zz")]), None);
     }
 }

@@ -1,7 +1,7 @@
 //! Real-world HOT templates: keys and semantics Heat accepts that the seed must accept the same
 //! way (parameter `tags` and `custom_constraint`, paths into missing keys).
 
-use serde_json::json;
+use serde_json::{json, Value as Json};
 
 use super::*;
 
@@ -69,4 +69,83 @@ fn template_parameter_tags_and_custom_constraint_must_be_well_formed() {
             .starts_with("t.yaml:8:28: `custom_constraint` must be a string"),
         "{e}"
     );
+}
+
+/// Every member exists; the wait condition got one signal, servers have an address.
+struct Created;
+
+impl Resolver for Created {
+    fn reference(&self, member: &str) -> Option<Json> {
+        Some(json!(format!("id-{member}")))
+    }
+    fn attribute(&self, member: &str, attribute: &str) -> Option<Json> {
+        match (member, attribute) {
+            ("wait", "data") => Some(json!({"1": "cloud up"})),
+            (_, "ip") => Some(json!("10.0.0.7")),
+            _ => None,
+        }
+    }
+}
+
+const PATHS: &str = "heat_template_version: 2021-04-16
+parameters:
+  net: {type: json, default: {subnets: [{cidr: 10.0.0.0/24}]}}
+  dns: {type: comma_delimited_list, default: '1.1.1.1'}
+  name: {type: string, default: web}
+resources:
+  handle:
+    type: OS::Heat::WaitConditionHandle
+  wait:
+    type: OS::Heat::WaitCondition
+    properties:
+      handle: {get_resource: handle}
+      count: 1
+      timeout: 60
+  grp:
+    type: OS::Heat::ResourceGroup
+    properties:
+      count: 2
+      resource_def:
+        type: OS::Seed::Server
+        properties:
+          image: x
+          metadata: {gateway: {get_param: [net, subnets, 0, gateway]}}
+outputs:
+  missing_key: {value: {get_param: [net, missing_key]}}
+  deep_missing: {value: {get_param: [net, subnets, 0, gateway]}}
+  past_the_end: {value: {get_param: [dns, 5]}}
+  into_a_string: {value: {get_param: [name, x]}}
+  found: {value: {get_param: [net, subnets, 0, cidr]}}
+  joined: {value: {list_join: ['-', [a, {get_param: [net, nope]}]]}}
+  attr_missing: {value: {get_attr: [wait, data, missing]}}
+  attr_found: {value: {get_attr: [wait, data, '1']}}
+  attr_into_a_string: {value: {get_attr: [grp, resource.0.ip, 3]}}
+  refs_past_the_end: {value: {get_attr: [grp, refs, 7]}}
+  members_missing: {value: {get_attr: [grp, attributes, ip, missing]}}
+";
+
+/// Heat answers a path into something that is not there with `''` (`get_param`) or null
+/// (`get_attr`), never an error: real templates rely on it for optional keys of json
+/// parameters and of attributes.
+#[test]
+fn template_paths_into_missing_keys_give_what_heat_gives() {
+    let t = Template::parse("p.yaml", PATHS).unwrap();
+    let stack = Stack::new(t, &[]).unwrap();
+    // At bind time, in a property.
+    let props = stack.properties("grp-0", &Created).unwrap();
+    assert_eq!(props["metadata"], json!({"gateway": ""}));
+    // At evaluation, in outputs.
+    let outputs: std::collections::BTreeMap<String, Json> =
+        stack.outputs(&Created).unwrap().into_iter().collect();
+    assert_eq!(outputs["missing_key"], json!(""));
+    assert_eq!(outputs["deep_missing"], json!(""));
+    assert_eq!(outputs["past_the_end"], json!(""));
+    assert_eq!(outputs["into_a_string"], json!(""));
+    assert_eq!(outputs["found"], json!("10.0.0.0/24"));
+    assert_eq!(outputs["joined"], json!("a-"));
+    assert_eq!(outputs["attr_missing"], Json::Null);
+    assert_eq!(outputs["attr_found"], json!("cloud up"));
+    assert_eq!(outputs["attr_into_a_string"], Json::Null);
+    assert_eq!(outputs["refs_past_the_end"], Json::Null);
+    assert_eq!(outputs["members_missing"], json!({"0": null, "1": null}));
 }

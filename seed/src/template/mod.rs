@@ -231,7 +231,9 @@ pub enum Problem {
         /// The attribute (`get_resource` asks for the reference id).
         attribute: String,
     },
-    /// Evaluation found a value of the wrong shape (e.g. a path into a string).
+    /// Evaluation found something it cannot use (e.g. a group member that does not exist).
+    /// A `get_param`/`get_attr` path into a missing key is not one: it gives `''`/null, as
+    /// in Heat.
     #[error("{0}")]
     Eval(String),
 }

@@ -252,7 +252,7 @@ impl Stack {
                 },
             )
         })?;
-        expr::walk_path(&v, path, at)
+        Ok(expr::attr_path(&v, path))
     }
 
     fn attribute(
@@ -274,14 +274,14 @@ impl Stack {
                     .iter()
                     .map(|m| self.reference(&m.name, r, at))
                     .collect::<Result<Vec<_>, _>>()?;
-                expr::walk_path(&Json::Array(refs), path, at)
+                Ok(expr::attr_path(&Json::Array(refs), path))
             }
             "refs_map" => {
                 let refs = members
                     .iter()
                     .map(|m| Ok((key(m), self.reference(&m.name, r, at)?)))
                     .collect::<Result<serde_json::Map<_, _>, Error>>()?;
-                expr::walk_path(&Json::Object(refs), path, at)
+                Ok(expr::attr_path(&Json::Object(refs), path))
             }
             "attributes" => {
                 let Some((Json::String(attr), rest)) = path.split_first() else {
@@ -310,7 +310,7 @@ impl Stack {
                     }
                     return match attr {
                         Some(a) => self.plain_attribute(&name, a, path, r, at),
-                        None => expr::walk_path(&self.reference(&name, r, at)?, path, at),
+                        None => Ok(expr::attr_path(&self.reference(&name, r, at)?, path)),
                     };
                 }
                 // Pass-through: the attribute of every member, path applied to each.
@@ -566,7 +566,7 @@ fn resolve_params(params: &BTreeMap<String, Json>, e: &Expr) -> Result<Expr, Err
                     )
                 })?);
             }
-            return Ok(Expr::literal(at, expr::walk_path(value, &steps, at)?));
+            return Ok(Expr::literal(at, expr::param_path(value, &steps)));
         }
         ExprKind::GetAttr {
             resource,
