@@ -318,7 +318,8 @@ impl Daemon {
     /// Re-arm the deadlines (the step's and the boot watchdog's) of nodes that were busy when
     /// the daemon last stopped (needs a tokio runtime); returns how many nodes. A deadline
     /// already past fires at once: the lifecycle fails the step, or power-cycles a node whose
-    /// PXE boot never reached the seed.
+    /// PXE boot never reached the seed. A step whose PXE boot was not seen yet gets it ordered
+    /// again at once.
     pub fn resume(self: &Arc<Self>) -> Result<usize, DaemonError> {
         self.resume_deploys()?;
         self.resume_cleaning()?;
@@ -333,6 +334,24 @@ impl Daemon {
             // inspection (`inspect_after_verify`) that would otherwise wait out the deadline.
             if lc.state == State::Verifying {
                 self.enqueue(&n.name, vec![Action::VerifyPower]);
+            }
+            // An inspection or a cleaning whose PXE boot has not reached the seed yet: the
+            // power cycle may have died with the daemon that ordered it (its hardware actions
+            // were in memory); ordered again now rather than at the boot watchdog (deploys:
+            // `resume_deploys`). A node that reached the seed is left to its agent.
+            let pxe_step = matches!(lc.state, State::Inspecting | State::Cleaning);
+            if pxe_step
+                && lc.boot_deadline_ms.is_some()
+                && n.bmc.driver == crate::inventory::PowerDriver::Ipmi
+            {
+                info!(node = %n.name, state = %lc.state, "resumed: its PXE boot ordered again (not seen yet)");
+                self.enqueue(
+                    &n.name,
+                    vec![
+                        Action::SetBootDevice(crate::lifecycle::BootDevice::Pxe),
+                        Action::Reboot,
+                    ],
+                );
             }
             // The step's deadline and the boot watchdog's, whichever are armed.
             let mut any = false;

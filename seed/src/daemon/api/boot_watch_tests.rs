@@ -281,3 +281,39 @@ async fn a_resumed_deploy_whose_boot_was_not_seen_is_power_cycled_at_once() {
         assert_eq!((lc.state, lc.op, lc.boot_retries), (State::Deploying, 7, 0));
     }
 }
+
+/// The same for an inspection a new leader (or a restarted daemon) finds waiting for its
+/// node's first PXE boot: ordered again at once, once; one whose node reached the seed is not.
+#[tokio::test]
+async fn a_resumed_inspection_whose_boot_was_not_seen_is_power_cycled_at_once() {
+    for seen in [false, true] {
+        let store = Arc::new(MemStore::new());
+        let mut n = node(State::Inspecting);
+        n.bmc.driver = crate::inventory::PowerDriver::Ipmi;
+        let now = crate::daemon::now_ms();
+        n.lifecycle.op = 3;
+        n.lifecycle.deadline_ms = Some(now + 600_000);
+        n.lifecycle.boot_deadline_ms = (!seen).then_some(now + 600_000);
+        nodes::create(&*store, &[n]).unwrap();
+        let e = daemon(store);
+        e.d.resume().unwrap();
+        if seen {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            assert_eq!(
+                e.bmc.boots(),
+                0,
+                "a node that reached the seed is left alone"
+            );
+        } else {
+            e.wait("powered into PXE again", |e| e.bmc.boots() == 1)
+                .await;
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            assert_eq!(e.bmc.boots(), 1, "once");
+        }
+        let lc = e.lifecycle();
+        assert_eq!(
+            (lc.state, lc.op, lc.boot_retries),
+            (State::Inspecting, 3, 0)
+        );
+    }
+}
