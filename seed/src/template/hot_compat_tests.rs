@@ -1,5 +1,6 @@
 //! Real-world HOT templates: keys and semantics Heat accepts that the seed must accept the same
-//! way (parameter `tags` and `custom_constraint`, paths into missing keys).
+//! way (parameter `tags` and `custom_constraint`, paths into missing keys), and every error of
+//! a template reported at once.
 
 use serde_json::{json, Value as Json};
 
@@ -148,4 +149,84 @@ fn template_paths_into_missing_keys_give_what_heat_gives() {
     assert_eq!(outputs["attr_into_a_string"], Json::Null);
     assert_eq!(outputs["refs_past_the_end"], Json::Null);
     assert_eq!(outputs["members_missing"], json!({"0": null, "1": null}));
+}
+
+/// A real template usually has several blockers: all of them are reported in one go, each
+/// with its position, in the order of the file; a declaration that failed adds no follow-up
+/// errors where it is referred to.
+#[test]
+fn template_every_error_is_reported_at_once_with_its_position() {
+    let text = "heat_template_version: 2021-04-16
+parameter_defaults: {}
+parameters:
+  flavor: {type: string, tgs: [x]}
+  image: {type: string, default: tiny}
+resources:
+  net:
+    type: OS::Neutron::Net
+  server:
+    type: OS::Seed::Server
+    properties:
+      image: {get_param: image}
+      metadata: {net: {get_resource: net}, f: {get_param: flavor}}
+  other:
+    type: OS::Seed::Server
+    properties: {imgae: x}
+outputs:
+  a: {value: {get_param: nope}}
+  b: {value: {get_attr: [server, address]}}
+";
+    let e = Template::parse("all.yaml", text).unwrap_err();
+    let shown: Vec<String> = e.errors().iter().map(Error::to_string).collect();
+    let at: Vec<&str> = shown
+        .iter()
+        .map(|s| s.split(": ").next().unwrap())
+        .collect();
+    assert_eq!(
+        at,
+        [
+            "all.yaml:2:1",   // unknown top-level key
+            "all.yaml:4:26",  // unknown parameter key
+            "all.yaml:8:11",  // unknown resource type
+            "all.yaml:16:18", // unknown property
+            "all.yaml:18:15", // undeclared parameter
+            "all.yaml:19:15", // unknown attribute
+        ],
+        "{e}"
+    );
+    assert!(shown[1].contains("unknown key `tgs`"), "{}", shown[1]);
+    assert_eq!(
+        e.location().unwrap().line,
+        2,
+        "the first error stands for all"
+    );
+    // One line per error.
+    assert_eq!(e.to_string().lines().collect::<Vec<_>>(), shown);
+
+    // A malformed section is one error, not one per reference into it.
+    let text = "heat_template_version: 2021-04-16
+parameters: [image]
+resources: [server]
+outputs:
+  a: {value: {get_attr: [server, ip]}}
+  b: {value: {get_param: image}}
+  c: {value: {get_resource: server}}
+";
+    let e = Template::parse("s.yaml", text).unwrap_err();
+    assert_eq!(e.errors().len(), 2, "{e}");
+}
+
+#[test]
+fn template_errors_at_once_are_capped() {
+    let mut text = String::from("heat_template_version: 2021-04-16\noutputs:\n");
+    for i in 0..(MAX_ERRORS + 5) {
+        text.push_str(&format!("  o{i}: {{value: {{get_param: p{i}}}}}\n"));
+    }
+    let e = Template::parse("many.yaml", &text).unwrap_err();
+    assert_eq!(e.errors().len(), MAX_ERRORS);
+    let shown = e.to_string();
+    let lines: Vec<&str> = shown.lines().collect();
+    assert_eq!(lines.len(), MAX_ERRORS + 1);
+    assert_eq!(lines[0], "many.yaml:3:16: no parameter `p0` is declared");
+    assert_eq!(lines[MAX_ERRORS], "… and 5 more errors");
 }

@@ -5,7 +5,8 @@
 //! 1. [`Template::parse`]: YAML with positions ([`yaml`]) → a [`Template`] whose values are
 //!    [`Expr`] trees (intrinsic functions parsed, resource types and properties checked,
 //!    references resolved, the dependency graph checked for cycles). Anything the seed does not
-//!    implement is an [`Error`] naming `FILE:LINE:COLUMN`.
+//!    implement is an [`Error`] naming `FILE:LINE:COLUMN`; every error of the template is
+//!    reported at once (one per declaration plus every bad reference, up to [`MAX_ERRORS`]).
 //! 2. [`Stack::new`]: bind `key=value` parameters (typed, constrained), expand
 //!    `OS::Heat::ResourceGroup`s into members (`compute-0`, `compute-1`, …) and order every
 //!    member topologically.
@@ -30,6 +31,7 @@
 //! ```
 
 mod expr;
+mod graph;
 mod params;
 mod parse;
 mod plan;
@@ -50,6 +52,7 @@ pub use types::{Kind, PropSpec, ResourceType, Update};
 pub use yaml::Location;
 
 /// Everything that can go wrong with a template; all but [`Error::Read`] name a location.
+/// Parsing reports every error a template has at once ([`Error::Many`]).
 #[derive(Debug, ThisError)]
 pub enum Error {
     /// The template file could not be read.
@@ -69,6 +72,27 @@ pub enum Error {
         /// What.
         problem: Problem,
     },
+    /// Several errors of one template, by position, one per line: at most [`MAX_ERRORS`]
+    /// (each an [`Error::At`]), `more` counts those left out.
+    #[error("{}", show_many(errors, *more))]
+    Many {
+        /// The errors shown, in the order of their positions.
+        errors: Vec<Error>,
+        /// How many more the template has.
+        more: usize,
+    },
+}
+
+/// The most errors of one template reported at once (a template with more usually has one
+/// mistake repeated; the first ones are enough to see it).
+pub const MAX_ERRORS: usize = 20;
+
+fn show_many(errors: &[Error], more: usize) -> String {
+    let mut lines: Vec<String> = errors.iter().map(Error::to_string).collect();
+    if more > 0 {
+        lines.push(format!("… and {more} more errors"));
+    }
+    lines.join("\n")
 }
 
 impl Error {
@@ -79,19 +103,47 @@ impl Error {
         }
     }
 
-    /// The problem, if this error has a location.
+    /// All of `errors` as one error: ordered by position, capped at [`MAX_ERRORS`]; a single
+    /// error is itself. `None` when there is none.
+    pub(crate) fn all(mut errors: Vec<Error>) -> Option<Self> {
+        let key = |e: &Error| e.location().map(|at| (at.line, at.col));
+        errors.sort_by_key(key);
+        match errors.len() {
+            0 => None,
+            1 => errors.pop(),
+            n => {
+                errors.truncate(MAX_ERRORS);
+                Some(Error::Many {
+                    errors,
+                    more: n.saturating_sub(MAX_ERRORS),
+                })
+            }
+        }
+    }
+
+    /// Every error this one stands for (itself, or each of [`Error::Many`]).
+    pub fn errors(&self) -> &[Error] {
+        match self {
+            Error::Many { errors, .. } => errors,
+            single => std::slice::from_ref(single),
+        }
+    }
+
+    /// The problem, if this error has a location (of several, the first's).
     pub fn problem(&self) -> Option<&Problem> {
         match self {
             Error::At { problem, .. } => Some(problem),
             Error::Read { .. } => None,
+            Error::Many { errors, .. } => errors.first()?.problem(),
         }
     }
 
-    /// The location, if any.
+    /// The location, if any (of several, the first's).
     pub fn location(&self) -> Option<&Location> {
         match self {
             Error::At { at, .. } => Some(at),
             Error::Read { .. } => None,
+            Error::Many { errors, .. } => errors.first()?.location(),
         }
     }
 }

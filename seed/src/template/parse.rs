@@ -1,12 +1,15 @@
 //! From YAML to a checked [`Template`]: top-level keys, version, parameters, resources (type,
 //! properties, `depends_on`, `metadata`, ResourceGroup `resource_def`), outputs; then every
-//! reference (`get_param`, `get_resource`, `get_attr`, `depends_on`) is resolved and the
-//! resource dependency graph is ordered, a cycle being an error that names it.
+//! reference is resolved and the resource dependency graph is ordered (`graph.rs`).
+//!
+//! Every error is reported, not only the first: each parameter, resource and output is parsed
+//! on its own (its first error counts for it), then every reference is checked; the errors
+//! come together, by position, capped at [`super::MAX_ERRORS`].
 
-use std::collections::BTreeSet;
 use std::path::Path;
 
 use super::expr::{Expr, ExprKind};
+use super::graph::Broken;
 use super::params::{unknown_key, Parameter};
 use super::types::{names, Kind, PropSpec, ResourceType};
 use super::yaml::{self, Location, Node, NodeExt, Value};
@@ -136,50 +139,66 @@ impl Template {
             order: vec![],
         };
         let mut version_seen = false;
+        // Every declaration is parsed on its own, so one mistake does not hide the next; a
+        // declaration that fails is remembered so references to it add no errors of their own.
+        let mut errors = Vec::new();
+        let mut broken = Broken::default();
         for (k, v) in entries {
-            match k.name.as_str() {
+            let done = match k.name.as_str() {
                 "heat_template_version" => {
-                    let version = v.scalar_text("heat_template_version")?;
-                    if !VERSIONS.contains(&version.as_str()) {
-                        return Err(Error::at(&v.at, Problem::Version(version)));
-                    }
-                    t.version = version;
                     version_seen = true;
+                    v.scalar_text("heat_template_version").and_then(|version| {
+                        if !VERSIONS.contains(&version.as_str()) {
+                            return Err(Error::at(&v.at, Problem::Version(version)));
+                        }
+                        t.version = version;
+                        Ok(())
+                    })
                 }
-                "description" => t.description = Some(v.scalar_text("description")?),
-                "parameter_groups" => {
-                    // Accepted for compatibility (they only group parameters in UIs).
-                    v.as_list("parameter_groups")?;
-                }
+                "description" => v
+                    .scalar_text("description")
+                    .map(|d| t.description = Some(d)),
+                // Accepted for compatibility (they only group parameters in UIs).
+                "parameter_groups" => v.as_list("parameter_groups").map(drop),
                 "parameters" => {
                     t.parameters_at = k.at.clone();
-                    if !matches!(v.value, Value::Null) {
-                        for (name, decl) in v.as_map("parameters")? {
-                            t.parameters
-                                .push(Parameter::parse(&name.name, &name.at, decl)?);
+                    let done = each(v, "parameters", |name, decl| {
+                        match Parameter::parse(&name.name, &name.at, decl) {
+                            Ok(p) => t.parameters.push(p),
+                            Err(e) => {
+                                broken.params.insert(name.name.clone());
+                                errors.push(e);
+                            }
                         }
-                    }
+                    });
+                    broken.all_params |= done.is_err();
+                    done
                 }
                 "resources" => {
-                    if !matches!(v.value, Value::Null) {
-                        for (name, decl) in v.as_map("resources")? {
-                            t.resources
-                                .push(parse_resource(&name.name, &name.at, decl)?);
+                    let done = each(v, "resources", |name, decl| {
+                        match parse_resource(&name.name, &name.at, decl) {
+                            Ok(r) => t.resources.push(r),
+                            Err(e) => {
+                                broken.resources.insert(name.name.clone());
+                                errors.push(e);
+                            }
                         }
-                    }
+                    });
+                    broken.all_resources |= done.is_err();
+                    done
                 }
-                "outputs" => {
-                    if !matches!(v.value, Value::Null) {
-                        for (name, decl) in v.as_map("outputs")? {
-                            t.outputs.push(parse_output(&name.name, &name.at, decl)?);
-                        }
+                "outputs" => each(v, "outputs", |name, decl| {
+                    match parse_output(&name.name, &name.at, decl) {
+                        Ok(o) => t.outputs.push(o),
+                        Err(e) => errors.push(e),
                     }
-                }
-                other => return Err(unknown_key(&k.at, "the template", other, TOP_KEYS)),
-            }
+                }),
+                other => Err(unknown_key(&k.at, "the template", other, TOP_KEYS)),
+            };
+            errors.extend(done.err());
         }
         if !version_seen {
-            return Err(Error::at(
+            errors.push(Error::at(
                 &root.at,
                 Problem::MissingKey {
                     what: "the template".into(),
@@ -187,9 +206,15 @@ impl Template {
                 },
             ));
         }
-        t.check_references()?;
-        t.order = t.dependency_order()?;
-        Ok(t)
+        errors.extend(t.reference_errors(&broken));
+        match t.dependency_order() {
+            Ok(order) => t.order = order,
+            Err(e) => errors.push(e),
+        }
+        match Error::all(errors) {
+            Some(e) => Err(e),
+            None => Ok(t),
+        }
     }
 
     /// The resource called `name`.
@@ -200,140 +225,6 @@ impl Template {
     /// The parameter called `name`.
     pub fn parameter(&self, name: &str) -> Option<&Parameter> {
         self.parameters.iter().find(|p| p.name == name)
-    }
-
-    fn check_expr(&self, e: &Expr) -> Result<(), Error> {
-        let mut result = Ok(());
-        e.walk(&mut |e| {
-            if result.is_err() {
-                return;
-            }
-            result = self.check_one(e);
-        });
-        result
-    }
-
-    fn check_one(&self, e: &Expr) -> Result<(), Error> {
-        match &e.kind {
-            ExprKind::GetParam { name, .. } if self.parameter(name).is_none() => {
-                Err(Error::at(&e.at, Problem::UnknownParameter(name.clone())))
-            }
-            ExprKind::GetResource(r) if self.resource(r).is_none() => {
-                Err(Error::at(&e.at, Problem::UnknownResource(r.clone())))
-            }
-            ExprKind::GetAttr {
-                resource,
-                attribute,
-                ..
-            } => {
-                let Some(res) = self.resource(resource) else {
-                    return Err(Error::at(&e.at, Problem::UnknownResource(resource.clone())));
-                };
-                if res.has_attribute(attribute) {
-                    Ok(())
-                } else {
-                    let known = res
-                        .rtype
-                        .attributes()
-                        .map(|a| a.join(", "))
-                        .unwrap_or_default();
-                    Err(Error::at(
-                        &e.at,
-                        Problem::UnknownAttribute {
-                            resource: resource.clone(),
-                            rtype: res.rtype.name(),
-                            attribute: attribute.clone(),
-                            known,
-                        },
-                    ))
-                }
-            }
-            _ => Ok(()),
-        }
-    }
-
-    fn check_references(&self) -> Result<(), Error> {
-        for r in &self.resources {
-            for e in r.exprs() {
-                self.check_expr(e)?;
-            }
-            for (d, at) in &r.depends_on {
-                if self.resource(d).is_none() {
-                    return Err(Error::at(at, Problem::UnknownResource(d.clone())));
-                }
-            }
-        }
-        for o in &self.outputs {
-            self.check_expr(&o.value)?;
-        }
-        Ok(())
-    }
-
-    /// The resources `r` depends on (explicitly and through functions), by index.
-    pub fn dependencies(&self, r: &Resource) -> BTreeSet<usize> {
-        let mut deps = BTreeSet::new();
-        let index = |n: &str| self.resources.iter().position(|x| x.name == n);
-        for (d, _) in &r.depends_on {
-            deps.extend(index(d));
-        }
-        for e in r.exprs() {
-            for (d, _) in e.references() {
-                deps.extend(index(d));
-            }
-        }
-        deps
-    }
-
-    /// Kahn's algorithm, taking the first ready resource in document order each time so the
-    /// order is stable; when nothing is ready, the rest contains a cycle, which is named.
-    fn dependency_order(&self) -> Result<Vec<usize>, Error> {
-        let deps: Vec<BTreeSet<usize>> = self
-            .resources
-            .iter()
-            .map(|r| self.dependencies(r))
-            .collect();
-        let mut placed = vec![false; deps.len()];
-        let mut order = Vec::with_capacity(deps.len());
-        while order.len() < deps.len() {
-            let ready = (0..deps.len())
-                .find(|&i| !placed[i] && deps[i].iter().all(|&d| placed[d] && d != i));
-            match ready {
-                Some(i) => {
-                    placed[i] = true;
-                    order.push(i);
-                }
-                None => {
-                    // Walk unplaced dependencies from the first stuck resource until one
-                    // repeats: that stretch of the walk is a cycle.
-                    let start = (0..deps.len())
-                        .find(|&i| !placed[i])
-                        .expect("some unplaced");
-                    let mut path = vec![start];
-                    loop {
-                        let cur = *path.last().expect("non-empty");
-                        let next = *deps[cur]
-                            .iter()
-                            .find(|&&d| !placed[d])
-                            .expect("a stuck resource has an unplaced dependency");
-                        if let Some(pos) = path.iter().position(|&p| p == next) {
-                            let cycle: Vec<usize> = path[pos..].to_vec();
-                            let first = cycle[0];
-                            let mut names: Vec<String> = cycle
-                                .iter()
-                                .map(|&i| self.resources[i].name.clone())
-                                .collect();
-                            names.push(self.resources[first].name.clone());
-                            return Err(Error::at(
-                                &self.resources[first].at,
-                                Problem::Cycle(names),
-                            ));
-                        }
-                        path.push(next);
-                    }
-                }
-            }
-        }
-        Ok(order)
     }
 }
 
@@ -372,6 +263,20 @@ impl Resource {
     pub fn literal(&self, property: &str) -> Option<serde_json::Value> {
         self.properties.get(property)?.as_literal()
     }
+}
+
+/// Call `f` on each entry of the mapping `v` (nothing when `v` is null).
+fn each<'a>(
+    v: &'a Node,
+    what: &str,
+    mut f: impl FnMut(&'a yaml::Key, &'a Node),
+) -> Result<(), Error> {
+    if !matches!(v.value, Value::Null) {
+        for (name, decl) in v.as_map(what)? {
+            f(name, decl);
+        }
+    }
+    Ok(())
 }
 
 fn parse_resource(name: &str, name_at: &Location, node: &Node) -> Result<Resource, Error> {
