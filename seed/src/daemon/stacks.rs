@@ -41,6 +41,10 @@ pub enum StacksError {
     BadName(String),
     #[error(transparent)]
     Stack(#[from] StackError),
+    /// A server names an image the seed's store does not have: refused before anything is
+    /// stored, allocated or powered.
+    #[error("server {member}: {why}; nothing was changed")]
+    Image { member: String, why: String },
     /// As `DaemonError::Store`: the message carries the whole cause, on one line.
     #[error("store: {}", super::chain(.0))]
     Store(StoreError),
@@ -119,6 +123,7 @@ impl Daemon {
             return Err(StacksError::BadName(name.into()));
         }
         let rec = orchestrator::create(name, &req.file, &req.template, params(req), now_ms())?;
+        self.check_images(&rec)?;
         match self.store.commit(record_ops(name, &rec, Expect::Absent)?) {
             Err(e) if e.is_conflict() => return Err(StacksError::Exists(name.into())),
             r => r?,
@@ -135,11 +140,32 @@ impl Daemon {
             get(&*self.store, name)?.ok_or_else(|| StacksError::NotFound(name.into()))?;
         let (rec, todo) =
             orchestrator::update(&old, &req.file, &req.template, params(req), now_ms())?;
+        self.check_images(&rec)?;
         self.store
             .commit(record_ops(name, &rec, Expect::Revision(rev))?)?;
         info!(stack = name, create = ?todo.create, delete = ?todo.delete, replace = ?todo.replace, update = ?todo.update, "stack update");
         self.stacks_wake.notify_one();
         Ok(rec)
+    }
+
+    /// Every image the servers of `rec` name is in the image store (when the daemon has one).
+    fn check_images(&self, rec: &StackRecord) -> Result<(), StacksError> {
+        use ::images::store::StoreError as ImageError;
+        let Some(store) = self.images() else {
+            return Ok(());
+        };
+        for (member, image) in orchestrator::server_images(rec).map_err(StackError::from)? {
+            let why = match store.get(&image) {
+                Err(ImageError::NotFound(_)) => format!(
+                    "no image named {image:?} in the seed's image store (`seed image list` \
+                     shows them)"
+                ),
+                Err(e @ ImageError::BadName(_)) => e.to_string(),
+                _ => continue,
+            };
+            return Err(StacksError::Image { member, why });
+        }
+        Ok(())
     }
 
     /// `stack replace`: server `member` (its name or its node's) moves to another free node

@@ -48,7 +48,7 @@ mod tests;
 pub use record::{
     Action, MemberRecord, MemberStatus, NodeInfo, Outcome, StackEvent, StackRecord, Status,
 };
-pub use requests::{create, delete, last_event, replace, update, StackError};
+pub use requests::{create, delete, last_event, replace, server_images, update, StackError};
 pub use signal::{Signal, SignalStatus};
 
 /// How the engine paces itself.

@@ -16,6 +16,27 @@ pub enum StackError {
     NoServer { stack: String, member: String },
 }
 
+/// The image each server of `rec` deploys, where it is known before anything runs (a literal
+/// or a parameter; one computed from another resource's attribute is left to the deploy):
+/// (member, image). The daemon checks them against its image store at create and update, so a
+/// misspelled image is refused before any node is allocated or power-cycled.
+pub fn server_images(rec: &StackRecord) -> Result<Vec<(String, String)>, template::Error> {
+    let stack = restore(rec)?;
+    let view = super::View { rec };
+    Ok(stack
+        .members
+        .iter()
+        .filter(|m| m.rtype == ResourceType::Server)
+        .filter_map(|m| {
+            let e = m.properties.get("image")?;
+            match stack.evaluate(e, &view) {
+                Ok(serde_json::Value::String(image)) => Some((m.name.clone(), image)),
+                _ => None,
+            }
+        })
+        .collect())
+}
+
 pub(super) fn restore(rec: &StackRecord) -> Result<Stack, template::Error> {
     let t = Template::parse(&rec.file, &rec.template)?;
     Stack::restore(t, &rec.params, rec.removed.clone())

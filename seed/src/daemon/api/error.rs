@@ -111,9 +111,9 @@ impl From<StacksError> for ApiError {
             StacksError::Exists(_) | StacksError::Stack(StackError::Busy { .. }) => {
                 StatusCode::CONFLICT
             }
-            StacksError::BadName(_) | StacksError::Stack(StackError::Template(_)) => {
-                StatusCode::BAD_REQUEST
-            }
+            StacksError::BadName(_)
+            | StacksError::Image { .. }
+            | StacksError::Stack(StackError::Template(_)) => StatusCode::BAD_REQUEST,
             StacksError::Store(s) if s.is_conflict() => StatusCode::CONFLICT,
             StacksError::Store(s) if s.is_unavailable() => return ApiError::store_unavailable(s),
             StacksError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,

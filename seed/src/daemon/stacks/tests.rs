@@ -269,3 +269,61 @@ async fn group_deployment_metadata_survives_completion() {
         );
     }
 }
+
+/// Issue 17's "a misspelled image wipes every free node": a stack whose server names an image
+/// the store does not have is refused at create and at update (400, naming the server and the
+/// image), before anything is stored, allocated or powered.
+#[tokio::test]
+async fn a_missing_image_is_refused_before_any_node_is_touched() {
+    let store = store_with(&[("ctl", "control"), ("c1", "compute"), ("c2", "compute")]);
+    let d = Daemon::new(store, settings()).unwrap();
+    let images = tempfile::tempdir().unwrap();
+    let src = tempfile::tempdir().unwrap();
+    let imgs = ::images::ImageStore::open(images.path().join("images")).unwrap();
+    let manifest = ::images::store::write_placeholder(src.path(), "golden", b"golden").unwrap();
+    imgs.import(&manifest).unwrap();
+    assert!(d.set_images(imgs, "images"));
+    let api = Api::new(d.clone(), TOKEN);
+    let typo = TEMPLATE.replace(
+        "resource_def: {type: OS::Seed::Server, properties: {image: golden",
+        "resource_def: {type: OS::Seed::Server, properties: {image: gloden",
+    );
+    assert_ne!(typo, TEMPLATE);
+    let (status, body) = create(&api, json!({"name": "oc", "template": typo})).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    let msg = body["error"].as_str().unwrap();
+    assert!(
+        msg.starts_with("server compute-0: no image named \"gloden\"")
+            && msg.contains("nothing was changed"),
+        "{msg}"
+    );
+    let (status, _) = call(&api, Method::GET, "/v1/stacks/oc", json!(null)).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "nothing stored");
+    d.reconcile_stacks().unwrap();
+    assert!(allocations(&d).is_empty());
+    // The right image creates it; an update to the typo is refused and changes nothing.
+    let (status, body) = create(&api, json!({"name": "oc", "template": TEMPLATE})).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    for _ in 0..10 {
+        d.reconcile_stacks().unwrap();
+        play_nodes(&d);
+    }
+    let (_, body) = call(&api, Method::GET, "/v1/stacks/oc", json!(null)).await;
+    assert_eq!(body["status"], "CREATE_COMPLETE", "{body}");
+    let before = allocations(&d);
+    let (status, body) = call(
+        &api,
+        Method::PUT,
+        "/v1/stacks/oc",
+        json!({"name": "oc", "template": typo}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    let (_, body) = call(&api, Method::GET, "/v1/stacks/oc", json!(null)).await;
+    assert_eq!(body["status"], "CREATE_COMPLETE", "{body}");
+    d.reconcile_stacks().unwrap();
+    assert_eq!(allocations(&d), before);
+    for n in ["ctl", "c1", "c2"] {
+        assert_eq!(node(&d, n).lifecycle.state, State::Active, "{n}");
+    }
+}
