@@ -26,7 +26,7 @@ pub fn run(args: Args) -> Result<()> {
             repin: false,
         })?;
         let dir = crate::root().join("target/appliance");
-        crate::appliance::build(&dir, &["tiny".to_string(), "undercloud".to_string()])?;
+        crate::appliance::build(&dir, &crate::appliance::default_images())?;
         Args {
             args: appliance_args(&args.args, &dir),
         }

@@ -209,7 +209,7 @@ fn test(filter: &[String], no_lint: bool, with_campaigns: bool) -> Result<()> {
     let appliance = Instant::now();
     appliance::build(
         &root().join("target/appliance"),
-        &["tiny".to_string(), "undercloud".to_string()],
+        &appliance::default_images(),
     )?;
     eprintln!(
         "xtask: appliance built in {:.0}s",
