@@ -230,6 +230,19 @@ async fn a_verification_in_flight_at_a_restart_is_asked_again_and_goes_on_to_ins
     assert_eq!(lc.last_error, None);
 }
 
+/// An IPMI node in `state` on attempt `op`, as a resuming daemon finds it: its step's deadline
+/// far off and, unless its boot was `seen`, its boot watchdog armed (far off too, so the
+/// watchdog is not what power-cycles it in these tests).
+fn waiting_on_pxe(state: State, op: u64, seen: bool) -> Node {
+    let mut n = node(state);
+    n.bmc.driver = crate::inventory::PowerDriver::Ipmi;
+    let now = crate::daemon::now_ms();
+    n.lifecycle.op = op;
+    n.lifecycle.deadline_ms = Some(now + 600_000);
+    n.lifecycle.boot_deadline_ms = (!seen).then_some(now + 600_000);
+    n
+}
+
 /// A deploy resumed by a new leader (or a restarted daemon) before its node's PXE boot reached
 /// the seed: the daemon that ordered the power cycle may have died before acting, so it is
 /// ordered again at once rather than at the boot watchdog. A node that did reach the seed (its
@@ -238,13 +251,7 @@ async fn a_verification_in_flight_at_a_restart_is_asked_again_and_goes_on_to_ins
 async fn a_resumed_deploy_whose_boot_was_not_seen_is_power_cycled_at_once() {
     for seen in [false, true] {
         let store = Arc::new(MemStore::new());
-        let mut n = node(State::Deploying);
-        n.bmc.driver = crate::inventory::PowerDriver::Ipmi;
-        let now = crate::daemon::now_ms();
-        n.lifecycle.op = 7;
-        n.lifecycle.deadline_ms = Some(now + 600_000);
-        // Long enough that the watchdog is not what power-cycles it here.
-        n.lifecycle.boot_deadline_ms = (!seen).then_some(now + 600_000);
+        let mut n = waiting_on_pxe(State::Deploying, 7, seen);
         n.lifecycle.target = Some(crate::inventory::DeployTarget {
             image: "tiny".into(),
             root_hint: None,
@@ -288,12 +295,7 @@ async fn a_resumed_deploy_whose_boot_was_not_seen_is_power_cycled_at_once() {
 async fn a_resumed_inspection_whose_boot_was_not_seen_is_power_cycled_at_once() {
     for seen in [false, true] {
         let store = Arc::new(MemStore::new());
-        let mut n = node(State::Inspecting);
-        n.bmc.driver = crate::inventory::PowerDriver::Ipmi;
-        let now = crate::daemon::now_ms();
-        n.lifecycle.op = 3;
-        n.lifecycle.deadline_ms = Some(now + 600_000);
-        n.lifecycle.boot_deadline_ms = (!seen).then_some(now + 600_000);
+        let n = waiting_on_pxe(State::Inspecting, 3, seen);
         nodes::create(&*store, &[n]).unwrap();
         let e = daemon(store);
         e.d.resume().unwrap();
