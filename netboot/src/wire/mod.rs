@@ -11,6 +11,7 @@
 
 pub mod af_packet;
 pub mod device;
+pub mod garp;
 pub mod ra;
 pub mod services;
 pub mod stack;
