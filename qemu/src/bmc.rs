@@ -146,6 +146,11 @@ impl VirtualBmc {
         }
     }
 
+    /// Its core, shared with its other edges (the management host's relay).
+    pub(crate) fn shared(&self) -> Arc<Shared> {
+        self.shared.clone()
+    }
+
     /// Also answer on the lab's BMC network, as the host `lan.address` (UDP 623) with its
     /// own Ethernet address, through the seed's userspace stack ([`crate::bmc_lan`]). The
     /// same sessions, faults and counters serve both edges.

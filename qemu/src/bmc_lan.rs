@@ -10,7 +10,7 @@
 use crate::bmc::Shared;
 use crate::spec::{BmcLan, BmcNetwork};
 use netboot::wire::device::McastDevice;
-use netboot::wire::{HostAddr, Stack};
+use netboot::wire::{HostAddr, Stack, WireUdp};
 use std::io;
 use std::net::SocketAddrV4;
 use std::os::fd::AsRawFd;
@@ -60,32 +60,7 @@ impl LanEdge {
         let thread = std::thread::Builder::new()
             .name(format!("vbmc-lan-{}", lan.address))
             .spawn(move || {
-                rt.block_on(async move {
-                    let mut buf = vec![0u8; 1024];
-                    loop {
-                        let (n, peer) = tokio::select! {
-                            _ = c.cancelled() => break,
-                            r = udp.recv_from(&mut buf) => match r {
-                                Ok(x) => x,
-                                Err(e) => {
-                                    tracing::warn!(error = %e, "BMC LAN receive failed");
-                                    continue;
-                                }
-                            },
-                        };
-                        if shared.stop.load(Ordering::Relaxed) {
-                            break;
-                        }
-                        // The core and the machine block briefly (QEMU start/stop): as on the
-                        // 127.0.0.1 edge, one datagram at a time.
-                        let Some(reply) = crate::bmc::answer(&shared, &buf[..n], &peer) else {
-                            continue;
-                        };
-                        if udp.send_to(&reply, peer).await.is_ok() {
-                            shared.stats.replied.fetch_add(1, Ordering::Relaxed);
-                        }
-                    }
-                })
+                rt.block_on(serve(udp, shared, c));
             })?;
         tracing::info!(%addr, mac = %lan.mac, "BMC answering on the BMC network");
         Ok(Self {
@@ -105,6 +80,35 @@ impl LanEdge {
         self.cancel.cancel();
         if let Some(t) = self.thread.take() {
             let _ = t.join();
+        }
+    }
+}
+
+/// Answer the IPMI datagrams `udp` receives with `shared`'s BMC until `cancel`: the LAN edge
+/// at the BMC's own address, and the management host's relay port ([`crate::mgmt`]).
+pub(crate) async fn serve(udp: WireUdp, shared: Arc<Shared>, cancel: CancellationToken) {
+    let mut buf = vec![0u8; 1024];
+    loop {
+        let (n, peer) = tokio::select! {
+            _ = cancel.cancelled() => break,
+            r = udp.recv_from(&mut buf) => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    tracing::warn!(error = %e, "BMC LAN receive failed");
+                    continue;
+                }
+            },
+        };
+        if shared.stop.load(Ordering::Relaxed) {
+            break;
+        }
+        // The core and the machine block briefly (QEMU start/stop): as on the 127.0.0.1 edge,
+        // one datagram at a time.
+        let Some(reply) = crate::bmc::answer(&shared, &buf[..n], &peer) else {
+            continue;
+        };
+        if udp.send_to(&reply, peer).await.is_ok() {
+            shared.stats.replied.fetch_add(1, Ordering::Relaxed);
         }
     }
 }

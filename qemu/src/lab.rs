@@ -30,6 +30,8 @@ pub struct Lab {
     bmcs: Vec<VirtualBmc>,
     /// The seed machine and its BMC, when `file.appliance` is set.
     appliance: Option<(Arc<Mutex<Node>>, VirtualBmc)>,
+    /// The management host, when `file.management` is set.
+    mgmt: Option<crate::mgmt::MgmtHost>,
 }
 
 impl Lab {
@@ -54,6 +56,7 @@ impl Lab {
             nodes: vec![],
             bmcs: vec![],
             appliance: None,
+            mgmt: None,
         };
         let net = file.bmc_network.clone();
         for spec in &mut file.nodes {
@@ -82,6 +85,25 @@ impl Lab {
             let node = Arc::new(Mutex::new(node));
             let bmc = start_bmc(&file.name, &mut a.bmc, &a.name, net.as_ref(), node.clone())?;
             lab.appliance = Some((node, bmc));
+        }
+        if let Some(m) = &file.management {
+            let mut bmcs: Vec<_> = lab
+                .bmcs
+                .iter()
+                .map(|b| (b.addr().port(), b.shared()))
+                .collect();
+            bmcs.extend(
+                lab.appliance
+                    .as_ref()
+                    .map(|(_, b)| (b.addr().port(), b.shared())),
+            );
+            lab.mgmt = Some(crate::mgmt::MgmtHost::start(m, file.wire, bmcs).map_err(
+                |source| LabError::Io {
+                    what: "starting the management host at",
+                    path: PathBuf::from(m.address.to_string()),
+                    source,
+                },
+            )?);
         }
         lab.file = file;
         spec::save(dir, &lab.file)?;
@@ -152,6 +174,9 @@ impl Lab {
 
     /// Stop every BMC and power every node off (idempotent).
     pub fn shutdown(&mut self) {
+        if let Some(m) = &mut self.mgmt {
+            m.stop();
+        }
         for b in &mut self.bmcs {
             b.stop();
         }

@@ -8,6 +8,8 @@
 //! - [`node`] and [`qmp`]: one QEMU process and its control socket.
 //! - [`wire`]: the multicast-on-loopback Ethernet all NICs share, and a sniffer/injector.
 //! - [`spec`] and [`lab`]: `lab.json`, lab directories, and a running [`Lab`].
+//! - `mgmt`: the lab's management host on the provisioning wire ([`spec::Management`]): the
+//!   BMCs relayed at its address, and the host's TCP ports carried onto the wire.
 //! - [`appliance`]: the lab's slot for the seed machine (an appliance VM booted from an ISO,
 //!   USB stick, disk image or kernel + initrd, with its own BMC).
 
@@ -16,6 +18,7 @@ pub mod bmc;
 mod bmc_lan;
 pub mod ipmi;
 pub mod lab;
+mod mgmt;
 pub mod node;
 pub mod qmp;
 pub mod spec;

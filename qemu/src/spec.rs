@@ -31,6 +31,76 @@ pub struct LabFile {
     /// The seed machine (appliance VM), when the lab has one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub appliance: Option<crate::appliance::ApplianceSpec>,
+    /// The lab's management host on the provisioning wire, when it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub management: Option<Management>,
+}
+
+/// The lab's management host (`seed lab up --management`): one more host on the provisioning
+/// wire, standing for what a datacenter routes onto that network. Every BMC answers IPMI at its
+/// address, on the BMC's own port (the BMC network routed to the provisioning network, so the
+/// undercloud reaches the BMCs after the seed machine is gone), and each [`TcpForward`] carries
+/// a TCP port of the host's 127.0.0.1 to an address on the wire (the operator's laptop on the
+/// provisioning network: the floating API address, whoever holds it).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Management {
+    /// Its address on the provisioning network.
+    pub address: Ipv4Addr,
+    /// The provisioning network's prefix length.
+    pub prefix_len: u8,
+    /// Its Ethernet address.
+    pub mac: String,
+    /// The host's ports carried onto the wire.
+    #[serde(default)]
+    pub forwards: Vec<TcpForward>,
+}
+
+impl Management {
+    /// The management host of lab `lab` at `address`/`prefix_len` (a locally administered MAC
+    /// derived from the lab's name).
+    pub fn new(lab: &str, address: Ipv4Addr, prefix_len: u8, forwards: Vec<TcpForward>) -> Self {
+        let h = fnv1a(format!("{lab}/management").as_bytes());
+        Self {
+            address,
+            prefix_len,
+            mac: format!(
+                "02:3e:{:02x}:{:02x}:{:02x}:{:02x}",
+                (h >> 24) as u8,
+                (h >> 16) as u8,
+                (h >> 8) as u8,
+                h as u8
+            ),
+            forwards,
+        }
+    }
+}
+
+/// 127.0.0.1:`host_port` on the host, carried to `to` on the provisioning wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TcpForward {
+    /// The port on the host's 127.0.0.1.
+    pub host_port: u16,
+    /// Where on the wire.
+    pub to: std::net::SocketAddrV4,
+}
+
+impl std::str::FromStr for TcpForward {
+    type Err = String;
+
+    /// `HOSTPORT=ADDRESS:PORT`, e.g. `16386=10.80.0.1:6385`.
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (port, to) = s
+            .split_once('=')
+            .ok_or_else(|| format!("{s:?}: expected HOSTPORT=ADDRESS:PORT"))?;
+        Ok(Self {
+            host_port: port
+                .parse()
+                .map_err(|_| format!("{s:?}: {port:?} is not a port"))?,
+            to: to
+                .parse()
+                .map_err(|_| format!("{s:?}: {to:?} is not ADDRESS:PORT"))?,
+        })
+    }
 }
 
 /// The lab's BMC network, as a datacenter's out-of-band management LAN.
@@ -225,6 +295,7 @@ impl Plan {
                 .collect(),
             bmc_network: net,
             appliance: None,
+            management: None,
         }
     }
 
