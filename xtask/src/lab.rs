@@ -4,7 +4,9 @@
 //! the tiny golden image it deploys. With `--appliance [--iso|--usb|--disk|--pxe]` it builds
 //! the appliance (`cargo xtask appliance`) and boots it as the lab's seed VM: the flags become
 //! `seed lab up --appliance-medium FILE --appliance-kind iso|usb|disk|pxe` (default: the ISO
-//! as a CD) and its API is forwarded to 127.0.0.1:16385.
+//! as a CD) and its API is forwarded to 127.0.0.1:16385. The lab then also gets a management
+//! host on the provisioning wire (`--management 10.80.0.3/24`: the BMCs routed there) carrying
+//! 127.0.0.1:16386 to the control plane's address 10.80.0.1:6385.
 
 use anyhow::{Context, Result};
 use std::ffi::OsString;
@@ -93,6 +95,21 @@ fn appliance_args(args: &[OsString], dir: &std::path::Path) -> Vec<OsString> {
         out.push("--appliance-forward".into());
         out.push("16385:6385".into());
     }
+    // A seed machine has a disk of its own, as a server has: what the undercloud deploys onto
+    // once it adopts the machine (Stage N).
+    if kind != "disk" && !args.iter().any(|a| a == "--appliance-disks") {
+        out.extend(["--appliance-disks", "4"].map(OsString::from));
+    }
+    // The lab's management host on the appliance's provisioning network (its defaults and
+    // README's: 10.80.0.0/24): the BMCs routed there, and the control plane's address
+    // (10.80.0.1: the appliance's own by default, the floating one with `[ha]`) on the host's
+    // 127.0.0.1:16386, whoever holds it.
+    if !args.iter().any(|a| a == "--management") {
+        out.extend(["--management", "10.80.0.3/24"].map(OsString::from));
+        if !args.iter().any(|a| a == "--forward") {
+            out.extend(["--forward", "16386=10.80.0.1:6385"].map(OsString::from));
+        }
+    }
     out
 }
 
@@ -120,7 +137,13 @@ mod tests {
                 "--appliance-kind",
                 "usb",
                 "--appliance-forward",
-                "16385:6385"
+                "16385:6385",
+                "--appliance-disks",
+                "4",
+                "--management",
+                "10.80.0.3/24",
+                "--forward",
+                "16386=10.80.0.1:6385"
             ]
         );
     }

@@ -72,6 +72,8 @@ struct UpArgs {
     #[command(flatten)]
     appliance: super::lab_up::ApplianceArgs,
     #[command(flatten)]
+    management: super::lab_up::ManagementArgs,
+    #[command(flatten)]
     seed: super::lab_seed::SeedArgs,
 }
 
@@ -126,7 +128,14 @@ fn up(a: UpArgs) -> Result<()> {
         );
     }
     // Decided before detaching, so that a refusal is printed here.
-    let file = super::lab_up::resolve(&a.which.name, &dir, &a.shape, &a.appliance, a.recreate)?;
+    let file = super::lab_up::resolve(
+        &a.which.name,
+        &dir,
+        &a.shape,
+        &a.appliance,
+        &a.management,
+        a.recreate,
+    )?;
     if a.detach {
         return detach(&dir);
     }
@@ -143,6 +152,7 @@ fn up(a: UpArgs) -> Result<()> {
         .build()
         .context("starting the runtime")?;
     let mut lab = Lab::start(&dir, file, run).context("starting the lab")?;
+    write_routed_nodes(&dir, lab.file())?;
     print_table(&dir, lab.file(), false);
     let _seed = if a.seed.seed {
         Some(super::lab_seed::start(&dir, lab.file(), &a.seed)?)
@@ -229,6 +239,41 @@ fn detach(dir: &Path) -> Result<()> {
     Ok(())
 }
 
+/// The nodes as an instackenv with their BMCs at the management host's address (written by
+/// `up` when the lab has one), and the seed machine's entry (Stage N: the cloud enrolls it).
+const ROUTED_NODES: &str = "nodes.yaml";
+const ROUTED_SEED_MACHINE: &str = "seed-machine.yaml";
+
+/// Write [`ROUTED_NODES`] and [`ROUTED_SEED_MACHINE`] into `dir` when `file` has a
+/// management host (BMC ports as bound).
+fn write_routed_nodes(dir: &Path, file: &LabFile) -> Result<()> {
+    let Some(m) = &file.management else {
+        return Ok(());
+    };
+    let routed = |specs: &[spec::NodeSpec]| {
+        let specs: Vec<_> = specs
+            .iter()
+            .map(|n| {
+                let mut n = n.clone();
+                n.bmc.address = m.address;
+                // The provisioning NIC only: the seed machine's second NIC is on the BMC network.
+                n.macs.truncate(1);
+                n
+            })
+            .collect();
+        super::lab_seed::instackenv(&specs, &[], "")
+    };
+    let nodes = dir.join(ROUTED_NODES);
+    std::fs::write(&nodes, routed(&file.nodes))
+        .with_context(|| format!("writing {}", nodes.display()))?;
+    if let Some(a) = &file.appliance {
+        let seed = dir.join(ROUTED_SEED_MACHINE);
+        std::fs::write(&seed, routed(&[a.node_spec()]))
+            .with_context(|| format!("writing {}", seed.display()))?;
+    }
+    Ok(())
+}
+
 fn print_table(dir: &Path, file: &LabFile, with_power: bool) {
     println!(
         "lab {}  dir {}  wire {}:{}",
@@ -310,6 +355,19 @@ fn print_table(dir: &Path, file: &LabFile, with_power: bool) {
                 .map_or_else(|| "(network boot)".into(), |p| p.display().to_string()),
             dir.join(&a.name).join("console.log").display()
         );
+    }
+    if let Some(m) = &file.management {
+        println!(
+            "management host {}/{} on the provisioning wire: each BMC also answers at {}:<its \
+             port> (the BMC network routed there); nodes as enrolled from it: {}",
+            m.address,
+            m.prefix_len,
+            m.address,
+            dir.join(ROUTED_NODES).display()
+        );
+        for f in &m.forwards {
+            println!("  127.0.0.1:{} -> {} on the wire", f.host_port, f.to);
+        }
     }
     if let Some(n) = file.nodes.first() {
         println!(

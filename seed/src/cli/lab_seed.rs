@@ -112,9 +112,8 @@ fn ipxe_source(dir: &Path, a: &SeedArgs) -> Result<Option<PathBuf>> {
 /// The nodes as an instackenv-style inventory for `seed node import`; `chain_tftp` names the
 /// nodes that take the TFTP chain, `extra` is added to every node (e.g. a capability line).
 pub fn instackenv(nodes: &[NodeSpec], chain_tftp: &[String], extra: &str) -> String {
-    let mut s = String::from(
-        "# The lab's nodes, instackenv-style (written by seed lab up --seed)\nnodes:\n",
-    );
+    let mut s =
+        String::from("# The lab's nodes, instackenv-style (written by seed lab up)\nnodes:\n");
     for n in nodes {
         s += &format!(
             "  - name: {}\n    mac: [{}]\n    pm_type: ipmi\n    pm_addr: {}\n    pm_port: {}\n    pm_user: {}\n    pm_password: {}\n",

@@ -9,7 +9,7 @@
 
 use anyhow::{bail, Context, Result};
 use qemu::appliance::{ApplianceSpec, Medium, PortForward};
-use qemu::spec::{self, Firmware, LabFile, Plan};
+use qemu::spec::{self, Firmware, LabFile, Management, Plan, TcpForward};
 use std::path::{Path, PathBuf};
 
 /// The lab's shape. Each option is compared with an existing lab only when given; the
@@ -53,6 +53,10 @@ pub struct ApplianceArgs {
     /// The seed machine's RAM, MiB [default: 1024].
     #[arg(long, value_name = "MIB")]
     pub appliance_memory: Option<u32>,
+    /// The seed machine's disks in GiB, comma separated, besides its medium (a server's own
+    /// disks: what the undercloud deploys onto once it adopts the machine) [default: none].
+    #[arg(long, value_name = "GIB")]
+    pub appliance_disks: Option<String>,
     /// The seed machine's firmware, bios or uefi [default: the nodes'].
     #[arg(long, value_name = "FIRMWARE")]
     pub appliance_firmware: Option<String>,
@@ -61,6 +65,28 @@ pub struct ApplianceArgs {
     /// 16385:6385.
     #[arg(long, value_name = "HOST:GUEST")]
     pub appliance_forward: Vec<String>,
+    /// The seed machine's `seed.toml`: checked, then written into the SEEDCFG partition of a
+    /// copy of the medium (iso, usb or a raw disk) in the lab directory, which it boots.
+    #[arg(long, value_name = "FILE")]
+    pub appliance_config: Option<PathBuf>,
+    /// The `nodes.yaml` it enrolls at its first boot, written beside `--appliance-config`.
+    #[arg(long, value_name = "FILE", requires = "appliance_config")]
+    pub appliance_nodes: Option<PathBuf>,
+}
+
+/// The lab's management host on the provisioning wire (see `qemu::spec::Management`).
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct ManagementArgs {
+    /// A host on the provisioning wire at ADDRESS/PREFIX standing for what a datacenter routes
+    /// there: every BMC also answers IPMI at ADDRESS on its own port (the BMC network routed
+    /// to the provisioning network, so that machines the seed deploys reach the BMCs too).
+    #[arg(long, value_name = "ADDRESS/PREFIX")]
+    pub management: Option<String>,
+    /// Carry the host's 127.0.0.1:HOSTPORT to ADDRESS:PORT on the provisioning wire through
+    /// the management host (TCP), e.g. 16386=10.80.0.1:6385 for the control plane's floating
+    /// API address. Repeatable.
+    #[arg(long, value_name = "HOSTPORT=ADDRESS:PORT")]
+    pub forward: Vec<TcpForward>,
 }
 
 /// The lab to start in `dir`: the existing one (its seed machine set from `app` when given), a
@@ -71,6 +97,7 @@ pub fn resolve(
     dir: &Path,
     shape: &Shape,
     app: &ApplianceArgs,
+    mg: &ManagementArgs,
     recreate: bool,
 ) -> Result<LabFile> {
     let plan = plan(name, shape)?;
@@ -96,7 +123,10 @@ pub fn resolve(
     } else {
         plan.lab_file()
     };
-    if let Some(spec) = appliance(&file, app)? {
+    if let Some(m) = management(&file, mg)? {
+        file.management = Some(m);
+    }
+    if let Some(spec) = appliance(&file, dir, app)? {
         match &file.appliance {
             Some(old) if *old != spec => println!(
                 "seed machine: now {} {} (was {} {})",
@@ -195,19 +225,51 @@ fn disks(d: &[u32]) -> String {
     }
 }
 
-/// The seed machine `app` asks for in `lab` (`None` when no `--appliance-kind` is given).
-fn appliance(lab: &LabFile, app: &ApplianceArgs) -> Result<Option<ApplianceSpec>> {
+/// The management host `mg` asks for in `lab` (`None` when no `--management` is given).
+fn management(lab: &LabFile, mg: &ManagementArgs) -> Result<Option<Management>> {
+    let Some(cidr) = &mg.management else {
+        if !mg.forward.is_empty() {
+            bail!("--forward needs --management (the host on the wire that carries it)");
+        }
+        return Ok(None);
+    };
+    let (address, prefix) = cidr
+        .split_once('/')
+        .and_then(|(a, p)| Some((a.parse().ok()?, p.parse::<u8>().ok()?)))
+        .filter(|(_, p)| (8..=30).contains(p))
+        .with_context(|| format!("--management {cidr:?}: ADDRESS/PREFIX, e.g. 10.80.0.3/24"))?;
+    let mut ports = std::collections::BTreeSet::new();
+    for f in &mg.forward {
+        anyhow::ensure!(
+            ports.insert(f.host_port),
+            "--forward: port {} is given twice",
+            f.host_port
+        );
+    }
+    Ok(Some(Management::new(
+        &lab.name,
+        address,
+        prefix,
+        mg.forward.clone(),
+    )))
+}
+
+/// The seed machine `app` asks for in `lab` (`None` when no `--appliance-kind` is given); with
+/// `--appliance-config`, its medium is a configured copy in `dir`.
+fn appliance(lab: &LabFile, dir: &Path, app: &ApplianceArgs) -> Result<Option<ApplianceSpec>> {
     let Some(kind) = &app.appliance_kind else {
         if app.appliance_medium.is_some()
             || app.appliance_memory.is_some()
             || app.appliance_firmware.is_some()
             || !app.appliance_forward.is_empty()
+            || app.appliance_config.is_some()
+            || app.appliance_disks.is_some()
         {
             bail!("--appliance-* options need --appliance-kind (iso, usb, disk, kernel or pxe)");
         }
         return Ok(None);
     };
-    let medium = Medium::from_kind(kind, app.appliance_medium.as_deref())
+    let mut medium = Medium::from_kind(kind, app.appliance_medium.as_deref())
         .map_err(|e| anyhow::anyhow!("--appliance-kind: {e}"))?;
     for f in medium.files() {
         anyhow::ensure!(
@@ -215,6 +277,9 @@ fn appliance(lab: &LabFile, app: &ApplianceArgs) -> Result<Option<ApplianceSpec>
             "the appliance medium {} is missing",
             f.display()
         );
+    }
+    if let Some(config) = &app.appliance_config {
+        medium = configured(medium, dir, config, app.appliance_nodes.as_deref())?;
     }
     let mut spec = ApplianceSpec::new(lab, medium);
     // Kept from the lab's current seed machine: its BMC port (enrolled elsewhere, maybe).
@@ -224,6 +289,9 @@ fn appliance(lab: &LabFile, app: &ApplianceArgs) -> Result<Option<ApplianceSpec>
     if let Some(m) = app.appliance_memory {
         anyhow::ensure!(m >= 128, "--appliance-memory {m}: at least 128 MiB");
         spec.memory_mib = m;
+    }
+    if let Some(d) = &app.appliance_disks {
+        spec.disks_gib = parse_disks(d).context("--appliance-disks")?;
     }
     if let Some(f) = &app.appliance_firmware {
         spec.firmware = match f.as_str() {
@@ -240,6 +308,21 @@ fn appliance(lab: &LabFile, app: &ApplianceArgs) -> Result<Option<ApplianceSpec>
         spec.forward.push(PortForward { host: h, guest: g });
     }
     Ok(Some(spec))
+}
+
+/// `medium` as a copy in `dir/seed-medium` whose SEEDCFG holds `config` (and `nodes`).
+fn configured(medium: Medium, dir: &Path, config: &Path, nodes: Option<&Path>) -> Result<Medium> {
+    let out = dir.join("seed-medium");
+    let with = |p: &Path| super::lab_seedcfg::configured_medium(p, &out, config, nodes);
+    Ok(match medium {
+        Medium::Iso { path } => Medium::Iso { path: with(&path)? },
+        Medium::Usb { path } => Medium::Usb { path: with(&path)? },
+        Medium::Disk { path } => Medium::Disk { path: with(&path)? },
+        other => bail!(
+            "--appliance-config: a {} seed machine has no SEEDCFG partition (iso, usb or disk)",
+            other.kind()
+        ),
+    })
 }
 
 /// `--disks`: sizes in GiB, comma separated; "" or "none" for no disk.
@@ -302,7 +385,15 @@ mod tests {
         spec::save(&dir, &Plan::new("x", 2).lab_file()).unwrap();
         std::fs::write(dir.join("marker"), "old").unwrap();
         let app = ApplianceArgs::default();
-        let e = resolve("x", &dir, &shape(Some(4), true), &app, false).unwrap_err();
+        let e = resolve(
+            "x",
+            &dir,
+            &shape(Some(4), true),
+            &app,
+            &ManagementArgs::default(),
+            false,
+        )
+        .unwrap_err();
         let msg = format!("{e:#}");
         assert!(msg.contains("nodes: the lab has 2, asked 4"), "{msg}");
         assert!(
@@ -311,9 +402,25 @@ mod tests {
         );
         assert!(msg.contains("--recreate"), "{msg}");
         assert!(dir.join("marker").exists(), "nothing destroyed");
-        let f = resolve("x", &dir, &shape(None, false), &app, false).unwrap();
+        let f = resolve(
+            "x",
+            &dir,
+            &shape(None, false),
+            &app,
+            &ManagementArgs::default(),
+            false,
+        )
+        .unwrap();
         assert_eq!(f.nodes.len(), 2, "re-opened as it is");
-        let f = resolve("x", &dir, &shape(Some(4), true), &app, true).unwrap();
+        let f = resolve(
+            "x",
+            &dir,
+            &shape(Some(4), true),
+            &app,
+            &ManagementArgs::default(),
+            true,
+        )
+        .unwrap();
         assert_eq!(f.nodes.len(), 4);
         assert_eq!(f.nodes[0].firmware, Firmware::Uefi);
         assert!(!dir.join("marker").exists(), "the old lab is gone");
@@ -329,13 +436,23 @@ mod tests {
             appliance_kind: Some("iso".into()),
             appliance_medium: Some(iso.clone()),
             appliance_memory: Some(768),
+            appliance_disks: Some("3".into()),
             appliance_forward: vec!["16385:6385".into()],
             ..ApplianceArgs::default()
         };
-        let f = resolve("x", &dir, &shape(Some(2), false), &app, false).unwrap();
+        let f = resolve(
+            "x",
+            &dir,
+            &shape(Some(2), false),
+            &app,
+            &ManagementArgs::default(),
+            false,
+        )
+        .unwrap();
         let a = f.appliance.unwrap();
         assert_eq!(a.medium, Medium::Iso { path: iso });
         assert_eq!((a.memory_mib, a.bmc.port), (768, 6233));
+        assert_eq!(a.disks_gib, [3]);
         assert_eq!(
             a.forward,
             [PortForward {
@@ -347,14 +464,75 @@ mod tests {
             appliance_medium: Some("x.iso".into()),
             ..ApplianceArgs::default()
         };
-        let e = resolve("x", &dir, &shape(None, false), &bad, false).unwrap_err();
+        let e = resolve(
+            "x",
+            &dir,
+            &shape(None, false),
+            &bad,
+            &ManagementArgs::default(),
+            false,
+        )
+        .unwrap_err();
         assert!(e.to_string().contains("--appliance-kind"), "{e}");
         let missing = ApplianceArgs {
             appliance_kind: Some("disk".into()),
             appliance_medium: Some(tmp.path().join("nope.img")),
             ..ApplianceArgs::default()
         };
-        let e = resolve("x", &dir, &shape(None, false), &missing, false).unwrap_err();
+        let e = resolve(
+            "x",
+            &dir,
+            &shape(None, false),
+            &missing,
+            &ManagementArgs::default(),
+            false,
+        )
+        .unwrap_err();
         assert!(e.to_string().contains("nope.img"), "{e}");
+    }
+
+    #[test]
+    fn the_management_host_is_set_from_its_options() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("lab");
+        let app = ApplianceArgs::default();
+        let mg = ManagementArgs {
+            management: Some("10.80.0.3/24".into()),
+            forward: vec!["16386=10.80.0.1:6385".parse().unwrap()],
+        };
+        let f = resolve("x", &dir, &shape(Some(2), false), &app, &mg, false).unwrap();
+        let m = f.management.unwrap();
+        assert_eq!(
+            (m.address.to_string(), m.prefix_len),
+            ("10.80.0.3".into(), 24)
+        );
+        assert_eq!(m.forwards[0].to.to_string(), "10.80.0.1:6385");
+        for (bad, says) in [
+            ("10.80.0.3", "ADDRESS/PREFIX"),
+            ("10.80.0.3/33", "ADDRESS/PREFIX"),
+        ] {
+            let mg = ManagementArgs {
+                management: Some(bad.into()),
+                forward: vec![],
+            };
+            let e = resolve("x", &dir, &shape(None, false), &app, &mg, false).unwrap_err();
+            assert!(e.to_string().contains(says), "{bad}: {e}");
+        }
+        let twice = ManagementArgs {
+            management: Some("10.80.0.3/24".into()),
+            forward: vec![
+                "1=10.80.0.1:1".parse().unwrap(),
+                "1=10.80.0.2:1".parse().unwrap(),
+            ],
+        };
+        let e = resolve("x", &dir, &shape(None, false), &app, &twice, false).unwrap_err();
+        assert!(e.to_string().contains("twice"), "{e}");
+        let alone = ManagementArgs {
+            management: None,
+            forward: vec!["1=10.80.0.1:1".parse().unwrap()],
+        };
+        let e = resolve("x", &dir, &shape(None, false), &app, &alone, false).unwrap_err();
+        assert!(e.to_string().contains("--management"), "{e}");
+        assert!("16386:10.80.0.1".parse::<TcpForward>().is_err());
     }
 }

@@ -16,6 +16,8 @@ pub mod lab;
 #[cfg(feature = "lab")]
 pub mod lab_seed;
 #[cfg(feature = "lab")]
+pub mod lab_seedcfg;
+#[cfg(feature = "lab")]
 pub mod lab_up;
 pub mod netboot;
 pub mod node;
