@@ -80,6 +80,11 @@ enum Body<'a> {
     },
 }
 
+/// How long a `--wait` keeps trying a control plane that does not answer (see
+/// [`Client::get_patient`]): a leader's lease running out and another member taking the
+/// floating address over fit well within it.
+pub const FAILOVER_GRACE: std::time::Duration = std::time::Duration::from_secs(90);
+
 impl Client {
     /// A client of the API at `api` with the operator's `token` (required: the error says how
     /// to give it), trusting only the CA in the PEM file `ca` for HTTPS (required for an
@@ -122,6 +127,42 @@ impl Client {
     /// `GET path` as `T`.
     pub fn get<T: DeserializeOwned>(&self, path: &str) -> anyhow::Result<T> {
         self.call("GET", path, Body::None)
+    }
+
+    /// [`Client::get`] for a `--wait` that follows work across a failover: while the control
+    /// plane's floating address moves to another member (or the seed hands over) nothing
+    /// answers for a few seconds, so a GET that reaches nobody is tried again for up to
+    /// [`FAILOVER_GRACE`] before it counts. Any answer, a refusal included, counts at once.
+    pub fn get_patient<T: DeserializeOwned>(&self, path: &str) -> anyhow::Result<T> {
+        let resp = self.send_patient(path)?;
+        self.answer("GET", path, resp)
+    }
+
+    /// [`Client::get_opt`], patient as [`Client::get_patient`].
+    pub fn get_opt_patient<T: DeserializeOwned>(&self, path: &str) -> anyhow::Result<Option<T>> {
+        let resp = self.send_patient(path)?;
+        if resp.status() == StatusCode::NOT_FOUND {
+            return Ok(None);
+        }
+        self.answer("GET", path, resp).map(Some)
+    }
+
+    fn send_patient(&self, path: &str) -> anyhow::Result<Response<ureq::Body>> {
+        let start = std::time::Instant::now();
+        let mut said = false;
+        loop {
+            match self.send("GET", path, Body::None) {
+                Ok(r) => return Ok(r),
+                Err(e) if start.elapsed() < FAILOVER_GRACE => {
+                    if !said {
+                        eprintln!("{e:#}; trying again (a failover takes a few seconds)");
+                        said = true;
+                    }
+                    std::thread::sleep(std::time::Duration::from_secs(1));
+                }
+                Err(e) => return Err(e),
+            }
+        }
     }
 
     /// `GET path` as `T`; `None` when the daemon answers 404.

@@ -174,7 +174,7 @@ fn follow(c: &Client, name: &str, secs: u64, gone_ok: bool) -> anyhow::Result<()
     bar.enable_steady_tick(Duration::from_millis(120));
     let start = Instant::now();
     loop {
-        let Some(s) = stack(c, name)? else {
+        let Some(s) = c.get_opt_patient::<StackView>(&format!("/v1/stacks/{name}"))? else {
             bar.finish_and_clear();
             anyhow::ensure!(gone_ok, "{name} disappeared");
             println!("{name}: deleted after {} s", start.elapsed().as_secs());

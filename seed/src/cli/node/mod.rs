@@ -43,11 +43,12 @@ pub enum NodeCommand {
         #[command(flatten)]
         remote: Remote,
     },
-    /// Ask the running daemon to inspect a node (PXE-boot the ramdisk, collect its facts),
-    /// through its API; `--wait` follows it to the end.
+    /// Ask the running daemon to inspect nodes (PXE-boot the ramdisk, collect their facts),
+    /// through its API; `--wait` follows them to the end.
     Inspect {
-        /// The node's name.
-        name: String,
+        /// The nodes' names (inspected at once).
+        #[arg(required = true)]
+        names: Vec<String>,
         #[command(flatten)]
         api: ApiArgs,
         /// Wait (at most this many seconds) until the node is inspected or failed.
@@ -204,7 +205,7 @@ fn follow(
     let start = std::time::Instant::now();
     loop {
         let node: api::NodeView = c
-            .get(&format!("/v1/nodes/{name}"))
+            .get_patient(&format!("/v1/nodes/{name}"))
             .with_context(|| format!("reading {name} from the seed"))?;
         if let Some(done) = step(&node) {
             return done;
@@ -228,8 +229,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let out = &mut std::io::stdout().lock();
     // The daemon holds the store: these go through its API.
     match &args.command {
-        NodeCommand::Inspect { name, api, wait } => {
-            return inspect::inspect(&api.client()?, name, *wait)
+        NodeCommand::Inspect { names, api, wait } => {
+            return inspect::inspect(&api.client()?, names, *wait)
         }
         NodeCommand::Deploy {
             name,
