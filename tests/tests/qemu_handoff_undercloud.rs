@@ -16,34 +16,32 @@
 //! out again" in one step: the seed's own machine is enrolled into the undercloud, inspected,
 //! and `stack replace` of the dead member deploys it there; it joins the etcd cluster, and the
 //! dead member leaves the membership once its machine is taken back. Through it all, one DHCP
-//! server at a time (a capture of the switch).
+//! server at a time (a capture of the wire).
 //!
-//! The machines' NICs are TAP ports of a test switch (a bridge in a namespace); QEMU and the
-//! lab's BMCs live in that namespace too, the BMCs relayed to the switch's own address (the
-//! management network the seed and the undercloud reach), from which the test calls the APIs as
-//! an operator's laptop would. Nothing touches the host's interfaces. Each phase's time is
-//! printed.
+//! The lab is the one `cargo xtask lab up --appliance` gives a person (README, "From seed to
+//! HA undercloud in the lab"): the machines on the lab's wire, its management host relaying
+//! every BMC at 10.80.0.3 (the seed and the undercloud reach them there) and carrying a port of
+//! the host's 127.0.0.1 to the floating API address, whoever holds it; the seed machine's own
+//! API on another port. The test calls the APIs there as an operator's laptop would. Nothing
+//! touches the host's interfaces. Each phase's time is printed.
 
 mod handoff_common;
 
-use handoff_common::{dhcp_replies, SwitchLab, MGMT_IP, SEED_IP};
+use handoff_common::{dhcp_replies, HandoffLab, FLOAT, SEED_IP};
 use std::collections::BTreeSet;
 use std::path::Path;
 use std::time::{Duration, Instant};
-use tests::netns::Switch;
-use tests::proc::Child;
 
 const TOKEN: &str = "handoff-undercloud-operator-token";
-const FLOAT: &str = "10.80.0.1";
 /// node1–3 the undercloud, node4 and node5 the overcloud (the seed machine comes after them).
 const NODES: usize = 5;
 
 /// The API at `at`: (status, body), or (0, what curl said) when nothing answered — said on
 /// stderr too, so a machine that went away mid-poll shows when; the poll's deadline then fails
 /// with the consoles beside it.
-fn api(sw: &Switch, at: &str, method: &str, path: &str, body: Option<&str>) -> (u16, String) {
-    let cmd = sw.ns.cmd(tests::require("curl"));
-    let url = format!("http://{at}:6385{path}");
+fn api(at: u16, method: &str, path: &str, body: Option<&str>) -> (u16, String) {
+    let cmd = std::process::Command::new(tests::require("curl"));
+    let url = format!("http://127.0.0.1:{at}{path}");
     tests::try_curl(cmd, method, &url, Some(TOKEN), body, 30).unwrap_or_else(|e| {
         eprintln!("no answer: {e}");
         (0, e)
@@ -71,9 +69,9 @@ fn wait(what: &str, within: Duration, mut ok: impl FnMut() -> bool, context: imp
 }
 
 /// Inspect `nodes` (all at once) through the daemon at `at` and wait until they are available.
-fn inspect(sw: &Switch, at: &str, nodes: &[&str], context: impl Fn() -> String) {
+fn inspect(at: u16, nodes: &[&str], context: impl Fn() -> String) {
     for node in nodes {
-        let (code, body) = api(sw, at, "POST", &format!("/v1/nodes/{node}/inspect"), None);
+        let (code, body) = api(at, "POST", &format!("/v1/nodes/{node}/inspect"), None);
         assert!(code == 202 || code == 200, "{node}: {code} {body}");
     }
     wait(
@@ -81,7 +79,7 @@ fn inspect(sw: &Switch, at: &str, nodes: &[&str], context: impl Fn() -> String) 
         Duration::from_secs(300),
         || {
             nodes.iter().all(|n| {
-                api(sw, at, "GET", &format!("/v1/nodes/{n}"), None)
+                api(at, "GET", &format!("/v1/nodes/{n}"), None)
                     .1
                     .contains("\"available\"")
             })
@@ -91,18 +89,17 @@ fn inspect(sw: &Switch, at: &str, nodes: &[&str], context: impl Fn() -> String) 
 }
 
 /// Ask the daemon at `at` to create stack `name` from the repository's `template`.
-fn post_stack(sw: &Switch, at: &str, name: &str, template: &str, params: serde_json::Value) {
+fn post_stack(at: u16, name: &str, template: &str, params: serde_json::Value) {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let template = std::fs::read_to_string(root.join(template)).unwrap();
     let req = serde_json::json!({"name": name, "template": template, "params": params});
-    let (code, body) = api(sw, at, "POST", "/v1/stacks", Some(&req.to_string()));
+    let (code, body) = api(at, "POST", "/v1/stacks", Some(&req.to_string()));
     assert_eq!(code, 201, "{body}");
 }
 
 /// Wait (bounded by `within`) until stack `name` is `want`; a `…_FAILED` fails at once.
 fn wait_stack(
-    sw: &Switch,
-    at: &str,
+    at: u16,
     name: &str,
     want: &str,
     within: Duration,
@@ -113,7 +110,7 @@ fn wait_stack(
         &format!("the {name} stack {want}"),
         within,
         || {
-            last = json(&api(sw, at, "GET", &format!("/v1/stacks/{name}"), None).1);
+            last = json(&api(at, "GET", &format!("/v1/stacks/{name}"), None).1);
             let status = last["status"].as_str().unwrap_or("");
             assert!(!status.ends_with("_FAILED"), "{last}\n{}", context());
             status == want
@@ -124,8 +121,8 @@ fn wait_stack(
 }
 
 /// The control plane's (members, daemons) as the daemon at `at` lists them.
-fn membership(sw: &Switch, at: &str) -> (Vec<serde_json::Value>, Vec<serde_json::Value>) {
-    let m = json(&api(sw, at, "GET", "/v1/ha/members", None).1);
+fn membership(at: u16) -> (Vec<serde_json::Value>, Vec<serde_json::Value>) {
+    let m = json(&api(at, "GET", "/v1/ha/members", None).1);
     let list = |k: &str| m[k].as_array().cloned().unwrap_or_default();
     (list("members"), list("daemons"))
 }
@@ -187,14 +184,12 @@ fn unix_secs(t: std::time::SystemTime) -> f64 {
         .as_secs_f64()
 }
 
-/// `seed ARGS` against the API at `at`, from the switch (the operator's laptop); its output
+/// `seed ARGS` against the API on the host's port `at` (the operator's laptop); its output
 /// (panics with it unless it succeeds).
-fn seed_cli(sw: &Switch, at: &str, args: &[&str]) -> String {
-    let out = sw
-        .ns
-        .cmd(tests::seed_bin())
+fn seed_cli(at: u16, args: &[&str]) -> String {
+    let out = std::process::Command::new(tests::seed_bin())
         .args(args)
-        .env("SEED_API", format!("http://{at}:6385"))
+        .env("SEED_API", format!("http://127.0.0.1:{at}"))
         .env("SEED_TOKEN", TOKEN)
         .output()
         .unwrap();
@@ -228,16 +223,8 @@ fn qemu_handoff_undercloud_from_the_appliance_survives_a_loss_and_adopts_the_see
     let phase = |what: &str| eprintln!("[{:>6.1}s] {what}", t0.elapsed().as_secs_f64());
     let tmp = tempfile::tempdir().unwrap();
     let d = tmp.path();
-    let sw = Switch::new();
-    sw.ns
-        .ip(&["addr", "add", &format!("{MGMT_IP}/24"), "dev", "br0"]);
-    // Every DHCP datagram on the switch, to see who answered when.
+    // Every DHCP datagram on the wire, to see who answered when.
     let pcap = d.join("dhcp.pcap");
-    let mut cap = sw.ns.cmd(tests::require("tshark"));
-    cap.args(["-i", "br0", "-f", "udp port 67 or udp port 68", "-w"])
-        .arg(&pcap);
-    let mut capture = Child::spawn("tshark", cap);
-    capture.wait_for_log("Capturing on", Duration::from_secs(30));
 
     // The seed machine boots its stick (the ISO as a CD, SeaBIOS) with the config on it.
     let medium = qemu::appliance::Medium::Iso {
@@ -247,7 +234,7 @@ fn qemu_handoff_undercloud_from_the_appliance_survives_a_loss_and_adopts_the_see
         medium,
         memory_mib: 1536,
     };
-    let lab = SwitchLab::start(&sw, &d.join("lab"), NODES, Some(seed));
+    let mut lab = HandoffLab::start(&d.join("lab"), NODES, seed, &pcap);
     const SEED: usize = NODES;
     let consoles = |machines: &[usize]| {
         let mut out = String::new();
@@ -271,7 +258,7 @@ fn qemu_handoff_undercloud_from_the_appliance_survives_a_loss_and_adopts_the_see
     wait(
         "the seed holds the floating address",
         Duration::from_secs(60),
-        || api(&sw, FLOAT, "GET", "/v1/nodes", None).0 == 200,
+        || api(lab.float_api, "GET", "/v1/nodes", None).0 == 200,
         seed_ctx,
     );
     let c = lab.console(SEED);
@@ -287,21 +274,20 @@ fn qemu_handoff_undercloud_from_the_appliance_survives_a_loss_and_adopts_the_see
     let nodes = d.join("nodes.yaml");
     std::fs::write(&nodes, lab.nodes_yaml(0..NODES)).unwrap();
     seed_cli(
-        &sw,
-        SEED_IP,
+        lab.seed_api,
         &["node", "import", &nodes.display().to_string()],
     );
-    let images = seed_cli(&sw, SEED_IP, &["image", "list"]);
+    let images = seed_cli(lab.seed_api, &["image", "list"]);
     assert!(
         images.contains("undercloud") && images.contains("tiny"),
         "{images}"
     );
-    let (members, daemons) = membership(&sw, SEED_IP);
+    let (members, daemons) = membership(lab.seed_api);
     assert_eq!(voters(&members), names(&["seed"]), "{members:?}");
     assert_eq!(daemons.len(), 1, "{daemons:?}");
 
     let members_ctx = || consoles(&[0, 1, 2, SEED]);
-    inspect(&sw, SEED_IP, &["node1", "node2", "node3"], members_ctx);
+    inspect(lab.seed_api, &["node1", "node2", "node3"], members_ctx);
     phase("node1-3 inspected by the seed");
 
     // The members join through the floating address: the seed's API now, the undercloud's
@@ -318,15 +304,13 @@ fn qemu_handoff_undercloud_from_the_appliance_survives_a_loss_and_adopts_the_see
         "pool_end": "10.80.0.250",
     });
     post_stack(
-        &sw,
-        SEED_IP,
+        lab.seed_api,
         "undercloud",
         "seed/templates/undercloud.yaml",
         params,
     );
     wait_stack(
-        &sw,
-        SEED_IP,
+        lab.seed_api,
         "undercloud",
         "CREATE_COMPLETE",
         Duration::from_secs(900),
@@ -347,7 +331,7 @@ fn qemu_handoff_undercloud_from_the_appliance_survives_a_loss_and_adopts_the_see
             );
         }
     }
-    let (members, daemons) = membership(&sw, SEED_IP);
+    let (members, daemons) = membership(lab.seed_api);
     assert_eq!(
         voters(&members),
         names(&["seed", "node1", "node2", "node3"]),
@@ -360,7 +344,7 @@ fn qemu_handoff_undercloud_from_the_appliance_survives_a_loss_and_adopts_the_see
     let asked = std::time::SystemTime::now();
     let t = Instant::now();
     loop {
-        let (code, body) = api(&sw, SEED_IP, "POST", "/v1/ha/handoff", None);
+        let (code, body) = api(lab.seed_api, "POST", "/v1/ha/handoff", None);
         if code == 202 || code == 200 {
             break;
         }
@@ -375,7 +359,7 @@ fn qemu_handoff_undercloud_from_the_appliance_survives_a_loss_and_adopts_the_see
     wait(
         "the seed machine off",
         Duration::from_secs(180),
-        || !lab.powered(&sw, SEED),
+        || !lab.powered(SEED),
         seed_ctx,
     );
     let off = std::time::SystemTime::now();
@@ -388,13 +372,13 @@ fn qemu_handoff_undercloud_from_the_appliance_survives_a_loss_and_adopts_the_see
         Duration::from_secs(120),
         || {
             (1..=3).all(|i| {
-                let (code, body) = api(&sw, FLOAT, "GET", &format!("/v1/nodes/node{i}"), None);
+                let (code, body) = api(lab.float_api, "GET", &format!("/v1/nodes/node{i}"), None);
                 code == 200 && body.contains("\"active\"")
             })
         },
         uc_ctx,
     );
-    let (members, _) = membership(&sw, FLOAT);
+    let (members, _) = membership(lab.float_api);
     assert_eq!(
         voters(&members),
         names(&["node1", "node2", "node3"]),
@@ -405,11 +389,10 @@ fn qemu_handoff_undercloud_from_the_appliance_survives_a_loss_and_adopts_the_see
     // The undercloud inspects the two other machines itself (its DHCP, its ramdisk, its BMC
     // driver) and deploys the overcloud on them (a controller and a compute), with the image it
     // replicated from the seed.
-    inspect(&sw, FLOAT, &["node4", "node5"], every);
+    inspect(lab.float_api, &["node4", "node5"], every);
     phase("node4-5 inspected by the undercloud");
     post_stack(
-        &sw,
-        FLOAT,
+        lab.float_api,
         "overcloud",
         "seed/tests/templates/lab-overcloud.yaml",
         serde_json::json!({"compute_count": "1", "greeting": "deployed by the undercloud"}),
@@ -418,7 +401,7 @@ fn qemu_handoff_undercloud_from_the_appliance_survives_a_loss_and_adopts_the_see
         "an overcloud machine deploying",
         Duration::from_secs(120),
         || {
-            let v = json(&api(&sw, FLOAT, "GET", "/v1/stacks/overcloud", None).1);
+            let v = json(&api(lab.float_api, "GET", "/v1/stacks/overcloud", None).1);
             v["members"]
                 .as_array()
                 .into_iter()
@@ -433,7 +416,7 @@ fn qemu_handoff_undercloud_from_the_appliance_survives_a_loss_and_adopts_the_see
         "the undercloud's leader known",
         Duration::from_secs(60),
         || {
-            let (_, daemons) = membership(&sw, FLOAT);
+            let (_, daemons) = membership(lab.float_api);
             let leader = daemons.iter().find(|d| d["leader"] == true);
             if let Some(n) = leader.and_then(|d| d["name"].as_str()) {
                 dead = n.to_string();
@@ -444,13 +427,12 @@ fn qemu_handoff_undercloud_from_the_appliance_survives_a_loss_and_adopts_the_see
     );
     let dead_i: usize = dead.trim_start_matches("node").parse::<usize>().unwrap() - 1;
     assert!(dead_i < 3, "the leader {dead} is no undercloud member");
-    lab.power_off(&sw, dead_i);
+    lab.power_off(dead_i);
     phase(&format!(
         "the undercloud's leader {dead} powered off while the overcloud deploys"
     ));
     wait_stack(
-        &sw,
-        FLOAT,
+        lab.float_api,
         "overcloud",
         "CREATE_COMPLETE",
         Duration::from_secs(900),
@@ -467,7 +449,7 @@ fn qemu_handoff_undercloud_from_the_appliance_survives_a_loss_and_adopts_the_see
             "{c}"
         );
     }
-    let (_, daemons) = membership(&sw, FLOAT);
+    let (_, daemons) = membership(lab.float_api);
     let leader = daemons.iter().find(|d| d["leader"] == true);
     assert!(
         leader.is_some_and(|d| d["name"] != dead.as_str()),
@@ -481,26 +463,23 @@ fn qemu_handoff_undercloud_from_the_appliance_survives_a_loss_and_adopts_the_see
     let machine = lab.specs[SEED].name.clone();
     std::fs::write(&nodes, lab.nodes_yaml(SEED..SEED + 1)).unwrap();
     seed_cli(
-        &sw,
-        FLOAT,
+        lab.float_api,
         &["node", "import", &nodes.display().to_string()],
     );
-    inspect(&sw, FLOAT, &[machine.as_str()], every);
+    inspect(lab.float_api, &[machine.as_str()], every);
     phase(&format!(
         "the seed machine ({machine}) inspected by the undercloud"
     ));
     let body = serde_json::json!({ "member": dead }).to_string();
     let (code, body) = api(
-        &sw,
-        FLOAT,
+        lab.float_api,
         "POST",
         "/v1/stacks/undercloud/replace",
         Some(&body),
     );
     assert_eq!(code, 202, "{body}");
     let v = wait_stack(
-        &sw,
-        FLOAT,
+        lab.float_api,
         "undercloud",
         "UPDATE_COMPLETE",
         Duration::from_secs(900),
@@ -530,10 +509,10 @@ fn qemu_handoff_undercloud_from_the_appliance_survives_a_loss_and_adopts_the_see
     wait(
         "the dead member retired, the seed machine voting",
         Duration::from_secs(300),
-        || voters(&membership(&sw, FLOAT).0) == want,
+        || voters(&membership(lab.float_api).0) == want,
         every,
     );
-    let (members, _) = membership(&sw, FLOAT);
+    let (members, _) = membership(lab.float_api);
     assert_eq!(members.len(), 3, "{members:?}");
     phase(&format!(
         "{dead} replaced by the seed machine: the undercloud is three again (Stage N)"
@@ -541,9 +520,7 @@ fn qemu_handoff_undercloud_from_the_appliance_survives_a_loss_and_adopts_the_see
 
     // One DHCP server at a time: the seed until it left, the undercloud's leader (whichever it
     // was) after the seed was asked to hand over, never two for one exchange.
-    // SAFETY: kill(2) on the capture's own pid.
-    unsafe { libc::kill(capture.id() as i32, libc::SIGINT) };
-    assert!(capture.wait_exit(Duration::from_secs(20)).is_some());
+    lab.stop_capture();
     let seed_mac = lab.specs[SEED].macs[0].to_lowercase();
     let member_macs: Vec<String> = lab.specs[..NODES]
         .iter()
