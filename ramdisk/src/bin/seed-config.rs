@@ -2,7 +2,8 @@
 //!
 //! `seed-config apply` has os-apply-config's command line (templates, metadata, output root,
 //! `--key` look-ups with the same exit codes); `seed-config refresh` runs os-refresh-config's
-//! phases with apply between pre-configure and configure; `seed-config collect` fetches the
+//! phases with apply between pre-configure and configure, and takes its options
+//! (`--lockfile`, `--timeout`, `--log-level`, `--print-base`, `--print-phases`); `seed-config collect` fetches the
 //! node's metadata from the seed (long-poll, cached on the state partition), refreshes when it
 //! changed and signals each deployment; `seed-config signal` sends one signal by hand. Logs go
 //! to stderr and never carry the metadata or the credential.
@@ -187,8 +188,35 @@ struct RefreshArgs {
     /// Do not render templates between pre-configure and configure.
     #[arg(long)]
     no_apply: bool,
+    /// Seconds until a script still running is killed and the run fails (0: no limit).
+    #[arg(long, value_name = "SECONDS")]
+    timeout: Option<u64>,
+    /// Log level (os-refresh-config's names) [default: $RUST_LOG or INFO].
+    #[arg(long, value_parser = ["ERROR", "WARN", "CRITICAL", "INFO", "DEBUG"])]
+    log_level: Option<String>,
     #[command(flatten)]
     sources: Sources,
+}
+
+impl RefreshArgs {
+    fn timeout(&self) -> Option<std::time::Duration> {
+        // os-refresh-config: `if options.timeout:`, so 0 sets no alarm.
+        self.timeout
+            .filter(|&t| t > 0)
+            .map(std::time::Duration::from_secs)
+    }
+}
+
+/// The tracing filter for os-refresh-config's `--log-level` (CRITICAL is ERROR here).
+fn log_filter(level: Option<&str>) -> tracing_subscriber::EnvFilter {
+    use tracing_subscriber::EnvFilter;
+    match level {
+        Some("DEBUG") => EnvFilter::new("debug"),
+        Some("INFO") => EnvFilter::new("info"),
+        Some("WARN") => EnvFilter::new("warn"),
+        Some(_) => EnvFilter::new("error"),
+        None => EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+    }
 }
 
 fn templates_dir(arg: &Option<PathBuf>) -> PathBuf {
@@ -234,15 +262,17 @@ fn metadata_files(s: &Sources) -> anyhow::Result<Vec<PathBuf>> {
 }
 
 fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let level = match &cli.command {
+        Command::Refresh(r) => r.log_level.as_deref(),
+        Command::Collect(c) => c.refresh.log_level.as_deref(),
+        _ => None,
+    };
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
+        .with_env_filter(log_filter(level))
         .with_target(false)
         .init();
-    let cli = Cli::parse();
     let code = match cli.command {
         Command::Apply(a) => run_apply(a),
         Command::Refresh(r) => run_refresh(r),
@@ -331,6 +361,7 @@ fn run_refresh(r: RefreshArgs) -> anyhow::Result<u8> {
     };
     let opts = refresh::RefreshOptions {
         base_dir,
+        timeout: r.timeout(),
         lockfile: r.lockfile,
         apply,
     };
@@ -357,6 +388,7 @@ fn refresh_options(r: &RefreshArgs, files: &[PathBuf]) -> refresh::RefreshOption
     refresh::RefreshOptions {
         base_dir: r.base_dir.clone().unwrap_or_else(refresh::default_base_dir),
         lockfile: r.lockfile.clone(),
+        timeout: r.timeout(),
         apply: (!r.no_apply).then(|| refresh::ApplyStep {
             templates: templates_dir(&r.sources.templates),
             output: r.sources.output.clone(),

@@ -6,14 +6,26 @@
 //! run with [`runparts`](crate::config::runparts); a missing directory is skipped. The first
 //! failure stops the run: the scripts of `error.d` are run (their own failures ignored) and
 //! the failure is returned. A lock file held with `flock` for the whole run keeps a second
-//! run from starting while one is in progress.
+//! run from starting while one is in progress. Each directory is run as `dib-run-parts` runs
+//! it (`sort -n` order, `environment.d` sourced first, scripts without `#!` through bash).
+//! With a timeout (`--timeout`), a script still running when it expires is killed and the
+//! phase fails, as os-refresh-config's SIGALRM handler kills its children; `error.d` gets
+//! what is left of it, none once it has passed (the alarm has fired).
+//!
+//! Deliberate difference: the templates are applied by seed-config itself, always between
+//! `pre-configure.d` and `configure.d`. The reference runs os-apply-config from a
+//! `configure.d` script (tripleo's `20-os-apply-config`), so a `configure.d` script numbered
+//! below 20 would see the old files there. Here every `configure.d` script sees the new
+//! configuration, and an image needs no os-apply-config script: the order is fixed by the
+//! agent rather than by a file name.
 
 use crate::config::apply::{self, ApplyError, Outcome};
 use crate::config::metadata::{self, MetadataError};
-use crate::config::runparts::{self, RunPartsError};
+use crate::config::runparts::{self, RunOptions, RunPartsError};
 use nix::fcntl::{Flock, FlockArg};
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::time::Instant;
 
 /// The phases, in order.
 pub const PHASES: &[&str] = &["pre-configure", "configure", "post-configure", "migration"];
@@ -56,6 +68,8 @@ pub struct RefreshOptions {
     pub lockfile: PathBuf,
     /// Render templates between pre-configure and configure; `None` skips it.
     pub apply: Option<ApplyStep>,
+    /// Kill a script still running this long after the start, and fail (`--timeout`).
+    pub timeout: Option<std::time::Duration>,
 }
 
 /// Why a refresh stopped.
@@ -129,13 +143,17 @@ pub fn refresh(opts: &RefreshOptions) -> Result<Vec<Step>, RefreshError> {
     let _ = lock.set_len(0);
     let _ = writeln!(lock, "Locked by pid=={}", std::process::id());
 
-    let result = run_phases(opts);
+    let deadline = opts.timeout.map(|t| Instant::now() + t);
+    let result = run_phases(opts, deadline);
     if let Err(e) = &result {
         tracing::error!("{}", crate::config::error_chain(e));
         let error_dir = opts.base_dir.join("error.d");
         if error_dir.is_dir() {
             tracing::info!("calling error handlers");
-            if let Err(e) = runparts::run(&error_dir) {
+            let run = RunOptions {
+                deadline: deadline.filter(|d| *d > Instant::now()),
+            };
+            if let Err(e) = runparts::run_with(&error_dir, &run) {
                 tracing::warn!("error handler failed: {e}");
             }
         }
@@ -144,7 +162,8 @@ pub fn refresh(opts: &RefreshOptions) -> Result<Vec<Step>, RefreshError> {
     result
 }
 
-fn run_phases(opts: &RefreshOptions) -> Result<Vec<Step>, RefreshError> {
+fn run_phases(opts: &RefreshOptions, deadline: Option<Instant>) -> Result<Vec<Step>, RefreshError> {
+    let run = RunOptions { deadline };
     let mut steps = Vec::new();
     for phase in PHASES {
         if *phase == "configure" {
@@ -159,7 +178,7 @@ fn run_phases(opts: &RefreshOptions) -> Result<Vec<Step>, RefreshError> {
         let dir = opts.base_dir.join(format!("{phase}.d"));
         let scripts = if dir.exists() {
             tracing::info!("starting phase {phase}");
-            let ran = runparts::run(&dir).map_err(|source| RefreshError::Phase {
+            let ran = runparts::run_with(&dir, &run).map_err(|source| RefreshError::Phase {
                 phase: phase.to_string(),
                 source,
             })?;
@@ -228,6 +247,7 @@ mod tests {
                 output: out,
                 metadata: vec![md],
             }),
+            timeout: None,
         };
         Fixture {
             _dir: dir,
@@ -303,6 +323,34 @@ mod tests {
             fs::read_to_string(&f.log).unwrap(),
             "pre:before\nconfigure-10:applied\nerror-handler\n"
         );
+    }
+
+    #[test]
+    fn a_timeout_kills_the_script_and_calls_error_handlers() {
+        let mut f = fixture();
+        script(&f.base.join("configure.d"), "15-hang", "sleep 30");
+        script(
+            &f.base.join("error.d"),
+            "10-report",
+            &format!("echo error-handler >> {}", f.log.display()),
+        );
+        f.opts.timeout = Some(std::time::Duration::from_millis(500));
+        let start = Instant::now();
+        let err = refresh(&f.opts).unwrap_err();
+        assert!(start.elapsed() < std::time::Duration::from_secs(10));
+        assert!(
+            matches!(
+                &err,
+                RefreshError::Phase {
+                    source: RunPartsError::TimedOut { .. },
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        assert!(fs::read_to_string(&f.log)
+            .unwrap()
+            .ends_with("configure-10:applied\nerror-handler\n"));
     }
 
     #[test]
