@@ -7,6 +7,11 @@
 //! node's metadata from the seed (long-poll, cached on the state partition), refreshes when it
 //! changed and signals each deployment; `seed-config signal` sends one signal by hand. Logs go
 //! to stderr and never carry the metadata or the credential.
+//!
+//! Deliberate difference: `seed-config apply --key ''` is refused. os-apply-config treats an
+//! empty key as no key (`if opts.key:` is false) and goes on to render the whole template
+//! tree into `/`, so a script whose variable came out empty would rewrite the node's
+//! configuration where it meant to read one value.
 
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
@@ -300,6 +305,9 @@ fn run_apply(a: ApplyArgs) -> anyhow::Result<u8> {
 
     if a.key.is_some() && a.boolean_key.is_some() {
         tracing::warn!("--key is not compatible with --boolean-key. --boolean-key ignored.");
+    }
+    if a.key.as_deref() == Some("") {
+        anyhow::bail!("--key is empty (os-apply-config would render every template instead)");
     }
     if let Some(key) = &a.key {
         return match metadata::extract_key(&config, key) {

@@ -137,7 +137,7 @@ pub fn render_template(path: &Path, config: &Value) -> Result<Vec<u8>, ApplyErro
     if is_executable(path) {
         return render_executable(path, config);
     }
-    let text = fs::read_to_string(path).map_err(io("reading template", path))?;
+    let text = universal_newlines(fs::read_to_string(path).map_err(io("reading template", path))?);
     let bad = |e: super::mustache::ParseError| ApplyError::Template {
         path: path.to_path_buf(),
         line: e.line,
@@ -145,6 +145,16 @@ pub fn render_template(path: &Path, config: &Value) -> Result<Vec<u8>, ApplyErro
     };
     let template = Template::parse(&text).map_err(bad)?;
     Ok(template.render(config).map_err(bad)?.into_bytes())
+}
+
+/// `\r\n` and lone `\r` as `\n`: os-apply-config reads templates and control files with
+/// `open()` in text mode (universal newlines), so a template saved on Windows renders with
+/// `\n` line endings.
+pub fn universal_newlines(text: String) -> String {
+    if !text.contains('\r') {
+        return text;
+    }
+    text.replace("\r\n", "\n").replace('\r', "\n")
 }
 
 /// Run an executable template: the metadata as JSON on stdin, the file's content on stdout.
@@ -185,7 +195,9 @@ pub fn build_tree(root: &Path, config: &Value) -> Result<Vec<Rendered>, ApplyErr
         ctrl_path.push(CONTROL_FILE_SUFFIX);
         let ctrl_path = PathBuf::from(ctrl_path);
         let control = if ctrl_path.is_file() {
-            let text = fs::read_to_string(&ctrl_path).map_err(io("reading", &ctrl_path))?;
+            let text = universal_newlines(
+                fs::read_to_string(&ctrl_path).map_err(io("reading", &ctrl_path))?,
+            );
             control::parse(&text).map_err(|source| ApplyError::Control {
                 path: ctrl_path.clone(),
                 source,
@@ -325,6 +337,23 @@ mod tests {
     fn config() -> Value {
         json!({"x": "foo", "y": false, "z": null, "btrue": true, "bfalse": false,
                "database": {"url": "sqlite:///blah"}, "l": [1, 2]})
+    }
+
+    #[test]
+    fn crlf_and_cr_templates_render_with_newlines() {
+        let t = tempfile::tempdir().unwrap();
+        let p = t.path().join("crlf.conf");
+        fs::write(
+            &p,
+            "[{{x}}]\r\n{{#btrue}}\r\non = yes\r\n{{/btrue}}\r\nold = mac\rend\r",
+        )
+        .unwrap();
+        let body = render_template(&p, &config()).unwrap();
+        assert_eq!(
+            String::from_utf8(body).unwrap(),
+            "[foo]\non = yes\nold = mac\nend\n"
+        );
+        assert_eq!(universal_newlines("a\r\r\nb".into()), "a\n\nb");
     }
 
     #[test]

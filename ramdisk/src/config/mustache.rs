@@ -9,6 +9,11 @@
 //! that vanish with their indentation and newline. Partials have no loader here: like a
 //! missing partial in pystache they render empty.
 //!
+//! Deliberate difference: a section that is never closed (`x {{#a}} open`) is an error
+//! naming its line. pystache renders such a template anyway (that one as ` open`), which
+//! would write a half-configured file; refusing it leaves the old file in place and fails
+//! the run, so the mistake is seen.
+//!
 //! Hand-written on purpose. The maintained crates do not give these semantics: `ramhorns`
 //! renders Rust structs (derive), always HTML-escapes `{{x}}` and has no JSON-value context;
 //! `mustache` (nickel-org, unmaintained since 2019) always escapes `{{x}}` and stringifies
