@@ -58,10 +58,17 @@ fn follow(c: &Client, mut last: Handoff, secs: u64) -> anyhow::Result<()> {
             Ok(None) => anyhow::bail!("{}: the daemon forgot its hand-off", last.member),
             Err(e) => {
                 bar.finish_and_clear();
+                let hint = if last.step == HandoffStep::Removing {
+                    // The last step: it may have finished and gone while a poll was on its way.
+                    " (it may have finished and switched off: `seed ha members` on the \
+                     undercloud shows whether it left)"
+                } else {
+                    ""
+                };
                 return Err(e.context(format!(
                     "{}: the daemon stopped answering before it said the hand-off was done \
-                     (last step: {}); if it was stopped or killed, start it again: it goes on \
-                     from there by itself",
+                     (last step: {}){hint}; if it was stopped or killed, start it again: it \
+                     goes on from there by itself",
                     last.member,
                     step(last.step)
                 )));
@@ -94,7 +101,7 @@ fn follow(c: &Client, mut last: Handoff, secs: u64) -> anyhow::Result<()> {
             last.member,
             step(last.step)
         );
-        std::thread::sleep(Duration::from_millis(500));
+        std::thread::sleep(Duration::from_millis(250));
     }
     bar.finish_and_clear();
     println!(

@@ -481,8 +481,9 @@ impl Handoff {
             endpoints = %r.endpoints.join(","),
             "handed over: this daemon answers nothing any more"
         );
-        // A moment for a client following the hand-off (`seed handoff`) to see it done.
-        std::thread::sleep(Duration::from_secs(3));
+        // A moment for a client following the hand-off (`seed handoff`) to see it done: a poll
+        // to a seed machine under load (TCG, a user-mode NIC) can take seconds.
+        std::thread::sleep(LINGER);
         self.shutdown.cancel();
         if self.after == After::Poweroff {
             // The daemon's listeners close with the token above; the machine goes down.
@@ -494,6 +495,10 @@ impl Handoff {
         }
     }
 }
+
+/// How long a daemon that handed over still answers `GET /v1/ha/handoff` (with `done`) before
+/// it stops.
+pub const LINGER: Duration = Duration::from_secs(10);
 
 /// The hand-off a daemon that stays knows of (written by the one that left).
 pub fn recorded(store: &dyn Store) -> Result<Vec<Record>, StoreError> {
