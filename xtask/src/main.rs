@@ -15,6 +15,8 @@
 //! - `fuzz [--target T] [--time S]`: the libFuzzer targets of `tests/fuzz/` (see `fuzz.rs`).
 //! - `campaign crash`: kill -9 of the daemon during fake-machine deploys (see `campaign.rs`).
 //! - `schemathesis`: the API fuzzed against its OpenAPI document (see `schemathesis.rs`).
+//! - `oac`: the reference os-apply-config / os-refresh-config for the seed-config parity test
+//!   (see `oac.rs`); `test` installs it before the suite.
 
 mod appliance;
 mod bench;
@@ -26,6 +28,7 @@ mod fetch;
 mod fuzz;
 mod image;
 mod lab;
+mod oac;
 mod ramdisk;
 mod schemathesis;
 
@@ -86,6 +89,9 @@ enum Cmd {
     Campaign(campaign::Args),
     /// Fuzz the daemon's API against its OpenAPI document with schemathesis (from PyPI).
     Schemathesis(schemathesis::Args),
+    /// Install the reference os-apply-config / os-refresh-config (PyPI, pinned) the
+    /// seed-config parity test compares with; print the venv's bin directory.
+    Oac,
 }
 
 fn main() -> Result<()> {
@@ -107,6 +113,7 @@ fn main() -> Result<()> {
         Cmd::Fuzz(args) => fuzz::run(args),
         Cmd::Campaign(args) => campaign::run(args),
         Cmd::Schemathesis(args) => schemathesis::run(args),
+        Cmd::Oac => oac::run(),
     }
 }
 
@@ -226,12 +233,15 @@ fn test(filter: &[String], no_lint: bool, with_campaigns: bool) -> Result<()> {
             "warnings",
         ]))?;
     }
+    // tests/tests/config_reference_parity.rs runs seed-config beside the reference.
+    let oac_bin = oac::install()?;
     let nextest = Command::new("cargo-nextest")
         .arg("--version")
         .output()
         .is_ok();
     if nextest {
         let mut c = cargo();
+        c.env(oac::ENV, &oac_bin);
         c.args(["nextest", "run", "--workspace", "--no-fail-fast"]);
         if std::env::var_os("CI").is_some() {
             c.args(["--profile", "ci"]);
@@ -240,6 +250,7 @@ fn test(filter: &[String], no_lint: bool, with_campaigns: bool) -> Result<()> {
         run(&mut c)?;
     } else {
         let mut c = cargo();
+        c.env(oac::ENV, &oac_bin);
         c.args(["test", "--workspace", "--no-fail-fast"]);
         c.args(filter);
         run(&mut c)?;
