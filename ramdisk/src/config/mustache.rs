@@ -409,16 +409,67 @@ fn render_nodes<'a>(
     Ok(())
 }
 
-/// Write `v` the way Python's `json.dumps(v)` does: `", "` and `": "` separators and
-/// non-ASCII characters as `\uXXXX` escapes. (Object keys come out in serde_json's map order,
-/// which is sorted; Python keeps the document's order.)
+/// Python's `repr(float)`: the shortest digits that round-trip, in positional notation when
+/// the decimal point falls within `-4 < decpt <= 16`, else `d.ddde±XX` (at least two exponent
+/// digits): `2.5`, `2.0`, `0.0001`, `1e-05`, `1e+16`, `1000000000000000.0`.
+pub fn python_float(f: f64, out: &mut String) {
+    // `{:e}` gives the same shortest round-trip digits: `-1.5e-7`.
+    let sci = format!("{f:e}");
+    let (mantissa, exp) = sci.split_once('e').expect("{:e} has an exponent");
+    let exp: i32 = exp.parse().expect("{:e} exponent is a number");
+    let (negative, mantissa) = match mantissa.strip_prefix('-') {
+        Some(m) => (true, m),
+        None => (false, mantissa),
+    };
+    let digits: String = mantissa.chars().filter(|c| *c != '.').collect();
+    if negative {
+        out.push('-');
+    }
+    let decpt = exp + 1;
+    if decpt <= -4 || decpt > 16 {
+        out.push_str(&digits[..1]);
+        if digits.len() > 1 {
+            out.push('.');
+            out.push_str(&digits[1..]);
+        }
+        let sign = if exp < 0 { '-' } else { '+' };
+        let _ = write!(out, "e{sign}{:02}", exp.abs());
+    } else if decpt <= 0 {
+        out.push_str("0.");
+        out.push_str(&"0".repeat(decpt.unsigned_abs() as usize));
+        out.push_str(&digits);
+    } else {
+        let decpt = decpt as usize;
+        if decpt < digits.len() {
+            out.push_str(&digits[..decpt]);
+            out.push('.');
+            out.push_str(&digits[decpt..]);
+        } else {
+            out.push_str(&digits);
+            out.push_str(&"0".repeat(decpt - digits.len()));
+            out.push_str(".0");
+        }
+    }
+}
+
+/// Write `v` the way Python's `json.dumps(v)` does: `", "` and `": "` separators,
+/// non-ASCII characters as `\uXXXX` escapes, floats as `repr(float)` ([`python_float`]).
+///
+/// Known differences, left because fixing them means serde_json features that unify across
+/// the whole workspace (`preserve_order` changes every map the daemon serialises,
+/// `arbitrary_precision` how every number deserialises): object keys come out sorted
+/// (Python keeps the document's order), and an integer beyond 64 bits was read as a float
+/// (`1.2345678901234568e+22`; Python keeps it whole).
 pub fn python_json(v: &Value, out: &mut String) {
     match v {
         Value::Null => out.push_str("null"),
         Value::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
-        Value::Number(n) => {
-            let _ = write!(out, "{n}");
-        }
+        Value::Number(n) => match n.as_f64().filter(|_| n.is_f64()) {
+            Some(f) => python_float(f, out),
+            None => {
+                let _ = write!(out, "{n}");
+            }
+        },
         Value::String(s) => python_json_str(s, out),
         Value::Array(items) => {
             out.push('[');

@@ -196,3 +196,32 @@ fn nested_sections_over_lists_are_bounded() {
     let src = "{{#list}}".repeat(3) + "{{.}}" + &"{{/list}}".repeat(3);
     assert_eq!(render(&src, &data).unwrap().len(), 125);
 }
+
+/// `repr(float)` as Python 3.11 prints it (what `json.dumps` writes for a float).
+#[test]
+fn floats_render_as_python_repr() {
+    let cases = [
+        (1e-7, "1e-07"),
+        (2.5, "2.5"),
+        (2.0, "2.0"),
+        (0.0, "0.0"),
+        (-0.0, "-0.0"),
+        (0.0001, "0.0001"),
+        (0.00001, "1e-05"),
+        (1e15, "1000000000000000.0"),
+        (1e16, "1e+16"),
+        (1.5e16, "1.5e+16"),
+        (1e20, "1e+20"),
+        (123456.789, "123456.789"),
+        (-1.25e-10, "-1.25e-10"),
+        (1.7976931348623157e308, "1.7976931348623157e+308"),
+    ];
+    for (f, want) in cases {
+        let mut out = String::new();
+        python_float(f, &mut out);
+        assert_eq!(out, want, "{f:?}");
+    }
+    let t = Template::parse("{{f}} {{l}} {{i}}").unwrap();
+    let data = serde_json::json!({"f": 1e-7, "l": [0.5, 3e30], "i": 7});
+    assert_eq!(t.render(&data).unwrap(), "1e-07 [0.5, 3e+30] 7");
+}
