@@ -6,6 +6,10 @@
 //! whose numbers are equal are then compared byte by byte as whole lines (sort's last-resort
 //! comparison; dib-run-parts does not pass `-s`). So `2-two 9-nine 10-ten 100-x`, with
 //! `B`, `_x`, `a-nonum` (all 0) before `1-…` and after `-1-…`, and `01` before `1`.
+//!
+//! dib-run-parts sets `LANG=C`, not `LC_ALL=C`: a caller exporting `LC_ALL` (or
+//! `LC_COLLATE`/`LC_NUMERIC`) would get that locale's tie-breaking instead. seed-config
+//! always uses the C locale's order, the one dib-run-parts asks for.
 
 use std::cmp::Ordering;
 
