@@ -212,6 +212,7 @@ impl Daemon {
                     }];
                     if lc.boot_deadline_ms.is_some() {
                         info!(node = %n.name, op = lc.op, "deploy resumed: the agent's op is handed back, its PXE boot ordered again (not seen yet)");
+                        self.rearm_on_reboot(&n.macs);
                         actions.extend([
                             Action::SetBootDevice(crate::lifecycle::BootDevice::Pxe),
                             Action::Reboot,

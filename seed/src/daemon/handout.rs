@@ -22,7 +22,10 @@
 //!
 //! What rule 2 costs: a node rebooted by hand in the middle of a step boots without its token
 //! (the step then fails on its timeout, and a retry makes a new one). The seed's own boot
-//! watchdog never reboots a node whose script was served.
+//! watchdog never reboots a node whose script was served. One reboot of the seed's own does
+//! re-arm it: a resuming daemon orders the PXE boot of a step whose boot it has not seen
+//! again, and the boot that cycle cuts short may still fetch its script before the cycle
+//! happens; the boot after it then gets the token once more.
 
 use super::{Daemon, MacAddr};
 use netboot::BootAction;
@@ -40,6 +43,10 @@ pub(super) struct Handouts {
     reserved: HashMap<MacAddr, Ipv4Addr>,
     /// The token each MAC's script last carried (so it is handed out once).
     handed: HashMap<MacAddr, String>,
+    /// MACs of nodes whose PXE boot a resuming daemon ordered again (`resume_pxe_again`): when
+    /// that power cycle is done, the boot it starts may have the token once more, even if the
+    /// boot it cut short (in flight across the restart) fetched its script meanwhile.
+    rearm: std::collections::HashSet<MacAddr>,
 }
 
 /// The `seed.token=` of a ramdisk's command line, if any.
@@ -73,6 +80,24 @@ fn without_token(action: BootAction) -> BootAction {
 }
 
 impl Daemon {
+    /// A resuming daemon orders `macs`' node to PXE-boot again: see [`Handouts::rearm`].
+    pub(super) fn rearm_on_reboot(&self, macs: &[crate::inventory::Mac]) {
+        let mut t = self.boot.write();
+        t.handouts.rearm.extend(macs.iter().map(|m| MacAddr(m.0)));
+    }
+
+    /// The seed power-cycled (or powered on) the node with `macs`: if a resume asked for it,
+    /// this is the new boot, and its script carries the token again, once.
+    pub(super) fn rebooted(&self, macs: &[crate::inventory::Mac]) {
+        let mut t = self.boot.write();
+        let h = &mut t.handouts;
+        for m in macs.iter().map(|m| MacAddr(m.0)) {
+            if h.rearm.remove(&m) {
+                h.handed.remove(&m);
+            }
+        }
+    }
+
     /// The `[[netboot.nodes]]` reservations (MAC → address): where a node's script may be asked
     /// from before the DHCP server has seen it since this start.
     pub fn set_reservations(&self, r: impl IntoIterator<Item = (MacAddr, Ipv4Addr)>) {

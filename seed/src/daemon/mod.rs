@@ -345,6 +345,7 @@ impl Daemon {
                 && n.bmc.driver == crate::inventory::PowerDriver::Ipmi
             {
                 info!(node = %n.name, state = %lc.state, "resumed: its PXE boot ordered again (not seen yet)");
+                self.rearm_on_reboot(&n.macs);
                 self.enqueue(
                     &n.name,
                     vec![

@@ -104,11 +104,17 @@ impl Daemon {
                 }
                 Action::PowerOn => drv.power(PowerAction::On).await,
                 Action::PowerOff => drv.power(PowerAction::Off).await,
-                Action::Reboot => match drv.status().await {
-                    Ok(PowerState::On) => drv.power(PowerAction::Cycle).await,
-                    Ok(PowerState::Off) => drv.power(PowerAction::On).await,
-                    Err(e) => Err(e),
-                },
+                Action::Reboot => {
+                    let done = match drv.status().await {
+                        Ok(PowerState::On) => drv.power(PowerAction::Cycle).await,
+                        Ok(PowerState::Off) => drv.power(PowerAction::On).await,
+                        Err(e) => Err(e),
+                    };
+                    if done.is_ok() {
+                        self.rebooted(&node.macs);
+                    }
+                    done
+                }
                 Action::Deploy {
                     op,
                     image,

@@ -319,3 +319,26 @@ async fn a_resumed_inspection_whose_boot_was_not_seen_is_power_cycled_at_once() 
         );
     }
 }
+
+/// The boot a resume's power cycle cuts short may fetch its script (and the token) before the
+/// cycle happens; the boot after the cycle then gets the token once more, not a script without
+/// it (its agent would be refused for good). A second fetch of that new boot gets nothing.
+#[tokio::test]
+async fn the_boot_after_a_resumes_power_cycle_gets_its_token_again() {
+    let store = Arc::new(MemStore::new());
+    nodes::create(&*store, &[waiting_on_pxe(State::Inspecting, 3, false)]).unwrap();
+    let e = daemon(store);
+    let ip = std::net::Ipv4Addr::new(10, 0, 0, 10);
+    e.d.note_address(NETMAC, ip);
+    let has_token = |e: &Env| match e.d.script_action(NETMAC, ip.into()) {
+        Some(netboot::BootAction::Kernel { cmdline, .. }) => cmdline.contains("seed.token="),
+        other => panic!("no ramdisk script: {other:?}"),
+    };
+    e.d.resume().unwrap();
+    // The boot in flight across the restart asks before the ordered cycle is done.
+    assert!(has_token(&e), "the boot in flight gets the token");
+    e.wait("powered into PXE again", |e| e.bmc.boots() == 1)
+        .await;
+    assert!(has_token(&e), "the boot after the cycle gets it again");
+    assert!(!has_token(&e), "and only once");
+}
