@@ -137,15 +137,7 @@ impl HandoffLab {
     /// The nodes' and the seed machine's entries of an instackenv `nodes.yaml` (BMCs at the
     /// management address), `nodes` of them from the first.
     pub fn nodes_yaml(&self, nodes: std::ops::Range<usize>) -> String {
-        let mut yaml = String::from("nodes:\n");
-        for s in &self.specs[nodes] {
-            yaml += &format!(
-                "  - name: {}\n    mac: [\"{}\"]\n    pm_type: ipmi\n    pm_addr: {}\n    \
-                 pm_port: {}\n    pm_user: {}\n    pm_password: {}\n",
-                s.name, s.macs[0], s.bmc.address, s.bmc.port, s.bmc.username, s.bmc.password
-            );
-        }
-        yaml
+        seed::cli::lab_seed::instackenv(&self.specs[nodes], &[], "")
     }
 
     /// Machine `i`'s console so far (0-based; the seed machine's is the last).
